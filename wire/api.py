@@ -1,0 +1,88 @@
+"""Client API bodies and objects (the public contract; see ``docs/api.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .events import Decision, SessionState, Spawn
+
+__all__ = [
+    "CreateSession",
+    "EnvironmentInfo",
+    "ErrorBody",
+    "ErrorDetail",
+    "PermissionDecision",
+    "PostMessage",
+    "Rename",
+    "SessionInfo",
+]
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def _nonempty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+@attrs.frozen(kw_only=True)
+class CreateSession:
+    prompt: str | None = None
+    title: str | None = None
+    spawn: Spawn | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PostMessage:
+    #: Chosen by the client; posting the same id twice is one message.
+    id: str = attrs.field(validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(200)))
+    text: str = attrs.field(validator=_nonempty)
+
+
+@attrs.frozen(kw_only=True)
+class PermissionDecision:
+    decision: Decision
+    message: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Rename:
+    title: str = attrs.field(validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(500)))
+
+
+@attrs.frozen(kw_only=True)
+class EnvironmentInfo:
+    id: str
+    name: str
+    online: bool
+    directory: str
+    spawn: Spawn
+    capacity: int
+    active_sessions: int
+
+
+@attrs.frozen(kw_only=True)
+class SessionInfo:
+    id: str
+    environment_id: str
+    title: str | None
+    state: SessionState
+    spawn: Spawn | None
+    cwd: str | None
+    branch: str | None
+    created_at: float
+    updated_at: float
+    url: str
+
+
+@attrs.frozen(kw_only=True)
+class ErrorDetail:
+    code: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class ErrorBody:
+    error: ErrorDetail

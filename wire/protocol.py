@@ -1,0 +1,163 @@
+"""Daemon ↔ relay messages: registration, the downlink and the uplink.
+
+The daemon opens every connection (outbound only):
+
+* ``POST /daemon/v1/register`` with :class:`RegisterRequest` → :class:`RegisterResponse`.
+* ``GET /daemon/v1/environments/{id}/downlink`` is a Server-Sent Events stream. Each SSE
+  event has ``id:`` = the environment's dense downlink sequence number, ``event:`` = the
+  directive's ``type`` and ``data:`` = the JSON of one :data:`Directive`. The daemon resumes
+  with ``Last-Event-ID`` and acknowledges with ``POST .../ack`` (:class:`Ack`). A comment
+  line (``: keep-alive``) is sent at least every 15 s.
+* ``POST /daemon/v1/sessions/{id}/events`` with :class:`EventBatch` → :class:`UplinkAck`:
+  idempotent by ``(session, seq)``; the answer is the highest contiguous seq the relay holds.
+* ``POST /daemon/v1/environments/{id}/goodbye`` marks the environment offline.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from .events import Decision, Event, Spawn
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Ack",
+    "DecidePermission",
+    "Directive",
+    "EventBatch",
+    "Interrupt",
+    "OpenSession",
+    "PairRequest",
+    "PairResponse",
+    "RegisterRequest",
+    "RegisterResponse",
+    "ResumeSession",
+    "SendMessage",
+    "StartSession",
+    "StopSession",
+    "UplinkAck",
+]
+
+PROTOCOL_VERSION = 1
+
+
+@attrs.frozen(kw_only=True)
+class PairRequest:
+    code: str
+    machine: str
+
+
+@attrs.frozen(kw_only=True)
+class PairResponse:
+    credential: str
+
+
+@attrs.frozen(kw_only=True)
+class RegisterRequest:
+    """What a daemon says about itself. The same credential, machine, directory and name
+    always map to the same environment id; registering again replaces the old link."""
+
+    name: str
+    machine: str
+    directory: str
+    spawn: Spawn
+    capacity: int = attrs.field(validator=attrs.validators.ge(1))
+    agent: str
+    protocol: int = PROTOCOL_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class OpenSession:
+    """A session the relay still believes is running, with the highest seq it holds."""
+
+    session_id: str
+    last_seq: int
+
+
+@attrs.frozen(kw_only=True)
+class RegisterResponse:
+    environment_id: str
+    #: Sessions of this environment that were not ended when the daemon last went away.
+    open_sessions: list[OpenSession] = attrs.Factory(list)
+
+
+# -- Directives: everything the downlink carries. Work (start / resume / stop) and inputs
+# (message / permission / interrupt) share one ordered stream per environment.
+
+
+@attrs.frozen(kw_only=True)
+class StartSession:
+    type: Literal["start_session"] = "start_session"
+    session_id: str
+    prompt: str | None = None
+    #: The input id of ``prompt`` (so its ``user_message`` echo can be matched).
+    prompt_input_id: str | None = None
+    title: str | None = None
+    spawn: Spawn | None = None
+    origin: str = "relay"
+
+
+@attrs.frozen(kw_only=True)
+class ResumeSession:
+    type: Literal["resume_session"] = "resume_session"
+    session_id: str
+    agent_session_id: str
+    cwd: str
+    spawn: Spawn
+    branch: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StopSession:
+    type: Literal["stop_session"] = "stop_session"
+    session_id: str
+    origin: str = "relay"
+
+
+@attrs.frozen(kw_only=True)
+class SendMessage:
+    type: Literal["message"] = "message"
+    session_id: str
+    input_id: str
+    text: str
+    origin: str
+
+
+@attrs.frozen(kw_only=True)
+class DecidePermission:
+    type: Literal["permission"] = "permission"
+    session_id: str
+    request_id: str
+    decision: Decision
+    message: str | None = None
+    origin: str
+
+
+@attrs.frozen(kw_only=True)
+class Interrupt:
+    type: Literal["interrupt"] = "interrupt"
+    session_id: str
+    origin: str = "relay"
+
+
+Directive = StartSession | ResumeSession | StopSession | SendMessage | DecidePermission | Interrupt
+
+
+@attrs.frozen(kw_only=True)
+class Ack:
+    """The daemon has applied every directive up to and including ``through``."""
+
+    through: int = attrs.field(validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class EventBatch:
+    events: list[Event]
+
+
+@attrs.frozen(kw_only=True)
+class UplinkAck:
+    #: Highest seq such that the relay holds every event 1..acked of the session.
+    acked: int
