@@ -1,1 +1,24 @@
-"""(package under construction)"""
+"""One session's runtime: agent adapters, process lifecycle, events, permissions."""
+
+from .adapter import AgentAdapter, AgentEvent, AgentExited, AgentHandle, AgentLaunch, EventSink
+from .claude import ClaudeCode, parse_line
+from .errors import AgentNotFound, AgentProtocolError, SpawnError
+from .session import SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
+
+__all__ = [
+    "AgentAdapter",
+    "AgentEvent",
+    "AgentExited",
+    "AgentHandle",
+    "AgentLaunch",
+    "AgentNotFound",
+    "AgentProtocolError",
+    "ClaudeCode",
+    "EventSink",
+    "SessionRuntime",
+    "SessionSnapshot",
+    "SpawnError",
+    "Workspace",
+    "WorkspaceError",
+    "parse_line",
+]

@@ -49,7 +49,9 @@ class PermissionDecision:
 
 @attrs.frozen(kw_only=True)
 class Rename:
-    title: str = attrs.field(validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(500)))
+    title: str = attrs.field(
+        validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(500))
+    )
 
 
 @attrs.frozen(kw_only=True)

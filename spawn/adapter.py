@@ -1,0 +1,98 @@
+"""The one seam between a session and an agent: the :class:`AgentAdapter` Protocol.
+
+Claude Code (stream-json) is the first adapter; ACP agents plug in here too. An adapter
+turns the agent's own protocol into the normalised payloads of :mod:`wire` and back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import attrs
+import trio
+
+import wire
+
+__all__ = [
+    "AgentEvent",
+    "AgentExited",
+    "AgentAdapter",
+    "AgentHandle",
+    "AgentLaunch",
+    "EventSink",
+]
+
+
+@attrs.frozen(kw_only=True)
+class AgentLaunch:
+    """Where and how to start one agent process."""
+
+    cwd: str
+    env: dict[str, str]
+    #: The agent's own conversation id to continue (``claude --resume``), or None.
+    resume: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AgentExited:
+    """The agent process is gone. ``expected`` is true when we asked it to stop."""
+
+    returncode: int
+    expected: bool
+    detail: str = ""
+
+
+#: What an adapter reports: the wire payloads it can produce, plus lifecycle markers.
+AgentEvent = (
+    wire.AssistantText
+    | wire.ToolUse
+    | wire.ToolResult
+    | wire.PermissionRequest
+    | wire.TurnResult
+    | wire.Error
+    | AgentExited
+)
+
+EventSink = Callable[[AgentEvent], Awaitable[None]]
+
+
+class AgentHandle(Protocol):
+    """Controls one running agent. Every method raises nothing once the agent is gone:
+    it is a no-op, and the exit arrives as :class:`AgentExited` on the sink."""
+
+    @property
+    def agent_session_id(self) -> str | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def send_message(self, text: str) -> None: ...
+
+    async def answer_permission(
+        self, request_id: str, decision: wire.Decision, message: str | None
+    ) -> None: ...
+
+    async def interrupt(self) -> None: ...
+
+    async def stop(self, grace: float) -> None:
+        """Stop the agent and wait until it is reaped."""
+        ...
+
+
+class AgentAdapter(Protocol):
+    """Starts agents of one kind (``name`` is what ``session_started.agent`` says)."""
+
+    name: str
+
+    async def run(
+        self,
+        launch: AgentLaunch,
+        sink: EventSink,
+        *,
+        task_status: trio.TaskStatus[AgentHandle] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Start the agent, call ``task_status.started(handle)`` once it accepts input,
+        feed every event to ``sink`` in order, and return after :class:`AgentExited` was
+        delivered. Raises ``AgentNotFound`` before ``started`` if it cannot start at all."""
+        ...

@@ -1,0 +1,272 @@
+"""Claude Code through its stream-json protocol: one long-lived CLI process per session.
+
+``claude -p --input-format stream-json --output-format stream-json --verbose
+--permission-prompt-tool stdio`` reads one JSON object per stdin line and writes one per
+stdout line. See ``tests/fakes/NOTES.md`` for the shapes observed on the pinned version.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+import wire
+
+from .adapter import AgentEvent, AgentExited, AgentHandle, AgentLaunch, EventSink
+from .lines import LineTooLong, iter_lines
+from .process import AgentProcess, open_agent_process
+
+__all__ = ["ClaudeCode", "ClaudeHandle", "parse_line"]
+
+log = structlog.get_logger("spawn.claude")
+
+INSTALL_HINT = "install Claude Code (npm install -g @anthropic-ai/claude-code) or pass --agent-bin"
+
+
+@attrs.define(eq=False)
+class ClaudeHandle:
+    """Controls one ``claude`` process (see :class:`spawn.adapter.AgentHandle`)."""
+
+    proc: AgentProcess
+    agent_session_id: str
+    #: Permission requests not answered yet: request_id → the tool input the agent proposed.
+    pending: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    stopping: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    async def _send(self, obj: dict[str, Any]) -> None:
+        line = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            await self.proc.write_line(line)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("agent_stdin_closed", pid=self.proc.pid)
+
+    async def send_message(self, text: str) -> None:
+        await self._send({"type": "user", "message": {"role": "user", "content": text}})
+
+    async def answer_permission(
+        self, request_id: str, decision: wire.Decision, message: str | None
+    ) -> None:
+        proposed = self.pending.pop(request_id, None)
+        if proposed is None:
+            return
+        response: dict[str, Any]
+        if decision == "allow":
+            response = {"behavior": "allow", "updatedInput": proposed}
+        else:
+            response = {"behavior": "deny", "message": message or "The user denied this."}
+        await self._send(
+            {
+                "type": "control_response",
+                "response": {"subtype": "success", "request_id": request_id, "response": response},
+            }
+        )
+
+    async def interrupt(self) -> None:
+        await self._send(
+            {
+                "type": "control_request",
+                "request_id": f"rcd-{uuid.uuid4().hex}",
+                "request": {"subtype": "interrupt"},
+            }
+        )
+
+    async def stop(self, grace: float) -> None:
+        self.stopping = True
+        await self.proc.terminate(grace)
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            elif isinstance(block, dict):
+                parts.append(f"[{block.get('type', 'content')}]")
+        return "\n".join(parts)
+    return "" if content is None else json.dumps(content)
+
+
+def _describe(tool: str, tool_input: dict[str, Any], request: dict[str, Any]) -> str:
+    for key in ("description", "title", "decision_reason"):
+        value = request.get(key)
+        if isinstance(value, str) and value:
+            return value
+    if tool == "Bash" and isinstance(tool_input.get("command"), str):
+        desc = tool_input.get("description")
+        return f"Run: {tool_input['command']}" + (f" ({desc})" if isinstance(desc, str) else "")
+    for key in ("file_path", "path", "url", "pattern"):
+        if isinstance(tool_input.get(key), str):
+            return f"{tool} {tool_input[key]}"
+    return f"Use the {tool} tool"
+
+
+def parse_line(obj: Any) -> list[AgentEvent]:
+    """Normalise one decoded stdout object of the CLI into wire payloads.
+
+    Unknown ``type`` values produce nothing (the CLI grows new ones); a known type with a
+    wrong shape raises ``ValueError`` naming what was wrong.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    out: list[AgentEvent] = []
+    if kind == "assistant":
+        for block in _content_blocks(obj):
+            btype = block.get("type")
+            if btype == "text" and isinstance(block.get("text"), str) and block["text"]:
+                out.append(wire.AssistantText(text=block["text"]))
+            elif btype == "tool_use":
+                tool_input = block.get("input")
+                out.append(
+                    wire.ToolUse(
+                        id=str(block.get("id", "")),
+                        name=str(block.get("name", "")),
+                        input=tool_input if isinstance(tool_input, dict) else {},
+                    )
+                )
+    elif kind == "user":
+        for block in _content_blocks(obj):
+            if block.get("type") == "tool_result":
+                out.append(
+                    wire.ToolResult(
+                        tool_use_id=str(block.get("tool_use_id", "")),
+                        content=_tool_result_text(block.get("content")),
+                        is_error=bool(block.get("is_error", False)),
+                    )
+                )
+    elif kind == "result":
+        duration = obj.get("duration_ms", 0)
+        cost = obj.get("total_cost_usd")
+        is_error = bool(obj.get("is_error", False)) or obj.get("subtype") != "success"
+        out.append(
+            wire.TurnResult(
+                ok=not is_error,
+                duration_ms=int(duration) if isinstance(duration, int | float) else 0,
+                cost_usd=float(cost) if isinstance(cost, int | float) else None,
+            )
+        )
+        if is_error and obj.get("subtype") not in ("success", "error_during_execution"):
+            detail = obj.get("result") or ", ".join(map(str, obj.get("errors") or [])) or ""
+            out.append(
+                wire.Error(code="turn_failed", message=f"{obj.get('subtype')}: {detail}".strip())
+            )
+    elif kind == "control_request":
+        request = obj.get("request")
+        request_id = obj.get("request_id")
+        if not isinstance(request, dict) or not isinstance(request_id, str):
+            raise ValueError("control_request without request or request_id")
+        if request.get("subtype") == "can_use_tool":
+            tool = str(request.get("tool_name", ""))
+            tool_input = request.get("input")
+            tool_input = tool_input if isinstance(tool_input, dict) else {}
+            out.append(
+                wire.PermissionRequest(
+                    request_id=request_id,
+                    tool=tool,
+                    input=tool_input,
+                    description=_describe(tool, tool_input, request),
+                )
+            )
+    return out
+
+
+def _content_blocks(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    message = obj.get("message")
+    if not isinstance(message, dict):
+        raise ValueError(f"{obj.get('type')} line without a message object")
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict)]
+
+
+@attrs.define(eq=False)
+class ClaudeCode:
+    """The Claude Code adapter. ``binary`` is a path or a name looked up on ``PATH``."""
+
+    binary: str = "claude"
+    extra_args: Sequence[str] = ()
+    name: str = "claude"
+
+    def argv(self, agent_session_id: str, resume: str | None) -> list[str]:
+        argv = [
+            self.binary,
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-prompt-tool",
+            "stdio",
+        ]
+        # Choosing the conversation id up front lets session_started carry it at once.
+        argv += ["--resume", resume] if resume else ["--session-id", agent_session_id]
+        return argv + list(self.extra_args)
+
+    async def run(
+        self,
+        launch: AgentLaunch,
+        sink: EventSink,
+        *,
+        task_status: trio.TaskStatus[AgentHandle] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        binary = shutil.which(self.binary, path=launch.env.get("PATH")) or self.binary
+        agent_session_id = launch.resume or str(uuid.uuid4())
+        argv = self.argv(agent_session_id, launch.resume)
+        argv[0] = binary
+        proc = await open_agent_process(
+            argv, cwd=launch.cwd, env=launch.env, not_found_hint=INSTALL_HINT
+        )
+        handle = ClaudeHandle(proc=proc, agent_session_id=agent_session_id)
+        log.info("agent_started", pid=proc.pid, cwd=launch.cwd, resume=launch.resume)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(proc.drain_stderr)
+                task_status.started(handle)
+                await self._pump(handle, sink)
+        finally:
+            returncode = await proc.terminate()
+        detail = "; ".join(proc.stderr_tail)
+        await sink(AgentExited(returncode=returncode, expected=handle.stopping, detail=detail))
+
+    async def _pump(self, handle: ClaudeHandle, sink: EventSink) -> None:
+        stdout = handle.proc.process.stdout
+        assert stdout is not None
+        try:
+            async for raw in iter_lines(stdout):
+                if not raw.strip():
+                    continue
+                try:
+                    payloads = parse_line(json.loads(raw))
+                except (ValueError, UnicodeDecodeError) as exc:
+                    snippet = raw[:200].decode("utf-8", "replace")
+                    await sink(
+                        wire.Error(
+                            code="agent_protocol",
+                            message=f"claude wrote a line rcd cannot read ({exc}): {snippet}",
+                        )
+                    )
+                    continue
+                for payload in payloads:
+                    if isinstance(payload, wire.PermissionRequest):
+                        handle.pending[payload.request_id] = dict(payload.input)
+                    await sink(payload)
+        except LineTooLong as exc:
+            await sink(wire.Error(code="agent_protocol", message=f"claude output: {exc}"))

@@ -1,0 +1,26 @@
+"""Errors raised while running an agent session."""
+
+from __future__ import annotations
+
+__all__ = ["AgentNotFound", "AgentProtocolError", "SpawnError"]
+
+
+class SpawnError(Exception):
+    """Root of every error raised by :mod:`spawn`."""
+
+
+class AgentNotFound(SpawnError):
+    """The agent's executable could not be started."""
+
+    def __init__(self, binary: str, hint: str) -> None:
+        self.binary = binary
+        self.hint = hint
+        super().__init__(f"agent executable {binary!r} was not found; {hint}")
+
+
+class AgentProtocolError(SpawnError):
+    """The agent wrote something that is not its protocol (kept as ``line``)."""
+
+    def __init__(self, message: str, line: str = "") -> None:
+        self.line = line
+        super().__init__(message)

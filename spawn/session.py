@@ -1,0 +1,301 @@
+"""One session's runtime: the single writer of its event log.
+
+A :class:`SessionRuntime` prepares the session's directory, starts the agent through an
+:class:`~spawn.adapter.AgentAdapter`, applies the inputs delivered to it exactly once, and
+numbers every event it writes with a dense ``seq``. Events leave through ``publish``, a
+non-blocking callable (the daemon's uplink buffer).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import attrs
+import structlog
+import trio
+
+import wire
+
+from .adapter import AgentAdapter, AgentEvent, AgentExited, AgentHandle, AgentLaunch
+from .errors import AgentNotFound, SpawnError
+
+__all__ = ["SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
+
+log = structlog.get_logger("spawn.session")
+
+
+class WorkspaceError(SpawnError):
+    """The session's directory could not be prepared (e.g. a worktree failed)."""
+
+
+@attrs.frozen(kw_only=True)
+class Workspace:
+    """Where a session runs. ``branch`` is set for worktrees."""
+
+    cwd: str
+    spawn: wire.Spawn
+    branch: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SessionSnapshot:
+    id: str
+    title: str | None
+    state: wire.SessionState
+    cwd: str | None
+    branch: str | None
+    pid: int | None
+    last_seq: int
+
+
+#: Prepares the workspace (may create a worktree); raises WorkspaceError.
+Prepare = Callable[[], Awaitable[Workspace]]
+#: Releases it when the session ends; returns True when the worktree was kept.
+Release = Callable[[Workspace], Awaitable[bool]]
+
+UserInput = wire.SendMessage | wire.DecidePermission | wire.Interrupt | wire.StopSession
+
+
+@attrs.define(eq=False)
+class SessionRuntime:
+    """Runs one session from ``queued`` to ``ended``; see the module docstring."""
+
+    session_id: str
+    adapter: AgentAdapter
+    publish: Callable[[wire.Event], None]
+    prepare: Prepare
+    release: Release
+    env: dict[str, str]
+    title: str | None = None
+    resume: str | None = None
+    stop_grace: float = 3.0
+    #: The last seq already written for this session (non-zero when it continues a log).
+    seq: int = 0
+    clock: Callable[[], float] = time.time
+
+    state: wire.SessionState = "queued"
+    workspace: Workspace | None = None
+    handle: AgentHandle | None = None
+    end_reason: str | None = None
+    _inbox_send: trio.MemorySendChannel[UserInput] = attrs.field(init=False)
+    _inbox_recv: trio.MemoryReceiveChannel[UserInput] = attrs.field(init=False)
+    _queued: deque[wire.SendMessage] = attrs.field(factory=deque)
+    _applied: set[str] = attrs.field(factory=set)
+    _permissions: set[str] = attrs.field(factory=set)
+    _in_turn: bool = False
+    _exited: AgentExited | None = None
+    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _agent_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    ended: trio.Event = attrs.field(factory=trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[UserInput](math.inf)
+
+    # -- what the supervisor calls -------------------------------------------------------
+
+    def deliver(self, item: UserInput) -> None:
+        """Queue an input. Inputs that arrive before the agent is ready wait for it;
+        a message whose ``input_id`` was already applied is ignored (exactly once)."""
+        if self.ended.is_set():
+            log.info("input_after_end", session_id=self.session_id, type=item.type)
+            return
+        self._inbox_send.send_nowait(item)
+
+    def request_stop(self, reason: str) -> None:
+        """Begin a stop from outside (e.g. daemon shutdown). Returns at once."""
+        self.deliver(wire.StopSession(session_id=self.session_id, origin=reason))
+
+    def snapshot(self) -> SessionSnapshot:
+        return SessionSnapshot(
+            id=self.session_id,
+            title=self.title,
+            state=self.state,
+            cwd=self.workspace.cwd if self.workspace else None,
+            branch=self.workspace.branch if self.workspace else None,
+            pid=self.handle.pid if self.handle and not self.ended.is_set() else None,
+            last_seq=self.seq,
+        )
+
+    # -- the log -------------------------------------------------------------------------
+
+    def _emit(self, payload: wire.EventData) -> None:
+        # seq is taken and the event handed over with no await in between: the log has
+        # one writer, and concurrent tasks of this session can never reorder it.
+        self.seq += 1
+        self.publish(wire.make_event(self.seq, self.clock(), payload))
+
+    def _set_state(self, state: wire.SessionState) -> None:
+        if state != self.state:
+            self.state = state
+            self._emit(wire.Status(state=state))
+
+    def _refresh_state(self) -> None:
+        if self.state in ("ending", "ended", "queued", "starting"):
+            return
+        if self._permissions:
+            self._set_state("awaiting_permission")
+        elif self._in_turn:
+            self._set_state("busy")
+        else:
+            self._set_state("idle")
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self, prompt: wire.SendMessage | None = None) -> None:
+        """Run the session to its end. ``prompt`` is the first message, if any.
+
+        Never raises for agent trouble: that becomes ``error`` and ``session_ended``
+        events. Cancellation stops the agent (reaped) before it propagates.
+        """
+        structlog.contextvars.bind_contextvars(session_id=self.session_id)
+        if prompt is not None:
+            self.deliver(prompt)
+        try:
+            with self._scope:
+                await self._run()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._finish()
+
+    async def _run(self) -> None:
+        self._set_state("starting")
+        try:
+            self.workspace = await self.prepare()
+        except WorkspaceError as exc:
+            self._emit(wire.Error(code="workspace_failed", message=str(exc)))
+            self.end_reason = "workspace_failed"
+            return
+        launch = AgentLaunch(cwd=self.workspace.cwd, env=self.env, resume=self.resume)
+        async with trio.open_nursery() as nursery:
+            try:
+                handle: AgentHandle = await nursery.start(self.adapter.run, launch, self._on_agent)
+            except AgentNotFound as exc:
+                self._emit(wire.Error(code="agent_not_found", message=str(exc)))
+                self.end_reason = "agent_not_found"
+                return
+            self.handle = handle
+            self._emit(
+                wire.SessionStarted(
+                    cwd=self.workspace.cwd,
+                    spawn=self.workspace.spawn,
+                    branch=self.workspace.branch,
+                    agent=self.adapter.name,
+                    agent_session_id=handle.agent_session_id,
+                )
+            )
+            self.state = "idle"
+            self._emit(wire.Status(state="idle"))
+            self._agent_scope = nursery.cancel_scope
+            nursery.start_soon(self._apply_inputs)
+
+    async def _apply_inputs(self) -> None:
+        async for item in self._inbox_recv:
+            await self._apply(item)
+
+    async def _apply(self, item: UserInput) -> None:
+        handle = self.handle
+        assert handle is not None
+        if isinstance(item, wire.SendMessage):
+            if item.input_id in self._applied:
+                return
+            self._applied.add(item.input_id)
+            self._queued.append(item)
+            await self._send_next()
+        elif isinstance(item, wire.DecidePermission):
+            if item.request_id not in self._permissions:
+                log.info("permission_unknown", request_id=item.request_id)
+                return
+            self._permissions.discard(item.request_id)
+            await handle.answer_permission(item.request_id, item.decision, item.message)
+            self._emit(
+                wire.PermissionResolved(
+                    request_id=item.request_id, decision=item.decision, origin=item.origin
+                )
+            )
+            self._refresh_state()
+        elif isinstance(item, wire.Interrupt):
+            if self._in_turn:
+                await handle.interrupt()
+        elif isinstance(item, wire.StopSession):
+            if self.end_reason is None:
+                self.end_reason = "stopped" if item.origin != "daemon_stopped" else item.origin
+            self._set_state("ending")
+            await handle.stop(self.stop_grace)
+
+    async def _send_next(self) -> None:
+        # One message per turn: the next waits for the previous turn's result, so each
+        # turn_result answers exactly one user_message and the state is always true.
+        if self._in_turn or not self._queued or self.handle is None:
+            return
+        item = self._queued.popleft()
+        self._in_turn = True
+        self._emit(wire.UserMessage(text=item.text, input_id=item.input_id, origin=item.origin))
+        self._refresh_state()
+        await self.handle.send_message(item.text)
+
+    async def _on_agent(self, event: AgentEvent) -> None:
+        if isinstance(event, AgentExited):
+            # adapter.run returns right after this; nothing more to apply inputs to.
+            self._exited = event
+            self._agent_scope.cancel()
+            return
+        if isinstance(event, wire.PermissionRequest):
+            self._permissions.add(event.request_id)
+            self._emit(event)
+            self._refresh_state()
+            return
+        self._emit(event)
+        if isinstance(event, wire.TurnResult):
+            self._in_turn = False
+            for request_id in sorted(self._permissions):
+                # The turn is over (interrupted or failed): its open prompts are moot.
+                self._emit(
+                    wire.PermissionResolved(
+                        request_id=request_id, decision="deny", origin="turn_ended"
+                    )
+                )
+            self._permissions.clear()
+            self._refresh_state()
+            await self._send_next()
+
+    async def _finish(self) -> None:
+        exited = self._exited
+        if exited is not None and not exited.expected and self.end_reason is None:
+            detail = f": {exited.detail}" if exited.detail else ""
+            self._emit(
+                wire.Error(
+                    code="agent_exited",
+                    message=f"{self.adapter.name} exited with code {exited.returncode}{detail}",
+                )
+            )
+            self.end_reason = "agent_exited"
+        if self.handle is not None:
+            with trio.move_on_after(self.stop_grace * 2 + 1):
+                await self.handle.stop(self.stop_grace)
+        self._set_state("ending")
+        kept = False
+        if self.workspace is not None:
+            try:
+                with trio.move_on_after(30):
+                    kept = await self.release(self.workspace)
+            except SpawnError as exc:
+                self._emit(wire.Error(code="workspace_release_failed", message=str(exc)))
+                kept = True
+        self._emit(
+            wire.SessionEnded(
+                reason=self.end_reason or "ended",
+                worktree_kept=kept,
+                branch=self.workspace.branch if self.workspace else None,
+            )
+        )
+        self.state = "ended"
+        self._inbox_send.close()
+        self.ended.set()
+        log.info("session_ended", reason=self.end_reason)
+
+    def cancel(self) -> None:
+        """Force the session down (second signal): the agent is killed and reaped."""
+        self._scope.cancel()
