@@ -107,6 +107,8 @@ class ResumeSession:
     cwd: str
     spawn: Spawn
     branch: str | None = None
+    #: The highest seq the relay holds for the session: the resumed log continues after it.
+    last_seq: int = 0
 
 
 @attrs.frozen(kw_only=True)

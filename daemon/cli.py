@@ -1,0 +1,359 @@
+"""The ``rcd`` command line (the other public contract; see ``docs/cli.md``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from .errors import DaemonError
+
+__all__ = ["build_parser", "main"]
+
+DESCRIPTION = """\
+rcd drives coding-agent sessions on this machine from a phone or any browser.
+
+  rcd start                 run the daemon here, with a relay embedded on 127.0.0.1
+  rcd start --relay URL     run the daemon against a relay you host (pair first)
+  rcd relay                 run a relay (the server phones and daemons connect to)
+  rcd status                show what the daemon serving this directory runs
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rcd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    start = sub.add_parser(
+        "start",
+        help="run the daemon for a directory",
+        description="Register this directory with a relay and run agent sessions for it. "
+        "Without --relay (and none in ~/.config/rcd/config.toml) a relay runs embedded on "
+        "127.0.0.1 and a sign-in link is printed. Stops gracefully on SIGTERM/SIGINT; a "
+        "second signal forces.",
+    )
+    start.add_argument(
+        "directory",
+        nargs="?",
+        default=".",
+        type=Path,
+        metavar="DIR",
+        help="the project directory (default: the current one)",
+    )
+    start.add_argument(
+        "--relay", metavar="URL", help="relay to register with (pair first: rcd pair)"
+    )
+    start.add_argument("--name", help="environment name shown in the app (default: DIR@hostname)")
+    start.add_argument(
+        "--spawn",
+        choices=["same-dir", "worktree"],
+        default="same-dir",
+        help="where sessions run (default: same-dir)",
+    )
+    start.add_argument(
+        "--capacity",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="most sessions at once; more are refused with at_capacity (default: 32)",
+    )
+    start.add_argument(
+        "--agent", default="claude", choices=["claude"], help="agent to run (default: claude)"
+    )
+    start.add_argument(
+        "--agent-bin", metavar="PATH", help="the agent's executable (default: found on PATH)"
+    )
+    start.add_argument(
+        "--outage-timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="exit non-zero after the relay is unreachable this long; 0 = never (default: 600)",
+    )
+    start.add_argument(
+        "--stop-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="deadline for ending every session on stop (default: 10)",
+    )
+    start.add_argument(
+        "--relay-port",
+        type=_port,
+        default=7878,
+        metavar="PORT",
+        help="port of the embedded relay (default: 7878; 0 picks a free one)",
+    )
+    start.add_argument(
+        "--relay-data-dir",
+        type=Path,
+        metavar="DIR",
+        help="data directory of the embedded relay (default: ~/.local/share/rcd/relay)",
+    )
+    start.add_argument("--verbose", "-v", action="store_true", help="log more")
+
+    relay = sub.add_parser(
+        "relay",
+        help="run a relay, or manage its tokens and codes",
+        description="Run the relay server (Starlette on Hypercorn). It binds 127.0.0.1 unless told "
+        "otherwise; a non-loopback bind needs --tls-cert/--tls-key or --insecure-http.",
+    )
+    relay.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    relay.add_argument("--port", type=_port, default=7878, help="port to bind (default: 7878)")
+    relay.add_argument("--data-dir", type=Path, help="where the relay keeps its database")
+    relay.add_argument(
+        "--public-url", metavar="URL", help="the URL clients use (for links it prints)"
+    )
+    relay.add_argument("--tls-cert", type=Path, metavar="FILE", help="TLS certificate (PEM)")
+    relay.add_argument("--tls-key", type=Path, metavar="FILE", help="TLS private key (PEM)")
+    relay.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (not recommended)",
+    )
+    relay.add_argument("--verbose", "-v", action="store_true", help="log more")
+    relay_sub = relay.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")
+
+    def data_dir_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir", type=Path, dest="sub_data_dir", help="the relay's data directory"
+        )
+
+    token = relay_sub.add_parser("token", help="manage client (device) tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    t_create = token_sub.add_parser(
+        "create", help="create a token; it is printed once, on the last line"
+    )
+    t_create.add_argument("--name", required=True, help="a name for the device, e.g. phone")
+    data_dir_arg(t_create)
+    t_list = token_sub.add_parser("list", help="list tokens with their last use")
+    data_dir_arg(t_list)
+    t_revoke = token_sub.add_parser("revoke", help="revoke a token (effective at once)")
+    t_revoke.add_argument("name")
+    data_dir_arg(t_revoke)
+    pair_code = relay_sub.add_parser("pair-code", help="print a one-time code to pair a daemon")
+    data_dir_arg(pair_code)
+    login = relay_sub.add_parser("login-link", help="print a one-time sign-in URL for a browser")
+    data_dir_arg(login)
+
+    pair = sub.add_parser(
+        "pair",
+        help="pair this machine with a relay",
+        description="Exchange a one-time code (from `rcd relay pair-code`) for "
+        "this machine's environment credential, stored with mode 0600.",
+    )
+    pair.add_argument("relay_url", metavar="RELAY_URL")
+    pair.add_argument("code", metavar="CODE")
+
+    status = sub.add_parser("status", help="show the daemon serving a directory and its sessions")
+    status.add_argument("directory", nargs="?", default=".", type=Path, metavar="DIR")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "start":
+            return _start(args)
+        if args.command == "relay":
+            return _relay(args)
+        if args.command == "pair":
+            return _pair(args)
+        if args.command == "status":
+            return _status(args)
+    except DaemonError as exc:
+        print(f"rcd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)
+
+
+def _start(args: argparse.Namespace) -> int:
+    from .logs import configure_logging
+    from .paths import default_relay
+    from .run import StartOptions, run_daemon
+
+    configure_logging(verbose=args.verbose)
+    options = StartOptions(
+        directory=args.directory,
+        relay=args.relay or default_relay(),
+        name=args.name,
+        spawn=args.spawn,
+        capacity=args.capacity,
+        agent=args.agent,
+        agent_bin=args.agent_bin,
+        outage_timeout=args.outage_timeout,
+        stop_timeout=args.stop_timeout,
+        relay_port=args.relay_port,
+        relay_data_dir=args.relay_data_dir,
+        verbose=args.verbose,
+    )
+    return trio.run(run_daemon, options)
+
+
+def _relay_data_dir(path: Path | None) -> Path:
+    from .paths import data_dir
+
+    return path or data_dir() / "relay"
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from relay import RelayError, admin
+
+    try:
+        if args.relay_command is None:
+            return _serve_relay(args)
+        data = _relay_data_dir(args.sub_data_dir or args.data_dir)
+        if args.relay_command == "token":
+            if args.token_command == "create":
+                token = admin.create_device_token(data, args.name)
+                print(f"Token for {args.name!r} (shown once; send it as 'Authorization: Bearer'):")
+                print(token)
+            elif args.token_command == "list":
+                tokens = admin.list_device_tokens(data)
+                if not tokens:
+                    print("no device tokens")
+                for t in tokens:
+                    used = _when(t.last_used_at)
+                    print(f"{t.name}\tcreated {_when(t.created_at)}\tlast used {used}")
+            elif args.token_command == "revoke":
+                admin.revoke_device_token(data, args.name)
+                print(f"revoked {args.name!r}")
+        elif args.relay_command == "pair-code":
+            code = admin.create_pair_code(data)
+            print("Pair a daemon with: rcd pair RELAY_URL CODE  (one use, expires in 10 minutes)")
+            print(code)
+        elif args.relay_command == "login-link":
+            print("Open this link once to sign in a browser (expires in 10 minutes):")
+            print(admin.create_login_link(data))
+        return 0
+    except RelayError as exc:
+        print(f"rcd relay: {exc}", file=sys.stderr)
+        return 1
+
+
+def _when(ts: float | None) -> str:
+    import datetime
+
+    if ts is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+
+
+def _serve_relay(args: argparse.Namespace) -> int:
+    from relay import RelayConfig, serve_relay
+
+    from .logs import configure_logging
+
+    configure_logging(verbose=args.verbose)
+    config = RelayConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=_relay_data_dir(args.data_dir),
+        public_url=args.public_url,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure_http=args.insecure_http,
+    )
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(serve_relay, config)
+            print(f"rcd relay: serving {running.url} (data in {config.data_dir})", flush=True)
+            with trio.open_signal_receiver(2, 15) as signals:
+                async for _ in signals:
+                    break
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve)
+    return 0
+
+
+def _pair(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .paths import normalise_relay_url, save_credential
+    from .relay_client import RelayClient
+    from .run import machine_id
+
+    relay = normalise_relay_url(args.relay_url)
+
+    async def pair() -> str:
+        async with httpx.AsyncClient() as http:
+            return await RelayClient(http=http, relay=relay).pair(args.code.strip(), machine_id())
+
+    credential = trio.run(pair)
+    path = save_credential(relay, credential)
+    print(f"paired {socket.gethostname()} with {relay}; credential stored in {path}")
+    print(f"run: rcd start --relay {relay}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .control import query_control
+    from .paths import control_socket_path
+
+    path = control_socket_path(args.directory)
+
+    async def ask() -> dict[str, object]:
+        with trio.fail_after(5):
+            return await query_control(path, {"op": "status"})
+
+    try:
+        report = trio.run(ask)
+    except trio.TooSlowError:
+        raise DaemonError(f"the daemon at {path} did not answer within 5s") from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    env = report["environment"]
+    assert isinstance(env, dict)
+    sessions = report["sessions"]
+    assert isinstance(sessions, list)
+    dot = "connected" if env["connected"] else "DISCONNECTED"
+    print(f"{env['name']}  {dot} to {env['relay']}")
+    print(f"  {env['directory']}  spawn={env['spawn']}  {len(sessions)}/{env['capacity']} sessions")
+    for s in sessions:
+        where = s.get("branch") or s.get("cwd") or ""
+        title = s.get("title") or "(untitled)"
+        print(f"  {s['id']}  {s['state']:<20} {title}  {where}  pid={s.get('pid')}")
+    return 0

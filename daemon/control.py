@@ -1,0 +1,114 @@
+"""The control socket: a Unix socket (mode 0600) that ``rcd status`` talks to.
+
+One JSON object per line each way. Requests: ``{"op": "status"}``. The daemon opens no
+TCP listener; this socket is reachable only by the user who runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import structlog
+import trio
+
+from .errors import DaemonError
+
+__all__ = ["query_control", "serve_control"]
+
+log = structlog.get_logger("daemon.control")
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+async def serve_control(
+    path: Path, handler: Handler, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
+) -> NoReturn:
+    """Listen on ``path`` and answer each request line with ``handler(request)``.
+
+    A stale socket file left by a crashed daemon is replaced; a live one (another daemon
+    serves the same directory) is a :class:`DaemonError`.
+    """
+    if await trio.Path(path).exists():
+        if await _is_alive(path):
+            raise DaemonError(f"another rcd daemon already serves this directory ({path})")
+        await trio.Path(path).unlink(missing_ok=True)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started(path)
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(_serve_one, stream, handler)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.Path(path).unlink(missing_ok=True)
+
+
+async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
+    async with stream:
+        buf = b""
+        with trio.move_on_after(10):
+            while b"\n" not in buf and len(buf) < 65536:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            try:
+                request = json.loads(buf.split(b"\n", 1)[0] or b"{}")
+                if not isinstance(request, dict):
+                    raise ValueError("a request is a JSON object")
+                reply = handler(request)
+            except (ValueError, KeyError) as exc:
+                reply = {"error": {"code": "bad_request", "message": str(exc)}}
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+
+async def _is_alive(path: Path) -> bool:
+    try:
+        with trio.fail_after(2):
+            stream = await trio.open_unix_socket(str(path))
+            await stream.aclose()
+        return True
+    except (OSError, trio.TooSlowError):
+        return False
+
+
+async def query_control(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to the daemon at ``path``; raises :class:`DaemonError` if none runs
+    (the caller sets the deadline; a daemon that does not answer then is reported)."""
+    try:
+        stream = await trio.open_unix_socket(str(path))
+        async with stream:
+            await stream.send_all(json.dumps(request).encode() + b"\n")
+            buf = b""
+            while b"\n" not in buf:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                buf += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise DaemonError(f"no rcd daemon is running here (no control socket at {path})") from None
+    except OSError as exc:
+        raise DaemonError(f"the daemon at {path} did not answer: {exc}") from None
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise DaemonError("the daemon sent a reply rcd does not understand")
+    return reply

@@ -1,0 +1,119 @@
+"""Where the daemon keeps things: config, state and the control socket.
+
+Follows the XDG base directories (``$XDG_CONFIG_HOME``, ``$XDG_STATE_HOME``,
+``$XDG_DATA_HOME``, ``$XDG_RUNTIME_DIR``), so a service and a shell agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = [
+    "config_dir",
+    "control_socket_path",
+    "data_dir",
+    "load_credential",
+    "runtime_dir",
+    "save_credential",
+    "state_dir",
+]
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def config_dir() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "rcd"
+
+
+def state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "rcd"
+
+
+def data_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "rcd"
+
+
+def runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    root = Path(base) / "rcd" if base else Path(tempfile.gettempdir()) / f"rcd-{os.getuid()}"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
+def control_socket_path(directory: Path) -> Path:
+    """The control socket of the daemon serving ``directory`` (one daemon per directory).
+
+    A hash keeps the path short: Unix socket paths are limited to about 100 bytes.
+    """
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    return runtime_dir() / f"{digest}.sock"
+
+
+def _credentials_file() -> Path:
+    return config_dir() / "credentials.json"
+
+
+def _read_credentials() -> dict[str, str]:
+    path = _credentials_file()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError(f"{path} is not a JSON object of relay URL → credential")
+    return data
+
+
+def normalise_relay_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"relay URL must start with http:// or https://, got {url!r}")
+    return url
+
+
+def load_credential(relay: str) -> str | None:
+    """The environment credential stored for ``relay``, or None."""
+    return _read_credentials().get(normalise_relay_url(relay))
+
+
+def save_credential(relay: str, credential: str) -> Path:
+    """Store the credential for ``relay`` in a file only this user can read (0600)."""
+    creds = _read_credentials()
+    creds[normalise_relay_url(relay)] = credential
+    path = _credentials_file()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def default_relay() -> str | None:
+    """The relay named in ``config.toml`` (``relay = "https://..."``), if any."""
+    import tomllib
+
+    path = config_dir() / "config.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    relay = data.get("relay")
+    if relay is not None and not isinstance(relay, str):
+        raise ConfigError(f"{path}: relay must be a string URL")
+    return relay

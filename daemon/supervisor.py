@@ -1,0 +1,228 @@
+"""The supervisor: applies directives from the downlink, enforces capacity, runs sessions.
+
+It is the only place that creates or finds a :class:`~spawn.SessionRuntime`. Directives
+are applied in downlink order and exactly once (by their downlink sequence number); a start
+for a session that already exists is ignored (work is idempotent by session id).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import structlog
+import trio
+
+import wire
+from spawn import AgentAdapter, SessionRuntime, SessionSnapshot, Workspace
+
+from .uplink import Uplink
+
+__all__ = ["Supervisor", "SupervisorStats"]
+
+log = structlog.get_logger("daemon.supervisor")
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorStats:
+    capacity: int
+    spawn: wire.Spawn
+    active: int
+    applied_through: int
+    sessions: tuple[SessionSnapshot, ...]
+
+
+@attrs.define(eq=False)
+class Supervisor:
+    adapter: AgentAdapter
+    directory: Path
+    spawn: wire.Spawn
+    capacity: int
+    uplink: Uplink
+    env: dict[str, str] = attrs.Factory(lambda: dict(os.environ))
+    stop_grace: float = 3.0
+    clock: Callable[[], float] = time.time
+    #: Downlink sequence number of the last directive applied.
+    applied_through: int = 0
+    sessions: dict[str, SessionRuntime] = attrs.Factory(dict)
+    _ended: set[str] = attrs.Factory(set)
+    _nursery: trio.Nursery | None = None
+    _accepting: bool = True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the sessions' nursery until cancelled (use :meth:`stop_all` first to be kind)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- directives ----------------------------------------------------------------------
+
+    def apply(self, dseq: int, directive: wire.Directive) -> None:
+        """Apply one directive; ones at or below :attr:`applied_through` are duplicates."""
+        if dseq <= self.applied_through:
+            return
+        self.applied_through = dseq
+        if isinstance(directive, wire.StartSession):
+            self._start(directive)
+        elif isinstance(directive, wire.ResumeSession):
+            self._resume(directive)
+        else:
+            runtime = self.sessions.get(directive.session_id)
+            if runtime is None:
+                log.info(
+                    "directive_for_unknown_session",
+                    type=directive.type,
+                    session_id=directive.session_id,
+                )
+                return
+            runtime.deliver(directive)
+
+    def active(self) -> int:
+        return sum(1 for r in self.sessions.values() if not r.ended.is_set())
+
+    def _refuse(self, session_id: str, seq: int, code: str, message: str) -> None:
+        # The session exists at the relay: end it there with a reason instead of leaving
+        # it queued forever.
+        now = self.clock()
+        self.uplink.publish(
+            session_id, wire.make_event(seq + 1, now, wire.Error(code=code, message=message))
+        )
+        self.uplink.publish(
+            session_id,
+            wire.make_event(
+                seq + 2, now, wire.SessionEnded(reason=code, worktree_kept=False, branch=None)
+            ),
+        )
+        self._ended.add(session_id)
+
+    def _admit(self, session_id: str, seq: int) -> bool:
+        if session_id in self.sessions or session_id in self._ended:
+            return False
+        if not self._accepting:
+            self._refuse(session_id, seq, "daemon_stopping", "the daemon is shutting down")
+            return False
+        if self.active() >= self.capacity:
+            self._refuse(
+                session_id,
+                seq,
+                "at_capacity",
+                f"this environment is at capacity: "
+                f"{self.active()} of {self.capacity} sessions running",
+            )
+            return False
+        return True
+
+    def _start(self, d: wire.StartSession) -> None:
+        if not self._admit(d.session_id, 0):
+            return
+        spawn = d.spawn or self.spawn
+        prompt = None
+        if d.prompt:
+            prompt = wire.SendMessage(
+                session_id=d.session_id,
+                input_id=d.prompt_input_id or f"{d.session_id}-prompt",
+                text=d.prompt,
+                origin=d.origin,
+            )
+        self._launch(
+            d.session_id, d.title, spawn, resume=None, prompt=prompt, seq=0, cwd=None, branch=None
+        )
+
+    def _resume(self, d: wire.ResumeSession) -> None:
+        self._ended.discard(d.session_id)
+        if not self._admit(d.session_id, d.last_seq):
+            return
+        self._launch(
+            d.session_id,
+            None,
+            d.spawn,
+            resume=d.agent_session_id,
+            prompt=None,
+            seq=d.last_seq,
+            cwd=d.cwd,
+            branch=d.branch,
+        )
+
+    def _launch(
+        self,
+        session_id: str,
+        title: str | None,
+        spawn: wire.Spawn,
+        *,
+        resume: str | None,
+        prompt: wire.SendMessage | None,
+        seq: int,
+        cwd: str | None,
+        branch: str | None,
+    ) -> None:
+        assert self._nursery is not None, "Supervisor.run() is not running"
+
+        async def prepare() -> Workspace:
+            if cwd is not None:
+                return Workspace(cwd=cwd, spawn=spawn, branch=branch)
+            if spawn == "worktree":
+                from spawn import WorkspaceError
+
+                raise WorkspaceError("worktree sessions are not available yet; use same-dir")
+            return Workspace(cwd=str(self.directory), spawn="same-dir")
+
+        async def release(workspace: Workspace) -> bool:
+            return False
+
+        runtime = SessionRuntime(
+            session_id=session_id,
+            adapter=self.adapter,
+            publish=lambda event: self.uplink.publish(session_id, event),
+            prepare=prepare,
+            release=release,
+            env=self.env,
+            title=title,
+            resume=resume,
+            stop_grace=self.stop_grace,
+            seq=seq,
+            clock=self.clock,
+        )
+        self.sessions[session_id] = runtime
+        self._nursery.start_soon(self._run_session, runtime, prompt)
+
+    async def _run_session(self, runtime: SessionRuntime, prompt: wire.SendMessage | None) -> None:
+        try:
+            await runtime.run(prompt)
+        finally:
+            self.sessions.pop(runtime.session_id, None)
+            self._ended.add(runtime.session_id)
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def stop_all(self, reason: str = "daemon_stopped") -> None:
+        """Stop every session at once and wait until all have ended.
+
+        The caller owns the deadline; on cancellation, :meth:`kill_all` finishes the job.
+        """
+        self._accepting = False
+        runtimes = list(self.sessions.values())
+        for runtime in runtimes:
+            runtime.request_stop(reason)
+        for runtime in runtimes:
+            await runtime.ended.wait()
+
+    def kill_all(self) -> None:
+        """Force every session down now (their agents are still reaped)."""
+        for runtime in list(self.sessions.values()):
+            runtime.cancel()
+
+    def statistics(self) -> SupervisorStats:
+        return SupervisorStats(
+            capacity=self.capacity,
+            spawn=self.spawn,
+            active=self.active(),
+            applied_through=self.applied_through,
+            sessions=tuple(r.snapshot() for r in self.sessions.values()),
+        )

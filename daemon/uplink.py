@@ -1,0 +1,141 @@
+"""The uplink: every session's events, in order, to the relay, each exactly once.
+
+``publish`` never blocks: events wait in a per-session buffer until the relay acknowledges
+them. One flusher per session sends whatever is buffered as one batch, so batches grow by
+themselves while a request is in flight. Failures are retried with capped, jittered
+backoff; nothing is dropped while the relay is away.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import attrs
+import structlog
+import trio
+
+import wire
+
+from .errors import RelayRejected, RelayUnreachable
+from .relay_client import RelayClient
+
+__all__ = ["Uplink", "UplinkStats"]
+
+log = structlog.get_logger("daemon.uplink")
+
+
+@attrs.frozen(kw_only=True)
+class UplinkStats:
+    buffered_events: int
+    sessions_flushing: int
+    batches_sent: int
+    failures: int
+
+
+@attrs.define(eq=False)
+class _Outbox:
+    events: deque[wire.Event] = attrs.field(factory=deque)
+    acked: int = 0
+    flushing: bool = False
+
+
+@attrs.define(eq=False)
+class Uplink:
+    client: RelayClient
+    batch_max: int = 500
+    backoff_cap: float = 5.0
+    _outboxes: dict[str, _Outbox] = attrs.field(factory=dict)
+    _nursery: trio.Nursery | None = None
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+    _batches: int = 0
+    _failures: int = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; flushers run inside this task's nursery."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for session_id, box in self._outboxes.items():
+                if box.events and not box.flushing:
+                    box.flushing = True
+                    nursery.start_soon(self._flush, session_id, box)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def publish(self, session_id: str, event: wire.Event) -> None:
+        """Buffer ``event`` (seqs of one session must come in order) and wake its flusher."""
+        box = self._outboxes.setdefault(session_id, _Outbox())
+        box.events.append(event)
+        if not box.flushing and self._nursery is not None:
+            box.flushing = True
+            self._nursery.start_soon(self._flush, session_id, box)
+
+    def forget(self, session_id: str) -> None:
+        """Drop the outbox of a session once everything in it was acknowledged."""
+        box = self._outboxes.get(session_id)
+        if box is not None and not box.events:
+            del self._outboxes[session_id]
+
+    def pending(self) -> int:
+        return sum(len(box.events) for box in self._outboxes.values())
+
+    async def drain(self) -> None:
+        """Wait until every buffered event is acknowledged (the caller sets the deadline)."""
+        while self.pending():
+            changed = self._changed
+            await changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _flush(self, session_id: str, box: _Outbox) -> None:
+        attempt = 0
+        try:
+            while box.events:
+                batch = list(box.events)[: self.batch_max]
+                try:
+                    acked = await self.client.post_events(session_id, batch)
+                except RelayUnreachable as exc:
+                    self._failures += 1
+                    attempt += 1
+                    delay = random.uniform(0, min(self.backoff_cap, 0.1 * 2**attempt))
+                    log.warning("uplink_retry", session_id=session_id, error=str(exc), delay=delay)
+                    await trio.sleep(delay)
+                    continue
+                except RelayRejected as exc:
+                    if exc.status in (401, 408, 429) or exc.status >= 500:
+                        self._failures += 1
+                        attempt += 1
+                        await trio.sleep(random.uniform(0, min(self.backoff_cap, 0.1 * 2**attempt)))
+                        continue
+                    # The relay will never take these events (unknown session, bad batch):
+                    # keeping them would retry forever. Say so loudly.
+                    log.error(
+                        "uplink_rejected", session_id=session_id, error=str(exc), dropped=len(batch)
+                    )
+                    for _ in batch:
+                        box.events.popleft()
+                    self._notify()
+                    continue
+                attempt = 0
+                self._batches += 1
+                box.acked = max(box.acked, acked)
+                while box.events and box.events[0].seq <= box.acked:
+                    box.events.popleft()
+                if box.events and box.events[0].seq > box.acked + 1:
+                    log.error(
+                        "uplink_gap", session_id=session_id, acked=acked, next=box.events[0].seq
+                    )
+                    box.events.clear()
+                self._notify()
+        finally:
+            box.flushing = False
+
+    def statistics(self) -> UplinkStats:
+        return UplinkStats(
+            buffered_events=self.pending(),
+            sessions_flushing=sum(1 for b in self._outboxes.values() if b.flushing),
+            batches_sent=self._batches,
+            failures=self._failures,
+        )

@@ -1,0 +1,95 @@
+"""Errors raised by the relay.
+
+:class:`RelayError` is the root. :class:`ApiError` and its subclasses are what an HTTP
+request can be refused with: each carries the ``status``, the machine-readable ``code`` and
+a human ``message`` that become the JSON body ``{"error": {"code", "message"}}``. Storage
+backends raise the conflict subclasses (:class:`AtCapacity`, ...) from inside their
+transactions, so the check and the write can never be separated.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdminError",
+    "ApiError",
+    "AtCapacity",
+    "BadRequest",
+    "BodyTooLarge",
+    "Conflict",
+    "EnvironmentOffline",
+    "NotFound",
+    "NotResumable",
+    "RelayError",
+    "SessionEnded",
+    "Unauthenticated",
+]
+
+
+class RelayError(Exception):
+    """Root of every error raised by :mod:`relay`."""
+
+
+class AdminError(RelayError):
+    """An admin command (``rcd relay token ...``) could not do what was asked."""
+
+
+class ApiError(RelayError):
+    """A request the relay refuses; a 4xx with a JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code}: {message}")
+
+
+class BadRequest(ApiError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(400, code, message)
+
+
+class Unauthenticated(ApiError):
+    def __init__(self, message: str = "missing or invalid credentials", code: str = "unauthenticated") -> None:
+        super().__init__(401, code, message)
+
+
+class NotFound(ApiError):
+    def __init__(self, message: str, code: str = "not_found") -> None:
+        super().__init__(404, code, message)
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, message: str, code: str = "body_too_large") -> None:
+        super().__init__(413, code, message)
+
+
+class Conflict(ApiError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(409, code, message)
+
+
+class EnvironmentOffline(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            "environment_offline", f"environment '{name}' is offline: its daemon is not connected"
+        )
+
+
+class AtCapacity(Conflict):
+    def __init__(self, name: str, running: int, capacity: int) -> None:
+        self.running = running
+        self.capacity = capacity
+        super().__init__(
+            "at_capacity",
+            f"environment '{name}' is at capacity: {running} of {capacity} sessions running",
+        )
+
+
+class SessionEnded(Conflict):
+    def __init__(self, session_id: str) -> None:
+        super().__init__("session_ended", f"session {session_id} has ended")
+
+
+class NotResumable(Conflict):
+    def __init__(self, session_id: str, reason: str) -> None:
+        super().__init__("not_resumable", f"session {session_id} cannot be resumed: {reason}")

@@ -1,0 +1,83 @@
+"""What the storage backend hands back: plain frozen values, no SQL."""
+
+from __future__ import annotations
+
+import attrs
+
+from wire import Directive, SessionState, Spawn
+
+__all__ = [
+    "DeviceTokenInfo",
+    "DownlinkRead",
+    "EnvironmentRecord",
+    "NewSession",
+    "QueuedDirective",
+    "SessionRecord",
+]
+
+
+@attrs.frozen(kw_only=True)
+class DeviceTokenInfo:
+    """A client (device) token as ``rcd relay token list`` shows it; never the secret."""
+
+    name: str
+    created_at: float
+    last_used_at: float | None
+
+
+@attrs.frozen(kw_only=True)
+class EnvironmentRecord:
+    id: str
+    #: The environment credential that registered it; only that credential may drive it.
+    credential_id: str
+    name: str
+    machine: str
+    directory: str
+    spawn: Spawn
+    capacity: int
+    agent: str
+    #: True while a downlink stream is open.
+    online: bool
+    #: Sessions not ended.
+    active_sessions: int
+
+
+@attrs.frozen(kw_only=True)
+class SessionRecord:
+    id: str
+    environment_id: str
+    title: str | None
+    state: SessionState
+    spawn: Spawn | None
+    cwd: str | None
+    branch: str | None
+    agent_session_id: str | None
+    created_at: float
+    updated_at: float
+    #: Highest seq such that every event 1..last_seq is held.
+    last_seq: int
+
+
+@attrs.frozen(kw_only=True)
+class NewSession:
+    """A session a client asked for, before it is stored."""
+
+    id: str
+    environment_id: str
+    title: str | None
+    spawn: Spawn | None
+
+
+@attrs.frozen(kw_only=True)
+class QueuedDirective:
+    #: Dense per environment, from 1; the downlink's SSE ``id:``.
+    dseq: int
+    directive: Directive
+
+
+@attrs.frozen(kw_only=True)
+class DownlinkRead:
+    #: False once a newer downlink replaced this one (or the environment said goodbye):
+    #: the reader must end its stream.
+    current: bool
+    directives: list[QueuedDirective]
