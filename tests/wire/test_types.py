@@ -1,0 +1,139 @@
+"""Every wire type survives encode → JSON → decode, and decoding refuses what it should."""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import wire
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
+
+ALL_TYPES: list[type[Any]] = [
+    obj for name in wire.__all__ if attrs.has(obj := getattr(wire, name)) and isinstance(obj, type)
+]
+
+
+def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
+    origin = get_origin(tp)
+    if tp is str:
+        return st.text(min_size=1, max_size=30).filter(str.strip)
+    if tp is int:
+        return st.integers(1, 2**40)
+    if tp is float:
+        return st.floats(allow_nan=False, allow_infinity=False, width=64)
+    if tp is bool:
+        return st.booleans()
+    if tp is type(None):
+        return st.none()
+    if origin is Literal:
+        return st.sampled_from(get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of(*(strategy_for(a) for a in get_args(tp)))
+    if origin is list:
+        return st.lists(strategy_for(get_args(tp)[0]), max_size=3)
+    if origin is dict:
+        return json_objects
+    if attrs.has(tp):
+        return builds(tp)
+    raise AssertionError(f"no strategy for {tp!r}")
+
+
+def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, st.SearchStrategy[Any]] = {}
+    for field in attrs.fields(cls):
+        if field.name == "type":
+            continue  # a tag with its one literal default
+        if cls is wire.Event and field.name == "kind":
+            fields[field.name] = st.sampled_from(wire.EVENT_KINDS)
+        elif cls is wire.Event and field.name == "data":
+            fields[field.name] = json_objects
+        else:
+            fields[field.name] = strategy_for(hints[field.name])
+    return st.builds(cls, **fields)
+
+
+def test_every_type_is_covered() -> None:
+    names = {cls.__name__ for cls in ALL_TYPES}
+    assert {"Event", "StartSession", "SendMessage", "RegisterRequest", "SessionInfo"} <= names
+    assert len(ALL_TYPES) >= 30
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_round_trip(cls: type[Any], data: st.DataObject) -> None:
+    value = data.draw(builds(cls))
+    text = wire.encode_json(value)
+    assert wire.decode_json(cls, text) == value
+
+
+@given(
+    value=builds(wire.StartSession)
+    | builds(wire.SendMessage)
+    | builds(wire.DecidePermission)
+    | builds(wire.ResumeSession)
+    | builds(wire.StopSession)
+    | builds(wire.Interrupt)
+)
+def test_directives_round_trip_through_the_union(value: wire.Directive) -> None:
+    text = wire.encode_json(value, wire.Directive)
+    assert json.loads(text)["type"] == value.type
+    assert wire.decode_json(wire.Directive, text) == value
+
+
+@given(st.sampled_from(list(wire.EVENT_KINDS)), st.data())
+def test_event_payloads_round_trip(kind: str, data: st.DataObject) -> None:
+    payload_cls = {wire.event_kind(c.__new__(c)): c for c in typing.get_args(wire.EventData)}[kind]
+    payload = data.draw(builds(payload_cls))
+    event = wire.make_event(data.draw(st.integers(1, 10**9)), 1.5, payload)
+    assert event.kind == kind
+    again = wire.decode_json(wire.Event, wire.encode_json(event))
+    assert wire.decode_event_data(again) == payload
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_extra_keys_are_refused(cls: type[Any], data: st.DataObject) -> None:
+    encoded = wire.encode(data.draw(builds(cls)))
+    encoded["surprise"] = 1
+    with pytest.raises(wire.DecodeError, match="surprise"):
+        wire.decode(cls, encoded)
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda c: c.__name__)
+@given(raw=json_values | st.binary(max_size=50))
+def test_arbitrary_input_decodes_or_says_why(cls: type[Any], raw: Any) -> None:
+    text = raw if isinstance(raw, bytes) else json.dumps(raw)
+    try:
+        wire.decode_json(cls, text)
+    except wire.DecodeError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+
+
+def test_types_are_not_coerced() -> None:
+    with pytest.raises(wire.DecodeError, match="expected a string"):
+        wire.decode(wire.PostMessage, {"id": "a", "text": 5})
+    with pytest.raises(wire.DecodeError, match="expected an integer"):
+        wire.decode(wire.Ack, {"through": True})
+    with pytest.raises(wire.DecodeError, match="not valid JSON"):
+        wire.decode_json(wire.Ack, b"{")
+    with pytest.raises(wire.DecodeError, match="must not be empty"):
+        wire.decode(wire.PostMessage, {"id": "a", "text": "  "})
+    with pytest.raises(wire.DecodeError, match="unknown value"):
+        wire.decode(wire.Directive, {"type": "nope", "session_id": "s"})
