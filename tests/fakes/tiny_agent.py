@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""A tiny agent that speaks Claude Code's stream-json protocol and answers instantly.
+
+It stands in for the real CLI where a test (or a benchmark) must measure rcd rather than a
+model. Accepts the same flags as ``claude -p ... --permission-prompt-tool stdio`` and:
+
+* ``write PATH CONTENT`` asks ``can_use_tool`` for ``Write``; allowed → writes the file;
+* ``sleep SECONDS`` works that long (an ``interrupt`` control request cuts it short);
+* ``crash`` exits with status 3 at once; ``pid`` answers with its own process id;
+* anything else is answered ``echo: <text>``.
+
+Nothing here imports rcd: it is a separate program, as a real agent is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+
+STATE = {"session_id": str(uuid.uuid4()), "turn": 0}
+
+
+def emit(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def assistant(blocks: list[dict[str, object]]) -> None:
+    emit(
+        {
+            "type": "assistant",
+            "session_id": STATE["session_id"],
+            "message": {"role": "assistant", "content": blocks},
+        }
+    )
+
+
+def result(ok: bool, started: float, subtype: str = "success") -> None:
+    emit(
+        {
+            "type": "result",
+            "subtype": subtype if not ok else "success",
+            "is_error": not ok,
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "total_cost_usd": 0.0,
+            "session_id": STATE["session_id"],
+            "result": "",
+        }
+    )
+
+
+INBOX: queue.Queue[dict[str, object] | None] = queue.Queue()
+
+
+def _reader() -> None:
+    for line in sys.stdin:
+        obj = json.loads(line)
+        assert isinstance(obj, dict)
+        INBOX.put(obj)
+    INBOX.put(None)
+
+
+def read_line(timeout: float | None = None) -> dict[str, object] | None:
+    """The next stdin object, or None at EOF. Raises queue.Empty after ``timeout``."""
+    return INBOX.get(timeout=timeout)
+
+
+def wait_control_response(request_id: str) -> dict[str, object] | None:
+    while True:
+        obj = read_line()
+        if obj is None:
+            return None
+        if obj.get("type") == "control_response":
+            response = obj["response"]
+            assert isinstance(response, dict)
+            if response.get("request_id") == request_id:
+                inner = response["response"]
+                assert isinstance(inner, dict)
+                return inner
+
+
+def turn(text: str) -> bool:
+    started = time.monotonic()
+    STATE["turn"] = int(STATE["turn"]) + 1
+    if text == "crash":
+        sys.exit(3)
+    if text == "pid":
+        assistant([{"type": "text", "text": f"pid {os.getpid()}"}])
+        result(True, started)
+        return True
+    if text.startswith("sleep "):
+        deadline = started + float(text.split()[1])
+        while time.monotonic() < deadline:
+            try:
+                obj = read_line(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if obj is None:
+                return False
+            request = obj.get("request")
+            if (
+                obj.get("type") == "control_request"
+                and isinstance(request, dict)
+                and request.get("subtype") == "interrupt"
+            ):
+                emit(
+                    {
+                        "type": "control_response",
+                        "response": {
+                            "subtype": "success",
+                            "request_id": obj.get("request_id"),
+                            "response": {},
+                        },
+                    }
+                )
+                result(False, started, "error_during_execution")
+                return True
+        assistant([{"type": "text", "text": "slept"}])
+        result(True, started)
+        return True
+    if text.startswith("write "):
+        _, path, content = text.split(" ", 2)
+        tool_use_id = f"toolu_{uuid.uuid4().hex[:12]}"
+        tool_input = {"file_path": path, "content": content}
+        assistant([{"type": "tool_use", "id": tool_use_id, "name": "Write", "input": tool_input}])
+        request_id = str(uuid.uuid4())
+        emit(
+            {
+                "type": "control_request",
+                "request_id": request_id,
+                "request": {
+                    "subtype": "can_use_tool",
+                    "tool_name": "Write",
+                    "input": tool_input,
+                    "tool_use_id": tool_use_id,
+                    "permission_suggestions": [],
+                },
+            }
+        )
+        answer = wait_control_response(request_id)
+        if answer is None:
+            return False
+        if answer.get("behavior") == "allow":
+            updated = answer.get("updatedInput") or tool_input
+            assert isinstance(updated, dict)
+            with open(str(updated["file_path"]), "w") as f:
+                f.write(str(updated["content"]))
+            content_out, is_error = f"File created successfully at: {path}", False
+        else:
+            content_out, is_error = str(answer.get("message", "denied")), True
+        emit(
+            {
+                "type": "user",
+                "session_id": STATE["session_id"],
+                "message": {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": tool_use_id,
+                            "content": content_out,
+                            "is_error": is_error,
+                        }
+                    ],
+                },
+            }
+        )
+        assistant([{"type": "text", "text": "done" if not is_error else "not written"}])
+        result(True, started)
+        return True
+    assistant([{"type": "text", "text": f"echo: {text}"}])
+    result(True, started)
+    return True
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    for flag in ("--session-id", "--resume"):
+        if flag in args:
+            STATE["session_id"] = args[args.index(flag) + 1]
+    threading.Thread(target=_reader, daemon=True).start()
+    while True:
+        obj = read_line()
+        if obj is None:
+            return 0
+        if obj.get("type") != "user":
+            continue
+        message = obj["message"]
+        assert isinstance(message, dict)
+        if not turn(str(message["content"])):
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

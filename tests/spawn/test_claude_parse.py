@@ -1,0 +1,139 @@
+"""The stream-json reader: known lines become events; anything else never crashes it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import wire
+from spawn import parse_line
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "message",
+                    "content",
+                    "request",
+                    "request_id",
+                    "subtype",
+                    "text",
+                    "tool_name",
+                    "input",
+                    "is_error",
+                ]
+            )
+            | st.text(max_size=6),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+line_types = st.sampled_from(["assistant", "user", "result", "control_request", "system", "x"])
+
+
+@given(obj=json_values)
+def test_arbitrary_json_is_an_event_list_or_a_value_error(obj: Any) -> None:
+    try:
+        events = parse_line(obj)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(events, list)
+        for event in events:
+            # Whatever comes out must be a valid wire payload.
+            wire.decode(type(event), wire.encode(event))
+
+
+@given(kind=line_types, body=st.dictionaries(st.text(max_size=8), json_values, max_size=4))
+def test_typed_lines_with_junk_never_crash(kind: str, body: dict[str, Any]) -> None:
+    obj = {**body, "type": kind}
+    try:
+        parse_line(obj)
+    except ValueError as exc:
+        assert str(exc)
+
+
+def test_assistant_text_and_tool_use() -> None:
+    line = {
+        "type": "assistant",
+        "message": {
+            "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "thinking", "thinking": "..."},
+                {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}},
+            ]
+        },
+    }
+    assert parse_line(line) == [
+        wire.AssistantText(text="hi"),
+        wire.ToolUse(id="t1", name="Bash", input={"command": "ls"}),
+    ]
+
+
+def test_tool_result_content_list_is_flattened() -> None:
+    line = {
+        "type": "user",
+        "message": {
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "is_error": True,
+                    "content": [{"type": "text", "text": "a"}, {"type": "image"}],
+                }
+            ]
+        },
+    }
+    assert parse_line(line) == [
+        wire.ToolResult(tool_use_id="t1", content="a\n[image]", is_error=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("subtype", "ok"),
+    [("success", True), ("error_during_execution", False), ("error_max_turns", False)],
+)
+def test_result(subtype: str, ok: bool) -> None:
+    events = parse_line(
+        {
+            "type": "result",
+            "subtype": subtype,
+            "is_error": not ok,
+            "duration_ms": 12,
+            "total_cost_usd": 0.5,
+        }
+    )
+    assert events[0] == wire.TurnResult(ok=ok, duration_ms=12, cost_usd=0.5)
+    assert (len(events) == 2) is (subtype == "error_max_turns")
+
+
+def test_can_use_tool_becomes_a_permission_request() -> None:
+    line = json.loads(
+        '{"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool",'
+        '"tool_name":"Bash","input":{"command":"rm -rf build","description":"clean"},'
+        '"tool_use_id":"t"}}'
+    )
+    assert parse_line(line) == [
+        wire.PermissionRequest(
+            request_id="r1",
+            tool="Bash",
+            input={"command": "rm -rf build", "description": "clean"},
+            description="Run: rm -rf build (clean)",
+        )
+    ]
+
+
+def test_unknown_types_are_ignored_and_non_objects_refused() -> None:
+    assert parse_line({"type": "system", "subtype": "init", "session_id": "x"}) == []
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_line([1, 2])

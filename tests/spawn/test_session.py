@@ -1,0 +1,233 @@
+"""SessionRuntime with a real subprocess: the tiny stream-json agent from tests/fakes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+import wire
+from spawn import ClaudeCode, SessionRuntime, Workspace, WorkspaceError
+
+TINY_AGENT = str(Path(__file__).parents[1] / "fakes" / "tiny_agent.py")
+
+
+@attrs.define
+class Log:
+    """Collects a session's events and lets a test wait for one."""
+
+    events: list[wire.Event] = attrs.Factory(list)
+    _changed: trio.Event = attrs.Factory(trio.Event)
+
+    def publish(self, event: wire.Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+    def of(self, kind: str) -> list[wire.Event]:
+        return [e for e in self.events if e.kind == kind]
+
+    async def wait_for(self, predicate: Callable[[list[wire.Event]], bool]) -> None:
+        with trio.fail_after(10):
+            while not predicate(self.events):
+                await self._changed.wait()
+
+    async def wait_kind(self, kind: str, count: int = 1) -> wire.Event:
+        await self.wait_for(lambda evs: sum(e.kind == kind for e in evs) >= count)
+        return self.of(kind)[count - 1]
+
+
+def make_runtime(
+    log: Log, tmp_path: Path, binary: str = TINY_AGENT, prepare_error: str | None = None
+) -> SessionRuntime:
+    async def prepare() -> Workspace:
+        if prepare_error:
+            raise WorkspaceError(prepare_error)
+        return Workspace(cwd=str(tmp_path), spawn="same-dir")
+
+    async def release(workspace: Workspace) -> bool:
+        return False
+
+    return SessionRuntime(
+        session_id="s1",
+        adapter=ClaudeCode(binary=binary),
+        publish=log.publish,
+        prepare=prepare,
+        release=release,
+        env=dict(os.environ),
+        stop_grace=2.0,
+    )
+
+
+def message(text: str, input_id: str) -> wire.SendMessage:
+    return wire.SendMessage(session_id="s1", input_id=input_id, text=text, origin="test")
+
+
+def assert_dense(log: Log) -> None:
+    assert [e.seq for e in log.events] == list(range(1, len(log.events) + 1))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_messages_sent_before_the_agent_is_ready_are_answered_in_order(
+    tmp_path: Path,
+) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        # Delivered before run(): the session is still "queued".
+        runtime.deliver(message("first", "m1"))
+        runtime.deliver(message("second", "m2"))
+        runtime.deliver(message("first again", "m1"))  # same input id: applied once
+        nursery.start_soon(runtime.run, message("prompt", "p"))
+        await log.wait_kind("turn_result", 3)
+        runtime.request_stop("test")
+    texts = [wire.decode_event_data(e) for e in log.of("assistant_text")]
+    assert [t.text for t in texts if isinstance(t, wire.AssistantText)] == [
+        "echo: first",
+        "echo: second",
+        "echo: prompt",
+    ]
+    assert [e.data["input_id"] for e in log.of("user_message")] == ["m1", "m2", "p"]
+    assert log.kinds()[:3] == ["status", "session_started", "status"]
+    assert log.events[-1].kind == "session_ended"
+    assert log.events[-1].data["reason"] == "stopped"
+    assert runtime.state == "ended"
+    assert_dense(log)
+
+
+async def test_each_user_message_is_followed_by_its_answer(tmp_path: Path) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.run, None)
+        for i in range(3):
+            runtime.deliver(message(f"n{i}", f"m{i}"))
+        await log.wait_kind("turn_result", 3)
+        runtime.request_stop("test")
+    conversation = [
+        e.kind for e in log.events if e.kind in ("user_message", "assistant_text", "turn_result")
+    ]
+    assert conversation == ["user_message", "assistant_text", "turn_result"] * 3
+    states = [e.data["state"] for e in log.of("status")]
+    assert states[:4] == ["starting", "idle", "busy", "idle"]
+
+
+@pytest.mark.parametrize("decision", ["allow", "deny"])
+async def test_permission_round_trip(tmp_path: Path, decision: wire.Decision) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    target = tmp_path / "out.txt"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.run, message(f"write {target} hello", "m1"))
+        request = await log.wait_kind("permission_request")
+        assert runtime.state == "awaiting_permission"
+        assert request.data["tool"] == "Write"
+        assert request.data["input"] == {"file_path": str(target), "content": "hello"}
+        assert str(target) in request.data["description"]
+        pid = runtime.snapshot().pid
+        runtime.deliver(
+            wire.DecidePermission(
+                session_id="s1",
+                request_id=request.data["request_id"],
+                decision=decision,
+                origin="phone",
+            )
+        )
+        await log.wait_kind("turn_result")
+        runtime.deliver(message("still there?", "m2"))
+        await log.wait_kind("turn_result", 2)
+        # The same agent process answered after the decision: no restart.
+        assert runtime.snapshot().pid == pid
+        runtime.request_stop("test")
+    resolved = log.of("permission_resolved")
+    assert [e.data for e in resolved] == [
+        {"request_id": request.data["request_id"], "decision": decision, "origin": "phone"}
+    ]
+    result = log.of("tool_result")[0].data
+    assert result["is_error"] is (decision == "deny")
+    assert target.exists() is (decision == "allow")
+    assert pid is not None and not process_alive(pid)
+    assert_dense(log)
+
+
+async def test_interrupt_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.run, message("sleep 30", "m1"))
+        await log.wait_for(
+            lambda evs: any(e.kind == "status" and e.data["state"] == "busy" for e in evs)
+        )
+        with trio.fail_after(5):
+            runtime.deliver(wire.Interrupt(session_id="s1"))
+            result = await log.wait_kind("turn_result")
+        assert result.data["ok"] is False
+        runtime.deliver(message("after", "m2"))
+        await log.wait_kind("turn_result", 2)
+        runtime.request_stop("test")
+    assert runtime.state == "ended"
+
+
+async def test_agent_crash_is_an_error_and_an_ended_session(tmp_path: Path) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    with trio.fail_after(10):
+        await runtime.run(message("crash", "m1"))
+    error = log.of("error")[-1].data
+    assert error["code"] == "agent_exited"
+    assert "code 3" in error["message"]
+    assert log.events[-1].kind == "session_ended"
+    assert log.events[-1].data["reason"] == "agent_exited"
+    assert_dense(log)
+
+
+async def test_missing_agent_binary_ends_the_session_with_a_clear_error(tmp_path: Path) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path, binary=str(tmp_path / "no-such-claude"))
+    with trio.fail_after(10):
+        await runtime.run(message("hello", "m1"))
+    error = log.of("error")[0].data
+    assert error["code"] == "agent_not_found"
+    assert "no-such-claude" in error["message"] and "npm install" in error["message"]
+    assert log.events[-1].data["reason"] == "agent_not_found"
+    assert "session_started" not in log.kinds()
+
+
+async def test_workspace_failure_ends_the_session(tmp_path: Path) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path, prepare_error="disk full")
+    with trio.fail_after(10):
+        await runtime.run(None)
+    assert log.of("error")[0].data == {"code": "workspace_failed", "message": "disk full"}
+    assert log.events[-1].data["reason"] == "workspace_failed"
+
+
+async def test_cancel_kills_and_reaps_the_agent(tmp_path: Path) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runtime.run, message("sleep 60", "m1"))
+            await log.wait_kind("user_message")
+            pid = runtime.snapshot().pid
+            runtime.cancel()
+    assert pid is not None and not process_alive(pid)
+    assert log.events[-1].kind == "session_ended"
+
+
+def test_tiny_agent_is_executable() -> None:
+    assert os.access(TINY_AGENT, os.X_OK), f"chmod +x {TINY_AGENT}"
