@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then lint, type-check and run the tests.
+# Usage: bash tests/run.sh [pytest args...]   (CI runs exactly this through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v python3 >/dev/null; then
+  echo "tests/run.sh: python3 (3.11 or newer) is required" >&2; exit 1
+fi
+if ! command -v npm >/dev/null; then
+  echo "tests/run.sh: npm is required to install the pinned Claude Code CLI (apt-get install npm)" >&2; exit 1
+fi
+
+echo "== installing Python packages into .venv"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "== installing the pinned Claude Code CLI (package-lock.json)"
+npm ci --no-audit --no-fund --loglevel=error
+node_modules/.bin/claude --version
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy (strict)"
+.venv/bin/mypy
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"
