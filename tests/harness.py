@@ -1,0 +1,233 @@
+"""Real parts for end-to-end tests: a relay on a loopback port, a daemon as a real
+subprocess (``python -m daemon start``) with a throwaway home, and a client that speaks
+the public API with a device token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from relay import RelayConfig, RunningRelay, admin, serve_relay
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_AGENT = str(REPO / "tests" / "fakes" / "tiny_agent.py")
+
+Events = list[dict[str, Any]]
+
+
+@attrs.define
+class Relay:
+    running: RunningRelay
+    data_dir: Path
+    client: httpx.AsyncClient
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    async def environments(self) -> list[dict[str, Any]]:
+        r = await self.client.get("/api/environments")
+        r.raise_for_status()
+        envs: list[dict[str, Any]] = r.json()["environments"]
+        return envs
+
+    async def create_session(self, env_id: str, **body: Any) -> httpx.Response:
+        return await self.client.post(f"/api/environments/{env_id}/sessions", json=body)
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        r = await self.client.get(f"/api/sessions/{session_id}")
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def events(self, session_id: str, after: int = 0) -> Events:
+        r = await self.client.get(f"/api/sessions/{session_id}/events", params={"after": after})
+        r.raise_for_status()
+        events: Events = r.json()["events"]
+        return events
+
+    async def wait_events(
+        self, session_id: str, predicate: Callable[[Events], bool], timeout: float = 30
+    ) -> Events:
+        """Poll the session log until ``predicate(events)`` holds; fails after ``timeout``."""
+        events: Events = []
+        try:
+            with trio.fail_after(timeout):
+                while True:
+                    events = await self.events(session_id)
+                    if predicate(events):
+                        return events
+                    await trio.sleep(0.05)
+        except trio.TooSlowError:
+            kinds = [(e["seq"], e["kind"], e["data"]) for e in events]
+            raise AssertionError(
+                f"timed out waiting on session {session_id}; log: {kinds}"
+            ) from None
+
+    async def wait_kind(
+        self, session_id: str, kind: str, count: int = 1, timeout: float = 30
+    ) -> Events:
+        return await self.wait_events(
+            session_id, lambda evs: sum(e["kind"] == kind for e in evs) >= count, timeout
+        )
+
+    async def post_message(self, session_id: str, text: str, message_id: str) -> httpx.Response:
+        return await self.client.post(
+            f"/api/sessions/{session_id}/messages", json={"id": message_id, "text": text}
+        )
+
+    async def decide(self, session_id: str, request_id: str, decision: str) -> httpx.Response:
+        return await self.client.post(
+            f"/api/sessions/{session_id}/permissions/{request_id}", json={"decision": decision}
+        )
+
+
+async def start_relay(nursery: trio.Nursery, data_dir: Path, **config: Any) -> Relay:
+    running: RunningRelay = await nursery.start(
+        serve_relay, RelayConfig(host="127.0.0.1", port=0, data_dir=data_dir, **config)
+    )
+    token = await trio.to_thread.run_sync(admin.create_device_token, data_dir, "tests")
+    client = httpx.AsyncClient(
+        base_url=running.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    return Relay(running=running, data_dir=data_dir, client=client)
+
+
+def home_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment whose every rcd path lives under ``home``."""
+    runtime = home / "run"
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".state"),
+        XDG_DATA_HOME=str(home / ".data"),
+        XDG_RUNTIME_DIR=str(runtime),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+async def rcd(
+    env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``rcd ARGS`` (as ``python -m daemon``) to completion, capturing its output."""
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [sys.executable, "-m", "daemon", *args],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=str(REPO),
+        )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"rcd {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}"
+        )
+    return result
+
+
+@attrs.define
+class Daemon:
+    process: trio.Process
+    env: dict[str, str]
+    directory: Path
+    log_path: Path
+    environment_id: str = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def status(self) -> dict[str, Any]:
+        result = await rcd(self.env, "status", str(self.directory), "--json")
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal the daemon and wait for it to exit; returns its exit code."""
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        with trio.fail_after(timeout):
+            return await self.process.wait()
+
+
+async def start_daemon(
+    relay: Relay,
+    home: Path,
+    directory: Path,
+    *args: str,
+    agent_bin: str = TINY_AGENT,
+    extra_env: dict[str, str] | None = None,
+) -> Daemon:
+    """Pair a throwaway home with ``relay``, start ``rcd start`` and wait until it is online."""
+    env = home_env(home, extra_env)
+    code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
+    await rcd(env, "pair", relay.url, code)
+    log_path = home / "daemon.log"
+    log_file = log_path.open("wb")
+    process = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "start",
+            str(directory),
+            "--relay",
+            relay.url,
+            "--agent-bin",
+            agent_bin,
+            *args,
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=str(REPO),
+    )
+    log_file.close()
+    daemon = Daemon(process=process, env=env, directory=directory, log_path=log_path)
+    try:
+        with trio.fail_after(20):
+            while True:
+                if process.returncode is not None:
+                    raise AssertionError(f"daemon exited {process.returncode}: {daemon.log()}")
+                online = [
+                    e
+                    for e in await relay.environments()
+                    if e["online"] and e["directory"] == str(directory.resolve())
+                ]
+                if online:
+                    daemon.environment_id = online[0]["id"]
+                    return daemon
+                await trio.sleep(0.05)
+    except trio.TooSlowError:
+        process.kill()
+        raise AssertionError(f"daemon never came online: {daemon.log()}") from None
+
+
+def count_processes(marker: str) -> int:
+    """How many live processes have ``marker`` in their command line."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            count += 1
+    return count
