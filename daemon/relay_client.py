@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import attrs
@@ -103,16 +104,17 @@ class RelayClient:
                     await source.response.aread()
                     _raise_for_error(source.response)
                 on_open()
-                async for sse in source.aiter_sse():
-                    if not sse.id:
-                        continue
-                    try:
-                        dseq = int(sse.id)
-                        directive: wire.Directive = wire.decode_json(wire.Directive, sse.data)
-                    except (ValueError, wire.DecodeError) as exc:
-                        log.error("bad_directive", id=sse.id, problem=str(exc))
-                        continue
-                    yield dseq, directive
+                async with aclosing(source.aiter_sse()) as stream:
+                    async for sse in stream:
+                        if not sse.id:
+                            continue
+                        try:
+                            dseq = int(sse.id)
+                            directive: wire.Directive = wire.decode_json(wire.Directive, sse.data)
+                        except (ValueError, wire.DecodeError) as exc:
+                            log.error("bad_directive", id=sse.id, problem=str(exc))
+                            continue
+                        yield dseq, directive
         except (httpx.TransportError, SSEError) as exc:
             raise RelayUnreachable(self.relay, str(exc) or type(exc).__name__) from exc
 

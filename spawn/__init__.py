@@ -1,6 +1,14 @@
 """One session's runtime: agent adapters, process lifecycle, events, permissions."""
 
-from .adapter import AgentAdapter, AgentEvent, AgentExited, AgentHandle, AgentLaunch, EventSink
+from .adapter import (
+    AgentAdapter,
+    AgentEvent,
+    AgentExited,
+    AgentHandle,
+    AgentLaunch,
+    EventSink,
+    PermissionCancelled,
+)
 from .claude import ClaudeCode, parse_line
 from .errors import AgentNotFound, AgentProtocolError, SpawnError
 from .session import SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
@@ -15,6 +23,7 @@ __all__ = [
     "AgentProtocolError",
     "ClaudeCode",
     "EventSink",
+    "PermissionCancelled",
     "SessionRuntime",
     "SessionSnapshot",
     "SpawnError",

@@ -21,6 +21,7 @@ __all__ = [
     "AgentHandle",
     "AgentLaunch",
     "EventSink",
+    "PermissionCancelled",
 ]
 
 
@@ -43,6 +44,13 @@ class AgentExited:
     detail: str = ""
 
 
+@attrs.frozen(kw_only=True)
+class PermissionCancelled:
+    """The agent withdrew a permission request (e.g. its turn was interrupted)."""
+
+    request_id: str
+
+
 #: What an adapter reports: the wire payloads it can produce, plus lifecycle markers.
 AgentEvent = (
     wire.AssistantText
@@ -51,6 +59,7 @@ AgentEvent = (
     | wire.PermissionRequest
     | wire.TurnResult
     | wire.Error
+    | PermissionCancelled
     | AgentExited
 )
 

@@ -19,7 +19,14 @@ import trio
 
 import wire
 
-from .adapter import AgentEvent, AgentExited, AgentHandle, AgentLaunch, EventSink
+from .adapter import (
+    AgentEvent,
+    AgentExited,
+    AgentHandle,
+    AgentLaunch,
+    EventSink,
+    PermissionCancelled,
+)
 from .lines import LineTooLong, iter_lines
 from .process import AgentProcess, open_agent_process
 
@@ -38,6 +45,8 @@ class ClaudeHandle:
     agent_session_id: str
     #: Permission requests not answered yet: request_id → the tool input the agent proposed.
     pending: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    #: The CLI reports the conversation's cumulative cost; turns get the difference.
+    cost_so_far: float = 0.0
     stopping: bool = False
 
     @property
@@ -149,9 +158,10 @@ def parse_line(obj: Any) -> list[AgentEvent]:
                     )
                 )
     elif kind == "result":
+        # is_error is the truth: an API error still says subtype "success" (see NOTES.md).
+        is_error = bool(obj.get("is_error", False))
         duration = obj.get("duration_ms", 0)
-        cost = obj.get("total_cost_usd")
-        is_error = bool(obj.get("is_error", False)) or obj.get("subtype") != "success"
+        cost = obj.get("total_cost_usd")  # cumulative for the conversation
         out.append(
             wire.TurnResult(
                 ok=not is_error,
@@ -159,11 +169,19 @@ def parse_line(obj: Any) -> list[AgentEvent]:
                 cost_usd=float(cost) if isinstance(cost, int | float) else None,
             )
         )
-        if is_error and obj.get("subtype") not in ("success", "error_during_execution"):
-            detail = obj.get("result") or ", ".join(map(str, obj.get("errors") or [])) or ""
-            out.append(
-                wire.Error(code="turn_failed", message=f"{obj.get('subtype')}: {detail}".strip())
+        reason = obj.get("terminal_reason")
+        interrupted = isinstance(reason, str) and reason.startswith("aborted")
+        if is_error and not interrupted:
+            errors = obj.get("errors")
+            detail = obj.get("result") or (
+                "; ".join(map(str, errors)) if isinstance(errors, list) else ""
             )
+            what = reason or obj.get("subtype") or "error"
+            out.append(wire.Error(code="turn_failed", message=f"{what}: {detail}".rstrip(": ")))
+    elif kind == "control_cancel_request":
+        request_id = obj.get("request_id")
+        if isinstance(request_id, str):
+            out.append(PermissionCancelled(request_id=request_id))
     elif kind == "control_request":
         request = obj.get("request")
         request_id = obj.get("request_id")
@@ -267,6 +285,13 @@ class ClaudeCode:
                 for payload in payloads:
                     if isinstance(payload, wire.PermissionRequest):
                         handle.pending[payload.request_id] = dict(payload.input)
+                    elif isinstance(payload, PermissionCancelled):
+                        handle.pending.pop(payload.request_id, None)
+                    elif isinstance(payload, wire.TurnResult) and payload.cost_usd is not None:
+                        total = payload.cost_usd
+                        turn_cost = max(0.0, total - handle.cost_so_far)
+                        handle.cost_so_far = total
+                        payload = attrs.evolve(payload, cost_usd=round(turn_cost, 9))
                     await sink(payload)
         except LineTooLong as exc:
             await sink(wire.Error(code="agent_protocol", message=f"claude output: {exc}"))

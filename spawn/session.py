@@ -19,7 +19,14 @@ import trio
 
 import wire
 
-from .adapter import AgentAdapter, AgentEvent, AgentExited, AgentHandle, AgentLaunch
+from .adapter import (
+    AgentAdapter,
+    AgentEvent,
+    AgentExited,
+    AgentHandle,
+    AgentLaunch,
+    PermissionCancelled,
+)
 from .errors import AgentNotFound, SpawnError
 
 __all__ = ["SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
@@ -241,6 +248,16 @@ class SessionRuntime:
             # adapter.run returns right after this; nothing more to apply inputs to.
             self._exited = event
             self._agent_scope.cancel()
+            return
+        if isinstance(event, PermissionCancelled):
+            if event.request_id in self._permissions:
+                self._permissions.discard(event.request_id)
+                self._emit(
+                    wire.PermissionResolved(
+                        request_id=event.request_id, decision="deny", origin="agent_cancelled"
+                    )
+                )
+                self._refresh_state()
             return
         if isinstance(event, wire.PermissionRequest):
             self._permissions.add(event.request_id)

@@ -231,3 +231,21 @@ def count_processes(marker: str) -> int:
         if marker in cmdline and state != "Z":
             count += 1
     return count
+
+
+def processes_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is ``directory`` or below it (agents and
+    whatever they started), found through /proc."""
+    root = str(directory.resolve())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (cwd == root or cwd.startswith(root + "/")) and state != "Z":
+            pids.append(int(entry.name))
+    return pids

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import TINY_AGENT, Relay, count_processes, rcd, start_daemon, start_relay
+from tests.harness import Relay, processes_in, rcd, start_daemon, start_relay
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ async def test_sigterm_ends_every_session_and_leaves_no_agent_behind(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert count_processes(TINY_AGENT) == 0
+    assert processes_in(project) == []
     for session_id in ids:
         session = await relay.session(session_id)
         assert session["state"] == "ended"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wire
-from spawn import parse_line
+from spawn import PermissionCancelled, parse_line
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
@@ -100,21 +100,35 @@ def test_tool_result_content_list_is_flattened() -> None:
 
 
 @pytest.mark.parametrize(
-    ("subtype", "ok"),
-    [("success", True), ("error_during_execution", False), ("error_max_turns", False)],
+    ("subtype", "is_error", "reason", "error"),
+    [
+        ("success", False, "completed", None),
+        ("error_during_execution", True, "aborted_streaming", None),  # an interrupt
+        ("error_during_execution", True, "aborted_tools", None),
+        ("success", True, "api_error", "api_error: API Error: 529 overloaded"),
+        ("error_max_turns", True, None, "error_max_turns: API Error: 529 overloaded"),
+    ],
 )
-def test_result(subtype: str, ok: bool) -> None:
-    events = parse_line(
-        {
-            "type": "result",
-            "subtype": subtype,
-            "is_error": not ok,
-            "duration_ms": 12,
-            "total_cost_usd": 0.5,
-        }
-    )
-    assert events[0] == wire.TurnResult(ok=ok, duration_ms=12, cost_usd=0.5)
-    assert (len(events) == 2) is (subtype == "error_max_turns")
+def test_result(subtype: str, is_error: bool, reason: str | None, error: str | None) -> None:
+    line = {
+        "type": "result",
+        "subtype": subtype,
+        "is_error": is_error,
+        "duration_ms": 12,
+        "total_cost_usd": 0.5,
+        "result": "API Error: 529 overloaded" if is_error else "ok",
+    }
+    if reason:
+        line["terminal_reason"] = reason
+    events = parse_line(line)
+    assert events[0] == wire.TurnResult(ok=not is_error, duration_ms=12, cost_usd=0.5)
+    assert events[1:] == ([wire.Error(code="turn_failed", message=error)] if error else [])
+
+
+def test_control_cancel_request_withdraws_a_permission() -> None:
+    assert parse_line({"type": "control_cancel_request", "request_id": "r9"}) == [
+        PermissionCancelled(request_id="r9")
+    ]
 
 
 def test_can_use_tool_becomes_a_permission_request() -> None:
