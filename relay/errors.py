@@ -49,7 +49,9 @@ class BadRequest(ApiError):
 
 
 class Unauthenticated(ApiError):
-    def __init__(self, message: str = "missing or invalid credentials", code: str = "unauthenticated") -> None:
+    def __init__(
+        self, message: str = "missing or invalid credentials", code: str = "unauthenticated"
+    ) -> None:
         super().__init__(401, code, message)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import attrs
 
 from wire import (
+    DecodeError,
     Event,
     PermissionRequest,
     PermissionResolved,
@@ -73,9 +74,13 @@ def check_indexed_payloads(events: Iterable[Event]) -> None:
 
     Called before anything is stored, so a bad batch changes nothing.
     """
-    for event in events:
+    for i, event in enumerate(events):
         if event.kind in INDEXED_KINDS:
-            decode_event_data(event)
+            try:
+                decode_event_data(event)
+            except DecodeError as exc:
+                problems = [f"events[{i}] ({event.kind} data): {p}" for p in exc.problems]
+                raise DecodeError(exc.type_name, problems) from None
 
 
 @attrs.frozen(kw_only=True)

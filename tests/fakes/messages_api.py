@@ -1,38 +1,38 @@
 """A scripted fake of the Anthropic Messages API, for driving the real Claude Code CLI.
 
 The fake answers by *content*, never from a shared queue, so any number of concurrent
-sessions can use one instance. For every ``POST /v1/messages`` it looks at the request and
-asks its rules, in order, for a reply; the first rule returning something wins:
+sessions can share one instance. For each main-conversation ``POST /v1/messages`` it parses
+the request into a ``Turn`` and asks its rules, in order; the first non-None ``Reply`` wins.
+``DEFAULT_RULES``:
 
-- the last user message carries a ``tool_result`` → text ``"done: <first 200 chars>"``;
-- ``write FILENAME CONTENT...`` → a ``Write`` tool_use ``{"file_path": FILENAME, "content": CONTENT}``
-  (pass absolute paths: the API never learns the CLI's working directory);
-- ``run COMMAND...`` → a ``Bash`` tool_use ``{"command": COMMAND, "description": "run a command"}``;
-- ``sleep SECONDS`` → text streamed slowly, one delta every 100 ms for SECONDS (interrupt tests);
+- the last user message ends with ``tool_result`` blocks → text ``"done: <first 200 chars>"``;
+- ``write FILENAME CONTENT...`` → ``Write`` tool_use ``{"file_path": FILENAME, "content": CONTENT}``
+  (pass an absolute FILENAME: the API never learns the CLI's working directory);
+- ``run COMMAND...`` → ``Bash`` tool_use ``{"command": COMMAND, "description": "run a command"}``;
+- ``sleep SECONDS`` → text ``"slept SECONDS"`` streamed over SECONDS, one delta per 100 ms;
 - anything else → text ``"echo: <user text>"``.
 
-Requests that are not a conversation turn (the CLI's side requests, see ``is_side_request``)
-always get a short plain text answer and never reach the rules.
+Side requests (not a turn of the conversation, see ``is_side_request``) get the plain text
+``"ok"`` and never reach the rules. Every request is recorded in ``requests``.
 
 Usage::
 
-    api = FakeMessagesAPI()
+    api = FakeMessagesAPI()                       # or FakeMessagesAPI(rules=[mine, *DEFAULT_RULES])
     async with trio.open_nursery() as nursery:
-        base_url = await nursery.start(api.run)
-        ...  # run the CLI with ANTHROPIC_BASE_URL=base_url
+        base_url = await nursery.start(api.run)   # "http://127.0.0.1:<port>"
+        ...                                       # run claude with ANTHROPIC_BASE_URL=base_url
         nursery.cancel_scope.cancel()
 
-Tests extend the script with ``FakeMessagesAPI(rules=[my_rule, *DEFAULT_RULES])``; a rule is
-any callable ``(Turn) -> Reply | None``.
+By hand: ``python -m tests.fakes.messages_api --port 8123 [--log]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
-import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -46,6 +46,7 @@ from starlette.routing import Route
 
 __all__ = [
     "DEFAULT_RULES",
+    "ErrorReply",
     "FakeMessagesAPI",
     "RecordedRequest",
     "Reply",
@@ -55,7 +56,6 @@ __all__ = [
     "Turn",
     "echo_rule",
     "is_side_request",
-    "last_user_text",
     "parse_turn",
     "run_rule",
     "sleep_rule",
@@ -67,6 +67,9 @@ SYSTEM_REMINDER = "<system-reminder>"
 INTERRUPTED_MARKER = "[Request interrupted by user"
 SIDE_REPLY_TEXT = "ok"
 DELTA_INTERVAL_S = 0.1
+TOOL_RESULT_PREFIX_CHARS = 200
+
+JSON = dict[str, Any]
 
 
 @attrs.frozen(kw_only=True)
@@ -74,25 +77,26 @@ class RecordedRequest:
     """One HTTP request the fake received, in arrival order."""
 
     method: str
-    path: str
-    query: str
+    path: str  # without the query, e.g. "/v1/messages"
+    query: str  # e.g. "beta=true"
     headers: dict[str, str]
-    body: Any  # the decoded JSON body, or None when there was none / it was not JSON
-    side: bool = False  # True for a non-conversation request (see is_side_request)
+    body: Any  # decoded JSON body; None when empty or not JSON
+    side: bool  # True for anything that is not a main-conversation /v1/messages request
 
 
 @attrs.frozen(kw_only=True)
 class Turn:
-    """What a rule sees of one ``/v1/messages`` request."""
+    """What a rule sees of one main-conversation ``/v1/messages`` request."""
 
-    body: dict[str, Any]
-    user_text: str | None  # last user message's own text (system reminders stripped)
-    tool_results: tuple[dict[str, Any], ...]  # tool_result blocks of the last user message
+    body: JSON
+    user_text: str | None  # what the user typed last, stripped; None when tool results are last
+    tool_results: tuple[JSON, ...]  # the tool_result blocks, when they end the last user message
 
 
 @attrs.frozen(kw_only=True)
 class TextReply:
-    """Answer with text; with ``duration_s`` > 0 it is streamed in 100 ms deltas over that time."""
+    """Answer with text. With ``duration_s`` > 0 the stream lasts that long, one delta per 100 ms
+    (deltas past the end of the text are empty), so a client can interrupt it midway."""
 
     text: str
     duration_s: float = 0.0
@@ -100,31 +104,33 @@ class TextReply:
 
 @attrs.frozen(kw_only=True)
 class ToolUseReply:
-    """Answer with one ``tool_use`` block (stop_reason ``tool_use``), optionally after some text."""
+    """Answer with one ``tool_use`` block (stop_reason ``tool_use``), after ``text`` if given."""
 
     name: str
-    input: dict[str, Any]
+    input: JSON
     text: str | None = None
 
 
-Reply = TextReply | ToolUseReply
+@attrs.frozen(kw_only=True)
+class ErrorReply:
+    """Answer with an HTTP error in the API's shape, e.g. ``ErrorReply(status=400,
+    error_type="invalid_request_error")``. The CLI retries 408/409/429/5xx (see NOTES.md)."""
+
+    status: int
+    error_type: str
+    message: str = "scripted error from the fake Messages API"
+
+
+Reply = TextReply | ToolUseReply | ErrorReply
 Rule = Callable[[Turn], Reply | None]
 
 
-def _block_text(content: Any) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    texts: list[str] = []
-    if isinstance(content, list):
-        for block in content:
-            if isinstance(block, dict) and block.get("type") == "text":
-                texts.append(str(block.get("text", "")))
-    return texts
+# -- reading requests --------------------------------------------------------------------
 
 
-def _last_user_message(body: dict[str, Any]) -> dict[str, Any] | None:
-    # Claude Code appends mid-conversation ``"role": "system"`` messages (environment, deferred
-    # tools) after the user's message, so skip those; an assistant message last means no user.
+def _last_user_message(body: JSON) -> JSON | None:
+    # Claude Code puts "role": "system" messages (environment, deferred tools) after the user's
+    # message, so skip those; an assistant message last means there is no user turn.
     for message in reversed(body.get("messages") or []):
         role = message.get("role") if isinstance(message, dict) else None
         if role == "user":
@@ -134,61 +140,62 @@ def _last_user_message(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _is_noise(block: dict[str, Any]) -> bool:
+def _is_noise(block: JSON) -> bool:
     if block.get("type") != "text":
         return False
     text = str(block.get("text", "")).lstrip()
-    return text.startswith(SYSTEM_REMINDER) or text.startswith(INTERRUPTED_MARKER)
+    return text.startswith((SYSTEM_REMINDER, INTERRUPTED_MARKER))
 
 
-def parse_turn(body: dict[str, Any]) -> Turn:
-    """What the rules see of a request: the last user message's own text or tool results.
+def parse_turn(body: JSON) -> Turn:
+    """Find what the user said last in a request body.
 
     Claude Code adds ``<system-reminder>`` text blocks and ``[Request interrupted by user...]``
-    markers to user messages, appends ``"role": "system"`` messages after them, and after an
-    interrupted tool use sends the tool_result and the next prompt in ONE user message. So:
-    noise is skipped, and whichever comes last (typed text or tool_result) decides the turn.
+    markers to user messages, and after an interrupted or denied tool use it sends the
+    tool_result and the next prompt in ONE user message. So noise is skipped and whichever
+    comes last, typed text or tool results, decides the turn.
     """
     message = _last_user_message(body)
     content: Any = message.get("content") if message is not None else None
     if isinstance(content, str):
         content = [{"type": "text", "text": content}]
     blocks = [b for b in content or [] if isinstance(b, dict) and not _is_noise(b)]
-    if not blocks:
-        return Turn(body=body, user_text=None, tool_results=())
-    if blocks[-1].get("type") == "tool_result":
+    if blocks and blocks[-1].get("type") == "tool_result":
         results = tuple(b for b in blocks if b.get("type") == "tool_result")
         return Turn(body=body, user_text=None, tool_results=results)
     texts = [str(b.get("text", "")) for b in blocks if b.get("type") == "text"]
     return Turn(body=body, user_text=texts[-1].strip() if texts else None, tool_results=())
 
 
-def last_user_text(body: dict[str, Any]) -> str | None:
-    """The text the user typed last in the request (see ``parse_turn``), or None."""
-    return parse_turn(body).user_text
+def is_side_request(body: JSON) -> bool:
+    """True for a ``/v1/messages`` request that is not a turn of the main conversation.
 
-
-def _tool_result_text(block: dict[str, Any]) -> str:
-    content = block.get("content")
-    if isinstance(content, str):
-        return content
-    return "".join(_block_text(content))
-
-
-def is_side_request(body: dict[str, Any]) -> bool:
-    """True for requests that are not a turn of the main conversation.
-
-    Claude Code's main-loop requests always carry its ``tools``; side requests (title or topic
-    generation, quota probes with ``max_tokens`` 1, summaries) carry none.
+    Main-loop requests always carry Claude Code's ``tools``; its side requests (title/topic
+    generation, ``max_tokens: 1`` quota probes, summaries) carry none. None were observed with
+    ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`` and ``-p`` (see NOTES.md).
     """
     return not body.get("tools") or body.get("max_tokens") == 1
 
 
+def _tool_result_text(block: JSON) -> str:
+    content = block.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [b for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        return "".join(str(b.get("text", "")) for b in texts)
+    return ""
+
+
+# -- the default script ------------------------------------------------------------------
+
+
 def tool_result_rule(turn: Turn) -> Reply | None:
-    """A tool ran → ``done: <first 200 chars of its result>``."""
+    """A tool ran (or was denied) → ``done: <first 200 chars of the first result>``."""
     if not turn.tool_results:
         return None
-    return TextReply(text="done: " + _tool_result_text(turn.tool_results[0])[:200])
+    result = _tool_result_text(turn.tool_results[0])
+    return TextReply(text="done: " + result[:TOOL_RESULT_PREFIX_CHARS])
 
 
 def write_rule(turn: Turn) -> Reply | None:
@@ -205,12 +212,13 @@ def run_rule(turn: Turn) -> Reply | None:
     text = turn.user_text or ""
     if not text.startswith("run "):
         return None
-    command = text[len("run ") :]
-    return ToolUseReply(name="Bash", input={"command": command, "description": "run a command"})
+    return ToolUseReply(
+        name="Bash", input={"command": text.removeprefix("run "), "description": "run a command"}
+    )
 
 
 def sleep_rule(turn: Turn) -> Reply | None:
-    """``sleep SECONDS`` → text streamed slowly over SECONDS."""
+    """``sleep SECONDS`` → text ``slept SECONDS`` streamed over SECONDS."""
     words = (turn.user_text or "").split()
     if len(words) != 2 or words[0] != "sleep":
         return None
@@ -229,11 +237,14 @@ def echo_rule(turn: Turn) -> Reply | None:
 DEFAULT_RULES: tuple[Rule, ...] = (tool_result_rule, write_rule, run_rule, sleep_rule, echo_rule)
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
+# -- writing responses -------------------------------------------------------------------
+
+
+def _sse(event: str, data: JSON) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+def _usage(input_tokens: int, output_tokens: int) -> JSON:
     return {
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
@@ -242,41 +253,152 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
     }
 
 
-def _chunks(text: str, pieces: int) -> list[str]:
-    size = max(1, math.ceil(len(text) / max(1, pieces)))
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+def _split(text: str, pieces: int) -> list[str]:
+    """``text`` in exactly ``pieces`` consecutive parts (trailing ones empty if it is short)."""
+    size = -(-len(text) // pieces) if text else 0
+    return [text[i * size : (i + 1) * size] if size else "" for i in range(pieces)]
+
+
+@attrs.frozen(kw_only=True)
+class _Answer:
+    reply: TextReply | ToolUseReply
+    message_id: str
+    model: str
+    input_tokens: int
+
+    @property
+    def tool_use_id(self) -> str:
+        return "toolu_" + self.message_id.removeprefix("msg_")
+
+    @property
+    def stop_reason(self) -> str:
+        return "tool_use" if isinstance(self.reply, ToolUseReply) else "end_turn"
+
+    def message(self, content: list[JSON], stop_reason: str | None, output_tokens: int) -> JSON:
+        return {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": _usage(self.input_tokens, output_tokens),
+        }
+
+    def content(self) -> list[JSON]:
+        blocks: list[JSON] = []
+        if self.reply.text is not None:
+            blocks.append({"type": "text", "text": self.reply.text})
+        if isinstance(self.reply, ToolUseReply):
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": self.tool_use_id,
+                    "name": self.reply.name,
+                    "input": self.reply.input,
+                }
+            )
+        return blocks
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The SSE events of a streamed answer, paced as the reply asks."""
+        yield _sse("message_start", {"type": "message_start", "message": self.message([], None, 1)})
+        index = 0
+        if self.reply.text is not None:
+            duration = self.reply.duration_s if isinstance(self.reply, TextReply) else 0.0
+            ticks = max(1, round(duration / DELTA_INTERVAL_S))
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+            for n, piece in enumerate(_split(self.reply.text, ticks)):
+                if n:
+                    await trio.sleep(DELTA_INTERVAL_S)
+                yield _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                )
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
+        if isinstance(self.reply, ToolUseReply):
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": self.tool_use_id,
+                        "name": self.reply.name,
+                        "input": {},
+                    },
+                },
+            )
+            for piece in _split(json.dumps(self.reply.input), 2):  # two deltas, like the real API
+                yield _sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+        yield _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": 5},
+            },
+        )
+        yield _sse("message_stop", {"type": "message_stop"})
+
+
+# -- the service -------------------------------------------------------------------------
 
 
 @attrs.define(eq=False)
 class FakeMessagesAPI:
-    """The fake server. ``requests`` records every request; ``messages_count`` counts
-    ``POST /v1/messages`` requests (side requests included)."""
+    """The fake server (a resource: one per test, or shared by concurrent sessions).
+
+    ``requests`` records every request; ``messages_count`` counts ``POST /v1/messages``
+    requests, side requests included. ``side_request`` picks the requests that bypass the
+    rules. ``base_url`` is set once ``run`` listens.
+    """
 
     rules: Sequence[Rule] = DEFAULT_RULES
-    model: str = "claude-fake-1"
+    side_request: Callable[[JSON], bool] = is_side_request
     requests: list[RecordedRequest] = attrs.field(factory=list)
     messages_count: int = 0
+    base_url: str | None = None  # set by run() once listening
 
-    # -- queries for tests ---------------------------------------------------------------
-
-    def messages_requests(self, *, include_side: bool = False) -> list[dict[str, Any]]:
-        """Bodies of the ``/v1/messages`` requests, main-conversation ones unless asked."""
+    def messages_bodies(self, *, include_side: bool = False) -> list[JSON]:
+        """Bodies of the ``/v1/messages`` requests in order (main-conversation ones by default)."""
         return [
             r.body
             for r in self.requests
-            if r.path == "/v1/messages" and isinstance(r.body, dict)
+            if r.path == "/v1/messages"
+            and isinstance(r.body, dict)
             and (include_side or not r.side)
         ]
 
-    # -- the service ---------------------------------------------------------------------
-
     def app(self) -> Starlette:
-        """The ASGI app (usable in-process with ``httpx.ASGITransport`` too)."""
+        """The ASGI app; also usable in-process through ``httpx.ASGITransport``."""
         return Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
-                Route("/{rest:path}", self._other, methods=["GET", "POST", "PUT", "HEAD"]),
+                Route("/{rest:path}", self._other, methods=["GET", "HEAD", "POST", "PUT"]),
             ]
         )
 
@@ -289,26 +411,25 @@ class FakeMessagesAPI:
     ) -> None:
         """Serve until cancelled; ``task_status.started(base_url)`` once listening.
 
-        ``base_url`` is ``http://127.0.0.1:<port>`` (no trailing slash), ready for
-        ``ANTHROPIC_BASE_URL``. Cancelling stops the server and drops open streams.
+        ``base_url`` is ``"http://127.0.0.1:<bound port>"`` (no trailing slash). Cancelling
+        stops at once: open streams are dropped, with no graceful wait.
         """
         config = Config()
         config.bind = [f"{host}:{port}"]
         config.accesslog = None
         config.errorlog = None
-        config.loglevel = "WARNING"
         config.graceful_timeout = 0.0
 
-        async def serving(task_status: trio.TaskStatus[list[str]]) -> None:
+        async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await serve(self.app(), config, task_status=task_status)  # type: ignore[arg-type]
 
         async with trio.open_nursery() as nursery:
+            # hypercorn reports its binds ("http://127.0.0.1:<port>") once its sockets listen.
             binds: list[str] = await nursery.start(serving)
-            task_status.started(binds[0])
+            self.base_url = binds[0]
+            task_status.started(self.base_url)
 
-    # -- handlers ------------------------------------------------------------------------
-
-    async def _record(self, request: Request, *, side: bool = False) -> RecordedRequest:
+    async def _record(self, request: Request, *, side: bool | None = None) -> RecordedRequest:
         raw = await request.body()
         body: Any = None
         if raw:
@@ -316,61 +437,55 @@ class FakeMessagesAPI:
                 body = json.loads(raw)
             except ValueError:
                 body = None
+        if side is None:
+            side = not isinstance(body, dict) or self.side_request(body)
         record = RecordedRequest(
             method=request.method,
             path=request.url.path,
             query=request.url.query,
             headers=dict(request.headers),
             body=body,
-            side=side or (isinstance(body, dict) and is_side_request(body)),
+            side=side,
         )
         self.requests.append(record)
         return record
 
     async def _count_tokens(self, request: Request) -> Response:
         record = await self._record(request, side=True)
-        size = len(json.dumps(record.body)) if record.body is not None else 0
-        return JSONResponse({"input_tokens": max(1, size // 4)})
+        return JSONResponse({"input_tokens": max(1, len(json.dumps(record.body)) // 4)})
 
     async def _other(self, request: Request) -> Response:
         await self._record(request, side=True)
-        return JSONResponse(
-            {"type": "error", "error": {"type": "not_found_error", "message": "fake API"}},
-            status_code=404,
-        )
+        if request.method in ("GET", "HEAD"):  # e.g. HEAD /api/hello, a connectivity check
+            return JSONResponse({})
+        return _error_response(ErrorReply(status=404, error_type="not_found_error"))
 
     async def _messages(self, request: Request) -> Response:
         record = await self._record(request)
         self.messages_count += 1
-        body = record.body if isinstance(record.body, dict) else {}
+        body: JSON = record.body if isinstance(record.body, dict) else {}
         reply = self._reply_for(body, side=record.side)
-        message_id = "msg_" + hashlib.sha256(
-            json.dumps(body.get("messages"), sort_keys=True).encode()
-        ).hexdigest()[:24]
-        model = str(body.get("model") or self.model)
-        input_tokens = max(1, len(json.dumps(body.get("messages"))) // 4)
+        if isinstance(reply, ErrorReply):
+            return _error_response(reply)
+        messages_json = json.dumps(body.get("messages"), sort_keys=True)
+        answer = _Answer(
+            reply=reply,
+            # Deterministic ids: the same conversation state always gets the same answer.
+            message_id="msg_" + hashlib.sha256(messages_json.encode()).hexdigest()[:24],
+            model=str(body.get("model") or "claude-fake"),
+            input_tokens=max(1, len(messages_json) // 4),
+        )
         if body.get("stream"):
             return StreamingResponse(
-                self._stream(reply, message_id, model, input_tokens),
+                answer.stream(),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
         if isinstance(reply, TextReply) and reply.duration_s > 0:
             await trio.sleep(reply.duration_s)
-        return JSONResponse(
-            {
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": _content_blocks(reply, message_id),
-                "stop_reason": "tool_use" if isinstance(reply, ToolUseReply) else "end_turn",
-                "stop_sequence": None,
-                "usage": _usage(input_tokens, 5),
-            }
-        )
+        return JSONResponse(answer.message(answer.content(), answer.stop_reason, 5))
 
-    def _reply_for(self, body: dict[str, Any], *, side: bool) -> Reply:
+    def _reply_for(self, body: JSON, *, side: bool) -> Reply:
         if side:
             return TextReply(text=SIDE_REPLY_TEXT)
         turn = parse_turn(body)
@@ -380,122 +495,42 @@ class FakeMessagesAPI:
                 return reply
         return TextReply(text=SIDE_REPLY_TEXT)
 
-    async def _stream(
-        self, reply: Reply, message_id: str, model: str, input_tokens: int
-    ) -> AsyncIterator[bytes]:
-        yield _sse(
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {
-                    "id": message_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": _usage(input_tokens, 1),
-                },
-            },
-        )
-        index = 0
-        text = reply.text
-        if text is not None:
-            duration = reply.duration_s if isinstance(reply, TextReply) else 0.0
-            pieces = max(1, round(duration / DELTA_INTERVAL_S)) if duration > 0 else 1
-            yield _sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index,
-                 "content_block": {"type": "text", "text": ""}},
-            )
-            for n, piece in enumerate(_chunks(text, pieces) if pieces > 1 else [text]):
-                if duration > 0 and n > 0:
-                    await trio.sleep(DELTA_INTERVAL_S)
-                yield _sse(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index,
-                     "delta": {"type": "text_delta", "text": piece}},
-                )
-            if duration > 0:
-                # Pad with empty deltas so the stream lasts the whole duration even for short text.
-                remaining = pieces - len(_chunks(text, pieces))
-                for _ in range(max(0, remaining)):
-                    await trio.sleep(DELTA_INTERVAL_S)
-                    yield _sse(
-                        "content_block_delta",
-                        {"type": "content_block_delta", "index": index,
-                         "delta": {"type": "text_delta", "text": "."}},
-                    )
-            yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
-            index += 1
-        if isinstance(reply, ToolUseReply):
-            yield _sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index,
-                 "content_block": {"type": "tool_use", "id": _tool_use_id(message_id),
-                                   "name": reply.name, "input": {}}},
-            )
-            partial = json.dumps(reply.input)
-            for piece in _chunks(partial, 2):
-                yield _sse(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index,
-                     "delta": {"type": "input_json_delta", "partial_json": piece}},
-                )
-            yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
-        stop_reason = "tool_use" if isinstance(reply, ToolUseReply) else "end_turn"
-        yield _sse(
-            "message_delta",
-            {"type": "message_delta",
-             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-             "usage": {"output_tokens": 5}},
-        )
-        yield _sse("message_stop", {"type": "message_stop"})
+
+def _error_response(reply: ErrorReply) -> Response:
+    return JSONResponse(
+        {"type": "error", "error": {"type": reply.error_type, "message": reply.message}},
+        status_code=reply.status,
+    )
 
 
-def _tool_use_id(message_id: str) -> str:
-    return "toolu_" + message_id.removeprefix("msg_")
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m tests.fakes.messages_api [--host H] [--port N] [--log]``: serve until Ctrl-C.
 
-
-def _content_blocks(reply: Reply, message_id: str) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    if reply.text is not None:
-        blocks.append({"type": "text", "text": reply.text})
-    if isinstance(reply, ToolUseReply):
-        blocks.append(
-            {"type": "tool_use", "id": _tool_use_id(message_id), "name": reply.name,
-             "input": reply.input}
-        )
-    return blocks
-
-
-def main(argv: Iterable[str] | None = None) -> None:
-    """``python -m tests.fakes.messages_api --port N``: serve until Ctrl-C, logging requests."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    Prints ``ANTHROPIC_BASE_URL=...`` once listening; ``--log`` prints each request as JSON.
+    """
+    parser = argparse.ArgumentParser(description="Scripted fake Anthropic Messages API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", action="store_true", help="print each request as a JSON line")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parser.parse_args(argv)
     api = FakeMessagesAPI()
 
     async def serve_forever() -> None:
         async with trio.open_nursery() as nursery:
-            base_url = await nursery.start(lambda task_status: api.run(
-                host=args.host, port=args.port, task_status=task_status))
+            base_url = await nursery.start(
+                lambda task_status: api.run(host=args.host, port=args.port, task_status=task_status)
+            )
             print(f"ANTHROPIC_BASE_URL={base_url}", flush=True)
-            if args.log:
-                seen = 0
-                while True:
-                    await trio.sleep(0.2)
+            seen = 0
+            while True:
+                await trio.sleep(0.2)
+                if args.log:
                     for record in api.requests[seen:]:
                         print(json.dumps(attrs.asdict(record)), flush=True)
-                    seen = len(api.requests)
+                seen = len(api.requests)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(serve_forever)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
