@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from pathlib import Path
 
 import attrs
@@ -16,6 +15,7 @@ import trio
 
 from tests.fakes import FakeMessagesAPI, claude_env, find_claude
 from tests.harness import Daemon, Relay, processes_in, start_daemon, start_relay
+from tests.sse import sse
 
 
 @attrs.define
@@ -158,19 +158,16 @@ async def test_sse_stream_resumes_exactly_after_last_event_id(stack: Stack) -> N
     cut = events[2]["seq"]
     assert (await relay.post_message(sid, "two", "m2")).status_code == 202
     seen: list[int] = []
-    headers = {"Accept": "text/event-stream", "Last-Event-ID": str(cut)}
+    url = f"/api/sessions/{sid}/events"
     with trio.fail_after(30):
-        async with relay.client.stream("GET", f"/api/sessions/{sid}/events", headers=headers) as r:
-            assert r.headers["content-type"].startswith("text/event-stream")
-            done = 0
-            async with aclosing(r.aiter_lines()) as lines:
-                async for line in lines:
-                    if line.startswith("id:"):
-                        seen.append(int(line[3:]))
-                    if line == "event: turn_result":
-                        done += 1
-                        if done == 2:
-                            break
+        async with sse(relay.client, url, {"Last-Event-ID": str(cut)}) as (response, reader):
+            assert response.headers["content-type"].startswith("text/event-stream")
+            results = 0
+            while results < 2:
+                message = await reader.next()
+                assert message.id is not None
+                seen.append(int(message.id))
+                results += message.event == "turn_result"
     # Everything after the cut, once, in order, up to the second turn's result (live).
     assert seen == list(range(cut + 1, seen[-1] + 1))
     assert texts(await relay.events(sid))[-1] == "echo: two"

@@ -1,0 +1,150 @@
+"""Secrets and who is asking.
+
+Every secret the relay hands out (device tokens, environment credentials, login codes, web
+sessions, pair codes) is random from :mod:`secrets` and is stored only as its SHA-256
+(:func:`hash_secret`): a copy of the database lets nobody in. Each request re-checks
+storage, so a revocation takes effect at once.
+
+Two kinds of callers, never interchangeable:
+
+* clients: ``Authorization: Bearer <device token>`` or the web app's ``rcd_session`` cookie;
+* daemons: ``Authorization: Bearer <environment credential>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+from starlette.requests import Request
+
+from .errors import Unauthenticated
+
+if TYPE_CHECKING:
+    from .storage import Storage
+
+__all__ = [
+    "DEVICE_TOKEN_PREFIX",
+    "ENVIRONMENT_CREDENTIAL_PREFIX",
+    "SESSION_COOKIE",
+    "WEB_ORIGIN",
+    "ClientPrincipal",
+    "authenticate_client",
+    "authenticate_daemon",
+    "bearer_token",
+    "hash_secret",
+    "issue_environment_credential",
+    "new_device_token",
+    "new_environment_credential",
+    "new_login_code",
+    "new_pair_code",
+    "new_web_session",
+    "normalize_pair_code",
+]
+
+DEVICE_TOKEN_PREFIX = "rcd_dev_"
+ENVIRONMENT_CREDENTIAL_PREFIX = "rcd_env_"
+#: The web app's session cookie (HttpOnly, SameSite=Strict).
+SESSION_COOKIE = "rcd_session"
+#: The ``origin`` of inputs sent with the web app's cookie.
+WEB_ORIGIN = "web"
+
+# No 0/O, 1/I/L or U: a pair code is read off one screen and typed on another.
+_PAIR_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
+_PAIR_LENGTH = 8
+
+
+def hash_secret(secret: str) -> str:
+    """The form a secret is stored in: hex SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_device_token() -> str:
+    return DEVICE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_environment_credential() -> str:
+    return ENVIRONMENT_CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_login_code() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def new_web_session() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_pair_code() -> str:
+    """Eight characters in two groups, e.g. ``K7QM-3XRD`` (about 39 bits; one use, minutes)."""
+    chars = "".join(secrets.choice(_PAIR_ALPHABET) for _ in range(_PAIR_LENGTH))
+    return f"{chars[:4]}-{chars[4:]}"
+
+
+def normalize_pair_code(code: str) -> str:
+    """What is hashed: upper case, without dashes or spaces (``k7qm 3xrd`` works too)."""
+    return "".join(c for c in code.upper() if c.isalnum())
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header, or None when absent."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+@attrs.frozen(kw_only=True)
+class ClientPrincipal:
+    """An authenticated client. ``name`` is the origin recorded on its inputs."""
+
+    name: str
+    via: Literal["token", "cookie"]
+    #: The hashed web session, when ``via == "cookie"``.
+    session_hash: str | None = None
+
+
+async def authenticate_client(request: Request, storage: Storage) -> ClientPrincipal:
+    """Who the client is; raises :class:`Unauthenticated` (401) otherwise.
+
+    A bearer header, when present, decides alone (a bad token is not rescued by a cookie).
+    """
+    token = bearer_token(request)
+    if token is not None:
+        name = await storage.authenticate_device_token(hash_secret(token))
+        if name is None:
+            raise Unauthenticated("unknown or revoked device token")
+        return ClientPrincipal(name=name, via="token")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        session_hash = hash_secret(cookie)
+        if await storage.web_session_valid(session_hash):
+            return ClientPrincipal(name=WEB_ORIGIN, via="cookie", session_hash=session_hash)
+        raise Unauthenticated("your sign-in has expired; open a new login link")
+    raise Unauthenticated("send 'Authorization: Bearer <device token>' or sign in")
+
+
+async def authenticate_daemon(request: Request, storage: Storage) -> str:
+    """The id of the environment credential presented; raises :class:`Unauthenticated`."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("send 'Authorization: Bearer <environment credential>'")
+    credential_id = await storage.authenticate_environment_credential(hash_secret(token))
+    if credential_id is None:
+        raise Unauthenticated("unknown or revoked environment credential")
+    return credential_id
+
+
+async def issue_environment_credential(storage: Storage, machine: str) -> str:
+    """Mint and store an environment credential (the daemon's embedded mode skips pairing).
+
+    Returns the secret; only its hash is stored.
+    """
+    credential = new_environment_credential()
+    await storage.add_environment_credential(machine, hash_secret(credential))
+    return credential

@@ -1,0 +1,252 @@
+"""The client API under ``/api`` (the public contract; see ``docs/api.md``).
+
+Every route authenticates first (401), then validates (400/413), then asks storage, whose
+checks and writes are atomic (404/409). A refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from wire import (
+    MAX_MESSAGE_BYTES,
+    CreateSession,
+    DecidePermission,
+    EnvironmentInfo,
+    Interrupt,
+    PermissionDecision,
+    PostMessage,
+    Rename,
+    SendMessage,
+    SessionInfo,
+    StartSession,
+    StopSession,
+    encode,
+)
+
+from .auth import ClientPrincipal, authenticate_client
+from .config import RelayConfig
+from .errors import BodyTooLarge, NotFound, Unauthenticated
+from .fanout import Hub, environment_key
+from .httputil import decode_body, int_param, json_response, last_event_id, wants_event_stream
+from .ids import new_id
+from .indexing import title_from_text
+from .openapi import openapi_document
+from .records import EnvironmentRecord, NewSession, SessionRecord
+from .storage import SessionInput, Storage
+from .streams import session_events_response
+
+__all__ = ["ClientApi", "environment_info", "session_info"]
+
+#: Most events one ``GET .../events`` returns.
+MAX_EVENTS_PER_PAGE = 1000
+
+
+def environment_info(env: EnvironmentRecord) -> EnvironmentInfo:
+    return EnvironmentInfo(
+        id=env.id,
+        name=env.name,
+        online=env.online,
+        directory=env.directory,
+        spawn=env.spawn,
+        capacity=env.capacity,
+        active_sessions=env.active_sessions,
+    )
+
+
+def session_info(session: SessionRecord, base_url: str) -> SessionInfo:
+    return SessionInfo(
+        id=session.id,
+        environment_id=session.environment_id,
+        title=session.title,
+        state=session.state,
+        spawn=session.spawn,
+        cwd=session.cwd,
+        branch=session.branch,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        url=f"{base_url}/s/{session.id}",
+    )
+
+
+def _check_text_size(text: str, what: str) -> None:
+    if len(text.encode()) > MAX_MESSAGE_BYTES:
+        raise BodyTooLarge(
+            f"the {what} is larger than {MAX_MESSAGE_BYTES} bytes", code="message_too_large"
+        )
+
+
+def _blank_to_none(text: str | None) -> str | None:
+    return text.strip() if text is not None and text.strip() else None
+
+
+@attrs.define(eq=False)
+class ClientApi:
+    storage: Storage
+    hub: Hub
+    config: RelayConfig
+
+    def routes(self) -> list[Route]:
+        session = "/api/sessions/{session_id}"
+        return [
+            Route("/api/environments", self.list_environments, methods=["GET"]),
+            Route(
+                "/api/environments/{environment_id}/sessions",
+                self.create_session,
+                methods=["POST"],
+            ),
+            Route("/api/sessions", self.list_sessions, methods=["GET"]),
+            Route(session, self.get_session, methods=["GET"]),
+            Route(session, self.rename_session, methods=["PATCH"]),
+            Route(session + "/events", self.events, methods=["GET"]),
+            Route(session + "/messages", self.post_message, methods=["POST"]),
+            Route(session + "/permissions/{request_id}", self.decide_permission, methods=["POST"]),
+            Route(session + "/interrupt", self.interrupt, methods=["POST"]),
+            Route(session + "/stop", self.stop, methods=["POST"]),
+            Route(session + "/resume", self.resume, methods=["POST"]),
+            Route("/api/openapi.json", self.openapi, methods=["GET"]),
+        ]
+
+    async def _client(self, request: Request) -> ClientPrincipal:
+        return await authenticate_client(request, self.storage)
+
+    async def _session(self, request: Request) -> SessionRecord:
+        session_id = request.path_params["session_id"]
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id}")
+        return session
+
+    def _info(self, session: SessionRecord) -> dict[str, Any]:
+        data: dict[str, Any] = encode(session_info(session, self.config.url))
+        return data
+
+    async def list_environments(self, request: Request) -> Response:
+        await self._client(request)
+        environments = await self.storage.list_environments()
+        return json_response({"environments": [encode(environment_info(e)) for e in environments]})
+
+    async def create_session(self, request: Request) -> Response:
+        client = await self._client(request)
+        body = await decode_body(request, CreateSession)
+        prompt = _blank_to_none(body.prompt)
+        if prompt is not None:
+            _check_text_size(prompt, "prompt")
+        title = _blank_to_none(body.title) or title_from_text(prompt)
+        session_id = new_id("ses")
+        environment_id = request.path_params["environment_id"]
+        start = StartSession(
+            session_id=session_id,
+            prompt=prompt,
+            prompt_input_id=new_id("in") if prompt is not None else None,
+            title=title,
+            spawn=body.spawn,
+            origin=client.name,
+        )
+        new = NewSession(
+            id=session_id, environment_id=environment_id, title=title, spawn=body.spawn
+        )
+        session = await self.storage.create_session(new, start)
+        self.hub.notify(environment_key(environment_id))
+        return json_response(self._info(session), status=201)
+
+    async def list_sessions(self, request: Request) -> Response:
+        await self._client(request)
+        sessions = await self.storage.list_sessions()
+        return json_response({"sessions": [self._info(s) for s in sessions]})
+
+    async def get_session(self, request: Request) -> Response:
+        await self._client(request)
+        return json_response(self._info(await self._session(request)))
+
+    async def rename_session(self, request: Request) -> Response:
+        await self._client(request)
+        body = await decode_body(request, Rename)
+        session = await self._session(request)
+        renamed = await self.storage.rename_session(session.id, body.title.strip())
+        return json_response(self._info(renamed))
+
+    async def events(self, request: Request) -> Response:
+        await self._client(request)
+        session = await self._session(request)
+        after = int_param(request, "after", 0)
+        if wants_event_stream(request):
+            resume_from = last_event_id(request)
+
+            async def still_allowed() -> bool:
+                try:
+                    await self._client(request)
+                except Unauthenticated:
+                    return False
+                return True
+
+            return session_events_response(
+                self.storage,
+                self.hub,
+                session.id,
+                after if resume_from is None else resume_from,
+                self.config.keepalive_interval,
+                still_allowed,
+            )
+        limit = int_param(request, "limit", MAX_EVENTS_PER_PAGE, 1, MAX_EVENTS_PER_PAGE)
+        events = await self.storage.read_events(session.id, after, limit)
+        return json_response({"events": [encode(e) for e in events]})
+
+    async def _submit(self, session: SessionRecord, directive: SessionInput) -> bool:
+        queued = await self.storage.submit_input(session.id, directive)
+        if queued:
+            self.hub.notify(environment_key(session.environment_id))
+        return queued
+
+    async def post_message(self, request: Request) -> Response:
+        client = await self._client(request)
+        body = await decode_body(request, PostMessage)
+        _check_text_size(body.text, "message")
+        session = await self._session(request)
+        message = SendMessage(
+            session_id=session.id, input_id=body.id, text=body.text, origin=client.name
+        )
+        await self._submit(session, message)
+        return json_response({"id": body.id}, status=202)
+
+    async def decide_permission(self, request: Request) -> Response:
+        client = await self._client(request)
+        body = await decode_body(request, PermissionDecision)
+        session = await self._session(request)
+        request_id = request.path_params["request_id"]
+        decision = DecidePermission(
+            session_id=session.id,
+            request_id=request_id,
+            decision=body.decision,
+            message=body.message,
+            origin=client.name,
+        )
+        await self._submit(session, decision)
+        return json_response({"request_id": request_id}, status=202)
+
+    async def interrupt(self, request: Request) -> Response:
+        client = await self._client(request)
+        session = await self._session(request)
+        await self._submit(session, Interrupt(session_id=session.id, origin=client.name))
+        return json_response({"session_id": session.id}, status=202)
+
+    async def stop(self, request: Request) -> Response:
+        client = await self._client(request)
+        session = await self._session(request)
+        await self._submit(session, StopSession(session_id=session.id, origin=client.name))
+        return json_response({"session_id": session.id}, status=202)
+
+    async def resume(self, request: Request) -> Response:
+        await self._client(request)
+        session = await self._session(request)
+        resumed = await self.storage.resume_session(session.id)
+        self.hub.notify(environment_key(session.environment_id))
+        return json_response(self._info(resumed), status=202)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(self.config.url))

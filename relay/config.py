@@ -1,0 +1,55 @@
+"""The relay's settings (``rcd relay`` options)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import attrs
+
+__all__ = ["RelayConfig", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.frozen(kw_only=True)
+class RelayConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    #: 0 picks a free port; :class:`relay.server.RunningRelay` reports the one bound.
+    port: int = 7878
+    #: The URL clients reach the relay at (behind a reverse proxy, say). Default: derived
+    #: from host, port and TLS.
+    public_url: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Allow plain HTTP on a non-loopback host (a warning is logged).
+    insecure_http: bool = False
+    #: Seconds between ``: keep-alive`` comments on an idle SSE stream.
+    keepalive_interval: float = 15.0
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def url(self) -> str:
+        """The public base URL, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Mark cookies ``Secure`` when browsers reach the relay over HTTPS."""
+        return self.tls or self.url.startswith("https://")

@@ -1,0 +1,101 @@
+"""Small HTTP helpers: capped body reading, strict decoding, parameters, JSON errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from wire import MAX_MESSAGE_BYTES, DecodeError, decode_json
+
+from .errors import BadRequest, BodyTooLarge
+
+__all__ = [
+    "CLIENT_BODY_LIMIT",
+    "UPLINK_BODY_LIMIT",
+    "decode_body",
+    "error_response",
+    "int_param",
+    "json_response",
+    "last_event_id",
+    "read_body",
+    "wants_event_stream",
+]
+
+T = TypeVar("T")
+
+#: A client body: one message of up to 1 MiB plus room for the JSON around it.
+CLIENT_BODY_LIMIT = MAX_MESSAGE_BYTES + 64 * 1024
+#: An uplink batch (up to 1000 events); the daemon splits bigger batches.
+UPLINK_BODY_LIMIT = 32 * 1024 * 1024
+
+
+def json_response(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape: ``{"error": {"code": ..., "message": ...}}``."""
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body; :class:`BodyTooLarge` (413) as soon as it exceeds ``limit``."""
+    too_large = BodyTooLarge(f"the request body is larger than {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode_body(request: Request, cl: type[T], limit: int = CLIENT_BODY_LIMIT) -> T:
+    """Read the body (capped) and decode it as ``cl``; a mismatch is 400 ``invalid_body``."""
+    raw = await read_body(request, limit)
+    try:
+        return decode_json(cl, raw)
+    except DecodeError as exc:
+        raise BadRequest("invalid_body", "; ".join(exc.problems)) from None
+
+
+def _parse_int(name: str, raw: str, minimum: int, maximum: int | None) -> int:
+    value = raw.strip()
+    too_big = maximum is not None and value.isdigit() and int(value) > maximum
+    if not value.isdigit() or int(value) < minimum or too_big:
+        bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise BadRequest("invalid_parameter", f"{name} must be an integer {bounds}, got {raw!r}")
+    return int(value)
+
+
+def int_param(
+    request: Request, name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """An integer query parameter; 400 ``invalid_parameter`` if malformed or out of range."""
+    raw = request.query_params.get(name)
+    return default if raw is None else _parse_int(name, raw, minimum, maximum)
+
+
+def last_event_id(request: Request) -> int | None:
+    """The SSE ``Last-Event-ID`` header as a non-negative integer, or None when absent."""
+    raw = request.headers.get("last-event-id")
+    if raw is None or not raw.strip():
+        return None
+    return _parse_int("Last-Event-ID", raw, 0, None)
+
+
+def wants_event_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")

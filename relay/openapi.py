@@ -1,0 +1,375 @@
+"""The OpenAPI 3.1 document of the client API, served at ``/api/openapi.json``.
+
+Paths are written out here; the schemas of bodies and objects are generated from the
+:mod:`wire` attrs classes, so they cannot drift from what the relay decodes. A test checks
+that every client route of the app is listed and nothing else.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal
+
+import attrs
+
+from wire import (
+    CreateSession,
+    EnvironmentInfo,
+    ErrorBody,
+    ErrorDetail,
+    Event,
+    PermissionDecision,
+    PostMessage,
+    Rename,
+    SessionInfo,
+)
+
+__all__ = ["openapi_document", "schema_of"]
+
+_COMPONENTS: tuple[type[Any], ...] = (
+    CreateSession,
+    PostMessage,
+    PermissionDecision,
+    Rename,
+    EnvironmentInfo,
+    SessionInfo,
+    Event,
+    ErrorBody,
+    ErrorDetail,
+)
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return {}
+    if attrs.has(tp):
+        return _ref(tp.__name__)
+    if origin is Literal:
+        return {"type": "string", "enum": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        schema = (
+            _type_schema(options[0])
+            if len(options) == 1
+            else {"anyOf": [_type_schema(a) for a in options]}
+        )
+        return {"anyOf": [schema, {"type": "null"}]} if len(options) < len(args) else schema
+    if origin is list:
+        return {"type": "array", "items": _type_schema(args[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _type_schema(args[1])}
+    simple = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    return {"type": simple[tp]}
+
+
+def schema_of(cl: type[Any]) -> dict[str, Any]:
+    """JSON Schema of an attrs wire class: extra keys forbidden, defaults not required."""
+    hints = typing.get_type_hints(cl)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for field in attrs.fields(cl):
+        properties[field.name] = _type_schema(hints[field.name])
+        if field.default is attrs.NOTHING:
+            required.append(field.name)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/Error{s}"} for s in statuses}
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _operation(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    if public:
+        op["security"] = []
+    return op
+
+
+def _paths() -> dict[str, Any]:
+    session_id = _path_param("session_id", "A session id (`ses_...`).")
+    environment_id = _path_param("environment_id", "An environment id (`env_...`).")
+    session_object = _json(_ref("SessionInfo"), "The session.")
+    queued = {"type": "object", "additionalProperties": {"type": "string"}}
+
+    def r(ok: dict[str, Any], *errors: int) -> dict[str, Any]:
+        return ok | _errors(*errors)
+
+    return {
+        "/login": {
+            "get": _operation(
+                "Sign a browser in with a one-time code from `rcd relay login-link`.",
+                r(
+                    {
+                        "303": {
+                            "description": "Signed in: sets the `rcd_session` cookie, goes to `/`."
+                        }
+                    },
+                    401,
+                ),
+                parameters=[
+                    {"name": "code", "in": "query", "required": True, "schema": {"type": "string"}}
+                ],
+                public=True,
+            )
+        },
+        "/logout": {
+            "post": _operation(
+                "Sign out: ends the cookie session and clears the cookie.",
+                {"204": {"description": "Signed out."}},
+                public=True,
+            )
+        },
+        "/api/openapi.json": {
+            "get": _operation(
+                "This document.",
+                {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}},
+                public=True,
+            )
+        },
+        "/api/environments": {
+            "get": _operation(
+                "List environments (one per running daemon).",
+                r(
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "environments": {
+                                        "type": "array",
+                                        "items": _ref("EnvironmentInfo"),
+                                    }
+                                },
+                                "required": ["environments"],
+                            },
+                            "Every environment.",
+                        )
+                    },
+                    401,
+                ),
+            )
+        },
+        "/api/environments/{environment_id}/sessions": {
+            "post": _operation(
+                "Start a session in an environment.",
+                r(
+                    {"201": _json(_ref("SessionInfo"), "The new, queued session.")},
+                    400,
+                    401,
+                    404,
+                    409,
+                    413,
+                ),
+                parameters=[environment_id],
+                body="CreateSession",
+            )
+        },
+        "/api/sessions": {
+            "get": _operation(
+                "List sessions, newest first.",
+                r(
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "sessions": {"type": "array", "items": _ref("SessionInfo")}
+                                },
+                                "required": ["sessions"],
+                            },
+                            "Every session.",
+                        )
+                    },
+                    401,
+                ),
+            )
+        },
+        "/api/sessions/{session_id}": {
+            "get": _operation(
+                "One session.", r({"200": session_object}, 401, 404), parameters=[session_id]
+            ),
+            "patch": _operation(
+                "Rename a session.",
+                r({"200": session_object}, 400, 401, 404, 413),
+                parameters=[session_id],
+                body="Rename",
+            ),
+        },
+        "/api/sessions/{session_id}/events": {
+            "get": _operation(
+                "A session's events in seq order; with `Accept: text/event-stream`, a live "
+                "SSE stream (`id:` = seq, `event:` = kind, `data:` = the event) that resumes "
+                "after `Last-Event-ID`.",
+                r(
+                    {
+                        "200": {
+                            "description": "Events after `after` (JSON) or a live stream (SSE).",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "events": {"type": "array", "items": _ref("Event")}
+                                        },
+                                        "required": ["events"],
+                                    }
+                                },
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        }
+                    },
+                    400,
+                    401,
+                    404,
+                ),
+                parameters=[
+                    session_id,
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "Only events with a greater seq (default 0).",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "At most this many events (JSON only; default 1000).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "description": "SSE only: resume after this seq (wins over `after`).",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+            )
+        },
+        "/api/sessions/{session_id}/messages": {
+            "post": _operation(
+                "Send a message; the same client-chosen `id` twice is one message.",
+                r({"202": _json(queued, 'Queued: `{"id": ...}`.')}, 400, 401, 404, 409, 413),
+                parameters=[session_id],
+                body="PostMessage",
+            )
+        },
+        "/api/sessions/{session_id}/permissions/{request_id}": {
+            "post": _operation(
+                "Answer a permission request.",
+                r(
+                    {"202": _json(queued, 'Queued: `{"request_id": ...}`.')},
+                    400,
+                    401,
+                    404,
+                    409,
+                    413,
+                ),
+                parameters=[
+                    session_id,
+                    _path_param("request_id", "The `request_id` of a `permission_request` event."),
+                ],
+                body="PermissionDecision",
+            )
+        },
+        "/api/sessions/{session_id}/interrupt": {
+            "post": _operation(
+                "Interrupt the current turn.",
+                r({"202": _json(queued, 'Queued: `{"session_id": ...}`.')}, 401, 404, 409),
+                parameters=[session_id],
+            )
+        },
+        "/api/sessions/{session_id}/stop": {
+            "post": _operation(
+                "End the session.",
+                r({"202": _json(queued, 'Queued: `{"session_id": ...}`.')}, 401, 404, 409),
+                parameters=[session_id],
+            )
+        },
+        "/api/sessions/{session_id}/resume": {
+            "post": _operation(
+                "Start an ended session again in the same directory (its agent resumes).",
+                r({"202": _json(_ref("SessionInfo"), "The session, queued again.")}, 401, 404, 409),
+                parameters=[session_id],
+            )
+        },
+    }
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    error = _json(_ref("ErrorBody"), "An error.")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "rcd relay client API",
+            "version": "1",
+            "description": "Drive coding-agent sessions on your machines. See docs/api.md.",
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearer": []}, {"cookie": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A device token from `rcd relay token create`.",
+                },
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "rcd_session"},
+            },
+            "schemas": {cl.__name__: schema_of(cl) for cl in _COMPONENTS},
+            "responses": {
+                f"Error{status}": error | {"description": meaning}
+                for status, meaning in {
+                    400: "Malformed body or parameter (`invalid_body`, `invalid_parameter`).",
+                    401: "Missing or invalid credentials (`unauthenticated`).",
+                    404: "Unknown session or environment (`not_found`), or permission request "
+                    "(`unknown_permission_request`).",
+                    409: "Conflicts with the current state: `at_capacity`, `environment_offline`, "
+                    "`session_ended`, `not_resumable`, `permission_already_resolved`.",
+                    413: "Too large (`body_too_large`, `message_too_large`).",
+                }.items()
+            },
+        },
+    }

@@ -1,0 +1,160 @@
+"""Run the relay: storage + app + Hypercorn's trio worker, as one nursery-started service."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from functools import partial
+from pathlib import Path
+from typing import NoReturn, cast
+
+import attrs
+import hypercorn.trio
+import structlog
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.typing import ASGIFramework
+
+from .app import create_app
+from .config import RelayConfig, is_loopback
+from .errors import RelayError
+from .fanout import Hub
+from .storage import SqliteStorage
+
+__all__ = [
+    "RELAY_INFO_FILENAME",
+    "RelayConfig",
+    "RunningRelay",
+    "check_bind",
+    "read_relay_url",
+    "serve_relay",
+]
+
+log = structlog.get_logger("relay")
+
+#: ``<data_dir>/relay.json``: ``{"url": ...}``, so admin commands can print links.
+RELAY_INFO_FILENAME = "relay.json"
+
+
+@attrs.frozen(kw_only=True)
+class RunningRelay:
+    """What :func:`serve_relay` reports once it is listening."""
+
+    #: The public base URL (no trailing slash): ``public_url``, or derived from the bind.
+    url: str
+    #: The port actually bound (useful with ``port=0``).
+    port: int
+    #: Open while the relay serves; ``await storage.create_environment_credential(machine)``
+    #: mints a credential without pairing (embedded mode).
+    storage: SqliteStorage
+    hub: Hub
+
+
+def check_bind(config: RelayConfig) -> None:
+    """Refuse plain HTTP off loopback unless ``insecure_http``; raises :class:`RelayError`."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise RelayError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+    if not config.tls and not is_loopback(config.host):
+        if not config.insecure_http:
+            raise RelayError(
+                f"refusing to serve plain HTTP on {config.host}: anyone on the network could "
+                "read tokens and sessions. Pass --tls-cert and --tls-key, put the relay behind "
+                "a TLS proxy on 127.0.0.1, or pass --insecure-http if you really mean it"
+            )
+        log.warning("serving plain HTTP on a non-loopback address", host=config.host)
+
+
+def write_relay_info(data_dir: Path, url: str) -> None:
+    """Write ``relay.json`` (mode 0600) atomically."""
+    path = data_dir / RELAY_INFO_FILENAME
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        json.dump({"url": url}, f)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_relay_url(data_dir: Path) -> str | None:
+    """The URL a relay on ``data_dir`` last announced, or None if it never ran."""
+    try:
+        info = json.loads((data_dir / RELAY_INFO_FILENAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RelayError(f"cannot read {data_dir / RELAY_INFO_FILENAME}: {exc}") from exc
+    url = info.get("url") if isinstance(info, dict) else None
+    return url if isinstance(url, str) else None
+
+
+async def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise RelayError(f"cannot resolve {host!r}: {exc}") from exc
+    # IPv4 first: "localhost" should mean the address browsers try first.
+    family, type_, proto, _, address = sorted(infos, key=lambda i: i[0] != socket.AF_INET)[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise RelayError(f"cannot listen on {host}:{port}: {exc}") from exc
+    return sock
+
+
+def _hypercorn_config(config: RelayConfig, sock: socket.socket) -> HypercornConfig:
+    hconfig = HypercornConfig()
+    # Hypercorn adopts the bound socket (and closes it); it must not be closed here too.
+    hconfig.bind = [f"fd://{sock.detach()}"]
+    if config.tls:
+        hconfig.certfile = str(config.tls_cert)
+        hconfig.keyfile = str(config.tls_key)
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("relay.hypercorn")
+    hconfig.include_server_header = False
+    return hconfig
+
+
+async def serve_relay(
+    config: RelayConfig, *, task_status: trio.TaskStatus[RunningRelay] = trio.TASK_STATUS_IGNORED
+) -> NoReturn:
+    """Serve the relay until cancelled.
+
+    Opens (or creates) the database in ``config.data_dir``, marks every environment offline
+    (no downlink survives a restart), writes ``relay.json`` and reports a
+    :class:`RunningRelay` through ``task_status`` once the socket is listening. Raises
+    :class:`RelayError` if it cannot bind, or if binding off loopback without TLS and
+    without ``insecure_http``. On cancellation, open streams end (daemons' environments
+    go offline) and the database is closed.
+    """
+    check_bind(config)
+    await trio.to_thread.run_sync(
+        partial(config.data_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
+    )
+    async with SqliteStorage.in_data_dir(config.data_dir) as storage:
+        await storage.mark_all_offline()
+        sock = await _bind(config.host, config.port)
+        port = sock.getsockname()[1]
+        bound = attrs.evolve(config, port=port)
+        try:
+            await trio.to_thread.run_sync(write_relay_info, config.data_dir, bound.url)
+        except BaseException:
+            sock.close()
+            raise
+        hub = Hub()
+        app = create_app(storage, hub, bound)
+        hconfig = _hypercorn_config(bound, sock)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(hypercorn.trio.serve, cast(ASGIFramework, app), hconfig, mode="asgi")
+            )
+            log.info("relay listening", url=bound.url, port=port, tls=bound.tls)
+            task_status.started(RunningRelay(url=bound.url, port=port, storage=storage, hub=hub))
+    raise RelayError("the relay stopped serving")

@@ -1,0 +1,169 @@
+"""The SQLite backend's foundation: the file, its schema, the connection and transactions.
+
+Each public method of the classes built on :class:`SqliteConnection` is one transaction.
+They are not thread-safe; callers serialise access. Several processes may open the same
+file at once: the database is in WAL mode, writers take the write lock up front
+(``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import AdminError
+
+__all__ = ["DATABASE_FILENAME", "SqliteConnection", "database_path"]
+
+DATABASE_FILENAME = "relay.sqlite3"
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS device_tokens (
+    name TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    last_used_at REAL
+);
+CREATE TABLE IF NOT EXISTS web_sessions (
+    session_hash TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_codes (
+    code_hash TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pair_codes (
+    code_hash TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS environment_credentials (
+    id TEXT PRIMARY KEY,
+    machine TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    last_used_at REAL
+);
+CREATE TABLE IF NOT EXISTS environments (
+    id TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    directory TEXT NOT NULL,
+    spawn TEXT NOT NULL,
+    capacity INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    link_id TEXT,
+    last_dseq INTEGER NOT NULL DEFAULT 0,
+    acked_dseq INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (credential_id, machine, directory, name)
+);
+CREATE TABLE IF NOT EXISTS directives (
+    environment_id TEXT NOT NULL,
+    dseq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (environment_id, dseq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    environment_id TEXT NOT NULL,
+    title TEXT,
+    state TEXT NOT NULL,
+    spawn TEXT,
+    cwd TEXT,
+    branch TEXT,
+    agent_session_id TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_environment ON sessions (environment_id, state);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_inputs (
+    session_id TEXT NOT NULL,
+    input_id TEXT NOT NULL,
+    PRIMARY KEY (session_id, input_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS permission_requests (
+    session_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    resolved INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (session_id, request_id)
+) WITHOUT ROWID;
+"""
+
+
+def database_path(data_dir: Path) -> Path:
+    """Where the relay keeps its database inside ``data_dir``."""
+    return data_dir / DATABASE_FILENAME
+
+
+class SqliteConnection:
+    """One connection to the relay's database, with the schema in place."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            # Create it private before SQLite does (its -wal/-shm files copy the mode).
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.path = path
+        self._clock = clock
+        self._conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        try:
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            with self._write() as db:
+                (version,) = db.execute("PRAGMA user_version").fetchone()
+                if version > _SCHEMA_VERSION:
+                    raise AdminError(
+                        f"{path} was written by a newer relay (schema {version}); upgrade rcd"
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock now: a read-then-write transaction can never fail
+        # half-way with SQLITE_BUSY because another process wrote in between.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN")
+        try:
+            yield self._conn
+        finally:
+            self._conn.execute("COMMIT")

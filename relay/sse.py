@@ -1,0 +1,97 @@
+"""Server-Sent Events: encoding, and a response that streams until the client goes away.
+
+An :class:`EventStreamResponse` runs a *producer* coroutine with an :class:`EventStream`
+to write to. A second task watches for the client's ``http.disconnect``; when it comes the
+producer is cancelled (its ``finally`` blocks run, shielded cleanups included) and nothing
+more is sent. When the producer returns, the response ends cleanly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["KEEPALIVE", "EventStream", "EventStreamResponse", "encode_sse"]
+
+#: A comment line: ignored by SSE clients, but it keeps proxies from cutting idle streams.
+KEEPALIVE = b": keep-alive\n\n"
+
+_HEADERS = {
+    "cache-control": "no-cache, no-store",
+    # nginx would otherwise buffer the stream.
+    "x-accel-buffering": "no",
+}
+
+
+def encode_sse(*, id: int, event: str, data: str) -> bytes:
+    """One SSE message. ``data`` must be one line (compact JSON is)."""
+    if "\n" in data or "\r" in data:
+        raise ValueError("SSE data must be a single line")
+    return f"id: {id}\nevent: {event}\ndata: {data}\n\n".encode()
+
+
+@attrs.define(eq=False)
+class EventStream:
+    """Where a producer writes. The response head goes out on :meth:`start` (or the first
+    write), so a producer can finish its setup before the client sees ``200``."""
+
+    _send: Send
+    _headers: list[tuple[bytes, bytes]]
+    _started: bool = False
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self._send(
+                {"type": "http.response.start", "status": 200, "headers": self._headers}
+            )
+
+    async def send(self, *, id: int, event: str, data: str) -> None:
+        await self._write(encode_sse(id=id, event=event, data=data))
+
+    async def keepalive(self) -> None:
+        await self._write(KEEPALIVE)
+
+    async def _write(self, chunk: bytes) -> None:
+        await self.start()
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def finish(self) -> None:
+        await self.start()
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+Producer = Callable[[EventStream], Awaitable[None]]
+
+
+class EventStreamResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, producer: Producer) -> None:
+        # Not Response.__init__: it would set a body, hence ``content-length: 0``.
+        self.status_code = 200
+        self.background = None
+        self.init_headers(_HEADERS)
+        self._producer = producer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = EventStream(send, self.raw_headers)
+        client_gone = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch_disconnect() -> None:
+                nonlocal client_gone
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                client_gone = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_disconnect)
+            await self._producer(stream)
+            nursery.cancel_scope.cancel()
+        if not client_gone:
+            await stream.finish()

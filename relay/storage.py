@@ -1,0 +1,304 @@
+"""The storage backend seam: a :class:`Storage` Protocol and its SQLite implementation.
+
+The Protocol speaks the relay's domain (device tokens, environments, directives, session
+logs), never SQL, so a Redis backend (streams for logs and directives) can implement it
+later. Every method that checks and writes does both atomically and raises the
+:mod:`relay.errors` API error that explains a refusal; a refused call changes nothing.
+Secrets arrive already hashed (see :mod:`relay.auth`).
+
+Wake-ups are not the storage's job: after a write the caller notifies the :class:`relay.fanout.Hub`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, TypeVar
+
+import trio
+
+from wire import Event, RegisterRequest, RegisterResponse, StartSession
+
+from .auth import hash_secret, new_environment_credential
+from .errors import RelayError
+from .records import (
+    DeviceTokenInfo,
+    DownlinkRead,
+    EnvironmentRecord,
+    NewSession,
+    SessionRecord,
+)
+from .sqlite import SessionInput, SqliteDatabase, database_path
+
+__all__ = ["SessionInput", "SqliteStorage", "Storage"]
+
+T = TypeVar("T")
+
+
+class Storage(Protocol):
+    """Everything the relay keeps. All methods are safe to call concurrently."""
+
+    # -- client credentials
+
+    async def add_device_token(self, name: str, token_hash: str) -> None:
+        """Raises :class:`~relay.errors.AdminError` if ``name`` is taken."""
+
+    async def list_device_tokens(self) -> list[DeviceTokenInfo]: ...
+
+    async def revoke_device_token(self, name: str) -> bool:
+        """False if there was no such token."""
+
+    async def authenticate_device_token(self, token_hash: str) -> str | None:
+        """The token's name, or None; records when it was last used."""
+
+    async def add_login_code(self, code_hash: str, ttl: float) -> None: ...
+
+    async def redeem_login_code(
+        self, code_hash: str, session_hash: str, session_ttl: float
+    ) -> bool:
+        """Use up a login code and start a web session; False if unknown, used or expired."""
+
+    async def web_session_valid(self, session_hash: str) -> bool: ...
+
+    async def delete_web_session(self, session_hash: str) -> None: ...
+
+    # -- daemon credentials
+
+    async def add_pair_code(self, code_hash: str, ttl: float) -> None: ...
+
+    async def redeem_pair_code(
+        self, code_hash: str, machine: str, credential_hash: str
+    ) -> str | None:
+        """Use up a pair code and store a new environment credential; its id, or None."""
+
+    async def add_environment_credential(self, machine: str, credential_hash: str) -> str:
+        """Store a new environment credential; returns its id."""
+
+    async def authenticate_environment_credential(self, credential_hash: str) -> str | None:
+        """The credential's id, or None."""
+
+    # -- environments and their downlinks
+
+    async def register_environment(
+        self, credential_id: str, request: RegisterRequest
+    ) -> RegisterResponse:
+        """Same credential + machine + directory + name → the same environment id."""
+
+    async def get_environment(self, environment_id: str) -> EnvironmentRecord | None: ...
+
+    async def list_environments(self) -> list[EnvironmentRecord]: ...
+
+    async def mark_all_offline(self) -> None:
+        """Forget every downlink (a restarted relay holds none)."""
+
+    async def open_downlink(self, environment_id: str, link_id: str) -> None:
+        """Make ``link_id`` the environment's one live downlink, replacing any other."""
+
+    async def close_downlink(self, environment_id: str, link_id: str) -> bool:
+        """Go offline if ``link_id`` is still the live downlink; False if it was replaced."""
+
+    async def read_downlink(
+        self, environment_id: str, link_id: str, after: int, limit: int
+    ) -> DownlinkRead:
+        """Directives after dseq ``after``, or ``current=False`` once ``link_id`` is replaced."""
+
+    async def acknowledge_directives(self, environment_id: str, through: int) -> None: ...
+
+    async def say_goodbye(self, environment_id: str) -> list[str]:
+        """Go offline and end every session not ended; returns the sessions it ended."""
+
+    # -- sessions
+
+    async def create_session(self, new: NewSession, start: StartSession) -> SessionRecord:
+        """Store a queued session and enqueue ``start``, atomically.
+
+        Raises NotFound, EnvironmentOffline or AtCapacity.
+        """
+
+    async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        """Newest first."""
+
+    async def rename_session(self, session_id: str, title: str) -> SessionRecord:
+        """Raises NotFound."""
+
+    async def submit_input(self, session_id: str, directive: SessionInput) -> bool:
+        """Enqueue an input for the session's daemon.
+
+        Returns False (and enqueues nothing) for a message whose id was seen before.
+        Raises NotFound, SessionEnded, or for a permission decision NotFound
+        (``unknown_permission_request``) / Conflict (``permission_already_resolved``).
+        """
+
+    async def resume_session(self, session_id: str) -> SessionRecord:
+        """Queue an ended session again and enqueue its ResumeSession.
+
+        Raises NotFound, NotResumable, EnvironmentOffline or AtCapacity.
+        """
+
+    async def append_events(self, session_id: str, events: Sequence[Event]) -> int:
+        """Store the contiguous run of new events and index them; returns the highest
+        contiguous seq held. Duplicates are ignored. Raises NotFound."""
+
+    async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]: ...
+
+
+class SqliteStorage:
+    """:class:`Storage` on one SQLite file in the data dir.
+
+    One connection; every call runs in a worker thread behind a ``CapacityLimiter(1)``, so
+    the event loop never blocks and calls never interleave. A call that has started is not
+    abandoned on cancellation: its transaction always commits or rolls back whole.
+
+    Use ``async with SqliteStorage(path) as storage`` or :meth:`open` / :meth:`aclose`.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._limiter = trio.CapacityLimiter(1)
+        self._db: SqliteDatabase | None = None
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> SqliteStorage:
+        return cls(database_path(data_dir))
+
+    async def open(self) -> None:
+        """Open the file, creating it and its schema if needed."""
+        if self._db is None:
+            self._db = await trio.to_thread.run_sync(
+                lambda: SqliteDatabase(self.path, clock=self._clock), limiter=self._limiter
+            )
+
+    async def aclose(self) -> None:
+        """Close the connection; waits for a running call (shielded from cancellation)."""
+        db, self._db = self._db, None
+        if db is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(db.close, limiter=self._limiter)
+
+    async def __aenter__(self) -> SqliteStorage:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self, fn: Callable[[SqliteDatabase], T]) -> T:
+        db = self._db
+        if db is None:
+            raise RelayError("storage is not open")
+        return await trio.to_thread.run_sync(fn, db, limiter=self._limiter)
+
+    async def add_device_token(self, name: str, token_hash: str) -> None:
+        await self._run(lambda db: db.add_device_token(name, token_hash))
+
+    async def list_device_tokens(self) -> list[DeviceTokenInfo]:
+        return await self._run(lambda db: db.list_device_tokens())
+
+    async def revoke_device_token(self, name: str) -> bool:
+        return await self._run(lambda db: db.revoke_device_token(name))
+
+    async def authenticate_device_token(self, token_hash: str) -> str | None:
+        return await self._run(lambda db: db.authenticate_device_token(token_hash))
+
+    async def add_login_code(self, code_hash: str, ttl: float) -> None:
+        await self._run(lambda db: db.add_login_code(code_hash, ttl))
+
+    async def redeem_login_code(
+        self, code_hash: str, session_hash: str, session_ttl: float
+    ) -> bool:
+        return await self._run(
+            lambda db: db.redeem_login_code(code_hash, session_hash, session_ttl)
+        )
+
+    async def web_session_valid(self, session_hash: str) -> bool:
+        return await self._run(lambda db: db.web_session_valid(session_hash))
+
+    async def delete_web_session(self, session_hash: str) -> None:
+        await self._run(lambda db: db.delete_web_session(session_hash))
+
+    async def add_pair_code(self, code_hash: str, ttl: float) -> None:
+        await self._run(lambda db: db.add_pair_code(code_hash, ttl))
+
+    async def redeem_pair_code(
+        self, code_hash: str, machine: str, credential_hash: str
+    ) -> str | None:
+        return await self._run(lambda db: db.redeem_pair_code(code_hash, machine, credential_hash))
+
+    async def add_environment_credential(self, machine: str, credential_hash: str) -> str:
+        return await self._run(lambda db: db.add_environment_credential(machine, credential_hash))
+
+    async def create_environment_credential(self, machine: str) -> str:
+        """Mint and store an environment credential (the daemon's embedded mode skips
+        pairing); returns the secret. Same as :func:`relay.auth.issue_environment_credential`.
+        """
+        credential = new_environment_credential()
+        await self.add_environment_credential(machine, hash_secret(credential))
+        return credential
+
+    async def authenticate_environment_credential(self, credential_hash: str) -> str | None:
+        return await self._run(lambda db: db.authenticate_environment_credential(credential_hash))
+
+    async def register_environment(
+        self, credential_id: str, request: RegisterRequest
+    ) -> RegisterResponse:
+        return await self._run(lambda db: db.register_environment(credential_id, request))
+
+    async def get_environment(self, environment_id: str) -> EnvironmentRecord | None:
+        return await self._run(lambda db: db.get_environment(environment_id))
+
+    async def list_environments(self) -> list[EnvironmentRecord]:
+        return await self._run(lambda db: db.list_environments())
+
+    async def mark_all_offline(self) -> None:
+        await self._run(lambda db: db.mark_all_offline())
+
+    async def open_downlink(self, environment_id: str, link_id: str) -> None:
+        await self._run(lambda db: db.open_downlink(environment_id, link_id))
+
+    async def close_downlink(self, environment_id: str, link_id: str) -> bool:
+        return await self._run(lambda db: db.close_downlink(environment_id, link_id))
+
+    async def read_downlink(
+        self, environment_id: str, link_id: str, after: int, limit: int
+    ) -> DownlinkRead:
+        return await self._run(lambda db: db.read_downlink(environment_id, link_id, after, limit))
+
+    async def acknowledge_directives(self, environment_id: str, through: int) -> None:
+        await self._run(lambda db: db.acknowledge_directives(environment_id, through))
+
+    async def say_goodbye(self, environment_id: str) -> list[str]:
+        return await self._run(lambda db: db.say_goodbye(environment_id))
+
+    async def create_session(self, new: NewSession, start: StartSession) -> SessionRecord:
+        return await self._run(lambda db: db.create_session(new, start))
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        return await self._run(lambda db: db.get_session(session_id))
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        return await self._run(lambda db: db.list_sessions())
+
+    async def rename_session(self, session_id: str, title: str) -> SessionRecord:
+        return await self._run(lambda db: db.rename_session(session_id, title))
+
+    async def submit_input(self, session_id: str, directive: SessionInput) -> bool:
+        return await self._run(lambda db: db.submit_input(session_id, directive))
+
+    async def resume_session(self, session_id: str) -> SessionRecord:
+        return await self._run(lambda db: db.resume_session(session_id))
+
+    async def append_events(self, session_id: str, events: Sequence[Event]) -> int:
+        return await self._run(lambda db: db.append_events(session_id, events))
+
+    async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
+        return await self._run(lambda db: db.read_events(session_id, after, limit))

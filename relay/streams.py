@@ -1,0 +1,113 @@
+"""The two live streams: an environment's downlink and a session's event log.
+
+Both follow the :mod:`relay.fanout` pattern (watch, read, send, wait) so a write that lands
+between a read and the wait is never missed, and both send a keep-alive comment whenever
+they have been idle for ``keepalive_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+import trio
+
+from wire import Directive, encode_json
+
+from .fanout import Hub, environment_key, session_key
+from .ids import new_id
+from .sse import EventStream, EventStreamResponse
+from .storage import Storage
+
+__all__ = ["downlink_response", "session_events_response"]
+
+log = structlog.get_logger("relay")
+
+#: Rows read per storage call while catching up.
+_BATCH = 500
+#: A stream's cleanup (going offline) gets this long, even when cancelled.
+_CLEANUP_TIMEOUT = 5.0
+
+
+async def _idle(changed: trio.Event, stream: EventStream, keepalive_interval: float) -> bool:
+    """Wait for ``changed``; send a keep-alive comment (and return True) if it takes too long."""
+    with trio.move_on_after(keepalive_interval) as idle:
+        await changed.wait()
+    if idle.cancelled_caught:
+        await stream.keepalive()
+    return idle.cancelled_caught
+
+
+def downlink_response(
+    storage: Storage, hub: Hub, environment_id: str, after: int, keepalive_interval: float
+) -> EventStreamResponse:
+    """The environment's directives after dseq ``after``, then live ones.
+
+    While the stream is open the environment is online. Opening it replaces any older
+    downlink of the same environment, which then ends promptly; when the client goes away
+    the environment goes offline, unless a newer downlink has taken over.
+    """
+    key = environment_key(environment_id)
+
+    async def produce(stream: EventStream) -> None:
+        link_id = new_id("link")
+        await storage.open_downlink(environment_id, link_id)
+        # Wake the link this one replaced: it re-reads, sees it is no longer current and
+        # ends now rather than at its next keep-alive.
+        hub.notify(key)
+        log.info("downlink opened", environment_id=environment_id, after=after)
+        try:
+            # The environment is online before the daemon sees 200.
+            await stream.start()
+            last = after
+            while True:
+                changed = hub.watch(key)
+                read = await storage.read_downlink(environment_id, link_id, last, _BATCH)
+                if not read.current:
+                    log.info("downlink replaced", environment_id=environment_id)
+                    return
+                for item in read.directives:
+                    data = encode_json(item.directive, Directive)
+                    await stream.send(id=item.dseq, event=item.directive.type, data=data)
+                    last = item.dseq
+                if not read.directives:
+                    await _idle(changed, stream, keepalive_interval)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT):
+                if await storage.close_downlink(environment_id, link_id):
+                    log.info("downlink closed; environment offline", environment_id=environment_id)
+
+    return EventStreamResponse(produce)
+
+
+def session_events_response(
+    storage: Storage,
+    hub: Hub,
+    session_id: str,
+    after: int,
+    keepalive_interval: float,
+    still_allowed: Callable[[], Awaitable[bool]],
+) -> EventStreamResponse:
+    """A session's events after seq ``after``, then live ones, until the client goes away.
+
+    ``still_allowed`` is asked at every keep-alive: a stream whose credential was revoked
+    (or whose sign-in expired) ends within one keep-alive interval.
+    """
+    key = session_key(session_id)
+
+    async def produce(stream: EventStream) -> None:
+        await stream.start()
+        last = after
+        while True:
+            changed = hub.watch(key)
+            events = await storage.read_events(session_id, last, _BATCH)
+            for event in events:
+                await stream.send(id=event.seq, event=event.kind, data=encode_json(event))
+                last = event.seq
+            if events:
+                continue
+            timed_out = await _idle(changed, stream, keepalive_interval)
+            if timed_out and not await still_allowed():
+                return
+
+    return EventStreamResponse(produce)

@@ -1,0 +1,75 @@
+"""Finding and configuring the pinned Claude Code CLI that tests drive for real.
+
+The CLI comes from the repo's ``package.json`` (``npm ci`` in the repo root installs it into
+``node_modules/.bin/claude``). Tests never skip when it is missing: they fail and say how to
+install it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CLAUDE_BIN_ENV", "REPO_ROOT", "STREAM_JSON_ARGS", "claude_env", "find_claude"]
+
+CLAUDE_BIN_ENV = "RCD_CLAUDE_BIN"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The long-lived stream-json session spawn/ runs (add "--resume", id to continue one).
+STREAM_JSON_ARGS: tuple[str, ...] = (
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--permission-prompt-tool",
+    "stdio",
+)
+
+
+def find_claude() -> str:
+    """Path of the pinned ``claude`` executable.
+
+    ``$RCD_CLAUDE_BIN`` when set, else ``<repo>/node_modules/.bin/claude``. Raises
+    ``RuntimeError`` (telling to run ``npm ci`` in the repo root) when it is not there.
+    """
+    override = os.environ.get(CLAUDE_BIN_ENV)
+    path = Path(override) if override else REPO_ROOT / "node_modules" / ".bin" / "claude"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        source = f"${CLAUDE_BIN_ENV}" if override else "the repo's node_modules"
+        raise RuntimeError(
+            f"Claude Code CLI not found at {path} (from {source}). "
+            f"Run `npm ci` in the repo root ({REPO_ROOT}) to install the pinned version, "
+            f"or point ${CLAUDE_BIN_ENV} at a claude executable."
+        )
+    return str(path)
+
+
+def claude_env(home: Path, base_url: str) -> dict[str, str]:
+    """A complete environment for running the CLI offline against a fake Messages API.
+
+    ``home`` becomes ``$HOME`` (the CLI keeps its config and session transcripts under
+    ``home/.claude``, so ``--resume`` needs the same ``home``) and holds the CLI's temp dir,
+    ``home/tmp``, created here: without it the CLI litters ``/tmp/claude-<uid>`` and
+    ``/tmp/cc-socks``. Only ``PATH`` is inherited, so the developer's own credentials,
+    ``CLAUDE_*`` settings and real home are never seen.
+    """
+    tmp = home / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "CLAUDE_CODE_TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-fake-key",
+        # No telemetry, error reporting, auto-update, feature flags or connectivity checks.
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        # A failing fake should fail the test quickly rather than be retried with backoff.
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }

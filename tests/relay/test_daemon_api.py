@@ -1,0 +1,304 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import wire
+from relay import SqliteStorage, admin
+
+from .conftest import (
+    Daemon,
+    count_rows,
+    create_session,
+    event,
+    queued_directives,
+    register,
+    register_body,
+    started,
+    uplink,
+)
+from .test_client_api import assert_error
+
+# -- pairing and registration -----------------------------------------------------------------
+
+
+async def test_pair_then_register_gives_the_same_id_every_time(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    code = admin.create_pair_code(data_dir)
+    response = await client.post("/daemon/v1/pair", json={"code": code.lower(), "machine": "m1"})
+    assert response.status_code == 200
+    pair: wire.PairResponse = wire.decode(wire.PairResponse, response.json())
+    credential = pair.credential
+    headers = {"authorization": f"Bearer {credential}"}
+
+    first = await client.post("/daemon/v1/register", json=register_body(), headers=headers)
+    assert first.status_code == 200
+    env_id = first.json()["environment_id"]
+    assert first.json() == {"environment_id": env_id, "open_sessions": []}
+
+    again = await client.post(
+        "/daemon/v1/register",
+        json=register_body(capacity=8, spawn="worktree", agent="claude-2"),
+        headers=headers,
+    )
+    assert again.json()["environment_id"] == env_id
+    other_dir = await client.post(
+        "/daemon/v1/register", json=register_body(directory="/elsewhere"), headers=headers
+    )
+    assert other_dir.json()["environment_id"] != env_id
+
+    user = {"authorization": f"Bearer {admin.create_device_token(data_dir, 'phone')}"}
+    envs = (await client.get("/api/environments", headers=user)).json()["environments"]
+    updated = next(e for e in envs if e["id"] == env_id)
+    assert (updated["capacity"], updated["spawn"]) == (8, "worktree")
+
+
+async def test_a_pair_code_works_once(client: httpx.AsyncClient, data_dir: Path) -> None:
+    code = admin.create_pair_code(data_dir)
+    ok = await client.post("/daemon/v1/pair", json={"code": code, "machine": "m1"})
+    assert ok.status_code == 200
+    again = await client.post("/daemon/v1/pair", json={"code": code, "machine": "m2"})
+    assert_error(again, 401, "invalid_pair_code")
+    wrong = await client.post("/daemon/v1/pair", json={"code": "AAAA-AAAA", "machine": "m"})
+    assert_error(wrong, 401, "invalid_pair_code")
+    assert count_rows(data_dir, "environment_credentials") == 1
+
+
+async def test_an_expired_pair_code_is_refused(data_dir: Path) -> None:
+    now = [1000.0]
+    async with SqliteStorage(data_dir / "relay.sqlite3", clock=lambda: now[0]) as storage:
+        await storage.add_pair_code("h", ttl=600)
+        now[0] += 601
+        assert await storage.redeem_pair_code("h", "m1", "cred-hash") is None
+        await storage.add_pair_code("h2", ttl=600)
+        now[0] += 599
+        assert await storage.redeem_pair_code("h2", "m1", "cred-hash") is not None
+
+
+async def test_register_lists_open_sessions_with_their_last_seq(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon
+) -> None:
+    a = await create_session(client, user, daemon.environment_id)
+    b = await create_session(client, user, daemon.environment_id)
+    c = await create_session(client, user, daemon.environment_id)
+    await uplink(client, daemon, a["id"], started(1), event(2, "assistant_text", text="x"))
+    ended = event(1, "session_ended", reason="done", worktree_kept=False, branch=None)
+    await uplink(client, daemon, c["id"], ended)
+
+    response = await client.post(
+        "/daemon/v1/register", json=register_body(), headers=daemon.headers
+    )
+    registration: wire.RegisterResponse = wire.decode(wire.RegisterResponse, response.json())
+    assert registration.environment_id == daemon.environment_id
+    assert registration.open_sessions == [
+        wire.OpenSession(session_id=a["id"], last_seq=2),
+        wire.OpenSession(session_id=b["id"], last_seq=0),
+    ]
+
+
+async def test_register_refuses_another_protocol_and_bad_bodies(
+    client: httpx.AsyncClient, daemon: Daemon, data_dir: Path
+) -> None:
+    response = await client.post(
+        "/daemon/v1/register", json=register_body(protocol=99), headers=daemon.headers
+    )
+    assert_error(response, 400, "unsupported_protocol")
+    for bad in (register_body(capacity=0), register_body(spawn="x"), register_body(extra=1)):
+        response = await client.post("/daemon/v1/register", json=bad, headers=daemon.headers)
+        assert_error(response, 400, "invalid_body")
+    assert count_rows(data_dir, "environments") == 1
+
+
+# -- authentication -----------------------------------------------------------------------------
+
+
+DAEMON_ROUTES: list[tuple[str, str, Any]] = [
+    ("POST", "/daemon/v1/register", register_body()),
+    ("GET", "/daemon/v1/environments/{env}/downlink", None),
+    ("POST", "/daemon/v1/environments/{env}/ack", {"through": 0}),
+    ("POST", "/daemon/v1/environments/{env}/goodbye", None),
+    ("POST", "/daemon/v1/sessions/{session}/events", {"events": []}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), DAEMON_ROUTES)
+async def test_daemon_routes_need_an_environment_credential(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    method: str,
+    path: str,
+    body: Any,
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    url = path.format(env=daemon.environment_id, session=s["id"])
+    assert_error(await client.request(method, url, json=body), 401, "unauthenticated")
+    # A client's device token is refused here.
+    assert_error(await client.request(method, url, json=body, headers=user), 401, "unauthenticated")
+    wrong = {"authorization": "Bearer rcd_env_nope"}
+    assert_error(
+        await client.request(method, url, json=body, headers=wrong), 401, "unauthenticated"
+    )
+
+
+@pytest.mark.parametrize(("method", "path", "body"), DAEMON_ROUTES[1:])
+async def test_another_credentials_environment_is_404(
+    client: httpx.AsyncClient,
+    storage: SqliteStorage,
+    user: dict[str, str],
+    daemon: Daemon,
+    data_dir: Path,
+    method: str,
+    path: str,
+    body: Any,
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    intruder = await register(client, storage, machine="m2")
+    url = path.format(env=daemon.environment_id, session=s["id"])
+    response = await client.request(method, url, json=body, headers=intruder.headers)
+    assert_error(response, 404, "not_found")
+    assert await storage.get_environment(daemon.environment_id) is not None
+    env = await storage.get_environment(daemon.environment_id)
+    assert env is not None and env.online and env.active_sessions == 1
+    assert len(queued_directives(data_dir, daemon.environment_id)) == 1
+
+
+# -- uplink --------------------------------------------------------------------------------------
+
+
+async def test_uplink_is_idempotent_and_contiguous(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    sid = s["id"]
+    text = [event(i, "assistant_text", text=f"t{i}") for i in range(1, 7)]
+
+    assert (await uplink(client, daemon, sid, text[0], text[1])).json() == {"acked": 2}
+    # A retry overlapping what is held: duplicates ignored (even with other content).
+    changed = event(2, "assistant_text", text="CHANGED")
+    assert (await uplink(client, daemon, sid, changed, text[2])).json() == {"acked": 3}
+    # A gap: seq 5 is not stored, the answer says where to resume.
+    assert (await uplink(client, daemon, sid, text[4])).json() == {"acked": 3}
+    # Out of order inside one batch is fine.
+    assert (await uplink(client, daemon, sid, text[5], text[4], text[3])).json() == {"acked": 6}
+    assert (await uplink(client, daemon, sid)).json() == {"acked": 6}
+
+    events = (await client.get(f"/api/sessions/{sid}/events", headers=user)).json()["events"]
+    assert events == text
+
+
+async def test_uplink_indexes_state_title_and_location(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    sid = s["id"]
+
+    async def info() -> dict[str, Any]:
+        body: dict[str, Any] = (await client.get(f"/api/sessions/{sid}", headers=user)).json()
+        return body
+
+    assert (await info())["title"] is None
+    await uplink(
+        client, daemon, sid, started(1, spawn="worktree", branch="rcd/fix", cwd="/p/.rcd/wt/fix")
+    )
+    now = await info()
+    assert (now["state"], now["cwd"], now["branch"], now["spawn"]) == (
+        "idle",
+        "/p/.rcd/wt/fix",
+        "rcd/fix",
+        "worktree",
+    )
+    message = event(2, "user_message", text="\nFix the login bug\nthanks", input_id="i", origin="x")
+    await uplink(client, daemon, sid, message, event(3, "status", state="busy"))
+    now = await info()
+    assert (now["title"], now["state"]) == ("Fix the login bug", "busy")
+    assert now["updated_at"] >= s["updated_at"]
+
+    second = event(4, "user_message", text="something else", input_id="j", origin="x")
+    await uplink(client, daemon, sid, second, event(5, "status", state="awaiting_permission"))
+    assert ((await info())["title"], (await info())["state"]) == (
+        "Fix the login bug",
+        "awaiting_permission",
+    )
+    ended = event(6, "session_ended", reason="stopped", worktree_kept=True, branch="rcd/fix")
+    await uplink(client, daemon, sid, ended)
+    assert (await info())["state"] == "ended"
+
+
+async def test_uplink_refusals_store_nothing(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon, data_dir: Path
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    sid = s["id"]
+    too_many = [event(i, "assistant_text", text="x") for i in range(1, 1002)]
+    assert_error(await uplink(client, daemon, sid, *too_many), 413, "too_many_events")
+
+    bad_state = event(2, "status", state="flying")
+    response = await uplink(client, daemon, sid, started(1), bad_state)
+    body = assert_error(response, 400, "invalid_body")
+    assert "events[1]" in body["error"]["message"]
+
+    for bad in (
+        {**event(1, "assistant_text", text="x"), "extra": 1},
+        event(1, "no_such_kind"),
+        {**event(1, "assistant_text", text="x"), "seq": 0},
+    ):
+        assert_error(await uplink(client, daemon, sid, bad), 400, "invalid_body")
+    assert count_rows(data_dir, "events") == 0
+    info = (await client.get(f"/api/sessions/{sid}", headers=user)).json()
+    assert info["state"] == "queued"
+
+    response = await uplink(client, daemon, "ses_nope", event(1, "assistant_text", text="x"))
+    assert_error(response, 404, "not_found")
+
+
+async def test_a_full_batch_of_1000_is_accepted(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    batch = [event(i, "assistant_text", text="x" * 100) for i in range(1, 1001)]
+    assert (await uplink(client, daemon, s["id"], *batch)).json() == {"acked": 1000}
+
+
+# -- ack and goodbye ------------------------------------------------------------------------------
+
+
+async def test_ack_prunes_applied_directives(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon, data_dir: Path
+) -> None:
+    for _ in range(3):
+        await create_session(client, user, daemon.environment_id)
+    url = f"/daemon/v1/environments/{daemon.environment_id}/ack"
+    response = await client.post(url, json={"through": 2}, headers=daemon.headers)
+    assert response.status_code == 204
+    remaining = queued_directives(data_dir, daemon.environment_id)
+    assert len(remaining) == 1
+    # An ack beyond what exists is clamped; a negative one is refused.
+    assert (await client.post(url, json={"through": 99}, headers=daemon.headers)).status_code == 204
+    assert queued_directives(data_dir, daemon.environment_id) == []
+    await create_session(client, user, daemon.environment_id)
+    assert len(queued_directives(data_dir, daemon.environment_id)) == 1
+    response = await client.post(url, json={"through": -1}, headers=daemon.headers)
+    assert_error(response, 400, "invalid_body")
+
+
+async def test_goodbye_takes_the_environment_offline_and_ends_its_sessions(
+    client: httpx.AsyncClient, storage: SqliteStorage, user: dict[str, str], daemon: Daemon
+) -> None:
+    a = await create_session(client, user, daemon.environment_id)
+    b = await create_session(client, user, daemon.environment_id)
+    url = f"/daemon/v1/environments/{daemon.environment_id}/goodbye"
+    assert (await client.post(url, headers=daemon.headers)).status_code == 204
+    env = await storage.get_environment(daemon.environment_id)
+    assert env is not None and not env.online and env.active_sessions == 0
+    for s in (a, b):
+        info = (await client.get(f"/api/sessions/{s['id']}", headers=user)).json()
+        assert info["state"] == "ended"
+    response = await client.post(
+        f"/api/environments/{daemon.environment_id}/sessions", json={}, headers=user
+    )
+    assert_error(response, 409, "environment_offline")

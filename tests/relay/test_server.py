@@ -1,0 +1,291 @@
+"""The real server: Hypercorn on 127.0.0.1:0, real HTTP, real SSE."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+import wire
+from relay import RelayConfig, RelayError, RunningRelay, admin, serve_relay
+from relay.server import RELAY_INFO_FILENAME
+from tests.sse import sse
+
+from .conftest import (
+    GUARD,
+    PUBLIC_URL,
+    Daemon,
+    create_session,
+    event,
+    is_online,
+    make_device_token,
+    register,
+    started,
+    uplink,
+    wait_until,
+)
+
+
+def downlink_url(d: Daemon) -> str:
+    return f"/daemon/v1/environments/{d.environment_id}/downlink"
+
+
+async def test_serves_on_the_bound_port_and_writes_relay_json(
+    relay: RunningRelay, http: httpx.AsyncClient, data_dir: Path
+) -> None:
+    assert relay.port > 0
+    assert relay.url == PUBLIC_URL
+    info = data_dir / RELAY_INFO_FILENAME
+    assert json.loads(info.read_text()) == {"url": PUBLIC_URL}
+    assert stat.S_IMODE(info.stat().st_mode) == 0o600
+    response = await http.get("/")
+    assert response.status_code == 200 and "<title>rcd</title>" in response.text
+    assert_json_404 = await http.get("/no/such/route")
+    assert assert_json_404.json()["error"]["code"] == "not_found"
+
+
+async def test_url_is_derived_from_the_bound_port_without_public_url(data_dir: Path) -> None:
+    config = RelayConfig(data_dir=data_dir, port=0)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            running: RunningRelay = await nursery.start(serve_relay, config)
+            assert running.url == f"http://127.0.0.1:{running.port}"
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(running.url + "/")).status_code == 200
+            nursery.cancel_scope.cancel()
+
+
+async def test_downlink_delivers_directives_and_resumes_after_last_event_id(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    user = await make_device_token(relay.storage)
+    d = await register(http, relay.storage)
+    with trio.fail_after(GUARD):
+        async with sse(http, downlink_url(d), d.headers) as (response, reader):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            # The environment is online as soon as the stream is open.
+            assert await is_online(relay.storage, d.environment_id)
+            sessions = [
+                await create_session(http, user, d.environment_id, prompt=f"task {i}")
+                for i in range(3)
+            ]
+            for i, session in enumerate(sessions, start=1):
+                message = await reader.next()
+                assert (message.id, message.event) == (str(i), "start_session")
+                assert message.data is not None
+                start: wire.Directive = wire.decode_json(wire.Directive, message.data)
+                assert isinstance(start, wire.StartSession)
+                assert start.session_id == session["id"]
+                assert start.prompt == f"task {i - 1}"
+
+        # A reconnecting daemon continues exactly after what it saw.
+        headers = d.headers | {"last-event-id": "1"}
+        async with sse(http, downlink_url(d), headers) as (_, reader):
+            assert [(await reader.next()).id for _ in range(2)] == ["2", "3"]
+            await http.post(
+                f"/api/sessions/{sessions[0]['id']}/messages",
+                json={"id": "m", "text": "live"},
+                headers=user,
+            )
+            live = await reader.next()
+            assert (live.id, live.event) == ("4", "message")
+
+
+async def test_a_new_downlink_replaces_the_old_one(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    d = await register(http, relay.storage)
+    user = await make_device_token(relay.storage)
+    with trio.fail_after(GUARD):
+        async with sse(http, downlink_url(d), d.headers) as (_, old):
+            async with sse(http, downlink_url(d), d.headers) as (_, new):
+                # The ghost's stream ends promptly, long before any keep-alive timeout.
+                await old.expect_end()
+                assert await is_online(relay.storage, d.environment_id)
+                await create_session(http, user, d.environment_id)
+                assert (await new.next()).event == "start_session"
+            await wait_until(lambda: _offline(relay, d))
+
+
+async def _offline(relay: RunningRelay, d: Daemon) -> bool:
+    return not await is_online(relay.storage, d.environment_id)
+
+
+async def test_online_exactly_while_the_downlink_is_open(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    d = await register(http, relay.storage)
+    user = await make_device_token(relay.storage)
+
+    async def listed_online() -> bool:
+        envs = (await http.get("/api/environments", headers=user)).json()["environments"]
+        return bool(envs[0]["online"])
+
+    assert not await listed_online()
+    with trio.fail_after(GUARD):
+        async with sse(http, downlink_url(d), d.headers):
+            assert await listed_online()
+        await wait_until(lambda: _not(listed_online))
+        async with sse(http, downlink_url(d), d.headers):
+            assert await listed_online()
+            # Goodbye takes it offline and ends the stream from the relay's side.
+            goodbye = f"/daemon/v1/environments/{d.environment_id}/goodbye"
+            assert (await http.post(goodbye, headers=d.headers)).status_code == 204
+            assert not await listed_online()
+
+
+async def _not(predicate: Any) -> bool:
+    return not await predicate()
+
+
+async def test_goodbye_ends_the_open_downlink(relay: RunningRelay, http: httpx.AsyncClient) -> None:
+    d = await register(http, relay.storage)
+    with trio.fail_after(GUARD):
+        async with sse(http, downlink_url(d), d.headers) as (_, reader):
+            goodbye = f"/daemon/v1/environments/{d.environment_id}/goodbye"
+            await http.post(goodbye, headers=d.headers)
+            await reader.expect_end()
+
+
+async def test_idle_streams_get_keepalives(relay: RunningRelay, http: httpx.AsyncClient) -> None:
+    d = await register(http, relay.storage)
+    with trio.fail_after(GUARD):
+        async with sse(http, downlink_url(d), d.headers) as (_, reader):
+            message = await reader.next(comments=True)
+            assert message.comment == "keep-alive"
+
+
+async def test_client_sse_resumes_after_last_event_id_and_goes_live(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    d = await register(http, relay.storage)
+    await relay.storage.open_downlink(d.environment_id, "link_test")
+    user = await make_device_token(relay.storage)
+    s = await create_session(http, user, d.environment_id)
+    url = f"/api/sessions/{s['id']}/events"
+    backlog = [started(1)] + [event(i, "assistant_text", text=f"t{i}") for i in (2, 3)]
+    await uplink(http, d, s["id"], *backlog)
+
+    with trio.fail_after(GUARD):
+        async with sse(http, url, user | {"last-event-id": "2"}) as (response, reader):
+            assert response.status_code == 200
+            first = await reader.next()
+            assert (first.id, first.event) == ("3", "assistant_text")
+            assert first.data is not None and json.loads(first.data) == backlog[2]
+
+            live = event(4, "status", state="busy")
+            await uplink(http, d, s["id"], live)
+            message = await reader.next()
+            assert (message.id, message.event) == ("4", "status")
+            assert message.data is not None and json.loads(message.data) == live
+
+        # Without Last-Event-ID, ?after= decides; Last-Event-ID wins over it.
+        async with sse(http, url + "?after=1", user) as (_, reader):
+            assert (await reader.next()).id == "2"
+        async with sse(http, url + "?after=1", user | {"last-event-id": "3"}) as (_, reader):
+            assert (await reader.next()).id == "4"
+
+
+async def test_client_sse_refusals_are_json(relay: RunningRelay, http: httpx.AsyncClient) -> None:
+    user = await make_device_token(relay.storage)
+    with trio.fail_after(GUARD):
+        async with sse(http, "/api/sessions/ses_nope/events", user) as (response, _):
+            await response.aread()
+            assert response.status_code == 404
+            assert response.json()["error"]["code"] == "not_found"
+        async with sse(http, "/api/sessions/ses_nope/events", {}) as (response, _):
+            await response.aread()
+            assert response.status_code == 401
+
+
+async def test_a_restart_forgets_every_link(data_dir: Path) -> None:
+    config = RelayConfig(data_dir=data_dir, port=0)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            running: RunningRelay = await nursery.start(serve_relay, config)
+            async with httpx.AsyncClient(base_url=running.url) as http:
+                d = await register(http, running.storage)
+            await running.storage.open_downlink(d.environment_id, "link_from_before_a_crash")
+            assert await is_online(running.storage, d.environment_id)
+            nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(serve_relay, config)
+            assert not await is_online(running.storage, d.environment_id)
+            nursery.cancel_scope.cancel()
+
+
+async def test_plain_http_off_loopback_is_refused(data_dir: Path) -> None:
+    config = RelayConfig(data_dir=data_dir, host="0.0.0.0", port=0)
+    with pytest.raises(RelayError, match="--insecure-http"):
+        await serve_relay(config)
+    assert not data_dir.exists()  # refused before touching anything
+    with pytest.raises(RelayError, match="both a certificate and a key"):
+        await serve_relay(attrs.evolve(config, tls_cert=data_dir / "cert.pem"))
+
+
+async def test_insecure_http_off_loopback_is_allowed_when_asked(data_dir: Path) -> None:
+    config = RelayConfig(data_dir=data_dir, host="0.0.0.0", port=0, insecure_http=True)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            running: RunningRelay = await nursery.start(serve_relay, config)
+            async with httpx.AsyncClient() as http:
+                response = await http.get(f"http://127.0.0.1:{running.port}/")
+                assert response.status_code == 200
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a cert")
+async def test_tls(data_dir: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await trio.run_process(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    config = RelayConfig(data_dir=data_dir, host="0.0.0.0", port=0, tls_cert=cert, tls_key=key)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            running: RunningRelay = await nursery.start(serve_relay, config)
+            assert running.url.startswith("https://")
+            async with httpx.AsyncClient(verify=False) as http:
+                response = await http.get(f"https://127.0.0.1:{running.port}/")
+                assert response.status_code == 200
+                # Cookies are Secure over TLS.
+                link = await trio.to_thread.run_sync(admin.create_login_link, data_dir)
+                assert link.startswith(running.url)
+                login = await http.get(
+                    link.replace(running.url, f"https://127.0.0.1:{running.port}")
+                )
+                assert login.status_code == 303
+                assert "secure" in login.headers["set-cookie"].lower()
+                plain = f"http://127.0.0.1:{running.port}/"
+                with pytest.raises(httpx.HTTPError):
+                    await http.get(plain)
+            nursery.cancel_scope.cancel()
+
+
+async def test_revoking_a_token_ends_its_open_stream(
+    relay: RunningRelay, http: httpx.AsyncClient, data_dir: Path
+) -> None:
+    d = await register(http, relay.storage)
+    await relay.storage.open_downlink(d.environment_id, "link_test")
+    user = await make_device_token(relay.storage, "phone")
+    s = await create_session(http, user, d.environment_id)
+    with trio.fail_after(GUARD):
+        async with sse(http, f"/api/sessions/{s['id']}/events", user) as (_, reader):
+            await uplink(http, d, s["id"], started(1))
+            assert (await reader.next()).id == "1"
+            await trio.to_thread.run_sync(admin.revoke_device_token, data_dir, "phone")
+            await reader.expect_end()

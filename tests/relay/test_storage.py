@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+import wire
+from relay import AtCapacity, NewSession, NotFound, RelayError, SqliteStorage
+from relay.sqlite import database_path
+
+
+def _request(**overrides: object) -> wire.RegisterRequest:
+    fields: dict[str, object] = {
+        "name": "laptop",
+        "machine": "m1",
+        "directory": "/p",
+        "spawn": "same-dir",
+        "capacity": 2,
+        "agent": "claude",
+    }
+    return wire.decode(wire.RegisterRequest, fields | overrides)
+
+
+def _start(session_id: str) -> wire.StartSession:
+    return wire.StartSession(session_id=session_id, origin="test")
+
+
+async def test_state_survives_a_reopen(data_dir: Path) -> None:
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        env = await storage.register_environment("cred_1", _request())
+        await storage.open_downlink(env.environment_id, "link_1")
+        new = NewSession(id="ses_1", environment_id=env.environment_id, title="t", spawn=None)
+        await storage.create_session(new, _start("ses_1"))
+        event = wire.Event(seq=1, kind="assistant_text", at=1.0, data={"text": "hi"})
+        assert await storage.append_events("ses_1", [event]) == 1
+
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        again = await storage.register_environment("cred_1", _request())
+        assert again.environment_id == env.environment_id
+        assert again.open_sessions == [wire.OpenSession(session_id="ses_1", last_seq=1)]
+        assert await storage.read_events("ses_1", 0, 10) == [event]
+        await storage.mark_all_offline()
+        record = await storage.get_environment(env.environment_id)
+        assert record is not None and not record.online
+
+
+async def test_a_different_credential_gets_a_different_environment(
+    storage: SqliteStorage,
+) -> None:
+    a = await storage.register_environment("cred_1", _request())
+    b = await storage.register_environment("cred_2", _request())
+    assert a.environment_id != b.environment_id
+
+
+async def test_capacity_holds_across_connections(data_dir: Path) -> None:
+    """Two connections (as two processes would have) racing for the last slots."""
+    async with (
+        SqliteStorage.in_data_dir(data_dir) as one,
+        SqliteStorage.in_data_dir(data_dir) as two,
+    ):
+        env = await one.register_environment("cred_1", _request(capacity=3))
+        await one.open_downlink(env.environment_id, "link_1")
+        outcomes: list[str] = []
+
+        async def create(storage: SqliteStorage, i: int) -> None:
+            new = NewSession(
+                id=f"ses_{i}", environment_id=env.environment_id, title=None, spawn=None
+            )
+            try:
+                await storage.create_session(new, _start(new.id))
+                outcomes.append("created")
+            except AtCapacity as exc:
+                assert (exc.running, exc.capacity) == (3, 3)
+                outcomes.append("refused")
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for i in range(16):
+                    nursery.start_soon(create, one if i % 2 else two, i)
+        assert sorted(outcomes) == ["created"] * 3 + ["refused"] * 13
+        record = await two.get_environment(env.environment_id)
+        assert record is not None and record.active_sessions == 3
+
+
+async def test_a_replaced_downlink_is_no_longer_current(storage: SqliteStorage) -> None:
+    env = await storage.register_environment("cred_1", _request())
+    await storage.open_downlink(env.environment_id, "old")
+    await storage.open_downlink(env.environment_id, "new")
+    assert not (await storage.read_downlink(env.environment_id, "old", 0, 10)).current
+    assert (await storage.read_downlink(env.environment_id, "new", 0, 10)).current
+    # The old link going away must not take the environment offline.
+    assert not await storage.close_downlink(env.environment_id, "old")
+    record = await storage.get_environment(env.environment_id)
+    assert record is not None and record.online
+    assert await storage.close_downlink(env.environment_id, "new")
+    record = await storage.get_environment(env.environment_id)
+    assert record is not None and not record.online
+
+
+async def test_directives_are_dense_per_environment(storage: SqliteStorage) -> None:
+    a = await storage.register_environment("cred_1", _request(capacity=3))
+    b = await storage.register_environment("cred_1", _request(directory="/q", capacity=3))
+    for env in (a, b):
+        await storage.open_downlink(env.environment_id, "l")
+    for i in range(3):
+        for env in (a, b):
+            sid = f"ses_{env.environment_id}_{i}"
+            await storage.create_session(
+                NewSession(id=sid, environment_id=env.environment_id, title=None, spawn=None),
+                _start(sid),
+            )
+    for env in (a, b):
+        read = await storage.read_downlink(env.environment_id, "l", 0, 10)
+        assert [d.dseq for d in read.directives] == [1, 2, 3]
+        after_one = await storage.read_downlink(env.environment_id, "l", 1, 1)
+        assert [d.dseq for d in after_one.directives] == [2]
+
+
+async def test_missing_things_are_not_found(storage: SqliteStorage) -> None:
+    assert await storage.get_session("nope") is None
+    assert await storage.get_environment("nope") is None
+    with pytest.raises(NotFound):
+        await storage.append_events("nope", [])
+    with pytest.raises(NotFound):
+        await storage.rename_session("nope", "t")
+    new = NewSession(id="ses_1", environment_id="env_nope", title=None, spawn=None)
+    with pytest.raises(NotFound):
+        await storage.create_session(new, _start("ses_1"))
+
+
+async def test_closed_storage_refuses_calls(data_dir: Path) -> None:
+    storage = SqliteStorage(database_path(data_dir))
+    await storage.open()
+    await storage.aclose()
+    with pytest.raises(RelayError, match="not open"):
+        await storage.list_sessions()
