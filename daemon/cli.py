@@ -7,6 +7,7 @@ import json
 import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -209,10 +210,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     from .logs import configure_logging
-    from .paths import default_relay
+    from .paths import default_relay, state_dir
     from .run import StartOptions, run_daemon
 
-    configure_logging(verbose=args.verbose)
+    # On a terminal the daemon draws a live status screen; its logs go to a file then.
+    display = sys.stdout.isatty() and sys.stdin.isatty()
+    if display:
+        log_path = state_dir() / "daemon.log"
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_file = log_path.open("a", encoding="utf-8")
+        print(f"rcd: logging to {log_path}")
+        configure_logging(verbose=args.verbose, file=log_file)
+    else:
+        configure_logging(verbose=args.verbose)
     options = StartOptions(
         directory=args.directory,
         relay=args.relay or default_relay(),
@@ -227,7 +237,7 @@ def _start(args: argparse.Namespace) -> int:
         relay_data_dir=args.relay_data_dir,
         verbose=args.verbose,
     )
-    return trio.run(run_daemon, options)
+    return trio.run(partial(run_daemon, options, display=display))
 
 
 def _relay_data_dir(path: Path | None) -> Path:

@@ -25,6 +25,7 @@ import wire
 from spawn import AgentAdapter, ClaudeCode
 
 from .control import serve_control
+from .display import DisplayState, SessionLine, TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
 from .link import RelayLink
 from .paths import control_socket_path, data_dir, load_credential, normalise_relay_url
@@ -115,15 +116,19 @@ class _Stopper:
     exit_code: int = 0
     error: BaseException | None = None
 
+    def stop(self, why: str) -> None:
+        """The first call asks for a graceful stop; a second one forces it."""
+        if not self.requested.is_set():
+            log.info("stopping", by=why)
+            self.requested.set()
+        elif not self.forced.is_set():
+            log.warning("forced_stop", by=why)
+            self.forced.set()
+
     async def watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                if not self.requested.is_set():
-                    log.info("stopping", signal=signal.Signals(signum).name)
-                    self.requested.set()
-                else:
-                    log.warning("forced_stop", signal=signal.Signals(signum).name)
-                    self.forced.set()
+                self.stop(signal.Signals(signum).name)
 
     def fail(self, exc: BaseException, code: int) -> None:
         self.error = exc
@@ -131,11 +136,14 @@ class _Stopper:
         self.requested.set()
 
 
-async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
+async def run_daemon(
+    options: StartOptions, out: TextIO = sys.stdout, *, display: bool = False
+) -> int:
     """Run until stopped; returns the process exit code.
 
     Raises :class:`DaemonError` for problems found before the daemon is up (bad options,
-    not paired, relay refusing registration).
+    not paired, relay refusing registration). With ``display`` (stdout and stdin are a
+    terminal) a live status screen is drawn on ``out`` and keys are read from stdin.
     """
     directory = options.directory.resolve()
     if not directory.is_dir():
@@ -144,8 +152,9 @@ async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
     stopper = _Stopper()
     async with httpx.AsyncClient(timeout=15.0) as http, trio.open_nursery() as root:
         root.start_soon(stopper.watch_signals)
+        sign_in: str | None = None
         if options.relay is None:
-            relay_url, credential = await _start_embedded_relay(root, options, out)
+            relay_url, credential, sign_in = await _start_embedded_relay(root, options, out)
         else:
             relay_url = normalise_relay_url(options.relay)
             stored = load_credential(relay_url)
@@ -154,17 +163,19 @@ async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
             credential = stored
         client = RelayClient(http=http, relay=relay_url, credential=credential)
         name = options.name or default_name(directory)
-        registration = await _register(
-            client,
-            wire.RegisterRequest(
+
+        def registration_request(spawn: wire.Spawn) -> wire.RegisterRequest:
+            return wire.RegisterRequest(
                 name=name,
                 machine=machine_id(),
                 directory=str(directory),
-                spawn=options.spawn,
+                spawn=spawn,
                 capacity=options.capacity,
                 agent=adapter.name,
-            ),
-            options.outage_timeout,
+            )
+
+        registration = await _register(
+            client, registration_request(options.spawn), options.outage_timeout
         )
         env_id = registration.environment_id
         structlog.contextvars.bind_contextvars(environment_id=env_id)
@@ -190,9 +201,26 @@ async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
             outage_timeout=options.outage_timeout,
         )
 
-        def status(request: dict[str, Any]) -> dict[str, Any]:
-            if request.get("op", "status") != "status":
-                raise ValueError(f"unknown op {request.get('op')!r}; known: status")
+        async def announce_spawn(spawn: wire.Spawn) -> None:
+            # The relay shows the environment's default spawn mode: tell it.
+            try:
+                await client.register(registration_request(spawn))
+            except DaemonError as exc:
+                log.warning("reregister_failed", error=str(exc))
+
+        def set_spawn(spawn: wire.Spawn) -> None:
+            supervisor.set_spawn(spawn)
+            root.start_soon(announce_spawn, spawn)
+
+        def control(request: dict[str, Any]) -> dict[str, Any]:
+            op = request.get("op", "status")
+            if op == "set_spawn":
+                spawn = request.get("spawn")
+                if spawn not in ("same-dir", "worktree"):
+                    raise ValueError(f"spawn must be same-dir or worktree, got {spawn!r}")
+                set_spawn(spawn)
+            elif op != "status":
+                raise ValueError(f"unknown op {op!r}; known: status, set_spawn")
             stats = supervisor.statistics()
             return {
                 "environment": {
@@ -217,7 +245,7 @@ async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
                 ],
             }
 
-        await root.start(serve_control, control_socket_path(directory), status)
+        await root.start(serve_control, control_socket_path(directory), control)
 
         async def hold_link(
             task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
@@ -232,10 +260,52 @@ async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
 
         link_scope: trio.CancelScope = await root.start(hold_link)
         print(
-            f"rcd: environment {name!r} online at {relay_url} (capacity {options.capacity})",
+            f"rcd: environment {name!r} registered with {relay_url} "
+            f"(capacity {options.capacity}, spawn {options.spawn})",
             file=out,
             flush=True,
         )
+        display_scope = trio.CancelScope()
+        if display:
+
+            def display_state() -> DisplayState:
+                stats = supervisor.statistics()
+                return DisplayState(
+                    name=name,
+                    relay=relay_url,
+                    connected=link.connected,
+                    spawn=stats.spawn,
+                    capacity=stats.capacity,
+                    sign_in=sign_in,
+                    stopping=stopper.requested.is_set(),
+                    sessions=tuple(
+                        SessionLine(
+                            id=s.id,
+                            title=s.title,
+                            state=s.state,
+                            activity=s.activity,
+                            url=f"{relay_url}/s/{s.id}",
+                        )
+                        for s in stats.sessions
+                    ),
+                )
+
+            def toggle_spawn() -> None:
+                set_spawn("worktree" if supervisor.spawn == "same-dir" else "same-dir")
+
+            screen = TerminalDisplay(
+                out=out,
+                stdin_fd=sys.stdin.fileno(),
+                state=display_state,
+                toggle_spawn=toggle_spawn,
+                quit=lambda: stopper.stop("q"),
+            )
+
+            async def show() -> None:
+                with display_scope:
+                    await screen.run()
+
+            root.start_soon(show)
 
         await stopper.requested.wait()
         # 1. Stop taking work: no new directives, no new sessions.
@@ -262,6 +332,7 @@ async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
                 await client.goodbye(env_id)
             except (RelayUnreachable, RelayRejected) as exc:
                 log.warning("goodbye_failed", error=str(exc))
+        display_scope.cancel()
         root.cancel_scope.cancel()
     if stopper.error is not None:
         print(f"rcd: {stopper.error}", file=sys.stderr)
@@ -270,8 +341,9 @@ async def run_daemon(options: StartOptions, out: TextIO = sys.stdout) -> int:
 
 async def _start_embedded_relay(
     root: trio.Nursery, options: StartOptions, out: TextIO
-) -> tuple[str, str]:
-    """Start the relay in this process on 127.0.0.1 and mint this machine's credential."""
+) -> tuple[str, str, str]:
+    """Start the relay in this process on 127.0.0.1, mint this machine's credential and a
+    sign-in link; returns (relay URL, credential, link)."""
     from relay import RelayConfig, serve_relay
     from relay.admin import create_login_link
 
@@ -284,4 +356,4 @@ async def _start_embedded_relay(
     )
     print(f"rcd: relay running at {running.url} (embedded, loopback only)", file=out)
     print(f"rcd: sign in from a browser on this machine: {link}", file=out, flush=True)
-    return running.url, credential
+    return running.url, credential, link

@@ -198,6 +198,11 @@ class Supervisor:
 
     # -- teardown --------------------------------------------------------------------------
 
+    def set_spawn(self, spawn: wire.Spawn) -> None:
+        """Change where new sessions run (sessions already running stay where they are)."""
+        self.spawn = spawn
+        log.info("spawn_mode", spawn=spawn)
+
     def stop_accepting(self) -> None:
         self._accepting = False
 

@@ -56,6 +56,8 @@ class SessionSnapshot:
     branch: str | None
     pid: int | None
     last_seq: int
+    #: What the agent is doing right now, for displays ("Bash: pytest -q"), or None.
+    activity: str | None = None
 
 
 #: Prepares the workspace (may create a worktree); raises WorkspaceError.
@@ -87,6 +89,7 @@ class SessionRuntime:
     workspace: Workspace | None = None
     handle: AgentHandle | None = None
     end_reason: str | None = None
+    activity: str | None = None
     _inbox_send: trio.MemorySendChannel[UserInput] = attrs.field(init=False)
     _inbox_recv: trio.MemoryReceiveChannel[UserInput] = attrs.field(init=False)
     _queued: deque[wire.SendMessage] = attrs.field(factory=deque)
@@ -124,6 +127,7 @@ class SessionRuntime:
             branch=self.workspace.branch if self.workspace else None,
             pid=self.handle.pid if self.handle and not self.ended.is_set() else None,
             last_seq=self.seq,
+            activity=self.activity,
         )
 
     # -- the log -------------------------------------------------------------------------
@@ -259,7 +263,12 @@ class SessionRuntime:
                 )
                 self._refresh_state()
             return
+        if isinstance(event, wire.ToolUse):
+            self.activity = _summarise_tool(event)
+        elif isinstance(event, wire.TurnResult):
+            self.activity = None
         if isinstance(event, wire.PermissionRequest):
+            self.activity = f"waiting for approval: {event.description}"
             self._permissions.add(event.request_id)
             self._emit(event)
             self._refresh_state()
@@ -316,3 +325,12 @@ class SessionRuntime:
     def cancel(self) -> None:
         """Force the session down (second signal): the agent is killed and reaped."""
         self._scope.cancel()
+
+
+def _summarise_tool(event: wire.ToolUse) -> str:
+    for key in ("command", "file_path", "path", "pattern", "url", "description"):
+        value = event.input.get(key)
+        if isinstance(value, str) and value:
+            first_line = value.splitlines()[0] if value.strip() else value
+            return f"{event.name}: {first_line[:80]}"
+    return event.name

@@ -1,0 +1,130 @@
+"""The terminal display of `rcd start`: rendered text, and keys under a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import trio
+
+from daemon.display import DisplayState, SessionLine, render
+from relay import admin
+from tests.harness import REPO, TINY_AGENT, home_env, rcd, start_relay
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def state(**overrides: object) -> DisplayState:
+    values: dict[str, object] = dict(
+        name="repo@box",
+        relay="http://127.0.0.1:7878",
+        connected=True,
+        spawn="same-dir",
+        capacity=4,
+        sign_in="http://127.0.0.1:7878/login?code=abc",
+        sessions=(),
+    )
+    values.update(overrides)
+    return DisplayState(**values)  # type: ignore[arg-type]
+
+
+def test_render_shows_connection_spawn_sessions_and_keys() -> None:
+    session = SessionLine(
+        id="ses_1",
+        title="fix the tests",
+        state="busy",
+        activity="Bash: pytest -q",
+        url="http://127.0.0.1:7878/s/ses_1",
+    )
+    text = ANSI.sub("", render(state(sessions=(session,)), show_qr=False))
+    assert "repo@box  ● connected to http://127.0.0.1:7878" in text
+    assert "spawn: same-dir   sessions: 1/4" in text
+    assert "sign in: http://127.0.0.1:7878/login?code=abc" in text
+    assert "busy" in text and "fix the tests" in text and "Bash: pytest -q" in text
+    assert "http://127.0.0.1:7878/s/ses_1" in text
+    assert "space: QR code · w: toggle spawn mode · q: stop" in text
+    down = ANSI.sub("", render(state(connected=False, stopping=True), show_qr=False))
+    assert "○ reconnecting…" in down and "stopping" in down
+
+
+def test_qr_code_encodes_the_sign_in_link() -> None:
+    with_qr = render(state(), show_qr=True)
+    without = render(state(), show_qr=False)
+    qr_lines = [line for line in with_qr.splitlines() if line not in without.splitlines()]
+    assert len(qr_lines) >= 10
+    assert any("█" in line or "▀" in line or "▄" in line for line in qr_lines)
+
+
+async def read_until(master: trio.lowlevel.FdStream, buf: bytearray, pattern: str) -> str:
+    with trio.fail_after(20):
+        while not re.search(pattern, ANSI.sub("", buf.decode(errors="replace"))):
+            chunk = await master.receive_some(65536)
+            if not chunk:
+                raise AssertionError(
+                    f"pty closed before {pattern!r}: {buf.decode(errors='replace')}"
+                )
+            buf += chunk
+    text = ANSI.sub("", buf.decode(errors="replace"))
+    buf.clear()
+    return text
+
+
+async def test_keys_under_a_pseudo_terminal(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    env = home_env(tmp_path / "home", {"COLUMNS": "120", "LINES": "60", "TERM": "xterm"})
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, tmp_path / "relay")
+        code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
+        await rcd(env, "pair", relay.url, code)
+        master_fd, slave_fd = os.openpty()
+        process = await trio.lowlevel.open_process(
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "start",
+                str(project),
+                "--relay",
+                relay.url,
+                "--agent-bin",
+                TINY_AGENT,
+                "--name",
+                "ptybox",
+            ],
+            stdin=slave_fd,
+            stdout=slave_fd,
+            stderr=slave_fd,
+            env=env,
+            cwd=str(REPO),
+            start_new_session=True,
+        )
+        os.close(slave_fd)
+        master = trio.lowlevel.FdStream(master_fd)
+        buf = bytearray()
+        try:
+            screen = await read_until(master, buf, r"q: stop")
+            assert "ptybox" in screen and "spawn: same-dir" in screen
+            if "● connected" not in screen:
+                await read_until(master, buf, r"● connected")
+            await master.send_all(b" ")
+            screen = await read_until(master, buf, r"[█▀▄]{6}")
+            await master.send_all(b"w")
+            screen = await read_until(master, buf, r"spawn: worktree")
+            with trio.fail_after(10):
+                while (await relay.environments())[0]["spawn"] != "worktree":
+                    await trio.sleep(0.05)
+            await master.send_all(b"q")
+            with trio.fail_after(15):
+                code = await process.wait()
+            assert code == 0
+            [environment] = await relay.environments()
+            assert environment["online"] is False
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await master.aclose()
+            await relay.client.aclose()
+            nursery.cancel_scope.cancel()
