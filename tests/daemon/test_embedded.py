@@ -46,7 +46,7 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
             ):
                 assert process.returncode is None, out_path.read_text()
                 await trio.sleep(0.05)
-            while "online at" not in out_path.read_text():
+            while "registered with" not in out_path.read_text():
                 await trio.sleep(0.05)
         text = out_path.read_text()
         link = re.search(r"(http://127\.0\.0\.1:(\d+)/login\?code=\S+)", text)
