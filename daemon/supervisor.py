@@ -187,11 +187,15 @@ class Supervisor:
             clock=self.clock,
         )
         self.sessions[session_id] = runtime
-        self._nursery.start_soon(self._run_session, runtime, prompt)
+        # Delivered now, not when the task first runs: a message applied right after this
+        # start directive must queue behind the prompt.
+        if prompt is not None:
+            runtime.deliver(prompt)
+        self._nursery.start_soon(self._run_session, runtime)
 
-    async def _run_session(self, runtime: SessionRuntime, prompt: wire.SendMessage | None) -> None:
+    async def _run_session(self, runtime: SessionRuntime) -> None:
         try:
-            await runtime.run(prompt)
+            await runtime.run()
         finally:
             self.sessions.pop(runtime.session_id, None)
             self._ended.add(runtime.session_id)

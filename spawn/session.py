@@ -155,15 +155,13 @@ class SessionRuntime:
 
     # -- running -------------------------------------------------------------------------
 
-    async def run(self, prompt: wire.SendMessage | None = None) -> None:
-        """Run the session to its end. ``prompt`` is the first message, if any.
+    async def run(self) -> None:
+        """Run the session to its end, applying what :meth:`deliver` queued, in order.
 
         Never raises for agent trouble: that becomes ``error`` and ``session_ended``
         events. Cancellation stops the agent (reaped) before it propagates.
         """
         structlog.contextvars.bind_contextvars(session_id=self.session_id)
-        if prompt is not None:
-            self.deliver(prompt)
         try:
             with self._scope:
                 await self._run()

@@ -30,6 +30,16 @@ class Relay:
     running: RunningRelay
     data_dir: Path
     client: httpx.AsyncClient
+    #: Daemons started against this relay; :meth:`aclose` kills any still running.
+    daemons: list[Daemon] = attrs.Factory(list)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            for daemon in self.daemons:
+                if daemon.process.returncode is None:
+                    daemon.process.kill()
+                await daemon.process.wait()
+            await self.client.aclose()
 
     @property
     def url(self) -> str:
@@ -198,6 +208,7 @@ async def start_daemon(
     )
     log_file.close()
     daemon = Daemon(process=process, env=env, directory=directory, log_path=log_path)
+    relay.daemons.append(daemon)
     try:
         with trio.fail_after(20):
             while True:
@@ -214,6 +225,7 @@ async def start_daemon(
                 await trio.sleep(0.05)
     except trio.TooSlowError:
         process.kill()
+        await process.wait()
         raise AssertionError(f"daemon never came online: {daemon.log()}") from None
 
 

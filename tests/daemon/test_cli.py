@@ -79,7 +79,7 @@ async def test_pairing_stores_a_private_credential(tmp_path: Path) -> None:
         assert again.returncode == 1
         link = await rcd(env, "relay", "login-link", "--data-dir", str(relay.data_dir))
         assert link.stdout.decode().strip().splitlines()[-1].startswith(f"{relay.url}/login?code=")
-        await relay.client.aclose()
+        await relay.aclose()
         nursery.cancel_scope.cancel()
 
 

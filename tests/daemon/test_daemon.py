@@ -18,7 +18,7 @@ async def relay(tmp_path: Path) -> Relay:
     async with trio.open_nursery() as nursery:
         relay = await start_relay(nursery, tmp_path / "relay")
         yield relay  # type: ignore[misc]
-        await relay.client.aclose()
+        await relay.aclose()
         nursery.cancel_scope.cancel()
 
 

@@ -125,6 +125,8 @@ async def test_keys_under_a_pseudo_terminal(tmp_path: Path) -> None:
         finally:
             if process.returncode is None:
                 process.kill()
-            await master.aclose()
-            await relay.client.aclose()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+                await master.aclose()
+            await relay.aclose()
             nursery.cancel_scope.cancel()

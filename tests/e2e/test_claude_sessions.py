@@ -50,10 +50,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         try:
             yield Stack(relay=relay, api=api, daemon=daemon, project=project)
         finally:
-            if daemon.process.returncode is None:
-                daemon.process.kill()
-                await daemon.process.wait()
-            await relay.client.aclose()
+            await relay.aclose()
             nursery.cancel_scope.cancel()
 
 

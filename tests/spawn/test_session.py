@@ -89,19 +89,20 @@ async def test_messages_sent_before_the_agent_is_ready_are_answered_in_order(
     runtime = make_runtime(log, tmp_path)
     async with trio.open_nursery() as nursery:
         # Delivered before run(): the session is still "queued".
+        runtime.deliver(message("prompt", "p"))
         runtime.deliver(message("first", "m1"))
         runtime.deliver(message("second", "m2"))
         runtime.deliver(message("first again", "m1"))  # same input id: applied once
-        nursery.start_soon(runtime.run, message("prompt", "p"))
+        nursery.start_soon(runtime.run)
         await log.wait_kind("turn_result", 3)
         runtime.request_stop("test")
     texts = [wire.decode_event_data(e) for e in log.of("assistant_text")]
     assert [t.text for t in texts if isinstance(t, wire.AssistantText)] == [
+        "echo: prompt",
         "echo: first",
         "echo: second",
-        "echo: prompt",
     ]
-    assert [e.data["input_id"] for e in log.of("user_message")] == ["m1", "m2", "p"]
+    assert [e.data["input_id"] for e in log.of("user_message")] == ["p", "m1", "m2"]
     assert log.kinds()[:3] == ["status", "session_started", "status"]
     assert log.events[-1].kind == "session_ended"
     assert log.events[-1].data["reason"] == "stopped"
@@ -113,7 +114,7 @@ async def test_each_user_message_is_followed_by_its_answer(tmp_path: Path) -> No
     log = Log()
     runtime = make_runtime(log, tmp_path)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run, None)
+        nursery.start_soon(runtime.run)
         for i in range(3):
             runtime.deliver(message(f"n{i}", f"m{i}"))
         await log.wait_kind("turn_result", 3)
@@ -132,7 +133,8 @@ async def test_permission_round_trip(tmp_path: Path, decision: wire.Decision) ->
     runtime = make_runtime(log, tmp_path)
     target = tmp_path / "out.txt"
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run, message(f"write {target} hello", "m1"))
+        runtime.deliver(message(f"write {target} hello", "m1"))
+        nursery.start_soon(runtime.run)
         request = await log.wait_kind("permission_request")
         assert runtime.state == "awaiting_permission"
         assert request.data["tool"] == "Write"
@@ -168,7 +170,8 @@ async def test_interrupt_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -
     log = Log()
     runtime = make_runtime(log, tmp_path)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run, message("sleep 30", "m1"))
+        runtime.deliver(message("sleep 30", "m1"))
+        nursery.start_soon(runtime.run)
         await log.wait_for(
             lambda evs: any(e.kind == "status" and e.data["state"] == "busy" for e in evs)
         )
@@ -186,7 +189,8 @@ async def test_agent_crash_is_an_error_and_an_ended_session(tmp_path: Path) -> N
     log = Log()
     runtime = make_runtime(log, tmp_path)
     with trio.fail_after(10):
-        await runtime.run(message("crash", "m1"))
+        runtime.deliver(message("crash", "m1"))
+        await runtime.run()
     error = log.of("error")[-1].data
     assert error["code"] == "agent_exited"
     assert "code 3" in error["message"]
@@ -199,7 +203,8 @@ async def test_missing_agent_binary_ends_the_session_with_a_clear_error(tmp_path
     log = Log()
     runtime = make_runtime(log, tmp_path, binary=str(tmp_path / "no-such-claude"))
     with trio.fail_after(10):
-        await runtime.run(message("hello", "m1"))
+        runtime.deliver(message("hello", "m1"))
+        await runtime.run()
     error = log.of("error")[0].data
     assert error["code"] == "agent_not_found"
     assert "no-such-claude" in error["message"] and "npm install" in error["message"]
@@ -211,7 +216,7 @@ async def test_workspace_failure_ends_the_session(tmp_path: Path) -> None:
     log = Log()
     runtime = make_runtime(log, tmp_path, prepare_error="disk full")
     with trio.fail_after(10):
-        await runtime.run(None)
+        await runtime.run()
     assert log.of("error")[0].data == {"code": "workspace_failed", "message": "disk full"}
     assert log.events[-1].data["reason"] == "workspace_failed"
 
@@ -221,7 +226,8 @@ async def test_cancel_kills_and_reaps_the_agent(tmp_path: Path) -> None:
     runtime = make_runtime(log, tmp_path)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(runtime.run, message("sleep 60", "m1"))
+            runtime.deliver(message("sleep 60", "m1"))
+            nursery.start_soon(runtime.run)
             await log.wait_kind("user_message")
             pid = runtime.snapshot().pid
             runtime.cancel()

@@ -1,0 +1,480 @@
+"""``rcd attach SESSION_ID``: a terminal client of one session.
+
+It shows the session's header, its whole history, then live events from the relay's SSE
+stream, resuming with ``Last-Event-ID`` after a drop (events at or below the last seq shown
+are dropped, so none is printed twice). Everything shown comes from the event log, so any
+number of clients on one session stay in sync: a message typed here appears when the
+session echoes it. Parts: :mod:`.attach_auth` (relay and token), :mod:`.attach_api` (HTTP),
+:mod:`.attach_state` (what the log says), :mod:`.attach_render` (lines),
+:mod:`.attach_term` (prompt line and keys).
+
+Run it alone as ``python -m daemon.attach SESSION_ID [--relay URL] [--token TOKEN]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import random
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
+from typing import TypeVar
+
+import attrs
+import httpx
+import trio
+
+import wire
+
+from .attach_api import PAGE, LogEntry, NoSuchSession, SessionApi, TokenRejected
+from .attach_auth import Target, resolve_target, tokens_path
+from .attach_render import Style, clean, render_entry, render_header
+from .attach_state import Gap, SessionView
+from .attach_term import Console, CtrlC, EndOfInput, Submit, cbreak, keys
+from .errors import DaemonError, RelayRejected, RelayUnreachable
+
+__all__ = ["Attach", "add_attach_parser", "main", "run_attach"]
+
+DESCRIPTION = """\
+Show a session's history and live events, send it messages and answer its permission
+requests, from a terminal: plain lines, with a prompt line at the bottom. Without a
+terminal the output is plain lines, input is read line by line, and the end of input
+leaves once the history is shown (`rcd attach S </dev/null` prints the log)."""
+
+KEYS_HELP = """\
+keys and commands (in the session):
+  TEXT, Enter    send TEXT to the agent; shown as "sending…" until the session echoes it
+  y | n [WHY]    answer the oldest open permission request: allow, or deny (telling why)
+  /interrupt     stop the agent's current turn (the session stays)
+  /stop          end the session (its worktree is kept if it holds work)
+  /resume        start an ended session again
+  /help          list these
+  /quit, Ctrl-D  leave; the session goes on without you
+  //TEXT         send a message that starts with "/"
+  Ctrl-C         clear the line being typed; on an empty line, interrupt the agent's turn
+                 if it is working; pressed twice within 2 s, leave
+
+relay: --relay URL, else `relay` in ~/.config/rcd/config.toml, else the relay that
+`rcd start` embeds on this machine.
+token: --token, else $RCD_TOKEN, else the one stored for the relay in
+~/.config/rcd/tokens.json; for the embedded relay a device token named attach@HOST is
+created once and stored there (mode 0600). Elsewhere create one where the relay runs with
+`rcd relay token create --name NAME`.
+
+While the relay is unreachable attach retries with backoff and says so; messages typed
+meanwhile are sent once it is back. Exit status: 0 when you leave, 1 for an unknown
+session, a refused token or a configuration problem, 128+N on signal N.
+"""
+
+T = TypeVar("T")
+
+#: Two Ctrl-C within this many seconds leave.
+DOUBLE_CTRL_C = 2.0
+#: On leaving, messages and answers still being posted get this long to reach the relay.
+DRAIN_TIMEOUT = 5.0
+
+
+def add_attach_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``attach`` to ``rcd``'s subcommands (dispatch with :func:`run_attach`)."""
+    parser = subparsers.add_parser(
+        "attach",
+        help="follow a session in this terminal and talk to it",
+        description=DESCRIPTION,
+        epilog=KEYS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("session_id", metavar="SESSION_ID", help="the session, e.g. ses_9a1b...")
+    parser.add_argument("--relay", metavar="URL", help="the relay (default: see below)")
+    parser.add_argument("--token", metavar="TOKEN", help="a device token (default: see below)")
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    """Run ``rcd attach`` with parsed ``args``; returns the exit status."""
+    try:
+        target = resolve_target(args.relay, args.token, os.environ)
+    except DaemonError as exc:
+        print(f"rcd attach: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Agent output in a terminal that cannot show it: a "?" rather than a crash.
+        sys.stdout.reconfigure(errors="replace")
+    tty_out = sys.stdout.isatty()
+    interactive = tty_out and _isatty(0)
+    style = Style(color=tty_out and not os.environ.get("NO_COLOR") and _term() != "dumb")
+    console = Console(out=sys.stdout, interactive=interactive)
+    if target.source == "minted":
+        console.print(
+            [style.dim(f"created device token {target.token_name!r}; stored in {tokens_path()}")]
+        )
+    try:
+        with cbreak(0) if interactive else nullcontext():
+            try:
+                return trio.run(_attach, target, args.session_id, console, style)
+            finally:
+                console.close()
+    except TokenRejected as exc:
+        print(f"rcd attach: {exc}{_token_hint(target)}", file=sys.stderr)
+    except DaemonError as exc:
+        print(f"rcd attach: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _term() -> str:
+    return os.environ.get("TERM", "")
+
+
+def _token_hint(target: Target) -> str:
+    if target.source in ("tokens.json", "minted"):
+        return (
+            f" (it is stored in {tokens_path()}: remove its entry for {target.relay}, "
+            "or pass --token)"
+        )
+    return " (create a new one with `rcd relay token create --name NAME` where the relay runs)"
+
+
+async def _attach(target: Target, session_id: str, console: Console, style: Style) -> int:
+    async with httpx.AsyncClient(timeout=15.0) as http:
+        api = SessionApi(http=http, relay=target.relay, token=target.token, session_id=session_id)
+        return await Attach(api=api, console=console, style=style).run()
+
+
+def backoff(attempt: int, cap: float) -> float:
+    """Exponential backoff with jitter: 0.25-0.5 s after the first failure, up to ``cap``."""
+    delay: float = min(cap, 0.5 * 2.0 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@attrs.define(eq=False)
+class Attach:
+    """One attached terminal. :meth:`run` returns the exit status, or raises
+    :class:`NoSuchSession`, :class:`TokenRejected` or another ``DaemonError`` that makes
+    retrying pointless."""
+
+    api: SessionApi
+    console: Console
+    style: Style
+    input_fd: int = 0
+    backoff_cap: float = 10.0
+    view: SessionView = attrs.Factory(SessionView)
+    connected: bool = False
+    _live: bool = False
+    _announced: str | None = None
+    _quit: trio.Event = attrs.Factory(trio.Event)
+    _history_shown: trio.Event = attrs.Factory(trio.Event)
+    _exit_code: int = 0
+    _error: DaemonError | None = None
+    _last_ctrl_c: float = -math.inf
+    _posts: int = 0
+    _posts_done: trio.Event = attrs.Factory(trio.Event)
+    _nursery: trio.Nursery | None = None
+
+    async def run(self) -> int:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._watch_signals)
+            nursery.start_soon(self._follow_or_fail)
+            nursery.start_soon(self._read_input)
+            await self._quit.wait()
+            if self._posts and self._error is None:
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await self._posts_done.wait()
+                if self._posts:
+                    self._say(self.style.red(f"leaving with {self._posts} input(s) not sent"))
+            nursery.cancel_scope.cancel()
+        if self._error is not None:
+            raise self._error
+        return self._exit_code
+
+    def _leave(self, code: int) -> None:
+        if not self._quit.is_set():
+            self._exit_code = code
+            self._quit.set()
+
+    def _say(self, *lines: str) -> None:
+        self.console.print(lines)
+
+    # -- the log --------------------------------------------------------------------
+
+    async def _follow_or_fail(self) -> None:
+        try:
+            await self._follow()
+        except DaemonError as exc:
+            # Final (unknown session, refused token, a refusal that retrying cannot fix).
+            self._error = exc
+            self._quit.set()
+
+    async def _follow(self) -> None:
+        info = await self._retrying(self.api.session)
+        self.view.state = info.state
+        self.connected = True
+        self.console.print(render_header(info, self.api.relay, self.style))
+        # The history as JSON pages, then the stream from the last event shown. A gap in a
+        # page (never expected) just ends the history early: the stream fills it.
+        while True:
+            page = await self._retrying(lambda: self.api.events_after(self.view.last_seq))
+            try:
+                for entry in page:
+                    self._show(entry)
+            except Gap:
+                break
+            if len(page) < PAGE:
+                break
+        self._say(self.style.dim(f"── {self.view.last_seq} events so far; live from here ──"))
+        self._live = True
+        self._history_shown.set()
+        self._refresh()
+        attempt = 0
+
+        def opened() -> None:
+            nonlocal attempt
+            if not self.connected:
+                self._say(self.style.green("reconnected"))
+            self.connected, attempt = True, 0
+            self._refresh()
+
+        while True:
+            try:
+                async for entry in self.api.stream(self.view.last_seq, on_open=opened):
+                    self._show(entry)
+                detail = "the relay ended the stream"
+            except RelayUnreachable as exc:
+                detail = exc.detail
+            except (Gap, RelayRejected) as exc:
+                detail = str(exc)
+            self.connected = False
+            attempt += 1
+            delay = backoff(attempt, self.backoff_cap)
+            self._say(self.style.yellow(f"reconnecting… ({detail}); next try in {delay:.1f}s"))
+            self._refresh()
+            await trio.sleep(delay)
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                result = await call()
+            except RelayUnreachable as exc:
+                attempt += 1
+                delay = backoff(attempt, self.backoff_cap)
+                self._say(
+                    self.style.yellow(
+                        f"cannot reach the relay at {self.api.relay} ({exc.detail}); "
+                        f"retrying in {delay:.1f}s"
+                    )
+                )
+                self.console.set_prompt("waiting for the relay… ")
+                await trio.sleep(delay)
+                continue
+            if attempt:
+                self._say(self.style.green("connected"))
+            return result
+
+    def _show(self, entry: LogEntry) -> None:
+        if not self.view.accept(entry):
+            return  # already shown (a reconnect's backlog overlaps what we have)
+        self.console.print(render_entry(entry, self.view, self.style, self.console.width()))
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Redraw the prompt line from the current state (and, off a terminal, print the
+        permission question once per request, since there is no prompt line to show it)."""
+        request = self.view.next_request()
+        if not self.connected:
+            prompt = "reconnecting… > " if self._live else "connecting… > "
+        elif request is not None and self._live:
+            prompt = self.style.yellow("allow? [y/n]") + " "
+            if not self.console.interactive and self._announced != request.request_id:
+                self._say(self.style.yellow("allow? [y/n]"))
+        else:
+            sending = len(self.view.pending_messages)
+            prompt = self.view.state + (f" · {sending} sending" if sending else "") + " > "
+        self._announced = request.request_id if request is not None and self._live else None
+        self.console.set_prompt(prompt)
+
+    # -- input ----------------------------------------------------------------------
+
+    async def _read_input(self) -> None:
+        async for key in keys(self.input_fd, self.console):
+            match key:
+                case EndOfInput():
+                    # Off a terminal (``rcd attach S < /dev/null``) that still shows the
+                    # header and the history, or the error, before leaving.
+                    await self._history_shown.wait()
+                    self._leave(0)
+                    return
+                case CtrlC(discarded=discarded):
+                    self._ctrl_c(discarded)
+                case Submit(text=text):
+                    self._submit(text)
+
+    def _ctrl_c(self, discarded: str) -> None:
+        now = trio.current_time()
+        if discarded:
+            self._last_ctrl_c = -math.inf
+            return
+        if now - self._last_ctrl_c < DOUBLE_CTRL_C:
+            self._leave(0)
+            return
+        self._last_ctrl_c = now
+        if self.view.working:
+            self._say(self.style.dim("interrupting the agent… (Ctrl-C again within 2 s leaves)"))
+            self._spawn(self._action, "interrupt", self.api.interrupt)
+        else:
+            self._say(self.style.dim("nothing to interrupt; Ctrl-C again within 2 s leaves"))
+
+    def _submit(self, text: str) -> None:
+        line = text.strip()
+        if not line:
+            return
+        if line.startswith("/") and not line.startswith("//"):
+            self._command(line)
+            return
+        if line.startswith("//"):
+            text = line[1:]
+        request = self.view.next_request()
+        if request is not None:
+            word, _, why = line.partition(" ")
+            if word.lower() in ("y", "yes"):
+                self._decide(request, "allow", None)
+            elif word.lower() in ("n", "no"):
+                self._decide(request, "deny", why.strip() or None)
+            else:
+                self._say(
+                    self.style.yellow(
+                        "a permission request is waiting: answer y or n (n WHY tells the "
+                        "agent why), or /interrupt"
+                    )
+                )
+            return
+        self._send(text)
+
+    def _command(self, line: str) -> None:
+        name = line.split()[0].lower()
+        if name in ("/quit", "/q", "/exit"):
+            self._leave(0)
+        elif name == "/interrupt":
+            self._spawn(self._action, "interrupt", self.api.interrupt)
+        elif name == "/stop":
+            self._spawn(self._action, "stop", self.api.stop)
+        elif name == "/resume":
+            self._spawn(self._action, "resume", self.api.resume)
+        elif name == "/help":
+            self._say(*KEYS_HELP.split("\n\n")[0].splitlines())
+        else:
+            self._say(self.style.red(f"unknown command {clean(name)}; /help lists them"))
+
+    def _send(self, text: str) -> None:
+        message_id = str(uuid.uuid4())
+        self.view.pending_messages[message_id] = text
+        first, *rest = clean(text).split("\n")
+        more = f" (+{len(rest)} lines)" if rest else ""
+        self._say(self.style.dim(f"you (sending…): {first}{more}"))
+        self._refresh()
+        self._spawn(self._post_message, message_id, text)
+
+    def _decide(
+        self, request: wire.PermissionRequest, decision: wire.Decision, why: str | None
+    ) -> None:
+        self.view.answered.add(request.request_id)
+        self._refresh()
+        self._spawn(self._post_decision, request, decision, why)
+
+    # -- posting (in the background: input never waits on the network) -----------------
+
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        assert self._nursery is not None
+        self._posts += 1
+
+        async def counted() -> None:
+            try:
+                await fn(*args)
+            except DaemonError as exc:
+                if isinstance(exc, TokenRejected | NoSuchSession):
+                    self._error = exc
+                    self._quit.set()
+                else:
+                    self._say(self.style.red(str(exc)))
+            finally:
+                self._posts -= 1
+                if not self._posts:
+                    self._posts_done.set()
+                    self._posts_done = trio.Event()
+
+        self._nursery.start_soon(counted)
+
+    async def _post_message(self, message_id: str, text: str) -> None:
+        attempt = 0
+        while True:
+            try:
+                # The same id on every attempt: the relay delivers it once, however many
+                # attempts reached it before the network failed.
+                await self.api.post_message(message_id, text)
+                return
+            except RelayUnreachable:
+                attempt += 1
+                await trio.sleep(backoff(attempt, self.backoff_cap))
+            except RelayRejected as exc:
+                self.view.pending_messages.pop(message_id, None)
+                self._say(self.style.red(f"message not sent: {exc.message}"))
+                self._refresh()
+                return
+
+    async def _post_decision(
+        self, request: wire.PermissionRequest, decision: wire.Decision, why: str | None
+    ) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.api.decide(request.request_id, decision, why)
+                return
+            except RelayUnreachable:
+                attempt += 1
+                await trio.sleep(backoff(attempt, self.backoff_cap))
+            except RelayRejected as exc:
+                if exc.code != "permission_already_resolved":
+                    self.view.answered.discard(request.request_id)
+                self._say(self.style.red(f"answer not taken: {exc.message}"))
+                self._refresh()
+                return
+
+    async def _action(self, name: str, call: Callable[[], Awaitable[None]]) -> None:
+        # Not retried: an interrupt that arrives late would cut a later turn short.
+        try:
+            await call()
+        except RelayUnreachable as exc:
+            self._say(self.style.red(f"{name} not sent: {exc.detail}"))
+        except RelayRejected as exc:
+            self._say(self.style.red(f"{name} refused: {exc.message}"))
+        else:
+            self._say(self.style.dim(f"{name} sent"))
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                self._leave(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m daemon.attach SESSION_ID [--relay URL] [--token TOKEN]``."""
+    parser = argparse.ArgumentParser(prog="rcd")
+    add_attach_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["attach", *(sys.argv[1:] if argv is None else argv)])
+    return run_attach(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""``rcd attach``'s side of the client API (``docs/api.md``): one session, one token, over
+one injected ``httpx.AsyncClient``.
+
+Errors: a network failure or time-out is :class:`~daemon.errors.RelayUnreachable` (worth
+retrying); a 401 is :class:`TokenRejected` and a 404 ``not_found`` is :class:`NoSuchSession`
+(both final); any other refusal is :class:`~daemon.errors.RelayRejected`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, suppress
+from typing import Any
+
+import attrs
+import httpx
+import trio
+from httpx_sse import SSEError, aconnect_sse
+
+import wire
+
+from .errors import DaemonError, RelayRejected, RelayUnreachable
+
+__all__ = ["LogEntry", "NoSuchSession", "SessionApi", "TokenRejected", "parse_entry"]
+
+#: The relay sends a keep-alive comment after 15 s of silence; three missed ones mean the
+#: stream is dead even if TCP has not noticed (a laptop that slept, a NAT that forgot us).
+STREAM_READ_TIMEOUT = 45.0
+#: Most events one ``GET .../events`` returns (the relay's cap).
+PAGE = 1000
+
+
+class NoSuchSession(DaemonError):
+    def __init__(self, session_id: str, relay: str) -> None:
+        self.session_id = session_id
+        self.relay = relay
+        super().__init__(f"no session {session_id} on {relay}")
+
+
+class TokenRejected(DaemonError):
+    def __init__(self, relay: str) -> None:
+        self.relay = relay
+        super().__init__(f"the relay at {relay} refused the token: it is invalid or revoked")
+
+
+@attrs.frozen(kw_only=True)
+class LogEntry:
+    """One event of the session log. ``payload`` is its typed data, or None for a kind
+    this client does not know (a newer relay) or data that does not decode."""
+
+    seq: int
+    kind: str
+    at: float
+    data: dict[str, Any]
+    payload: wire.EventData | None
+
+
+def parse_entry(raw: str | bytes | dict[str, Any], fallback_seq: int | None = None) -> LogEntry:
+    """Read one event as the relay sends it. Lenient on purpose: an event this client cannot
+    decode is still shown (generically) and still advances ``seq``, so nothing gets stuck.
+
+    Raises ``ValueError`` only when not even the ``seq`` can be found.
+    """
+    obj: Any = raw
+    if not isinstance(raw, dict):
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+    if not isinstance(obj, dict):
+        obj = {}
+    seq = obj.get("seq", fallback_seq)
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ValueError(f"an event without a valid seq: {raw!r:.200}")
+    kind = obj.get("kind")
+    at = obj.get("at")
+    data = obj.get("data")
+    payload: wire.EventData | None = None
+    with suppress(wire.DecodeError, KeyError):
+        payload = wire.decode_event_data(wire.decode(wire.Event, obj))
+    return LogEntry(
+        seq=seq,
+        kind=kind if isinstance(kind, str) else "unknown",
+        at=float(at) if isinstance(at, int | float) and not isinstance(at, bool) else 0.0,
+        data=data if isinstance(data, dict) else {},
+        payload=payload,
+    )
+
+
+@attrs.define(eq=False)
+class SessionApi:
+    """The calls ``rcd attach`` makes for ``session_id``. Every call is cancellable."""
+
+    http: httpx.AsyncClient
+    relay: str
+    token: str
+    session_id: str
+    timeout: float = 15.0
+
+    @property
+    def _base(self) -> str:
+        return f"{self.relay}/api/sessions/{self.session_id}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            with trio.fail_after(self.timeout):
+                response = await self.http.request(
+                    method,
+                    self._base + path,
+                    content=None if body is None else wire.encode_json(body),
+                    headers={**self._headers(), "Content-Type": "application/json"},
+                )
+        except trio.TooSlowError:
+            raise RelayUnreachable(self.relay, f"no answer within {self.timeout:g}s") from None
+        except httpx.TransportError as exc:
+            raise RelayUnreachable(self.relay, _describe(exc)) from exc
+        self._raise_for_error(response)
+        return response.json() if response.content else None
+
+    def _raise_for_error(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        code, message = "http_error", response.reason_phrase or "error"
+        try:
+            error = response.json()["error"]
+            code, message = str(error["code"]), str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        if response.status_code == 401:
+            raise TokenRejected(self.relay)
+        if response.status_code == 404 and code == "not_found":
+            raise NoSuchSession(self.session_id, self.relay)
+        if response.status_code >= 500:
+            # A proxy in front of a relay that is down (502-504), or a relay bug: retry.
+            raise RelayUnreachable(self.relay, f"HTTP {response.status_code} ({message})")
+        raise RelayRejected(response.status_code, code, message)
+
+    async def session(self) -> wire.SessionInfo:
+        data = await self._call("GET", "")
+        try:
+            return wire.decode(wire.SessionInfo, data)
+        except wire.DecodeError as exc:
+            raise RelayRejected(200, "bad_session", str(exc)) from None
+
+    async def events_after(self, after: int) -> list[LogEntry]:
+        """At most :data:`PAGE` events with ``seq > after``, in seq order."""
+        data = await self._call("GET", f"/events?after={after}&limit={PAGE}")
+        events = data.get("events") if isinstance(data, dict) else None
+        if not isinstance(events, list):
+            raise RelayRejected(200, "bad_events", "the relay sent no event list")
+        return [parse_entry(e) for e in events if isinstance(e, dict)]
+
+    async def stream(
+        self, after: int, on_open: Callable[[], None] = lambda: None
+    ) -> AsyncIterator[LogEntry]:
+        """Yield the events after ``after`` (the backlog first), then live ones.
+
+        Returns when the relay ends the stream; raises :class:`RelayUnreachable` when the
+        connection fails or goes silent. ``on_open`` is called once the relay accepted it.
+        """
+        headers = {**self._headers(), "Last-Event-ID": str(after)}
+        timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT)
+        try:
+            async with aconnect_sse(
+                self.http, "GET", self._base + "/events", headers=headers, timeout=timeout
+            ) as source:
+                if source.response.status_code >= 400:
+                    await source.response.aread()
+                    self._raise_for_error(source.response)
+                on_open()
+                async with aclosing(source.aiter_sse()) as messages:
+                    async for message in messages:
+                        fallback = int(message.id) if message.id.isdigit() else None
+                        yield parse_entry(message.data, fallback)
+        except (httpx.TransportError, SSEError) as exc:
+            raise RelayUnreachable(self.relay, _describe(exc)) from exc
+
+    async def post_message(self, message_id: str, text: str) -> None:
+        await self._call("POST", "/messages", wire.PostMessage(id=message_id, text=text))
+
+    async def decide(self, request_id: str, decision: wire.Decision, message: str | None) -> None:
+        body = wire.PermissionDecision(decision=decision, message=message)
+        await self._call("POST", f"/permissions/{request_id}", body)
+
+    async def interrupt(self) -> None:
+        await self._call("POST", "/interrupt")
+
+    async def stop(self) -> None:
+        await self._call("POST", "/stop")
+
+    async def resume(self) -> None:
+        await self._call("POST", "/resume")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
