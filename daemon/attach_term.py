@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import shutil
 import termios
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -23,6 +24,8 @@ from typing import TextIO
 
 import attrs
 import trio
+
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 __all__ = ["Console", "CtrlC", "EndOfInput", "Key", "LineEditor", "Submit", "cbreak", "keys"]
 
@@ -114,9 +117,11 @@ class Console:
     interactive: bool
     editor: LineEditor = attrs.Factory(LineEditor)
     prompt: str = ""
+    #: A fixed width; None asks the terminal each time (it may have been resized).
+    columns: int | None = None
 
     def width(self) -> int:
-        return shutil.get_terminal_size((100, 24)).columns
+        return self.columns or shutil.get_terminal_size((100, 24)).columns
 
     def print(self, lines: Iterable[str]) -> None:
         """Print ``lines`` above the prompt line."""
@@ -139,7 +144,7 @@ class Console:
 
     def _prompt_line(self) -> str:
         # Only what fits on one row: a wrapped prompt could not be cleared with \r\x1b[K.
-        room = max(8, self.width() - len(self.prompt) - 1)
+        room = max(8, self.width() - len(_SGR.sub("", self.prompt)) - 1)
         typed = self.editor.text
         return self.prompt + (typed if len(typed) <= room else "…" + typed[-(room - 1) :])
 

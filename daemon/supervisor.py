@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 import structlog
@@ -19,11 +20,15 @@ import trio
 import wire
 from spawn import AgentAdapter, SessionRuntime, SessionSnapshot, Workspace
 
-from .uplink import Uplink
-
-__all__ = ["Supervisor", "SupervisorStats"]
+__all__ = ["EventPublisher", "Supervisor", "SupervisorStats"]
 
 log = structlog.get_logger("daemon.supervisor")
+
+
+class EventPublisher(Protocol):
+    """Where session events go (the uplink); must not block."""
+
+    def publish(self, session_id: str, event: wire.Event) -> None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -41,7 +46,7 @@ class Supervisor:
     directory: Path
     spawn: wire.Spawn
     capacity: int
-    uplink: Uplink
+    uplink: EventPublisher
     env: dict[str, str] = attrs.Factory(lambda: dict(os.environ))
     stop_grace: float = 3.0
     clock: Callable[[], float] = time.time

@@ -170,3 +170,24 @@ async def test_a_missing_agent_is_an_error_event_not_a_crash(
     assert (await relay.session(session_id))["state"] == "ended"
     assert (await daemon.status())["environment"]["connected"] is True
     assert await daemon.stop() == 0
+
+
+async def test_concurrent_creates_never_exceed_capacity(
+    relay: Relay, tmp_path: Path, project: Path
+) -> None:
+    daemon = await start_daemon(relay, tmp_path / "home", project, "--capacity", "4")
+    statuses: list[int] = []
+
+    async def create() -> None:
+        r = await relay.create_session(daemon.environment_id, prompt="sleep 30")
+        statuses.append(r.status_code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(create)
+    assert sorted(statuses) == [201] * 4 + [409] * 16
+    with trio.fail_after(10):
+        while len((await daemon.status())["sessions"]) < 4:
+            await trio.sleep(0.05)
+    assert len((await daemon.status())["sessions"]) == 4
+    assert await daemon.stop() == 0
