@@ -12,7 +12,10 @@ from pathlib import Path
 
 import trio
 
+from .attach import add_attach_parser, run_attach
 from .errors import DaemonError
+from .options import add_start_options, port
+from .service import add_service_parser, run_service_command
 
 __all__ = ["build_parser", "main"]
 
@@ -23,37 +26,9 @@ rcd drives coding-agent sessions on this machine from a phone or any browser.
   rcd start --relay URL     run the daemon against a relay you host (pair first)
   rcd relay                 run a relay (the server phones and daemons connect to)
   rcd status                show what the daemon serving this directory runs
+  rcd attach SESSION_ID     follow and drive a session from this terminal
+  rcd service install       run `rcd start` as a systemd user service or launchd agent
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,65 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "127.0.0.1 and a sign-in link is printed. Stops gracefully on SIGTERM/SIGINT; a "
         "second signal forces.",
     )
-    start.add_argument(
-        "directory",
-        nargs="?",
-        default=".",
-        type=Path,
-        metavar="DIR",
-        help="the project directory (default: the current one)",
-    )
-    start.add_argument(
-        "--relay", metavar="URL", help="relay to register with (pair first: rcd pair)"
-    )
-    start.add_argument("--name", help="environment name shown in the app (default: DIR@hostname)")
-    start.add_argument(
-        "--spawn",
-        choices=["same-dir", "worktree"],
-        default="same-dir",
-        help="where sessions run (default: same-dir)",
-    )
-    start.add_argument(
-        "--capacity",
-        type=_positive_int,
-        default=32,
-        metavar="N",
-        help="most sessions at once; more are refused with at_capacity (default: 32)",
-    )
-    start.add_argument(
-        "--agent", default="claude", choices=["claude"], help="agent to run (default: claude)"
-    )
-    start.add_argument(
-        "--agent-bin", metavar="PATH", help="the agent's executable (default: found on PATH)"
-    )
-    start.add_argument(
-        "--outage-timeout",
-        type=_seconds,
-        default=600.0,
-        metavar="S",
-        help="exit non-zero after the relay is unreachable this long; 0 = never (default: 600)",
-    )
-    start.add_argument(
-        "--stop-timeout",
-        type=_seconds,
-        default=10.0,
-        metavar="S",
-        help="deadline for ending every session on stop (default: 10)",
-    )
-    start.add_argument(
-        "--relay-port",
-        type=_port,
-        default=7878,
-        metavar="PORT",
-        help="port of the embedded relay (default: 7878; 0 picks a free one)",
-    )
-    start.add_argument(
-        "--relay-data-dir",
-        type=Path,
-        metavar="DIR",
-        help="data directory of the embedded relay (default: ~/.local/share/rcd/relay)",
-    )
-    start.add_argument("--verbose", "-v", action="store_true", help="log more")
+    add_start_options(start)
 
     relay = sub.add_parser(
         "relay",
@@ -137,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise; a non-loopback bind needs --tls-cert/--tls-key or --insecure-http.",
     )
     relay.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    relay.add_argument("--port", type=_port, default=7878, help="port to bind (default: 7878)")
+    relay.add_argument("--port", type=port, default=7878, help="port to bind (default: 7878)")
     relay.add_argument("--data-dir", type=Path, help="where the relay keeps its database")
     relay.add_argument(
         "--public-url", metavar="URL", help="the URL clients use (for links it prints)"
@@ -183,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("relay_url", metavar="RELAY_URL")
     pair.add_argument("code", metavar="CODE")
 
+    add_service_parser(sub)
+    add_attach_parser(sub)
+
     status = sub.add_parser("status", help="show the daemon serving a directory and its sessions")
     status.add_argument("directory", nargs="?", default=".", type=Path, metavar="DIR")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -200,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _pair(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "service":
+            return run_service_command(args)
+        if args.command == "attach":
+            return run_attach(args)
     except DaemonError as exc:
         print(f"rcd: {exc}", file=sys.stderr)
         return 1

@@ -23,7 +23,9 @@ import trio
 
 import wire
 from spawn import AgentAdapter, ClaudeCode
+from worktrees import WorktreeError, Worktrees
 
+from . import sdnotify
 from .control import serve_control
 from .display import DisplayState, SessionLine, TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
@@ -149,6 +151,11 @@ async def run_daemon(
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not a directory")
     adapter = make_adapter(options)
+    if options.spawn == "worktree":
+        try:
+            await Worktrees.open(directory)
+        except WorktreeError as exc:
+            raise ConfigError(str(exc)) from None
     stopper = _Stopper()
     async with httpx.AsyncClient(timeout=15.0) as http, trio.open_nursery() as root:
         root.start_soon(stopper.watch_signals)
@@ -180,6 +187,7 @@ async def run_daemon(
         env_id = registration.environment_id
         structlog.contextvars.bind_contextvars(environment_id=env_id)
         log.info("registered", relay=relay_url, name=name, capacity=options.capacity)
+        sdnotify.notify_ready()  # systemd (Type=notify): up once registered
 
         uplink = Uplink(client=client)
         await root.start(uplink.run)
@@ -193,6 +201,7 @@ async def run_daemon(
             env=dict(os.environ),
         )
         await root.start(supervisor.run)
+        await supervisor.report_leftovers()
         link = RelayLink(
             client=client,
             environment_id=env_id,
@@ -242,6 +251,10 @@ async def run_daemon(
                         "pid": s.pid,
                     }
                     for s in stats.sessions
+                ],
+                "kept_worktrees": [
+                    {"path": k.path, "branch": k.branch, "reasons": list(k.reasons)}
+                    for k in stats.kept_worktrees
                 ],
             }
 
@@ -308,6 +321,7 @@ async def run_daemon(
             root.start_soon(show)
 
         await stopper.requested.wait()
+        sdnotify.notify_stopping()
         # 1. Stop taking work: no new directives, no new sessions.
         supervisor.stop_accepting()
         link_scope.cancel()

@@ -22,222 +22,45 @@ import string
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import attrs
 
 from .errors import ConfigError, DaemonError, NotPaired
+from .options import add_start_options, start_args
 from .paths import config_dir, default_relay, load_credential, normalise_relay_url
 
 __all__ = [
-    "START_OPTIONS",
     "ServiceOptions",
     "add_service_parser",
-    "add_start_options",
-    "port",
-    "positive_int",
     "rcd_command",
     "render_launchd_plist",
     "render_systemd_unit",
     "run_service_command",
-    "seconds",
     "service_options",
-    "start_args",
 ]
 
 Platform = Literal["linux", "macos"]
 
-_REPO = Path(__file__).resolve().parents[1]
-SYSTEMD_TEMPLATE = _REPO / "systemd" / "rcd.service.in"
-LAUNCHD_TEMPLATE = _REPO / "launchd" / "org.rcd.daemon.plist.in"
+
+def _template(folder: str, name: str) -> Path:
+    """A service template: from the source tree, else where ``pip install`` put it
+    (``<prefix>/share/rcd/<folder>/``, see ``[tool.setuptools.data-files]``)."""
+    source = Path(__file__).resolve().parents[1] / folder / name
+    if source.exists():
+        return source
+    return Path(sys.prefix) / "share" / "rcd" / folder / name
+
+
+SYSTEMD_TEMPLATE = _template("systemd", "rcd.service.in")
+LAUNCHD_TEMPLATE = _template("launchd", "org.rcd.daemon.plist.in")
 LINGER_DIR = Path("/var/lib/systemd/linger")
 STOP_MARGIN = 15
 """Seconds the service manager waits beyond ``--stop-timeout`` before SIGKILL."""
 COMMAND_TIMEOUT = 300.0
 """Per systemctl/launchctl call. ``systemctl start`` waits for READY=1 (up to TimeoutStartSec)."""
-
-
-# -- the options of `rcd start` (shared with daemon/cli.py) ---------------------------------
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
-    return value
-
-
-def _format_seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _absolute(value: Path) -> str:
-    # The service runs in DIR, not where `rcd service install` ran: pin relative paths now.
-    return str(Path(value).expanduser().absolute())
-
-
-def _executable(value: str) -> str:
-    # A bare name ("claude") is looked up on the service's PATH; a path is pinned.
-    return _absolute(Path(value)) if "/" in value or value.startswith("~") else value
-
-
-@attrs.frozen(kw_only=True)
-class StartOption:
-    """One option of ``rcd start``: how argparse reads it and how a service passes it on."""
-
-    flags: tuple[str, ...]
-    help: str
-    default: Any = None
-    parse: Callable[[str], Any] | None = None
-    choices: tuple[str, ...] | None = None
-    metavar: str | None = None
-    store_true: bool = False
-    always: bool = False
-    """Written into the service even at its default (the service's stop deadline uses it)."""
-    render: Callable[[Any], str] = str
-
-    @property
-    def dest(self) -> str:
-        return self.flags[0].removeprefix("--").replace("-", "_")
-
-
-START_OPTIONS: tuple[StartOption, ...] = (
-    StartOption(
-        flags=("--relay",),
-        metavar="URL",
-        help="relay to register with (pair first: rcd pair)",
-        render=normalise_relay_url,
-    ),
-    StartOption(
-        flags=("--name",), help="environment name shown in the app (default: DIR@hostname)"
-    ),
-    StartOption(
-        flags=("--spawn",),
-        choices=("same-dir", "worktree"),
-        default="same-dir",
-        help="where sessions run (default: same-dir)",
-    ),
-    StartOption(
-        flags=("--capacity",),
-        parse=positive_int,
-        default=32,
-        metavar="N",
-        help="most sessions at once; more are refused with at_capacity (default: 32)",
-    ),
-    StartOption(
-        flags=("--agent",),
-        default="claude",
-        choices=("claude",),
-        help="agent to run (default: claude)",
-    ),
-    StartOption(
-        flags=("--agent-bin",),
-        metavar="PATH",
-        help="the agent's executable (default: found on PATH)",
-        render=_executable,
-    ),
-    StartOption(
-        flags=("--outage-timeout",),
-        parse=seconds,
-        default=600.0,
-        metavar="S",
-        help="exit non-zero after the relay is unreachable this long; 0 = never (default: 600)",
-        render=_format_seconds,
-    ),
-    StartOption(
-        flags=("--stop-timeout",),
-        parse=seconds,
-        default=10.0,
-        metavar="S",
-        help="deadline for ending every session on stop (default: 10)",
-        render=_format_seconds,
-        always=True,
-    ),
-    StartOption(
-        flags=("--relay-port",),
-        parse=port,
-        default=7878,
-        metavar="PORT",
-        help="port of the embedded relay (default: 7878; 0 picks a free one)",
-    ),
-    StartOption(
-        flags=("--relay-data-dir",),
-        parse=Path,
-        metavar="DIR",
-        help="data directory of the embedded relay (default: ~/.local/share/rcd/relay)",
-        render=_absolute,
-    ),
-    StartOption(flags=("--verbose", "-v"), store_true=True, help="log more"),
-)
-
-
-def add_start_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``[DIR]`` and every option of ``rcd start``, with its type, choices and default."""
-    parser.add_argument(
-        "directory",
-        nargs="?",
-        default=".",
-        type=Path,
-        metavar="DIR",
-        help="the project directory (default: the current one)",
-    )
-    for option in START_OPTIONS:
-        if option.store_true:
-            parser.add_argument(*option.flags, action="store_true", help=option.help)
-            continue
-        kwargs: dict[str, Any] = {"help": option.help}
-        if option.default is not None:
-            kwargs["default"] = option.default
-        if option.parse is not None:
-            kwargs["type"] = option.parse
-        if option.choices is not None:
-            kwargs["choices"] = list(option.choices)
-        if option.metavar is not None:
-            kwargs["metavar"] = option.metavar
-        parser.add_argument(*option.flags, **kwargs)
-
-
-def start_args(args: argparse.Namespace) -> list[str]:
-    """The start options in ``args`` as ``--flag=value`` words (not ``start``, not DIR).
-
-    Options left at their default are omitted, except those marked ``always``. The
-    ``--flag=value`` form keeps a value that starts with '-' from reading as an option.
-    Raises :class:`ConfigError` for a value ``rcd start`` would refuse (a bad relay URL).
-    """
-    words: list[str] = []
-    for option in START_OPTIONS:
-        value = getattr(args, option.dest)
-        if option.store_true:
-            if value:
-                words.append(option.flags[0])
-        elif value is not None and (option.always or value != option.default):
-            words.append(f"{option.flags[0]}={option.render(value)}")
-    return words
 
 
 # -- what a service runs ---------------------------------------------------------------------
@@ -449,6 +272,7 @@ class _Manager(Protocol):
     @property
     def path(self) -> Path: ...
     def render(self, rcd_argv: Sequence[str]) -> bytes: ...
+    def prepare(self) -> None: ...
     def install_steps(self, *, changed: bool) -> list[list[str]]: ...
     def is_installed(self) -> bool: ...
     def stop_steps(self) -> list[list[str]]: ...
@@ -469,6 +293,9 @@ class _Systemd:
 
     def render(self, rcd_argv: Sequence[str]) -> bytes:
         return render_systemd_unit(self.opts, rcd_argv).encode()
+
+    def prepare(self) -> None:
+        pass
 
     def _systemctl(self, *words: str) -> list[str]:
         return ["systemctl", "--user", *words]
@@ -512,7 +339,7 @@ class _Systemd:
                 "systemctl cannot reach your user's systemd instance: run this from a login "
                 "session (XDG_RUNTIME_DIR set, usually /run/user/UID), or enable lingering"
             )
-        if ran.argv[-1] == self.opts.unit_name and "start" in " ".join(ran.argv[2:]):
+        if ran.returncode is not None and self.opts.unit_name in ran.argv:
             return f"see why: journalctl --user -u {self.opts.unit_name} -n 50"
         return None
 
@@ -534,12 +361,14 @@ class _Launchd:
         return f"{self.domain}/{self.opts.label}"
 
     def render(self, rcd_argv: Sequence[str]) -> bytes:
+        return render_launchd_plist(self.opts, rcd_argv)
+
+    def prepare(self) -> None:
         log_dir = launchd_log_path(self.opts).parent
         try:
             log_dir.mkdir(parents=True, exist_ok=True)  # launchd creates the file, not its folder
         except OSError as exc:
             raise ConfigError(f"cannot create {log_dir}: {exc}") from exc
-        return render_launchd_plist(self.opts, rcd_argv)
 
     def _loaded(self) -> bool:
         return _run(["launchctl", "print", self.target]).ok
@@ -664,7 +493,11 @@ def _install(manager: _Manager, opts: ServiceOptions, args: argparse.Namespace) 
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     _write_file(path, content)
     print(f"wrote {path}")
-    steps = manager.install_steps(changed=previous is not None and previous != content)
+    manager.prepare()
+    changed = previous is not None and previous != content
+    if changed:
+        print("the options changed: restarting the daemon (its running sessions end)")
+    steps = manager.install_steps(changed=changed)
     if not _run_steps(manager, steps):
         print(f"{path} stays in place.", file=sys.stderr)
         return 1

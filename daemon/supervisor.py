@@ -18,9 +18,10 @@ import structlog
 import trio
 
 import wire
-from spawn import AgentAdapter, SessionRuntime, SessionSnapshot, Workspace
+from spawn import AgentAdapter, Kept, SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
+from worktrees import Worktree, WorktreeError, Worktrees
 
-__all__ = ["EventPublisher", "Supervisor", "SupervisorStats"]
+__all__ = ["EventPublisher", "KeptWorktree", "Supervisor", "SupervisorStats"]
 
 log = structlog.get_logger("daemon.supervisor")
 
@@ -32,12 +33,20 @@ class EventPublisher(Protocol):
 
 
 @attrs.frozen(kw_only=True)
+class KeptWorktree:
+    path: str
+    branch: str | None
+    reasons: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
 class SupervisorStats:
     capacity: int
     spawn: wire.Spawn
     active: int
     applied_through: int
     sessions: tuple[SessionSnapshot, ...]
+    kept_worktrees: tuple[KeptWorktree, ...]
 
 
 @attrs.define(eq=False)
@@ -54,8 +63,14 @@ class Supervisor:
     applied_through: int = 0
     sessions: dict[str, SessionRuntime] = attrs.Factory(dict)
     _ended: set[str] = attrs.Factory(set)
+    worktree_timeout: float = 60.0
+    #: Worktrees (or their branches) kept because they hold work, for `rcd status`.
+    kept_worktrees: list[KeptWorktree] = attrs.Factory(list)
     _nursery: trio.Nursery | None = None
     _accepting: bool = True
+    _worktrees: Worktrees | None = None
+    _worktrees_lock: trio.Lock = attrs.Factory(trio.Lock)
+    _worktree_of: dict[str, Worktree] = attrs.Factory(dict)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions' nursery until cancelled (use :meth:`stop_all` first to be kind)."""
@@ -168,15 +183,15 @@ class Supervisor:
 
         async def prepare() -> Workspace:
             if cwd is not None:
+                if not await trio.Path(cwd).is_dir():
+                    raise WorkspaceError(f"the session's directory {cwd} no longer exists")
                 return Workspace(cwd=cwd, spawn=spawn, branch=branch)
             if spawn == "worktree":
-                from spawn import WorkspaceError
-
-                raise WorkspaceError("worktree sessions are not available yet; use same-dir")
+                return await self._create_worktree(session_id, title)
             return Workspace(cwd=str(self.directory), spawn="same-dir")
 
-        async def release(workspace: Workspace) -> bool:
-            return False
+        async def release(workspace: Workspace) -> Kept:
+            return await self._release_worktree(session_id, workspace)
 
         runtime = SessionRuntime(
             session_id=session_id,
@@ -204,6 +219,64 @@ class Supervisor:
         finally:
             self.sessions.pop(runtime.session_id, None)
             self._ended.add(runtime.session_id)
+
+    # -- worktrees -------------------------------------------------------------------------
+
+    async def worktrees(self) -> Worktrees:
+        """The repository's worktree manager (opened on first use; raises WorktreeError)."""
+        async with self._worktrees_lock:
+            if self._worktrees is None:
+                self._worktrees = await Worktrees.open(self.directory)
+            return self._worktrees
+
+    async def report_leftovers(self) -> None:
+        """Find worktrees an earlier run left under ``.rcd/worktrees`` and report them (log,
+        `rcd status`). Never deletes anything. Silent when the directory is not a repository."""
+        try:
+            manager = await self.worktrees()
+            leftovers = await manager.leftovers()
+        except WorktreeError:
+            return
+        for leftover in leftovers:
+            log.warning("worktree_left_by_earlier_run", summary=leftover.summary)
+            self.kept_worktrees.append(
+                KeptWorktree(
+                    path=str(leftover.worktree.path),
+                    branch=leftover.worktree.branch,
+                    reasons=leftover.state.kept_reasons or ("left by an earlier run",),
+                )
+            )
+
+    async def _create_worktree(self, session_id: str, title: str | None) -> Workspace:
+        try:
+            manager = await self.worktrees()
+            with trio.fail_after(self.worktree_timeout):
+                worktree = await manager.create(title, session_id)
+        except WorktreeError as exc:
+            raise WorkspaceError(str(exc)) from exc
+        except trio.TooSlowError:
+            raise WorkspaceError(
+                f"creating a worktree took over {self.worktree_timeout:.0f}s"
+            ) from None
+        self._worktree_of[session_id] = worktree
+        return Workspace(cwd=str(worktree.path), spawn="worktree", branch=worktree.branch)
+
+    async def _release_worktree(self, session_id: str, workspace: Workspace) -> Kept:
+        if workspace.spawn != "worktree":
+            return Kept(kept=False)
+        manager = await self.worktrees()
+        worktree = self._worktree_of.pop(session_id, None) or await manager.find(workspace.cwd)
+        if worktree is None:
+            return Kept(kept=True, reasons=("not a worktree rcd knows",))
+        released = await manager.release(worktree)
+        if released.kept:
+            self.kept_worktrees.append(
+                KeptWorktree(
+                    path=str(worktree.path), branch=worktree.branch, reasons=released.kept_reasons
+                )
+            )
+            log.info("worktree_kept", path=str(worktree.path), reasons=released.kept_reasons)
+        return Kept(kept=released.kept, reasons=released.kept_reasons)
 
     # -- teardown --------------------------------------------------------------------------
 
@@ -239,4 +312,5 @@ class Supervisor:
             active=self.active(),
             applied_through=self.applied_through,
             sessions=tuple(r.snapshot() for r in self.sessions.values()),
+            kept_worktrees=tuple(self.kept_worktrees),
         )

@@ -11,7 +11,7 @@ from .adapter import (
 )
 from .claude import ClaudeCode, parse_line
 from .errors import AgentNotFound, AgentProtocolError, SpawnError
-from .session import SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
+from .session import Kept, SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
 
 __all__ = [
     "AgentAdapter",
@@ -23,6 +23,7 @@ __all__ = [
     "AgentProtocolError",
     "ClaudeCode",
     "EventSink",
+    "Kept",
     "PermissionCancelled",
     "SessionRuntime",
     "SessionSnapshot",

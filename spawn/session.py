@@ -29,7 +29,7 @@ from .adapter import (
 )
 from .errors import AgentNotFound, SpawnError
 
-__all__ = ["SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
+__all__ = ["Kept", "SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
 
 log = structlog.get_logger("spawn.session")
 
@@ -48,6 +48,14 @@ class Workspace:
 
 
 @attrs.frozen(kw_only=True)
+class Kept:
+    """What releasing a workspace left in place, and why (for ``session_ended``)."""
+
+    kept: bool
+    reasons: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class SessionSnapshot:
     id: str
     title: str | None
@@ -62,8 +70,8 @@ class SessionSnapshot:
 
 #: Prepares the workspace (may create a worktree); raises WorkspaceError.
 Prepare = Callable[[], Awaitable[Workspace]]
-#: Releases it when the session ends; returns True when the worktree was kept.
-Release = Callable[[Workspace], Awaitable[bool]]
+#: Releases it when the session ends; says what was kept (never loses work).
+Release = Callable[[Workspace], Awaitable[Kept]]
 
 UserInput = wire.SendMessage | wire.DecidePermission | wire.Interrupt | wire.StopSession
 
@@ -232,6 +240,10 @@ class SessionRuntime:
             if self.end_reason is None:
                 self.end_reason = "stopped" if item.origin != "daemon_stopped" else item.origin
             self._set_state("ending")
+            if self._in_turn:
+                # A busy agent given only EOF finishes its turn first (minutes, maybe);
+                # interrupted, it stops within milliseconds and its transcript stays whole.
+                await handle.interrupt()
             await handle.stop(self.stop_grace)
 
     async def _send_next(self) -> None:
@@ -300,19 +312,22 @@ class SessionRuntime:
             with trio.move_on_after(self.stop_grace * 2 + 1):
                 await self.handle.stop(self.stop_grace)
         self._set_state("ending")
-        kept = False
+        kept = Kept(kept=False)
         if self.workspace is not None:
+            # Until release says otherwise, the workspace is there: a release that times out
+            # or fails must not be reported as a clean removal.
+            kept = Kept(kept=True, reasons=("not released",))
             try:
                 with trio.move_on_after(30):
                     kept = await self.release(self.workspace)
             except SpawnError as exc:
                 self._emit(wire.Error(code="workspace_release_failed", message=str(exc)))
-                kept = True
         self._emit(
             wire.SessionEnded(
                 reason=self.end_reason or "ended",
-                worktree_kept=kept,
+                worktree_kept=kept.kept,
                 branch=self.workspace.branch if self.workspace else None,
+                kept_reasons=list(kept.reasons),
             )
         )
         self.state = "ended"

@@ -4,11 +4,13 @@ the public API with a device token."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,26 @@ import trio
 from relay import RelayConfig, RunningRelay, admin, serve_relay
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_AGENT = str(REPO / "tests" / "fakes" / "tiny_agent.py")
+TINY_AGENT_SCRIPT = REPO / "tests" / "fakes" / "tiny_agent.py"
+
+
+def _tiny_agent_launcher() -> str:
+    """An executable that runs the tiny agent with this very interpreter, skipping ``site``
+    and any version-manager shim on PATH (both cost tens of milliseconds per start)."""
+    # One file per interpreter and checkout, rewritten in place: nothing piles up in /tmp.
+    key = hashlib.sha256(f"{sys.executable}\0{TINY_AGENT_SCRIPT}".encode()).hexdigest()[:12]
+    launcher = Path(tempfile.gettempdir()) / f"rcd-tiny-agent-{os.getuid()}-{key}"
+    launcher.write_text(
+        # Linux passes everything after the interpreter as ONE argument: "-SE", not "-S -E".
+        f"#!{sys.executable} -SE\n"
+        "import runpy\n"
+        f"runpy.run_path({str(TINY_AGENT_SCRIPT)!r}, run_name='__main__')\n"
+    )
+    launcher.chmod(0o755)
+    return str(launcher)
+
+
+TINY_AGENT = _tiny_agent_launcher()
 
 Events = list[dict[str, Any]]
 

@@ -117,6 +117,9 @@ class SessionEnded:
     reason: str
     worktree_kept: bool
     branch: str | None
+    #: Why the worktree or its branch was kept ("uncommitted changes", "2 commits not in
+    #: its base"); empty when nothing was kept.
+    kept_reasons: list[str] = attrs.Factory(list)
 
 
 EventData = (

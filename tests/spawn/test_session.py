@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import wire
-from spawn import ClaudeCode, SessionRuntime, Workspace, WorkspaceError
+from spawn import ClaudeCode, Kept, SessionRuntime, Workspace, WorkspaceError
 
 TINY_AGENT = str(Path(__file__).parents[1] / "fakes" / "tiny_agent.py")
 
@@ -52,8 +52,8 @@ def make_runtime(
             raise WorkspaceError(prepare_error)
         return Workspace(cwd=str(tmp_path), spawn="same-dir")
 
-    async def release(workspace: Workspace) -> bool:
-        return False
+    async def release(workspace: Workspace) -> Kept:
+        return Kept(kept=False)
 
     return SessionRuntime(
         session_id="s1",
