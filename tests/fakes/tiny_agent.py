@@ -5,6 +5,7 @@ It stands in for the real CLI where a test (or a benchmark) must measure rcd rat
 model. Accepts the same flags as ``claude -p ... --permission-prompt-tool stdio`` and:
 
 * ``write PATH CONTENT`` asks ``can_use_tool`` for ``Write``; allowed → writes the file;
+* ``run COMMAND`` asks for ``Bash``; allowed → runs it in the agent's directory;
 * ``sleep SECONDS`` works that long (an ``interrupt`` control request cuts it short);
 * ``crash`` exits with status 3 at once; ``pid`` answers with its own process id;
 * anything else is answered ``echo: <text>``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import subprocess
 import sys
 import threading
 import time
@@ -84,6 +86,68 @@ def wait_control_response(request_id: str) -> dict[str, object] | None:
                 return inner
 
 
+def run_tool(name: str, tool_input: dict[str, object]) -> tuple[str, bool]:
+    """Do what an allowed tool does; returns (result text, is_error)."""
+    if name == "Write":
+        with open(str(tool_input["file_path"]), "w") as f:
+            f.write(str(tool_input["content"]))
+        return f"File created successfully at: {tool_input['file_path']}", False
+    done = subprocess.run(
+        str(tool_input["command"]), shell=True, capture_output=True, text=True, check=False
+    )
+    return (done.stdout + done.stderr).strip() or f"exit {done.returncode}", done.returncode != 0
+
+
+def use_tool(name: str, tool_input: dict[str, object], started: float) -> bool:
+    """Propose a tool use, ask for permission as Claude Code does, run it if allowed."""
+    tool_use_id = f"toolu_{uuid.uuid4().hex[:12]}"
+    assistant([{"type": "tool_use", "id": tool_use_id, "name": name, "input": tool_input}])
+    request_id = str(uuid.uuid4())
+    emit(
+        {
+            "type": "control_request",
+            "request_id": request_id,
+            "request": {
+                "subtype": "can_use_tool",
+                "tool_name": name,
+                "input": tool_input,
+                "tool_use_id": tool_use_id,
+                "permission_suggestions": [],
+            },
+        }
+    )
+    answer = wait_control_response(request_id)
+    if answer is None:
+        return False
+    if answer.get("behavior") == "allow":
+        updated = answer.get("updatedInput") or tool_input
+        assert isinstance(updated, dict)
+        content_out, is_error = run_tool(name, updated)
+    else:
+        content_out, is_error = str(answer.get("message", "denied")), True
+    emit(
+        {
+            "type": "user",
+            "session_id": STATE["session_id"],
+            "message": {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": tool_use_id,
+                        "content": content_out,
+                        "is_error": is_error,
+                    }
+                ],
+            },
+        }
+    )
+    denied = answer.get("behavior") != "allow"
+    assistant([{"type": "text", "text": "not written" if denied else "done"}])
+    result(True, started)
+    return True
+
+
 def turn(text: str) -> bool:
     started = time.monotonic()
     STATE["turn"] = int(STATE["turn"]) + 1
@@ -125,54 +189,10 @@ def turn(text: str) -> bool:
         return True
     if text.startswith("write "):
         _, path, content = text.split(" ", 2)
-        tool_use_id = f"toolu_{uuid.uuid4().hex[:12]}"
-        tool_input = {"file_path": path, "content": content}
-        assistant([{"type": "tool_use", "id": tool_use_id, "name": "Write", "input": tool_input}])
-        request_id = str(uuid.uuid4())
-        emit(
-            {
-                "type": "control_request",
-                "request_id": request_id,
-                "request": {
-                    "subtype": "can_use_tool",
-                    "tool_name": "Write",
-                    "input": tool_input,
-                    "tool_use_id": tool_use_id,
-                    "permission_suggestions": [],
-                },
-            }
-        )
-        answer = wait_control_response(request_id)
-        if answer is None:
-            return False
-        if answer.get("behavior") == "allow":
-            updated = answer.get("updatedInput") or tool_input
-            assert isinstance(updated, dict)
-            with open(str(updated["file_path"]), "w") as f:
-                f.write(str(updated["content"]))
-            content_out, is_error = f"File created successfully at: {path}", False
-        else:
-            content_out, is_error = str(answer.get("message", "denied")), True
-        emit(
-            {
-                "type": "user",
-                "session_id": STATE["session_id"],
-                "message": {
-                    "role": "user",
-                    "content": [
-                        {
-                            "type": "tool_result",
-                            "tool_use_id": tool_use_id,
-                            "content": content_out,
-                            "is_error": is_error,
-                        }
-                    ],
-                },
-            }
-        )
-        assistant([{"type": "text", "text": "done" if not is_error else "not written"}])
-        result(True, started)
-        return True
+        return use_tool("Write", {"file_path": path, "content": content}, started)
+    if text.startswith("run "):
+        command = text.removeprefix("run ")
+        return use_tool("Bash", {"command": command, "description": "run a command"}, started)
     assistant([{"type": "text", "text": f"echo: {text}"}])
     result(True, started)
     return True
