@@ -334,8 +334,15 @@ async def run_daemon(
                     supervisor.kill_all()
 
                 teardown.start_soon(force_on_second_signal)
+                stop_started = trio.current_time()
                 await supervisor.stop_all()
+                sessions_done = trio.current_time()
                 await uplink.drain()
+                log.info(
+                    "sessions_stopped",
+                    stop_ms=round((sessions_done - stop_started) * 1000, 1),
+                    flush_ms=round((trio.current_time() - sessions_done) * 1000, 1),
+                )
                 teardown.cancel_scope.cancel()
         if deadline.cancelled_caught:
             log.warning("stop_timeout", stop_timeout=options.stop_timeout, pending=uplink.pending())
@@ -346,6 +353,7 @@ async def run_daemon(
                 await client.goodbye(env_id)
             except (RelayUnreachable, RelayRejected) as exc:
                 log.warning("goodbye_failed", error=str(exc))
+        log.info("stopped")
         display_scope.cancel()
         root.cancel_scope.cancel()
     if stopper.error is not None:
