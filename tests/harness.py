@@ -205,8 +205,11 @@ async def start_daemon(
 ) -> Daemon:
     """Pair a throwaway home with ``relay``, start ``rcd start`` and wait until it is online."""
     env = home_env(home, extra_env)
-    code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
-    await rcd(env, "pair", relay.url, code)
+    credentials = home / ".config" / "rcd" / "credentials.json"
+    if not (credentials.exists() and relay.url in credentials.read_text()):
+        # Pair once per home, as a user does: a restart reuses the stored credential.
+        code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
+        await rcd(env, "pair", relay.url, code)
     log_path = home / "daemon.log"
     log_file = log_path.open("wb")
     process = await trio.lowlevel.open_process(
