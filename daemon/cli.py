@@ -12,6 +12,8 @@ from pathlib import Path
 
 import trio
 
+from relay import RelayError
+
 from .attach import add_attach_parser, run_attach
 from .errors import DaemonError
 from .options import add_start_options, port
@@ -129,7 +131,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # Errors raised inside a nursery arrive wrapped; a user sees the sentence, not a trace.
+        inner = _single(group)
+        if isinstance(inner, DaemonError | RelayError):
+            print(f"rcd: {inner}", file=sys.stderr)
+            return 1
+        if isinstance(inner, KeyboardInterrupt):
+            return 130
+        raise
     raise AssertionError(args.command)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups (or the group itself)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _start(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ non-zero, and the service manager restarts it.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 import attrs
@@ -16,6 +15,7 @@ import trio
 
 import wire
 
+from .backoff import full_jitter
 from .errors import DaemonError, RelayRejected, RelayUnreachable
 from .relay_client import RelayClient
 
@@ -65,10 +65,18 @@ class RelayLink:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the link until cancelled; raises :class:`OutageTimeout`."""
+        error: DaemonError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ack_loop)
             task_status.started()
-            await self._downlink_loop()
+            try:
+                await self._downlink_loop()
+            except DaemonError as exc:
+                # Raised below, outside the nursery, so callers get it bare (not in a group).
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
     async def _downlink_loop(self) -> None:
         attempt = 0
@@ -93,7 +101,9 @@ class RelayLink:
             if self.connected:
                 log.warning("link_down", detail=detail)
             self.connected = False
-            self._online = trio.Event()
+            if self._online.is_set():
+                # Waiters from now on wait for the next link; earlier ones already returned.
+                self._online = trio.Event()
             self._last_error = detail
             now = trio.current_time()
             if outage_since is None:
@@ -101,7 +111,7 @@ class RelayLink:
             elif self.outage_timeout and now - outage_since >= self.outage_timeout:
                 raise OutageTimeout(now - outage_since, detail)
             attempt += 1
-            delay = random.uniform(0, min(self.backoff_cap, 0.25 * 2**attempt))
+            delay = full_jitter(attempt, base=0.25, cap=self.backoff_cap)
             await trio.sleep(delay)
 
     async def _ack_loop(self) -> None:

@@ -8,7 +8,6 @@ events under one deadline (``--stop-timeout``) → goodbye → exit 0. A second 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import sys
@@ -26,6 +25,7 @@ from spawn import AgentAdapter, ClaudeCode
 from worktrees import WorktreeError, Worktrees
 
 from . import sdnotify
+from .backoff import full_jitter
 from .control import serve_control
 from .display import DisplayState, SessionLine, TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
@@ -91,7 +91,7 @@ async def _register(
             if outage and trio.current_time() - start >= outage:
                 raise
             attempt += 1
-            delay = random.uniform(0, min(30.0, 0.25 * 2**attempt))
+            delay = full_jitter(attempt, base=0.25, cap=30.0)
             log.warning("register_retry", error=str(exc), delay=round(delay, 2))
             await trio.sleep(delay)
 

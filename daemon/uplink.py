@@ -8,7 +8,6 @@ backoff; nothing is dropped while the relay is away.
 
 from __future__ import annotations
 
-import random
 from collections import deque
 
 import attrs
@@ -17,6 +16,7 @@ import trio
 
 import wire
 
+from .backoff import full_jitter
 from .errors import RelayRejected, RelayUnreachable
 from .relay_client import RelayClient
 
@@ -99,7 +99,7 @@ class Uplink:
                 except RelayUnreachable as exc:
                     self._failures += 1
                     attempt += 1
-                    delay = random.uniform(0, min(self.backoff_cap, 0.1 * 2**attempt))
+                    delay = full_jitter(attempt, base=0.1, cap=self.backoff_cap)
                     log.warning("uplink_retry", session_id=session_id, error=str(exc), delay=delay)
                     await trio.sleep(delay)
                     continue
@@ -107,7 +107,7 @@ class Uplink:
                     if exc.status in (401, 408, 429) or exc.status >= 500:
                         self._failures += 1
                         attempt += 1
-                        await trio.sleep(random.uniform(0, min(self.backoff_cap, 0.1 * 2**attempt)))
+                        await trio.sleep(full_jitter(attempt, base=0.1, cap=self.backoff_cap))
                         continue
                     # The relay will never take these events (unknown session, bad batch):
                     # keeping them would retry forever. Say so loudly.

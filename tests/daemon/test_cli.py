@@ -41,6 +41,7 @@ async def test_start_without_pairing_says_how_to_pair(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert b"not paired" in result.stderr and b"rcd pair http://127.0.0.1:9 CODE" in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 async def test_token_lifecycle(tmp_path: Path) -> None:
@@ -97,3 +98,4 @@ async def test_relay_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert b"refusing to serve plain HTTP on 0.0.0.0" in result.stderr
+    assert b"Traceback" not in result.stderr
