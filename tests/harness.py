@@ -51,6 +51,7 @@ class Relay:
     running: RunningRelay
     data_dir: Path
     client: httpx.AsyncClient
+    token: str
     #: Daemons started against this relay; :meth:`aclose` kills any still running.
     daemons: list[Daemon] = attrs.Factory(list)
 
@@ -123,15 +124,21 @@ class Relay:
         )
 
 
-async def start_relay(nursery: trio.Nursery, data_dir: Path, **config: Any) -> Relay:
+async def start_relay(
+    nursery: trio.Nursery, data_dir: Path, *, token: str | None = None, **config: Any
+) -> Relay:
+    """A relay on loopback (``port=0`` unless given) and a client with a device token
+    (a new one named "tests", or ``token`` when restarting on the same data dir)."""
+    config.setdefault("port", 0)
     running: RunningRelay = await nursery.start(
-        serve_relay, RelayConfig(host="127.0.0.1", port=0, data_dir=data_dir, **config)
+        serve_relay, RelayConfig(host="127.0.0.1", data_dir=data_dir, **config)
     )
-    token = await trio.to_thread.run_sync(admin.create_device_token, data_dir, "tests")
+    if token is None:
+        token = await trio.to_thread.run_sync(admin.create_device_token, data_dir, "tests")
     client = httpx.AsyncClient(
         base_url=running.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
-    return Relay(running=running, data_dir=data_dir, client=client)
+    return Relay(running=running, data_dir=data_dir, client=client, token=token)
 
 
 def home_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -202,14 +209,19 @@ async def start_daemon(
     *args: str,
     agent_bin: str = TINY_AGENT,
     extra_env: dict[str, str] | None = None,
+    via: str | None = None,
 ) -> Daemon:
-    """Pair a throwaway home with ``relay``, start ``rcd start`` and wait until it is online."""
+    """Pair a throwaway home with ``relay``, start ``rcd start`` and wait until it is online.
+
+    ``via`` is the URL the daemon uses to reach the relay (e.g. a flaky proxy in front of it).
+    """
+    relay_url = via or relay.url
     env = home_env(home, extra_env)
     credentials = home / ".config" / "rcd" / "credentials.json"
-    if not (credentials.exists() and relay.url in credentials.read_text()):
+    if not (credentials.exists() and relay_url in credentials.read_text()):
         # Pair once per home, as a user does: a restart reuses the stored credential.
         code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
-        await rcd(env, "pair", relay.url, code)
+        await rcd(env, "pair", relay_url, code)
     log_path = home / "daemon.log"
     log_file = log_path.open("wb")
     process = await trio.lowlevel.open_process(
@@ -220,7 +232,7 @@ async def start_daemon(
             "start",
             str(directory),
             "--relay",
-            relay.url,
+            relay_url,
             "--agent-bin",
             agent_bin,
             *args,
