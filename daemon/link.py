@@ -43,6 +43,8 @@ class RelayLink:
     environment_id: str
     apply: Callable[[int, wire.Directive], None]
     applied_through: Callable[[], int]
+    #: Called (in the event loop) after the relay acknowledged ``through``: persist it.
+    on_acked: Callable[[int], None] = lambda through: None
     outage_timeout: float = 600.0
     backoff_cap: float = 30.0
     connected: bool = False
@@ -125,6 +127,7 @@ class RelayLink:
             try:
                 await self.client.ack(self.environment_id, through)
                 self._acked = through
+                self.on_acked(through)
             except (RelayUnreachable, RelayRejected) as exc:
                 log.info("ack_failed", error=str(exc))
                 await trio.sleep(1)

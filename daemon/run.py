@@ -25,12 +25,13 @@ from spawn import AgentAdapter, ClaudeCode
 from worktrees import WorktreeError, Worktrees
 
 from . import sdnotify
+from .applied import AppliedStore
 from .backoff import full_jitter
 from .control import serve_control
 from .display import DisplayState, SessionLine, TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
 from .link import RelayLink
-from .paths import control_socket_path, data_dir, load_credential, normalise_relay_url
+from .paths import control_socket_path, data_dir, load_credential, normalise_relay_url, state_dir
 from .relay_client import RelayClient
 from .supervisor import Supervisor
 from .uplink import Uplink
@@ -192,6 +193,7 @@ async def run_daemon(
         uplink = Uplink(client=client)
         await root.start(uplink.run)
         _end_orphans(uplink, registration.open_sessions)
+        applied = AppliedStore(state_dir(), env_id)
         supervisor = Supervisor(
             adapter=adapter,
             directory=directory,
@@ -200,13 +202,25 @@ async def run_daemon(
             uplink=uplink,
             env=dict(os.environ),
         )
+        # Work the last run applied is not applied again; its sessions are over.
+        supervisor.applied_through = applied.load()
+        supervisor.mark_ended(o.session_id for o in registration.open_sessions)
         await root.start(supervisor.run)
         await supervisor.report_leftovers()
+        def apply(dseq: int, directive: wire.Directive) -> None:
+            supervisor.apply(dseq, directive)
+            if isinstance(directive, wire.StartSession | wire.ResumeSession):
+                # Work is saved as applied at once: replayed after a crash it would start an
+                # agent twice. Inputs are saved with the (coalesced) acks: replayed, they
+                # find no session and are dropped.
+                applied.save(supervisor.applied_through)
+
         link = RelayLink(
             client=client,
             environment_id=env_id,
-            apply=supervisor.apply,
+            apply=apply,
             applied_through=lambda: supervisor.applied_through,
+            on_acked=applied.save,
             outage_timeout=options.outage_timeout,
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -100,6 +100,10 @@ class Supervisor:
                 )
                 return
             runtime.deliver(directive)
+
+    def mark_ended(self, session_ids: Iterable[str]) -> None:
+        """Sessions that are over (e.g. left by an earlier run): a start for one is ignored."""
+        self._ended.update(session_ids)
 
     def active(self) -> int:
         return sum(1 for r in self.sessions.values() if not r.ended.is_set())
