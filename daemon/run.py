@@ -207,6 +207,7 @@ async def run_daemon(
         supervisor.mark_ended(o.session_id for o in registration.open_sessions)
         await root.start(supervisor.run)
         await supervisor.report_leftovers()
+
         def apply(dseq: int, directive: wire.Directive) -> None:
             supervisor.apply(dseq, directive)
             if isinstance(directive, wire.StartSession | wire.ResumeSession):

@@ -8,6 +8,7 @@ backoff; nothing is dropped while the relay is away.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 import attrs
@@ -20,7 +21,7 @@ from .backoff import full_jitter
 from .errors import RelayRejected, RelayUnreachable
 from .relay_client import RelayClient
 
-__all__ = ["Uplink", "UplinkStats"]
+__all__ = ["Outbox", "Uplink", "UplinkStats"]
 
 log = structlog.get_logger("daemon.uplink")
 
@@ -34,10 +35,28 @@ class UplinkStats:
 
 
 @attrs.define(eq=False)
-class _Outbox:
+class Outbox:
+    """One session's events not yet acknowledged, in seq order (pure; no I/O)."""
+
     events: deque[wire.Event] = attrs.field(factory=deque)
     acked: int = 0
     flushing: bool = False
+
+    def take_batch(self, limit: int) -> list[wire.Event]:
+        """The oldest events to send next (they stay buffered until acknowledged)."""
+        return list(itertools.islice(self.events, limit))
+
+    def acknowledge(self, acked: int) -> bool:
+        """Apply the relay's answer (highest contiguous seq it holds): drop what it holds.
+
+        Acks may arrive late or twice; they never move backwards. Returns False when the
+        relay holds less than what was already dropped (it lost events: a gap it cannot
+        fill), and the caller decides what to report.
+        """
+        self.acked = max(self.acked, acked)
+        while self.events and self.events[0].seq <= self.acked:
+            self.events.popleft()
+        return not (self.events and self.events[0].seq > self.acked + 1)
 
 
 @attrs.define(eq=False)
@@ -45,7 +64,7 @@ class Uplink:
     client: RelayClient
     batch_max: int = 500
     backoff_cap: float = 5.0
-    _outboxes: dict[str, _Outbox] = attrs.field(factory=dict)
+    _outboxes: dict[str, Outbox] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _batches: int = 0
@@ -64,7 +83,7 @@ class Uplink:
 
     def publish(self, session_id: str, event: wire.Event) -> None:
         """Buffer ``event`` (seqs of one session must come in order) and wake its flusher."""
-        box = self._outboxes.setdefault(session_id, _Outbox())
+        box = self._outboxes.setdefault(session_id, Outbox())
         box.events.append(event)
         if not box.flushing and self._nursery is not None:
             box.flushing = True
@@ -89,11 +108,11 @@ class Uplink:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _flush(self, session_id: str, box: _Outbox) -> None:
+    async def _flush(self, session_id: str, box: Outbox) -> None:
         attempt = 0
         try:
             while box.events:
-                batch = list(box.events)[: self.batch_max]
+                batch = box.take_batch(self.batch_max)
                 try:
                     acked = await self.client.post_events(session_id, batch)
                 except RelayUnreachable as exc:
@@ -120,10 +139,9 @@ class Uplink:
                     continue
                 attempt = 0
                 self._batches += 1
-                box.acked = max(box.acked, acked)
-                while box.events and box.events[0].seq <= box.acked:
-                    box.events.popleft()
-                if box.events and box.events[0].seq > box.acked + 1:
+                if not box.acknowledge(acked):
+                    # The relay lost events it had acknowledged (restored from an old copy):
+                    # they cannot be resent, and nothing after them could be stored.
                     log.error(
                         "uplink_gap", session_id=session_id, acked=acked, next=box.events[0].seq
                     )
