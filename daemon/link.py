@@ -114,6 +114,9 @@ class RelayLink:
                 raise OutageTimeout(now - outage_since, detail)
             attempt += 1
             delay = full_jitter(attempt, base=0.25, cap=self.backoff_cap)
+            if self.outage_timeout:
+                # Wake up in time to give up on schedule, not one long backoff later.
+                delay = min(delay, max(0.0, outage_since + self.outage_timeout - now))
             await trio.sleep(delay)
 
     async def _ack_loop(self) -> None:

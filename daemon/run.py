@@ -30,7 +30,7 @@ from .backoff import full_jitter
 from .control import serve_control
 from .display import DisplayState, SessionLine, TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
-from .link import RelayLink
+from .link import OutageTimeout, RelayLink
 from .paths import control_socket_path, data_dir, load_credential, normalise_relay_url, state_dir
 from .relay_client import RelayClient
 from .supervisor import Supervisor
@@ -352,7 +352,9 @@ async def run_daemon(
                 stop_started = trio.current_time()
                 await supervisor.stop_all()
                 sessions_done = trio.current_time()
-                await uplink.drain()
+                if not isinstance(stopper.error, OutageTimeout):
+                    # (After an outage the relay is gone: the events stay unsent.)
+                    await uplink.drain()
                 log.info(
                     "sessions_stopped",
                     stop_ms=round((sessions_done - stop_started) * 1000, 1),
@@ -363,7 +365,7 @@ async def run_daemon(
             log.warning("stop_timeout", stop_timeout=options.stop_timeout, pending=uplink.pending())
             supervisor.kill_all()
         # 3. Goodbye: the environment goes offline (sessions still open are ended by it).
-        with trio.move_on_after(3):
+        with trio.move_on_after(0 if isinstance(stopper.error, OutageTimeout) else 3):
             try:
                 await client.goodbye(env_id)
             except (RelayUnreachable, RelayRejected) as exc:
