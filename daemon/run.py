@@ -97,15 +97,16 @@ async def _register(
             await trio.sleep(delay)
 
 
-def _end_orphans(uplink: Uplink, orphans: list[wire.OpenSession]) -> None:
+def _end_orphans(uplink: Uplink, orphans: list[wire.OpenSession], spooled: dict[str, int]) -> None:
     # Sessions an earlier run of this daemon left open can no longer run here: the log's one
-    # writer closes them, so no client waits on a ghost.
+    # writer closes them, so no client waits on a ghost. Their spooled events come first.
     for orphan in orphans:
         at = time.time()
+        last = max(orphan.last_seq, spooled.get(orphan.session_id, 0))
         uplink.publish(
             orphan.session_id,
             wire.make_event(
-                orphan.last_seq + 1,
+                last + 1,
                 at,
                 wire.SessionEnded(reason="daemon_restarted", worktree_kept=False, branch=None),
             ),
@@ -190,9 +191,11 @@ async def run_daemon(
         log.info("registered", relay=relay_url, name=name, capacity=options.capacity)
         sdnotify.notify_ready()  # systemd (Type=notify): up once registered
 
-        uplink = Uplink(client=client)
+        uplink = Uplink(client=client, spool_dir=state_dir() / "spool" / env_id)
+        # Events an earlier run could not send go first.
+        spooled = uplink.recover({o.session_id: o.last_seq for o in registration.open_sessions})
         await root.start(uplink.run)
-        _end_orphans(uplink, registration.open_sessions)
+        _end_orphans(uplink, registration.open_sessions, spooled)
         applied = AppliedStore(state_dir(), env_id)
         supervisor = Supervisor(
             adapter=adapter,

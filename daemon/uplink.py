@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from pathlib import Path
 
 import attrs
 import structlog
@@ -20,6 +21,7 @@ import wire
 from .backoff import full_jitter
 from .errors import RelayRejected, RelayUnreachable
 from .relay_client import RelayClient
+from .spool import Spool, spooled_sessions
 
 __all__ = ["Outbox", "Uplink", "UplinkStats"]
 
@@ -36,14 +38,38 @@ class UplinkStats:
 
 @attrs.define(eq=False)
 class Outbox:
-    """One session's events not yet acknowledged, in seq order (pure; no I/O)."""
+    """One session's events not yet acknowledged, in seq order.
+
+    At most ``memory_limit`` wait in memory; beyond that they go to ``spool`` (on disk) and
+    come back in order as the head drains. Without a spool, memory is the only place.
+    """
 
     events: deque[wire.Event] = attrs.field(factory=deque)
     acked: int = 0
     flushing: bool = False
+    memory_limit: int = 10_000
+    spool: Spool | None = None
+
+    def push(self, event: wire.Event) -> None:
+        if self.spool is not None and (self.spool.count or len(self.events) >= self.memory_limit):
+            self.spool.append(event)  # behind everything in memory: order is kept
+        else:
+            self.events.append(event)
+
+    def pending(self) -> int:
+        return len(self.events) + (self.spool.count if self.spool else 0)
+
+    def last_seq(self) -> int:
+        """The highest seq buffered or acknowledged."""
+        if self.spool is not None and self.spool.count:
+            last = self.spool.last()
+            if last is not None:
+                return last.seq
+        return self.events[-1].seq if self.events else self.acked
 
     def take_batch(self, limit: int) -> list[wire.Event]:
         """The oldest events to send next (they stay buffered until acknowledged)."""
+        self._refill()
         return list(itertools.islice(self.events, limit))
 
     def acknowledge(self, acked: int) -> bool:
@@ -54,14 +80,26 @@ class Outbox:
         fill), and the caller decides what to report.
         """
         self.acked = max(self.acked, acked)
-        while self.events and self.events[0].seq <= self.acked:
-            self.events.popleft()
+        while True:
+            while self.events and self.events[0].seq <= self.acked:
+                self.events.popleft()
+            if self.events or not self._refill():
+                break
         return not (self.events and self.events[0].seq > self.acked + 1)
+
+    def _refill(self) -> bool:
+        if self.spool is None or not self.spool.count or len(self.events) > self.memory_limit // 2:
+            return False
+        self.events.extend(self.spool.read(self.memory_limit - len(self.events)))
+        return True
 
 
 @attrs.define(eq=False)
 class Uplink:
     client: RelayClient
+    #: Where events beyond ``memory_limit`` per session wait (None: memory only).
+    spool_dir: Path | None = None
+    memory_limit: int = 10_000
     batch_max: int = 500
     backoff_cap: float = 5.0
     _outboxes: dict[str, Outbox] = attrs.field(factory=dict)
@@ -75,7 +113,7 @@ class Uplink:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for session_id, box in self._outboxes.items():
-                if box.events and not box.flushing:
+                if box.pending() and not box.flushing:
                     box.flushing = True
                     nursery.start_soon(self._flush, session_id, box)
             task_status.started()
@@ -83,8 +121,8 @@ class Uplink:
 
     def publish(self, session_id: str, event: wire.Event) -> None:
         """Buffer ``event`` (seqs of one session must come in order) and wake its flusher."""
-        box = self._outboxes.setdefault(session_id, Outbox())
-        box.events.append(event)
+        box = self._box(session_id)
+        box.push(event)
         if not box.flushing and self._nursery is not None:
             box.flushing = True
             self._nursery.start_soon(self._flush, session_id, box)
@@ -92,11 +130,47 @@ class Uplink:
     def forget(self, session_id: str) -> None:
         """Drop the outbox of a session once everything in it was acknowledged."""
         box = self._outboxes.get(session_id)
-        if box is not None and not box.events:
+        if box is not None and not box.pending():
             del self._outboxes[session_id]
 
+    def _box(self, session_id: str) -> Outbox:
+        box = self._outboxes.get(session_id)
+        if box is None:
+            spool = Spool(self.spool_dir / f"{session_id}.jsonl") if self.spool_dir else None
+            box = self._outboxes[session_id] = Outbox(memory_limit=self.memory_limit, spool=spool)
+        return box
+
+    def recover(self, held: dict[str, int]) -> dict[str, int]:
+        """Load events an earlier run spooled but never sent (call before :meth:`run`).
+
+        ``held`` is the highest seq the relay holds per session. A spool that does not
+        continue it (the events between were lost with the crashed process) is dropped, with
+        an error logged: the relay could never store anything after a gap. Returns the last
+        seq now buffered per session.
+        """
+        if self.spool_dir is None:
+            return {}
+        found = {}
+        for session_id in spooled_sessions(self.spool_dir):
+            box = self._box(session_id)
+            assert box.spool is not None
+            first = box.spool.first()
+            relay_has = held.get(session_id, 0)
+            if first is None or first.seq > relay_has + 1:
+                log.error(
+                    "spool_dropped",
+                    session_id=session_id,
+                    relay_has=relay_has,
+                    spool_starts=first.seq if first else None,
+                )
+                box.spool.discard()
+                continue
+            found[session_id] = box.last_seq()
+            log.info("spool_recovered", session_id=session_id, events=box.pending())
+        return found
+
     def pending(self) -> int:
-        return sum(len(box.events) for box in self._outboxes.values())
+        return sum(box.pending() for box in self._outboxes.values())
 
     async def drain(self) -> None:
         """Wait until every buffered event is acknowledged (the caller sets the deadline)."""
@@ -111,7 +185,7 @@ class Uplink:
     async def _flush(self, session_id: str, box: Outbox) -> None:
         attempt = 0
         try:
-            while box.events:
+            while box.pending():
                 batch = box.take_batch(self.batch_max)
                 try:
                     acked = await self.client.post_events(session_id, batch)

@@ -5,7 +5,8 @@ Both ends are the real code: the relay's SQLite core (``relay.sqlite.SqliteDatab
 every relay request runs) and the daemon's outbox (``daemon.uplink.Outbox``) and directive
 gate (``daemon.Supervisor.apply``). Invariants after every step:
 
-* each session's stored log is a dense prefix (1..n) of exactly what the daemon emitted;
+* each session's stored log is a dense prefix (1..n) of exactly what the daemon emitted (with events
+  beyond a tiny memory bound spilled to disk and read back);
 * every message a client posted reaches its session once, in order (none twice, none lost
   once the downlink catches up), whatever was cut, replayed or restarted.
 """
@@ -24,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import wire
 from daemon import Supervisor
+from daemon.spool import Spool
 from daemon.uplink import Outbox
 from relay.records import NewSession
 from relay.sqlite import SqliteDatabase
@@ -57,7 +59,11 @@ class LinkProtocol(RuleBasedStateMachine):
         self.link = "link-0"
         self.db.open_downlink(self.env, self.link)
         self.emitted: dict[str, list[wire.Event]] = {s: [] for s in SESSIONS}
-        self.outbox = {s: Outbox() for s in SESSIONS}
+        # A tiny memory bound, so the spill to disk is part of every run.
+        self.outbox = {
+            s: Outbox(memory_limit=3, spool=Spool(self.dir / "spool" / f"{s}.jsonl"))
+            for s in SESSIONS
+        }
         self.sent: list[tuple[str, list[wire.Event]]] = []
         self.supervisor = Supervisor(
             adapter=ClaudeCode(),
@@ -91,7 +97,7 @@ class LinkProtocol(RuleBasedStateMachine):
             seq = len(self.emitted[session]) + 1
             event = wire.make_event(seq, 1.0, wire.AssistantText(text=f"{session}-{seq}"))
             self.emitted[session].append(event)
-            self.outbox[session].events.append(event)
+            self.outbox[session].push(event)
 
     @rule(session=st.sampled_from(SESSIONS), limit=st.integers(1, 5), answer_lost=st.booleans())
     def send(self, session: str, limit: int, answer_lost: bool) -> None:
