@@ -159,7 +159,10 @@ async def run_daemon(
         except WorktreeError as exc:
             raise ConfigError(str(exc)) from None
     stopper = _Stopper()
-    async with httpx.AsyncClient(timeout=15.0) as http, trio.open_nursery() as root:
+    # One downlink plus up to 15 uplink requests in flight: a small pool keeps httpx's
+    # per-request bookkeeping cheap when every session flushes at once (teardown).
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    async with httpx.AsyncClient(timeout=15.0, limits=limits) as http, trio.open_nursery() as root:
         root.start_soon(stopper.watch_signals)
         sign_in: str | None = None
         if options.relay is None:
@@ -353,7 +356,11 @@ async def run_daemon(
 
                 teardown.start_soon(force_on_second_signal)
                 stop_started = trio.current_time()
-                await supervisor.stop_all()
+                uplink.pause()
+                try:
+                    await supervisor.stop_all()
+                finally:
+                    uplink.resume()
                 sessions_done = trio.current_time()
                 if not isinstance(stopper.error, OutageTimeout):
                     # (After an outage the relay is gone: the events stay unsent.)

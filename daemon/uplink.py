@@ -107,6 +107,22 @@ class Uplink:
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _batches: int = 0
     _failures: int = 0
+    _flowing: trio.Event = attrs.field(factory=trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._flowing.set()
+
+    def pause(self) -> None:
+        """Hold new batches (events keep buffering) until :meth:`resume`.
+
+        Used while every session stops at once: each then sends its last events in one
+        request instead of one per step of its shutdown.
+        """
+        if self._flowing.is_set():
+            self._flowing = trio.Event()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; flushers run inside this task's nursery."""
@@ -186,6 +202,7 @@ class Uplink:
         attempt = 0
         try:
             while box.pending():
+                await self._flowing.wait()
                 batch = box.take_batch(self.batch_max)
                 try:
                     acked = await self.client.post_events(session_id, batch)

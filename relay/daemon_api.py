@@ -116,12 +116,6 @@ class DaemonApi:
     async def events(self, request: Request) -> Response:
         credential_id = await authenticate_daemon(request, self.storage)
         session_id = request.path_params["session_id"]
-        session = await self.storage.get_session(session_id)
-        env = None
-        if session is not None:
-            env = await self.storage.get_environment(session.environment_id)
-        if env is None or env.credential_id != credential_id:
-            raise NotFound(f"no session {session_id}")
         body = await decode_body(request, EventBatch, UPLINK_BODY_LIMIT)
         if len(body.events) > MAX_EVENTS_PER_BATCH:
             raise BodyTooLarge(
@@ -132,6 +126,8 @@ class DaemonApi:
             check_indexed_payloads(body.events)
         except DecodeError as exc:
             raise BadRequest("invalid_body", "; ".join(exc.problems)) from None
-        acked = await self.storage.append_events(session_id, body.events)
+        acked = await self.storage.append_events(
+            session_id, body.events, credential_id=credential_id
+        )
         self.hub.notify(session_key(session_id))
         return json_response(encode(UplinkAck(acked=acked)))

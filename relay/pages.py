@@ -1,8 +1,17 @@
-"""Browser-facing routes: the web app's page, sign-in by one-time link, sign-out."""
+"""Browser-facing routes: the web app (its page and its static assets), sign-in by one-time
+link, sign-out.
+
+The web app is plain files under ``relay/web/`` (no build step): ``index.html`` is served at
+``/`` and ``/s/{session_id}``, everything else at ``/assets/<path>``. The files are read once
+from the installed package when the app is created, so serving them never touches the disk.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import attrs
 from starlette.requests import Request
@@ -11,25 +20,79 @@ from starlette.routing import Route
 
 from .auth import SESSION_COOKIE, hash_secret, new_web_session
 from .config import RelayConfig
-from .errors import Unauthenticated
+from .errors import NotFound, Unauthenticated
 from .storage import Storage
 
-__all__ = ["WEB_SESSION_TTL", "Pages", "load_index_html"]
+__all__ = ["PAGE_CSP", "WEB_SESSION_TTL", "Asset", "Pages", "load_assets", "load_index_html"]
 
 #: How long a browser stays signed in.
 WEB_SESSION_TTL = 30 * 24 * 3600
 
+#: The page's Content-Security-Policy: scripts and styles only from the relay's own files
+#: (no inline script or style), no plugins, no framing, requests only to the relay.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
 _PAGE_HEADERS = {
-    "content-security-policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "frame-ancestors 'none'",
+    "content-security-policy": PAGE_CSP,
     "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
     "cache-control": "no-cache",
 }
 
+#: Asset responses are never documents: nothing in them may load or run anything.
+_ASSET_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+#: The file types served under ``/assets/``; anything else in ``relay/web`` is not served.
+_CONTENT_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".webmanifest": "application/manifest+json",
+}
+
+
+@attrs.frozen(kw_only=True)
+class Asset:
+    body: bytes
+    content_type: str
+    #: A strong validator: browsers revalidate (``no-cache``) and get 304 while unchanged.
+    etag: str
+
+
+def _web_dir() -> Traversable:
+    return resources.files("relay").joinpath("web")
+
 
 def load_index_html() -> str:
-    return resources.files("relay").joinpath("web/index.html").read_text(encoding="utf-8")
+    return _web_dir().joinpath("index.html").read_text(encoding="utf-8")
+
+
+def _walk(directory: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    for entry in directory.iterdir():
+        if entry.is_dir():
+            yield from _walk(entry, f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            yield f"{prefix}{entry.name}", entry
+
+
+def load_assets() -> dict[str, Asset]:
+    """Every servable file under ``relay/web``, by its path relative to it."""
+    assets = {}
+    for path, entry in _walk(_web_dir()):
+        suffix = path[path.rfind(".") :] if "." in path else ""
+        content_type = _CONTENT_TYPES.get(suffix)
+        if content_type is None:
+            continue
+        body = entry.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        assets[path] = Asset(body=body, content_type=content_type, etag=etag)
+    return assets
 
 
 @attrs.define(eq=False)
@@ -37,17 +100,35 @@ class Pages:
     storage: Storage
     config: RelayConfig
     _index_html: str = attrs.field(factory=load_index_html, init=False)
+    _assets: dict[str, Asset] = attrs.field(factory=load_assets, init=False)
 
     def routes(self) -> list[Route]:
         return [
             Route("/", self.index, methods=["GET"]),
             Route("/s/{session_id}", self.index, methods=["GET"]),
+            Route("/assets/{path:path}", self.asset, methods=["GET"]),
             Route("/login", self.login, methods=["GET"]),
             Route("/logout", self.logout, methods=["POST"]),
         ]
 
     async def index(self, request: Request) -> Response:
         return HTMLResponse(self._index_html, headers=_PAGE_HEADERS)
+
+    async def asset(self, request: Request) -> Response:
+        """A static file of the web app; 304 when ``If-None-Match`` has its ETag."""
+        path = request.path_params["path"]
+        asset = self._assets.get(path)
+        if asset is None:
+            raise NotFound(f"no asset {path}")
+        headers = {
+            "etag": asset.etag,
+            "cache-control": "no-cache",
+            "x-content-type-options": "nosniff",
+            "content-security-policy": _ASSET_CSP,
+        }
+        if asset.etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(asset.body, media_type=asset.content_type, headers=headers)
 
     async def login(self, request: Request) -> Response:
         """A one-time code → a cookie session, then 303 to ``/``."""

@@ -362,9 +362,20 @@ class SqliteDatabase(SqliteCredentials):
             )
             return self._get_session(db, session_id)
 
-    def append_events(self, session_id: str, events: Sequence[Event]) -> int:
+    def append_events(
+        self, session_id: str, events: Sequence[Event], *, credential_id: str | None = None
+    ) -> int:
         with self._write() as db:
             session = self._get_session(db, session_id)
+            if credential_id is not None:
+                # The uplink's ownership check shares the write's transaction (one round
+                # trip to the database thread per batch instead of three).
+                owner = db.execute(
+                    "SELECT credential_id FROM environments WHERE id = ?",
+                    (session.environment_id,),
+                ).fetchone()
+                if owner is None or owner[0] != credential_id:
+                    raise NotFound(f"no session {session_id}")
             held = session.last_seq
             accepted: list[Event] = []
             # Only a contiguous run is stored: the log stays dense, and the answer tells

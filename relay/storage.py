@@ -139,9 +139,12 @@ class Storage(Protocol):
         Raises NotFound, NotResumable, EnvironmentOffline or AtCapacity.
         """
 
-    async def append_events(self, session_id: str, events: Sequence[Event]) -> int:
+    async def append_events(
+        self, session_id: str, events: Sequence[Event], *, credential_id: str | None = None
+    ) -> int:
         """Store the contiguous run of new events and index them; returns the highest
-        contiguous seq held. Duplicates are ignored. Raises NotFound."""
+        contiguous seq held. Duplicates are ignored. Raises NotFound, also when
+        ``credential_id`` is given and did not register the session's environment."""
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]: ...
 
@@ -297,8 +300,12 @@ class SqliteStorage:
     async def resume_session(self, session_id: str) -> SessionRecord:
         return await self._run(lambda db: db.resume_session(session_id))
 
-    async def append_events(self, session_id: str, events: Sequence[Event]) -> int:
-        return await self._run(lambda db: db.append_events(session_id, events))
+    async def append_events(
+        self, session_id: str, events: Sequence[Event], *, credential_id: str | None = None
+    ) -> int:
+        return await self._run(
+            lambda db: db.append_events(session_id, events, credential_id=credential_id)
+        )
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
         return await self._run(lambda db: db.read_events(session_id, after, limit))

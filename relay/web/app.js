@@ -1,0 +1,59 @@
+// rcd web app: entry point and router.
+//   /          home: environments and sessions
+//   /?new      the new-session form
+//   /s/<id>    one session, live
+// Signed-in state lives in an HttpOnly cookie set by /login?code=... (a one-time link from
+// `rcd relay login-link`); any 401 from the API shows the signed-out screen.
+
+import { onSignedOut } from './api.js';
+import { fill, h } from './dom.js';
+import { homeView, newSessionView } from './home.js';
+import { interceptLinks, setRouter } from './nav.js';
+import { sessionView } from './session.js';
+
+const root = document.getElementById('app');
+let current = null;
+let isSignedOut = false;
+
+function route() {
+  if (current) current.destroy();
+  current = null;
+  if (isSignedOut) {
+    showSignedOut();
+    return;
+  }
+  window.scrollTo(0, 0);
+  const match = location.pathname.match(/^\/s\/([^/]+)\/?$/);
+  if (match) current = sessionView(root, decodeURIComponent(match[1]));
+  else if (new URLSearchParams(location.search).has('new')) current = newSessionView(root);
+  else current = homeView(root);
+}
+
+function showSignedOut() {
+  document.title = 'Signed out · rcd';
+  fill(root, 
+    h(
+      'main',
+      { class: 'center-card signed-out' },
+      h('img', { class: 'hero-icon', src: '/assets/icon.svg', alt: '', width: 56, height: 56 }),
+      h('h1', null, 'Signed out'),
+      h('p', null, 'Open a sign-in link to use rcd in this browser. Get one with'),
+      h('pre', { class: 'command' }, 'rcd relay login-link'),
+      h(
+        'p',
+        { class: 'muted' },
+        'Run it on the machine that runs the relay, then open the link it prints on this device. Each link works once, for 10 minutes.',
+      ),
+    ),
+  );
+}
+
+onSignedOut(() => {
+  if (isSignedOut) return;
+  isSignedOut = true;
+  route();
+});
+setRouter(route);
+interceptLinks(document);
+window.addEventListener('popstate', route);
+route();

@@ -1,0 +1,349 @@
+// The conversation: one DOM node per event (marked data-seq), in seq order, plus the
+// user's own messages that are still pending (not yet echoed as user_message).
+// All agent and tool text goes in through text nodes (dom.js): never as HTML.
+
+import { duration, fill, h, pathText } from './dom.js';
+
+const FENCE = /```[^\n`]*\n([\s\S]*?)```/g;
+const INLINE_CODE = /`([^`\n]+)`/g;
+
+/** Agent text with ``` fenced blocks as <pre> and `inline code` as <code>; the rest as text. */
+export function richText(text) {
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(FENCE)) {
+    if (match.index > last) parts.push(...inlineCode(text.slice(last, match.index).replace(/\n$/, '')));
+    parts.push(h('pre', { class: 'code' }, match[1].replace(/\n$/, '')));
+    last = match.index + match[0].length;
+    if (text[last] === '\n') last += 1;
+  }
+  if (last < text.length) parts.push(...inlineCode(text.slice(last)));
+  return parts;
+}
+
+function inlineCode(text) {
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(INLINE_CODE)) {
+    if (match.index > last) parts.push(text.slice(last, match.index));
+    parts.push(h('code', null, match[1]));
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  return parts;
+}
+
+function show(value) {
+  return typeof value === 'string' ? value : JSON.stringify(value, null, 2);
+}
+
+/** A tool's input as labelled blocks: strings raw (commands, file contents), others as JSON. */
+function toolInput(input) {
+  if (!input || typeof input !== 'object' || Array.isArray(input)) {
+    return h('pre', { class: 'kv-value' }, show(input));
+  }
+  const entries = Object.entries(input);
+  if (entries.length === 0) return h('div', { class: 'kv-empty' }, 'no input');
+  return h(
+    'div',
+    { class: 'kv' },
+    entries.map(([key, value]) =>
+      h('div', { class: 'kv-row' }, h('div', { class: 'kv-key' }, key), h('pre', { class: 'kv-value' }, show(value))),
+    ),
+  );
+}
+
+/** The one-line gist of a tool call: its path, command, pattern or first short string. */
+function toolGist(input) {
+  if (!input || typeof input !== 'object') return '';
+  for (const key of ['file_path', 'path']) {
+    // The end of a path says more than its start: "…/src/app.py".
+    const path = input[key];
+    if (typeof path === 'string') {
+      const parts = path.split('/');
+      return parts.length > 3 && path.length > 32 ? `…/${parts.slice(-2).join('/')}` : path;
+    }
+  }
+  for (const key of ['command', 'pattern', 'url', 'query', 'description']) {
+    if (typeof input[key] === 'string') return input[key];
+  }
+  const first = Object.values(input).find((v) => typeof v === 'string');
+  return first ?? '';
+}
+
+export class Timeline {
+  /** onDecide(requestId, decision, card) answers a permission request. */
+  constructor({ onDecide }) {
+    this.onDecide = onDecide;
+    this.events = h('div', { class: 'events' });
+    this.pendingBox = h('div', { class: 'pending' });
+    this.empty = h('div', { class: 'empty-conversation' }, 'Nothing here yet.');
+    this.el = h('div', { class: 'timeline', role: 'log', 'aria-label': 'Conversation' }, this.empty, this.events, this.pendingBox);
+    this.tools = new Map(); // tool_use id → {el, status, body}
+    this.permissions = new Map(); // request_id → PermissionCard
+    this.pending = new Map(); // input_id → PendingMessage
+    this.scrollFrame = 0;
+  }
+
+  add(event) {
+    const node = this.render(event);
+    if (node) {
+      this.empty.remove();
+      node.dataset.seq = String(event.seq);
+      this.place(node);
+    }
+  }
+
+  place(node) {
+    const stick = this.scrollFrame !== 0 || nearBottom();
+    this.events.append(node);
+    if (stick) this.scrollToEnd();
+  }
+
+  scrollToEnd() {
+    if (this.scrollFrame) return;
+    this.scrollFrame = requestAnimationFrame(() => {
+      this.scrollFrame = 0;
+      window.scrollTo(0, document.documentElement.scrollHeight);
+    });
+  }
+
+  render(event) {
+    const data = event.data ?? {};
+    switch (event.kind) {
+      case 'user_message':
+        return this.userMessage(data);
+      case 'assistant_text':
+        return h('div', { class: 'msg agent' }, richText(String(data.text ?? '')));
+      case 'tool_use':
+        return this.toolUse(data);
+      case 'tool_result':
+        return this.toolResult(event, data);
+      case 'permission_request':
+        return this.permissionRequest(data);
+      case 'permission_resolved':
+        return this.permissionResolved(event, data);
+      case 'turn_result':
+        return this.turnResult(data);
+      case 'session_started':
+        return h(
+          'div',
+          { class: 'note' },
+          h('span', { class: 'note-strong' }, 'Session started'),
+          ` · ${data.agent ?? 'agent'} · ${data.spawn ?? ''}`,
+          data.branch ? ` · ${data.branch}` : '',
+          h('div', { class: 'note-path' }, pathText(data.cwd ?? '')),
+        );
+      case 'session_ended':
+        this.settleTools();
+        this.withdrawPermissions('The session ended before this was answered.');
+        return h(
+          'div',
+          { class: 'note ended' },
+          h('span', { class: 'note-strong' }, 'Session ended'),
+          data.reason ? ` · ${data.reason}` : '',
+          data.worktree_kept ? ` · worktree kept${data.branch ? ` on ${data.branch}` : ''}` : '',
+          Array.isArray(data.kept_reasons) && data.kept_reasons.length ? ` (${data.kept_reasons.join(', ')})` : '',
+        );
+      case 'error':
+        return h(
+          'div',
+          { class: 'note error', role: 'note' },
+          h('span', { class: 'note-strong' }, 'Error'),
+          data.code ? ` (${data.code})` : '',
+          ': ',
+          String(data.message ?? ''),
+        );
+      case 'status':
+        return null; // shown by the state badge
+      default:
+        return h('div', { class: 'note' }, `(${event.kind})`);
+    }
+  }
+
+  userMessage(data) {
+    const pending = this.pending.get(data.input_id);
+    if (pending) {
+      pending.el.remove();
+      this.pending.delete(data.input_id);
+    }
+    const from = data.origin && data.origin !== 'web' ? h('div', { class: 'msg-origin' }, `from ${data.origin}`) : null;
+    return h('div', { class: 'msg user' }, h('div', { class: 'msg-text' }, String(data.text ?? '')), from);
+  }
+
+  toolUse(data) {
+    const status = h('span', { class: 'tool-status running', 'aria-label': 'running' });
+    const body = h('div', { class: 'tool-body' }, h('div', { class: 'tool-label' }, 'Input'), toolInput(data.input));
+    const el = h(
+      'details',
+      { class: 'tool' },
+      h(
+        'summary',
+        null,
+        h('span', { class: 'tool-name' }, String(data.name ?? 'tool')),
+        h('span', { class: 'tool-gist' }, toolGist(data.input)),
+        status,
+      ),
+      body,
+    );
+    if (data.id) this.tools.set(data.id, { el, status, body });
+    return el;
+  }
+
+  toolResult(event, data) {
+    const tool = this.tools.get(data.tool_use_id);
+    const result = h(
+      'div',
+      { class: `tool-result${data.is_error ? ' is-error' : ''}` },
+      h('div', { class: 'tool-label' }, data.is_error ? 'Error' : 'Result'),
+      h('pre', { class: 'kv-value' }, show(data.content ?? '')),
+    );
+    if (!tool) {
+      return h('details', { class: 'tool' }, h('summary', null, h('span', { class: 'tool-name' }, 'Tool result')), result);
+    }
+    tool.status.className = `tool-status ${data.is_error ? 'failed' : 'ok'}`;
+    tool.status.setAttribute('aria-label', data.is_error ? 'failed' : 'done');
+    result.dataset.seq = String(event.seq);
+    tool.body.append(result);
+    return null;
+  }
+
+  permissionRequest(data) {
+    const card = new PermissionCard(data, (decision) => this.onDecide(data.request_id, decision, card));
+    this.permissions.set(data.request_id, card);
+    return card.el;
+  }
+
+  permissionResolved(event, data) {
+    const card = this.permissions.get(data.request_id);
+    if (!card) {
+      return h('div', { class: 'note' }, `Permission ${data.decision === 'allow' ? 'allowed' : 'denied'}`);
+    }
+    card.resolve(data.decision, data.origin, event.seq);
+    return null;
+  }
+
+  withdrawPermissions(why) {
+    for (const card of this.permissions.values()) card.withdraw(why);
+  }
+
+  /** Tools that never got a result (the turn was interrupted, the agent exited). */
+  settleTools() {
+    for (const tool of this.tools.values()) {
+      if (tool.status.classList.contains('running')) {
+        tool.status.className = 'tool-status stopped';
+        tool.status.setAttribute('aria-label', 'no result');
+      }
+    }
+  }
+
+  turnResult(data) {
+    this.settleTools();
+    const parts = [data.ok ? 'Turn done' : 'Turn stopped'];
+    if (typeof data.duration_ms === 'number') parts.push(duration(data.duration_ms));
+    if (typeof data.cost_usd === 'number' && data.cost_usd > 0) parts.push(`$${data.cost_usd.toFixed(4)}`);
+    return h('div', { class: `turn-end${data.ok ? '' : ' stopped'}` }, h('span', null, parts.join(' · ')));
+  }
+
+  /** Show the user's message at once; it leaves when its user_message echo arrives. */
+  addPending(id, text) {
+    const message = new PendingMessage(text);
+    this.pending.set(id, message);
+    this.empty.remove();
+    this.pendingBox.append(message.el);
+    this.scrollToEnd();
+    return message;
+  }
+}
+
+function nearBottom() {
+  const doc = document.documentElement;
+  return window.innerHeight + window.scrollY >= doc.scrollHeight - 120;
+}
+
+export class PendingMessage {
+  constructor(text) {
+    this.status = h('div', { class: 'msg-status' }, 'Sending…');
+    this.el = h('div', { class: 'msg user pending', 'aria-busy': 'true' }, h('div', { class: 'msg-text' }, text), this.status);
+  }
+
+  queued() {
+    fill(this.status, 'Queued');
+  }
+
+  retrying() {
+    fill(this.status, 'Waiting for the relay…');
+  }
+
+  failed(message, retry) {
+    this.el.classList.add('failed');
+    fill(this.status, 
+      `Not sent: ${message} `,
+      h('button', { type: 'button', class: 'link-button', onclick: () => {
+        this.el.classList.remove('failed');
+        fill(this.status, 'Sending…');
+        retry();
+      } }, 'Retry'),
+    );
+  }
+}
+
+class PermissionCard {
+  constructor(data, decide) {
+    this.allow = h('button', { type: 'button', class: 'btn allow', onclick: () => decide('allow') }, 'Allow');
+    this.deny = h('button', { type: 'button', class: 'btn deny', onclick: () => decide('deny') }, 'Deny');
+    this.footer = h('div', { class: 'perm-actions' }, this.deny, this.allow);
+    this.el = h(
+      'section',
+      { class: 'perm', role: 'group', 'aria-label': `Permission request: ${data.tool}` },
+      h(
+        'div',
+        { class: 'perm-head' },
+        h('span', { class: 'perm-icon', 'aria-hidden': 'true' }, '!'),
+        h('span', { class: 'perm-title' }, 'Allow ', h('span', { class: 'perm-tool' }, String(data.tool ?? 'tool')), '?'),
+      ),
+      data.description ? h('p', { class: 'perm-desc' }, String(data.description)) : null,
+      h('div', { class: 'perm-input' }, toolInput(data.input)),
+      this.footer,
+    );
+    this.done = false;
+  }
+
+  busy(decision) {
+    this.allow.disabled = true;
+    this.deny.disabled = true;
+    (decision === 'allow' ? this.allow : this.deny).textContent = decision === 'allow' ? 'Allowing…' : 'Denying…';
+  }
+
+  idle() {
+    if (this.done) return;
+    this.allow.disabled = false;
+    this.deny.disabled = false;
+    this.allow.textContent = 'Allow';
+    this.deny.textContent = 'Deny';
+  }
+
+  resolve(decision, origin, seq) {
+    this.done = true;
+    const allowed = decision === 'allow';
+    this.el.classList.add('resolved', allowed ? 'allowed' : 'denied');
+    const outcome = h(
+      'div',
+      { class: 'perm-outcome', dataset: { seq } },
+      h('span', { class: 'perm-mark', 'aria-hidden': 'true' }, allowed ? '✓' : '✕'),
+      allowed ? 'Allowed' : 'Denied',
+      origin ? h('span', { class: 'perm-origin' }, ` · ${origin === 'web' ? 'in the web app' : `by ${origin}`}`) : null,
+    );
+    this.footer.replaceWith(outcome);
+    this.footer = outcome;
+  }
+
+  withdraw(why) {
+    if (this.done) return;
+    this.done = true;
+    this.el.classList.add('resolved', 'withdrawn');
+    const note = h('div', { class: 'perm-outcome' }, why);
+    this.footer.replaceWith(note);
+    this.footer = note;
+  }
+}

@@ -1,0 +1,286 @@
+// Home (/): environments and sessions; the new-session form (/?new).
+
+import { api, signedOut } from './api.js';
+import { ago, badge, fill, h, onlineDot, pathText } from './dom.js';
+import { navigate } from './nav.js';
+
+const REFRESH_MS = 4000;
+
+function brand() {
+  return h(
+    'a',
+    { class: 'brand', href: '/', 'data-nav': '' },
+    h('img', { src: '/assets/icon.svg', alt: '', width: 28, height: 28 }),
+    h('span', null, 'rcd'),
+  );
+}
+
+async function signOut(button) {
+  button.disabled = true;
+  try {
+    await api('POST', '/logout');
+  } catch {
+    // Signed out already, or unreachable: either way this browser forgets it.
+  }
+  signedOut();
+}
+
+/** Calls `load()` now and every few seconds while the page is visible, until stopped. */
+function poller(load) {
+  let timer = 0;
+  let stopped = false;
+  const tick = async () => {
+    clearTimeout(timer);
+    if (stopped) return;
+    try {
+      if (document.visibilityState !== 'hidden') await load();
+    } finally {
+      if (!stopped) timer = setTimeout(tick, REFRESH_MS);
+    }
+  };
+  const onVisible = () => {
+    if (document.visibilityState === 'visible') tick();
+  };
+  document.addEventListener('visibilitychange', onVisible);
+  tick();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    document.removeEventListener('visibilitychange', onVisible);
+  };
+}
+
+function capacity(env) {
+  return h(
+    'span',
+    { class: 'capacity', title: 'sessions running / capacity', 'aria-label': `${env.active_sessions} of ${env.capacity} sessions` },
+    `${env.active_sessions}/${env.capacity}`,
+  );
+}
+
+function environmentCard(env) {
+  return h(
+    'div',
+    { class: 'env', dataset: { environmentId: env.id } },
+    h('div', { class: 'env-line' }, onlineDot(env.online), h('span', { class: 'env-name' }, env.name), capacity(env)),
+    h('div', { class: 'env-dir mono', title: env.directory }, pathText(env.directory)),
+    h('div', { class: 'env-spawn' }, env.online ? `${env.spawn} · online` : `${env.spawn} · offline`),
+  );
+}
+
+function sessionRow(session, names) {
+  const env = names.get(session.environment_id);
+  return h(
+    'a',
+    { class: 'session-row', href: `/s/${encodeURIComponent(session.id)}`, 'data-nav': '', dataset: { sessionId: session.id } },
+    h('div', { class: 'session-row-main' }, h('span', { class: 'session-row-title' }, session.title || 'Untitled session'), badge(session.state)),
+    h(
+      'div',
+      { class: 'session-row-meta' },
+      h('span', { class: 'session-row-where' }, [env, session.branch].filter(Boolean).join(' · ')),
+      h('span', { class: 'session-row-when' }, ago(session.updated_at)),
+    ),
+  );
+}
+
+export function homeView(root) {
+  const envList = h('div', { class: 'env-list' }, h('div', { class: 'skeleton' }));
+  const sessionList = h('div', { class: 'session-list' }, h('div', { class: 'skeleton' }));
+  const loadError = h('div', { class: 'inline-error', role: 'alert', hidden: true });
+  const signOutButton = h('button', { type: 'button', class: 'btn small ghost', onclick: () => signOut(signOutButton) }, 'Sign out');
+  fill(root, 
+    h('header', { class: 'bar' }, h('div', { class: 'bar-inner' }, h('div', { class: 'bar-row' }, brand(), signOutButton))),
+    h(
+      'main',
+      { class: 'page home' },
+      loadError,
+      h('section', { class: 'block', 'aria-labelledby': 'envs-title' }, h('h2', { class: 'section-title', id: 'envs-title' }, 'Environments'), envList),
+      h('button', { type: 'button', class: 'btn primary wide', onclick: () => navigate('/?new') }, h('span', { 'aria-hidden': 'true', class: 'plus' }, '+'), 'New session'),
+      h('section', { class: 'block', 'aria-labelledby': 'sessions-title' }, h('h2', { class: 'section-title', id: 'sessions-title' }, 'Sessions'), sessionList),
+    ),
+  );
+  document.title = 'rcd';
+
+  let shown = '';
+  const stop = poller(async () => {
+    let environments, sessions;
+    try {
+      [{ environments }, { sessions }] = await Promise.all([api('GET', '/api/environments'), api('GET', '/api/sessions')]);
+    } catch (error) {
+      if (error.status !== 401) {
+        loadError.textContent = error.message;
+        loadError.hidden = false;
+      }
+      return;
+    }
+    loadError.hidden = true;
+    const key = JSON.stringify([environments, sessions.map((s) => [s.id, s.title, s.state, s.branch, ago(s.updated_at)])]);
+    if (key === shown) return;
+    shown = key;
+    fill(envList, 
+      ...(environments.length
+        ? environments.map(environmentCard)
+        : [h('div', { class: 'empty' }, 'No environments yet. Run ', h('code', null, 'rcd start'), ' in a project on your machine.')]),
+    );
+    const names = new Map(environments.map((e) => [e.id, e.name]));
+    fill(sessionList, 
+      ...(sessions.length
+        ? sessions.map((s) => sessionRow(s, names))
+        : [h('div', { class: 'empty' }, 'No sessions yet. Start one with “New session”.')]),
+    );
+  });
+  return { destroy: stop };
+}
+
+const SPAWN_CHOICES = [
+  ['', 'Default'],
+  ['same-dir', 'Same dir'],
+  ['worktree', 'Worktree'],
+];
+
+export function newSessionView(root) {
+  let environments = [];
+  let selected = null;
+  let busy = false;
+
+  const envChoices = h('div', { class: 'choices' }, h('div', { class: 'skeleton' }));
+  const spawnInputs = SPAWN_CHOICES.map(([value]) => h('input', { type: 'radio', name: 'spawn', value, checked: value === '' }));
+  const defaultHint = h('span', { class: 'seg-hint' });
+  const spawnChoices = h(
+    'div',
+    { class: 'segmented' },
+    SPAWN_CHOICES.map(([value, label], i) =>
+      h('label', { class: 'seg' }, spawnInputs[i], h('span', { class: 'seg-label' }, label, value === '' ? defaultHint : null)),
+    ),
+  );
+  const prompt = h('textarea', {
+    id: 'first-prompt',
+    name: 'prompt',
+    rows: 5,
+    placeholder: 'What should the agent do?',
+    enterkeyhint: 'enter',
+  });
+  const error = h('div', { class: 'form-error', role: 'alert', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'btn primary wide' }, 'Start session');
+  const form = h(
+    'form',
+    { class: 'page form', onsubmit: start, novalidate: true },
+    h('fieldset', null, h('legend', null, 'Environment'), envChoices),
+    h('fieldset', null, h('legend', null, 'Spawn mode'), spawnChoices),
+    h('label', { class: 'field-label', for: 'first-prompt' }, 'First prompt'),
+    prompt,
+    h(
+      'p',
+      { class: 'hint' },
+      'Leave it empty to start an idle session.',
+      h('span', { class: 'keyboard-only' }, ' ', h('kbd', null, 'Ctrl'), '+', h('kbd', null, 'Enter'), ' starts it.'),
+    ),
+    error,
+    submit,
+  );
+  prompt.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  fill(root, 
+    h(
+      'header',
+      { class: 'bar' },
+      h('div', { class: 'bar-inner' }, h('div', { class: 'bar-row' }, h('a', { class: 'back', href: '/', 'data-nav': '', 'aria-label': 'Back' }, '‹'), h('h1', { class: 'title' }, 'New session'))),
+    ),
+    form,
+  );
+  document.title = 'New session · rcd';
+
+  function renderChoices() {
+    if (!environments.length) {
+      fill(envChoices, h('div', { class: 'empty' }, 'No environments yet. Run ', h('code', null, 'rcd start'), ' in a project on your machine.'));
+      return;
+    }
+    if (!environments.some((e) => e.id === selected)) {
+      const best = environments.find((e) => e.online && e.active_sessions < e.capacity) ?? environments.find((e) => e.online) ?? environments[0];
+      selected = best.id;
+    }
+    fill(envChoices, 
+      ...environments.map((env) => {
+        const radio = h('input', { type: 'radio', name: 'environment', value: env.id, checked: env.id === selected });
+        radio.addEventListener('change', () => {
+          selected = env.id;
+          showDefault();
+        });
+        return h('label', { class: 'choice' }, radio, environmentCard(env));
+      }),
+    );
+    showDefault();
+  }
+
+  function showDefault() {
+    const env = environments.find((e) => e.id === selected);
+    defaultHint.textContent = env ? ` (${env.spawn})` : '';
+  }
+
+  // The form works at once; a submit before the environments arrive waits for them.
+  let markLoaded;
+  const loaded = new Promise((resolve) => {
+    markLoaded = resolve;
+  });
+  let shown = '';
+  const stop = poller(async () => {
+    try {
+      ({ environments } = await api('GET', '/api/environments'));
+    } catch {
+      return;
+    }
+    markLoaded();
+    const key = JSON.stringify(environments);
+    if (key !== shown) {
+      shown = key;
+      renderChoices();
+    }
+  });
+
+  async function start(event) {
+    event.preventDefault();
+    if (busy) return;
+    busy = true;
+    submit.disabled = true;
+    submit.textContent = 'Starting…';
+    error.hidden = true;
+    try {
+      await loaded;
+      await create();
+    } finally {
+      busy = false;
+      submit.disabled = false;
+      submit.textContent = 'Start session';
+    }
+  }
+
+  async function create() {
+    if (!selected) {
+      showError('Pick an environment first.');
+      return;
+    }
+    const body = {};
+    if (prompt.value.trim()) body.prompt = prompt.value;
+    const spawn = spawnInputs.find((i) => i.checked)?.value;
+    if (spawn) body.spawn = spawn;
+    try {
+      const session = await api('POST', `/api/environments/${encodeURIComponent(selected)}/sessions`, body);
+      navigate(`/s/${encodeURIComponent(session.id)}`, { replace: true });
+    } catch (err) {
+      if (err.status === 401) return;
+      const headline = { at_capacity: 'At capacity', environment_offline: 'Environment offline' }[err.code];
+      showError(err.message, headline);
+    }
+  }
+
+  function showError(message, headline) {
+    fill(error, headline ? h('strong', null, `${headline}: `) : null, message);
+    error.hidden = false;
+  }
+
+  return { destroy: stop };
+}
