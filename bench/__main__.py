@@ -1,4 +1,8 @@
-"""``python -m bench [--quick]``: run every benchmark and write ``bench/RESULTS.md``."""
+"""``python -m bench``: run every benchmark and write ``bench/RESULTS.md``.
+
+Figures are medians (and p99) over several trials, each with its baseline measured in the
+same run, because the machines are shared and noisy.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +11,68 @@ from pathlib import Path
 
 import trio
 
+from .soak import SoakResult, soak
 from .stats import machine_summary
 from .teardown import measure_teardown
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-async def main(trials: int) -> str:
+def _soak_section(result: SoakResult) -> list[str]:
+    def row(who: str, a: object, b: object) -> list[str]:
+        return [
+            f"| {who} {name} | {getattr(a, name)} | {getattr(b, name)} |"
+            for name in ("rss_kib", "open_files", "tasks", "children")
+        ]
+
+    problems = result.grew()
+    return [
+        f"## Soak ({result.seconds:.0f} s: {result.cycles} sessions, 4 at a time, "
+        f"{result.events} events, {result.cuts} connections cut)",
+        "",
+        "| figure | start | end |",
+        "|---|---|---|",
+        *row("daemon", result.daemon_start, result.daemon_end),
+        *row("relay", result.relay_start, result.relay_end),
+        "",
+        "Nothing grows: **yes**." if not problems else "Grew: **" + "; ".join(problems) + "**.",
+        "",
+    ]
+
+
+async def main(trials: int, soak_seconds: float) -> str:
     one, many = await measure_teardown(32, trials)
     ratio = many.median / one.median
     verdict = "meets" if ratio <= 1.5 else "MISSES"
-    return "\n".join(
-        [
-            "# Benchmark results",
-            "",
-            "Written by `python -m bench`; every figure comes from the same run as its baseline.",
-            "",
-            machine_summary(),
-            "",
-            "## Teardown (SIGTERM → exit, sessions busy, stand-in agent)",
-            "",
-            "| figure | median | p99 | trials |",
-            "|---|---|---|---|",
-            one.row(),
-            many.row(),
-            "",
-            f"Ratio 32 : 1 (medians) = **{ratio:.2f}** — target ≤ 1.5: {verdict}.",
-            "",
-        ]
-    )
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python -m bench`; every figure comes from the same run as its baseline.",
+        "",
+        machine_summary(),
+        "",
+        "## Teardown (SIGTERM → exit, sessions busy, stand-in agent)",
+        "",
+        "| figure | median | p99 | trials |",
+        "|---|---|---|---|",
+        one.row(),
+        many.row(),
+        "",
+        f"Ratio 32 : 1 (medians) = **{ratio:.2f}** — target ≤ 1.5: {verdict}.",
+        "",
+    ]
+    if soak_seconds > 0:
+        lines += _soak_section(await soak(soak_seconds))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--trials", type=int, default=5, help="trials per figure (default 5)")
+    parser.add_argument("--trials", type=int, default=7, help="trials per figure (default 7)")
+    parser.add_argument(
+        "--soak-seconds", type=float, default=120.0, help="soak duration (default 120; 0 skips)"
+    )
     args = parser.parse_args()
-    text = trio.run(main, args.trials)
+    text = trio.run(main, args.trials, args.soak_seconds)
     RESULTS.write_text(text, encoding="utf-8")
     print(text)

@@ -32,6 +32,7 @@ from .display import DisplayState, SessionLine, TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
 from .link import OutageTimeout, RelayLink
 from .paths import control_socket_path, data_dir, load_credential, normalise_relay_url, state_dir
+from .procstats import process_stats
 from .relay_client import RelayClient
 from .supervisor import Supervisor
 from .uplink import Uplink
@@ -273,6 +274,7 @@ async def run_daemon(
                     }
                     for s in stats.sessions
                 ],
+                "process": attrs.asdict(process_stats()),
                 "kept_worktrees": [
                     {"path": k.path, "branch": k.branch, "reasons": list(k.reasons)}
                     for k in stats.kept_worktrees
