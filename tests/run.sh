@@ -11,6 +11,22 @@ if ! command -v npm >/dev/null; then
   echo "tests/run.sh: npm is required to install the pinned Claude Code CLI (apt-get install npm)" >&2; exit 1
 fi
 
+# System tools the tests drive for real: Debian's Chromium (the web app's browser tests,
+# through Playwright; no browser download) and systemd-analyze (service unit checks).
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v git >/dev/null || missing+=(git)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing ${missing[*]} (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "tests/run.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
 echo "== installing Python packages into .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null

@@ -104,7 +104,7 @@ async def test_resumes_after_the_relay_restarts_printing_nothing_twice(
         client = httpx.AsyncClient(
             base_url=running.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
-        relay = Relay(running=running, data_dir=data_dir, client=client)
+        relay = Relay(running=running, data_dir=data_dir, client=client, token=token)
         project = tmp_path / "project"
         project.mkdir()
         daemon = await start_daemon(relay, tmp_path / "daemon-home", project)
