@@ -160,9 +160,9 @@ async def run_daemon(
         except WorktreeError as exc:
             raise ConfigError(str(exc)) from None
     stopper = _Stopper()
-    # One downlink plus up to 15 uplink requests in flight: a small pool keeps httpx's
+    # One downlink plus up to 4 uplink requests in flight: a small pool keeps httpx's
     # per-request bookkeeping cheap when every session flushes at once (teardown).
-    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    limits = httpx.Limits(max_connections=5, max_keepalive_connections=5)
     async with httpx.AsyncClient(timeout=15.0, limits=limits) as http, trio.open_nursery() as root:
         root.start_soon(stopper.watch_signals)
         sign_in: str | None = None

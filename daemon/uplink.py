@@ -49,8 +49,12 @@ class Outbox:
     flushing: bool = False
     memory_limit: int = 10_000
     spool: Spool | None = None
+    #: The session's last event (session_ended) is buffered: nothing more will come.
+    complete: bool = False
 
     def push(self, event: wire.Event) -> None:
+        if event.kind == "session_ended":
+            self.complete = True
         if self.spool is not None and (self.spool.count or len(self.events) >= self.memory_limit):
             self.spool.append(event)  # behind everything in memory: order is kept
         else:
@@ -107,22 +111,25 @@ class Uplink:
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _batches: int = 0
     _failures: int = 0
-    _flowing: trio.Event = attrs.field(factory=trio.Event)
-
-    def __attrs_post_init__(self) -> None:
-        self._flowing.set()
+    _paused: bool = False
+    _held: trio.Event = attrs.field(factory=trio.Event)
 
     def pause(self) -> None:
-        """Hold new batches (events keep buffering) until :meth:`resume`.
+        """Hold batches of sessions that are still running (events keep buffering) until
+        :meth:`resume`; a session whose last event is buffered sends at once.
 
-        Used while every session stops at once: each then sends its last events in one
-        request instead of one per step of its shutdown.
+        Used while every session stops at once: each sends its last events in one request,
+        as soon as it has ended, overlapping the other sessions' stops.
         """
-        if self._flowing.is_set():
-            self._flowing = trio.Event()
+        self._paused = True
 
     def resume(self) -> None:
-        self._flowing.set()
+        self._paused = False
+        self._wake_held()
+
+    def _wake_held(self) -> None:
+        self._held.set()
+        self._held = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; flushers run inside this task's nursery."""
@@ -139,6 +146,8 @@ class Uplink:
         """Buffer ``event`` (seqs of one session must come in order) and wake its flusher."""
         box = self._box(session_id)
         box.push(event)
+        if box.complete and self._paused:
+            self._wake_held()
         if not box.flushing and self._nursery is not None:
             box.flushing = True
             self._nursery.start_soon(self._flush, session_id, box)
@@ -202,7 +211,8 @@ class Uplink:
         attempt = 0
         try:
             while box.pending():
-                await self._flowing.wait()
+                while self._paused and not box.complete:
+                    await self._held.wait()
                 batch = box.take_batch(self.batch_max)
                 try:
                     acked = await self.client.post_events(session_id, batch)
