@@ -8,10 +8,11 @@ A restarted daemon resumes the downlink after it instead of replaying work it al
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import structlog
+
+from .paths import write_private_json
 
 __all__ = ["AppliedStore"]
 
@@ -40,9 +41,4 @@ class AppliedStore:
 
     def save(self, applied_through: int) -> None:
         """Write atomically (a crash leaves the old value or the new one, never half)."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"applied_through": applied_through}, f)
-        os.replace(tmp, self.path)
+        write_private_json(self.path, {"applied_through": applied_through})

@@ -11,8 +11,6 @@ taken) and stored there for the next time. Synchronous: call it before the event
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +19,14 @@ from typing import Literal
 import attrs
 
 from .errors import ConfigError
-from .paths import config_dir, data_dir, default_relay, normalise_relay_url
+from .paths import (
+    config_dir,
+    data_dir,
+    default_relay,
+    normalise_relay_url,
+    read_private_json,
+    write_private_json,
+)
 
 __all__ = ["Target", "load_token", "resolve_target", "save_token", "tokens_path"]
 
@@ -43,15 +48,7 @@ def tokens_path() -> Path:
 
 
 def _read_tokens() -> dict[str, dict[str, str]]:
-    path = tokens_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a JSON object of relay URL → token")
+    data = read_private_json(tokens_path(), "relay URL → token")
     return {
         url: entry
         for url, entry in data.items()
@@ -70,14 +67,7 @@ def save_token(relay: str, token: str, name: str) -> Path:
     tokens = _read_tokens()
     tokens[normalise_relay_url(relay)] = {"name": name, "token": token}
     path = tokens_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        json.dump(tokens, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_private_json(path, tokens)
     return path
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -63,15 +64,38 @@ def _credentials_file() -> Path:
     return config_dir() / "credentials.json"
 
 
-def _read_credentials() -> dict[str, str]:
-    path = _credentials_file()
+def read_private_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object kept in a private file (``{}`` when it does not exist yet).
+
+    Raises :class:`ConfigError` naming the file when it is unreadable or not an object.
+    """
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object of {what}")
+    return data
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` atomically with ``data``, readable by this user only (0600)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _read_credentials() -> dict[str, str]:
+    path = _credentials_file()
+    data = read_private_json(path, "relay URL → credential")
+    if not all(isinstance(v, str) for v in data.values()):
         raise ConfigError(f"{path} is not a JSON object of relay URL → credential")
     return data
 
@@ -93,12 +117,7 @@ def save_credential(relay: str, credential: str) -> Path:
     creds = _read_credentials()
     creds[normalise_relay_url(relay)] = credential
     path = _credentials_file()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(creds, f, indent=2)
-    os.replace(tmp, path)
+    write_private_json(path, creds)
     return path
 
 
