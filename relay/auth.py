@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 from starlette.requests import Request
 
-from .errors import Unauthenticated
+from .errors import Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -109,6 +109,22 @@ class ClientPrincipal:
     session_hash: str | None = None
 
 
+#: Cookie-authenticated writes must carry this header (the web app always sends it). A page
+#: on another site can make a browser send the cookie, but not a custom header without a
+#: CORS preflight, which the relay never grants. (SameSite=Strict already stops most of it.)
+CSRF_HEADER = "x-requested-with"
+
+
+def check_csrf(request: Request) -> None:
+    """Refuse a cookie-authenticated write without the CSRF header (403 ``csrf``)."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if request.headers.get(CSRF_HEADER, "").lower() != "rcd":
+        raise Forbidden(
+            "csrf", "a write signed in by cookie must send the header 'X-Requested-With: rcd'"
+        )
+
+
 async def authenticate_client(request: Request, storage: Storage) -> ClientPrincipal:
     """Who the client is; raises :class:`Unauthenticated` (401) otherwise.
 
@@ -124,6 +140,7 @@ async def authenticate_client(request: Request, storage: Storage) -> ClientPrinc
     if cookie:
         session_hash = hash_secret(cookie)
         if await storage.web_session_valid(session_hash):
+            check_csrf(request)
             return ClientPrincipal(name=WEB_ORIGIN, via="cookie", session_hash=session_hash)
         raise Unauthenticated("your sign-in has expired; open a new login link")
     raise Unauthenticated("send 'Authorization: Bearer <device token>' or sign in")

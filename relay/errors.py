@@ -55,6 +55,11 @@ class Unauthenticated(ApiError):
         super().__init__(401, code, message)
 
 
+class Forbidden(ApiError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(403, code, message)
+
+
 class NotFound(ApiError):
     def __init__(self, message: str, code: str = "not_found") -> None:
         super().__init__(404, code, message)

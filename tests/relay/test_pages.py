@@ -29,8 +29,21 @@ async def test_login_link_sets_a_strict_cookie_once(
 
     # The cookie authenticates the client API, as the client "web".
     assert (await client.get("/api/sessions")).status_code == 200
-    s = await create_session(client, {}, daemon.environment_id, prompt="from the browser")
-    await client.post(f"/api/sessions/{s['id']}/messages", json={"id": "w1", "text": "hi"})
+    web = {"X-Requested-With": "rcd"}  # what the web app sends on every call
+    s = await create_session(client, web, daemon.environment_id, prompt="from the browser")
+    r = await client.post(
+        f"/api/sessions/{s['id']}/messages", json={"id": "w1", "text": "hi"}, headers=web
+    )
+    assert r.status_code == 202
+    # A write by cookie without the header (what a forged cross-site form sends) is refused,
+    # and changes nothing.
+    before = queued_directives(data_dir, daemon.environment_id)
+    forged = await client.post(
+        f"/api/sessions/{s['id']}/messages", json={"id": "w2", "text": "rm -rf"}
+    )
+    assert_error(forged, 403, "csrf")
+    assert_error(await client.post(f"/api/sessions/{s['id']}/stop"), 403, "csrf")
+    assert queued_directives(data_dir, daemon.environment_id) == before
     origins = {
         getattr(d, "origin", None) for d in queued_directives(data_dir, daemon.environment_id)
     }
