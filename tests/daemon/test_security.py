@@ -1,0 +1,76 @@
+"""The daemon opens no TCP listener and keeps what it holds private."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.harness import Relay, start_daemon, start_relay
+
+LISTEN = "0A"
+
+
+def listening_inodes() -> set[str]:
+    """Socket inodes of every TCP socket in LISTEN state on this machine (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == LISTEN:
+                inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> Relay:
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, tmp_path / "relay")
+        yield relay  # type: ignore[misc]
+        await relay.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_daemon_listens_on_no_tcp_port_and_its_files_are_private(
+    relay: Relay, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    home = tmp_path / "home"
+    daemon = await start_daemon(relay, home, project)
+    sid = (await relay.create_session(daemon.environment_id, prompt="hello")).json()["id"]
+    await relay.wait_kind(sid, "turn_result")
+    own = socket_inodes(daemon.process.pid)
+    assert own, "the daemon should hold sockets (its outbound link, its control socket)"
+    assert not own & listening_inodes(), "the daemon must not listen on any TCP port"
+    # The relay in this test process does listen: the check can tell the difference.
+    assert socket_inodes(os.getpid()) & listening_inodes()
+
+    runtime = home / "run" / "rcd"
+    [control] = list(runtime.glob("*.sock"))
+    assert stat.S_ISSOCK(os.stat(control).st_mode)
+    assert stat.S_IMODE(os.stat(control).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(runtime).st_mode) == 0o700
+    credentials = home / ".config" / "rcd" / "credentials.json"
+    assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
+    assert await daemon.stop() == 0
+    assert not control.exists()  # removed on the way out
