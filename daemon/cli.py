@@ -309,4 +309,10 @@ def _status(args: argparse.Namespace) -> int:
         where = s.get("branch") or s.get("cwd") or ""
         title = s.get("title") or "(untitled)"
         print(f"  {s['id']}  {s['state']:<20} {title}  {where}  pid={s.get('pid')}")
+    kept = report.get("kept_worktrees") or []
+    assert isinstance(kept, list)
+    if kept:
+        print("  kept worktrees (they hold work; rcd never deletes them):")
+    for k in kept:
+        print(f"    {k['branch']}  {k['path']}: {'; '.join(k['reasons'])}")
     return 0

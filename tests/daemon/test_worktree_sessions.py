@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import Relay, start_daemon, start_relay
+from tests.harness import Relay, rcd, start_daemon, start_relay
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -87,6 +87,13 @@ async def test_worktree_sessions_capacity_and_teardown_keep_every_piece_of_work(
 
             status = await daemon.status()
             assert {s["branch"] for s in status["sessions"]} == {*branches, None}
+            # A session that ends while the daemon runs: its kept work shows in rcd status.
+            await relay.client.post(f"/api/sessions/{ids[0]}/stop")
+            await relay.wait_kind(ids[0], "session_ended")
+            [kept] = (await daemon.status())["kept_worktrees"]
+            assert kept["branch"] == "rcd/dirty-work" and kept["reasons"]
+            human = (await rcd(daemon.env, "status", str(repo))).stdout.decode()
+            assert "kept worktrees" in human and "rcd/dirty-work" in human
             assert await daemon.stop() == 0
 
             # Uncommitted work: the worktree and its file are still there.
