@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -9,7 +11,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from wire import MAX_MESSAGE_BYTES, DecodeError, decode_json
+from wire import MAX_MESSAGE_BYTES, DecodeError, decode
 
 from .errors import BadRequest, BodyTooLarge
 
@@ -63,11 +65,46 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: Integers must fit SQLite's (and most clients') signed 64 bits.
+_INT_LIMIT = 2**63
+
+
+def _json_int(text: str) -> int:
+    # Checking the length first also avoids Python's 4300-digit conversion limit.
+    if len(text.lstrip("-")) > 19 or not -_INT_LIMIT <= int(text) < _INT_LIMIT:
+        raise ValueError(f"integer out of the signed 64-bit range: {text[:30]}")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf, which JSON cannot carry back out
+        raise ValueError(f"number out of range: {text[:30]}")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def decode_body(request: Request, cl: type[T], limit: int = CLIENT_BODY_LIMIT) -> T:
-    """Read the body (capped) and decode it as ``cl``; a mismatch is 400 ``invalid_body``."""
+    """Read the body (capped) and decode it as ``cl``; a mismatch is 400 ``invalid_body``.
+
+    Strict JSON only: no NaN/Infinity, no integer outside signed 64 bits, no lone
+    surrogate (``"\\ud800"``: it cannot be stored as UTF-8), no absurd nesting.
+    """
     raw = await read_body(request, limit)
     try:
-        return decode_json(cl, raw)
+        data = json.loads(
+            raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+        )
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("invalid_body", "$: a string holds a lone UTF-16 surrogate") from None
+    except (ValueError, RecursionError) as exc:  # incl. JSONDecodeError, UnicodeDecodeError
+        raise BadRequest("invalid_body", f"$: not valid JSON ({exc})") from None
+    try:
+        return decode(cl, data)
     except DecodeError as exc:
         raise BadRequest("invalid_body", "; ".join(exc.problems)) from None
 
