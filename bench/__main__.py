@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from .roundtrip import measure_round_trips
 from .soak import SoakResult, soak
 from .stats import machine_summary
 from .teardown import measure_teardown
@@ -66,6 +67,33 @@ async def main(trials: int, soak_seconds: float) -> str:
         "sessions add is CPU in the daemon on a 2-core machine — mostly httpx building and",
         "pooling one uplink request per session (py-spy), then reaping 32 agent processes — so",
         "the ratio sits near the target and moves with the machine's load from run to run.",
+        "",
+    ]
+    base, one_rt, many_rt = await measure_round_trips()
+    checks = [
+        ("1 session, median", one_rt.median / base.median, 4),
+        ("1 session, p99", one_rt.p99 / base.median, 12),
+        ("32 busy sessions, median", many_rt.median / base.median, 8),
+    ]
+    lines += [
+        "## Round trip (client posts → stand-in agent answers → client sees it on SSE)",
+        "",
+        "| figure | median | p99 | samples |",
+        "|---|---|---|---|",
+        base.row(),
+        one_rt.row(),
+        many_rt.row(),
+        "",
+        *(
+            f"- {name}: **{ratio:.1f}x** the baseline GET — target ≤ {target}x: "
+            + ("meets" if ratio <= target else "MISSES")
+            for name, ratio, target in checks
+        ),
+        "",
+        "Every hop is Python on a 2-core machine shared by relay, daemon, agents and the",
+        "benchmark's own clients: relay request → directive → downlink SSE → agent stdin →",
+        "stdout → uplink request → relay → client SSE. With 32 sessions busy, the 32 clients'",
+        "SSE readers run in the relay's process too. Not yet tuned (issue: performance).",
         "",
     ]
     if soak_seconds > 0:
