@@ -16,7 +16,7 @@ from relay import RelayError
 
 from .attach import add_attach_parser, run_attach
 from .errors import DaemonError
-from .options import add_start_options, port
+from .options import add_start_options, port, positive_seconds
 from .service import add_service_parser, run_service_command
 
 __all__ = ["build_parser", "main"]
@@ -68,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow plain HTTP on a non-loopback address (not recommended)",
     )
+    relay.add_argument(
+        "--access-token-ttl",
+        type=positive_seconds,
+        default=900.0,
+        metavar="SECONDS",
+        help="lifetime of daemons' link and session access tokens (default: 900)",
+    )
+    relay.add_argument(
+        "--keepalive",
+        type=positive_seconds,
+        default=15.0,
+        metavar="SECONDS",
+        help="keep-alive interval on idle streams; revocations also reach open streams "
+        "within it (default: 15)",
+    )
     relay.add_argument("--verbose", "-v", action="store_true", help="log more")
     relay_sub = relay.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")
 
@@ -88,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     t_revoke = token_sub.add_parser("revoke", help="revoke a token (effective at once)")
     t_revoke.add_argument("name")
     data_dir_arg(t_revoke)
+    environment = relay_sub.add_parser(
+        "environment", help="list environments, or revoke a machine's credential"
+    )
+    env_sub = environment.add_subparsers(
+        dest="environment_command", metavar="ACTION", required=True
+    )
+    e_list = env_sub.add_parser("list", help="list environments with their machine and state")
+    data_dir_arg(e_list)
+    e_revoke = env_sub.add_parser(
+        "revoke",
+        help="revoke the credential of the machine serving an environment (effective at once)",
+        description="Revoke the environment credential that registered ENVIRONMENT (its id or "
+        "name). Every environment registered with that credential goes offline for good and "
+        "its live sessions end; the daemons exit with an error and must be paired again.",
+    )
+    e_revoke.add_argument("environment", metavar="ENVIRONMENT", help="an environment id or name")
+    data_dir_arg(e_revoke)
     pair_code = relay_sub.add_parser("pair-code", help="print a one-time code to pair a daemon")
     data_dir_arg(pair_code)
     login = relay_sub.add_parser("login-link", help="print a one-time sign-in URL for a browser")
@@ -211,6 +243,19 @@ def _relay(args: argparse.Namespace) -> int:
             elif args.token_command == "revoke":
                 admin.revoke_device_token(data, args.name)
                 print(f"revoked {args.name!r}")
+        elif args.relay_command == "environment":
+            if args.environment_command == "list":
+                envs = admin.list_environments(data)
+                if not envs:
+                    print("no environments")
+                for e in envs:
+                    state = "revoked" if e.revoked else "online" if e.online else "offline"
+                    print(f"{e.id}\t{e.name}\t{e.machine}\t{state}\t{e.directory}")
+            elif args.environment_command == "revoke":
+                revoked = admin.revoke_environment(data, args.environment)
+                print(f"revoked the credential of {len(revoked)} environment(s):")
+                for e in revoked:
+                    print(f"{e.id}\t{e.name}\t{e.machine}")
         elif args.relay_command == "pair-code":
             code = admin.create_pair_code(data)
             print("Pair a daemon with: rcd pair RELAY_URL CODE  (one use, expires in 10 minutes)")
@@ -246,6 +291,8 @@ def _serve_relay(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         insecure_http=args.insecure_http,
+        access_token_ttl=args.access_token_ttl,
+        keepalive_interval=args.keepalive,
     )
 
     async def serve() -> None:

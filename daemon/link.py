@@ -8,6 +8,7 @@ non-zero, and the service manager restarts it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import aclosing
 
 import attrs
 import structlog
@@ -53,6 +54,10 @@ class RelayLink:
     _acked: int = 0
     _ack_wanted: trio.Event = attrs.Factory(trio.Event)
     _online: trio.Event = attrs.Factory(trio.Event)
+    #: The open stream's cancel scope (the newest, while one is being renewed).
+    _current: trio.CancelScope | None = None
+    _stream_ended: trio.Event = attrs.Factory(trio.Event)
+    _delivered: bool = False
 
     async def wait_online(self) -> None:
         """Return once the downlink is open (at once if it is now)."""
@@ -80,31 +85,98 @@ class RelayLink:
         if error is not None:
             raise error
 
+    async def _stream(
+        self, ended: list[BaseException | None], task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        """One downlink: reports its cancel scope once open, then applies directives until
+        it ends; how it ended goes into ``ended`` (None: the relay closed it). Failures
+        before it opens are raised to the starter."""
+        is_open = False
+        with trio.CancelScope() as scope:
+
+            def opened() -> None:
+                nonlocal is_open
+                is_open = True
+                self._opened()
+                task_status.started(scope)
+
+            try:
+                async with aclosing(
+                    self.client.downlink(
+                        self.environment_id, self.applied_through(), on_open=opened
+                    )
+                ) as directives:
+                    async for dseq, directive in directives:
+                        self._delivered = True
+                        self.apply(dseq, directive)
+                        self._ack_wanted.set()
+                ended.append(None)
+            except (RelayUnreachable, RelayRejected) as exc:
+                if not is_open:
+                    raise
+                ended.append(exc)
+            finally:
+                self._stream_ended.set()
+
     async def _downlink_loop(self) -> None:
+        error: DaemonError | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._connect_forever(nursery)
+            except DaemonError as exc:
+                error = exc  # raised bare, not in an exception group
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _connect_forever(self, nursery: trio.Nursery) -> None:
         attempt = 0
         outage_since: float | None = None
         while True:
+            ended: list[BaseException | None] = []
+            previous = self._current
             try:
-                async for dseq, directive in self.client.downlink(
-                    self.environment_id, self.applied_through(), on_open=self._opened
-                ):
-                    attempt, outage_since = 0, None
-                    self.apply(dseq, directive)
-                    self._ack_wanted.set()
+                self._stream_ended = trio.Event()
+                self._current = await nursery.start(self._stream, ended)
+            except (RelayUnreachable, RelayRejected) as exc:
+                failure: BaseException | None = exc
+            else:
+                # Make before break: the stream being renewed is dropped only now that
+                # its successor is open, so the environment never shows offline.
+                if previous is not None:
+                    previous.cancel()
+                opened_at, outage_since = trio.current_time(), None
+                self._delivered = False
+                with trio.move_on_at(self.client.link_renew_at()):
+                    while not ended:
+                        await self._stream_ended.wait()
+                        self._stream_ended = trio.Event()
+                if not ended:
+                    log.info("link_renewal")
+                    attempt = 0
+                    continue
+                failure = ended[0]
+                if self._delivered or trio.current_time() - opened_at >= 10:
+                    attempt = 0  # it was a good link: retry soon
+            if previous is not None:
+                previous.cancel()
+            self._current = None
+            if isinstance(failure, RelayRejected):
+                if failure.status in (401, 403, 404):
+                    # The credential was revoked or the environment removed: retrying
+                    # will not help, and the service manager should not restart us in a
+                    # loop.
+                    raise failure
+                detail = str(failure)
+            elif isinstance(failure, RelayUnreachable):
+                detail = failure.detail
+            else:
                 detail = "the relay closed the stream"
-            except RelayUnreachable as exc:
-                detail = exc.detail
-            except RelayRejected as exc:
-                if exc.status in (401, 403, 404):
-                    # The credential was revoked or the environment removed: retrying will
-                    # not help, and the service manager should not restart us in a loop.
-                    raise
-                detail = str(exc)
             if self.connected:
                 log.warning("link_down", detail=detail)
             self.connected = False
             if self._online.is_set():
-                # Waiters from now on wait for the next link; earlier ones already returned.
+                # Waiters from now on wait for the next link; earlier ones returned.
                 self._online = trio.Event()
             self._last_error = detail
             now = trio.current_time()

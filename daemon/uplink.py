@@ -157,6 +157,7 @@ class Uplink:
         box = self._outboxes.get(session_id)
         if box is not None and not box.pending():
             del self._outboxes[session_id]
+            self.client.forget_session(session_id)
 
     def _box(self, session_id: str) -> Outbox:
         box = self._outboxes.get(session_id)
@@ -248,6 +249,9 @@ class Uplink:
                     )
                     box.events.clear()
                 self._notify()
+            if box.complete:
+                # Its last event is in: nothing more will come for this session.
+                self.forget(session_id)
         finally:
             box.flushing = False
 

@@ -20,7 +20,7 @@ from .auth import (
     normalize_pair_code,
 )
 from .errors import AdminError
-from .records import DeviceTokenInfo
+from .records import DeviceTokenInfo, EnvironmentRecord
 from .server import read_relay_url
 from .sqlite import SqliteDatabase, database_path
 
@@ -31,7 +31,9 @@ __all__ = [
     "create_login_link",
     "create_pair_code",
     "list_device_tokens",
+    "list_environments",
     "revoke_device_token",
+    "revoke_environment",
 ]
 
 #: Pair codes and login links expire after this many seconds unless told otherwise.
@@ -118,3 +120,33 @@ def create_environment_credential(data_dir: Path, machine: str) -> str:
     with _database(data_dir) as db:
         db.add_environment_credential(machine, hash_secret(credential))
     return credential
+
+
+def list_environments(data_dir: Path) -> list[EnvironmentRecord]:
+    with _database(data_dir) as db:
+        return db.list_environments()
+
+
+def revoke_environment(data_dir: Path, environment: str) -> list[EnvironmentRecord]:
+    """Revoke the credential that registered ``environment`` (an id, or a name that names
+    exactly one environment); returns every environment that credential had registered.
+
+    The relay refuses the credential and its access tokens from the next request on; open
+    downlinks end within one keep-alive. AdminError if unknown, ambiguous or already revoked.
+    """
+    with _database(data_dir) as db:
+        envs = db.list_environments()
+        matches = [e for e in envs if e.id == environment] or [
+            e for e in envs if e.name == environment
+        ]
+        if not matches:
+            raise AdminError(f"no environment {environment!r}; see 'rcd relay environment list'")
+        if len(matches) > 1:
+            ids = ", ".join(e.id for e in matches)
+            raise AdminError(
+                f"{len(matches)} environments are named {environment!r}: use an id ({ids})"
+            )
+        revoked = set(db.revoke_environment(matches[0].id))
+        if not revoked:
+            raise AdminError(f"environment {environment!r} is already revoked")
+        return [e for e in envs if e.id in revoked]

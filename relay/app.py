@@ -7,6 +7,7 @@ wrong methods (405) and oversize bodies (413). A 5xx is a bug; it is JSON too
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 
 import structlog
@@ -18,11 +19,13 @@ from starlette.responses import Response
 from .client_api import ClientApi
 from .config import RelayConfig
 from .daemon_api import DaemonApi
-from .errors import ApiError
+from .errors import ApiError, RateLimited
 from .fanout import Hub
 from .httputil import error_response
 from .pages import Pages
+from .ratelimit import AttemptLimiter
 from .storage import Storage
+from .tokens import TokenIssuer
 
 __all__ = ["create_app"]
 
@@ -37,7 +40,10 @@ _HTTP_CODES = {
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"retry-after": str(math.ceil(exc.retry_after))}
+    return error_response(exc.status, exc.code, exc.message, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -62,15 +68,23 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "the relay hit a bug; see its log")
 
 
-def create_app(storage: Storage, hub: Hub, config: RelayConfig) -> Starlette:
+def create_app(
+    storage: Storage, hub: Hub, config: RelayConfig, *, tokens: TokenIssuer | None = None
+) -> Starlette:
     """The ASGI app over an *open* ``storage``.
 
     ``config.url`` is used for session URLs, so pass the bound port (``serve_relay`` does).
+    ``tokens`` mints and checks daemons' access tokens (default: a fresh key and
+    ``config.access_token_ttl``).
     """
+    if tokens is None:
+        tokens = TokenIssuer(ttl=config.access_token_ttl)
+    sign_in = AttemptLimiter("sign-in", limit=config.failed_attempts_per_minute, window=60.0)
+    pairing = AttemptLimiter("pairing", limit=config.failed_attempts_per_minute, window=60.0)
     routes = [
-        *Pages(storage, config).routes(),
+        *Pages(storage, config, sign_in).routes(),
         *ClientApi(storage, hub, config).routes(),
-        *DaemonApi(storage, hub, config).routes(),
+        *DaemonApi(storage, hub, config, tokens, pairing).routes(),
     ]
     return Starlette(
         routes=routes,

@@ -8,7 +8,12 @@ storage, so a revocation takes effect at once.
 Two kinds of callers, never interchangeable:
 
 * clients: ``Authorization: Bearer <device token>`` or the web app's ``rcd_session`` cookie;
-* daemons: ``Authorization: Bearer <environment credential>``.
+* daemons: ``Authorization: Bearer <environment credential>`` to register and to mint
+  access tokens, ``Authorization: Bearer <access token>`` for everything else
+  (:mod:`relay.tokens`).
+
+A credential of one kind presented where another is needed is 403 ``wrong_scope`` (the
+prefixes tell them apart), so a misconfigured caller learns what it did wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 from starlette.requests import Request
 
-from .errors import Forbidden, Unauthenticated
+from .errors import CredentialRevoked, Forbidden, Unauthenticated
+from .tokens import ACCESS_TOKEN_PREFIX, AccessClaims, TokenIssuer, TokenKind
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -31,6 +37,7 @@ __all__ = [
     "SESSION_COOKIE",
     "WEB_ORIGIN",
     "ClientPrincipal",
+    "authenticate_access",
     "authenticate_client",
     "authenticate_daemon",
     "bearer_token",
@@ -132,6 +139,8 @@ async def authenticate_client(request: Request, storage: Storage) -> ClientPrinc
     """
     token = bearer_token(request)
     if token is not None:
+        if token.startswith((ENVIRONMENT_CREDENTIAL_PREFIX, ACCESS_TOKEN_PREFIX)):
+            raise Forbidden("wrong_scope", "a daemon's credential cannot use the client API")
         name = await storage.authenticate_device_token(hash_secret(token))
         if name is None:
             raise Unauthenticated("unknown or revoked device token")
@@ -151,10 +160,51 @@ async def authenticate_daemon(request: Request, storage: Storage) -> str:
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("send 'Authorization: Bearer <environment credential>'")
+    if token.startswith(DEVICE_TOKEN_PREFIX):
+        raise Forbidden("wrong_scope", "a device token cannot use the daemon API")
+    if token.startswith(ACCESS_TOKEN_PREFIX):
+        raise Forbidden(
+            "wrong_scope", "register and mint tokens with the environment credential itself"
+        )
     credential_id = await storage.authenticate_environment_credential(hash_secret(token))
     if credential_id is None:
-        raise Unauthenticated("unknown or revoked environment credential")
+        raise CredentialRevoked()
     return credential_id
+
+
+def authenticate_access(
+    request: Request,
+    issuer: TokenIssuer,
+    kind: TokenKind,
+    *,
+    environment_id: str | None = None,
+    session_id: str | None = None,
+) -> AccessClaims:
+    """The claims of the request's access token, which must be of ``kind`` and, when given,
+    for ``environment_id`` / ``session_id``.
+
+    401 without a genuine unexpired token; 403 ``wrong_scope`` for any other credential or a
+    token minted for another purpose, environment or session. The caller still checks that
+    the token's environment is not revoked (a storage read it makes anyway).
+    """
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated(f"send 'Authorization: Bearer <{kind} access token>'")
+    if token.startswith(DEVICE_TOKEN_PREFIX):
+        raise Forbidden("wrong_scope", "a device token cannot use the daemon API")
+    if token.startswith(ENVIRONMENT_CREDENTIAL_PREFIX):
+        raise Forbidden(
+            "wrong_scope",
+            f"this route takes a {kind} access token; mint one with the environment credential",
+        )
+    claims = issuer.verify(token)
+    if claims.kind != kind:
+        raise Forbidden("wrong_scope", f"this route takes a {kind} token, not a {claims.kind} one")
+    if environment_id is not None and claims.environment_id != environment_id:
+        raise Forbidden("wrong_scope", "this token is for another environment")
+    if session_id is not None and claims.session_id != session_id:
+        raise Forbidden("wrong_scope", "this token is for another session")
+    return claims
 
 
 async def issue_environment_credential(storage: Storage, machine: str) -> str:

@@ -35,6 +35,13 @@ class RelayConfig:
     insecure_http: bool = False
     #: Seconds between ``: keep-alive`` comments on an idle SSE stream.
     keepalive_interval: float = 15.0
+    #: Seconds a daemon's access token (link or session) lives.
+    access_token_ttl: float = 900.0
+    #: The most sessions one environment may run at once (a daemon's ``--capacity`` above
+    #: it is refused at registration).
+    max_sessions_per_environment: int = 256
+    #: Failed sign-in (login link) or pairing attempts allowed per address per minute.
+    failed_attempts_per_minute: int = 10
 
     @property
     def tls(self) -> bool:

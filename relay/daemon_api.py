@@ -1,8 +1,14 @@
 """The daemon API under ``/daemon/v1`` (see :mod:`wire.protocol`).
 
-Every route but ``pair`` takes ``Authorization: Bearer <environment credential>``; an
-environment or session the credential did not register is 404, exactly like one that does
-not exist.
+Credentials (:mod:`relay.auth`, :mod:`relay.tokens`):
+
+* ``pair``: none (the one-time pair code is in the body; failures are rate-limited);
+* ``register`` and ``tokens``: the long-lived environment credential;
+* ``downlink``, ``ack``, ``goodbye``: the environment's *link* access token;
+* ``sessions/{id}/events``: that session's *session* access token.
+
+An environment or session the credential did not register is 404, exactly like one that
+does not exist; a token minted for another purpose, environment or session is 403.
 """
 
 from __future__ import annotations
@@ -15,25 +21,41 @@ from starlette.routing import Route
 
 from wire import (
     PROTOCOL_VERSION,
+    AccessToken,
     Ack,
     DecodeError,
     EventBatch,
     PairRequest,
     PairResponse,
     RegisterRequest,
+    TokenRequest,
     UplinkAck,
     encode,
 )
 
-from .auth import authenticate_daemon, hash_secret, new_environment_credential, normalize_pair_code
+from .auth import (
+    authenticate_access,
+    authenticate_daemon,
+    hash_secret,
+    new_environment_credential,
+    normalize_pair_code,
+)
 from .config import RelayConfig
-from .errors import BadRequest, BodyTooLarge, NotFound, Unauthenticated
+from .errors import BadRequest, BodyTooLarge, CredentialRevoked, NotFound, Unauthenticated
 from .fanout import Hub, environment_key, session_key
-from .httputil import UPLINK_BODY_LIMIT, decode_body, json_response, last_event_id
+from .httputil import (
+    UPLINK_BODY_LIMIT,
+    client_address,
+    decode_body,
+    json_response,
+    last_event_id,
+)
 from .indexing import check_indexed_payloads
-from .records import EnvironmentRecord
+from .ratelimit import AttemptLimiter
+from .records import REVOKED_CREDENTIAL, EnvironmentRecord
 from .storage import Storage
 from .streams import downlink_response
+from .tokens import AccessClaims, TokenIssuer
 
 __all__ = ["MAX_EVENTS_PER_BATCH", "DaemonApi"]
 
@@ -48,33 +70,48 @@ class DaemonApi:
     storage: Storage
     hub: Hub
     config: RelayConfig
+    tokens: TokenIssuer = attrs.Factory(TokenIssuer)
+    #: Failed pairings per address.
+    attempts: AttemptLimiter = attrs.Factory(lambda: AttemptLimiter("pairing"))
 
     def routes(self) -> list[Route]:
         env = "/daemon/v1/environments/{environment_id}"
         return [
             Route("/daemon/v1/pair", self.pair, methods=["POST"]),
             Route("/daemon/v1/register", self.register, methods=["POST"]),
+            Route(env + "/tokens", self.mint_token, methods=["POST"]),
             Route(env + "/downlink", self.downlink, methods=["GET"]),
             Route(env + "/ack", self.ack, methods=["POST"]),
             Route(env + "/goodbye", self.goodbye, methods=["POST"]),
             Route("/daemon/v1/sessions/{session_id}/events", self.events, methods=["POST"]),
         ]
 
-    async def _environment(self, request: Request) -> EnvironmentRecord:
-        credential_id = await authenticate_daemon(request, self.storage)
-        environment_id = request.path_params["environment_id"]
+    async def _owned_environment(
+        self, environment_id: str, credential_id: str
+    ) -> EnvironmentRecord:
         env = await self.storage.get_environment(environment_id)
         if env is None or env.credential_id != credential_id:
+            if env is not None and env.credential_id == REVOKED_CREDENTIAL + credential_id:
+                raise CredentialRevoked()
             raise NotFound(f"no environment {environment_id}")
         return env
 
+    async def _link(self, request: Request) -> tuple[AccessClaims, EnvironmentRecord]:
+        """The link token's claims and its (unrevoked) environment."""
+        environment_id = request.path_params["environment_id"]
+        claims = authenticate_access(request, self.tokens, "link", environment_id=environment_id)
+        return claims, await self._owned_environment(environment_id, claims.credential_id)
+
     async def pair(self, request: Request) -> Response:
+        caller = client_address(request)
+        self.attempts.check(caller)
         body = await decode_body(request, PairRequest, _SMALL_BODY_LIMIT)
         credential = new_environment_credential()
         credential_id = await self.storage.redeem_pair_code(
             hash_secret(normalize_pair_code(body.code)), body.machine, hash_secret(credential)
         )
         if credential_id is None:
+            self.attempts.failed(caller)
             raise Unauthenticated(
                 "unknown, used or expired pair code; run 'rcd relay pair-code' for a new one",
                 code="invalid_pair_code",
@@ -89,24 +126,59 @@ class DaemonApi:
                 "unsupported_protocol",
                 f"this relay speaks protocol {PROTOCOL_VERSION}, the daemon {body.protocol}",
             )
+        limit = self.config.max_sessions_per_environment
+        if body.capacity > limit:
+            raise BadRequest(
+                "capacity_too_large",
+                f"capacity {body.capacity} is over this relay's limit of {limit} sessions"
+                " per environment",
+            )
         registration = await self.storage.register_environment(credential_id, body)
         return json_response(encode(registration))
 
+    async def mint_token(self, request: Request) -> Response:
+        """A link token, or with ``session_id`` the uplink token of one of its sessions."""
+        credential_id = await authenticate_daemon(request, self.storage)
+        env = await self._owned_environment(request.path_params["environment_id"], credential_id)
+        body = await decode_body(request, TokenRequest, _SMALL_BODY_LIMIT)
+        if body.session_id is None:
+            token, _ = self.tokens.issue("link", credential_id, env.id, None)
+        else:
+            session = await self.storage.get_session(body.session_id)
+            if session is None or session.environment_id != env.id:
+                raise NotFound(f"no session {body.session_id}")
+            token, _ = self.tokens.issue("session", credential_id, env.id, session.id)
+        return json_response(encode(AccessToken(token=token, expires_in=self.tokens.ttl)))
+
     async def downlink(self, request: Request) -> Response:
-        env = await self._environment(request)
+        claims, env = await self._link(request)
         after = last_event_id(request) or 0
+
+        async def still_allowed() -> bool:
+            # Asked at every keep-alive: the stream ends when its token expires or its
+            # credential is revoked, and the daemon reconnects with a fresh token.
+            if self.tokens.clock() >= claims.expires_at:
+                return False
+            current = await self.storage.get_environment(env.id)
+            return current is not None and current.credential_id == claims.credential_id
+
         return downlink_response(
-            self.storage, self.hub, env.id, after, self.config.keepalive_interval
+            self.storage,
+            self.hub,
+            env.id,
+            after,
+            self.config.keepalive_interval,
+            still_allowed,
         )
 
     async def ack(self, request: Request) -> Response:
-        env = await self._environment(request)
+        _, env = await self._link(request)
         body = await decode_body(request, Ack, _SMALL_BODY_LIMIT)
         await self.storage.acknowledge_directives(env.id, body.through)
         return Response(status_code=204)
 
     async def goodbye(self, request: Request) -> Response:
-        env = await self._environment(request)
+        _, env = await self._link(request)
         ended = await self.storage.say_goodbye(env.id)
         # Ends a downlink still open (it is no longer current).
         self.hub.notify(environment_key(env.id))
@@ -114,8 +186,8 @@ class DaemonApi:
         return Response(status_code=204)
 
     async def events(self, request: Request) -> Response:
-        credential_id = await authenticate_daemon(request, self.storage)
         session_id = request.path_params["session_id"]
+        claims = authenticate_access(request, self.tokens, "session", session_id=session_id)
         body = await decode_body(request, EventBatch, UPLINK_BODY_LIMIT)
         if len(body.events) > MAX_EVENTS_PER_BATCH:
             raise BodyTooLarge(
@@ -127,7 +199,7 @@ class DaemonApi:
         except DecodeError as exc:
             raise BadRequest("invalid_body", "; ".join(exc.problems)) from None
         acked = await self.storage.append_events(
-            session_id, body.events, credential_id=credential_id
+            session_id, body.events, credential_id=claims.credential_id
         )
         self.hub.notify(session_key(session_id))
         return json_response(encode(UplinkAck(acked=acked)))

@@ -16,9 +16,12 @@ __all__ = [
     "BadRequest",
     "BodyTooLarge",
     "Conflict",
+    "CredentialRevoked",
     "EnvironmentOffline",
+    "Forbidden",
     "NotFound",
     "NotResumable",
+    "RateLimited",
     "RelayError",
     "SessionEnded",
     "Unauthenticated",
@@ -53,6 +56,21 @@ class Unauthenticated(ApiError):
         self, message: str = "missing or invalid credentials", code: str = "unauthenticated"
     ) -> None:
         super().__init__(401, code, message)
+
+
+class CredentialRevoked(Unauthenticated):
+    def __init__(self) -> None:
+        super().__init__(
+            "this machine's environment credential is unknown to the relay or was revoked;"
+            " pair again with 'rcd pair RELAY_URL CODE' (a code from 'rcd relay pair-code')",
+            code="credential_revoked",
+        )
+
+
+class RateLimited(ApiError):
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(429, "rate_limited", message)
 
 
 class Forbidden(ApiError):

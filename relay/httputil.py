@@ -18,6 +18,7 @@ from .errors import BadRequest, BodyTooLarge
 __all__ = [
     "CLIENT_BODY_LIMIT",
     "UPLINK_BODY_LIMIT",
+    "client_address",
     "decode_body",
     "error_response",
     "int_param",
@@ -37,6 +38,11 @@ UPLINK_BODY_LIMIT = 32 * 1024 * 1024
 
 def json_response(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
+
+
+def client_address(request: Request) -> str:
+    """The caller's address, for rate limits (the proxy's, behind a reverse proxy)."""
+    return request.client.host if request.client else "unknown"
 
 
 def error_response(

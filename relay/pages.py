@@ -21,6 +21,8 @@ from starlette.routing import Route
 from .auth import SESSION_COOKIE, hash_secret, new_web_session
 from .config import RelayConfig
 from .errors import NotFound, Unauthenticated
+from .httputil import client_address
+from .ratelimit import AttemptLimiter
 from .storage import Storage
 
 __all__ = ["PAGE_CSP", "WEB_SESSION_TTL", "Asset", "Pages", "load_assets", "load_index_html"]
@@ -99,6 +101,8 @@ def load_assets() -> dict[str, Asset]:
 class Pages:
     storage: Storage
     config: RelayConfig
+    #: Failed sign-ins per address.
+    attempts: AttemptLimiter = attrs.field(factory=lambda: AttemptLimiter("sign-in"))
     _index_html: str = attrs.field(factory=load_index_html, init=False)
     _assets: dict[str, Asset] = attrs.field(factory=load_assets, init=False)
 
@@ -133,10 +137,13 @@ class Pages:
     async def login(self, request: Request) -> Response:
         """A one-time code → a cookie session, then 303 to ``/``."""
         code = request.query_params.get("code", "")
+        caller = client_address(request)
+        self.attempts.check(caller)
         session = new_web_session()
         if not code or not await self.storage.redeem_login_code(
             hash_secret(code), hash_secret(session), WEB_SESSION_TTL
         ):
+            self.attempts.failed(caller)
             raise Unauthenticated(
                 "this sign-in link is unknown, used or expired; run 'rcd relay login-link'",
                 code="invalid_login_code",

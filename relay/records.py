@@ -7,6 +7,7 @@ import attrs
 from wire import Directive, SessionState, Spawn
 
 __all__ = [
+    "REVOKED_CREDENTIAL",
     "DeviceTokenInfo",
     "DownlinkRead",
     "EnvironmentRecord",
@@ -25,6 +26,11 @@ class DeviceTokenInfo:
     last_used_at: float | None
 
 
+#: ``EnvironmentRecord.credential_id`` of an environment whose credential was revoked
+#: starts with this (then the old id, which keeps rows unique).
+REVOKED_CREDENTIAL = "revoked:"
+
+
 @attrs.frozen(kw_only=True)
 class EnvironmentRecord:
     id: str
@@ -40,6 +46,11 @@ class EnvironmentRecord:
     online: bool
     #: Sessions not ended.
     active_sessions: int
+
+    @property
+    def revoked(self) -> bool:
+        """True once its credential was revoked: no daemon can drive it again."""
+        return self.credential_id.startswith(REVOKED_CREDENTIAL)
 
 
 @attrs.frozen(kw_only=True)

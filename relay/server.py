@@ -22,6 +22,7 @@ from .config import RelayConfig, is_loopback
 from .errors import RelayError
 from .fanout import Hub
 from .storage import SqliteStorage
+from .tokens import TokenIssuer
 
 __all__ = [
     "RELAY_INFO_FILENAME",
@@ -123,7 +124,10 @@ def _hypercorn_config(config: RelayConfig, sock: socket.socket) -> HypercornConf
 
 
 async def serve_relay(
-    config: RelayConfig, *, task_status: trio.TaskStatus[RunningRelay] = trio.TASK_STATUS_IGNORED
+    config: RelayConfig,
+    *,
+    tokens: TokenIssuer | None = None,
+    task_status: trio.TaskStatus[RunningRelay] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the relay until cancelled.
 
@@ -132,7 +136,8 @@ async def serve_relay(
     :class:`RunningRelay` through ``task_status`` once the socket is listening. Raises
     :class:`RelayError` if it cannot bind, or if binding off loopback without TLS and
     without ``insecure_http``. On cancellation, open streams end (daemons' environments
-    go offline) and the database is closed.
+    go offline) and the database is closed. ``tokens`` replaces the access-token issuer
+    (tests pass one on a virtual clock).
     """
     check_bind(config)
     await trio.to_thread.run_sync(
@@ -149,7 +154,7 @@ async def serve_relay(
             sock.close()
             raise
         hub = Hub()
-        app = create_app(storage, hub, bound)
+        app = create_app(storage, hub, bound, tokens=tokens)
         hconfig = _hypercorn_config(bound, sock)
         async with trio.open_nursery() as nursery:
             await nursery.start(

@@ -32,6 +32,7 @@ from wire import (
 from .errors import (
     AtCapacity,
     Conflict,
+    CredentialRevoked,
     EnvironmentOffline,
     NotFound,
     NotResumable,
@@ -40,6 +41,7 @@ from .errors import (
 from .ids import new_id
 from .indexing import index_events
 from .records import (
+    REVOKED_CREDENTIAL,
     DownlinkRead,
     EnvironmentRecord,
     NewSession,
@@ -230,6 +232,38 @@ class SqliteDatabase(SqliteCredentials):
             )
         return ended
 
+    def revoke_environment(self, environment_id: str) -> list[str]:
+        """Revoke the credential that registered ``environment_id``: it, and every access
+        token minted with it, stops working at once. Every environment it registered goes
+        offline for good and their live sessions end. Returns those environments' ids
+        (empty if ``environment_id`` is unknown or already revoked)."""
+        now = self._clock()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT credential_id FROM environments WHERE id = ?", (environment_id,)
+            ).fetchone()
+            if row is None or row[0].startswith(REVOKED_CREDENTIAL):
+                return []
+            (credential_id,) = row
+            revoked = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM environments WHERE credential_id = ?", (credential_id,)
+                ).fetchall()
+            ]
+            db.execute("DELETE FROM environment_credentials WHERE id = ?", (credential_id,))
+            db.execute(
+                "UPDATE environments SET credential_id = ?, link_id = NULL, updated_at = ?"
+                " WHERE credential_id = ?",
+                (REVOKED_CREDENTIAL + credential_id, now, credential_id),
+            )
+            db.executemany(
+                "UPDATE sessions SET state = 'ended', updated_at = ?"
+                " WHERE environment_id = ? AND state != 'ended'",
+                [(now, env_id) for env_id in revoked],
+            )
+        return revoked
+
     def _enqueue(self, db: sqlite3.Connection, environment_id: str, directive: Directive) -> int:
         (dseq,) = db.execute(
             "UPDATE environments SET last_dseq = last_dseq + 1 WHERE id = ? RETURNING last_dseq",
@@ -374,6 +408,8 @@ class SqliteDatabase(SqliteCredentials):
                     "SELECT credential_id FROM environments WHERE id = ?",
                     (session.environment_id,),
                 ).fetchone()
+                if owner is not None and owner[0].startswith(REVOKED_CREDENTIAL):
+                    raise CredentialRevoked()
                 if owner is None or owner[0] != credential_id:
                     raise NotFound(f"no session {session_id}")
             held = session.last_seq

@@ -109,6 +109,10 @@ class Storage(Protocol):
     async def say_goodbye(self, environment_id: str) -> list[str]:
         """Go offline and end every session not ended; returns the sessions it ended."""
 
+    async def revoke_environment(self, environment_id: str) -> list[str]:
+        """Revoke the credential that registered the environment; returns the environments
+        it had registered (now offline for good, their sessions ended)."""
+
     # -- sessions
 
     async def create_session(self, new: NewSession, start: StartSession) -> SessionRecord:
@@ -281,6 +285,9 @@ class SqliteStorage:
 
     async def say_goodbye(self, environment_id: str) -> list[str]:
         return await self._run(lambda db: db.say_goodbye(environment_id))
+
+    async def revoke_environment(self, environment_id: str) -> list[str]:
+        return await self._run(lambda db: db.revoke_environment(environment_id))
 
     async def create_session(self, new: NewSession, start: StartSession) -> SessionRecord:
         return await self._run(lambda db: db.create_session(new, start))

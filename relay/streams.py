@@ -39,9 +39,17 @@ async def _idle(changed: trio.Event, stream: EventStream, keepalive_interval: fl
 
 
 def downlink_response(
-    storage: Storage, hub: Hub, environment_id: str, after: int, keepalive_interval: float
+    storage: Storage,
+    hub: Hub,
+    environment_id: str,
+    after: int,
+    keepalive_interval: float,
+    still_allowed: Callable[[], Awaitable[bool]],
 ) -> EventStreamResponse:
     """The environment's directives after dseq ``after``, then live ones.
+
+    ``still_allowed`` is asked at every keep-alive; the stream ends when it says no (the
+    link token expired or the credential was revoked).
 
     While the stream is open the environment is online. Opening it replaces any older
     downlink of the same environment, which then ends promptly; when the client goes away
@@ -71,7 +79,10 @@ def downlink_response(
                     await stream.send(id=item.dseq, event=item.directive.type, data=data)
                     last = item.dseq
                 if not read.directives:
-                    await _idle(changed, stream, keepalive_interval)
+                    timed_out = await _idle(changed, stream, keepalive_interval)
+                    if timed_out and not await still_allowed():
+                        log.info("downlink credential ended", environment_id=environment_id)
+                        return
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT):
                 if await storage.close_downlink(environment_id, link_id):

@@ -40,6 +40,7 @@ from .events import (
 )
 from .protocol import (
     PROTOCOL_VERSION,
+    AccessToken,
     Ack,
     DecidePermission,
     Directive,
@@ -54,6 +55,7 @@ from .protocol import (
     SendMessage,
     StartSession,
     StopSession,
+    TokenRequest,
     UplinkAck,
 )
 
@@ -61,6 +63,7 @@ __all__ = [
     "EVENT_KINDS",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "AccessToken",
     "Ack",
     "AssistantText",
     "CreateSession",
@@ -96,6 +99,7 @@ __all__ = [
     "StartSession",
     "Status",
     "StopSession",
+    "TokenRequest",
     "ToolResult",
     "ToolUse",
     "TurnResult",

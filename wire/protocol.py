@@ -3,6 +3,10 @@
 The daemon opens every connection (outbound only):
 
 * ``POST /daemon/v1/register`` with :class:`RegisterRequest` → :class:`RegisterResponse`.
+* ``POST /daemon/v1/environments/{id}/tokens`` with :class:`TokenRequest` →
+  :class:`AccessToken`. Register and tokens take the long-lived environment credential;
+  every other route takes a short-lived access token: the *link* token for the downlink,
+  acks and goodbye, a *session* token (one per session) for that session's events.
 * ``GET /daemon/v1/environments/{id}/downlink`` is a Server-Sent Events stream. Each SSE
   event has ``id:`` = the environment's dense downlink sequence number, ``event:`` = the
   directive's ``type`` and ``data:`` = the JSON of one :data:`Directive`. The daemon resumes
@@ -27,6 +31,7 @@ __all__ = [
     "DecidePermission",
     "Directive",
     "EventBatch",
+    "AccessToken",
     "Interrupt",
     "OpenSession",
     "PairRequest",
@@ -37,6 +42,7 @@ __all__ = [
     "SendMessage",
     "StartSession",
     "StopSession",
+    "TokenRequest",
     "UplinkAck",
 ]
 
@@ -66,6 +72,23 @@ class RegisterRequest:
     capacity: int = attrs.field(validator=attrs.validators.ge(1))
     agent: str
     protocol: int = PROTOCOL_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class TokenRequest:
+    """Ask for an access token: the environment's link token, or (with ``session_id``) the
+    uplink token of one of its sessions."""
+
+    session_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AccessToken:
+    """A short-lived bearer token scoped to one link or one session. ``expires_in`` is in
+    seconds from now (relative, so the two clocks need not agree)."""
+
+    token: str
+    expires_in: float
 
 
 @attrs.frozen(kw_only=True)

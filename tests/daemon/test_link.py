@@ -41,6 +41,9 @@ class FakeClient:
     async def ack(self, environment_id: str, through: int) -> None:
         self.acks.append(through)
 
+    def link_renew_at(self) -> float:
+        return float("inf")
+
 
 def make_link(client: FakeClient, outage: float, applied: list[int]) -> RelayLink:
     def apply(dseq: int, directive: wire.Directive) -> None:

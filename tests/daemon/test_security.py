@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import Relay, start_daemon, start_relay
+from relay import admin
+from tests.harness import Relay, rcd, start_daemon, start_relay
 
 LISTEN = "0A"
 
@@ -74,3 +75,60 @@ async def test_the_daemon_listens_on_no_tcp_port_and_its_files_are_private(
     assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
     assert await daemon.stop() == 0
     assert not control.exists()  # removed on the way out
+
+
+async def test_a_session_keeps_working_across_access_token_lifetimes(tmp_path: Path) -> None:
+    """Real daemon, relay tokens living one second: messages keep flowing for several
+    lifetimes, because the daemon renews its link and session tokens before they expire."""
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(
+            nursery, tmp_path / "relay", access_token_ttl=1.0, keepalive_interval=0.2
+        )
+        project = tmp_path / "project"
+        project.mkdir()
+        daemon = await start_daemon(relay, tmp_path / "home", project)
+        sid = (await relay.create_session(daemon.environment_id, prompt="hello")).json()["id"]
+        await relay.wait_kind(sid, "turn_result")
+        started = trio.current_time()
+        turns = 1
+        while trio.current_time() - started < 4.0:  # four token lifetimes
+            await trio.sleep(0.5)
+            response = await relay.post_message(sid, f"ping {turns}", f"m{turns}")
+            assert response.status_code == 202, response.text
+            turns += 1
+            await relay.wait_kind(sid, "turn_result", count=turns)
+            # Renewing the link never shows the environment offline (make before break).
+            [env] = await relay.environments()
+            assert env["online"], env
+        assert (await relay.session(sid))["state"] != "ended"
+        assert daemon.log().count("link_renewal") >= 3, daemon.log()
+        assert "credential_revoked" not in daemon.log()
+        assert await daemon.stop() == 0
+        await relay.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_revoked_daemon_exits_non_zero_with_a_clear_error(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, tmp_path / "relay", keepalive_interval=0.2)
+        project = tmp_path / "project"
+        project.mkdir()
+        daemon = await start_daemon(relay, tmp_path / "home", project)
+        sid = (await relay.create_session(daemon.environment_id, prompt="hello")).json()["id"]
+        await relay.wait_kind(sid, "turn_result")
+        revoked = await trio.to_thread.run_sync(
+            admin.revoke_environment, relay.data_dir, daemon.environment_id
+        )
+        assert [e.id for e in revoked] == [daemon.environment_id]
+        with trio.fail_after(15):
+            code = await daemon.process.wait()
+        assert code != 0
+        log = daemon.log()
+        assert "revoked" in log and "rcd pair" in log, log
+        assert (await relay.session(sid))["state"] == "ended"
+        # A restart with the revoked credential fails at once, with the same explanation.
+        result = await rcd(daemon.env, "start", str(project), "--relay", relay.url, check=False)
+        assert result.returncode != 0
+        assert "revoked" in result.stderr.decode() and "rcd pair" in result.stderr.decode()
+        await relay.aclose()
+        nursery.cancel_scope.cancel()

@@ -72,14 +72,44 @@ async def user(storage: SqliteStorage) -> dict[str, str]:
 
 @attrs.frozen
 class Daemon:
-    """A daemon's credential and its registered environment."""
+    """A daemon's credential, its registered environment and its link access token."""
 
     credential: str
     environment_id: str
+    link_token: str
+    #: Session access tokens minted so far, by session id.
+    session_tokens: dict[str, str] = attrs.field(factory=dict, eq=False)
+
+    @property
+    def credential_headers(self) -> dict[str, str]:
+        """For register and tokens."""
+        return {"authorization": f"Bearer {self.credential}"}
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.credential}"}
+        """The link token: downlink, ack, goodbye."""
+        return {"authorization": f"Bearer {self.link_token}"}
+
+    async def session_headers(self, client: httpx.AsyncClient, session_id: str) -> dict[str, str]:
+        """A session token for ``session_id`` (minted on first use)."""
+        if session_id not in self.session_tokens:
+            self.session_tokens[session_id] = await mint_token(
+                client, self.credential, self.environment_id, session_id
+            )
+        return {"authorization": f"Bearer {self.session_tokens[session_id]}"}
+
+
+async def mint_token(
+    client: httpx.AsyncClient, credential: str, environment_id: str, session_id: str | None = None
+) -> str:
+    response = await client.post(
+        f"/daemon/v1/environments/{environment_id}/tokens",
+        json={"session_id": session_id},
+        headers={"authorization": f"Bearer {credential}"},
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["token"]
+    return token
 
 
 def register_body(**overrides: Any) -> dict[str, Any]:
@@ -104,7 +134,8 @@ async def register(
         headers={"authorization": f"Bearer {credential}"},
     )
     assert response.status_code == 200, response.text
-    return Daemon(credential, response.json()["environment_id"])
+    environment_id = response.json()["environment_id"]
+    return Daemon(credential, environment_id, await mint_token(client, credential, environment_id))
 
 
 @pytest.fixture
@@ -147,7 +178,7 @@ async def uplink(
     return await client.post(
         f"/daemon/v1/sessions/{session_id}/events",
         json={"events": list(events)},
-        headers=daemon.headers,
+        headers=await daemon.session_headers(client, session_id),
     )
 
 

@@ -51,16 +51,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 # -- authentication -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "path"), CLIENT_ROUTES)
-async def test_client_routes_need_credentials(
-    client: httpx.AsyncClient, daemon: Daemon, method: str, path: str
-) -> None:
-    assert_error(await client.request(method, path, json={}), 401, "unauthenticated")
-    bad = {"authorization": "Bearer rcd_dev_nope"}
-    assert_error(await client.request(method, path, json={}, headers=bad), 401, "unauthenticated")
-    # An environment credential is not a client credential.
-    response = await client.request(method, path, json={}, headers=daemon.headers)
-    assert_error(response, 401, "unauthenticated")
+# Every route with every kind of credential: test_scopes.py.
 
 
 async def test_malformed_authorization_header_is_401(client: httpx.AsyncClient) -> None:

@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 import wire
 from relay import SqliteStorage, admin
@@ -90,7 +89,7 @@ async def test_register_lists_open_sessions_with_their_last_seq(
     await uplink(client, daemon, c["id"], ended)
 
     response = await client.post(
-        "/daemon/v1/register", json=register_body(), headers=daemon.headers
+        "/daemon/v1/register", json=register_body(), headers=daemon.credential_headers
     )
     registration: wire.RegisterResponse = wire.decode(wire.RegisterResponse, response.json())
     assert registration.environment_id == daemon.environment_id
@@ -104,11 +103,13 @@ async def test_register_refuses_another_protocol_and_bad_bodies(
     client: httpx.AsyncClient, daemon: Daemon, data_dir: Path
 ) -> None:
     response = await client.post(
-        "/daemon/v1/register", json=register_body(protocol=99), headers=daemon.headers
+        "/daemon/v1/register", json=register_body(protocol=99), headers=daemon.credential_headers
     )
     assert_error(response, 400, "unsupported_protocol")
     for bad in (register_body(capacity=0), register_body(spawn="x"), register_body(extra=1)):
-        response = await client.post("/daemon/v1/register", json=bad, headers=daemon.headers)
+        response = await client.post(
+            "/daemon/v1/register", json=bad, headers=daemon.credential_headers
+        )
         assert_error(response, 400, "invalid_body")
     assert count_rows(data_dir, "environments") == 1
 
@@ -116,55 +117,83 @@ async def test_register_refuses_another_protocol_and_bad_bodies(
 # -- authentication -----------------------------------------------------------------------------
 
 
-DAEMON_ROUTES: list[tuple[str, str, Any]] = [
-    ("POST", "/daemon/v1/register", register_body()),
-    ("GET", "/daemon/v1/environments/{env}/downlink", None),
-    ("POST", "/daemon/v1/environments/{env}/ack", {"through": 0}),
-    ("POST", "/daemon/v1/environments/{env}/goodbye", None),
-    ("POST", "/daemon/v1/sessions/{session}/events", {"events": []}),
-]
+# Every route with every kind of credential: test_scopes.py.
 
 
-@pytest.mark.parametrize(("method", "path", "body"), DAEMON_ROUTES)
-async def test_daemon_routes_need_an_environment_credential(
-    client: httpx.AsyncClient,
-    user: dict[str, str],
-    daemon: Daemon,
-    method: str,
-    path: str,
-    body: Any,
-) -> None:
-    s = await create_session(client, user, daemon.environment_id)
-    url = path.format(env=daemon.environment_id, session=s["id"])
-    assert_error(await client.request(method, url, json=body), 401, "unauthenticated")
-    # A client's device token is refused here.
-    assert_error(await client.request(method, url, json=body, headers=user), 401, "unauthenticated")
-    wrong = {"authorization": "Bearer rcd_env_nope"}
-    assert_error(
-        await client.request(method, url, json=body, headers=wrong), 401, "unauthenticated"
-    )
-
-
-@pytest.mark.parametrize(("method", "path", "body"), DAEMON_ROUTES[1:])
-async def test_another_credentials_environment_is_404(
+async def test_another_machine_cannot_mint_tokens_for_this_environment(
     client: httpx.AsyncClient,
     storage: SqliteStorage,
     user: dict[str, str],
     daemon: Daemon,
     data_dir: Path,
-    method: str,
-    path: str,
-    body: Any,
 ) -> None:
     s = await create_session(client, user, daemon.environment_id)
     intruder = await register(client, storage, machine="m2")
-    url = path.format(env=daemon.environment_id, session=s["id"])
-    response = await client.request(method, url, json=body, headers=intruder.headers)
-    assert_error(response, 404, "not_found")
-    assert await storage.get_environment(daemon.environment_id) is not None
+    for environment_id, session_id in [
+        (daemon.environment_id, None),
+        (daemon.environment_id, s["id"]),
+        # Its own environment, but this environment's session.
+        (intruder.environment_id, s["id"]),
+    ]:
+        response = await client.post(
+            f"/daemon/v1/environments/{environment_id}/tokens",
+            json={"session_id": session_id},
+            headers=intruder.credential_headers,
+        )
+        assert_error(response, 404, "not_found")
     env = await storage.get_environment(daemon.environment_id)
     assert env is not None and env.online and env.active_sessions == 1
     assert len(queued_directives(data_dir, daemon.environment_id)) == 1
+
+
+async def test_a_revoked_credential_and_its_tokens_stop_at_once(
+    client: httpx.AsyncClient, storage: SqliteStorage, user: dict[str, str], daemon: Daemon
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    assert (await uplink(client, daemon, s["id"], started())).status_code == 200
+    other = await register(client, storage, machine="m2")
+    assert await storage.revoke_environment(daemon.environment_id) == [daemon.environment_id]
+    for response in [
+        await uplink(client, daemon, s["id"], event(2, "assistant_text", text="late")),
+        await client.post(
+            f"/daemon/v1/environments/{daemon.environment_id}/ack",
+            json={"through": 1},
+            headers=daemon.headers,
+        ),
+        await client.post(
+            "/daemon/v1/register", json=register_body(), headers=daemon.credential_headers
+        ),
+    ]:
+        body = assert_error(response, 401, "credential_revoked")
+        assert "rcd pair" in body["error"]["message"]
+    # The session ended; the other machine is untouched.
+    info = (await client.get(f"/api/sessions/{s['id']}", headers=user)).json()
+    assert info["state"] == "ended"
+    env = await storage.get_environment(daemon.environment_id)
+    assert env is not None and not env.online and env.revoked
+    response = await client.post(
+        f"/api/environments/{daemon.environment_id}/sessions", json={}, headers=user
+    )
+    assert_error(response, 409, "environment_offline")
+    assert (
+        await client.post(
+            "/daemon/v1/register",
+            json=register_body(machine="m2"),
+            headers=other.credential_headers,
+        )
+    ).status_code == 200
+
+
+async def test_capacity_over_the_relay_limit_is_refused(
+    client: httpx.AsyncClient, daemon: Daemon
+) -> None:
+    response = await client.post(
+        "/daemon/v1/register",
+        json=register_body(capacity=100_000),
+        headers=daemon.credential_headers,
+    )
+    body = assert_error(response, 400, "capacity_too_large")
+    assert "256" in body["error"]["message"]
 
 
 # -- uplink --------------------------------------------------------------------------------------
@@ -252,7 +281,12 @@ async def test_uplink_refusals_store_nothing(
     info = (await client.get(f"/api/sessions/{sid}", headers=user)).json()
     assert info["state"] == "queued"
 
-    response = await uplink(client, daemon, "ses_nope", event(1, "assistant_text", text="x"))
+    # No token is minted for a session that does not exist.
+    response = await client.post(
+        f"/daemon/v1/environments/{daemon.environment_id}/tokens",
+        json={"session_id": "ses_nope"},
+        headers=daemon.credential_headers,
+    )
     assert_error(response, 404, "not_found")
 
 

@@ -49,7 +49,8 @@ class World:
     storage: SqliteStorage
     data_dir: Path
     user: dict[str, str]
-    daemon: dict[str, str]
+    #: The daemon's credentials by kind: "credential", "link" and "session".
+    daemon: dict[str, dict[str, str]]
     environment_id: str
     session_id: str
 
@@ -82,7 +83,11 @@ async def world(data_dir: Path) -> AsyncIterator[World]:
                 storage,
                 data_dir,
                 user,
-                daemon.headers,
+                {
+                    "credential": daemon.credential_headers,
+                    "link": daemon.headers,
+                    "session": await daemon.session_headers(client, session["id"]),
+                },
                 daemon.environment_id,
                 session["id"],
             )
@@ -215,7 +220,7 @@ def path_param(draw: st.DrawFn) -> str | None:
 class Endpoint:
     method: str
     path: str
-    auth: str  # "user", "daemon" or "none"
+    auth: str  # "user", "credential", "link", "session" or "none"
     template: Callable[[], dict[str, Any]] = dict
 
 
@@ -243,15 +248,21 @@ ENDPOINTS = {
     "pair": Endpoint(
         "POST", "/daemon/v1/pair", "none", lambda: {"code": "ABCD-EFGH", "machine": "m"}
     ),
-    "register": Endpoint("POST", "/daemon/v1/register", "daemon", register_body),
-    "ack": Endpoint(
-        "POST", "/daemon/v1/environments/{environment_id}/ack", "daemon", lambda: {"through": 1}
+    "register": Endpoint("POST", "/daemon/v1/register", "credential", register_body),
+    "tokens": Endpoint(
+        "POST",
+        "/daemon/v1/environments/{environment_id}/tokens",
+        "credential",
+        lambda: {"session_id": None},
     ),
-    "goodbye": Endpoint("POST", "/daemon/v1/environments/{environment_id}/goodbye", "daemon"),
+    "ack": Endpoint(
+        "POST", "/daemon/v1/environments/{environment_id}/ack", "link", lambda: {"through": 1}
+    ),
+    "goodbye": Endpoint("POST", "/daemon/v1/environments/{environment_id}/goodbye", "link"),
     "events": Endpoint(
         "POST",
         "/daemon/v1/sessions/{session_id}/events",
-        "daemon",
+        "session",
         lambda: {"events": [event(3, "assistant_text", text="hi")]},
     ),
 }
@@ -263,7 +274,11 @@ def requests(draw: st.DrawFn, endpoint: Endpoint) -> dict[str, Any]:
     return {
         "body": draw(bodies(endpoint.template())),
         "content_type": draw(content_types),
-        "auth": draw(st.sampled_from([endpoint.auth] * 4 + ["user", "daemon", "none", "bogus"])),
+        "auth": draw(
+            st.sampled_from(
+                [endpoint.auth] * 4 + ["user", "credential", "link", "session", "none", "bogus"]
+            )
+        ),
         "cookie": draw(st.none() | strings.filter(lambda s: s.isascii() and s.isprintable())),
         "params": {
             name: draw(path_param()) for name in ("environment_id", "session_id", "request_id")
@@ -285,7 +300,7 @@ async def send(w: World, endpoint: Endpoint, request: dict[str, Any]) -> httpx.R
     path = endpoint.path.format(
         **{name: quote(ids[name]) if (p := request["params"][name]) is None else p for name in ids}
     )
-    headers = {"user": w.user, "daemon": w.daemon, "none": {}}.get(
+    headers = {"user": w.user, "none": {}, **w.daemon}.get(
         request["auth"], {"authorization": "Bearer rcd_bogus"}
     )
     headers = dict(headers)
