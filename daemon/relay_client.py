@@ -24,7 +24,7 @@ from httpx_sse import SSEError, aconnect_sse
 
 import wire
 
-from .errors import RelayRejected, RelayUnreachable
+from .errors import DaemonError, RelayRejected, RelayUnreachable
 
 __all__ = ["RENEW_AFTER", "RelayClient"]
 
@@ -37,6 +37,22 @@ DOWNLINK_READ_TIMEOUT = 45.0
 RENEW_AFTER = 0.8
 #: 401 codes that a fresh access token cures.
 _TOKEN_CODES = frozenset({"token_expired", "invalid_token"})
+
+
+#: Events in one uplink request at most (the relay's limit).
+_MAX_EVENTS = 1000
+
+
+@attrs.define(eq=False)
+class _Part:
+    """One session's events waiting to go up, alone or with other sessions' events."""
+
+    session_id: str
+    token: str
+    events: list[wire.Event]
+    sent: bool = False
+    result: int | DaemonError | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
 
 
 @attrs.frozen
@@ -58,6 +74,17 @@ class RelayClient:
     _tokens: dict[str | None, _Token] = attrs.field(factory=dict, init=False)
     _minting: dict[str | None, trio.Lock] = attrs.field(factory=dict, init=False)
     _minted: int = attrs.field(default=0, init=False)
+    #: Uplink requests in flight at once; events that come up meanwhile go out together.
+    uplink_parallel: int = 2
+    _queued: list[_Part] = attrs.field(factory=list, init=False)
+    _in_flight: int = attrs.field(default=0, init=False)
+    _slot_free: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _uplink_requests: int = attrs.field(default=0, init=False)
+
+    @property
+    def uplink_requests(self) -> int:
+        """Uplink requests sent so far (each may carry several sessions' events)."""
+        return self._uplink_requests
 
     @property
     def tokens_minted(self) -> int:
@@ -156,14 +183,96 @@ class RelayClient:
         return registration
 
     async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
-        """Upload a batch; returns the highest contiguous seq the relay holds."""
-        data = await self._scoped(
-            session_id,
-            "POST",
-            f"/daemon/v1/sessions/{session_id}/events",
-            wire.EventBatch(events=events),
-        )
-        return wire.decode(wire.UplinkAck, data).acked
+        """Upload a batch; returns the highest contiguous seq the relay holds.
+
+        While earlier uplink requests are in flight, batches of other sessions wait and
+        then go out together in one request (and one transaction on the relay): under load
+        the number of requests stays flat while the number of busy sessions grows.
+        """
+        token = await self._token(session_id)
+        try:
+            return await self._submit(_Part(session_id, token, events))
+        except RelayRejected as exc:
+            if exc.status != 401 or exc.code not in _TOKEN_CODES:
+                raise
+            log.info("token_refresh", scope="session", code=exc.code)
+            self._drop(session_id, token)
+        return await self._submit(_Part(session_id, await self._token(session_id), events))
+
+    async def _submit(self, part: _Part) -> int:
+        self._queued.append(part)
+        try:
+            while not part.done.is_set():
+                if not part.sent and self._in_flight < self.uplink_parallel:
+                    await self._send_queued()
+                elif not part.sent:
+                    await self._slot_free.wait()
+                else:
+                    await part.done.wait()
+        finally:
+            if not part.sent:
+                self._queued.remove(part)
+        if isinstance(part.result, DaemonError):
+            raise part.result
+        assert part.result is not None
+        return part.result
+
+    async def _send_queued(self) -> None:
+        batch: list[_Part] = []
+        total = 0
+        while self._queued and (not batch or total + len(self._queued[0].events) <= _MAX_EVENTS):
+            part = self._queued.pop(0)
+            part.sent = True
+            batch.append(part)
+            total += len(part.events)
+        self._in_flight += 1
+        self._uplink_requests += 1
+        try:
+            if len(batch) == 1:
+                [part] = batch
+                data = await self._call(
+                    "POST",
+                    f"/daemon/v1/sessions/{part.session_id}/events",
+                    wire.EventBatch(events=part.events),
+                    bearer=part.token,
+                )
+                part.result = wire.decode(wire.UplinkAck, data).acked
+            else:
+                data = await self._scoped(
+                    None,
+                    "POST",
+                    f"/daemon/v1/environments/{self.environment_id}/uplink",
+                    wire.UplinkRequest(
+                        sessions=[
+                            wire.SessionEvents(
+                                session_id=p.session_id, token=p.token, events=p.events
+                            )
+                            for p in batch
+                        ]
+                    ),
+                )
+                answer: wire.UplinkResponse = wire.decode(wire.UplinkResponse, data)
+                for part, ack in zip(batch, answer.sessions, strict=True):
+                    if ack.acked is not None:
+                        part.result = ack.acked
+                    else:
+                        part.result = RelayRejected(
+                            ack.status or 400, ack.code or "rejected", ack.message or ""
+                        )
+        except DaemonError as exc:
+            for part in batch:
+                part.result = exc
+        except (wire.DecodeError, ValueError) as exc:
+            for part in batch:
+                part.result = RelayRejected(502, "bad_response", f"unreadable answer: {exc}")
+        finally:
+            self._in_flight -= 1
+            for part in batch:
+                if part.result is None:
+                    part.result = RelayUnreachable(self.relay, "the request was cancelled")
+                part.done.set()
+            self._slot_free.set()
+            self._slot_free = trio.Event()
 
     async def ack(self, environment_id: str, through: int) -> None:
         await self._scoped(

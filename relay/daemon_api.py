@@ -5,7 +5,9 @@ Credentials (:mod:`relay.auth`, :mod:`relay.tokens`):
 * ``pair``: none (the one-time pair code is in the body; failures are rate-limited);
 * ``register`` and ``tokens``: the long-lived environment credential;
 * ``downlink``, ``ack``, ``goodbye``: the environment's *link* access token;
-* ``sessions/{id}/events``: that session's *session* access token.
+* ``sessions/{id}/events``: that session's *session* access token;
+* ``uplink`` (several sessions at once): the link token, and each session's part carries
+  that session's token.
 
 An environment or session the credential did not register is 404, exactly like one that
 does not exist; a token minted for another purpose, environment or session is 403.
@@ -24,12 +26,16 @@ from wire import (
     AccessToken,
     Ack,
     DecodeError,
+    Event,
     EventBatch,
     PairRequest,
     PairResponse,
     RegisterRequest,
+    SessionAck,
     TokenRequest,
     UplinkAck,
+    UplinkRequest,
+    UplinkResponse,
     encode,
 )
 
@@ -41,7 +47,15 @@ from .auth import (
     normalize_pair_code,
 )
 from .config import RelayConfig
-from .errors import BadRequest, BodyTooLarge, CredentialRevoked, NotFound, Unauthenticated
+from .errors import (
+    ApiError,
+    BadRequest,
+    BodyTooLarge,
+    CredentialRevoked,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+)
 from .fanout import Hub, environment_key, session_key
 from .httputil import (
     UPLINK_BODY_LIMIT,
@@ -83,6 +97,7 @@ class DaemonApi:
             Route(env + "/downlink", self.downlink, methods=["GET"]),
             Route(env + "/ack", self.ack, methods=["POST"]),
             Route(env + "/goodbye", self.goodbye, methods=["POST"]),
+            Route(env + "/uplink", self.uplink, methods=["POST"]),
             Route("/daemon/v1/sessions/{session_id}/events", self.events, methods=["POST"]),
         ]
 
@@ -184,6 +199,58 @@ class DaemonApi:
         self.hub.notify(environment_key(env.id))
         log.info("environment said goodbye", environment_id=env.id, ended_sessions=len(ended))
         return Response(status_code=204)
+
+    async def uplink(self, request: Request) -> Response:
+        """Events of several sessions in one request and one transaction."""
+        claims, env = await self._link(request)
+        body = await decode_body(request, UplinkRequest, UPLINK_BODY_LIMIT)
+        total = sum(len(part.events) for part in body.sessions)
+        if total > MAX_EVENTS_PER_BATCH:
+            raise BodyTooLarge(
+                f"a batch holds at most {MAX_EVENTS_PER_BATCH} events, got {total}",
+                code="too_many_events",
+            )
+        outcomes: list[int | ApiError | None] = []
+        accepted: list[tuple[str, list[Event]]] = []
+        for part in body.sessions:
+            try:
+                session = self.tokens.verify(part.token)
+                if (
+                    session.kind != "session"
+                    or session.session_id != part.session_id
+                    or session.environment_id != env.id
+                    or session.credential_id != claims.credential_id
+                ):
+                    raise Forbidden("wrong_scope", "this token is not for this session")
+                check_indexed_payloads(part.events)
+            except DecodeError as exc:
+                outcomes.append(BadRequest("invalid_body", "; ".join(exc.problems)))
+            except ApiError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+                accepted.append((part.session_id, part.events))
+        stored = iter(
+            await self.storage.append_many(accepted, credential_id=claims.credential_id)
+            if accepted
+            else []
+        )
+        acks = []
+        for part, outcome in zip(body.sessions, outcomes, strict=True):
+            result = next(stored) if outcome is None else outcome
+            if isinstance(result, ApiError):
+                acks.append(
+                    SessionAck(
+                        session_id=part.session_id,
+                        status=result.status,
+                        code=result.code,
+                        message=result.message,
+                    )
+                )
+            else:
+                self.hub.notify(session_key(part.session_id))
+                acks.append(SessionAck(session_id=part.session_id, acked=result))
+        return json_response(encode(UplinkResponse(sessions=acks)))
 
     async def events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]

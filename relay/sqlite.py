@@ -30,6 +30,7 @@ from wire import (
 )
 
 from .errors import (
+    ApiError,
     AtCapacity,
     Conflict,
     CredentialRevoked,
@@ -400,65 +401,91 @@ class SqliteDatabase(SqliteCredentials):
         self, session_id: str, events: Sequence[Event], *, credential_id: str | None = None
     ) -> int:
         with self._write() as db:
-            session = self._get_session(db, session_id)
-            if credential_id is not None:
-                # The uplink's ownership check shares the write's transaction (one round
-                # trip to the database thread per batch instead of three).
-                owner = db.execute(
-                    "SELECT credential_id FROM environments WHERE id = ?",
-                    (session.environment_id,),
-                ).fetchone()
-                if owner is not None and owner[0].startswith(REVOKED_CREDENTIAL):
-                    raise CredentialRevoked()
-                if owner is None or owner[0] != credential_id:
-                    raise NotFound(f"no session {session_id}")
-            held = session.last_seq
-            accepted: list[Event] = []
-            # Only a contiguous run is stored: the log stays dense, and the answer tells
-            # the daemon exactly where to resume.
-            for event in sorted(events, key=lambda e: e.seq):
-                if event.seq <= held:
-                    continue
-                if event.seq != held + 1:
-                    break
-                accepted.append(event)
-                held = event.seq
-            if not accepted:
-                return held
-            db.executemany(
-                "INSERT INTO events (session_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (session_id, e.seq, e.kind, e.at, json.dumps(e.data, separators=(",", ":")))
-                    for e in accepted
-                ],
-            )
-            update = index_events(session, accepted, self._clock())
-            s = update.session
-            db.execute(
-                "UPDATE sessions SET title = ?, state = ?, spawn = ?, cwd = ?, branch = ?,"
-                " agent_session_id = ?, last_seq = ?, updated_at = ? WHERE id = ?",
-                (
-                    s.title,
-                    s.state,
-                    s.spawn,
-                    s.cwd,
-                    s.branch,
-                    s.agent_session_id,
-                    s.last_seq,
-                    s.updated_at,
-                    session_id,
-                ),
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO permission_requests (session_id, request_id) VALUES (?, ?)",
-                [(session_id, r) for r in update.permission_requests],
-            )
-            db.executemany(
-                "INSERT INTO permission_requests (session_id, request_id, resolved)"
-                " VALUES (?, ?, 1) ON CONFLICT (session_id, request_id) DO UPDATE SET resolved = 1",
-                [(session_id, r) for r in update.permission_resolutions],
-            )
+            return self._append(db, session_id, events, credential_id)
+
+    def append_many(
+        self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
+    ) -> list[int | ApiError]:
+        """:meth:`append_events` for several sessions in one transaction; each session's
+        outcome (its acked seq, or the error its events alone got) in order."""
+        results: list[int | ApiError] = []
+        with self._write() as db:
+            for i, (session_id, events) in enumerate(batches):
+                db.execute(f"SAVEPOINT s{i}")
+                try:
+                    results.append(self._append(db, session_id, events, credential_id))
+                except ApiError as exc:
+                    db.execute(f"ROLLBACK TO s{i}")
+                    results.append(exc)
+                db.execute(f"RELEASE s{i}")
+        return results
+
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        session_id: str,
+        events: Sequence[Event],
+        credential_id: str | None,
+    ) -> int:
+        session = self._get_session(db, session_id)
+        if credential_id is not None:
+            # The uplink's ownership check shares the write's transaction (one round
+            # trip to the database thread per batch instead of three).
+            owner = db.execute(
+                "SELECT credential_id FROM environments WHERE id = ?",
+                (session.environment_id,),
+            ).fetchone()
+            if owner is not None and owner[0].startswith(REVOKED_CREDENTIAL):
+                raise CredentialRevoked()
+            if owner is None or owner[0] != credential_id:
+                raise NotFound(f"no session {session_id}")
+        held = session.last_seq
+        accepted: list[Event] = []
+        # Only a contiguous run is stored: the log stays dense, and the answer tells
+        # the daemon exactly where to resume.
+        for event in sorted(events, key=lambda e: e.seq):
+            if event.seq <= held:
+                continue
+            if event.seq != held + 1:
+                break
+            accepted.append(event)
+            held = event.seq
+        if not accepted:
             return held
+        db.executemany(
+            "INSERT INTO events (session_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)",
+            [
+                (session_id, e.seq, e.kind, e.at, json.dumps(e.data, separators=(",", ":")))
+                for e in accepted
+            ],
+        )
+        update = index_events(session, accepted, self._clock())
+        s = update.session
+        db.execute(
+            "UPDATE sessions SET title = ?, state = ?, spawn = ?, cwd = ?, branch = ?,"
+            " agent_session_id = ?, last_seq = ?, updated_at = ? WHERE id = ?",
+            (
+                s.title,
+                s.state,
+                s.spawn,
+                s.cwd,
+                s.branch,
+                s.agent_session_id,
+                s.last_seq,
+                s.updated_at,
+                session_id,
+            ),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO permission_requests (session_id, request_id) VALUES (?, ?)",
+            [(session_id, r) for r in update.permission_requests],
+        )
+        db.executemany(
+            "INSERT INTO permission_requests (session_id, request_id, resolved)"
+            " VALUES (?, ?, 1) ON CONFLICT (session_id, request_id) DO UPDATE SET resolved = 1",
+            [(session_id, r) for r in update.permission_resolutions],
+        )
+        return held
 
     def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
         rows = self._conn.execute(

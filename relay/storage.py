@@ -22,7 +22,7 @@ import trio
 from wire import Event, RegisterRequest, RegisterResponse, StartSession
 
 from .auth import hash_secret, new_environment_credential
-from .errors import RelayError
+from .errors import ApiError, RelayError
 from .records import (
     DeviceTokenInfo,
     DownlinkRead,
@@ -149,6 +149,12 @@ class Storage(Protocol):
         """Store the contiguous run of new events and index them; returns the highest
         contiguous seq held. Duplicates are ignored. Raises NotFound, also when
         ``credential_id`` is given and did not register the session's environment."""
+
+    async def append_many(
+        self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
+    ) -> list[int | ApiError]:
+        """:meth:`append_events` for several sessions, atomically per session and in one
+        round trip; each session's acked seq or the error its events alone got."""
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]: ...
 
@@ -313,6 +319,11 @@ class SqliteStorage:
         return await self._run(
             lambda db: db.append_events(session_id, events, credential_id=credential_id)
         )
+
+    async def append_many(
+        self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
+    ) -> list[int | ApiError]:
+        return await self._run(lambda db: db.append_many(batches, credential_id=credential_id))
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
         return await self._run(lambda db: db.read_events(session_id, after, limit))

@@ -53,10 +53,14 @@ from .protocol import (
     RegisterResponse,
     ResumeSession,
     SendMessage,
+    SessionAck,
+    SessionEvents,
     StartSession,
     StopSession,
     TokenRequest,
     UplinkAck,
+    UplinkRequest,
+    UplinkResponse,
 )
 
 __all__ = [
@@ -91,7 +95,9 @@ __all__ = [
     "Rename",
     "ResumeSession",
     "SendMessage",
+    "SessionAck",
     "SessionEnded",
+    "SessionEvents",
     "SessionInfo",
     "SessionStarted",
     "SessionState",
@@ -104,6 +110,8 @@ __all__ = [
     "ToolUse",
     "TurnResult",
     "UplinkAck",
+    "UplinkRequest",
+    "UplinkResponse",
     "UserMessage",
     "WireError",
     "converter",

@@ -14,6 +14,10 @@ The daemon opens every connection (outbound only):
   line (``: keep-alive``) is sent at least every 15 s.
 * ``POST /daemon/v1/sessions/{id}/events`` with :class:`EventBatch` → :class:`UplinkAck`:
   idempotent by ``(session, seq)``; the answer is the highest contiguous seq the relay holds.
+* ``POST /daemon/v1/environments/{id}/uplink`` with :class:`UplinkRequest` →
+  :class:`UplinkResponse`: the same for several sessions in one request and one database
+  transaction (each session's events carry that session's token; the request the link
+  token). The daemon sends this whenever more than one session has events waiting.
 * ``POST /daemon/v1/environments/{id}/goodbye`` marks the environment offline.
 """
 
@@ -41,9 +45,13 @@ __all__ = [
     "ResumeSession",
     "SendMessage",
     "StartSession",
+    "SessionAck",
+    "SessionEvents",
     "StopSession",
     "TokenRequest",
     "UplinkAck",
+    "UplinkRequest",
+    "UplinkResponse",
 ]
 
 PROTOCOL_VERSION = 1
@@ -186,3 +194,36 @@ class EventBatch:
 class UplinkAck:
     #: Highest seq such that the relay holds every event 1..acked of the session.
     acked: int
+
+
+@attrs.frozen(kw_only=True)
+class SessionEvents:
+    """One session's part of an :class:`UplinkRequest`."""
+
+    session_id: str
+    #: That session's access token.
+    token: str
+    events: list[Event]
+
+
+@attrs.frozen(kw_only=True)
+class UplinkRequest:
+    sessions: list[SessionEvents]
+
+
+@attrs.frozen(kw_only=True)
+class SessionAck:
+    """The answer for one session of an :class:`UplinkRequest`: ``acked`` as in
+    :class:`UplinkAck`, or the error (HTTP status, code, message) its events alone got."""
+
+    session_id: str
+    acked: int | None = None
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UplinkResponse:
+    #: One per session of the request, in its order.
+    sessions: list[SessionAck]

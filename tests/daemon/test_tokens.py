@@ -45,6 +45,7 @@ class Setup:
     session_id: str
     statuses: list[tuple[str, int]]
     skew: list[float]
+    http: httpx.AsyncClient
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ async def setup(clock: trio.testing.MockClock, tmp_path: Path) -> AsyncIterator[
                     machine="m1",
                     directory="/p",
                     spawn="same-dir",
-                    capacity=4,
+                    capacity=16,
                     agent="claude",
                 )
             )
@@ -84,7 +85,7 @@ async def setup(clock: trio.testing.MockClock, tmp_path: Path) -> AsyncIterator[
             )
             assert created.status_code == 201, created.text
             statuses.clear()
-            yield Setup(client, issuer, storage, env_id, created.json()["id"], statuses, skew)
+            yield Setup(client, issuer, storage, env_id, created.json()["id"], statuses, skew, http)
 
 
 def note(seq: int) -> wire.Event:
@@ -149,3 +150,35 @@ async def test_a_revoked_credential_is_final(setup: Setup, clock: trio.testing.M
     assert len(setup.statuses) == 1  # no mint, no retry: nothing would help
     with pytest.raises(RelayRejected, match="credential_revoked"):
         await setup.client.ack(setup.environment_id, 1)
+
+
+async def test_concurrent_batches_of_many_sessions_share_requests(
+    setup: Setup, clock: trio.testing.MockClock
+) -> None:
+    sessions = [setup.session_id]
+    for _ in range(11):
+        created = await setup.http.post(
+            f"{URL}/api/environments/{setup.environment_id}/sessions",
+            json={"prompt": "hi"},
+            headers={"authorization": "Bearer rcd_dev_phone"},
+        )
+        sessions.append(created.json()["id"])
+    for sid in sessions:  # tokens first, so only uplink requests are counted below
+        assert await setup.client.post_events(sid, [note(1)]) == 1
+    before = setup.client.uplink_requests
+    setup.statuses.clear()
+    acked: dict[str, int] = {}
+
+    async def post(sid: str) -> None:
+        acked[sid] = await setup.client.post_events(sid, [note(2), note(3)])
+
+    async with trio.open_nursery() as nursery:
+        for sid in sessions:
+            nursery.start_soon(post, sid)
+    assert acked == {sid: 3 for sid in sessions}
+    sent = setup.client.uplink_requests - before
+    # Two go out at once; everything that queued behind them shares the next requests.
+    assert sent <= 4, setup.statuses
+    assert any(path.endswith("/uplink") for path, _ in setup.statuses)
+    for sid in sessions:
+        assert [e.seq for e in await setup.storage.read_events(sid, 0, 10)] == [1, 2, 3]

@@ -336,3 +336,68 @@ async def test_goodbye_takes_the_environment_offline_and_ends_its_sessions(
         f"/api/environments/{daemon.environment_id}/sessions", json={}, headers=user
     )
     assert_error(response, 409, "environment_offline")
+
+
+# -- several sessions in one uplink request ------------------------------------------------------
+
+
+async def test_one_uplink_request_carries_several_sessions_each_judged_alone(
+    client: httpx.AsyncClient,
+    storage: SqliteStorage,
+    user: dict[str, str],
+    daemon: Daemon,
+) -> None:
+    a = (await create_session(client, user, daemon.environment_id))["id"]
+    b = (await create_session(client, user, daemon.environment_id))["id"]
+    other = await register(client, storage, machine="m2")
+    await storage.open_downlink(other.environment_id, "link_other")
+    o = (await create_session(client, user, other.environment_id))["id"]
+
+    async def token(d: Daemon, sid: str) -> str:
+        return (await d.session_headers(client, sid))["authorization"].removeprefix("Bearer ")
+
+    parts = [
+        {"session_id": a, "token": await token(daemon, a), "events": [started(1)]},
+        # b's events with a's token: refused, alone.
+        {"session_id": b, "token": await token(daemon, a), "events": [started(1)]},
+        {"session_id": b, "token": "rcd_at_forged.mac", "events": [started(1)]},
+        # Another environment's session and token, in this environment's request.
+        {"session_id": o, "token": await token(other, o), "events": [started(1)]},
+        # A gap: nothing past it is stored, and the answer says how far the log goes.
+        {
+            "session_id": a,
+            "token": await token(daemon, a),
+            "events": [event(2, "assistant_text", text="x"), event(9, "assistant_text", text="y")],
+        },
+    ]
+    response = await client.post(
+        f"/daemon/v1/environments/{daemon.environment_id}/uplink",
+        json={"sessions": parts},
+        headers=daemon.headers,
+    )
+    assert response.status_code == 200, response.text
+    answers = response.json()["sessions"]
+    assert [(x["session_id"], x["acked"], x["status"], x["code"]) for x in answers] == [
+        (a, 1, None, None),
+        (b, None, 403, "wrong_scope"),
+        (b, None, 401, "invalid_token"),
+        (o, None, 403, "wrong_scope"),
+        (a, 2, None, None),
+    ]
+    assert [e.seq for e in await storage.read_events(a, 0, 100)] == [1, 2]
+    assert await storage.read_events(b, 0, 100) == []
+    assert await storage.read_events(o, 0, 100) == []
+
+
+async def test_an_uplink_request_holds_at_most_1000_events_in_all(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon
+) -> None:
+    a = (await create_session(client, user, daemon.environment_id))["id"]
+    token = (await daemon.session_headers(client, a))["authorization"].removeprefix("Bearer ")
+    batch = [event(i, "assistant_text", text="x") for i in range(1, 502)]
+    response = await client.post(
+        f"/daemon/v1/environments/{daemon.environment_id}/uplink",
+        json={"sessions": [{"session_id": a, "token": token, "events": batch}] * 2},
+        headers=daemon.headers,
+    )
+    assert_error(response, 413, "too_many_events")

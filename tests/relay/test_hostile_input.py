@@ -259,6 +259,20 @@ ENDPOINTS = {
         "POST", "/daemon/v1/environments/{environment_id}/ack", "link", lambda: {"through": 1}
     ),
     "goodbye": Endpoint("POST", "/daemon/v1/environments/{environment_id}/goodbye", "link"),
+    "uplink": Endpoint(
+        "POST",
+        "/daemon/v1/environments/{environment_id}/uplink",
+        "link",
+        lambda: {
+            "sessions": [
+                {
+                    "session_id": "ses_x",
+                    "token": "rcd_at_x.y",
+                    "events": [event(3, "assistant_text", text="hi")],
+                }
+            ]
+        },
+    ),
     "events": Endpoint(
         "POST",
         "/daemon/v1/sessions/{session_id}/events",

@@ -217,6 +217,21 @@ DAEMON_ROWS: dict[tuple[str, str], Row] = {
         "link", 204, lambda w: {"through": 1}
     ),
     ("POST", "/daemon/v1/environments/{environment_id}/goodbye"): Row("link", 204),
+    # The request takes the link token; each session's part its own token (checked per
+    # part: tests/relay/test_daemon_api.py).
+    ("POST", "/daemon/v1/environments/{environment_id}/uplink"): Row(
+        "link",
+        200,
+        lambda w: {
+            "sessions": [
+                {
+                    "session_id": w.session_a,
+                    "token": w.headers["session"]["authorization"].removeprefix("Bearer "),
+                    "events": [event(3, "assistant_text", text="hi")],
+                }
+            ]
+        },
+    ),
     ("POST", "/daemon/v1/sessions/{session_id}/events"): Row(
         "session", 200, lambda w: {"events": [event(3, "assistant_text", text="hi")]}
     ),
