@@ -23,6 +23,9 @@ from .errors import RelayRejected, RelayUnreachable
 from .relay_client import RelayClient
 from .spool import Spool, spooled_sessions
 
+#: Batches of one session in flight at once.
+LANES = 2
+
 __all__ = ["Outbox", "Uplink", "UplinkStats"]
 
 log = structlog.get_logger("daemon.uplink")
@@ -51,6 +54,10 @@ class Outbox:
     spool: Spool | None = None
     #: The session's last event (session_ended) is buffered: nothing more will come.
     complete: bool = False
+    #: The highest seq handed to a request still in flight (or acknowledged).
+    sending_through: int = 0
+    #: Set when there may be something new to send (an event, an answer, a retry).
+    wake: trio.Event = attrs.field(factory=trio.Event)
 
     def push(self, event: wire.Event) -> None:
         if event.kind == "session_ended":
@@ -71,10 +78,17 @@ class Outbox:
                 return last.seq
         return self.events[-1].seq if self.events else self.acked
 
-    def take_batch(self, limit: int) -> list[wire.Event]:
-        """The oldest events to send next (they stay buffered until acknowledged)."""
+    def take_batch(self, limit: int, after: int = 0) -> list[wire.Event]:
+        """The oldest events after seq ``after`` to send next (they stay buffered until
+        acknowledged)."""
         self._refill()
-        return list(itertools.islice(self.events, limit))
+        pending = (e for e in self.events if e.seq > after)
+        return list(itertools.islice(pending, limit))
+
+    def drop(self, first: int, last: int) -> None:
+        """Forget the events ``first..last`` without an acknowledgement (never storable)."""
+        self.events = deque(e for e in self.events if not first <= e.seq <= last)
+        self.sending_through = self.acked
 
     def acknowledge(self, acked: int) -> bool:
         """Apply the relay's answer (highest contiguous seq it holds): drop what it holds.
@@ -148,7 +162,9 @@ class Uplink:
         box.push(event)
         if box.complete and self._paused:
             self._wake_held()
-        if not box.flushing and self._nursery is not None:
+        if box.flushing:
+            box.wake.set()
+        elif self._nursery is not None:
             box.flushing = True
             self._nursery.start_soon(self._flush, session_id, box)
 
@@ -209,46 +225,81 @@ class Uplink:
         self._changed = trio.Event()
 
     async def _flush(self, session_id: str, box: Outbox) -> None:
+        """Send a session's events in order until none is left.
+
+        Up to :data:`LANES` batches of one session are in flight at once: a burst that
+        starts while a batch is on its way (the agent's answer right after the user's
+        message, say) goes out at once rather than a round trip later. The relay stores
+        only a contiguous run, so a batch that overtakes its predecessor is answered with
+        less than it carried, and what it missed is sent again.
+        """
+        lanes = 0
         attempt = 0
-        try:
-            while box.pending():
-                while self._paused and not box.complete:
-                    await self._held.wait()
-                batch = box.take_batch(self.batch_max)
-                try:
-                    acked = await self.client.post_events(session_id, batch)
-                except RelayUnreachable as exc:
+        backing_off = False
+
+        async def send(batch: list[wire.Event]) -> None:
+            nonlocal lanes, attempt, backing_off
+            try:
+                acked = await self.client.post_events(session_id, batch)
+            except (RelayUnreachable, RelayRejected) as exc:
+                retry = isinstance(exc, RelayUnreachable) or (
+                    exc.status in (401, 408, 429) or exc.status >= 500
+                )
+                if retry:
                     self._failures += 1
                     attempt += 1
                     delay = full_jitter(attempt, base=0.1, cap=self.backoff_cap)
                     log.warning("uplink_retry", session_id=session_id, error=str(exc), delay=delay)
-                    await trio.sleep(delay)
-                    continue
-                except RelayRejected as exc:
-                    if exc.status in (401, 408, 429) or exc.status >= 500:
-                        self._failures += 1
-                        attempt += 1
-                        await trio.sleep(full_jitter(attempt, base=0.1, cap=self.backoff_cap))
-                        continue
-                    # The relay will never take these events (unknown session, bad batch):
-                    # keeping them would retry forever. Say so loudly.
-                    log.error(
-                        "uplink_rejected", session_id=session_id, error=str(exc), dropped=len(batch)
-                    )
-                    for _ in batch:
-                        box.events.popleft()
-                    self._notify()
-                    continue
-                attempt = 0
-                self._batches += 1
-                if not box.acknowledge(acked):
-                    # The relay lost events it had acknowledged (restored from an old copy):
-                    # they cannot be resent, and nothing after them could be stored.
-                    log.error(
-                        "uplink_gap", session_id=session_id, acked=acked, next=box.events[0].seq
-                    )
-                    box.events.clear()
+                    backing_off = True
+                    box.sending_through = box.acked  # everything after the head, again
+                    try:
+                        await trio.sleep(delay)
+                    finally:
+                        backing_off = False
+                    return
+                # The relay will never take these events (unknown session, bad batch):
+                # keeping them would retry forever. Say so loudly.
+                log.error(
+                    "uplink_rejected", session_id=session_id, error=str(exc), dropped=len(batch)
+                )
+                box.drop(batch[0].seq, batch[-1].seq)
                 self._notify()
+                return
+            finally:
+                lanes -= 1
+                box.wake.set()
+            attempt = 0
+            self._batches += 1
+            if not box.acknowledge(acked):
+                # The relay lost events it had acknowledged (restored from an old copy):
+                # they cannot be resent, and nothing after them could be stored.
+                log.error("uplink_gap", session_id=session_id, acked=acked)
+                box.events.clear()
+                box.sending_through = box.acked
+            elif acked < batch[-1].seq:
+                # Overtaken, or the relay stopped at a gap: resend from what it holds.
+                box.sending_through = min(box.sending_through, box.acked)
+            self._notify()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                while box.pending() or lanes:
+                    wake = box.wake = trio.Event()
+                    if self._paused and not box.complete:
+                        await self._held.wait()
+                        continue
+                    box.sending_through = max(box.sending_through, box.acked)
+                    batch = (
+                        box.take_batch(self.batch_max, after=box.sending_through)
+                        if lanes < LANES and not backing_off
+                        else []
+                    )
+                    if not batch:
+                        await wake.wait()
+                        continue
+                    box.sending_through = batch[-1].seq
+                    lanes += 1
+                    nursery.start_soon(send, batch)
             if box.complete:
                 # Its last event is in: nothing more will come for this session.
                 self.forget(session_id)

@@ -1,0 +1,90 @@
+"""The uplink's two lanes per session: a burst goes out while an earlier batch is on its
+way; one that overtakes its predecessor is sent again, and the log stays dense."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+import trio.testing
+
+import wire
+from daemon.uplink import Uplink
+
+
+@attrs.define
+class ContiguousRelay:
+    """Stores only a contiguous run, like the relay. The first request waits for ``release``."""
+
+    stored: list[int] = attrs.Factory(list)
+    release: trio.Event = attrs.Factory(trio.Event)
+    calls: list[list[int]] = attrs.Factory(list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
+        self.calls.append([e.seq for e in events])
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if len(self.calls) == 1:
+                await self.release.wait()
+            else:
+                await trio.sleep(0.01)
+            for e in events:
+                if e.seq == len(self.stored) + 1:
+                    self.stored.append(e.seq)
+            return len(self.stored)
+        finally:
+            self.in_flight -= 1
+
+    def forget_session(self, session_id: str) -> None:
+        pass
+
+
+def note(seq: int) -> wire.Event:
+    return wire.Event(seq=seq, kind="assistant_text", at=float(seq), data={"text": str(seq)})
+
+
+async def test_a_burst_overtaking_its_predecessor_is_resent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    relay = ContiguousRelay()
+    uplink = Uplink(client=relay)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        uplink.publish("s", note(1))
+        uplink.publish("s", note(2))
+        await trio.sleep(0.001)  # the first batch is on its way (and stuck)
+        uplink.publish("s", note(3))
+        uplink.publish("s", note(4))
+        await trio.sleep(1)
+        # The second lane went out without waiting, and found a gap.
+        assert relay.most_in_flight == 2
+        assert relay.calls[:2] == [[1, 2], [3, 4]]
+        # Answered "nothing stored" (a gap), its events went again from the head.
+        assert relay.calls[2] == [1, 2, 3, 4]
+        relay.release.set()
+        with trio.fail_after(10):
+            await uplink.drain()
+        assert relay.stored == [1, 2, 3, 4]
+        assert uplink.pending() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_never_more_than_two_batches_of_a_session_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    relay = ContiguousRelay()
+    relay.release.set()
+    uplink = Uplink(client=relay, batch_max=3)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        for seq in range(1, 31):
+            uplink.publish("s", note(seq))
+            if seq % 4 == 0:
+                await trio.sleep(0.002)
+        with trio.fail_after(10):
+            await uplink.drain()
+        assert relay.stored == list(range(1, 31))
+        assert relay.most_in_flight <= 2
+        nursery.cancel_scope.cancel()
