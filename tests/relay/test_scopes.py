@@ -42,6 +42,7 @@ from .conftest import (
     make_device_token,
     mint_token,
     register,
+    register_body,
     started,
     uplink,
 )
@@ -198,14 +199,7 @@ DAEMON_ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/daemon/v1/register"): Row(
         "credential",
         200,
-        lambda w: {
-            "name": "laptop",
-            "machine": "m1",
-            "directory": "/home/dev/project",
-            "spawn": "same-dir",
-            "capacity": 4,
-            "agent": "claude",
-        },
+        lambda w: register_body(),
         # Any machine's credential registers its own environment.
         targeted=False,
     ),
