@@ -1,22 +1,43 @@
 """``python -m bench``: run every benchmark and write ``bench/RESULTS.md``.
 
 Figures are medians (and p99) over several trials, each with its baseline measured in the
-same run, because the machines are shared and noisy.
+same run, because the machines are shared and noisy. ``--only NAME[,NAME]`` runs some of
+them and prints their sections without touching ``RESULTS.md`` (unless ``--output`` says
+where to write).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import attrs
 import trio
 
+from . import idle, real_cli, relay_scale, session_start, throughput
 from .roundtrip import measure_round_trips
 from .soak import SoakResult, soak
-from .stats import machine_summary
+from .stats import Check, machine_summary
 from .teardown import measure_teardown
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+@attrs.frozen(kw_only=True)
+class Options:
+    trials: int
+    soak_seconds: float
+    idle_seconds: float
+    links: int
+
+
+@attrs.frozen(kw_only=True)
+class Section:
+    lines: list[str]
+    checks: list[Check] = attrs.Factory(list)
 
 
 def _soak_section(result: SoakResult) -> list[str]:
@@ -41,17 +62,11 @@ def _soak_section(result: SoakResult) -> list[str]:
     ]
 
 
-async def main(trials: int, soak_seconds: float) -> str:
-    one, many = await measure_teardown(32, trials)
+async def _teardown(options: Options) -> Section:
+    one, many = await measure_teardown(32, options.trials)
     ratio = many.median / one.median
     verdict = "meets" if ratio <= 1.5 else "MISSES"
     lines = [
-        "# Benchmark results",
-        "",
-        "Written by `python -m bench`; every figure comes from the same run as its baseline.",
-        "",
-        machine_summary(),
-        "",
         "## Teardown (SIGTERM → exit, sessions busy, stand-in agent)",
         "",
         "| figure | median | p99 | trials |",
@@ -69,13 +84,24 @@ async def main(trials: int, soak_seconds: float) -> str:
         "the ratio sits near the target and moves with the machine's load from run to run.",
         "",
     ]
+    check = Check(
+        name="teardown, 32 sessions : 1",
+        target="≤ 1.5x",
+        measured=f"{ratio:.2f}x",
+        ok=ratio <= 1.5,
+        limit="daemon CPU per session stop (httpx uplink requests, reaping); see Teardown",
+    )
+    return Section(lines=lines, checks=[check])
+
+
+async def _roundtrip(options: Options) -> Section:
     base, one_rt, many_rt = await measure_round_trips()
     checks = [
         ("1 session, median", one_rt.median / base.median, 4),
         ("1 session, p99", one_rt.p99 / base.median, 12),
         ("32 busy sessions, median", many_rt.median / base.median, 8),
     ]
-    lines += [
+    lines = [
         "## Round trip (client posts → stand-in agent answers → client sees it on SSE)",
         "",
         "| figure | median | p99 | samples |",
@@ -96,8 +122,141 @@ async def main(trials: int, soak_seconds: float) -> str:
         "SSE readers run in the relay's process too. Not yet tuned (issue: performance).",
         "",
     ]
-    if soak_seconds > 0:
-        lines += _soak_section(await soak(soak_seconds))
+    return Section(
+        lines=lines,
+        checks=[
+            Check(
+                name=f"round trip, {name}",
+                target=f"≤ {target}x a GET",
+                measured=f"{ratio:.1f}x",
+                ok=ratio <= target,
+                limit="per-hop Python cost in relay and daemon; see Round trip",
+            )
+            for name, ratio, target in checks
+        ],
+    )
+
+
+async def _soak(options: Options) -> Section:
+    if options.soak_seconds <= 0:
+        return Section(lines=[])
+    result = await soak(options.soak_seconds)
+    problems = result.grew()
+    return Section(
+        lines=_soak_section(result),
+        checks=[
+            Check(
+                name="soak: nothing grows",
+                target="counts equal, memory ±10 % + 4 MiB",
+                measured="; ".join(problems) or "nothing grew",
+                ok=not problems,
+                limit="see Soak",
+            )
+        ],
+    )
+
+
+async def _real_cli(options: Options) -> Section:
+    result = await real_cli.measure_real_cli(turns=60, fresh=options.trials)
+    return Section(lines=real_cli.section(result), checks=real_cli.checks(result))
+
+
+async def _session_start(options: Options) -> Section:
+    result = await session_start.measure_session_start(trials=options.trials)
+    return Section(lines=session_start.section(result), checks=session_start.checks(result))
+
+
+async def _idle(options: Options) -> Section:
+    result = await idle.measure_idle(options.idle_seconds)
+    return Section(lines=idle.section(result), checks=idle.checks(result))
+
+
+async def _relay_scale(options: Options) -> Section:
+    result = await relay_scale.measure_relay_scale(options.links)
+    return Section(lines=relay_scale.section(result), checks=relay_scale.checks(result))
+
+
+async def _throughput(options: Options) -> Section:
+    result = await throughput.measure_throughput(trials=options.trials)
+    return Section(lines=throughput.section(result), checks=throughput.checks(result))
+
+
+#: In the order they run (and appear in RESULTS.md).
+BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
+    "teardown": _teardown,
+    "roundtrip": _roundtrip,
+    "real-cli": _real_cli,
+    "session-start": _session_start,
+    "idle": _idle,
+    "relay-scale": _relay_scale,
+    "throughput": _throughput,
+    "soak": _soak,
+}
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _failed(name: str, exc: Exception) -> Section:
+    """A benchmark that raised: say so (its figures are missing), and carry on."""
+    problems = []
+    for leaf in _leaves(exc):
+        where = traceback.extract_tb(leaf.__traceback__)
+        ours = [f for f in where if "/bench/" in f.filename or "/tests/" in f.filename]
+        at = f" (at {Path(ours[-1].filename).name}:{ours[-1].lineno})" if ours else ""
+        text = " ".join(str(leaf).split())
+        if len(text) > 600:  # the start says what, the end what was last seen
+            text = text[:200] + " … " + text[-400:]
+        problems.append(f"{type(leaf).__name__}: {text}{at}")
+    traceback.print_exception(exc)
+    return Section(
+        lines=[f"## {name}: FAILED", "", *(f"- {p}" for p in problems), ""],
+        checks=[
+            Check(
+                name=f"{name} (benchmark)",
+                target="runs to the end",
+                measured="failed",
+                ok=False,
+                limit=problems[0][:160] + " … (see its section)",
+            )
+        ],
+    )
+
+
+async def main(options: Options, only: list[str]) -> str:
+    sections: list[Section] = []
+    durations: list[str] = []
+    for name, run in BENCHMARKS.items():
+        if name not in only:
+            continue
+        started = time.monotonic()
+        print(f"bench: {name} ...", flush=True)
+        try:
+            sections.append(await run(options))
+        except Exception as exc:  # one failing benchmark must not lose the others' figures
+            sections.append(_failed(name, exc))
+        durations.append(f"{name} {time.monotonic() - started:.0f} s")
+    checks = [check for section in sections for check in section.checks]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python -m bench`; every figure comes from the same run as its baseline.",
+        "",
+        machine_summary(),
+        f"- ran: {', '.join(durations)}",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | this run | verdict (and what limits it) |",
+        "|---|---|---|---|",
+        *(check.row() for check in checks),
+        "",
+    ]
+    for section in sections:
+        lines += section.lines
     return "\n".join(lines)
 
 
@@ -107,7 +266,36 @@ if __name__ == "__main__":
     parser.add_argument(
         "--soak-seconds", type=float, default=120.0, help="soak duration (default 120; 0 skips)"
     )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=60.0, help="idle-daemon window (default 60)"
+    )
+    parser.add_argument(
+        "--links", type=int, default=5000, help="idle links the relay-scale run opens (5000)"
+    )
+    parser.add_argument(
+        "--only",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        metavar="NAME[,NAME]",
+        help="run only these: " + ", ".join(BENCHMARKS),
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the results (default: bench/RESULTS.md for a full run; "
+        "with --only, nothing is written unless given)",
+    )
     args = parser.parse_args()
-    text = trio.run(main, args.trials, args.soak_seconds)
-    RESULTS.write_text(text, encoding="utf-8")
+    unknown = sorted(set(args.only or ()) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    options = Options(
+        trials=args.trials,
+        soak_seconds=args.soak_seconds,
+        idle_seconds=args.idle_seconds,
+        links=args.links,
+    )
+    text = trio.run(main, options, args.only or list(BENCHMARKS))
+    output = args.output or (None if args.only else RESULTS)
+    if output is not None:
+        output.write_text(text + "\n", encoding="utf-8")
     print(text)
