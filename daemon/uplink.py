@@ -282,24 +282,27 @@ class Uplink:
             self._notify()
 
         try:
-            async with trio.open_nursery() as nursery:
-                while box.pending() or lanes:
-                    wake = box.wake = trio.Event()
-                    if self._paused and not box.complete:
-                        await self._held.wait()
-                        continue
-                    box.sending_through = max(box.sending_through, box.acked)
-                    batch = (
-                        box.take_batch(self.batch_max, after=box.sending_through)
-                        if lanes < LANES and not backing_off
-                        else []
-                    )
-                    if not batch:
-                        await wake.wait()
-                        continue
-                    box.sending_through = batch[-1].seq
-                    lanes += 1
-                    nursery.start_soon(send, batch)
+            # Leaving the nursery is a checkpoint: an event published meanwhile only sets
+            # ``wake`` (this flusher still counts as running), so look again before leaving.
+            while box.pending():
+                async with trio.open_nursery() as nursery:
+                    while box.pending() or lanes:
+                        wake = box.wake = trio.Event()
+                        if self._paused and not box.complete:
+                            await self._held.wait()
+                            continue
+                        box.sending_through = max(box.sending_through, box.acked)
+                        batch = (
+                            box.take_batch(self.batch_max, after=box.sending_through)
+                            if lanes < LANES and not backing_off
+                            else []
+                        )
+                        if not batch:
+                            await wake.wait()
+                            continue
+                        box.sending_through = batch[-1].seq
+                        lanes += 1
+                        nursery.start_soon(send, batch)
             if box.complete:
                 # Its last event is in: nothing more will come for this session.
                 self.forget(session_id)

@@ -88,3 +88,41 @@ async def test_never_more_than_two_batches_of_a_session_in_flight(
         assert relay.stored == list(range(1, 31))
         assert relay.most_in_flight <= 2
         nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class InstantRelay:
+    """Stores every batch at once (after one checkpoint), like a relay on loopback."""
+
+    stored: list[int] = attrs.Factory(list)
+
+    async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
+        await trio.lowlevel.checkpoint()
+        self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
+        return len(self.stored)
+
+    def forget_session(self, session_id: str) -> None:
+        pass
+
+
+async def test_an_event_published_while_the_flusher_winds_down_is_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The flusher of a session finishes when nothing is pending; an event published in the
+    # few scheduling steps while it winds down must still go out (a session would otherwise
+    # stall until its next event). Publish the second event at every step of that window.
+    for steps in range(25):
+        relay = InstantRelay()
+        uplink = Uplink(client=relay)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(uplink.run)
+            uplink.publish("s", note(1))
+            with trio.fail_after(5):
+                await uplink.drain()
+            for _ in range(steps):
+                await trio.lowlevel.checkpoint()
+            uplink.publish("s", note(2))
+            with trio.fail_after(5):
+                await uplink.drain()
+            assert relay.stored == [1, 2], f"second event lost when published {steps} steps late"
+            nursery.cancel_scope.cancel()
