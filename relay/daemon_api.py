@@ -56,7 +56,7 @@ from .errors import (
     NotFound,
     Unauthenticated,
 )
-from .fanout import Hub, environment_key, session_key
+from .fanout import Hub, environment_key
 from .httputil import (
     UPLINK_BODY_LIMIT,
     client_address,
@@ -66,7 +66,7 @@ from .httputil import (
 )
 from .indexing import check_indexed_payloads
 from .ratelimit import AttemptLimiter
-from .records import REVOKED_CREDENTIAL, EnvironmentRecord
+from .records import REVOKED_CREDENTIAL, Appended, EnvironmentRecord
 from .storage import Storage
 from .streams import downlink_response
 from .tokens import AccessClaims, TokenIssuer
@@ -210,7 +210,7 @@ class DaemonApi:
                 f"a batch holds at most {MAX_EVENTS_PER_BATCH} events, got {total}",
                 code="too_many_events",
             )
-        outcomes: list[int | ApiError | None] = []
+        outcomes: list[ApiError | None] = []
         accepted: list[tuple[str, list[Event]]] = []
         for part in body.sessions:
             try:
@@ -248,9 +248,16 @@ class DaemonApi:
                     )
                 )
             else:
-                self.hub.notify(session_key(part.session_id))
-                acks.append(SessionAck(session_id=part.session_id, acked=result))
+                self._published(part.session_id, part.events, result)
+                acks.append(SessionAck(session_id=part.session_id, acked=result.acked))
         return json_response(encode(UplinkResponse(sessions=acks)))
+
+    def _published(self, session_id: str, events: list[Event], stored: Appended) -> None:
+        """Hand what an append stored to the session's live streams."""
+        new = sorted(
+            (e for e in events if stored.first_new <= e.seq <= stored.acked), key=lambda e: e.seq
+        )
+        self.hub.publish_events(session_id, new)
 
     async def events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -265,8 +272,10 @@ class DaemonApi:
             check_indexed_payloads(body.events)
         except DecodeError as exc:
             raise BadRequest("invalid_body", "; ".join(exc.problems)) from None
-        acked = await self.storage.append_events(
-            session_id, body.events, credential_id=claims.credential_id
+        [stored] = await self.storage.append_many(
+            [(session_id, body.events)], credential_id=claims.credential_id
         )
-        self.hub.notify(session_key(session_id))
-        return json_response(encode(UplinkAck(acked=acked)))
+        if isinstance(stored, ApiError):
+            raise stored
+        self._published(session_id, body.events, stored)
+        return json_response(encode(UplinkAck(acked=stored.acked)))

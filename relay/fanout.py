@@ -12,16 +12,34 @@ The reader's pattern, which cannot miss a wake-up::
         await changed.wait()          # 3. sleep only if the read found nothing new.
 
 A :meth:`Hub.notify` between 1 and 3 sets ``changed``, so step 3 returns at once.
+
+Live session streams skip step 2 where they can: a session somebody follows has a
+:class:`SessionTail`, its newest events already encoded as SSE messages, which the writer
+fills (:meth:`Hub.publish_events`) right after the append commits and before it notifies.
+Every stream following the session then sends the same bytes, as one chunk per batch,
+without a read or an encoding of its own. The tail assumes every append of its session goes
+through this process (true of the SQLite relay); a backend shared by several processes
+must not use it.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import weakref
+from collections.abc import Sequence
 
 import attrs
 import trio
 
-__all__ = ["Hub", "HubStatistics", "environment_key", "session_key"]
+from wire import Event, encode_json
+
+from .sse import encode_sse
+
+__all__ = ["Hub", "HubStatistics", "SessionTail", "environment_key", "session_key"]
+
+#: Events a session's tail keeps; a stream further behind reads storage.
+TAIL_EVENTS = 256
 
 
 def environment_key(environment_id: str) -> str:
@@ -38,6 +56,47 @@ def session_key(session_id: str) -> str:
 class HubStatistics:
     #: Keys somebody is currently watching.
     watched_keys: int
+    #: Sessions whose newest events are kept encoded for their streams.
+    tails: int = 0
+
+
+@attrs.define(eq=False)
+class SessionTail:
+    """The newest events of one session, each encoded once as an SSE message.
+
+    It knows nothing until the first publish after it was created; from then on it holds
+    a contiguous run ``first..last`` (the last :data:`TAIL_EVENTS` of them) and ``last``
+    is the newest event stored.
+    """
+
+    limit: int = TAIL_EVENTS
+    _chunks: collections.deque[bytes] = attrs.field(factory=collections.deque, init=False)
+    _first: int = attrs.field(default=0, init=False)
+    _last: int = attrs.field(default=0, init=False)
+
+    def extend(self, events: Sequence[Event]) -> None:
+        """Add newly stored events (in seq order); a gap restarts the tail after it."""
+        for event in events:
+            if self._last and event.seq <= self._last:
+                continue
+            if not self._last or event.seq != self._last + 1:
+                self._chunks.clear()
+                self._first = event.seq
+            self._chunks.append(encode_sse(id=event.seq, event=event.kind, data=encode_json(event)))
+            self._last = event.seq
+            if len(self._chunks) > self.limit:
+                self._chunks.popleft()
+                self._first += 1
+
+    def after(self, seq: int) -> tuple[bytes, int] | None:
+        """The messages after ``seq`` as one chunk, and the seq they reach (``b""`` and
+        ``seq`` when nothing is newer); None when the tail does not reach back to ``seq``
+        (or knows nothing yet): read storage instead."""
+        if not self._last or seq < self._first - 1:
+            return None
+        if seq >= self._last:
+            return b"", seq
+        return b"".join(itertools.islice(self._chunks, seq - self._first + 1, None)), self._last
 
 
 @attrs.define(eq=False)
@@ -47,6 +106,9 @@ class Hub:
 
     # Weak values: a key nobody watches any more costs nothing.
     _events: weakref.WeakValueDictionary[str, trio.Event] = attrs.field(
+        factory=weakref.WeakValueDictionary, init=False
+    )
+    _tails: weakref.WeakValueDictionary[str, SessionTail] = attrs.field(
         factory=weakref.WeakValueDictionary, init=False
     )
 
@@ -64,5 +126,20 @@ class Hub:
         if event is not None:
             event.set()
 
+    def tail(self, session_id: str) -> SessionTail:
+        """The session's tail; it lives while somebody holds it (a stream following it)."""
+        tail = self._tails.get(session_id)
+        if tail is None:
+            tail = self._tails[session_id] = SessionTail()
+        return tail
+
+    def publish_events(self, session_id: str, events: Sequence[Event]) -> None:
+        """Events a write just stored (none older, in seq order): into the session's tail
+        if somebody follows it, then wake its streams."""
+        tail = self._tails.get(session_id)
+        if tail is not None and events:
+            tail.extend(events)
+        self.notify(session_key(session_id))
+
     def statistics(self) -> HubStatistics:
-        return HubStatistics(watched_keys=len(self._events))
+        return HubStatistics(watched_keys=len(self._events), tails=len(self._tails))

@@ -8,6 +8,7 @@ from wire import Directive, SessionState, Spawn
 
 __all__ = [
     "REVOKED_CREDENTIAL",
+    "Appended",
     "DeviceTokenInfo",
     "DownlinkRead",
     "EnvironmentRecord",
@@ -92,3 +93,14 @@ class DownlinkRead:
     #: the reader must end its stream.
     current: bool
     directives: list[QueuedDirective]
+
+
+@attrs.frozen(kw_only=True)
+class Appended:
+    """What one session's append did."""
+
+    #: The highest contiguous seq the relay now holds (the daemon's ack).
+    acked: int
+    #: The first seq this append stored; ``acked + 1`` when it stored nothing new. The
+    #: events from here through ``acked`` are the ones live streams have not seen.
+    first_new: int

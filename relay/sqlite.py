@@ -43,6 +43,7 @@ from .ids import new_id
 from .indexing import index_events
 from .records import (
     REVOKED_CREDENTIAL,
+    Appended,
     DownlinkRead,
     EnvironmentRecord,
     NewSession,
@@ -401,14 +402,14 @@ class SqliteDatabase(SqliteCredentials):
         self, session_id: str, events: Sequence[Event], *, credential_id: str | None = None
     ) -> int:
         with self._write() as db:
-            return self._append(db, session_id, events, credential_id)
+            return self._append(db, session_id, events, credential_id).acked
 
     def append_many(
         self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
-    ) -> list[int | ApiError]:
+    ) -> list[Appended | ApiError]:
         """:meth:`append_events` for several sessions in one transaction; each session's
-        outcome (its acked seq, or the error its events alone got) in order."""
-        results: list[int | ApiError] = []
+        outcome (what it stored, or the error its events alone got) in order."""
+        results: list[Appended | ApiError] = []
         with self._write() as db:
             for i, (session_id, events) in enumerate(batches):
                 db.execute(f"SAVEPOINT s{i}")
@@ -426,7 +427,7 @@ class SqliteDatabase(SqliteCredentials):
         session_id: str,
         events: Sequence[Event],
         credential_id: str | None,
-    ) -> int:
+    ) -> Appended:
         session = self._get_session(db, session_id)
         if credential_id is not None:
             # The uplink's ownership check shares the write's transaction (one round
@@ -450,8 +451,9 @@ class SqliteDatabase(SqliteCredentials):
                 break
             accepted.append(event)
             held = event.seq
+        first_new = session.last_seq + 1
         if not accepted:
-            return held
+            return Appended(acked=held, first_new=first_new)
         db.executemany(
             "INSERT INTO events (session_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)",
             [
@@ -485,7 +487,7 @@ class SqliteDatabase(SqliteCredentials):
             " VALUES (?, ?, 1) ON CONFLICT (session_id, request_id) DO UPDATE SET resolved = 1",
             [(session_id, r) for r in update.permission_resolutions],
         )
-        return held
+        return Appended(acked=held, first_new=first_new)
 
     def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
         rows = self._conn.execute(

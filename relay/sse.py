@@ -51,12 +51,13 @@ class EventStream:
             )
 
     async def send(self, *, id: int, event: str, data: str) -> None:
-        await self._write(encode_sse(id=id, event=event, data=data))
+        await self.write(encode_sse(id=id, event=event, data=data))
 
     async def keepalive(self) -> None:
-        await self._write(KEEPALIVE)
+        await self.write(KEEPALIVE)
 
-    async def _write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes) -> None:
+        """Send already encoded messages (:func:`encode_sse`), several in one chunk."""
         await self.start()
         await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
 

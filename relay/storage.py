@@ -24,6 +24,7 @@ from wire import Event, RegisterRequest, RegisterResponse, StartSession
 from .auth import hash_secret, new_environment_credential
 from .errors import ApiError, RelayError
 from .records import (
+    Appended,
     DeviceTokenInfo,
     DownlinkRead,
     EnvironmentRecord,
@@ -152,9 +153,9 @@ class Storage(Protocol):
 
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
-    ) -> list[int | ApiError]:
+    ) -> list[Appended | ApiError]:
         """:meth:`append_events` for several sessions, atomically per session and in one
-        round trip; each session's acked seq or the error its events alone got."""
+        round trip; what each session's events stored, or the error they alone got."""
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]: ...
 
@@ -322,7 +323,7 @@ class SqliteStorage:
 
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
-    ) -> list[int | ApiError]:
+    ) -> list[Appended | ApiError]:
         return await self._run(lambda db: db.append_many(batches, credential_id=credential_id))
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:

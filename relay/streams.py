@@ -16,7 +16,7 @@ from wire import Directive, encode_json
 
 from .fanout import Hub, environment_key, session_key
 from .ids import new_id
-from .sse import EventStream, EventStreamResponse
+from .sse import EventStream, EventStreamResponse, encode_sse
 from .storage import Storage
 
 __all__ = ["downlink_response", "session_events_response"]
@@ -108,14 +108,25 @@ def session_events_response(
 
     async def produce(stream: EventStream) -> None:
         await stream.start()
+        # Held while the stream is open: the session's writers fill it (see relay.fanout).
+        tail = hub.tail(session_id)
         last = after
         while True:
             changed = hub.watch(key)
-            events = await storage.read_events(session_id, last, _BATCH)
-            for event in events:
-                await stream.send(id=event.seq, event=event.kind, data=encode_json(event))
-                last = event.seq
-            if events:
+            newest = tail.after(last)
+            if newest is None:
+                events = await storage.read_events(session_id, last, _BATCH)
+                if events:
+                    await stream.write(
+                        b"".join(
+                            encode_sse(id=e.seq, event=e.kind, data=encode_json(e)) for e in events
+                        )
+                    )
+                    last = events[-1].seq
+                    continue
+            elif newest[0]:
+                chunk, last = newest
+                await stream.write(chunk)
                 continue
             timed_out = await _idle(changed, stream, keepalive_interval)
             if timed_out and not await still_allowed():

@@ -13,6 +13,7 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 import wire
 from relay import RelayConfig, RelayError, RunningRelay, admin, serve_relay
@@ -193,6 +194,48 @@ async def test_client_sse_resumes_after_last_event_id_and_goes_live(
             assert (await reader.next()).id == "2"
         async with sse(http, url + "?after=1", user | {"last-event-id": "3"}) as (_, reader):
             assert (await reader.next()).id == "4"
+
+
+async def test_live_listeners_of_a_session_see_exactly_the_stored_log(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    # Three streams follow one session (served from its shared tail once live); the
+    # daemon resends a stored seq with other content and skips ahead. Every listener
+    # sees the stored log, in order, once, and what storage refused never.
+    d = await register(http, relay.storage)
+    await relay.storage.open_downlink(d.environment_id, "link_test")
+    user = await make_device_token(relay.storage)
+    s = await create_session(http, user, d.environment_id)
+    url = f"/api/sessions/{s['id']}/events"
+    await uplink(http, d, s["id"], started(1))
+
+    async def follow(after: int, count: int, seen: list[tuple[str, Any]]) -> None:
+        async with sse(http, url, user | {"last-event-id": str(after)}) as (_, reader):
+            while len(seen) < count:
+                message = await reader.next()
+                assert message.data is not None
+                seen.append((message.id or "", json.loads(message.data)))
+
+    listeners: list[list[tuple[str, Any]]] = [[], [], []]
+    text = [event(i, "assistant_text", text=f"t{i}") for i in range(2, 9)]
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            for seen in listeners:
+                nursery.start_soon(follow, 1, 7, seen)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await uplink(http, d, s["id"], text[0], text[1])).json() == {"acked": 3}
+            forged = event(3, "assistant_text", text="not what was stored")
+            assert (await uplink(http, d, s["id"], forged, text[2])).json() == {"acked": 4}
+            # A gap: nothing stored, nothing shown.
+            assert (await uplink(http, d, s["id"], text[4])).json() == {"acked": 4}
+            assert (await uplink(http, d, s["id"], *text[3:])).json() == {"acked": 8}
+    stored = [(str(e["seq"]), e) for e in text]
+    assert listeners == [stored, stored, stored]
+    # A listener that joins later catches up from storage and gets the same.
+    late: list[tuple[str, Any]] = []
+    with trio.fail_after(GUARD):
+        await follow(1, 7, late)
+    assert late == stored
 
 
 async def test_client_sse_refusals_are_json(relay: RunningRelay, http: httpx.AsyncClient) -> None:

@@ -7,6 +7,7 @@ import trio
 
 import wire
 from relay import AtCapacity, NewSession, NotFound, RelayError, SqliteStorage
+from relay.records import Appended
 from relay.sqlite import database_path
 
 
@@ -135,3 +136,27 @@ async def test_closed_storage_refuses_calls(data_dir: Path) -> None:
     await storage.aclose()
     with pytest.raises(RelayError, match="not open"):
         await storage.list_sessions()
+
+
+async def test_an_append_says_which_of_its_events_are_new(storage: SqliteStorage) -> None:
+    # Live streams are handed exactly first_new..acked of a batch: never a resent seq
+    # (whatever it carries now), never what lies past a gap.
+    env = await storage.register_environment("cred_1", _request())
+    await storage.open_downlink(env.environment_id, "link_1")
+    new = NewSession(id="ses_1", environment_id=env.environment_id, title="t", spawn=None)
+    await storage.create_session(new, _start("ses_1"))
+
+    def ev(seq: int, text: str = "x") -> wire.Event:
+        return wire.Event(seq=seq, kind="assistant_text", at=float(seq), data={"text": text})
+
+    async def append(*events: wire.Event) -> tuple[int, int]:
+        [done] = await storage.append_many([("ses_1", events)], credential_id="cred_1")
+        assert isinstance(done, Appended)
+        return done.first_new, done.acked
+
+    assert await append(ev(1), ev(2)) == (1, 2)
+    assert await append(ev(2, "resent, other text"), ev(3)) == (3, 3)
+    assert await append(ev(5)) == (4, 3)  # a gap: nothing new
+    assert await append(ev(3), ev(2)) == (4, 3)  # all old: nothing new
+    assert await append(ev(5), ev(4), ev(6)) == (4, 6)
+    assert [e.data["text"] for e in await storage.read_events("ses_1", 0, 10)][1] == "x"
