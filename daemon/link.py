@@ -48,6 +48,10 @@ class RelayLink:
     on_acked: Callable[[int], None] = lambda through: None
     outage_timeout: float = 600.0
     backoff_cap: float = 30.0
+    #: How long an ack waits for more directives to cover. Acks only spare the relay
+    #: redelivering on the next link (applying is idempotent by dseq), so they stay off
+    #: the path of the turn the directive starts.
+    ack_delay: float = 0.25
     connected: bool = False
     _connects: int = 0
     _last_error: str | None = None
@@ -192,9 +196,11 @@ class RelayLink:
             await trio.sleep(delay)
 
     async def _ack_loop(self) -> None:
-        # Acks are coalesced: one in flight at a time, always for the latest directive.
+        # Acks are coalesced: one in flight at a time, always for the latest directive,
+        # sent a moment after the directive (see ``ack_delay``).
         while True:
             await self._ack_wanted.wait()
+            await trio.sleep(self.ack_delay)
             self._ack_wanted = trio.Event()
             through = self.applied_through()
             if through <= self._acked:

@@ -197,49 +197,50 @@ class ClientApi:
         events = await self.storage.read_events(session.id, after, limit)
         return json_response({"events": [encode(e) for e in events]})
 
-    async def _submit(self, session: SessionRecord, directive: SessionInput) -> bool:
-        queued = await self.storage.submit_input(session.id, directive)
-        if queued:
-            self.hub.notify(environment_key(session.environment_id))
-        return queued
+    async def _submit(self, directive: SessionInput) -> None:
+        """Queue an input; the session is looked up in the same storage call (404)."""
+        queued = await self.storage.submit_input(directive.session_id, directive)
+        if queued is not None:
+            self.hub.notify(environment_key(queued.environment_id))
 
     async def post_message(self, request: Request) -> Response:
         client = await self._client(request)
         body = await decode_body(request, PostMessage)
         _check_text_size(body.text, "message")
-        session = await self._session(request)
         message = SendMessage(
-            session_id=session.id, input_id=body.id, text=body.text, origin=client.name
+            session_id=request.path_params["session_id"],
+            input_id=body.id,
+            text=body.text,
+            origin=client.name,
         )
-        await self._submit(session, message)
+        await self._submit(message)
         return json_response({"id": body.id}, status=202)
 
     async def decide_permission(self, request: Request) -> Response:
         client = await self._client(request)
         body = await decode_body(request, PermissionDecision)
-        session = await self._session(request)
         request_id = request.path_params["request_id"]
         decision = DecidePermission(
-            session_id=session.id,
+            session_id=request.path_params["session_id"],
             request_id=request_id,
             decision=body.decision,
             message=body.message,
             origin=client.name,
         )
-        await self._submit(session, decision)
+        await self._submit(decision)
         return json_response({"request_id": request_id}, status=202)
 
     async def interrupt(self, request: Request) -> Response:
         client = await self._client(request)
-        session = await self._session(request)
-        await self._submit(session, Interrupt(session_id=session.id, origin=client.name))
-        return json_response({"session_id": session.id}, status=202)
+        session_id = request.path_params["session_id"]
+        await self._submit(Interrupt(session_id=session_id, origin=client.name))
+        return json_response({"session_id": session_id}, status=202)
 
     async def stop(self, request: Request) -> Response:
         client = await self._client(request)
-        session = await self._session(request)
-        await self._submit(session, StopSession(session_id=session.id, origin=client.name))
-        return json_response({"session_id": session.id}, status=202)
+        session_id = request.path_params["session_id"]
+        await self._submit(StopSession(session_id=session_id, origin=client.name))
+        return json_response({"session_id": session_id}, status=202)
 
     async def resume(self, request: Request) -> Response:
         await self._client(request)

@@ -11,6 +11,7 @@ __all__ = [
     "Appended",
     "DeviceTokenInfo",
     "DownlinkRead",
+    "Enqueued",
     "EnvironmentRecord",
     "NewSession",
     "QueuedDirective",
@@ -104,3 +105,11 @@ class Appended:
     #: The first seq this append stored; ``acked + 1`` when it stored nothing new. The
     #: events from here through ``acked`` are the ones live streams have not seen.
     first_new: int
+
+
+@attrs.frozen(kw_only=True)
+class Enqueued:
+    """A directive just queued on an environment's downlink."""
+
+    environment_id: str
+    dseq: int

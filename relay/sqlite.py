@@ -45,6 +45,7 @@ from .records import (
     REVOKED_CREDENTIAL,
     Appended,
     DownlinkRead,
+    Enqueued,
     EnvironmentRecord,
     NewSession,
     QueuedDirective,
@@ -340,7 +341,7 @@ class SqliteDatabase(SqliteCredentials):
             )
             return self._get_session(db, session_id)
 
-    def submit_input(self, session_id: str, directive: SessionInput) -> bool:
+    def submit_input(self, session_id: str, directive: SessionInput) -> Enqueued | None:
         with self._write() as db:
             session = self._get_session(db, session_id)
             if isinstance(directive, SendMessage):
@@ -350,7 +351,7 @@ class SqliteDatabase(SqliteCredentials):
                     (session_id, directive.input_id),
                 )
                 if seen.rowcount == 0:
-                    return False
+                    return None
             if session.state == "ended":
                 raise SessionEnded(session_id)
             if isinstance(directive, DecidePermission):
@@ -369,8 +370,8 @@ class SqliteDatabase(SqliteCredentials):
                         "permission_already_resolved",
                         f"permission request {directive.request_id!r} is already resolved",
                     )
-            self._enqueue(db, session.environment_id, directive)
-            return True
+            dseq = self._enqueue(db, session.environment_id, directive)
+            return Enqueued(environment_id=session.environment_id, dseq=dseq)
 
     def resume_session(self, session_id: str) -> SessionRecord:
         with self._write() as db:

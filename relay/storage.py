@@ -27,6 +27,7 @@ from .records import (
     Appended,
     DeviceTokenInfo,
     DownlinkRead,
+    Enqueued,
     EnvironmentRecord,
     NewSession,
     SessionRecord,
@@ -130,10 +131,11 @@ class Storage(Protocol):
     async def rename_session(self, session_id: str, title: str) -> SessionRecord:
         """Raises NotFound."""
 
-    async def submit_input(self, session_id: str, directive: SessionInput) -> bool:
-        """Enqueue an input for the session's daemon.
+    async def submit_input(self, session_id: str, directive: SessionInput) -> Enqueued | None:
+        """Enqueue an input for the session's daemon (one round trip: the session is looked
+        up in the same transaction).
 
-        Returns False (and enqueues nothing) for a message whose id was seen before.
+        Returns None (and enqueues nothing) for a message whose id was seen before.
         Raises NotFound, SessionEnded, or for a permission decision NotFound
         (``unknown_permission_request``) / Conflict (``permission_already_resolved``).
         """
@@ -308,7 +310,7 @@ class SqliteStorage:
     async def rename_session(self, session_id: str, title: str) -> SessionRecord:
         return await self._run(lambda db: db.rename_session(session_id, title))
 
-    async def submit_input(self, session_id: str, directive: SessionInput) -> bool:
+    async def submit_input(self, session_id: str, directive: SessionInput) -> Enqueued | None:
         return await self._run(lambda db: db.submit_input(session_id, directive))
 
     async def resume_session(self, session_id: str) -> SessionRecord:
