@@ -201,7 +201,7 @@ class ClientApi:
         """Queue an input; the session is looked up in the same storage call (404)."""
         queued = await self.storage.submit_input(directive.session_id, directive)
         if queued is not None:
-            self.hub.notify(environment_key(queued.environment_id))
+            self.hub.publish_directive(queued.environment_id, queued.dseq, directive)
 
     async def post_message(self, request: Request) -> Response:
         client = await self._client(request)

@@ -13,13 +13,14 @@ The reader's pattern, which cannot miss a wake-up::
 
 A :meth:`Hub.notify` between 1 and 3 sets ``changed``, so step 3 returns at once.
 
-Live session streams skip step 2 where they can: a session somebody follows has a
-:class:`SessionTail`, its newest events already encoded as SSE messages, which the writer
-fills (:meth:`Hub.publish_events`) right after the append commits and before it notifies.
-Every stream following the session then sends the same bytes, as one chunk per batch,
-without a read or an encoding of its own. The tail assumes every append of its session goes
-through this process (true of the SQLite relay); a backend shared by several processes
-must not use it.
+Live streams skip step 2 where they can: a session somebody follows has a :class:`Tail`,
+its newest events already encoded as SSE messages, which the writer fills
+(:meth:`Hub.publish_events`) right after the append commits and before it notifies. Every
+stream following the session then sends the same bytes, as one chunk per batch, without a
+read or an encoding of its own. An open downlink has one too (:class:`DownlinkTail`,
+filled by :meth:`Hub.publish_directive`), so a client's input reaches the daemon without a
+read. A session's tail assumes every append of its session goes through this process (true
+of the SQLite relay); a backend shared by several processes must not use the tails.
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ from __future__ import annotations
 import collections
 import itertools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 import trio
 
-from wire import Event, encode_json
+from wire import Directive, Event, encode_json
 
 from .sse import encode_sse
 
-__all__ = ["Hub", "HubStatistics", "SessionTail", "environment_key", "session_key"]
+__all__ = ["DownlinkTail", "Hub", "HubStatistics", "Tail", "environment_key", "session_key"]
 
-#: Events a session's tail keeps; a stream further behind reads storage.
-TAIL_EVENTS = 256
+#: Items a tail keeps; a stream further behind reads storage.
+TAIL_ITEMS = 256
 
 
 def environment_key(environment_id: str) -> str:
@@ -58,32 +59,35 @@ class HubStatistics:
     watched_keys: int
     #: Sessions whose newest events are kept encoded for their streams.
     tails: int = 0
+    #: Environments whose open downlink keeps its newest directives encoded.
+    downlink_tails: int = 0
 
 
 @attrs.define(eq=False)
-class SessionTail:
-    """The newest events of one session, each encoded once as an SSE message.
+class Tail:
+    """The newest items of one stream (a session's events, an environment's directives),
+    each already encoded as its SSE message, for every reader that follows the stream.
 
-    It knows nothing until the first publish after it was created; from then on it holds
-    a contiguous run ``first..last`` (the last :data:`TAIL_EVENTS` of them) and ``last``
-    is the newest event stored.
+    It knows nothing until the first item written after it was created; from then on it
+    holds a contiguous run ``first..last`` of sequence numbers (the newest ``limit`` of
+    them), and ``last`` is the newest item stored.
     """
 
-    limit: int = TAIL_EVENTS
+    limit: int = TAIL_ITEMS
     _chunks: collections.deque[bytes] = attrs.field(factory=collections.deque, init=False)
     _first: int = attrs.field(default=0, init=False)
     _last: int = attrs.field(default=0, init=False)
 
-    def extend(self, events: Sequence[Event]) -> None:
-        """Add newly stored events (in seq order); a gap restarts the tail after it."""
-        for event in events:
-            if self._last and event.seq <= self._last:
+    def extend(self, items: Iterable[tuple[int, bytes]]) -> None:
+        """Add newly stored items (in sequence order); a gap restarts the tail after it."""
+        for seq, message in items:
+            if self._last and seq <= self._last:
                 continue
-            if not self._last or event.seq != self._last + 1:
+            if not self._last or seq != self._last + 1:
                 self._chunks.clear()
-                self._first = event.seq
-            self._chunks.append(encode_sse(id=event.seq, event=event.kind, data=encode_json(event)))
-            self._last = event.seq
+                self._first = seq
+            self._chunks.append(message)
+            self._last = seq
             if len(self._chunks) > self.limit:
                 self._chunks.popleft()
                 self._first += 1
@@ -100,6 +104,14 @@ class SessionTail:
 
 
 @attrs.define(eq=False)
+class DownlinkTail(Tail):
+    """An environment's newest directives, for the downlink ``link_id`` (the newest one
+    this process opened); any other link reads storage, which tells it it was replaced."""
+
+    link_id: str | None = None
+
+
+@attrs.define(eq=False)
 class Hub:
     """Keyed wake-up hints: :meth:`watch` returns an event that the next :meth:`notify` of
     the same key sets. Every notify swaps in a fresh event for later watchers."""
@@ -108,7 +120,10 @@ class Hub:
     _events: weakref.WeakValueDictionary[str, trio.Event] = attrs.field(
         factory=weakref.WeakValueDictionary, init=False
     )
-    _tails: weakref.WeakValueDictionary[str, SessionTail] = attrs.field(
+    _tails: weakref.WeakValueDictionary[str, Tail] = attrs.field(
+        factory=weakref.WeakValueDictionary, init=False
+    )
+    _downlinks: weakref.WeakValueDictionary[str, DownlinkTail] = attrs.field(
         factory=weakref.WeakValueDictionary, init=False
     )
 
@@ -126,11 +141,11 @@ class Hub:
         if event is not None:
             event.set()
 
-    def tail(self, session_id: str) -> SessionTail:
+    def tail(self, session_id: str) -> Tail:
         """The session's tail; it lives while somebody holds it (a stream following it)."""
         tail = self._tails.get(session_id)
         if tail is None:
-            tail = self._tails[session_id] = SessionTail()
+            tail = self._tails[session_id] = Tail()
         return tail
 
     def publish_events(self, session_id: str, events: Sequence[Event]) -> None:
@@ -138,8 +153,30 @@ class Hub:
         if somebody follows it, then wake its streams."""
         tail = self._tails.get(session_id)
         if tail is not None and events:
-            tail.extend(events)
+            tail.extend(
+                (e.seq, encode_sse(id=e.seq, event=e.kind, data=encode_json(e))) for e in events
+            )
         self.notify(session_key(session_id))
 
+    def downlink_tail(self, environment_id: str) -> DownlinkTail:
+        """The environment's directive tail; it lives while a downlink holds it."""
+        tail = self._downlinks.get(environment_id)
+        if tail is None:
+            tail = self._downlinks[environment_id] = DownlinkTail()
+        return tail
+
+    def publish_directive(self, environment_id: str, dseq: int, directive: Directive) -> None:
+        """A directive a write just queued: into the environment's tail if a downlink is
+        open here, then wake the downlink."""
+        tail = self._downlinks.get(environment_id)
+        if tail is not None:
+            data = encode_json(directive, Directive)
+            tail.extend([(dseq, encode_sse(id=dseq, event=directive.type, data=data))])
+        self.notify(environment_key(environment_id))
+
     def statistics(self) -> HubStatistics:
-        return HubStatistics(watched_keys=len(self._events), tails=len(self._tails))
+        return HubStatistics(
+            watched_keys=len(self._events),
+            tails=len(self._tails),
+            downlink_tails=len(self._downlinks),
+        )

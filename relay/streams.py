@@ -59,7 +59,10 @@ def downlink_response(
 
     async def produce(stream: EventStream) -> None:
         link_id = new_id("link")
+        # Held while the stream is open: inputs posted here are handed to it directly.
+        tail = hub.downlink_tail(environment_id)
         await storage.open_downlink(environment_id, link_id)
+        tail.link_id = link_id
         # Wake the link this one replaced: it re-reads, sees it is no longer current and
         # ends now rather than at its next keep-alive.
         hub.notify(key)
@@ -68,21 +71,42 @@ def downlink_response(
             # The environment is online before the daemon sees 200.
             await stream.start()
             last = after
+            read_storage = True
             while True:
                 changed = hub.watch(key)
-                read = await storage.read_downlink(environment_id, link_id, last, _BATCH)
-                if not read.current:
-                    log.info("downlink replaced", environment_id=environment_id)
-                    return
-                for item in read.directives:
-                    data = encode_json(item.directive, Directive)
-                    await stream.send(id=item.dseq, event=item.directive.type, data=data)
-                    last = item.dseq
-                if not read.directives:
-                    timed_out = await _idle(changed, stream, keepalive_interval)
-                    if timed_out and not await still_allowed():
+                newest = tail.after(last) if tail.link_id == link_id else None
+                if newest is not None and newest[0]:
+                    chunk, last = newest
+                    await stream.write(chunk)
+                    continue
+                # Nothing new in the tail: storage decides (it also knows whether this
+                # link was replaced, or its environment said goodbye).
+                if read_storage:
+                    read = await storage.read_downlink(environment_id, link_id, last, _BATCH)
+                    if not read.current:
+                        log.info("downlink replaced", environment_id=environment_id)
+                        return
+                    if read.directives:
+                        await stream.write(
+                            b"".join(
+                                encode_sse(
+                                    id=item.dseq,
+                                    event=item.directive.type,
+                                    data=encode_json(item.directive, Directive),
+                                )
+                                for item in read.directives
+                            )
+                        )
+                        last = read.directives[-1].dseq
+                        continue
+                if await _idle(changed, stream, keepalive_interval):
+                    if not await still_allowed():
                         log.info("downlink credential ended", environment_id=environment_id)
                         return
+                    # Only a keep-alive: nothing to read unless a write came meanwhile.
+                    read_storage = changed.is_set()
+                else:
+                    read_storage = True
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT):
                 if await storage.close_downlink(environment_id, link_id):

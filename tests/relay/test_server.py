@@ -101,6 +101,50 @@ async def test_downlink_delivers_directives_and_resumes_after_last_event_id(
             assert (live.id, live.event) == ("4", "message")
 
 
+async def test_an_open_downlink_reads_storage_only_when_there_may_be_news(
+    relay: RunningRelay, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thousands of idle links each send a keep-alive every interval: that must not cost
+    # a read of the downlink too. An input posted here reaches the link from its tail.
+    reads: list[int] = []
+    read_downlink = relay.storage.read_downlink
+
+    async def counting(environment_id: str, link_id: str, after: int, limit: int) -> Any:
+        reads.append(after)
+        return await read_downlink(environment_id, link_id, after, limit)
+
+    monkeypatch.setattr(relay.storage, "read_downlink", counting)
+    user = await make_device_token(relay.storage)
+    d = await register(http, relay.storage)
+    with trio.fail_after(GUARD):
+        async with sse(http, downlink_url(d), d.headers) as (_, reader):
+            s = await create_session(http, user, d.environment_id)
+            assert (await reader.next()).event == "start_session"
+            assert (await reader.next(comments=True)).comment == "keep-alive"
+            settled = len(reads)
+            for _ in range(3):
+                assert (await reader.next(comments=True)).comment == "keep-alive"
+            assert len(reads) == settled  # idle: keep-alives only, no reads
+            before = len(reads)
+            for i in range(5):
+                posted = await http.post(
+                    f"/api/sessions/{s['id']}/messages",
+                    json={"id": f"m{i}", "text": f"hi {i}"},
+                    headers=user,
+                )
+                assert posted.status_code == 202
+                message = await reader.next()
+                assert (message.id, message.event) == (str(i + 2), "message")
+                assert message.data is not None and f'"hi {i}"' in message.data
+            for _ in range(2):
+                assert (await reader.next(comments=True)).comment == "keep-alive"
+    # The start came from storage (the tail knew nothing yet); while idle, no reads; each
+    # message came from the tail, then one read found nothing more.
+    # Each message came from the tail; at most one read after it found nothing more (from
+    # storage alone it would take two: one finding it, one finding nothing).
+    assert len(reads) - before <= 5
+
+
 async def test_a_new_downlink_replaces_the_old_one(
     relay: RunningRelay, http: httpx.AsyncClient
 ) -> None:
