@@ -687,11 +687,9 @@ def section(result: RelayScaleResult) -> list[str]:
         "",
         "Memory grows linearly with the links (hypercorn's connection and h11 state, the ASGI",
         "task and its `EventStreamResponse` tasks). The idle CPU grows linearly too: every 15 s",
-        "each link costs a keep-alive write plus two storage round trips through the SQLite",
-        "thread — `still_allowed` reads the environment (to notice a revoked credential) and",
-        "the loop then re-reads the downlink although nothing was notified (py-spy of the",
-        "relay in this state: about a third of its busy samples in `downlink_response`, half",
-        "of that in the keep-alive write, the rest in those two reads).",
+        "each link costs a keep-alive write and one storage round trip through the SQLite",
+        "thread: `still_allowed` reads the environment, so that a credential revoked by",
+        "`rcd relay environment revoke` (another process) ends the link within one interval.",
         "",
     ]
 

@@ -11,14 +11,28 @@ import tempfile
 import time
 from pathlib import Path
 
+import attrs
 import trio
 
 from tests.harness import Relay, start_daemon, start_relay
 from tests.sse import sse
 
-from .stats import Figure
+from .stats import Figure, cpu_seconds
 
-__all__ = ["measure_round_trips"]
+__all__ = ["RoundTrips", "measure_round_trips"]
+
+
+@attrs.frozen(kw_only=True)
+class RoundTrips:
+    baseline: Figure
+    one: Figure
+    busy: Figure
+    #: The busy phase: its wall time, and the CPU time the relay's process (relay and the
+    #: benchmark's clients), the daemon (without its agents) and the agents used in it.
+    busy_seconds: float
+    busy_relay_cpu: float
+    busy_daemon_cpu: float
+    busy_agents_cpu: float
 
 
 async def _session(relay: Relay, env_id: str) -> str:
@@ -50,7 +64,7 @@ async def _round_trips(relay: Relay, sid: str, count: int, tag: str) -> list[flo
     return samples
 
 
-async def measure_round_trips(count: int = 60, busy: int = 32) -> tuple[Figure, Figure, Figure]:
+async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
     with tempfile.TemporaryDirectory(prefix="rcd-rt-") as tmp:
         root = Path(tmp)
         project = root / "project"
@@ -75,15 +89,28 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> tuple[Figure, 
                 async def drive(sid: str, k: int) -> None:
                     many.extend(await _round_trips(relay, sid, per_session, f"busy{k}"))
 
+                pid = daemon.process.pid
+                daemon_cpu, all_cpu = cpu_seconds(pid, children=False), cpu_seconds(pid)
+                relay_cpu, started = time.process_time(), time.perf_counter()
                 async with trio.open_nursery() as all_busy:
                     for k, sid in enumerate(sids):
                         all_busy.start_soon(drive, sid, k)
+                busy_seconds = time.perf_counter() - started
+                relay_cpu = time.process_time() - relay_cpu
+                daemon_cpu = cpu_seconds(pid, children=False) - daemon_cpu
+                agents_cpu = cpu_seconds(pid) - all_cpu - daemon_cpu
                 await daemon.stop()
             finally:
                 await relay.aclose()
                 nursery.cancel_scope.cancel()
-    return (
-        Figure(name="baseline: one authenticated GET", unit="ms", samples=tuple(baseline)),
-        Figure(name="round trip, 1 session", unit="ms", samples=tuple(one)),
-        Figure(name=f"round trip, {busy} sessions busy at once", unit="ms", samples=tuple(many)),
+    return RoundTrips(
+        baseline=Figure(name="baseline: one authenticated GET", unit="ms", samples=tuple(baseline)),
+        one=Figure(name="round trip, 1 session", unit="ms", samples=tuple(one)),
+        busy=Figure(
+            name=f"round trip, {busy} sessions busy at once", unit="ms", samples=tuple(many)
+        ),
+        busy_seconds=busy_seconds,
+        busy_relay_cpu=relay_cpu,
+        busy_daemon_cpu=daemon_cpu,
+        busy_agents_cpu=agents_cpu,
     )
