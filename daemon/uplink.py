@@ -58,6 +58,9 @@ class Outbox:
     sending_through: int = 0
     #: Set when there may be something new to send (an event, an answer, a retry).
     wake: trio.Event = attrs.field(factory=trio.Event)
+    #: ``trio.current_time()`` until which a user's message echo waits for the agent's
+    #: first output, to go up with it (0: nothing held).
+    hold_until: float = 0.0
 
     def push(self, event: wire.Event) -> None:
         if event.kind == "session_ended":
@@ -120,6 +123,12 @@ class Uplink:
     memory_limit: int = 10_000
     batch_max: int = 500
     backoff_cap: float = 5.0
+    #: How long the echo of a user's message (and the busy state) waits for the agent's
+    #: first output. An agent that answers quickly gets its answer up in the same request
+    #: as the echo, and the echo's requests do not compete for the CPU with the agent
+    #: starting its turn; a slow one has its echo shown this much later (the web app shows
+    #: the message as sent at once anyway).
+    echo_hold: float = 0.1
     _outboxes: dict[str, Outbox] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
@@ -160,6 +169,10 @@ class Uplink:
         """Buffer ``event`` (seqs of one session must come in order) and wake its flusher."""
         box = self._box(session_id)
         box.push(event)
+        if event.kind == "user_message":
+            box.hold_until = trio.current_time() + self.echo_hold
+        elif event.kind != "status" or event.data.get("state") != "busy":
+            box.hold_until = 0.0
         if box.complete and self._paused:
             self._wake_held()
         if box.flushing:
@@ -290,6 +303,10 @@ class Uplink:
                         wake = box.wake = trio.Event()
                         if self._paused and not box.complete:
                             await self._held.wait()
+                            continue
+                        if box.hold_until > trio.current_time():
+                            with trio.move_on_at(box.hold_until):
+                                await wake.wait()
                             continue
                         box.sending_through = max(box.sending_through, box.acked)
                         batch = (

@@ -4,6 +4,7 @@ way; one that overtakes its predecessor is sent again, and the log stays dense."
 from __future__ import annotations
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -126,3 +127,64 @@ async def test_an_event_published_while_the_flusher_winds_down_is_sent(
                 await uplink.drain()
             assert relay.stored == [1, 2], f"second event lost when published {steps} steps late"
             nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class RecordingRelay:
+    """Stores every batch and records when (trio time) each request came and what it held."""
+
+    stored: list[int] = attrs.Factory(list)
+    requests: list[tuple[float, list[str]]] = attrs.Factory(list)
+
+    async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
+        self.requests.append((trio.current_time(), [e.kind for e in events]))
+        await trio.sleep(0.002)
+        self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
+        return len(self.stored)
+
+    def forget_session(self, session_id: str) -> None:
+        pass
+
+
+def _ev(seq: int, kind: str, **data: object) -> wire.Event:
+    return wire.Event(seq=seq, kind=kind, at=float(seq), data=dict(data))
+
+
+async def test_a_message_echo_waits_briefly_for_the_agent_and_goes_up_with_its_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    relay = RecordingRelay()
+    uplink = Uplink(client=relay)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        # A quick agent: its answer comes 2 ms after the message.
+        start = trio.current_time()
+        uplink.publish("s", _ev(1, "user_message", text="hi"))
+        uplink.publish("s", _ev(2, "status", state="busy"))
+        await trio.sleep(0.002)
+        uplink.publish("s", _ev(3, "assistant_text", text="hello"))
+        with trio.fail_after(1):
+            await uplink.drain()
+        assert relay.requests == [(start + 0.002, ["user_message", "status", "assistant_text"])]
+
+        # A slow agent: the echo goes up on its own once the hold is over, not before.
+        relay.requests.clear()
+        start = trio.current_time()
+        uplink.publish("s", _ev(4, "user_message", text="think hard"))
+        uplink.publish("s", _ev(5, "status", state="busy"))
+        with trio.fail_after(1):
+            await uplink.drain()
+        [(sent, kinds)] = relay.requests
+        assert kinds == ["user_message", "status"]
+        assert sent - start == pytest.approx(uplink.echo_hold)
+
+        # A permission prompt is never held: it goes at once.
+        relay.requests.clear()
+        start = trio.current_time()
+        uplink.publish("s", _ev(6, "user_message", text="write a file"))
+        uplink.publish("s", _ev(7, "permission_request", request_id="r"))
+        with trio.fail_after(1):
+            await uplink.drain()
+        assert relay.requests == [(start, ["user_message", "permission_request"])]
+        assert relay.stored == list(range(1, 8))
+        nursery.cancel_scope.cancel()
