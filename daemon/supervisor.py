@@ -187,9 +187,11 @@ class Supervisor:
 
         async def prepare() -> Workspace:
             if cwd is not None:
-                if not await trio.Path(cwd).is_dir():
-                    raise WorkspaceError(f"the session's directory {cwd} no longer exists")
-                return Workspace(cwd=cwd, spawn=spawn, branch=branch)
+                if await trio.Path(cwd).is_dir():
+                    return Workspace(cwd=cwd, spawn=spawn, branch=branch)
+                if spawn == "worktree":
+                    return await self._restore_worktree(session_id, cwd)
+                raise WorkspaceError(f"the session's directory {cwd} no longer exists")
             if spawn == "worktree":
                 return await self._create_worktree(session_id, title)
             return Workspace(cwd=str(self.directory), spawn="same-dir")
@@ -250,6 +252,23 @@ class Supervisor:
                     reasons=leftover.state.kept_reasons or ("left by an earlier run",),
                 )
             )
+
+    async def _restore_worktree(self, session_id: str, cwd: str) -> Workspace:
+        """A resumed session's worktree, removed when the session ended: made again at the
+        same path (the agent finds its conversation by directory), on its kept branch or a
+        new one from HEAD."""
+        try:
+            manager = await self.worktrees()
+            with trio.fail_after(self.worktree_timeout):
+                worktree = await manager.restore(cwd)
+        except WorktreeError as exc:
+            raise WorkspaceError(f"could not restore the session's worktree {cwd}: {exc}") from exc
+        except trio.TooSlowError:
+            raise WorkspaceError(
+                f"restoring the worktree {cwd} took over {self.worktree_timeout:.0f}s"
+            ) from None
+        self._worktree_of[session_id] = worktree
+        return Workspace(cwd=str(worktree.path), spawn="worktree", branch=worktree.branch)
 
     async def _create_worktree(self, session_id: str, title: str | None) -> Workspace:
         try:

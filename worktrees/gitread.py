@@ -164,6 +164,13 @@ def head_commit(root: Path) -> str | None:
         return _commit(repo, "HEAD")
 
 
+def branch(root: Path, name: str) -> tuple[str | None, str | None]:
+    """Where branch ``name`` points (None: there is no such branch) and the base commit
+    rcd recorded for it (None: none recorded)."""
+    with _repo(root) as repo:
+        return _commit(repo, "refs/heads/" + name), _recorded_bases(repo).get(name)
+
+
 def taken_slugs(root: Path, directory: Path) -> set[str]:
     """Names a new worktree must not take: entries in ``directory``, worktrees git has
     registered there (even if their directory is gone), and ``rcd/*`` branches (for

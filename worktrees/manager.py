@@ -173,6 +173,52 @@ class Worktrees:
                 return worktree
         raise WorktreeError(f"no free worktree name for {slug!r} after {_ATTEMPTS} attempts")
 
+    async def restore(self, path: str | os.PathLike[str]) -> Worktree:
+        """Bring back the worktree at ``path`` for a resumed session after it was removed
+        (a clean worktree goes when its session ends; one whose only work is commits may
+        lose its directory while its branch is kept).
+
+        On its branch if that still exists, commits and all; otherwise on a new branch of
+        the same name from the current HEAD commit. ``path`` must be a worktree directory
+        rcd made (``.rcd/worktrees/<slug>``) that no longer exists: an existing directory
+        is never touched. Raises :class:`~worktrees.WorktreeError` otherwise,
+        :class:`~worktrees.EmptyRepository` or :class:`~worktrees.GitFailed` as
+        :meth:`create` does.
+        """
+        path = Path(path)
+        if path.parent != self.directory or not path.name:
+            raise WorktreeError(f"{path} is not a worktree rcd made in {self.directory}")
+        slug = path.name
+        name = BRANCH_PREFIX + slug
+        async with self._lock:
+            if await trio.Path(path).exists():
+                raise WorktreeError(f"{path} exists; rcd restores only a removed worktree")
+            await self._read(ensure_excluded, self.common_dir)
+            # A registration left by a directory deleted by hand would block the add.
+            await run_git(["worktree", "prune"], cwd=self.root, check=False)
+            tip, recorded = await self._read(gitread.branch, self.root, name)
+            if tip is None:
+                base = await self._read(gitread.head_commit, self.root)
+                if base is None:
+                    raise EmptyRepository(self.root)
+                worktree = Worktree(path=path, branch=name, slug=slug, base_commit=base)
+                try:
+                    await self._add(worktree, base)
+                except _Collision:
+                    raise WorktreeError(
+                        f"{path} or branch {name} appeared while it was being restored"
+                    ) from None
+            else:
+                worktree = Worktree(path=path, branch=name, slug=slug, base_commit=recorded)
+                try:
+                    await trio.Path(self.directory).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise WorktreeError(f"could not create {self.directory}: {exc}") from exc
+                await run_git(["worktree", "add", "--quiet", str(path), name], cwd=self.root)
+            self._created += 1
+            log.info("worktree_restored", path=str(path), branch=name, new_branch=tip is None)
+            return worktree
+
     async def _add(self, worktree: Worktree, base: str) -> None:
         # Under the lock, the slug is free: the directory and the branch this call makes
         # are its own, so undoing them on failure cannot touch anything else.

@@ -132,3 +132,55 @@ async def test_worktree_spawn_outside_a_repository_is_a_startup_error(tmp_path: 
         finally:
             await relay.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_resumed_worktree_session_gets_its_worktree_back(
+    tmp_path: Path, repo: Path
+) -> None:
+    # A clean worktree goes when its session ends (and its branch with it); a resumed
+    # session finds it again at the same path, and one whose branch was kept for its
+    # commits is back on that branch, commits and all.
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, tmp_path / "relay")
+        try:
+            daemon = await start_daemon(
+                relay, tmp_path / "home", repo, "--spawn", "worktree", "--capacity", "2"
+            )
+            env = daemon.environment_id
+            ids = [
+                (await relay.create_session(env, title=t)).json()["id"]
+                for t in ("Clean work", "Committed work")
+            ]
+            paths = [Path(str((await started(relay, sid))["cwd"])) for sid in ids]
+            commit = (
+                "echo work > work.txt && git add work.txt && "
+                "git -c user.name=Agent -c user.email=agent@example.org commit -qm agent-work"
+            )
+            await relay.post_message(ids[1], f"run {commit}", "r1")
+            await allow_next(relay, ids[1], 1)
+            agent_commit = git(repo, "rev-parse", "rcd/committed-work")
+            for sid in ids:
+                assert (await relay.client.post(f"/api/sessions/{sid}/stop")).status_code == 202
+                await relay.wait_kind(sid, "session_ended")
+            assert not paths[0].exists()
+            assert git(repo, "branch", "--list", "rcd/clean-work") == ""
+
+            for sid, path in zip(ids, paths, strict=True):
+                assert (await relay.client.post(f"/api/sessions/{sid}/resume")).status_code == 202
+                events = await relay.wait_kind(sid, "session_started", 2)
+                again = [e for e in events if e["kind"] == "session_started"][1]["data"]
+                assert again["cwd"] == str(path) and again["spawn"] == "worktree"
+                assert again["branch"] == "rcd/" + path.name
+                assert git(path, "rev-parse", "--abbrev-ref", "HEAD") == again["branch"]
+            assert git(paths[1], "rev-parse", "HEAD") == agent_commit
+
+            # The agent works in the restored worktree; that work is then kept at the stop.
+            await relay.post_message(ids[0], f"write {paths[0] / 'more.txt'} again", "w1")
+            await allow_next(relay, ids[0], 1)
+            assert await daemon.stop() == 0
+            assert (paths[0] / "more.txt").read_text() == "again"
+            ended = (await relay.events(ids[0]))[-1]
+            assert ended["kind"] == "session_ended" and ended["data"]["worktree_kept"] is True
+        finally:
+            await relay.aclose()
+            nursery.cancel_scope.cancel()

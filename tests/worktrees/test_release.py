@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from worktrees import Released, Worktree, Worktrees
+from worktrees import Released, Worktree, WorktreeError, Worktrees
 
 from .gitrepo import TIMEOUT, commit_file, git, rcd_branches, recorded_bases, registered_worktrees
 
@@ -193,3 +193,42 @@ async def test_locked_worktree_is_kept_with_gits_reason(repo: Path) -> None:
         (reason,) = released.kept_reasons
         assert reason.startswith("git would not remove it (") and "locked" in reason
         assert wt.path.is_dir()
+
+
+async def test_restore_brings_back_a_removed_worktree_on_its_kept_branch(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await fresh(repo)
+        work = await commit_file(wt.path, "feature.py")
+        assert (await manager.release(wt)).removed
+        restored = await manager.restore(wt.path)
+        assert restored == wt  # same path, branch and recorded base
+        assert await git(wt.path, "rev-parse", "HEAD") == work
+        assert (wt.path / "feature.py").exists()
+        # Released again, it is judged as before: the commit keeps the branch.
+        assert (await manager.release(restored)).kept_reasons == ("1 commit not in its base",)
+
+
+async def test_restore_makes_a_deleted_branch_again_from_head(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await fresh(repo)
+        assert (await manager.release(wt)).branch_deleted
+        head = await commit_file(repo, "later.py")  # the repository moved on meanwhile
+        restored = await manager.restore(wt.path)
+        assert (restored.path, restored.branch) == (wt.path, wt.branch)
+        assert restored.base_commit == head
+        assert await git(wt.path, "rev-parse", "HEAD") == head
+        assert await recorded_bases(repo) == {wt.branch: head}
+
+
+async def test_restore_never_touches_an_existing_directory_or_a_foreign_path(
+    repo: Path, tmp_path: Path
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await fresh(repo)
+        (wt.path / "draft.txt").write_text("mine")
+        with pytest.raises(WorktreeError, match="exists"):
+            await manager.restore(wt.path)
+        assert (wt.path / "draft.txt").read_text() == "mine"
+        for foreign in (tmp_path / "elsewhere", repo / "src", manager.directory):
+            with pytest.raises(WorktreeError, match="not a worktree rcd made"):
+                await manager.restore(foreign)
