@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -257,30 +257,36 @@ class Supervisor:
         """A resumed session's worktree, removed when the session ended: made again at the
         same path (the agent finds its conversation by directory), on its kept branch or a
         new one from HEAD."""
-        try:
-            manager = await self.worktrees()
-            with trio.fail_after(self.worktree_timeout):
-                worktree = await manager.restore(cwd)
-        except WorktreeError as exc:
-            raise WorkspaceError(f"could not restore the session's worktree {cwd}: {exc}") from exc
-        except trio.TooSlowError:
-            raise WorkspaceError(
-                f"restoring the worktree {cwd} took over {self.worktree_timeout:.0f}s"
-            ) from None
-        self._worktree_of[session_id] = worktree
-        return Workspace(cwd=str(worktree.path), spawn="worktree", branch=worktree.branch)
+        return await self._worktree_workspace(
+            session_id,
+            lambda manager: manager.restore(cwd),
+            doing=f"restoring the worktree {cwd}",
+            failed=f"could not restore the session's worktree {cwd}: ",
+        )
 
     async def _create_worktree(self, session_id: str, title: str | None) -> Workspace:
+        return await self._worktree_workspace(
+            session_id,
+            lambda manager: manager.create(title, session_id),
+            doing="creating a worktree",
+        )
+
+    async def _worktree_workspace(
+        self,
+        session_id: str,
+        make: Callable[[Worktrees], Awaitable[Worktree]],
+        *,
+        doing: str,
+        failed: str = "",
+    ) -> Workspace:
         try:
             manager = await self.worktrees()
             with trio.fail_after(self.worktree_timeout):
-                worktree = await manager.create(title, session_id)
+                worktree = await make(manager)
         except WorktreeError as exc:
-            raise WorkspaceError(str(exc)) from exc
+            raise WorkspaceError(failed + str(exc)) from exc
         except trio.TooSlowError:
-            raise WorkspaceError(
-                f"creating a worktree took over {self.worktree_timeout:.0f}s"
-            ) from None
+            raise WorkspaceError(f"{doing} took over {self.worktree_timeout:.0f}s") from None
         self._worktree_of[session_id] = worktree
         return Workspace(cwd=str(worktree.path), spawn="worktree", branch=worktree.branch)
 
