@@ -7,6 +7,7 @@ events under one deadline (``--stop-timeout``) → goodbye → exit 0. A second 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -395,12 +396,23 @@ async def _start_embedded_relay(
 ) -> tuple[str, str, str]:
     """Start the relay in this process on 127.0.0.1, mint this machine's credential and a
     sign-in link; returns (relay URL, credential, link)."""
-    from relay import RelayConfig, serve_relay
+    from relay import RelayConfig, RelayError, serve_relay
     from relay.admin import create_login_link
 
     relay_dir = options.relay_data_dir or data_dir() / "relay"
     config = RelayConfig(host="127.0.0.1", port=options.relay_port, data_dir=relay_dir)
-    running = await root.start(serve_relay, config)
+    try:
+        running = await root.start(serve_relay, config)
+    except RelayError as exc:
+        if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EADDRINUSE:
+            raise DaemonError(
+                f"port {options.relay_port} on 127.0.0.1 is taken, so the embedded relay cannot"
+                " run (is another 'rcd start' running on this machine? 'rcd status DIR' tells)."
+                " To run several daemons here, start one relay ('rcd relay') and pass --relay"
+                " URL to each; or give this daemon an embedded relay of its own with"
+                " --relay-port 0"
+            ) from exc
+        raise
     credential = await running.storage.create_environment_credential(machine_id())
     link = await trio.to_thread.run_sync(
         lambda: create_login_link(relay_dir, public_url=running.url)

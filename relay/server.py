@@ -144,11 +144,13 @@ async def serve_relay(
         partial(config.data_dir.mkdir, mode=0o700, parents=True, exist_ok=True)
     )
     async with SqliteStorage.in_data_dir(config.data_dir) as storage:
-        await storage.mark_all_offline()
+        # Bound before anything is written: a second relay started on the same data dir
+        # and port fails here, without taking the running one's environments offline.
         sock = await _bind(config.host, config.port)
         port = sock.getsockname()[1]
         bound = attrs.evolve(config, port=port)
         try:
+            await storage.mark_all_offline()
             await trio.to_thread.run_sync(write_relay_info, config.data_dir, bound.url)
         except BaseException:
             sock.close()

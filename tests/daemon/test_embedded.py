@@ -14,11 +14,13 @@ import trio
 from tests.harness import REPO, TINY_AGENT, home_env, rcd
 
 
-async def test_embedded_relay_one_command(tmp_path: Path) -> None:
-    project = tmp_path / "project"
+async def start_embedded(
+    tmp_path: Path, env: dict[str, str], name: str, port: int = 0
+) -> tuple[trio.Process, Path]:
+    """``rcd start`` with an embedded relay, its output in ``tmp_path/<name>.log``."""
+    project = tmp_path / name
     project.mkdir()
-    env = home_env(tmp_path / "home")
-    out_path = tmp_path / "out.log"
+    out_path = tmp_path / f"{name}.log"
     with out_path.open("wb") as out:
         process = await trio.lowlevel.open_process(
             [
@@ -28,17 +30,23 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
                 "start",
                 str(project),
                 "--relay-port",
-                "0",
+                str(port),
                 "--agent-bin",
                 TINY_AGENT,
                 "--name",
-                "solo",
+                name,
             ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=str(REPO),
         )
+    return process, out_path
+
+
+async def test_embedded_relay_one_command(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    process, out_path = await start_embedded(tmp_path, env, "solo")
     try:
         with trio.fail_after(20):
             while not re.search(
@@ -87,3 +95,35 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
         with trio.fail_after(15):
             code = await process.wait()
     assert code == 0, out_path.read_text()
+
+
+async def test_a_second_embedded_relay_on_a_taken_port_says_what_to_do(tmp_path: Path) -> None:
+    # Two `rcd start` on one machine both want port 7878: the second stops with a message
+    # that says how to run several daemons, and the first is not disturbed.
+    env = home_env(tmp_path / "home")
+    first, first_log = await start_embedded(tmp_path, env, "first")
+    try:
+        with trio.fail_after(20):
+            while "registered with" not in first_log.read_text():
+                assert first.returncode is None, first_log.read_text()
+                await trio.sleep(0.05)
+        found = re.search(r"relay running at http://127\.0\.0\.1:(\d+)", first_log.read_text())
+        assert found, first_log.read_text()
+        port = int(found.group(1))
+        second, second_log = await start_embedded(tmp_path, env, "second", port)
+        with trio.fail_after(20):
+            code = await second.wait()
+        text = second_log.read_text()
+        assert code != 0
+        assert f"port {port} on 127.0.0.1 is taken" in text and "--relay-port 0" in text
+        assert "Traceback" not in text
+        token = (await rcd(env, "relay", "token", "create", "--name", "cli")).stdout.decode()
+        headers = {"Authorization": f"Bearer {token.strip().splitlines()[-1]}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            [info] = (await client.get("/api/environments", headers=headers)).json()["environments"]
+        assert info["name"] == "first" and info["online"] is True
+    finally:
+        if first.returncode is None:
+            first.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            assert await first.wait() == 0, first_log.read_text()
