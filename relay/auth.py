@@ -40,6 +40,7 @@ __all__ = [
     "authenticate_access",
     "authenticate_client",
     "authenticate_daemon",
+    "daemon_credential_hash",
     "bearer_token",
     "hash_secret",
     "issue_environment_credential",
@@ -155,8 +156,9 @@ async def authenticate_client(request: Request, storage: Storage) -> ClientPrinc
     raise Unauthenticated("send 'Authorization: Bearer <device token>' or sign in")
 
 
-async def authenticate_daemon(request: Request, storage: Storage) -> str:
-    """The id of the environment credential presented; raises :class:`Unauthenticated`."""
+def daemon_credential_hash(request: Request) -> str:
+    """The stored form of the environment credential presented (not yet checked against
+    storage); 401 without one, 403 ``wrong_scope`` for another kind of credential."""
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("send 'Authorization: Bearer <environment credential>'")
@@ -166,7 +168,14 @@ async def authenticate_daemon(request: Request, storage: Storage) -> str:
         raise Forbidden(
             "wrong_scope", "register and mint tokens with the environment credential itself"
         )
-    credential_id = await storage.authenticate_environment_credential(hash_secret(token))
+    return hash_secret(token)
+
+
+async def authenticate_daemon(request: Request, storage: Storage) -> str:
+    """The id of the environment credential presented; raises :class:`Unauthenticated`."""
+    credential_id = await storage.authenticate_environment_credential(
+        daemon_credential_hash(request)
+    )
     if credential_id is None:
         raise CredentialRevoked()
     return credential_id

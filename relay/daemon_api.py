@@ -42,6 +42,7 @@ from wire import (
 from .auth import (
     authenticate_access,
     authenticate_daemon,
+    daemon_credential_hash,
     hash_secret,
     new_environment_credential,
     normalize_pair_code,
@@ -69,7 +70,7 @@ from .ratelimit import AttemptLimiter
 from .records import REVOKED_CREDENTIAL, Appended, EnvironmentRecord
 from .storage import Storage
 from .streams import downlink_response
-from .tokens import AccessClaims, TokenIssuer
+from .tokens import AccessClaims, TokenIssuer, TokenKind
 
 __all__ = ["MAX_EVENTS_PER_BATCH", "DaemonApi"]
 
@@ -153,16 +154,24 @@ class DaemonApi:
 
     async def mint_token(self, request: Request) -> Response:
         """A link token, or with ``session_id`` the uplink token of one of its sessions."""
-        credential_id = await authenticate_daemon(request, self.storage)
-        env = await self._owned_environment(request.path_params["environment_id"], credential_id)
-        body = await decode_body(request, TokenRequest, _SMALL_BODY_LIMIT)
-        if body.session_id is None:
-            token, _ = self.tokens.issue("link", credential_id, env.id, None)
-        else:
-            session = await self.storage.get_session(body.session_id)
-            if session is None or session.environment_id != env.id:
-                raise NotFound(f"no session {body.session_id}")
-            token, _ = self.tokens.issue("session", credential_id, env.id, session.id)
+        credential_hash = daemon_credential_hash(request)
+        environment_id = request.path_params["environment_id"]
+        # One storage call checks the credential, the environment and the session; a bad
+        # body is still refused only after the credential passed (401 before 400).
+        body: TokenRequest | None = None
+        invalid: ApiError | None = None
+        try:
+            body = await decode_body(request, TokenRequest, _SMALL_BODY_LIMIT)
+        except ApiError as exc:
+            invalid = exc
+        session_id = body.session_id if body is not None else None
+        credential_id = await self.storage.authorize_token(
+            credential_hash, environment_id, session_id
+        )
+        if invalid is not None:
+            raise invalid
+        kind: TokenKind = "link" if session_id is None else "session"
+        token, _ = self.tokens.issue(kind, credential_id, environment_id, session_id)
         return json_response(encode(AccessToken(token=token, expires_in=self.tokens.ttl)))
 
     async def downlink(self, request: Request) -> Response:

@@ -162,6 +162,27 @@ class SqliteDatabase(SqliteCredentials):
         found = row.fetchone()
         return None if found is None else _environment(found)
 
+    def authorize_token(
+        self, credential_hash: str, environment_id: str, session_id: str | None
+    ) -> str:
+        """What minting an access token checks, in one call: the credential is known, it
+        registered the environment (CredentialRevoked when the environment was revoked for
+        it, NotFound otherwise) and the session, when given, is one of the environment's
+        (NotFound). Returns the credential's id."""
+        credential_id = self.authenticate_environment_credential(credential_hash)
+        if credential_id is None:
+            raise CredentialRevoked()
+        env = self.get_environment(environment_id)
+        if env is None or env.credential_id != credential_id:
+            if env is not None and env.credential_id == REVOKED_CREDENTIAL + credential_id:
+                raise CredentialRevoked()
+            raise NotFound(f"no environment {environment_id}")
+        if session_id is not None:
+            session = self.get_session(session_id)
+            if session is None or session.environment_id != environment_id:
+                raise NotFound(f"no session {session_id}")
+        return credential_id
+
     def list_environments(self) -> list[EnvironmentRecord]:
         rows = self._conn.execute(_ENVIRONMENT_QUERY + " ORDER BY e.name, e.created_at")
         return [_environment(r) for r in rows.fetchall()]

@@ -88,6 +88,13 @@ class Storage(Protocol):
     ) -> RegisterResponse:
         """Same credential + machine + directory + name → the same environment id."""
 
+    async def authorize_token(
+        self, credential_hash: str, environment_id: str, session_id: str | None
+    ) -> str:
+        """Everything minting an access token checks, in one round trip; returns the
+        environment credential's id. Raises CredentialRevoked (unknown or revoked
+        credential) or NotFound (another's environment, or a session not in it)."""
+
     async def get_environment(self, environment_id: str) -> EnvironmentRecord | None: ...
 
     async def list_environments(self) -> list[EnvironmentRecord]: ...
@@ -268,6 +275,13 @@ class SqliteStorage:
         self, credential_id: str, request: RegisterRequest
     ) -> RegisterResponse:
         return await self._run(lambda db: db.register_environment(credential_id, request))
+
+    async def authorize_token(
+        self, credential_hash: str, environment_id: str, session_id: str | None
+    ) -> str:
+        return await self._run(
+            lambda db: db.authorize_token(credential_hash, environment_id, session_id)
+        )
 
     async def get_environment(self, environment_id: str) -> EnvironmentRecord | None:
         return await self._run(lambda db: db.get_environment(environment_id))

@@ -146,6 +146,23 @@ async def test_another_machine_cannot_mint_tokens_for_this_environment(
     assert len(queued_directives(data_dir, daemon.environment_id)) == 1
 
 
+async def test_minting_checks_the_credential_before_the_body(
+    client: httpx.AsyncClient, daemon: Daemon
+) -> None:
+    url = f"/daemon/v1/environments/{daemon.environment_id}/tokens"
+    stranger = {"authorization": "Bearer rcd_env_not-a-credential"}
+    for body in (b"{", b'{"session_id": 7}', b'{"session_id": "ses_x", "more": 1}'):
+        # Unknown credential: 401 whatever the body (nothing about the schema leaks).
+        response = await client.post(url, content=body, headers=stranger)
+        assert_error(response, 401, "credential_revoked")
+        response = await client.post(url, content=body, headers=daemon.credential_headers)
+        assert_error(response, 400, "invalid_body")
+    response = await client.post(
+        url, json={"session_id": "ses_missing"}, headers=daemon.credential_headers
+    )
+    assert_error(response, 404, "not_found")
+
+
 async def test_a_revoked_credential_and_its_tokens_stop_at_once(
     client: httpx.AsyncClient, storage: SqliteStorage, user: dict[str, str], daemon: Daemon
 ) -> None:
