@@ -391,7 +391,7 @@ def section(result: SessionStartResult) -> list[str]:
         "rcd's whole worktree creation: HEAD, the exclude file and the taken names (GitPython,",
         "in threads), `git worktree add`, then `git config` recording the base commit.",
         "A new session's first events wait for its session token to be minted (`POST",
-        ".../tokens`: one more request, and three storage reads at the relay); in same-dir",
+        ".../tokens`: one more request, one storage call at the relay); in same-dir",
         "mode that is on the path of `session_started` (the last hop is longer than in",
         "worktree mode, where git hides it).",
         f"The repository ({result.repo_files} files, one packed commit) was generated in this "
