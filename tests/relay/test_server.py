@@ -209,13 +209,20 @@ async def test_idle_streams_get_keepalives(relay: RunningRelay, http: httpx.Asyn
             assert message.comment == "keep-alive"
 
 
-async def test_client_sse_resumes_after_last_event_id_and_goes_live(
+async def online_session(
     relay: RunningRelay, http: httpx.AsyncClient
-) -> None:
+) -> tuple[Daemon, dict[str, str], dict[str, Any]]:
+    """A registered environment marked online, a device token, and one session on it."""
     d = await register(http, relay.storage)
     await relay.storage.open_downlink(d.environment_id, "link_test")
     user = await make_device_token(relay.storage)
-    s = await create_session(http, user, d.environment_id)
+    return d, user, await create_session(http, user, d.environment_id)
+
+
+async def test_client_sse_resumes_after_last_event_id_and_goes_live(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    d, user, s = await online_session(relay, http)
     url = f"/api/sessions/{s['id']}/events"
     backlog = [started(1)] + [event(i, "assistant_text", text=f"t{i}") for i in (2, 3)]
     await uplink(http, d, s["id"], *backlog)
@@ -246,10 +253,7 @@ async def test_live_listeners_of_a_session_see_exactly_the_stored_log(
     # Three streams follow one session (served from its shared tail once live); the
     # daemon resends a stored seq with other content and skips ahead. Every listener
     # sees the stored log, in order, once, and what storage refused never.
-    d = await register(http, relay.storage)
-    await relay.storage.open_downlink(d.environment_id, "link_test")
-    user = await make_device_token(relay.storage)
-    s = await create_session(http, user, d.environment_id)
+    d, user, s = await online_session(relay, http)
     url = f"/api/sessions/{s['id']}/events"
     await uplink(http, d, s["id"], started(1))
 
