@@ -52,9 +52,7 @@ from .errors import (
     ApiError,
     BadRequest,
     BodyTooLarge,
-    CredentialRevoked,
     Forbidden,
-    NotFound,
     Unauthenticated,
 )
 from .fanout import Hub, environment_key
@@ -67,7 +65,7 @@ from .httputil import (
 )
 from .indexing import check_indexed_payloads
 from .ratelimit import AttemptLimiter
-from .records import REVOKED_CREDENTIAL, Appended, EnvironmentRecord
+from .records import Appended, EnvironmentRecord, owned_environment
 from .storage import Storage
 from .streams import downlink_response
 from .tokens import AccessClaims, TokenIssuer, TokenKind
@@ -106,11 +104,7 @@ class DaemonApi:
         self, environment_id: str, credential_id: str
     ) -> EnvironmentRecord:
         env = await self.storage.get_environment(environment_id)
-        if env is None or env.credential_id != credential_id:
-            if env is not None and env.credential_id == REVOKED_CREDENTIAL + credential_id:
-                raise CredentialRevoked()
-            raise NotFound(f"no environment {environment_id}")
-        return env
+        return owned_environment(env, environment_id, credential_id)
 
     async def _link(self, request: Request) -> tuple[AccessClaims, EnvironmentRecord]:
         """The link token's claims and its (unrevoked) environment."""

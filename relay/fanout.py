@@ -37,10 +37,29 @@ from wire import Directive, Event, encode_json
 
 from .sse import encode_sse
 
-__all__ = ["DownlinkTail", "Hub", "HubStatistics", "Tail", "environment_key", "session_key"]
+__all__ = [
+    "DownlinkTail",
+    "Hub",
+    "HubStatistics",
+    "Tail",
+    "directive_message",
+    "environment_key",
+    "event_message",
+    "session_key",
+]
 
 #: Items a tail keeps; a stream further behind reads storage.
 TAIL_ITEMS = 256
+
+
+def event_message(event: Event) -> bytes:
+    """A session event as its SSE message (``id:`` is its seq)."""
+    return encode_sse(id=event.seq, event=event.kind, data=encode_json(event))
+
+
+def directive_message(dseq: int, directive: Directive) -> bytes:
+    """A directive as its downlink SSE message (``id:`` is its dseq)."""
+    return encode_sse(id=dseq, event=directive.type, data=encode_json(directive, Directive))
 
 
 def environment_key(environment_id: str) -> str:
@@ -153,9 +172,7 @@ class Hub:
         if somebody follows it, then wake its streams."""
         tail = self._tails.get(session_id)
         if tail is not None and events:
-            tail.extend(
-                (e.seq, encode_sse(id=e.seq, event=e.kind, data=encode_json(e))) for e in events
-            )
+            tail.extend((e.seq, event_message(e)) for e in events)
         self.notify(session_key(session_id))
 
     def downlink_tail(self, environment_id: str) -> DownlinkTail:
@@ -170,8 +187,7 @@ class Hub:
         open here, then wake the downlink."""
         tail = self._downlinks.get(environment_id)
         if tail is not None:
-            data = encode_json(directive, Directive)
-            tail.extend([(dseq, encode_sse(id=dseq, event=directive.type, data=data))])
+            tail.extend([(dseq, directive_message(dseq, directive))])
         self.notify(environment_key(environment_id))
 
     def statistics(self) -> HubStatistics:

@@ -6,9 +6,12 @@ import attrs
 
 from wire import Directive, SessionState, Spawn
 
+from .errors import CredentialRevoked, NotFound
+
 __all__ = [
     "REVOKED_CREDENTIAL",
     "Appended",
+    "owned_environment",
     "DeviceTokenInfo",
     "DownlinkRead",
     "Enqueued",
@@ -69,6 +72,19 @@ class SessionRecord:
     updated_at: float
     #: Highest seq such that every event 1..last_seq is held.
     last_seq: int
+
+
+def owned_environment(
+    env: EnvironmentRecord | None, environment_id: str, credential_id: str
+) -> EnvironmentRecord:
+    """``env`` (looked up as ``environment_id``) if ``credential_id`` registered it;
+    CredentialRevoked when the environment was revoked for that credential, NotFound
+    otherwise (another's environment looks exactly like a missing one)."""
+    if env is None or env.credential_id != credential_id:
+        if env is not None and env.credential_id == REVOKED_CREDENTIAL + credential_id:
+            raise CredentialRevoked()
+        raise NotFound(f"no environment {environment_id}")
+    return env
 
 
 @attrs.frozen(kw_only=True)

@@ -50,6 +50,7 @@ from .records import (
     NewSession,
     QueuedDirective,
     SessionRecord,
+    owned_environment,
 )
 from .sqlite_base import DATABASE_FILENAME, database_path
 from .sqlite_credentials import SqliteCredentials
@@ -172,11 +173,7 @@ class SqliteDatabase(SqliteCredentials):
         credential_id = self.authenticate_environment_credential(credential_hash)
         if credential_id is None:
             raise CredentialRevoked()
-        env = self.get_environment(environment_id)
-        if env is None or env.credential_id != credential_id:
-            if env is not None and env.credential_id == REVOKED_CREDENTIAL + credential_id:
-                raise CredentialRevoked()
-            raise NotFound(f"no environment {environment_id}")
+        owned_environment(self.get_environment(environment_id), environment_id, credential_id)
         if session_id is not None:
             session = self.get_session(session_id)
             if session is None or session.environment_id != environment_id:

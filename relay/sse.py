@@ -50,9 +50,6 @@ class EventStream:
                 {"type": "http.response.start", "status": 200, "headers": self._headers}
             )
 
-    async def send(self, *, id: int, event: str, data: str) -> None:
-        await self.write(encode_sse(id=id, event=event, data=data))
-
     async def keepalive(self) -> None:
         await self.write(KEEPALIVE)
 

@@ -12,11 +12,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 import trio
 
-from wire import Directive, encode_json
-
-from .fanout import Hub, environment_key, session_key
+from .fanout import Hub, directive_message, environment_key, event_message, session_key
 from .ids import new_id
-from .sse import EventStream, EventStreamResponse, encode_sse
+from .sse import EventStream, EventStreamResponse
 from .storage import Storage
 
 __all__ = ["downlink_response", "session_events_response"]
@@ -89,11 +87,7 @@ def downlink_response(
                     if read.directives:
                         await stream.write(
                             b"".join(
-                                encode_sse(
-                                    id=item.dseq,
-                                    event=item.directive.type,
-                                    data=encode_json(item.directive, Directive),
-                                )
+                                directive_message(item.dseq, item.directive)
                                 for item in read.directives
                             )
                         )
@@ -141,11 +135,7 @@ def session_events_response(
             if newest is None:
                 events = await storage.read_events(session_id, last, _BATCH)
                 if events:
-                    await stream.write(
-                        b"".join(
-                            encode_sse(id=e.seq, event=e.kind, data=encode_json(e)) for e in events
-                        )
-                    )
+                    await stream.write(b"".join(event_message(e) for e in events))
                     last = events[-1].seq
                     continue
             elif newest[0]:
