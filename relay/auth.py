@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-import attrs
 from starlette.requests import Request
 
 from .errors import CredentialRevoked, Forbidden, Unauthenticated
+from .records import WEB_ORIGIN, ClientPrincipal, ClientProof
 from .tokens import ACCESS_TOKEN_PREFIX, AccessClaims, TokenIssuer, TokenKind
 
 if TYPE_CHECKING:
@@ -37,8 +37,10 @@ __all__ = [
     "SESSION_COOKIE",
     "WEB_ORIGIN",
     "ClientPrincipal",
+    "ClientProof",
     "authenticate_access",
     "authenticate_client",
+    "client_proof",
     "authenticate_daemon",
     "daemon_credential_hash",
     "bearer_token",
@@ -56,8 +58,6 @@ DEVICE_TOKEN_PREFIX = "rcd_dev_"
 ENVIRONMENT_CREDENTIAL_PREFIX = "rcd_env_"
 #: The web app's session cookie (HttpOnly, SameSite=Strict).
 SESSION_COOKIE = "rcd_session"
-#: The ``origin`` of inputs sent with the web app's cookie.
-WEB_ORIGIN = "web"
 
 # No 0/O, 1/I/L or U: a pair code is read off one screen and typed on another.
 _PAIR_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
@@ -107,34 +107,23 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-@attrs.frozen(kw_only=True)
-class ClientPrincipal:
-    """An authenticated client. ``name`` is the origin recorded on its inputs."""
-
-    name: str
-    via: Literal["token", "cookie"]
-    #: The hashed web session, when ``via == "cookie"``.
-    session_hash: str | None = None
-
-
 #: Cookie-authenticated writes must carry this header (the web app always sends it). A page
 #: on another site can make a browser send the cookie, but not a custom header without a
 #: CORS preflight, which the relay never grants. (SameSite=Strict already stops most of it.)
 CSRF_HEADER = "x-requested-with"
 
 
-def check_csrf(request: Request) -> None:
-    """Refuse a cookie-authenticated write without the CSRF header (403 ``csrf``)."""
-    if request.method in ("GET", "HEAD", "OPTIONS"):
-        return
-    if request.headers.get(CSRF_HEADER, "").lower() != "rcd":
-        raise Forbidden(
-            "csrf", "a write signed in by cookie must send the header 'X-Requested-With: rcd'"
-        )
+def _has_csrf_header(request: Request) -> bool:
+    """Whether a cookie-signed request may proceed: a read, or a write with the header."""
+    return request.method in ("GET", "HEAD", "OPTIONS") or (
+        request.headers.get(CSRF_HEADER, "").lower() == "rcd"
+    )
 
 
-async def authenticate_client(request: Request, storage: Storage) -> ClientPrincipal:
-    """Who the client is; raises :class:`Unauthenticated` (401) otherwise.
+def client_proof(request: Request) -> ClientProof:
+    """The client credential the request presents, unchecked (storage checks it: see
+    :meth:`relay.storage.Storage.authenticate_client`); raises :class:`Unauthenticated`
+    when there is none, :class:`Forbidden` for a daemon's credential.
 
     A bearer header, when present, decides alone (a bad token is not rescued by a cookie).
     """
@@ -142,18 +131,19 @@ async def authenticate_client(request: Request, storage: Storage) -> ClientPrinc
     if token is not None:
         if token.startswith((ENVIRONMENT_CREDENTIAL_PREFIX, ACCESS_TOKEN_PREFIX)):
             raise Forbidden("wrong_scope", "a daemon's credential cannot use the client API")
-        name = await storage.authenticate_device_token(hash_secret(token))
-        if name is None:
-            raise Unauthenticated("unknown or revoked device token")
-        return ClientPrincipal(name=name, via="token")
+        return ClientProof(via="token", secret_hash=hash_secret(token))
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        session_hash = hash_secret(cookie)
-        if await storage.web_session_valid(session_hash):
-            check_csrf(request)
-            return ClientPrincipal(name=WEB_ORIGIN, via="cookie", session_hash=session_hash)
-        raise Unauthenticated("your sign-in has expired; open a new login link")
+        return ClientProof(
+            via="cookie", secret_hash=hash_secret(cookie), csrf_ok=_has_csrf_header(request)
+        )
     raise Unauthenticated("send 'Authorization: Bearer <device token>' or sign in")
+
+
+async def authenticate_client(request: Request, storage: Storage) -> ClientPrincipal:
+    """Who the client is; raises :class:`Unauthenticated` (401) otherwise, or 403 ``csrf``
+    for a cookie-signed write without the CSRF header."""
+    return await storage.authenticate_client(client_proof(request))
 
 
 def daemon_credential_hash(request: Request) -> str:

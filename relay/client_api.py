@@ -1,11 +1,15 @@
 """The client API under ``/api`` (the public contract; see ``docs/api.md``).
 
 Every route authenticates first (401), then validates (400/413), then asks storage, whose
-checks and writes are atomic (404/409). A refused request changes nothing.
+checks and writes are atomic (404/409). A refused request changes nothing. The inputs toward
+a running session (message, permission, interrupt, stop) authenticate in the same storage
+call that queues them, keeping that order (see :meth:`ClientApi._refused_after_auth`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -29,19 +33,22 @@ from wire import (
     encode,
 )
 
-from .auth import ClientPrincipal, authenticate_client
+from .auth import ClientPrincipal, ClientProof, authenticate_client, client_proof
 from .config import RelayConfig
-from .errors import BodyTooLarge, NotFound, Unauthenticated
+from .errors import ApiError, BodyTooLarge, NotFound, Unauthenticated
 from .fanout import Hub, environment_key
 from .httputil import decode_body, int_param, json_response, last_event_id, wants_event_stream
 from .ids import new_id
 from .indexing import title_from_text
 from .openapi import openapi_document
-from .records import EnvironmentRecord, NewSession, SessionRecord
-from .storage import SessionInput, Storage
+from .records import EnvironmentRecord, NewSession, SessionInput, SessionRecord
+from .storage import Storage
 from .streams import session_events_response
 
 __all__ = ["ClientApi", "environment_info", "session_info"]
+
+#: The ``origin`` of an input before :meth:`Storage.submit_input` authenticates its client.
+_SET_BY_STORAGE = ""
 
 #: Most events one ``GET .../events`` returns.
 MAX_EVENTS_PER_PAGE = 1000
@@ -197,49 +204,65 @@ class ClientApi:
         events = await self.storage.read_events(session.id, after, limit)
         return json_response({"events": [encode(e) for e in events]})
 
-    async def _submit(self, directive: SessionInput) -> None:
-        """Queue an input; the session is looked up in the same storage call (404)."""
-        queued = await self.storage.submit_input(directive.session_id, directive)
+    @contextlib.asynccontextmanager
+    async def _refused_after_auth(self, proof: ClientProof) -> AsyncIterator[None]:
+        """Read the body inside: one that is refused (400, 413) is refused only once the
+        client checked out, so a caller without a valid credential learns nothing more
+        than 401."""
+        try:
+            yield
+        except ApiError:
+            await self.storage.authenticate_client(proof)
+            raise
+
+    async def _submit(self, proof: ClientProof, directive: SessionInput) -> None:
+        """Queue an input in one storage call, which authenticates the client (and makes it
+        the ``origin``) and looks the session up (404)."""
+        queued = await self.storage.submit_input(directive.session_id, directive, proof)
         if queued is not None:
-            self.hub.publish_directive(queued.environment_id, queued.dseq, directive)
+            self.hub.publish_directive(queued.environment_id, queued.dseq, queued.directive)
 
     async def post_message(self, request: Request) -> Response:
-        client = await self._client(request)
-        body = await decode_body(request, PostMessage)
-        _check_text_size(body.text, "message")
+        proof = client_proof(request)
+        async with self._refused_after_auth(proof):
+            body = await decode_body(request, PostMessage)
+            _check_text_size(body.text, "message")
         message = SendMessage(
             session_id=request.path_params["session_id"],
             input_id=body.id,
             text=body.text,
-            origin=client.name,
+            origin=_SET_BY_STORAGE,
         )
-        await self._submit(message)
+        await self._submit(proof, message)
         return json_response({"id": body.id}, status=202)
 
     async def decide_permission(self, request: Request) -> Response:
-        client = await self._client(request)
-        body = await decode_body(request, PermissionDecision)
+        proof = client_proof(request)
+        async with self._refused_after_auth(proof):
+            body = await decode_body(request, PermissionDecision)
         request_id = request.path_params["request_id"]
         decision = DecidePermission(
             session_id=request.path_params["session_id"],
             request_id=request_id,
             decision=body.decision,
             message=body.message,
-            origin=client.name,
+            origin=_SET_BY_STORAGE,
         )
-        await self._submit(decision)
+        await self._submit(proof, decision)
         return json_response({"request_id": request_id}, status=202)
 
     async def interrupt(self, request: Request) -> Response:
-        client = await self._client(request)
         session_id = request.path_params["session_id"]
-        await self._submit(Interrupt(session_id=session_id, origin=client.name))
+        await self._submit(
+            client_proof(request), Interrupt(session_id=session_id, origin=_SET_BY_STORAGE)
+        )
         return json_response({"session_id": session_id}, status=202)
 
     async def stop(self, request: Request) -> Response:
-        client = await self._client(request)
         session_id = request.path_params["session_id"]
-        await self._submit(StopSession(session_id=session_id, origin=client.name))
+        await self._submit(
+            client_proof(request), StopSession(session_id=session_id, origin=_SET_BY_STORAGE)
+        )
         return json_response({"session_id": session_id}, status=202)
 
     async def resume(self, request: Request) -> Response:

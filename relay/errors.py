@@ -13,6 +13,7 @@ __all__ = [
     "AdminError",
     "ApiError",
     "AtCapacity",
+    "CsrfMissing",
     "BadRequest",
     "BodyTooLarge",
     "Conflict",
@@ -76,6 +77,15 @@ class RateLimited(ApiError):
 class Forbidden(ApiError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(403, code, message)
+
+
+class CsrfMissing(Forbidden):
+    """A cookie-signed write without the CSRF header (see :data:`relay.auth.CSRF_HEADER`)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "csrf", "a write signed in by cookie must send the header 'X-Requested-With: rcd'"
+        )
 
 
 class NotFound(ApiError):

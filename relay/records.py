@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
-from wire import Directive, SessionState, Spawn
+from wire import (
+    DecidePermission,
+    Directive,
+    Interrupt,
+    SendMessage,
+    SessionState,
+    Spawn,
+    StopSession,
+)
 
 from .errors import CredentialRevoked, NotFound
 
 __all__ = [
     "REVOKED_CREDENTIAL",
+    "WEB_ORIGIN",
     "Appended",
+    "ClientPrincipal",
+    "ClientProof",
     "owned_environment",
     "DeviceTokenInfo",
     "DownlinkRead",
@@ -18,8 +31,38 @@ __all__ = [
     "EnvironmentRecord",
     "NewSession",
     "QueuedDirective",
+    "SessionInput",
     "SessionRecord",
 ]
+
+#: The ``origin`` of inputs sent with the web app's cookie.
+WEB_ORIGIN = "web"
+
+#: What a client can send toward a running session.
+SessionInput = SendMessage | DecidePermission | Interrupt | StopSession
+
+
+@attrs.frozen(kw_only=True)
+class ClientProof:
+    """The credential a client request presents, not yet checked against storage, so the
+    check can ride in the same storage call as the work the request asks for."""
+
+    via: Literal["token", "cookie"]
+    #: The hashed device token or web session.
+    secret_hash: str
+    #: A cookie-signed write must carry the CSRF header (:data:`relay.auth.CSRF_HEADER`):
+    #: without it, a cookie that checks out is 403 ``csrf`` (one that does not is 401).
+    csrf_ok: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class ClientPrincipal:
+    """An authenticated client. ``name`` is the origin recorded on its inputs."""
+
+    name: str
+    via: Literal["token", "cookie"]
+    #: The hashed web session, when ``via == "cookie"``.
+    session_hash: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -129,3 +172,5 @@ class Enqueued:
 
     environment_id: str
     dseq: int
+    #: As queued: its ``origin`` is the client's name when storage authenticated the client.
+    directive: SessionInput

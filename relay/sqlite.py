@@ -13,18 +13,18 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
 
+import attrs
+
 from wire import (
     DecidePermission,
     Directive,
     Event,
-    Interrupt,
     OpenSession,
     RegisterRequest,
     RegisterResponse,
     ResumeSession,
     SendMessage,
     StartSession,
-    StopSession,
     decode_json,
     encode_json,
 )
@@ -44,21 +44,21 @@ from .indexing import index_events
 from .records import (
     REVOKED_CREDENTIAL,
     Appended,
+    ClientProof,
     DownlinkRead,
     Enqueued,
     EnvironmentRecord,
     NewSession,
     QueuedDirective,
+    SessionInput,
     SessionRecord,
     owned_environment,
 )
 from .sqlite_base import DATABASE_FILENAME, database_path
 from .sqlite_credentials import SqliteCredentials
 
-__all__ = ["DATABASE_FILENAME", "SessionInput", "SqliteDatabase", "database_path"]
+__all__ = ["DATABASE_FILENAME", "SqliteDatabase", "database_path"]
 
-#: What a client can send toward a running session.
-SessionInput = SendMessage | DecidePermission | Interrupt | StopSession
 
 _SESSION_COLUMNS = (
     "id, environment_id, title, state, spawn, cwd, branch, agent_session_id,"
@@ -359,8 +359,13 @@ class SqliteDatabase(SqliteCredentials):
             )
             return self._get_session(db, session_id)
 
-    def submit_input(self, session_id: str, directive: SessionInput) -> Enqueued | None:
+    def submit_input(
+        self, session_id: str, directive: SessionInput, client: ClientProof | None = None
+    ) -> Enqueued | None:
         with self._write() as db:
+            if client is not None:
+                principal = self.authenticate_client(client)
+                directive = attrs.evolve(directive, origin=principal.name)
             session = self._get_session(db, session_id)
             if isinstance(directive, SendMessage):
                 # A client retrying the same message id gets the same answer, once.
@@ -389,7 +394,7 @@ class SqliteDatabase(SqliteCredentials):
                         f"permission request {directive.request_id!r} is already resolved",
                     )
             dseq = self._enqueue(db, session.environment_id, directive)
-            return Enqueued(environment_id=session.environment_id, dseq=dseq)
+            return Enqueued(environment_id=session.environment_id, dseq=dseq, directive=directive)
 
     def resume_session(self, session_id: str) -> SessionRecord:
         with self._write() as db:

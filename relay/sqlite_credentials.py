@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlite3
 from typing import cast
 
-from .errors import AdminError
+from .errors import AdminError, CsrfMissing, Unauthenticated
 from .ids import new_id
-from .records import DeviceTokenInfo
+from .records import WEB_ORIGIN, ClientPrincipal, ClientProof, DeviceTokenInfo
 from .sqlite_base import SqliteConnection
 
 __all__ = ["SqliteCredentials"]
@@ -54,6 +54,20 @@ class SqliteCredentials(SqliteConnection):
                 (now, token_hash),
             )
         return cast(str, row[0])
+
+    def authenticate_client(self, proof: ClientProof) -> ClientPrincipal:
+        """Who presents ``proof``; raises Unauthenticated (401), or Forbidden (403 ``csrf``)
+        for a cookie-signed write without the CSRF header."""
+        if proof.via == "token":
+            name = self.authenticate_device_token(proof.secret_hash)
+            if name is None:
+                raise Unauthenticated("unknown or revoked device token")
+            return ClientPrincipal(name=name, via="token")
+        if not self.web_session_valid(proof.secret_hash):
+            raise Unauthenticated("your sign-in has expired; open a new login link")
+        if not proof.csrf_ok:
+            raise CsrfMissing()
+        return ClientPrincipal(name=WEB_ORIGIN, via="cookie", session_hash=proof.secret_hash)
 
     def add_login_code(self, code_hash: str, ttl: float) -> None:
         with self._write() as db:

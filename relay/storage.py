@@ -25,14 +25,17 @@ from .auth import hash_secret, new_environment_credential
 from .errors import ApiError, RelayError
 from .records import (
     Appended,
+    ClientPrincipal,
+    ClientProof,
     DeviceTokenInfo,
     DownlinkRead,
     Enqueued,
     EnvironmentRecord,
     NewSession,
+    SessionInput,
     SessionRecord,
 )
-from .sqlite import SessionInput, SqliteDatabase, database_path
+from .sqlite import SqliteDatabase, database_path
 
 __all__ = ["SessionInput", "SqliteStorage", "Storage"]
 
@@ -52,8 +55,10 @@ class Storage(Protocol):
     async def revoke_device_token(self, name: str) -> bool:
         """False if there was no such token."""
 
-    async def authenticate_device_token(self, token_hash: str) -> str | None:
-        """The token's name, or None; records when it was last used."""
+    async def authenticate_client(self, proof: ClientProof) -> ClientPrincipal:
+        """Who presents ``proof`` (a device token's use is recorded). Raises
+        Unauthenticated, or Forbidden (403 ``csrf``) for a cookie-signed write without the
+        CSRF header."""
 
     async def add_login_code(self, code_hash: str, ttl: float) -> None: ...
 
@@ -61,8 +66,6 @@ class Storage(Protocol):
         self, code_hash: str, session_hash: str, session_ttl: float
     ) -> bool:
         """Use up a login code and start a web session; False if unknown, used or expired."""
-
-    async def web_session_valid(self, session_hash: str) -> bool: ...
 
     async def delete_web_session(self, session_hash: str) -> None: ...
 
@@ -138,12 +141,16 @@ class Storage(Protocol):
     async def rename_session(self, session_id: str, title: str) -> SessionRecord:
         """Raises NotFound."""
 
-    async def submit_input(self, session_id: str, directive: SessionInput) -> Enqueued | None:
+    async def submit_input(
+        self, session_id: str, directive: SessionInput, client: ClientProof | None = None
+    ) -> Enqueued | None:
         """Enqueue an input for the session's daemon (one round trip: the session is looked
-        up in the same transaction).
+        up, and with ``client`` the client authenticated, in the same transaction; the
+        queued directive's ``origin`` is then the client's name).
 
         Returns None (and enqueues nothing) for a message whose id was seen before.
-        Raises NotFound, SessionEnded, or for a permission decision NotFound
+        Raises Unauthenticated or Forbidden as :meth:`authenticate_client` does, NotFound,
+        SessionEnded, or for a permission decision NotFound
         (``unknown_permission_request``) / Conflict (``permission_already_resolved``).
         """
 
@@ -230,8 +237,8 @@ class SqliteStorage:
     async def revoke_device_token(self, name: str) -> bool:
         return await self._run(lambda db: db.revoke_device_token(name))
 
-    async def authenticate_device_token(self, token_hash: str) -> str | None:
-        return await self._run(lambda db: db.authenticate_device_token(token_hash))
+    async def authenticate_client(self, proof: ClientProof) -> ClientPrincipal:
+        return await self._run(lambda db: db.authenticate_client(proof))
 
     async def add_login_code(self, code_hash: str, ttl: float) -> None:
         await self._run(lambda db: db.add_login_code(code_hash, ttl))
@@ -242,9 +249,6 @@ class SqliteStorage:
         return await self._run(
             lambda db: db.redeem_login_code(code_hash, session_hash, session_ttl)
         )
-
-    async def web_session_valid(self, session_hash: str) -> bool:
-        return await self._run(lambda db: db.web_session_valid(session_hash))
 
     async def delete_web_session(self, session_hash: str) -> None:
         await self._run(lambda db: db.delete_web_session(session_hash))
@@ -324,8 +328,10 @@ class SqliteStorage:
     async def rename_session(self, session_id: str, title: str) -> SessionRecord:
         return await self._run(lambda db: db.rename_session(session_id, title))
 
-    async def submit_input(self, session_id: str, directive: SessionInput) -> Enqueued | None:
-        return await self._run(lambda db: db.submit_input(session_id, directive))
+    async def submit_input(
+        self, session_id: str, directive: SessionInput, client: ClientProof | None = None
+    ) -> Enqueued | None:
+        return await self._run(lambda db: db.submit_input(session_id, directive, client))
 
     async def resume_session(self, session_id: str) -> SessionRecord:
         return await self._run(lambda db: db.resume_session(session_id))

@@ -499,3 +499,66 @@ async def test_a_bad_bearer_is_not_rescued_by_a_cookie(
     assert_error(response, 401, "unauthenticated")
     other = await make_device_token(storage, "tablet")
     assert (await client.get("/api/sessions", headers=other)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("messages", b'{"id": 5}'),
+        ("messages", b"not json"),
+        ("permissions/req_1", b'{"decision": "maybe"}'),
+    ],
+)
+async def test_an_input_without_a_valid_credential_is_401_whatever_its_body(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    data_dir: Path,
+    storage: SqliteStorage,
+    path: str,
+    body: bytes,
+) -> None:
+    """Inputs authenticate in the storage call that queues them; a body refused before that
+    call is still refused only after the credential was checked (401 before 400)."""
+    s = await create_session(client, user, daemon.environment_id)
+    url = f"/api/sessions/{s['id']}/{path}"
+    json_type = {"content-type": "application/json"}
+    before = queued_directives(data_dir, daemon.environment_id)
+    revoked = await make_device_token(storage, "revoked")
+    assert await storage.revoke_device_token("revoked")
+    for headers in ({}, {"authorization": "Bearer rcd_dev_unknown"}, revoked):
+        response = await client.post(url, content=body, headers=headers | json_type)
+        assert_error(response, 401, "unauthenticated")
+    # An expired sign-in without the CSRF header: 401 (the cookie is what failed), not 403.
+    client.cookies.set("rcd_session", "expired-or-never-issued")
+    assert_error(await client.post(url, content=body, headers=json_type), 401, "unauthenticated")
+    assert_error(await client.post(f"/api/sessions/{s['id']}/stop"), 401, "unauthenticated")
+    client.cookies.clear()
+    # With a valid token the same body is what is wrong.
+    assert_error(
+        await client.post(url, content=body, headers=user | json_type), 400, "invalid_body"
+    )
+    assert queued_directives(data_dir, daemon.environment_id) == before
+
+
+async def test_inputs_carry_the_authenticated_client_as_origin(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    data_dir: Path,
+    storage: SqliteStorage,
+) -> None:
+    s = await create_session(client, user, daemon.environment_id)
+    tablet = await make_device_token(storage, "tablet")
+    url = f"/api/sessions/{s['id']}"
+    assert (
+        await client.post(f"{url}/messages", json={"id": "a", "text": "hi"}, headers=user)
+    ).status_code == 202
+    assert (await client.post(f"{url}/interrupt", headers=tablet)).status_code == 202
+    assert (await client.post(f"{url}/stop", headers=tablet)).status_code == 202
+    inputs = [
+        (d.type, getattr(d, "origin", None))
+        for d in queued_directives(data_dir, daemon.environment_id)
+        if d.type != "start_session"
+    ]
+    assert inputs == [("message", "phone"), ("interrupt", "tablet"), ("stop_session", "tablet")]
