@@ -7,15 +7,18 @@ The relay runs in this process; the daemon is a real ``rcd start`` process.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
+import httpx
 import trio
 
 from tests.harness import Relay, start_daemon, start_relay
-from tests.sse import sse
+from tests.sse import SSEReader, sse
 
 from .stats import Figure, cpu_seconds
 
@@ -43,24 +46,33 @@ async def _session(relay: Relay, env_id: str) -> str:
     return sid
 
 
-async def _round_trips(relay: Relay, sid: str, count: int, tag: str) -> list[float]:
+@contextlib.asynccontextmanager
+async def _watching(client: httpx.AsyncClient, relay: Relay, sid: str) -> AsyncIterator[SSEReader]:
+    """A client following the session's live stream from its newest event, as a phone with
+    the session open does."""
+    events = await relay.events(sid)
+    headers = {"Last-Event-ID": str(events[-1]["seq"])}
+    async with sse(client, f"/api/sessions/{sid}/events", headers) as (_, reader):
+        yield reader
+
+
+async def _round_trips(
+    client: httpx.AsyncClient, sid: str, reader: SSEReader, count: int, tag: str
+) -> list[float]:
     """Post ``count`` messages one after another; time each until its answer arrives."""
     samples = []
-    events = await relay.events(sid)
-    last = events[-1]["seq"]
-    async with sse(relay.client, f"/api/sessions/{sid}/events", {"Last-Event-ID": str(last)}) as (
-        _,
-        reader,
-    ):
-        for i in range(count):
-            text = f"{tag} {i}"
-            started = time.perf_counter()
-            (await relay.post_message(sid, text, f"{tag}-{i}")).raise_for_status()
-            while True:
-                message = await reader.next()
-                if message.event == "assistant_text" and f'"echo: {text}"' in (message.data or ""):
-                    break
-            samples.append((time.perf_counter() - started) * 1000)
+    for i in range(count):
+        text = f"{tag} {i}"
+        started = time.perf_counter()
+        response = await client.post(
+            f"/api/sessions/{sid}/messages", json={"id": f"{tag}-{i}", "text": text}
+        )
+        response.raise_for_status()
+        while True:
+            message = await reader.next()
+            if message.event == "assistant_text" and f'"echo: {text}"' in (message.data or ""):
+                break
+        samples.append((time.perf_counter() - started) * 1000)
     return samples
 
 
@@ -81,24 +93,56 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
                     started = time.perf_counter()
                     (await relay.client.get("/api/environments")).raise_for_status()
                     baseline.append((time.perf_counter() - started) * 1000)
-                one = await _round_trips(relay, await _session(relay, env_id), count, "one")
+                sid = await _session(relay, env_id)
+                async with _watching(relay.client, relay, sid) as reader:
+                    one = await _round_trips(relay.client, sid, reader, count, "one")
                 sids = [await _session(relay, env_id) for _ in range(busy)]
                 per_session = max(3, count // busy)
                 many: list[float] = []
-
-                async def drive(sid: str, k: int) -> None:
-                    many.extend(await _round_trips(relay, sid, per_session, f"busy{k}"))
-
+                # One connection per phone, kept: httpx's default pool keeps 20 idle, and
+                # 32 streams plus 32 posts would reconnect on every post.
+                phones = httpx.AsyncClient(
+                    base_url=relay.url,
+                    headers=relay.client.headers,
+                    timeout=30,
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+                )
+                go = trio.Event()
                 pid = daemon.process.pid
-                daemon_cpu, all_cpu = cpu_seconds(pid, children=False), cpu_seconds(pid)
-                relay_cpu, started = time.process_time(), time.perf_counter()
-                async with trio.open_nursery() as all_busy:
+                at_start: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+                at_end: list[tuple[float, float, float, float]] = []
+
+                def cpu_now() -> tuple[float, float, float, float]:
+                    # (wall, this process, the daemon, the daemon with its agents)
+                    return (
+                        time.perf_counter(),
+                        time.process_time(),
+                        cpu_seconds(pid, children=False),
+                        cpu_seconds(pid),
+                    )
+
+                async def drive(sid: str, k: int, task_status: trio.TaskStatus[None]) -> None:
+                    # Every phone has its session open before the first post: the phase
+                    # is round trips, not streams opening.
+                    async with _watching(phones, relay, sid) as reader:
+                        task_status.started()
+                        await go.wait()
+                        many.extend(
+                            await _round_trips(phones, sid, reader, per_session, f"busy{k}")
+                        )
+                        if len(many) == busy * per_session:
+                            at_end.append(cpu_now())
+
+                async with phones, trio.open_nursery() as all_busy:
                     for k, sid in enumerate(sids):
-                        all_busy.start_soon(drive, sid, k)
-                busy_seconds = time.perf_counter() - started
-                relay_cpu = time.process_time() - relay_cpu
-                daemon_cpu = cpu_seconds(pid, children=False) - daemon_cpu
-                agents_cpu = cpu_seconds(pid) - all_cpu - daemon_cpu
+                        await all_busy.start(drive, sid, k)
+                    at_start = cpu_now()
+                    go.set()
+                [end] = at_end
+                busy_seconds, relay_cpu, daemon_cpu, all_cpu = (
+                    b - a for a, b in zip(at_start, end, strict=True)
+                )
+                agents_cpu = all_cpu - daemon_cpu
                 await daemon.stop()
             finally:
                 await relay.aclose()

@@ -55,13 +55,16 @@ class RelayLink:
     connected: bool = False
     _connects: int = 0
     _last_error: str | None = None
-    _acked: int = 0
     _ack_wanted: trio.Event = attrs.Factory(trio.Event)
     _online: trio.Event = attrs.Factory(trio.Event)
     #: The open stream's cancel scope (the newest, while one is being renewed).
     _current: trio.CancelScope | None = None
     _stream_ended: trio.Event = attrs.Factory(trio.Event)
     _delivered: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        # Uplink requests carry the ack when they go up before it would.
+        self.client.carry_acks(self.applied_through, self.on_acked)
 
     async def wait_online(self) -> None:
         """Return once the downlink is open (at once if it is now)."""
@@ -197,18 +200,17 @@ class RelayLink:
 
     async def _ack_loop(self) -> None:
         # Acks are coalesced: one in flight at a time, always for the latest directive,
-        # sent a moment after the directive (see ``ack_delay``).
+        # sent a moment after the directive (see ``ack_delay``) unless an uplink request
+        # carried it meanwhile.
         while True:
             await self._ack_wanted.wait()
             await trio.sleep(self.ack_delay)
             self._ack_wanted = trio.Event()
             through = self.applied_through()
-            if through <= self._acked:
-                continue
+            if through <= self.client.directives_acked:
+                continue  # an uplink request carried it
             try:
                 await self.client.ack(self.environment_id, through)
-                self._acked = through
-                self.on_acked(through)
             except (RelayUnreachable, RelayRejected) as exc:
                 log.info("ack_failed", error=str(exc))
                 await trio.sleep(1)

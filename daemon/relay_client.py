@@ -41,6 +41,59 @@ _TOKEN_CODES = frozenset({"token_expired", "invalid_token"})
 
 #: Events in one uplink request at most (the relay's limit).
 _MAX_EVENTS = 1000
+#: An uplink request opened ahead of its batch (see :class:`_Spare`) that no batch took
+#: within this long is closed with an empty one: proxies cut a request that sends nothing
+#: for a minute, and an idle daemon keeps none open.
+SPARE_IDLE = 30.0
+
+
+@attrs.define(eq=False)
+class _Spare(httpx.AsyncByteStream):
+    """An uplink request opened before its batch exists: by the time a batch is handed
+    over, the request's head is sent and the relay has routed it and checked its link token,
+    so only the body is left to go (the batch's latency is one write and the relay's store).
+
+    It is the request's body stream: one chunk, the batch handed over, or after
+    :data:`SPARE_IDLE` an empty batch (``on_idle`` then withdraws it from offer). An
+    iterator rather than an async generator, which httpcore would leave unfinished when the
+    connection fails mid-request.
+    """
+
+    body: trio.MemorySendChannel[bytes]
+    _body_out: trio.MemoryReceiveChannel[bytes]
+    on_idle: Callable[[_Spare], None]
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: The link token the request carries.
+    token: str | None = None
+    taken: bool = False
+    done: trio.Event = attrs.Factory(trio.Event)
+    response: httpx.Response | None = None
+    #: The request failed before an answer (its connection had gone, say).
+    error: BaseException | None = None
+    _sent: bool = False
+
+    @classmethod
+    def new(cls, on_idle: Callable[[_Spare], None]) -> _Spare:
+        send, receive = trio.open_memory_channel[bytes](1)
+        return cls(send, receive, on_idle)
+
+    def __aiter__(self) -> _Spare:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._sent:
+            raise StopAsyncIteration
+        self._sent = True
+        chunk = None
+        with trio.move_on_after(SPARE_IDLE):
+            chunk = await self._body_out.receive()
+        if chunk is None:
+            try:
+                chunk = self._body_out.receive_nowait()  # handed over as the time ran out
+            except trio.WouldBlock:
+                self.on_idle(self)
+                chunk = wire.encode_json(wire.UplinkRequest(sessions=[])).encode()
+        return chunk
 
 
 @attrs.define(eq=False)
@@ -80,11 +133,58 @@ class RelayClient:
     _in_flight: int = attrs.field(default=0, init=False)
     _slot_free: trio.Event = attrs.field(factory=trio.Event, init=False)
     _uplink_requests: int = attrs.field(default=0, init=False)
+    #: Where spare uplink requests run (see :meth:`run`); None: every batch opens its own.
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _spare: _Spare | None = attrs.field(default=None, init=False)
+    _spares_used: int = attrs.field(default=0, init=False)
+    #: Directive acks riding on uplink requests (see :meth:`carry_acks`).
+    _applied: Callable[[], int] | None = attrs.field(default=None, init=False)
+    _on_directives_acked: Callable[[int], None] = attrs.field(
+        default=lambda through: None, init=False
+    )
+    _directives_acked: int = attrs.field(default=0, init=False)
 
     @property
     def uplink_requests(self) -> int:
         """Uplink requests sent so far (each may carry several sessions' events)."""
         return self._uplink_requests
+
+    @property
+    def spares_used(self) -> int:
+        """Uplink batches sent on a request opened ahead of them."""
+        return self._spares_used
+
+    @property
+    def directives_acked(self) -> int:
+        """The highest dseq the relay confirmed as applied (by an ack or an uplink)."""
+        return self._directives_acked
+
+    def carry_acks(self, applied: Callable[[], int], on_acked: Callable[[int], None]) -> None:
+        """Let uplink requests carry the ack of what ``applied()`` says the daemon applied;
+        ``on_acked(through)`` runs once the relay confirmed it (by either route)."""
+        self._applied = applied
+        self._on_directives_acked = on_acked
+
+    def _ack_to_carry(self) -> int | None:
+        through = self._applied() if self._applied is not None else 0
+        return through if through > self._directives_acked else None
+
+    def _directives_confirmed(self, through: int | None) -> None:
+        if through is not None and through > self._directives_acked:
+            self._directives_acked = through
+            self._on_directives_acked(through)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep an uplink request open ahead of the next batch while events flow (see
+        :class:`_Spare`), until cancelled. Without it every batch opens its own request."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._spare = None
 
     @property
     def tokens_minted(self) -> int:
@@ -227,8 +327,10 @@ class RelayClient:
             total += len(part.events)
         self._in_flight += 1
         self._uplink_requests += 1
+        spare = self._take_spare()
         try:
-            if len(batch) == 1:
+            if len(batch) == 1 and spare is None:
+                # Alone and nothing open: the session's own route (no ownership lookup).
                 [part] = batch
                 data = await self._call(
                     "POST",
@@ -238,26 +340,24 @@ class RelayClient:
                 )
                 part.result = wire.decode(wire.UplinkAck, data).acked
             else:
-                data = await self._scoped(
-                    None,
-                    "POST",
-                    f"/daemon/v1/environments/{self.environment_id}/uplink",
-                    wire.UplinkRequest(
-                        sessions=[
-                            wire.SessionEvents(
-                                session_id=p.session_id, token=p.token, events=p.events
-                            )
-                            for p in batch
-                        ]
-                    ),
+                ack = self._ack_to_carry()
+                request = wire.UplinkRequest(
+                    sessions=[
+                        wire.SessionEvents(session_id=p.session_id, token=p.token, events=p.events)
+                        for p in batch
+                    ],
+                    ack=ack,
                 )
-                answer: wire.UplinkResponse = wire.decode(wire.UplinkResponse, data)
-                for part, ack in zip(batch, answer.sessions, strict=True):
-                    if ack.acked is not None:
-                        part.result = ack.acked
+                answer: wire.UplinkResponse = wire.decode(
+                    wire.UplinkResponse, await self._uplink(request, spare)
+                )
+                self._directives_confirmed(ack)
+                for part, result in zip(batch, answer.sessions, strict=True):
+                    if result.acked is not None:
+                        part.result = result.acked
                     else:
                         part.result = RelayRejected(
-                            ack.status or 400, ack.code or "rejected", ack.message or ""
+                            result.status or 400, result.code or "rejected", result.message or ""
                         )
         except DaemonError as exc:
             for part in batch:
@@ -267,12 +367,80 @@ class RelayClient:
                 part.result = RelayRejected(502, "bad_response", f"unreadable answer: {exc}")
         finally:
             self._in_flight -= 1
+            self._open_spare()
             for part in batch:
                 if part.result is None:
                     part.result = RelayUnreachable(self.relay, "the request was cancelled")
                 part.done.set()
             self._slot_free.set()
             self._slot_free = trio.Event()
+
+    def _take_spare(self) -> _Spare | None:
+        """The open spare request for a batch about to go, if there is one."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.taken = True
+        return spare
+
+    def _open_spare(self) -> None:
+        """Open a spare request for the next batch, unless one is open. Called once a
+        batch's answer is in: opening it while the batch goes would put its CPU (in the
+        daemon and in the relay) on that batch's path."""
+        if self._spare is None and self._nursery is not None and self.environment_id:
+            self._spare = _Spare.new(on_idle=self._withdraw)
+            self._nursery.start_soon(self._run_spare, self._spare)
+
+    def _withdraw(self, spare: _Spare) -> None:
+        if self._spare is spare:
+            self._spare = None
+        spare.taken = True
+
+    async def _run_spare(self, spare: _Spare) -> None:
+        path = f"/daemon/v1/environments/{self.environment_id}/uplink"
+        with spare.scope:
+            try:
+                spare.token = await self._token(None)
+                request = self.http.build_request(
+                    "POST",
+                    self.relay + path,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Authorization": f"Bearer {spare.token}",
+                        "Transfer-Encoding": "chunked",
+                    },
+                )
+                request.stream = spare
+                spare.response = await self.http.send(request)
+            except (httpx.TransportError, DaemonError) as exc:
+                spare.error = exc
+            finally:
+                self._withdraw(spare)
+                spare.done.set()
+
+    async def _uplink(self, request: wire.UplinkRequest, spare: _Spare | None) -> Any:
+        """``POST .../uplink``: on ``spare`` when there is one, else a request of its own
+        (also when the spare's connection had gone, or its token had expired)."""
+        path = f"/daemon/v1/environments/{self.environment_id}/uplink"
+        if spare is not None:
+            spare.body.send_nowait(wire.encode_json(request).encode())
+            with trio.move_on_after(self.timeout):
+                await spare.done.wait()
+            if not spare.done.is_set():
+                spare.scope.cancel()
+                raise RelayUnreachable(self.relay, f"POST {path} took over {self.timeout}s")
+            if spare.response is not None:
+                try:
+                    _raise_for_error(spare.response)
+                    self._spares_used += 1
+                    return spare.response.json()
+                except RelayRejected as exc:
+                    if exc.status != 401 or exc.code not in _TOKEN_CODES:
+                        raise
+                    if spare.token is not None:
+                        self._drop(None, spare.token)
+            else:
+                log.debug("spare_failed", error=str(spare.error))
+        return await self._scoped(None, "POST", path, request)
 
     async def ack(self, environment_id: str, through: int) -> None:
         await self._scoped(
@@ -281,6 +449,7 @@ class RelayClient:
             f"/daemon/v1/environments/{environment_id}/ack",
             wire.Ack(through=through),
         )
+        self._directives_confirmed(through)
 
     async def goodbye(self, environment_id: str) -> None:
         await self._scoped(None, "POST", f"/daemon/v1/environments/{environment_id}/goodbye")

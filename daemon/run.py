@@ -161,9 +161,10 @@ async def run_daemon(
         except WorktreeError as exc:
             raise ConfigError(str(exc)) from None
     stopper = _Stopper()
-    # One downlink plus up to 4 uplink requests in flight: a small pool keeps httpx's
-    # per-request bookkeeping cheap when every session flushes at once (teardown).
-    limits = httpx.Limits(max_connections=5, max_keepalive_connections=5)
+    # Two downlinks while one is renewed, two uplink requests in flight and one open ahead
+    # of the next batch, an ack, a token: a small pool keeps httpx's per-request
+    # bookkeeping cheap when every session flushes at once (teardown).
+    limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
     async with httpx.AsyncClient(timeout=15.0, limits=limits) as http, trio.open_nursery() as root:
         root.start_soon(stopper.watch_signals)
         sign_in: str | None = None
@@ -196,6 +197,7 @@ async def run_daemon(
         log.info("registered", relay=relay_url, name=name, capacity=options.capacity)
         sdnotify.notify_ready()  # systemd (Type=notify): up once registered
 
+        await root.start(client.run)
         uplink = Uplink(client=client, spool_dir=state_dir() / "spool" / env_id)
         # Events an earlier run could not send go first.
         spooled = uplink.recover({o.session_id: o.last_seq for o in registration.open_sessions})

@@ -204,7 +204,9 @@ class DaemonApi:
         return Response(status_code=204)
 
     async def uplink(self, request: Request) -> Response:
-        """Events of several sessions in one request and one transaction."""
+        """Events of several sessions (and an ack of directives) in one request and one
+        transaction. The link token is checked before the body is read: a daemon may open
+        the request before its batch exists."""
         claims, env = await self._link(request)
         body = await decode_body(request, UplinkRequest, UPLINK_BODY_LIMIT)
         total = sum(len(part.events) for part in body.sessions)
@@ -233,9 +235,10 @@ class DaemonApi:
             else:
                 outcomes.append(None)
                 accepted.append((part.session_id, part.events))
+        ack = None if body.ack is None else (env.id, body.ack)
         stored = iter(
-            await self.storage.append_many(accepted, credential_id=claims.credential_id)
-            if accepted
+            await self.storage.append_many(accepted, credential_id=claims.credential_id, ack=ack)
+            if accepted or ack
             else []
         )
         acks = []

@@ -223,17 +223,19 @@ class SqliteDatabase(SqliteCredentials):
 
     def acknowledge_directives(self, environment_id: str, through: int) -> None:
         with self._write() as db:
-            db.execute(
-                "UPDATE environments SET acked_dseq = MAX(acked_dseq, MIN(?, last_dseq))"
-                " WHERE id = ?",
-                (through, environment_id),
-            )
-            # Applied directives are never needed again: the daemon resumes after them.
-            db.execute(
-                "DELETE FROM directives WHERE environment_id = ?"
-                " AND dseq <= (SELECT acked_dseq FROM environments WHERE id = ?)",
-                (environment_id, environment_id),
-            )
+            self._acknowledge(db, environment_id, through)
+
+    def _acknowledge(self, db: sqlite3.Connection, environment_id: str, through: int) -> None:
+        db.execute(
+            "UPDATE environments SET acked_dseq = MAX(acked_dseq, MIN(?, last_dseq)) WHERE id = ?",
+            (through, environment_id),
+        )
+        # Applied directives are never needed again: the daemon resumes after them.
+        db.execute(
+            "DELETE FROM directives WHERE environment_id = ?"
+            " AND dseq <= (SELECT acked_dseq FROM environments WHERE id = ?)",
+            (environment_id, environment_id),
+        )
 
     def say_goodbye(self, environment_id: str) -> list[str]:
         now = self._clock()
@@ -429,12 +431,19 @@ class SqliteDatabase(SqliteCredentials):
             return self._append(db, session_id, events, credential_id).acked
 
     def append_many(
-        self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
+        self,
+        batches: Sequence[tuple[str, Sequence[Event]]],
+        *,
+        credential_id: str,
+        ack: tuple[str, int] | None = None,
     ) -> list[Appended | ApiError]:
         """:meth:`append_events` for several sessions in one transaction; each session's
-        outcome (what it stored, or the error its events alone got) in order."""
+        outcome (what it stored, or the error its events alone got) in order. ``ack``
+        (environment id, dseq) is :meth:`acknowledge_directives` in the same transaction."""
         results: list[Appended | ApiError] = []
         with self._write() as db:
+            if ack is not None:
+                self._acknowledge(db, *ack)
             for i, (session_id, events) in enumerate(batches):
                 db.execute(f"SAVEPOINT s{i}")
                 try:

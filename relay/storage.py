@@ -168,10 +168,15 @@ class Storage(Protocol):
         ``credential_id`` is given and did not register the session's environment."""
 
     async def append_many(
-        self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
+        self,
+        batches: Sequence[tuple[str, Sequence[Event]]],
+        *,
+        credential_id: str,
+        ack: tuple[str, int] | None = None,
     ) -> list[Appended | ApiError]:
         """:meth:`append_events` for several sessions, atomically per session and in one
-        round trip; what each session's events stored, or the error they alone got."""
+        round trip; what each session's events stored, or the error they alone got.
+        ``ack`` (environment id, dseq): :meth:`acknowledge_directives` in the same call."""
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]: ...
 
@@ -344,9 +349,15 @@ class SqliteStorage:
         )
 
     async def append_many(
-        self, batches: Sequence[tuple[str, Sequence[Event]]], *, credential_id: str
+        self,
+        batches: Sequence[tuple[str, Sequence[Event]]],
+        *,
+        credential_id: str,
+        ack: tuple[str, int] | None = None,
     ) -> list[Appended | ApiError]:
-        return await self._run(lambda db: db.append_many(batches, credential_id=credential_id))
+        return await self._run(
+            lambda db: db.append_many(batches, credential_id=credential_id, ack=ack)
+        )
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
         return await self._run(lambda db: db.read_events(session_id, after, limit))

@@ -17,7 +17,10 @@ The daemon opens every connection (outbound only):
 * ``POST /daemon/v1/environments/{id}/uplink`` with :class:`UplinkRequest` →
   :class:`UplinkResponse`: the same for several sessions in one request and one database
   transaction (each session's events carry that session's token; the request the link
-  token). The daemon sends this whenever more than one session has events waiting.
+  token), and can carry an :class:`Ack`. The daemon sends this whenever more than one
+  session has events waiting, and whenever it has an uplink request open already: it may
+  open one before its batch exists (the head is sent, the body follows when there are
+  events), so the relay has routed it and checked its token by then.
 * ``POST /daemon/v1/environments/{id}/goodbye`` marks the environment offline.
 """
 
@@ -209,6 +212,11 @@ class SessionEvents:
 @attrs.frozen(kw_only=True)
 class UplinkRequest:
     sessions: list[SessionEvents]
+    #: The daemon has applied every directive through this dseq: an :class:`Ack` riding
+    #: along, stored in the same transaction (the link token is the request's).
+    ack: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
 
 
 @attrs.frozen(kw_only=True)

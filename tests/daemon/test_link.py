@@ -38,8 +38,16 @@ class FakeClient:
                 yield dseq, directive
         await trio.sleep_forever()
 
+    directives_acked: int = 0
+    on_acked: Callable[[int], None] = lambda through: None
+
+    def carry_acks(self, applied: Callable[[], int], on_acked: Callable[[int], None]) -> None:
+        self.on_acked = on_acked
+
     async def ack(self, environment_id: str, through: int) -> None:
         self.acks.append(through)
+        self.directives_acked = through
+        self.on_acked(through)
 
     def link_renew_at(self) -> float:
         return float("inf")

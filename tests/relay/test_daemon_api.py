@@ -337,6 +337,34 @@ async def test_ack_prunes_applied_directives(
     assert_error(response, 400, "invalid_body")
 
 
+async def test_an_uplink_request_carries_an_ack_in_its_transaction(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    data_dir: Path,
+    storage: SqliteStorage,
+) -> None:
+    sessions = [(await create_session(client, user, daemon.environment_id))["id"] for _ in range(3)]
+    url = f"/daemon/v1/environments/{daemon.environment_id}/uplink"
+    a = sessions[0]
+    headers = await daemon.session_headers(client, a)
+    token = headers["authorization"].removeprefix("Bearer ")
+    part = {"session_id": a, "token": token, "events": [started(1)]}
+    response = await client.post(url, json={"sessions": [part], "ack": 2}, headers=daemon.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["sessions"][0]["acked"] == 1
+    assert len(queued_directives(data_dir, daemon.environment_id)) == 1
+    # An ack alone (no events) is one storage call too.
+    response = await client.post(url, json={"sessions": [], "ack": 3}, headers=daemon.headers)
+    assert response.json() == {"sessions": []}
+    assert queued_directives(data_dir, daemon.environment_id) == []
+    # A negative ack refuses the whole request, events included.
+    part = {"session_id": a, "token": token, "events": [event(2, "assistant_text", text="x")]}
+    response = await client.post(url, json={"sessions": [part], "ack": -1}, headers=daemon.headers)
+    assert_error(response, 400, "invalid_body")
+    assert [e.seq for e in await storage.read_events(a, 0, 10)] == [1]
+
+
 async def test_goodbye_takes_the_environment_offline_and_ends_its_sessions(
     client: httpx.AsyncClient, storage: SqliteStorage, user: dict[str, str], daemon: Daemon
 ) -> None:

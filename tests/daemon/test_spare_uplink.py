@@ -1,0 +1,158 @@
+"""Uplink requests opened ahead of their batch (``RelayClient.run``), against a real relay on
+loopback: the batch goes on the open request and carries the ack of applied directives; an
+unused one is closed with an empty batch; one whose connection was cut costs nothing but a
+request of the batch's own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+
+import daemon.relay_client
+import wire
+from daemon.relay_client import RelayClient
+from relay.auth import issue_environment_credential
+from tests.fakes.flaky_proxy import FlakyProxy
+from tests.harness import Relay, start_relay
+
+
+@attrs.define
+class World:
+    relay: Relay
+    proxy: FlakyProxy
+    client: RelayClient
+    session_id: str
+    #: Paths of the requests the client made, with their status, as answered.
+    requests: list[tuple[str, int]]
+    #: What ``carry_acks`` reported confirmed.
+    confirmed: list[int]
+    applied: list[int]
+
+
+def note(seq: int) -> wire.Event:
+    return wire.Event(seq=seq, kind="assistant_text", at=float(seq), data={"text": f"n{seq}"})
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    requests: list[tuple[str, int]] = []
+
+    async def record(response: httpx.Response) -> None:
+        requests.append((response.request.url.path, response.status_code))
+
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, tmp_path / "relay")
+        proxy = FlakyProxy(target=("127.0.0.1", relay.running.port))
+        await nursery.start(proxy.run)
+        storage = relay.running.storage
+        async with httpx.AsyncClient(event_hooks={"response": [record]}) as http:
+            credential = await issue_environment_credential(storage, "m1")
+            client = RelayClient(http=http, relay=proxy.url, credential=credential)
+            registration = await client.register(
+                wire.RegisterRequest(
+                    name="laptop",
+                    machine="m1",
+                    directory="/p",
+                    spawn="same-dir",
+                    capacity=4,
+                    agent="claude",
+                )
+            )
+            env_id = registration.environment_id
+            await storage.open_downlink(env_id, "link_test")
+            created = await relay.create_session(env_id, prompt="hi")
+            assert created.status_code == 201, created.text
+            applied = [1]  # the session's start directive
+            confirmed: list[int] = []
+            client.carry_acks(lambda: applied[-1], confirmed.append)
+            await nursery.start(client.run)
+            yield World(relay, proxy, client, created.json()["id"], requests, confirmed, applied)
+            await relay.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def stored(world: World) -> list[int]:
+    events = await world.relay.running.storage.read_events(world.session_id, 0, 100)
+    return [e.seq for e in events]
+
+
+async def test_the_next_batch_goes_on_the_open_request_and_carries_the_ack(
+    world: World,
+) -> None:
+    client = world.client
+    assert await client.post_events(world.session_id, [note(1)]) == 1
+    assert client.spares_used == 0  # nothing was open yet: a request of its own
+    await trio.sleep(0.2)  # the spare's head reaches the relay (if not, it still works)
+    world.requests.clear()
+    assert await client.post_events(world.session_id, [note(2), note(3)]) == 3
+    assert client.spares_used == 1
+    assert await stored(world) == [1, 2, 3]
+    # One request answered for the batch: the one opened ahead, which carried the ack.
+    uplinks = [path for path, _ in world.requests if path.endswith("/uplink")]
+    assert len(uplinks) == 1
+    assert not any(path.endswith("/events") or path.endswith("/ack") for path, _ in world.requests)
+    assert world.confirmed == [1]
+    assert client.directives_acked == 1
+    # The relay holds the ack: the applied start directive is no longer queued.
+    env_id = client.environment_id
+    assert env_id is not None
+    read = await world.relay.running.storage.read_downlink(env_id, "link_test", 0, 10)
+    assert read.directives == []
+    # The ack is not carried twice; the next directive's is.
+    await trio.sleep(0.2)
+    assert await client.post_events(world.session_id, [note(4)]) == 4
+    assert world.confirmed == [1]
+    world.applied.append(2)
+    await trio.sleep(0.2)
+    assert await client.post_events(world.session_id, [note(5)]) == 5
+    assert world.confirmed == [1, 2]
+    assert client.spares_used == 3
+
+
+async def test_an_unused_spare_is_closed_with_an_empty_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon.relay_client, "SPARE_IDLE", 0.5)
+    client = world.client
+    assert await client.post_events(world.session_id, [note(1)]) == 1
+    world.requests.clear()
+
+    def answered() -> list[tuple[str, int]]:
+        # (the spare's link token is minted first: not counted)
+        return [(p.rsplit("/", 1)[-1], s) for p, s in world.requests if p.endswith("/uplink")]
+
+    with trio.fail_after(10):
+        while not answered():
+            await trio.sleep(0.05)
+    # Closed on its own, with nothing in it, and not replaced: an idle daemon keeps none.
+    assert answered() == [("uplink", 200)]
+    await trio.sleep(1.0)
+    assert answered() == [("uplink", 200)]
+    assert await stored(world) == [1]
+    assert await client.post_events(world.session_id, [note(2)]) == 2
+    assert client.spares_used == 0
+    assert await stored(world) == [1, 2]
+
+
+async def test_a_spare_whose_connection_was_cut_costs_only_a_request_of_its_own(
+    world: World,
+) -> None:
+    client = world.client
+    assert await client.post_events(world.session_id, [note(1)]) == 1
+    await trio.sleep(0.2)
+    world.proxy.cut_all()  # the spare's connection (a relay restart, a proxy's idle cut)
+    await trio.sleep(0.2)
+    with trio.fail_after(10):
+        assert await client.post_events(world.session_id, [note(2)]) == 2
+    assert client.spares_used == 0
+    assert await stored(world) == [1, 2]
+    # And the next one has a spare again.
+    await trio.sleep(0.2)
+    assert await client.post_events(world.session_id, [note(3)]) == 3
+    assert client.spares_used == 1
+    assert await stored(world) == [1, 2, 3]
