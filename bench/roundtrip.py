@@ -1,8 +1,17 @@
 """Round trip: a client posts a message, the stand-in agent answers, the client sees the
-answer on its SSE stream — with 1 session, and with 32 sessions busy at once. The baseline
-is one authenticated GET to the same relay, measured in the same run.
+answer on its SSE stream. The baseline is one authenticated GET to the same relay, measured
+in the same run. Three settings:
 
-The relay runs in this process; the daemon is a real ``rcd start`` process.
+* 1 session, nothing else going on;
+* 32 sessions busy: 32 agents at work (each streaming ``RATE`` messages a second, each
+  session followed by a phone), while a client taps on one more session — what a user
+  feels with the machine full of work;
+* 32 round trips at once: a phone on each of 32 sessions posts at the same moment, and
+  each posts again as soon as its answer arrives — a queue, whose median is the time 32
+  round trips' CPU takes on the machine.
+
+The relay runs in this process, with the benchmark's clients; the daemon is a real ``rcd
+start`` process.
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import attrs
@@ -22,7 +31,24 @@ from tests.sse import SSEReader, sse
 
 from .stats import Figure, cpu_seconds
 
-__all__ = ["RoundTrips", "measure_round_trips"]
+__all__ = ["BUSY_RATE", "Phase", "RoundTrips", "measure_round_trips"]
+
+#: Messages a second each busy agent says (a model streaming its work).
+BUSY_RATE = 10
+
+
+@attrs.frozen(kw_only=True)
+class Phase:
+    """CPU the relay's process (relay and the benchmark's clients), the daemon (without its
+    agents) and the agents used over ``seconds`` of a phase."""
+
+    seconds: float
+    relay_cpu: float
+    daemon_cpu: float
+    agents_cpu: float
+    round_trips: int
+    #: Events the phones following the busy sessions received.
+    events: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -30,12 +56,9 @@ class RoundTrips:
     baseline: Figure
     one: Figure
     busy: Figure
-    #: The busy phase: its wall time, and the CPU time the relay's process (relay and the
-    #: benchmark's clients), the daemon (without its agents) and the agents used in it.
-    busy_seconds: float
-    busy_relay_cpu: float
-    busy_daemon_cpu: float
-    busy_agents_cpu: float
+    burst: Figure
+    busy_phase: Phase
+    burst_phase: Phase
 
 
 async def _session(relay: Relay, env_id: str) -> str:
@@ -76,6 +99,114 @@ async def _round_trips(
     return samples
 
 
+def _meter(pid: int) -> Callable[[], tuple[float, float, float, float]]:
+    def now() -> tuple[float, float, float, float]:
+        # (wall, this process, the daemon, the daemon with its agents)
+        return (
+            time.perf_counter(),
+            time.process_time(),
+            cpu_seconds(pid, children=False),
+            cpu_seconds(pid),
+        )
+
+    return now
+
+
+def _phase(
+    start: tuple[float, float, float, float],
+    end: tuple[float, float, float, float],
+    round_trips: int,
+    events: int = 0,
+) -> Phase:
+    seconds, relay, daemon, everything = (b - a for a, b in zip(start, end, strict=True))
+    return Phase(
+        seconds=seconds,
+        relay_cpu=relay,
+        daemon_cpu=daemon,
+        agents_cpu=everything - daemon,
+        round_trips=round_trips,
+        events=events,
+    )
+
+
+async def _burst(
+    relay: Relay,
+    phones: httpx.AsyncClient,
+    sids: list[str],
+    per_session: int,
+    meter: Callable[[], tuple[float, float, float, float]],
+) -> tuple[list[float], Phase]:
+    """Every phone posts at once, and again as soon as its answer arrives."""
+    go = trio.Event()
+    samples: list[float] = []
+    end: list[tuple[float, float, float, float]] = []
+
+    async def drive(sid: str, k: int, task_status: trio.TaskStatus[None]) -> None:
+        # Every phone has its session open before the first post: the phase is round
+        # trips, not streams opening.
+        async with _watching(phones, relay, sid) as reader:
+            task_status.started()
+            await go.wait()
+            samples.extend(await _round_trips(phones, sid, reader, per_session, f"burst{k}"))
+            if len(samples) == len(sids) * per_session:
+                end.append(meter())
+
+    async with trio.open_nursery() as nursery:
+        for k, sid in enumerate(sids):
+            await nursery.start(drive, sid, k)
+        start = meter()
+        go.set()
+    return samples, _phase(start, end[0], len(samples))
+
+
+async def _taps_while_busy(
+    relay: Relay,
+    phones: httpx.AsyncClient,
+    busy_sids: list[str],
+    sid: str,
+    count: int,
+    meter: Callable[[], tuple[float, float, float, float]],
+) -> tuple[list[float], Phase]:
+    """Set every session in ``busy_sids`` to work (followed by a phone each), then time
+    ``count`` round trips on ``sid``."""
+    received = 0
+    working: set[str] = set()
+    all_working = trio.Event()
+
+    async def follow(busy_sid: str, task_status: trio.TaskStatus[None]) -> None:
+        nonlocal received
+        async with _watching(phones, relay, busy_sid) as reader:
+            task_status.started()
+            while True:
+                message = await reader.next()
+                received += 1
+                if message.event == "assistant_text" and "working, step" in (message.data or ""):
+                    working.add(busy_sid)
+                    if len(working) == len(busy_sids):
+                        all_working.set()
+
+    async with trio.open_nursery() as nursery:
+        for busy_sid in busy_sids:
+            await nursery.start(follow, busy_sid)
+        for k, busy_sid in enumerate(busy_sids):
+            r = await phones.post(
+                f"/api/sessions/{busy_sid}/messages",
+                json={"id": f"work-{k}", "text": f"stream 600 {BUSY_RATE}"},
+            )
+            r.raise_for_status()
+        with trio.fail_after(60):
+            await all_working.wait()
+        await trio.sleep(1)  # every agent well into its work
+        async with _watching(relay.client, relay, sid) as reader:
+            start, before = meter(), received
+            samples = await _round_trips(relay.client, sid, reader, count, "tap")
+            end, events = meter(), received - before
+        for busy_sid in busy_sids:
+            (await phones.post(f"/api/sessions/{busy_sid}/interrupt")).raise_for_status()
+        nursery.cancel_scope.cancel()
+    return samples, _phase(start, end, len(samples), events)
+
+
 async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
     with tempfile.TemporaryDirectory(prefix="rcd-rt-") as tmp:
         root = Path(tmp)
@@ -88,6 +219,7 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
                     relay, root / "home", project, "--capacity", str(busy + 1)
                 )
                 env_id = daemon.environment_id
+                meter = _meter(daemon.process.pid)
                 baseline = []
                 for _ in range(count):
                     started = time.perf_counter()
@@ -97,52 +229,20 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
                 async with _watching(relay.client, relay, sid) as reader:
                     one = await _round_trips(relay.client, sid, reader, count, "one")
                 sids = [await _session(relay, env_id) for _ in range(busy)]
-                per_session = max(3, count // busy)
-                many: list[float] = []
                 # One connection per phone, kept: httpx's default pool keeps 20 idle, and
                 # 32 streams plus 32 posts would reconnect on every post.
-                phones = httpx.AsyncClient(
+                async with httpx.AsyncClient(
                     base_url=relay.url,
                     headers=relay.client.headers,
                     timeout=30,
                     limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-                )
-                go = trio.Event()
-                pid = daemon.process.pid
-                at_start: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-                at_end: list[tuple[float, float, float, float]] = []
-
-                def cpu_now() -> tuple[float, float, float, float]:
-                    # (wall, this process, the daemon, the daemon with its agents)
-                    return (
-                        time.perf_counter(),
-                        time.process_time(),
-                        cpu_seconds(pid, children=False),
-                        cpu_seconds(pid),
+                ) as phones:
+                    burst, burst_phase = await _burst(
+                        relay, phones, sids, max(3, count // busy), meter
                     )
-
-                async def drive(sid: str, k: int, task_status: trio.TaskStatus[None]) -> None:
-                    # Every phone has its session open before the first post: the phase
-                    # is round trips, not streams opening.
-                    async with _watching(phones, relay, sid) as reader:
-                        task_status.started()
-                        await go.wait()
-                        many.extend(
-                            await _round_trips(phones, sid, reader, per_session, f"busy{k}")
-                        )
-                        if len(many) == busy * per_session:
-                            at_end.append(cpu_now())
-
-                async with phones, trio.open_nursery() as all_busy:
-                    for k, sid in enumerate(sids):
-                        await all_busy.start(drive, sid, k)
-                    at_start = cpu_now()
-                    go.set()
-                [end] = at_end
-                busy_seconds, relay_cpu, daemon_cpu, all_cpu = (
-                    b - a for a, b in zip(at_start, end, strict=True)
-                )
-                agents_cpu = all_cpu - daemon_cpu
+                    taps, busy_phase = await _taps_while_busy(
+                        relay, phones, sids, sid, count, meter
+                    )
                 await daemon.stop()
             finally:
                 await relay.aclose()
@@ -151,10 +251,15 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
         baseline=Figure(name="baseline: one authenticated GET", unit="ms", samples=tuple(baseline)),
         one=Figure(name="round trip, 1 session", unit="ms", samples=tuple(one)),
         busy=Figure(
-            name=f"round trip, {busy} sessions busy at once", unit="ms", samples=tuple(many)
+            name=f"round trip, {busy} sessions busy ({BUSY_RATE} messages/s each, followed)",
+            unit="ms",
+            samples=tuple(taps),
         ),
-        busy_seconds=busy_seconds,
-        busy_relay_cpu=relay_cpu,
-        busy_daemon_cpu=daemon_cpu,
-        busy_agents_cpu=agents_cpu,
+        burst=Figure(
+            name=f"{busy} round trips at once (every phone posts together, again and again)",
+            unit="ms",
+            samples=tuple(burst),
+        ),
+        busy_phase=busy_phase,
+        burst_phase=burst_phase,
     )

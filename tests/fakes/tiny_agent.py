@@ -7,6 +7,8 @@ model. Accepts the same flags as ``claude -p ... --permission-prompt-tool stdio`
 * ``write PATH CONTENT`` asks ``can_use_tool`` for ``Write``; allowed → writes the file;
 * ``run COMMAND`` asks for ``Bash``; allowed → runs it in the agent's directory;
 * ``sleep SECONDS`` works that long (an ``interrupt`` control request cuts it short);
+* ``stream SECONDS RATE`` works that long too, saying something ``RATE`` times a second (a
+  model streaming its work: one ``assistant`` text message of about 200 bytes each time);
 * ``crash`` exits with status 3 at once; ``pid`` answers with its own process id;
 * anything else is answered ``echo: <text>``.
 
@@ -157,12 +159,20 @@ def turn(text: str) -> bool:
         assistant([{"type": "text", "text": f"pid {os.getpid()}"}])
         result(True, started)
         return True
-    if text.startswith("sleep "):
-        deadline = started + float(text.split()[1])
+    if text.startswith(("sleep ", "stream ")):
+        words = text.split()
+        deadline = started + float(words[1])
+        interval = 1 / float(words[2]) if words[0] == "stream" else float("inf")
+        said = 0
         while time.monotonic() < deadline:
+            wake = min(deadline, started + (said + 1) * interval)
             try:
-                obj = read_line(timeout=max(0.0, deadline - time.monotonic()))
+                obj = read_line(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
+                if wake < deadline:
+                    said += 1
+                    assistant([{"type": "text", "text": f"working, step {said}: " + "." * 160}])
+                    continue
                 break
             if obj is None:
                 return False

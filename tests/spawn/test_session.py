@@ -185,6 +185,29 @@ async def test_interrupt_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -
     assert runtime.state == "ended"
 
 
+async def test_a_streaming_turn_goes_up_step_by_step_and_can_be_interrupted(
+    tmp_path: Path,
+) -> None:
+    """The stand-in's ``stream`` (the benchmarks' busy agent) says something at its rate."""
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        runtime.deliver(message("stream 0.5 20", "m1"))
+        nursery.start_soon(runtime.run)
+        result = await log.wait_kind("turn_result")
+        steps = [e for e in log.of("assistant_text") if "working, step" in e.data["text"]]
+        assert 3 <= len(steps) <= 10, len(steps)
+        assert steps[0].seq < steps[-1].seq < result.seq
+        runtime.deliver(message("stream 30 20", "m2"))
+        await log.wait_for(lambda evs: len([e for e in evs if e.kind == "assistant_text"]) > 12)
+        with trio.fail_after(5):
+            runtime.deliver(wire.Interrupt(session_id="s1"))
+            interrupted = await log.wait_kind("turn_result", 2)
+        assert interrupted.data["ok"] is False
+        runtime.request_stop("test")
+    assert_dense(log)
+
+
 async def test_agent_crash_is_an_error_and_an_ended_session(tmp_path: Path) -> None:
     log = Log()
     runtime = make_runtime(log, tmp_path)
