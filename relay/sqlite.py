@@ -443,7 +443,11 @@ class SqliteDatabase(SqliteCredentials):
         results: list[Appended | ApiError] = []
         with self._write() as db:
             if ack is not None:
-                self._acknowledge(db, *ack)
+                environment_id, through = ack
+                # The link token was checked when the request opened, maybe seconds ago.
+                env = self.get_environment(environment_id)
+                owned_environment(env, environment_id, credential_id)
+                self._acknowledge(db, environment_id, through)
             for i, (session_id, events) in enumerate(batches):
                 db.execute(f"SAVEPOINT s{i}")
                 try:

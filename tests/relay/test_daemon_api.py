@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 import wire
 from relay import SqliteStorage, admin
@@ -363,6 +366,43 @@ async def test_an_uplink_request_carries_an_ack_in_its_transaction(
     response = await client.post(url, json={"sessions": [part], "ack": -1}, headers=daemon.headers)
     assert_error(response, 400, "invalid_body")
     assert [e.seq for e in await storage.read_events(a, 0, 10)] == [1]
+
+
+async def test_a_credential_revoked_while_an_uplink_request_waits_for_its_body_stores_nothing(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    data_dir: Path,
+    storage: SqliteStorage,
+) -> None:
+    """The daemon opens an uplink request before its batch exists: the relay checks the
+    link token when the head arrives, and the credential again when the batch does."""
+    a = (await create_session(client, user, daemon.environment_id))["id"]
+    token = (await daemon.session_headers(client, a))["authorization"].removeprefix("Bearer ")
+    before = queued_directives(data_dir, daemon.environment_id)
+    head_checked, revoked = trio.Event(), trio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        head_checked.set()  # the relay reads the body only once the head passed
+        await revoked.wait()
+        part = {"session_id": a, "token": token, "events": [started(1)]}
+        yield json.dumps({"sessions": [part], "ack": len(before)}).encode()
+
+    async def revoke() -> None:
+        await head_checked.wait()
+        await storage.revoke_environment(daemon.environment_id)
+        revoked.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(revoke)
+        response = await client.post(
+            f"/daemon/v1/environments/{daemon.environment_id}/uplink",
+            content=body(),
+            headers=daemon.headers | {"content-type": "application/json"},
+        )
+    assert_error(response, 401, "credential_revoked")
+    assert await storage.read_events(a, 0, 10) == []
+    assert count_rows(data_dir, "directives") >= 1  # the ack was not applied either
 
 
 async def test_goodbye_takes_the_environment_offline_and_ends_its_sessions(
