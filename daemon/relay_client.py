@@ -11,6 +11,7 @@ credential itself means it was revoked: that :class:`RelayRejected` is final.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -45,6 +46,8 @@ _MAX_EVENTS = 1000
 #: within this long is closed with an empty one: proxies cut a request that sends nothing
 #: for a minute, and an idle daemon keeps none open.
 SPARE_IDLE = 30.0
+#: Batches a spare request carries at most (the relay takes 1000).
+_MAX_FRAMES = 200
 
 
 @attrs.define(eq=False)
@@ -53,47 +56,77 @@ class _Spare(httpx.AsyncByteStream):
     over, the request's head is sent and the relay has routed it and checked its link token,
     so only the body is left to go (the batch's latency is one write and the relay's store).
 
-    It is the request's body stream: one chunk, the batch handed over, or after
-    :data:`SPARE_IDLE` an empty batch (``on_idle`` then withdraws it from offer). An
-    iterator rather than an async generator, which httpcore would leave unfinished when the
-    connection fails mid-request.
+    The body is frames (:data:`wire.UPLINK_FRAMES_TYPE`): after the first batch it stays
+    open ``linger`` seconds for more, which the relay stores as each arrives, so the batches
+    of a busy machine share one request; the answer to all of them comes when it ends. No
+    batch within :data:`SPARE_IDLE`: an empty one ends it (``on_idle`` withdraws it from
+    offer). When it takes no more, ``on_closed`` runs. An iterator, not an async generator,
+    which httpcore would leave unfinished when the connection fails mid-request.
     """
 
-    body: trio.MemorySendChannel[bytes]
-    _body_out: trio.MemoryReceiveChannel[bytes]
+    linger: float
     on_idle: Callable[[_Spare], None]
+    on_closed: Callable[[_Spare], None]
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     #: The link token the request carries.
     token: str | None = None
-    taken: bool = False
     done: trio.Event = attrs.Factory(trio.Event)
     response: httpx.Response | None = None
     #: The request failed before an answer (its connection had gone, say).
     error: BaseException | None = None
-    _sent: bool = False
+    _frames: collections.deque[bytes] = attrs.Factory(collections.deque)
+    _added: int = 0
+    _more: trio.Event = attrs.Factory(trio.Event)
+    #: ``trio.current_time()`` until which it takes batches (None: waiting for its first).
+    _until: float | None = None
+    _closed: bool = False
+    _answer: wire.UplinkFrames | None = None
 
-    @classmethod
-    def new(cls, on_idle: Callable[[_Spare], None]) -> _Spare:
-        send, receive = trio.open_memory_channel[bytes](1)
-        return cls(send, receive, on_idle)
+    def accepting(self) -> bool:
+        return (
+            not self._closed
+            and self._added < _MAX_FRAMES
+            and (self._until is None or trio.current_time() < self._until)
+        )
+
+    def add(self, frame: bytes) -> int:
+        """Queue one batch (an encoded :class:`wire.UplinkRequest`); its index in the
+        answer. Only while :meth:`accepting`."""
+        self._frames.append(frame + b"\n")
+        self._added += 1
+        if self._until is None:
+            self._until = trio.current_time() + self.linger
+        self._more.set()
+        return self._added - 1
+
+    def answer(self, index: int) -> wire.UplinkResponse:
+        """The relay's answer to batch ``index`` (the request must have succeeded)."""
+        if self._answer is None:
+            assert self.response is not None
+            self._answer = wire.decode(wire.UplinkFrames, self.response.json())
+        return self._answer.frames[index]
 
     def __aiter__(self) -> _Spare:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._sent:
+        if self._frames:
+            return self._frames.popleft()
+        if self._closed:
             raise StopAsyncIteration
-        self._sent = True
-        chunk = None
-        with trio.move_on_after(SPARE_IDLE):
-            chunk = await self._body_out.receive()
-        if chunk is None:
-            try:
-                chunk = self._body_out.receive_nowait()  # handed over as the time ran out
-            except trio.WouldBlock:
-                self.on_idle(self)
-                chunk = wire.encode_json(wire.UplinkRequest(sessions=[])).encode()
-        return chunk
+        idle = self._until is None
+        with trio.move_on_at(trio.current_time() + SPARE_IDLE if idle else self._until or 0):
+            while not self._frames:
+                self._more = trio.Event()
+                await self._more.wait()
+        if self._frames:
+            return self._frames.popleft()
+        self._closed = True
+        self.on_closed(self)
+        if not idle:
+            raise StopAsyncIteration
+        self.on_idle(self)
+        return wire.encode_json(wire.UplinkRequest(sessions=[])).encode() + b"\n"
 
 
 @attrs.define(eq=False)
@@ -135,7 +168,11 @@ class RelayClient:
     _uplink_requests: int = attrs.field(default=0, init=False)
     #: Where spare uplink requests run (see :meth:`run`); None: every batch opens its own.
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    #: How long a spare request keeps taking batches after its first (see :class:`_Spare`).
+    uplink_linger: float = 0.025
     _spare: _Spare | None = attrs.field(default=None, init=False)
+    #: The spare request carrying batches now, while it takes more.
+    _lingering: _Spare | None = attrs.field(default=None, init=False)
     _spares_used: int = attrs.field(default=0, init=False)
     #: Directive acks riding on uplink requests (see :meth:`carry_acks`).
     _applied: Callable[[], int] | None = attrs.field(default=None, init=False)
@@ -143,6 +180,8 @@ class RelayClient:
         default=lambda through: None, init=False
     )
     _directives_acked: int = attrs.field(default=0, init=False)
+    #: The highest ack an uplink request in flight carries (0: none).
+    _ack_in_flight: int = attrs.field(default=0, init=False)
 
     @property
     def uplink_requests(self) -> int:
@@ -166,8 +205,12 @@ class RelayClient:
         self._on_directives_acked = on_acked
 
     def _ack_to_carry(self) -> int | None:
+        """The ack for the next uplink request, unless one in flight carries it already."""
         through = self._applied() if self._applied is not None else 0
-        return through if through > self._directives_acked else None
+        if through <= max(self._directives_acked, self._ack_in_flight):
+            return None
+        self._ack_in_flight = through
+        return through
 
     def _directives_confirmed(self, through: int | None) -> None:
         if through is not None and through > self._directives_acked:
@@ -303,7 +346,9 @@ class RelayClient:
         self._queued.append(part)
         try:
             while not part.done.is_set():
-                if not part.sent and self._in_flight < self.uplink_parallel:
+                if not part.sent and (
+                    self._in_flight < self.uplink_parallel or self._joinable() is not None
+                ):
                     await self._send_queued()
                 elif not part.sent:
                     await self._slot_free.wait()
@@ -325,9 +370,15 @@ class RelayClient:
             part.sent = True
             batch.append(part)
             total += len(part.events)
-        self._in_flight += 1
-        self._uplink_requests += 1
-        spare = self._take_spare()
+        # A spare request still taking batches carries this one too; else the open spare
+        # (a new request in flight), else a request of its own.
+        ack: int | None = None
+        spare = self._joinable()
+        joined = spare is not None
+        if not joined:
+            spare = self._take_spare()
+            self._in_flight += 1
+            self._uplink_requests += 1
         try:
             if len(batch) == 1 and spare is None:
                 # Alone and nothing open: the session's own route (no ownership lookup).
@@ -348,9 +399,7 @@ class RelayClient:
                     ],
                     ack=ack,
                 )
-                answer: wire.UplinkResponse = wire.decode(
-                    wire.UplinkResponse, await self._uplink(request, spare)
-                )
+                answer = await self._uplink(request, spare)
                 self._directives_confirmed(ack)
                 for part, result in zip(batch, answer.sessions, strict=True):
                     if result.acked is not None:
@@ -362,11 +411,14 @@ class RelayClient:
         except DaemonError as exc:
             for part in batch:
                 part.result = exc
-        except (wire.DecodeError, ValueError) as exc:
+        except (wire.DecodeError, ValueError, IndexError) as exc:
             for part in batch:
                 part.result = RelayRejected(502, "bad_response", f"unreadable answer: {exc}")
         finally:
-            self._in_flight -= 1
+            if ack is not None and self._directives_acked < ack:
+                self._ack_in_flight = 0  # not confirmed: the next request carries it again
+            if not joined:
+                self._in_flight -= 1
             self._open_spare()
             for part in batch:
                 if part.result is None:
@@ -375,25 +427,36 @@ class RelayClient:
             self._slot_free.set()
             self._slot_free = trio.Event()
 
+    def _joinable(self) -> _Spare | None:
+        """The spare request that carries batches now and still takes more, if any."""
+        spare = self._lingering
+        return spare if spare is not None and spare.accepting() else None
+
     def _take_spare(self) -> _Spare | None:
         """The open spare request for a batch about to go, if there is one."""
         spare, self._spare = self._spare, None
         if spare is not None:
-            spare.taken = True
+            self._lingering = spare
         return spare
 
     def _open_spare(self) -> None:
         """Open a spare request for the next batch, unless one is open. Called once a
-        batch's answer is in: opening it while the batch goes would put its CPU (in the
-        daemon and in the relay) on that batch's path."""
+        batch's answer is in, or a spare stopped taking batches: opening it while a batch
+        goes would put its CPU (in the daemon and in the relay) on that batch's path."""
         if self._spare is None and self._nursery is not None and self.environment_id:
-            self._spare = _Spare.new(on_idle=self._withdraw)
+            self._spare = _Spare(
+                linger=self.uplink_linger, on_idle=self._withdraw, on_closed=self._closed
+            )
             self._nursery.start_soon(self._run_spare, self._spare)
 
     def _withdraw(self, spare: _Spare) -> None:
         if self._spare is spare:
             self._spare = None
-        spare.taken = True
+
+    def _closed(self, spare: _Spare) -> None:
+        if self._lingering is spare:
+            self._lingering = None
+            self._open_spare()
 
     async def _run_spare(self, spare: _Spare) -> None:
         path = f"/daemon/v1/environments/{self.environment_id}/uplink"
@@ -404,7 +467,7 @@ class RelayClient:
                     "POST",
                     self.relay + path,
                     headers={
-                        "Content-Type": "application/json",
+                        "Content-Type": wire.UPLINK_FRAMES_TYPE,
                         "Authorization": f"Bearer {spare.token}",
                         "Transfer-Encoding": "chunked",
                     },
@@ -415,14 +478,18 @@ class RelayClient:
                 spare.error = exc
             finally:
                 self._withdraw(spare)
+                if self._lingering is spare:
+                    self._lingering = None
                 spare.done.set()
 
-    async def _uplink(self, request: wire.UplinkRequest, spare: _Spare | None) -> Any:
+    async def _uplink(
+        self, request: wire.UplinkRequest, spare: _Spare | None
+    ) -> wire.UplinkResponse:
         """``POST .../uplink``: on ``spare`` when there is one, else a request of its own
         (also when the spare's connection had gone, or its token had expired)."""
         path = f"/daemon/v1/environments/{self.environment_id}/uplink"
         if spare is not None:
-            spare.body.send_nowait(wire.encode_json(request).encode())
+            index = spare.add(wire.encode_json(request).encode())
             with trio.move_on_after(self.timeout):
                 await spare.done.wait()
             if not spare.done.is_set():
@@ -431,8 +498,9 @@ class RelayClient:
             if spare.response is not None:
                 try:
                     _raise_for_error(spare.response)
+                    answer = spare.answer(index)
                     self._spares_used += 1
-                    return spare.response.json()
+                    return answer
                 except RelayRejected as exc:
                     if exc.status != 401 or exc.code not in _TOKEN_CODES:
                         raise
@@ -440,7 +508,8 @@ class RelayClient:
                         self._drop(None, spare.token)
             else:
                 log.debug("spare_failed", error=str(spare.error))
-        return await self._scoped(None, "POST", path, request)
+        data = await self._scoped(None, "POST", path, request)
+        return wire.decode(wire.UplinkResponse, data)
 
     async def ack(self, environment_id: str, through: int) -> None:
         await self._scoped(

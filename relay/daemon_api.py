@@ -15,6 +15,8 @@ does not exist; a token minted for another purpose, environment or session is 40
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import attrs
 import structlog
 from starlette.requests import Request
@@ -23,6 +25,7 @@ from starlette.routing import Route
 
 from wire import (
     PROTOCOL_VERSION,
+    UPLINK_FRAMES_TYPE,
     AccessToken,
     Ack,
     DecodeError,
@@ -34,6 +37,7 @@ from wire import (
     SessionAck,
     TokenRequest,
     UplinkAck,
+    UplinkFrames,
     UplinkRequest,
     UplinkResponse,
     encode,
@@ -60,8 +64,10 @@ from .httputil import (
     UPLINK_BODY_LIMIT,
     client_address,
     decode_body,
+    decode_bytes,
     json_response,
     last_event_id,
+    read_lines,
 )
 from .indexing import check_indexed_payloads
 from .ratelimit import AttemptLimiter
@@ -70,11 +76,13 @@ from .storage import Storage
 from .streams import downlink_response
 from .tokens import AccessClaims, TokenIssuer, TokenKind
 
-__all__ = ["MAX_EVENTS_PER_BATCH", "DaemonApi"]
+__all__ = ["MAX_EVENTS_PER_BATCH", "MAX_FRAMES", "DaemonApi"]
 
 log = structlog.get_logger("relay")
 
 MAX_EVENTS_PER_BATCH = 1000
+#: Batches in one uplink request sent as frames.
+MAX_FRAMES = 1000
 _SMALL_BODY_LIMIT = 64 * 1024
 
 
@@ -205,10 +213,29 @@ class DaemonApi:
 
     async def uplink(self, request: Request) -> Response:
         """Events of several sessions (and an ack of directives) in one request and one
-        transaction. The link token is checked before the body is read: a daemon may open
-        the request before its batch exists."""
+        transaction; or, as :data:`~wire.UPLINK_FRAMES_TYPE`, several such batches, one
+        per line, each stored as it arrives. The link token is checked before the body is
+        read: a daemon may open the request before its batch exists."""
         claims, env = await self._link(request)
-        body = await decode_body(request, UplinkRequest, UPLINK_BODY_LIMIT)
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip() != UPLINK_FRAMES_TYPE:
+            body = await decode_body(request, UplinkRequest, UPLINK_BODY_LIMIT)
+            return json_response(encode(await self._store(claims, env, body)))
+        answers: list[UplinkResponse] = []
+        async with aclosing(read_lines(request, UPLINK_BODY_LIMIT)) as lines:
+            async for line in lines:
+                if len(answers) == MAX_FRAMES:
+                    raise BodyTooLarge(
+                        f"an uplink request holds at most {MAX_FRAMES} frames",
+                        code="too_many_frames",
+                    )
+                frame = decode_bytes(line, UplinkRequest)
+                answers.append(await self._store(claims, env, frame))
+        return json_response(encode(UplinkFrames(frames=answers)))
+
+    async def _store(
+        self, claims: AccessClaims, env: EnvironmentRecord, body: UplinkRequest
+    ) -> UplinkResponse:
         total = sum(len(part.events) for part in body.sessions)
         if total > MAX_EVENTS_PER_BATCH:
             raise BodyTooLarge(
@@ -256,7 +283,7 @@ class DaemonApi:
             else:
                 self._published(part.session_id, part.events, result)
                 acks.append(SessionAck(session_id=part.session_id, acked=result.acked))
-        return json_response(encode(UplinkResponse(sessions=acks)))
+        return UplinkResponse(sessions=acks)
 
     def _published(self, session_id: str, events: list[Event], stored: Appended) -> None:
         """Hand what an append stored to the session's live streams."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -20,11 +20,13 @@ __all__ = [
     "UPLINK_BODY_LIMIT",
     "client_address",
     "decode_body",
+    "decode_bytes",
     "error_response",
     "int_param",
     "json_response",
     "last_event_id",
     "read_body",
+    "read_lines",
     "wants_event_stream",
 ]
 
@@ -93,13 +95,42 @@ def _json_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
+async def read_lines(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    """The body's lines (``\\n``-separated, blank ones skipped), each as soon as it has
+    arrived; :class:`BodyTooLarge` (413) for a line longer than ``limit``."""
+
+    def check(size: int) -> None:
+        if size > limit:
+            raise BodyTooLarge(f"a line of the request body is over {limit} bytes")
+
+    buffer = bytearray()
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            searched = len(buffer)
+            buffer += chunk
+            while (end := buffer.find(b"\n", searched)) != -1:
+                line = bytes(buffer[:end])
+                del buffer[: end + 1]  # cheap at the front of a bytearray
+                searched = 0
+                check(len(line))
+                if line.strip():
+                    yield line
+            check(len(buffer))
+    if buffer.strip():
+        yield bytes(buffer)
+
+
 async def decode_body(request: Request, cl: type[T], limit: int = CLIENT_BODY_LIMIT) -> T:
-    """Read the body (capped) and decode it as ``cl``; a mismatch is 400 ``invalid_body``.
+    """Read the body (capped) and decode it as ``cl`` (see :func:`decode_bytes`)."""
+    return decode_bytes(await read_body(request, limit), cl)
+
+
+def decode_bytes(raw: bytes, cl: type[T]) -> T:
+    """Decode JSON ``raw`` as ``cl``; a mismatch is 400 ``invalid_body``.
 
     Strict JSON only: no NaN/Infinity, no integer outside signed 64 bits, no lone
     surrogate (``"\\ud800"``: it cannot be stored as UTF-8), no absurd nesting.
     """
-    raw = await read_body(request, limit)
     try:
         data = json.loads(
             raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant

@@ -445,8 +445,8 @@ class SqliteDatabase(SqliteCredentials):
             if ack is not None:
                 environment_id, through = ack
                 # The link token was checked when the request opened, maybe seconds ago.
-                env = self.get_environment(environment_id)
-                owned_environment(env, environment_id, credential_id)
+                if not self._owner(db, environment_id, credential_id):
+                    raise NotFound(f"no environment {environment_id}")
                 self._acknowledge(db, environment_id, through)
             for i, (session_id, events) in enumerate(batches):
                 db.execute(f"SAVEPOINT s{i}")
@@ -458,6 +458,16 @@ class SqliteDatabase(SqliteCredentials):
                 db.execute(f"RELEASE s{i}")
         return results
 
+    def _owner(self, db: sqlite3.Connection, environment_id: str, credential_id: str) -> bool:
+        """Whether ``credential_id`` registered the environment; CredentialRevoked when the
+        environment's credential was revoked."""
+        owner = db.execute(
+            "SELECT credential_id FROM environments WHERE id = ?", (environment_id,)
+        ).fetchone()
+        if owner is not None and owner[0].startswith(REVOKED_CREDENTIAL):
+            raise CredentialRevoked()
+        return owner is not None and owner[0] == credential_id
+
     def _append(
         self,
         db: sqlite3.Connection,
@@ -466,17 +476,10 @@ class SqliteDatabase(SqliteCredentials):
         credential_id: str | None,
     ) -> Appended:
         session = self._get_session(db, session_id)
-        if credential_id is not None:
-            # The uplink's ownership check shares the write's transaction (one round
-            # trip to the database thread per batch instead of three).
-            owner = db.execute(
-                "SELECT credential_id FROM environments WHERE id = ?",
-                (session.environment_id,),
-            ).fetchone()
-            if owner is not None and owner[0].startswith(REVOKED_CREDENTIAL):
-                raise CredentialRevoked()
-            if owner is None or owner[0] != credential_id:
-                raise NotFound(f"no session {session_id}")
+        # The uplink's ownership check shares the write's transaction (one round trip to
+        # the database thread per batch instead of three).
+        if credential_id is not None and not self._owner(db, session.environment_id, credential_id):
+            raise NotFound(f"no session {session_id}")
         held = session.last_seq
         accepted: list[Event] = []
         # Only a contiguous run is stored: the log stays dense, and the answer tells

@@ -40,6 +40,7 @@ from .events import (
 )
 from .protocol import (
     PROTOCOL_VERSION,
+    UPLINK_FRAMES_TYPE,
     AccessToken,
     Ack,
     DecidePermission,
@@ -59,6 +60,7 @@ from .protocol import (
     StopSession,
     TokenRequest,
     UplinkAck,
+    UplinkFrames,
     UplinkRequest,
     UplinkResponse,
 )
@@ -109,7 +111,9 @@ __all__ = [
     "ToolResult",
     "ToolUse",
     "TurnResult",
+    "UPLINK_FRAMES_TYPE",
     "UplinkAck",
+    "UplinkFrames",
     "UplinkRequest",
     "UplinkResponse",
     "UserMessage",

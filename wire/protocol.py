@@ -20,7 +20,11 @@ The daemon opens every connection (outbound only):
   token), and can carry an :class:`Ack`. The daemon sends this whenever more than one
   session has events waiting, and whenever it has an uplink request open already: it may
   open one before its batch exists (the head is sent, the body follows when there are
-  events), so the relay has routed it and checked its token by then.
+  events), so the relay has routed it and checked its token by then. Sent as
+  :data:`UPLINK_FRAMES_TYPE`, the body is several such requests, one per line, which the
+  relay stores as each arrives; the answer (:class:`UplinkFrames`) comes when the body
+  ends. The daemon keeps such a body open a few milliseconds after its first batch, so
+  batches of a busy machine share requests.
 * ``POST /daemon/v1/environments/{id}/goodbye`` marks the environment offline.
 """
 
@@ -52,7 +56,9 @@ __all__ = [
     "SessionEvents",
     "StopSession",
     "TokenRequest",
+    "UPLINK_FRAMES_TYPE",
     "UplinkAck",
+    "UplinkFrames",
     "UplinkRequest",
     "UplinkResponse",
 ]
@@ -235,3 +241,16 @@ class SessionAck:
 class UplinkResponse:
     #: One per session of the request, in its order.
     sessions: list[SessionAck]
+
+
+#: The content type of an uplink request sent as frames: one :class:`UplinkRequest` per
+#: line, each stored (and shown to clients) as soon as it arrives.
+UPLINK_FRAMES_TYPE = "application/x-ndjson"
+
+
+@attrs.frozen(kw_only=True)
+class UplinkFrames:
+    """The answer to an uplink request sent as frames: one :class:`UplinkResponse` per
+    frame, in order."""
+
+    frames: list[UplinkResponse]

@@ -156,3 +156,37 @@ async def test_a_spare_whose_connection_was_cut_costs_only_a_request_of_its_own(
     assert await client.post_events(world.session_id, [note(3)]) == 3
     assert client.spares_used == 1
     assert await stored(world) == [1, 2, 3]
+
+
+async def test_batches_within_the_linger_share_one_request_and_show_at_once(
+    world: World,
+) -> None:
+    client = world.client
+    created = await world.relay.create_session(client.environment_id or "", prompt="hi")
+    other = created.json()["id"]
+    client.uplink_linger = 0.5  # a wide window, so that the test does not race it
+    assert await client.post_events(other, []) == 0  # its token, minted now
+    assert await client.post_events(world.session_id, [note(1)]) == 1
+    await trio.sleep(0.6)  # that spare's window is over, and a new one is open
+    world.requests.clear()
+    used = client.spares_used
+    shown: list[int] = []
+
+    async def first() -> None:
+        assert await client.post_events(world.session_id, [note(2)]) == 2
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first)
+        # The first batch is stored and shown while its request is still open.
+        with trio.fail_after(5):
+            while await stored(world) != [1, 2]:
+                await trio.sleep(0.01)
+        assert not [p for p, _ in world.requests if p.endswith("/uplink")]
+        shown.append(2)
+        assert await client.post_events(other, [note(1)]) == 1
+    uplinks = [p for p, _ in world.requests if p.endswith("/uplink")]
+    assert len(uplinks) == 1, world.requests
+    assert client.spares_used == used + 2
+    assert shown == [2]
+    events = await world.relay.running.storage.read_events(other, 0, 10)
+    assert [e.seq for e in events] == [1]

@@ -10,6 +10,7 @@ import trio
 
 import wire
 from relay import SqliteStorage, admin
+from relay.daemon_api import MAX_FRAMES
 
 from .conftest import (
     Daemon,
@@ -486,3 +487,44 @@ async def test_an_uplink_request_holds_at_most_1000_events_in_all(
         headers=daemon.headers,
     )
     assert_error(response, 413, "too_many_events")
+
+
+async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon, storage: SqliteStorage
+) -> None:
+    a = (await create_session(client, user, daemon.environment_id))["id"]
+    token = (await daemon.session_headers(client, a))["authorization"].removeprefix("Bearer ")
+    url = f"/daemon/v1/environments/{daemon.environment_id}/uplink"
+    headers = daemon.headers | {"content-type": wire.UPLINK_FRAMES_TYPE}
+
+    def frame(*events: dict[str, Any]) -> bytes:
+        part = {"session_id": a, "token": token, "events": list(events)}
+        return json.dumps({"sessions": [part]}).encode() + b"\n"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield frame(started(1))
+        # Stored before the request's body ends.
+        with trio.fail_after(5):
+            while not await storage.read_events(a, 0, 10):
+                await trio.sleep(0.01)
+        yield frame(event(2, "assistant_text", text="x"))[:20]  # a frame in pieces
+        yield frame(event(2, "assistant_text", text="x"))[20:] + b"\n"  # and a blank line
+        yield json.dumps({"sessions": [], "ack": 1}).encode()  # the last line, unended
+
+    response = await client.post(url, content=body(), headers=headers)
+    assert response.status_code == 200, response.text
+    frames = response.json()["frames"]
+    assert [[s["acked"] for s in f["sessions"]] for f in frames] == [[1], [2], []]
+    assert [e.seq for e in await storage.read_events(a, 0, 10)] == [1, 2]
+
+    # (Each refusal comes at the body's last line, unended: ASGITransport, unlike a socket,
+    # wants a body read to its end.)
+    bad = await client.post(
+        url, content=frame(event(3, "assistant_text", text="y")) + b"{", headers=headers
+    )
+    assert_error(bad, 400, "invalid_body")
+    # The frame before the bad one was stored (the daemon resends what it was not told).
+    assert [e.seq for e in await storage.read_events(a, 0, 10)] == [1, 2, 3]
+    empty = json.dumps({"sessions": []}).encode() + b"\n"
+    too_many = await client.post(url, content=empty * MAX_FRAMES + empty.strip(), headers=headers)
+    assert_error(too_many, 413, "too_many_frames")

@@ -1,0 +1,60 @@
+"""Reading a body line by line as it arrives (uplink requests sent as frames)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.requests import Request
+
+from relay.errors import BodyTooLarge
+from relay.httputil import read_lines
+
+
+class Chunks:
+    """Just what :func:`read_lines` uses of a request: its body, chunk by chunk."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def lines_of(chunks: list[bytes], limit: int) -> list[bytes]:
+    request = cast(Request, cast(Any, Chunks(chunks)))
+    async with aclosing(read_lines(request, limit)) as lines:
+        return [line async for line in lines]
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+@given(
+    lines=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=8),
+    cuts=st.lists(st.integers(0, 10_000), max_size=10),
+    ended=st.booleans(),
+)
+def test_lines_come_out_whole_however_the_body_is_cut(
+    lines: list[bytes], cuts: list[int], ended: bool
+) -> None:
+    body = b"\n".join(lines) + (b"\n" if ended else b"")
+    got = trio.run(lines_of, split(body, cuts), 30)
+    assert got == [line for line in lines if line.strip()]
+
+
+@given(size=st.integers(11, 40), cuts=st.lists(st.integers(0, 100), max_size=5))
+def test_a_line_over_the_limit_is_413_even_before_it_ends(size: int, cuts: list[int]) -> None:
+    for body in (b"ok\n" + b"x" * size + b"\nok\n", b"ok\n" + b"x" * size):
+        with pytest.raises(BodyTooLarge):
+            trio.run(lines_of, split(body, cuts), 10)
+    assert trio.run(lines_of, [b"x" * 10 + b"\n", b"y" * 10], 10) == [b"x" * 10, b"y" * 10]
