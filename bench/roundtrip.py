@@ -26,7 +26,7 @@ import attrs
 import httpx
 import trio
 
-from tests.harness import Relay, start_daemon, start_relay
+from tests.harness import Daemon, Relay, start_daemon, start_relay
 from tests.sse import SSEReader, sse
 
 from .stats import Figure, cpu_seconds
@@ -49,6 +49,10 @@ class Phase:
     round_trips: int
     #: Events the phones following the busy sessions received.
     events: int = 0
+    #: Uplink batches the daemon sent, and the requests that carried them (with the
+    #: phase's warm-up).
+    batches: int = 0
+    requests: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +121,7 @@ def _phase(
     end: tuple[float, float, float, float],
     round_trips: int,
     events: int = 0,
+    uplink: tuple[int, int] = (0, 0),
 ) -> Phase:
     seconds, relay, daemon, everything = (b - a for a, b in zip(start, end, strict=True))
     return Phase(
@@ -126,6 +131,8 @@ def _phase(
         agents_cpu=everything - daemon,
         round_trips=round_trips,
         events=events,
+        batches=uplink[0],
+        requests=uplink[1],
     )
 
 
@@ -159,8 +166,14 @@ async def _burst(
     return samples, _phase(start, end[0], len(samples))
 
 
+async def _uplink_counts(daemon: Daemon) -> tuple[int, int]:
+    uplink = (await daemon.status())["uplink"]
+    return uplink["batches"], uplink["requests"]
+
+
 async def _taps_while_busy(
     relay: Relay,
+    daemon: Daemon,
     phones: httpx.AsyncClient,
     busy_sids: list[str],
     sid: str,
@@ -185,6 +198,7 @@ async def _taps_while_busy(
                     if len(working) == len(busy_sids):
                         all_working.set()
 
+    sent_before = await _uplink_counts(daemon)
     async with trio.open_nursery() as nursery:
         for busy_sid in busy_sids:
             await nursery.start(follow, busy_sid)
@@ -201,10 +215,12 @@ async def _taps_while_busy(
             start, before = meter(), received
             samples = await _round_trips(relay.client, sid, reader, count, "tap")
             end, events = meter(), received - before
+        sent = await _uplink_counts(daemon)
         for busy_sid in busy_sids:
             (await phones.post(f"/api/sessions/{busy_sid}/interrupt")).raise_for_status()
         nursery.cancel_scope.cancel()
-    return samples, _phase(start, end, len(samples), events)
+    uplink = (sent[0] - sent_before[0], sent[1] - sent_before[1])
+    return samples, _phase(start, end, len(samples), events, uplink)
 
 
 async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
@@ -241,7 +257,7 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
                         relay, phones, sids, max(3, count // busy), meter
                     )
                     taps, busy_phase = await _taps_while_busy(
-                        relay, phones, sids, sid, count, meter
+                        relay, daemon, phones, sids, sid, count, meter
                     )
                 await daemon.stop()
             finally:

@@ -356,6 +356,9 @@ def _status(args: argparse.Namespace) -> int:
         where = s.get("branch") or s.get("cwd") or ""
         title = s.get("title") or "(untitled)"
         print(f"  {s['id']}  {s['state']:<20} {title}  {where}  pid={s.get('pid')}")
+    uplink = report.get("uplink")
+    if isinstance(uplink, dict) and uplink.get("buffered_events"):
+        print(f"  {uplink['buffered_events']} events waiting to go up to the relay")
     kept = report.get("kept_worktrees") or []
     assert isinstance(kept, list)
     if kept:

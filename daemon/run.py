@@ -256,6 +256,7 @@ async def run_daemon(
             elif op != "status":
                 raise ValueError(f"unknown op {op!r}; known: status, set_spawn")
             stats = supervisor.statistics()
+            sent = uplink.statistics()
             return {
                 "environment": {
                     "id": env_id,
@@ -277,6 +278,13 @@ async def run_daemon(
                     }
                     for s in stats.sessions
                 ],
+                "uplink": {
+                    "buffered_events": sent.buffered_events,
+                    "batches": sent.batches_sent,
+                    "requests": client.uplink_requests,
+                    "batches_on_open_requests": client.spares_used,
+                    "failures": sent.failures,
+                },
                 "process": attrs.asdict(process_stats()),
                 "kept_worktrees": [
                     {"path": k.path, "branch": k.branch, "reasons": list(k.reasons)}

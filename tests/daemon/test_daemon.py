@@ -54,6 +54,11 @@ async def test_status_shows_the_connected_environment_and_its_sessions(
     assert session["title"] == "long one"
     assert session["state"] == "busy"
     assert session["cwd"] == str(project.resolve())
+    uplink = status["uplink"]
+    assert uplink["buffered_events"] == 0 and uplink["failures"] == 0
+    # The session's first events went up; batches may share requests, never the reverse.
+    assert 1 <= uplink["requests"] <= uplink["batches"]
+    assert 0 <= uplink["batches_on_open_requests"] <= uplink["batches"]
     process = status["process"]
     assert process["tasks"] > 5 and process["open_files"] > 3 and process["children"] == 1
     assert process["rss_kib"] > 10_000
