@@ -445,7 +445,7 @@ class RelayClient:
         goes would put its CPU (in the daemon and in the relay) on that batch's path."""
         if self._spare is None and self._nursery is not None and self.environment_id:
             self._spare = _Spare(
-                linger=self.uplink_linger, on_idle=self._withdraw, on_closed=self._closed
+                linger=self.uplink_linger, on_idle=self._withdraw, on_closed=self._window_over
             )
             self._nursery.start_soon(self._run_spare, self._spare)
 
@@ -453,7 +453,7 @@ class RelayClient:
         if self._spare is spare:
             self._spare = None
 
-    def _closed(self, spare: _Spare) -> None:
+    def _window_over(self, spare: _Spare) -> None:
         if self._lingering is spare:
             self._lingering = None
             self._open_spare()
