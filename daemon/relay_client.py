@@ -115,7 +115,8 @@ class _Spare(httpx.AsyncByteStream):
         if self._closed:
             raise StopAsyncIteration
         idle = self._until is None
-        with trio.move_on_at(trio.current_time() + SPARE_IDLE if idle else self._until or 0):
+        deadline = trio.current_time() + SPARE_IDLE if self._until is None else self._until
+        with trio.move_on_at(deadline):
             while not self._frames:
                 self._more = trio.Event()
                 await self._more.wait()

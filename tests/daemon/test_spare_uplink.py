@@ -14,11 +14,12 @@ import pytest
 import trio
 
 import daemon.relay_client
-import wire
 from daemon.relay_client import RelayClient
 from relay.auth import issue_environment_credential
 from tests.fakes.flaky_proxy import FlakyProxy
 from tests.harness import Relay, start_relay
+
+from .test_tokens import laptop, note
 
 
 @attrs.define
@@ -32,10 +33,6 @@ class World:
     #: What ``carry_acks`` reported confirmed.
     confirmed: list[int]
     applied: list[int]
-
-
-def note(seq: int) -> wire.Event:
-    return wire.Event(seq=seq, kind="assistant_text", at=float(seq), data={"text": f"n{seq}"})
 
 
 @pytest.fixture
@@ -53,16 +50,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         async with httpx.AsyncClient(event_hooks={"response": [record]}) as http:
             credential = await issue_environment_credential(storage, "m1")
             client = RelayClient(http=http, relay=proxy.url, credential=credential)
-            registration = await client.register(
-                wire.RegisterRequest(
-                    name="laptop",
-                    machine="m1",
-                    directory="/p",
-                    spawn="same-dir",
-                    capacity=4,
-                    agent="claude",
-                )
-            )
+            registration = await client.register(laptop(capacity=4))
             env_id = registration.environment_id
             await storage.open_downlink(env_id, "link_test")
             created = await relay.create_session(env_id, prompt="hi")

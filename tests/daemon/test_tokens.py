@@ -48,6 +48,18 @@ class Setup:
     http: httpx.AsyncClient
 
 
+def laptop(capacity: int) -> wire.RegisterRequest:
+    """The registration of machine ``m1``'s directory ``/p``."""
+    return wire.RegisterRequest(
+        name="laptop",
+        machine="m1",
+        directory="/p",
+        spawn="same-dir",
+        capacity=capacity,
+        agent="claude",
+    )
+
+
 @pytest.fixture
 async def setup(clock: trio.testing.MockClock, tmp_path: Path) -> AsyncIterator[Setup]:
     skew = [time.time()]
@@ -65,16 +77,7 @@ async def setup(clock: trio.testing.MockClock, tmp_path: Path) -> AsyncIterator[
         ) as http:
             credential = await issue_environment_credential(storage, "m1")
             client = RelayClient(http=http, relay=URL, credential=credential)
-            registration = await client.register(
-                wire.RegisterRequest(
-                    name="laptop",
-                    machine="m1",
-                    directory="/p",
-                    spawn="same-dir",
-                    capacity=16,
-                    agent="claude",
-                )
-            )
+            registration = await client.register(laptop(capacity=16))
             env_id = registration.environment_id
             await storage.open_downlink(env_id, "link_test")
             await storage.add_device_token("phone", hash_secret("rcd_dev_phone"))
