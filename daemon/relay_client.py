@@ -428,6 +428,12 @@ class RelayClient:
             self._slot_free.set()
             self._slot_free = trio.Event()
 
+    def takes_batches(self) -> bool:
+        """Whether a batch posted now rides an uplink request that is still taking batches,
+        as a frame behind those already on it: it costs no request of its own and reaches
+        the relay after them."""
+        return self._joinable() is not None
+
     def _joinable(self) -> _Spare | None:
         """The spare request that carries batches now and still takes more, if any."""
         spare = self._lingering

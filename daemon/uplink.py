@@ -23,8 +23,10 @@ from .errors import RelayRejected, RelayUnreachable
 from .relay_client import RelayClient
 from .spool import Spool, spooled_sessions
 
-#: Batches of one session in flight at once.
+#: Batches of one session in flight at once, each on a request of its own ...
 LANES = 2
+#: ... and in all, counting those riding an open request behind the others (in order).
+MAX_IN_FLIGHT = 16
 
 __all__ = ["Outbox", "Uplink", "UplinkStats"]
 
@@ -244,7 +246,10 @@ class Uplink:
         starts while a batch is on its way (the agent's answer right after the user's
         message, say) goes out at once rather than a round trip later. The relay stores
         only a contiguous run, so a batch that overtakes its predecessor is answered with
-        less than it carried, and what it missed is sent again.
+        less than it carried, and what it missed is sent again. A batch that can ride an
+        uplink request still taking batches goes at once even past :data:`LANES` (up to
+        :data:`MAX_IN_FLIGHT`): such a request is answered only when its window ends, and
+        the next step of a turn must not wait for that.
         """
         lanes = 0
         attempt = 0
@@ -311,7 +316,7 @@ class Uplink:
                         box.sending_through = max(box.sending_through, box.acked)
                         batch = (
                             box.take_batch(self.batch_max, after=box.sending_through)
-                            if lanes < LANES and not backing_off
+                            if self._may_send(lanes) and not backing_off
                             else []
                         )
                         if not batch:
@@ -325,6 +330,10 @@ class Uplink:
                 self.forget(session_id)
         finally:
             box.flushing = False
+
+    def _may_send(self, lanes: int) -> bool:
+        """Whether one more batch of a session with ``lanes`` batches in flight goes now."""
+        return lanes < LANES or (lanes < MAX_IN_FLIGHT and self.client.takes_batches())
 
     def statistics(self) -> UplinkStats:
         return UplinkStats(

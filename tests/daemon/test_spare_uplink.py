@@ -15,6 +15,7 @@ import trio
 
 import daemon.relay_client
 from daemon.relay_client import RelayClient
+from daemon.uplink import Uplink
 from relay.auth import issue_environment_credential
 from tests.fakes.flaky_proxy import FlakyProxy
 from tests.harness import Relay, start_relay
@@ -178,3 +179,25 @@ async def test_batches_within_the_linger_share_one_request_and_show_at_once(
     assert shown == [2]
     events = await world.relay.running.storage.read_events(other, 0, 10)
     assert [e.seq for e in events] == [1]
+
+
+async def test_a_turns_next_steps_do_not_wait_for_the_open_requests_answer(
+    world: World,
+) -> None:
+    """Batches riding an open request are answered when its window ends; a session's next
+    batches (the next step of a turn, the next turn) go at once on the same request rather
+    than waiting for that answer."""
+    client = world.client
+    client.uplink_linger = 30.0  # answers come only when the test is long over
+    assert await client.post_events(world.session_id, [note(1)]) == 1
+    await trio.sleep(0.2)  # a spare is open
+    uplink = Uplink(client=client)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        with trio.fail_after(5):
+            for seq in range(2, 7):
+                uplink.publish(world.session_id, note(seq))
+                while (await stored(world))[-1] != seq:
+                    await trio.sleep(0.01)
+        assert uplink.pending() == 5  # all still waiting for their answer
+        nursery.cancel_scope.cancel()

@@ -22,6 +22,9 @@ class ContiguousRelay:
     in_flight: int = 0
     most_in_flight: int = 0
 
+    def takes_batches(self) -> bool:
+        return False  # every batch is a request of its own
+
     async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
         self.calls.append([e.seq for e in events])
         self.in_flight += 1
@@ -97,6 +100,9 @@ class InstantRelay:
 
     stored: list[int] = attrs.Factory(list)
 
+    def takes_batches(self) -> bool:
+        return False  # every batch is a request of its own
+
     async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
         await trio.lowlevel.checkpoint()
         self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
@@ -135,6 +141,9 @@ class RecordingRelay:
 
     stored: list[int] = attrs.Factory(list)
     requests: list[tuple[float, list[str]]] = attrs.Factory(list)
+
+    def takes_batches(self) -> bool:
+        return False  # every batch is a request of its own
 
     async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
         self.requests.append((trio.current_time(), [e.kind for e in events]))
