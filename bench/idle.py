@@ -163,7 +163,7 @@ async def measure_idle(seconds: float = 60.0) -> IdleResult:
         project.mkdir()
         async with trio.open_nursery() as nursery:
             relay = await start_relay(nursery, root / "relay")
-            proxy = CountingProxy(target=("127.0.0.1", relay.running.port))
+            proxy = CountingProxy(target=("127.0.0.1", relay.port))
             await nursery.start(proxy.run)
             baseline = await trio.lowlevel.open_process(
                 [sys.executable, "-c", _BASELINE],

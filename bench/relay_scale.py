@@ -289,19 +289,18 @@ class EventFeed:
 
     @classmethod
     async def open(cls, url: str, token: str, session_id: str, after: int = 0) -> EventFeed:
+        headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": str(after)}
+        return await cls.open_path(url, f"/api/sessions/{session_id}/events", headers)
+
+    @classmethod
+    async def open_path(cls, url: str, path: str, headers: dict[str, str]) -> EventFeed:
+        """Any SSE stream: ``GET url+path`` with ``headers``."""
         host, port = url.removeprefix("http://").rsplit(":", 1)
         conn = await HttpConnection.open(host, int(port))
-        status, reader = await conn.open_stream(
-            f"/api/sessions/{session_id}/events",
-            {
-                "Authorization": f"Bearer {token}",
-                "Accept": "text/event-stream",
-                "Last-Event-ID": str(after),
-            },
-        )
+        status, reader = await conn.open_stream(path, {"Accept": "text/event-stream", **headers})
         if status != 200:
             await conn.aclose()
-            raise RuntimeError(f"event stream of {session_id}: HTTP {status}")
+            raise RuntimeError(f"event stream {path}: HTTP {status}")
         return cls(conn=conn, reader=reader)
 
     async def aclose(self) -> None:

@@ -90,7 +90,7 @@ async def soak(seconds: float = 120.0) -> SoakResult:
         project.mkdir()
         async with trio.open_nursery() as nursery:
             relay = await start_relay(nursery, root / "relay")
-            proxy = FlakyProxy(target=("127.0.0.1", relay.running.port))
+            proxy = FlakyProxy(target=("127.0.0.1", relay.port))
             await nursery.start(proxy.run)
             try:
                 daemon = await start_daemon(

@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from relay import RelayConfig, RunningRelay, admin, serve_relay
+from relay.storage import SqliteStorage
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_AGENT_SCRIPT = REPO / "tests" / "fakes" / "tiny_agent.py"
@@ -48,7 +49,9 @@ Events = list[dict[str, Any]]
 
 @attrs.define
 class Relay:
-    running: RunningRelay
+    #: The relay when it serves in this process; None when it runs in a process of its own
+    #: (``rcd relay``), reached only through ``client``.
+    running: RunningRelay | None
     data_dir: Path
     client: httpx.AsyncClient
     token: str
@@ -65,7 +68,19 @@ class Relay:
 
     @property
     def url(self) -> str:
-        return self.running.url
+        return str(self.client.base_url).rstrip("/")
+
+    @property
+    def port(self) -> int:
+        port = self.client.base_url.port
+        assert port is not None
+        return port
+
+    @property
+    def storage(self) -> SqliteStorage:
+        """The storage of a relay serving in this process."""
+        assert self.running is not None, "this relay runs in a process of its own"
+        return self.running.storage
 
     async def environments(self) -> list[dict[str, Any]]:
         r = await self.client.get("/api/environments")

@@ -16,7 +16,7 @@ async def test_outage_timeout_stops_sessions_and_exits_non_zero(tmp_path: Path) 
     project.mkdir()
     async with trio.open_nursery() as nursery:
         relay = await start_relay(nursery, tmp_path / "relay")
-        proxy = FlakyProxy(target=("127.0.0.1", relay.running.port))
+        proxy = FlakyProxy(target=("127.0.0.1", relay.port))
         await nursery.start(proxy.run)
         try:
             daemon = await start_daemon(

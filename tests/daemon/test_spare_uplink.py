@@ -45,9 +45,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
     async with trio.open_nursery() as nursery:
         relay = await start_relay(nursery, tmp_path / "relay")
-        proxy = FlakyProxy(target=("127.0.0.1", relay.running.port))
+        proxy = FlakyProxy(target=("127.0.0.1", relay.port))
         await nursery.start(proxy.run)
-        storage = relay.running.storage
+        storage = relay.storage
         async with httpx.AsyncClient(event_hooks={"response": [record]}) as http:
             credential = await issue_environment_credential(storage, "m1")
             client = RelayClient(http=http, relay=proxy.url, credential=credential)
@@ -66,7 +66,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 
 async def stored(world: World) -> list[int]:
-    events = await world.relay.running.storage.read_events(world.session_id, 0, 100)
+    events = await world.relay.storage.read_events(world.session_id, 0, 100)
     return [e.seq for e in events]
 
 
@@ -90,7 +90,7 @@ async def test_the_next_batch_goes_on_the_open_request_and_carries_the_ack(
     # The relay holds the ack: the applied start directive is no longer queued.
     env_id = client.environment_id
     assert env_id is not None
-    read = await world.relay.running.storage.read_downlink(env_id, "link_test", 0, 10)
+    read = await world.relay.storage.read_downlink(env_id, "link_test", 0, 10)
     assert read.directives == []
     # The ack is not carried twice; the next directive's is.
     await trio.sleep(0.2)
@@ -177,7 +177,7 @@ async def test_batches_within_the_linger_share_one_request_and_show_at_once(
     assert len(uplinks) == 1, world.requests
     assert client.spares_used == used + 2
     assert shown == [2]
-    events = await world.relay.running.storage.read_events(other, 0, 10)
+    events = await world.relay.storage.read_events(other, 0, 10)
     assert [e.seq for e in events] == [1]
 
 

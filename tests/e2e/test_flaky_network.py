@@ -51,7 +51,7 @@ async def test_fifty_messages_through_cuts_a_black_hole_and_a_relay_restart(tmp_
                     await trio.sleep_forever()
 
         relay: Relay = await outer.start(run_relay, 0, None)
-        port = relay.running.port
+        port = relay.port
         proxy = FlakyProxy(target=("127.0.0.1", port))
         await outer.start(proxy.run)
         daemon = await start_daemon(

@@ -1,0 +1,160 @@
+"""The least any relay adds: the same two trips as rcd's, with nothing but the transport.
+
+A relay and a forwarder beside the agent, each in its own process and on the libraries rcd
+uses (Starlette served by Hypercorn's trio worker; httpx and httpx-sse in the forwarder),
+that only move bytes:
+
+* ``POST /in``: the body (one stream-json line for the agent) goes to the forwarder's open
+  stream ``GET /down`` (SSE), and the forwarder writes it to the agent's stdin;
+* every line the agent writes goes up as a line of the forwarder's open request
+  ``POST /up`` (a chunked body, as rcd's uplink frames), and on to the client's open stream
+  ``GET /out`` (SSE).
+
+No storage, no authentication, no decoding, no ordering or acknowledgement: what is left is
+HTTP through Python on this machine, with each process waking up as rcd's do. The real-CLI
+benchmark drives a CLI through it beside rcd and the bare CLI, so that what rcd adds can be
+read against what the transport alone adds in the same run.
+
+    python -m bench.bare_relay relay                 # prints "bare relay: serving URL"
+    python -m bench.bare_relay forward URL -- ARGV   # runs ARGV, forwards its stdin/stdout
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import AsyncIterator
+from functools import partial
+
+import httpx
+import trio
+from httpx_sse import aconnect_sse
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from spawn.lines import iter_lines
+
+__all__ = ["main"]
+
+
+class _Pipe:
+    """Lines on their way to the one open stream that reads them."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[bytes](10_000)
+
+
+class _Stream:
+    """An SSE response of a pipe's lines, one message each, until the client goes."""
+
+    def __init__(self, pipe: _Pipe) -> None:
+        self.pipe = pipe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b": open\n\n", "more_body": True})
+        async for line in self.pipe.receive:
+            message = b"data: " + line + b"\n\n"
+            await send({"type": "http.response.body", "body": message, "more_body": True})
+
+
+def _app() -> Starlette:
+    down, out = _Pipe(), _Pipe()
+
+    async def post_in(request: Request) -> Response:
+        down.send.send_nowait(await request.body())
+        return Response(b'{"ok":true}', status_code=202, media_type="application/json")
+
+    async def post_up(request: Request) -> Response:
+        buffer = b""
+        async for chunk in request.stream():
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                if line:
+                    out.send.send_nowait(line)
+        return Response(b"{}", media_type="application/json")
+
+    def stream(pipe: _Pipe) -> object:
+        async def endpoint(request: Request) -> Response:
+            return _Stream(pipe)  # type: ignore[return-value]  # any ASGI app answers
+
+        return endpoint
+
+    return Starlette(
+        routes=[
+            Route("/in", post_in, methods=["POST"]),
+            Route("/up", post_up, methods=["POST"]),
+            Route("/down", stream(down)),  # type: ignore[arg-type]
+            Route("/out", stream(out)),  # type: ignore[arg-type]
+        ]
+    )
+
+
+async def _relay() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, _app(), config, mode="asgi"))  # type: ignore[arg-type]
+        print(f"bare relay: serving http://127.0.0.1:{port}", flush=True)
+
+
+class _Lines(httpx.AsyncByteStream):
+    """A request body of the agent's lines, each sent as it comes."""
+
+    def __init__(self, lines: trio.MemoryReceiveChannel[bytes]) -> None:
+        self.lines = lines
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for line in self.lines:
+            yield line + b"\n"
+
+
+async def _forward(url: str, argv: list[str]) -> None:
+    process = await trio.lowlevel.open_process(argv, stdin=-1, stdout=-1, stderr=None)
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+    send, receive = trio.open_memory_channel[bytes](10_000)
+    async with httpx.AsyncClient(base_url=url, timeout=None) as http, trio.open_nursery() as n:
+
+        async def up() -> None:
+            request = http.build_request("POST", "/up", headers={"transfer-encoding": "chunked"})
+            request.stream = _Lines(receive)
+            await http.send(request)
+
+        async def read_agent() -> None:
+            async with send:
+                async for line in iter_lines(stdout):
+                    await send.send(line)
+            n.cancel_scope.cancel()  # the agent is gone
+
+        n.start_soon(up)
+        n.start_soon(read_agent)
+        async with aconnect_sse(http, "GET", "/down") as source:
+            print("bare relay: forwarding", flush=True)
+            async for sse in source.aiter_sse():
+                if sse.data:
+                    await stdin.send_all(sse.data.encode() + b"\n")
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["relay"]:
+        trio.run(_relay)
+    elif len(argv) > 3 and argv[0] == "forward" and argv[2] == "--":
+        trio.run(_forward, argv[1], argv[3:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
