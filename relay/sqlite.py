@@ -1,8 +1,9 @@
 """The SQLite backend's synchronous core: environments, directives, sessions and their logs.
 
 :class:`SqliteDatabase` is not thread-safe; callers serialise access. The relay reaches it
-only through :class:`relay.storage.SqliteStorage` (which runs every call in a worker thread
-behind a ``CapacityLimiter(1)``); the admin commands use it directly. See
+only through :class:`relay.storage.SqliteStorage` (which runs each call whole on the event
+loop, and never waits there for a lock or a sync to disk); the admin commands use it
+directly. See
 :mod:`relay.sqlite_base` for the file, the schema and how several processes share it.
 """
 

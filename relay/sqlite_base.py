@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import AdminError
 
-__all__ = ["DATABASE_FILENAME", "SqliteConnection", "database_path"]
+__all__ = ["DATABASE_FILENAME", "SqliteConnection", "database_path", "is_busy"]
 
 DATABASE_FILENAME = "relay.sqlite3"
 
@@ -108,6 +108,10 @@ CREATE TABLE IF NOT EXISTS permission_requests (
 """
 
 
+#: Bytes the write-ahead log file is cut back to after a checkpoint emptied it.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def database_path(data_dir: Path) -> Path:
     """Where the relay keeps its database inside ``data_dir``."""
     return data_dir / DATABASE_FILENAME
@@ -130,6 +134,8 @@ class SqliteConnection:
             self._conn.execute("PRAGMA busy_timeout=10000")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # The log is emptied by checkpoints; keep its file from staying at its peak.
+            self._conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             with self._write() as db:
                 (version,) = db.execute("PRAGMA user_version").fetchone()
                 if version > _SCHEMA_VERSION:
@@ -146,6 +152,25 @@ class SqliteConnection:
 
     def close(self) -> None:
         self._conn.close()
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a transaction waits for another process's lock before SQLITE_BUSY."""
+        self._conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
+    def stop_autocheckpoint(self) -> None:
+        """Never copy the log back into the database inside a commit (the only step of a
+        write that syncs to disk): whoever calls this calls :meth:`checkpoint`."""
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds back into the database file (syncs to
+        disk); the next write then starts the log afresh."""
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @property
+    def total_changes(self) -> int:
+        """Rows this connection has inserted, updated or deleted since it opened."""
+        return self._conn.total_changes
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -167,3 +192,8 @@ class SqliteConnection:
             yield self._conn
         finally:
             self._conn.execute("COMMIT")
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is SQLITE_BUSY: another connection holds a lock this one needed."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY

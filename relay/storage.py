@@ -11,12 +11,14 @@ Wake-ups are not the storage's job: after a write the caller notifies the :class
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TypeVar
 
+import structlog
 import trio
 
 from wire import Event, RegisterRequest, RegisterResponse, StartSession
@@ -36,8 +38,11 @@ from .records import (
     SessionRecord,
 )
 from .sqlite import SqliteDatabase, database_path
+from .sqlite_base import is_busy
 
 __all__ = ["SessionInput", "SqliteStorage", "Storage"]
+
+log = structlog.get_logger("relay")
 
 T = TypeVar("T")
 
@@ -184,9 +189,22 @@ class Storage(Protocol):
 class SqliteStorage:
     """:class:`Storage` on one SQLite file in the data dir.
 
-    One connection; every call runs in a worker thread behind a ``CapacityLimiter(1)``, so
-    the event loop never blocks and calls never interleave. A call that has started is not
-    abandoned on cancellation: its transaction always commits or rolls back whole.
+    One connection, and calls never interleave: each runs whole on the event loop, or (see
+    below) in a worker thread while later calls wait their turn. A call that has started is
+    not abandoned on cancellation: its transaction always commits or rolls back whole.
+
+    Calls run on the event loop because nothing in them waits. In WAL mode with
+    ``synchronous=NORMAL`` a transaction reads and writes the page cache and never syncs to
+    disk: tens of microseconds, where handing it to a worker thread costs hundreds and wakes
+    two threads on the request's path. What could wait is kept off the loop:
+
+    * locks: the connection never waits for one (``busy_timeout`` 0). A call that finds
+      the database locked by another process (an admin command of ``rcd relay``) has
+      changed nothing; it runs again in a worker thread, where it may wait;
+    * syncs: commits never checkpoint (copy the log back into the database, the one step
+      that syncs); every :data:`CHECKPOINT_CHANGES` changed rows a worker thread does it,
+      as SQLite would have in a commit, while calls wait their turn without blocking the
+      loop.
 
     Use ``async with SqliteStorage(path) as storage`` or :meth:`open` / :meth:`aclose`.
     """
@@ -194,8 +212,12 @@ class SqliteStorage:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
+        #: Held while the connection is in a worker thread (opening, closing, checkpointing,
+        #: waiting for a lock).
         self._limiter = trio.CapacityLimiter(1)
         self._db: SqliteDatabase | None = None
+        self._changes_at_checkpoint = 0
+        self._checkpointing = False
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SqliteStorage:
@@ -204,9 +226,13 @@ class SqliteStorage:
     async def open(self) -> None:
         """Open the file, creating it and its schema if needed."""
         if self._db is None:
-            self._db = await trio.to_thread.run_sync(
-                lambda: SqliteDatabase(self.path, clock=self._clock), limiter=self._limiter
-            )
+            self._db = await trio.to_thread.run_sync(self._connect, limiter=self._limiter)
+
+    def _connect(self) -> SqliteDatabase:
+        db = SqliteDatabase(self.path, clock=self._clock)
+        db.set_busy_timeout(0)
+        db.stop_autocheckpoint()
+        return db
 
     async def aclose(self) -> None:
         """Close the connection; waits for a running call (shielded from cancellation)."""
@@ -231,7 +257,43 @@ class SqliteStorage:
         db = self._db
         if db is None:
             raise RelayError("storage is not open")
-        return await trio.to_thread.run_sync(fn, db, limiter=self._limiter)
+        if self._limiter.borrowed_tokens:
+            # A call is waiting for a lock in a worker thread: this one comes after it.
+            async with self._limiter:
+                return await self._call(db, fn)
+        return await self._call(db, fn)
+
+    async def _call(self, db: SqliteDatabase, fn: Callable[[SqliteDatabase], T]) -> T:
+        try:
+            result = fn(db)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            # Rolled back, nothing changed: again, where waiting for the lock is harmless.
+            log.info("storage call waits for a lock", error=str(exc))
+            async with self._limiter:
+                result = await trio.to_thread.run_sync(_waiting_for_locks, db, fn)
+        if (
+            db.total_changes - self._changes_at_checkpoint >= CHECKPOINT_CHANGES
+            and not self._checkpointing
+        ):
+            self._changes_at_checkpoint = db.total_changes
+            self._checkpointing = True
+            trio.lowlevel.spawn_system_task(self._checkpoint, db)
+        return result
+
+    async def _checkpoint(self, db: SqliteDatabase) -> None:
+        """Copy the log back into the database in a worker thread; calls that come
+        meanwhile wait their turn (the next write then starts the log afresh)."""
+        try:
+            async with self._limiter:
+                if self._db is db:
+                    await trio.to_thread.run_sync(db.checkpoint)
+        except Exception as exc:
+            # The log grows until the next checkpoint succeeds; nothing is lost.
+            log.warning("checkpoint failed", error=str(exc))
+        finally:
+            self._checkpointing = False
 
     async def add_device_token(self, name: str, token_hash: str) -> None:
         await self._run(lambda db: db.add_device_token(name, token_hash))
@@ -361,3 +423,17 @@ class SqliteStorage:
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
         return await self._run(lambda db: db.read_events(session_id, after, limit))
+
+
+#: How long a call in a worker thread waits for another process's lock.
+BUSY_TIMEOUT = 10.0
+#: Rows changed between checkpoints: about SQLite's own default of 1,000 log pages.
+CHECKPOINT_CHANGES = 1000
+
+
+def _waiting_for_locks(db: SqliteDatabase, fn: Callable[[SqliteDatabase], T]) -> T:
+    db.set_busy_timeout(BUSY_TIMEOUT)
+    try:
+        return fn(db)
+    finally:
+        db.set_busy_timeout(0)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 import trio
 
+import relay.sqlite_base
+import relay.storage
 import wire
 from relay import AtCapacity, NewSession, NotFound, RelayError, SqliteStorage
 from relay.records import Appended
@@ -160,3 +164,77 @@ async def test_an_append_says_which_of_its_events_are_new(storage: SqliteStorage
     assert await append(ev(3), ev(2)) == (4, 3)  # all old: nothing new
     assert await append(ev(5), ev(4), ev(6)) == (4, 6)
     assert [e.data["text"] for e in await storage.read_events("ses_1", 0, 10)][1] == "x"
+
+
+async def _session_with_events(storage: SqliteStorage) -> str:
+    env = await storage.register_environment("cred_1", _request())
+    await storage.open_downlink(env.environment_id, "link_1")
+    new = NewSession(id="ses_1", environment_id=env.environment_id, title="t", spawn=None)
+    await storage.create_session(new, _start("ses_1"))
+    return "ses_1"
+
+
+async def test_a_call_that_finds_the_database_locked_waits_off_the_event_loop(
+    data_dir: Path,
+) -> None:
+    """Another process (an admin command) holds the write lock: the relay's call waits for
+    it in a worker thread while the event loop goes on, then does its work."""
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        session_id = await _session_with_events(storage)
+        other = sqlite3.connect(database_path(data_dir), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        done = trio.Event()
+        ticks = 0
+
+        async def append() -> None:
+            event = wire.Event(seq=1, kind="assistant_text", at=1.0, data={"text": "hi"})
+            assert await storage.append_events(session_id, [event]) == 1
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(append)
+            with trio.fail_after(5):
+                while ticks < 20:  # the loop is not blocked by the waiting call
+                    await trio.sleep(0.01)
+                    ticks += 1
+            assert not done.is_set()
+            # Calls that come meanwhile wait their turn behind it (the connection is busy).
+            reading = trio.Event()
+
+            async def read() -> None:
+                assert [e.seq for e in await storage.read_events(session_id, 0, 10)] == [1]
+                reading.set()
+
+            nursery.start_soon(read)
+            await trio.sleep(0.05)
+            assert not reading.is_set()
+            other.execute("COMMIT")
+            other.close()
+            with trio.fail_after(5):
+                await done.wait()
+                await reading.wait()
+
+
+async def test_the_log_is_checkpointed_in_a_worker_thread_and_stays_small(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay.storage, "CHECKPOINT_CHANGES", 50)
+    threads: list[str] = []
+    checkpoint = relay.sqlite_base.SqliteConnection.checkpoint
+
+    def recorded(self: relay.sqlite_base.SqliteConnection) -> None:
+        threads.append(threading.current_thread().name)
+        checkpoint(self)
+
+    monkeypatch.setattr(relay.sqlite_base.SqliteConnection, "checkpoint", recorded)
+    wal = database_path(data_dir).with_name(database_path(data_dir).name + "-wal")
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        session_id = await _session_with_events(storage)
+        for seq in range(1, 2001):
+            event = wire.Event(seq=seq, kind="assistant_text", at=1.0, data={"text": "x" * 200})
+            await storage.append_events(session_id, [event])
+            await trio.lowlevel.checkpoint()  # as a server's requests do between calls
+        # Without checkpoints the log would hold every commit: 2000 of them, over 8 MB.
+        assert wal.stat().st_size < 2 * 1024 * 1024
+        assert threads and threading.main_thread().name not in threads
+        assert len(await storage.read_events(session_id, 0, 5000)) == 2000
