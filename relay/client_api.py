@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
+import trio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -52,6 +53,9 @@ _SET_BY_STORAGE = ""
 
 #: Most events one ``GET .../events`` returns.
 MAX_EVENTS_PER_PAGE = 1000
+#: How long an input's answer waits for the open downlink to take the input first (it
+#: answers anyway: the input is queued, and the downlink sends it when it can).
+HANDOFF_WAIT = 0.05
 
 
 def environment_info(env: EnvironmentRecord) -> EnvironmentInfo:
@@ -220,7 +224,12 @@ class ClientApi:
         the ``origin``) and looks the session up (404)."""
         queued = await self.storage.submit_input(directive.session_id, directive, proof)
         if queued is not None:
-            self.hub.publish_directive(queued.environment_id, queued.dseq, queued.directive)
+            tail = self.hub.publish_directive(queued.environment_id, queued.dseq, queued.directive)
+            if tail is not None:
+                # The input is queued; the daemon gets it before the client hears so (both
+                # would compete for the CPU, and the agent is the one waiting for it).
+                with trio.move_on_after(HANDOFF_WAIT):
+                    await tail.wait_sent(queued.dseq)
 
     async def post_message(self, request: Request) -> Response:
         proof = client_proof(request)

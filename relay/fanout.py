@@ -128,6 +128,21 @@ class DownlinkTail(Tail):
     this process opened); any other link reads storage, which tells it it was replaced."""
 
     link_id: str | None = None
+    #: The newest dseq a downlink of this environment has handed to its connection.
+    sent: int = attrs.field(default=0, init=False)
+    _sent_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def mark_sent(self, dseq: int) -> None:
+        """A downlink wrote everything through ``dseq`` to its connection."""
+        if dseq > self.sent:
+            self.sent = dseq
+            self._sent_changed.set()
+            self._sent_changed = trio.Event()
+
+    async def wait_sent(self, dseq: int) -> None:
+        """Until a downlink has written ``dseq`` to its connection."""
+        while self.sent < dseq:
+            await self._sent_changed.wait()
 
 
 @attrs.define(eq=False)
@@ -182,13 +197,16 @@ class Hub:
             tail = self._downlinks[environment_id] = DownlinkTail()
         return tail
 
-    def publish_directive(self, environment_id: str, dseq: int, directive: Directive) -> None:
+    def publish_directive(
+        self, environment_id: str, dseq: int, directive: Directive
+    ) -> DownlinkTail | None:
         """A directive a write just queued: into the environment's tail if a downlink is
-        open here, then wake the downlink."""
+        open here (returned), then wake the downlink."""
         tail = self._downlinks.get(environment_id)
         if tail is not None:
             tail.extend([(dseq, directive_message(dseq, directive))])
         self.notify(environment_key(environment_id))
+        return tail
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(

@@ -76,6 +76,7 @@ def downlink_response(
                 if newest is not None and newest[0]:
                     chunk, last = newest
                     await stream.write(chunk)
+                    tail.mark_sent(last)
                     continue
                 # Nothing new in the tail: storage decides (it also knows whether this
                 # link was replaced, or its environment said goodbye).
@@ -92,6 +93,7 @@ def downlink_response(
                             )
                         )
                         last = read.directives[-1].dseq
+                        tail.mark_sent(last)
                         continue
                 if await _idle(changed, stream, keepalive_interval):
                     if not await still_allowed():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -381,3 +382,61 @@ async def test_revoking_a_token_ends_its_open_stream(
             assert (await reader.next()).id == "1"
             await trio.to_thread.run_sync(admin.revoke_device_token, data_dir, "phone")
             await reader.expect_end()
+
+
+async def test_an_input_reaches_the_open_downlink_before_its_answer_goes_out(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    """The daemon gets a client's message before the client hears it was queued: the moment
+    the 202 is on the client's connection, the directive is on the downlink's already.
+    (Both connections are raw sockets, looked at between every scheduling step.)"""
+    user = await make_device_token(relay.storage)
+    d = await register(http, relay.storage)
+    downlink = socket.create_connection(("127.0.0.1", relay.port))
+    client = socket.create_connection(("127.0.0.1", relay.port))
+    for sock in (downlink, client):
+        sock.setblocking(False)
+
+    def take(sock: socket.socket) -> bytes:
+        try:
+            return sock.recv(65536)
+        except BlockingIOError:
+            return b""
+
+    async def read_until(sock: socket.socket, needle: bytes) -> bytes:
+        received = b""
+        with trio.fail_after(GUARD):
+            while needle not in received:
+                received += take(sock)
+                await trio.lowlevel.checkpoint()
+        return received
+
+    def request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            "Host: relay",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        if body:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+
+    try:
+        downlink.sendall(
+            request("GET", downlink_url(d), {"Accept": "text/event-stream", **d.headers})
+        )
+        await read_until(downlink, b"HTTP/1.1 200")
+        s = await create_session(http, user, d.environment_id)
+        await read_until(downlink, b"event: start_session")
+        for i in range(30):
+            body = json.dumps({"id": f"m{i}", "text": f"hi {i}"}).encode()
+            client.sendall(request("POST", f"/api/sessions/{s['id']}/messages", user, body))
+            answer = await read_until(client, b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 202")
+            # Looked at right after the answer came: the message must be here already.
+            assert f'"hi {i}"'.encode() in take(downlink), f"message {i} was not sent first"
+            if not answer.endswith(b"}"):
+                await read_until(client, b"}")  # the rest of the answer
+    finally:
+        downlink.close()
+        client.close()
