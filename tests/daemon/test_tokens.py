@@ -31,8 +31,8 @@ TTL = 300.0
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
-    # Jump only when every task has waited a while in real time: database calls run in a
-    # worker thread and must not look like idleness.
+    # Jump only when every task has waited a while in real time: a database call that
+    # waits for a lock runs in a worker thread and must not look like idleness.
     return trio.testing.MockClock(autojump_threshold=0.05)
 
 
@@ -69,11 +69,17 @@ async def setup(clock: trio.testing.MockClock, tmp_path: Path) -> AsyncIterator[
     async def record(response: httpx.Response) -> None:
         statuses.append((response.request.url.path, response.status_code))
 
+    async def network(request: httpx.Request) -> None:
+        # The in-process transport answers with no network in between (the relay's
+        # storage does not wait either): a moment of latency keeps a request in flight
+        # while others queue behind it, as on a real connection.
+        await trio.sleep(0.001)
+
     async with SqliteStorage.in_data_dir(tmp_path) as storage:
         app = create_app(storage, Hub(), RelayConfig(data_dir=tmp_path), tokens=issuer)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app),
-            event_hooks={"response": [record]},
+            event_hooks={"request": [network], "response": [record]},
         ) as http:
             credential = await issue_environment_credential(storage, "m1")
             client = RelayClient(http=http, relay=URL, credential=credential)
