@@ -225,7 +225,7 @@ class ClientApi:
         queued = await self.storage.submit_input(directive.session_id, directive, proof)
         if queued is not None:
             tail = self.hub.publish_directive(queued.environment_id, queued.dseq, queued.directive)
-            if tail is not None:
+            if tail is not None and tail.link_id is not None:
                 # The input is queued; the daemon gets it before the client hears so (both
                 # would compete for the CPU, and the agent is the one waiting for it).
                 with trio.move_on_after(HANDOFF_WAIT):

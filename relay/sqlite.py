@@ -477,8 +477,8 @@ class SqliteDatabase(SqliteCredentials):
         credential_id: str | None,
     ) -> Appended:
         session = self._get_session(db, session_id)
-        # The uplink's ownership check shares the write's transaction (one round trip to
-        # the database thread per batch instead of three).
+        # The uplink's ownership check shares the write's transaction (one storage call
+        # per batch instead of three).
         if credential_id is not None and not self._owner(db, session.environment_id, credential_id):
             raise NotFound(f"no session {session_id}")
         held = session.last_seq
@@ -495,13 +495,14 @@ class SqliteDatabase(SqliteCredentials):
         first_new = session.last_seq + 1
         if not accepted:
             return Appended(acked=held, first_new=first_new)
+        rows = [
+            (session_id, e.seq, e.kind, e.at, json.dumps(e.data, separators=(",", ":")))
+            for e in accepted
+        ]
         db.executemany(
-            "INSERT INTO events (session_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)",
-            [
-                (session_id, e.seq, e.kind, e.at, json.dumps(e.data, separators=(",", ":")))
-                for e in accepted
-            ],
+            "INSERT INTO events (session_id, seq, kind, at, data) VALUES (?, ?, ?, ?, ?)", rows
         )
+        self._bytes_written += sum(len(row[4]) for row in rows)
         update = index_events(session, accepted, self._clock())
         s = update.session
         db.execute(

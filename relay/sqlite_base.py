@@ -3,7 +3,8 @@
 Each public method of the classes built on :class:`SqliteConnection` is one transaction.
 They are not thread-safe; callers serialise access. Several processes may open the same
 file at once: the database is in WAL mode, writers take the write lock up front
-(``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for it.
+(``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for it (10 s; the relay's own
+connection sets 0 and waits elsewhere: see :class:`relay.storage.SqliteStorage`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class SqliteConnection:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.path = path
         self._clock = clock
+        self._bytes_written = 0
         self._conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -166,6 +168,11 @@ class SqliteConnection:
         """Copy what the write-ahead log holds back into the database file (syncs to
         disk); the next write then starts the log afresh."""
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of event payloads this connection has written since it opened."""
+        return self._bytes_written
 
     @property
     def total_changes(self) -> int:

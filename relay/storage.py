@@ -11,6 +11,7 @@ Wake-ups are not the storage's job: after a write the caller notifies the :class
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -193,18 +194,21 @@ class SqliteStorage:
     below) in a worker thread while later calls wait their turn. A call that has started is
     not abandoned on cancellation: its transaction always commits or rolls back whole.
 
-    Calls run on the event loop because nothing in them waits. In WAL mode with
-    ``synchronous=NORMAL`` a transaction reads and writes the page cache and never syncs to
-    disk: tens of microseconds, where handing it to a worker thread costs hundreds and wakes
-    two threads on the request's path. What could wait is kept off the loop:
+    The small calls on a request's path (authenticate, queue an input, append a batch, read
+    a downlink) run on the event loop. In WAL mode with ``synchronous=NORMAL`` such a
+    transaction reads and writes the page cache and never syncs to disk: tens to hundreds
+    of microseconds, where handing it to a worker thread costs hundreds more and wakes two
+    threads on the request's path. What could take long stays off the loop:
 
+    * heavy calls (a page of a log, the list of sessions, an append of more than
+      :data:`HEAVY_EVENTS` events) run in a worker thread;
     * locks: the connection never waits for one (``busy_timeout`` 0). A call that finds
       the database locked by another process (an admin command of ``rcd relay``) has
       changed nothing; it runs again in a worker thread, where it may wait;
     * syncs: commits never checkpoint (copy the log back into the database, the one step
-      that syncs); every :data:`CHECKPOINT_CHANGES` changed rows a worker thread does it,
-      as SQLite would have in a commit, while calls wait their turn without blocking the
-      loop.
+      that syncs); after :data:`CHECKPOINT_CHANGES` changed rows or
+      :data:`CHECKPOINT_BYTES` of events a worker thread does it, as SQLite would have in
+      a commit, while later calls wait their turn without blocking the loop.
 
     Use ``async with SqliteStorage(path) as storage`` or :meth:`open` / :meth:`aclose`.
     """
@@ -212,11 +216,13 @@ class SqliteStorage:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
-        #: Held while the connection is in a worker thread (opening, closing, checkpointing,
-        #: waiting for a lock).
+        #: Held by a call whose turn on the connection comes after one in a worker thread
+        #: (opening, closing, checkpointing, a heavy call, one waiting for a lock), and by
+        #: that one.
         self._limiter = trio.CapacityLimiter(1)
         self._db: SqliteDatabase | None = None
         self._changes_at_checkpoint = 0
+        self._bytes_at_checkpoint = 0
         self._checkpointing = False
 
     @classmethod
@@ -253,33 +259,52 @@ class SqliteStorage:
     ) -> None:
         await self.aclose()
 
-    async def _run(self, fn: Callable[[SqliteDatabase], T]) -> T:
-        db = self._db
-        if db is None:
+    def _open_db(self) -> SqliteDatabase:
+        if self._db is None:
             raise RelayError("storage is not open")
-        if self._limiter.borrowed_tokens:
-            # A call is waiting for a lock in a worker thread: this one comes after it.
-            async with self._limiter:
-                return await self._call(db, fn)
-        return await self._call(db, fn)
+        return self._db
 
-    async def _call(self, db: SqliteDatabase, fn: Callable[[SqliteDatabase], T]) -> T:
+    async def _run(self, fn: Callable[[SqliteDatabase], T], *, heavy: bool = False) -> T:
+        """``fn`` on the connection: on the event loop unless it is ``heavy`` (it may take
+        milliseconds: many rows, large payloads) or has to wait for a lock."""
+        db = self._open_db()
+        if not heavy and not self._limiter.borrowed_tokens:
+            try:
+                return self._inline(db, fn)
+            except _Locked:
+                heavy = True
+        # The connection is (or was) in a worker thread: this call comes after that one.
+        async with self._limiter:
+            db = self._open_db()  # it may have closed meanwhile
+            if not heavy:
+                with contextlib.suppress(_Locked):
+                    return self._inline(db, fn)
+            return self._after(db, await trio.to_thread.run_sync(_waiting_for_locks, db, fn))
+
+    def _inline(self, db: SqliteDatabase, fn: Callable[[SqliteDatabase], T]) -> T:
+        """``fn`` on the event loop; :class:`_Locked` when it found the database locked
+        (rolled back: nothing changed, so it can run again where waiting is harmless)."""
         try:
-            result = fn(db)
+            return self._after(db, fn(db))
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
                 raise
-            # Rolled back, nothing changed: again, where waiting for the lock is harmless.
             log.info("storage call waits for a lock", error=str(exc))
-            async with self._limiter:
-                result = await trio.to_thread.run_sync(_waiting_for_locks, db, fn)
-        if (
-            db.total_changes - self._changes_at_checkpoint >= CHECKPOINT_CHANGES
-            and not self._checkpointing
-        ):
-            self._changes_at_checkpoint = db.total_changes
-            self._checkpointing = True
+            raise _Locked from None
+
+    def _after(self, db: SqliteDatabase, result: T) -> T:
+        """Start a checkpoint when enough was written since the last one."""
+        changes = db.total_changes - self._changes_at_checkpoint
+        written = db.bytes_written - self._bytes_at_checkpoint
+        if self._checkpointing or (changes < CHECKPOINT_CHANGES and written < CHECKPOINT_BYTES):
+            return result
+        try:
             trio.lowlevel.spawn_system_task(self._checkpoint, db)
+        except RuntimeError:  # the run is ending: closing the connection checkpoints
+            return result
+        self._checkpointing = True
+        self._changes_at_checkpoint = db.total_changes
+        self._bytes_at_checkpoint = db.bytes_written
         return result
 
     async def _checkpoint(self, db: SqliteDatabase) -> None:
@@ -390,7 +415,7 @@ class SqliteStorage:
         return await self._run(lambda db: db.get_session(session_id))
 
     async def list_sessions(self) -> list[SessionRecord]:
-        return await self._run(lambda db: db.list_sessions())
+        return await self._run(lambda db: db.list_sessions(), heavy=True)
 
     async def rename_session(self, session_id: str, title: str) -> SessionRecord:
         return await self._run(lambda db: db.rename_session(session_id, title))
@@ -407,7 +432,8 @@ class SqliteStorage:
         self, session_id: str, events: Sequence[Event], *, credential_id: str | None = None
     ) -> int:
         return await self._run(
-            lambda db: db.append_events(session_id, events, credential_id=credential_id)
+            lambda db: db.append_events(session_id, events, credential_id=credential_id),
+            heavy=len(events) > HEAVY_EVENTS,
         )
 
     async def append_many(
@@ -418,17 +444,27 @@ class SqliteStorage:
         ack: tuple[str, int] | None = None,
     ) -> list[Appended | ApiError]:
         return await self._run(
-            lambda db: db.append_many(batches, credential_id=credential_id, ack=ack)
+            lambda db: db.append_many(batches, credential_id=credential_id, ack=ack),
+            heavy=sum(len(events) for _, events in batches) > HEAVY_EVENTS,
         )
 
     async def read_events(self, session_id: str, after: int, limit: int) -> list[Event]:
-        return await self._run(lambda db: db.read_events(session_id, after, limit))
+        # A page of a log (a catch-up, a client's page): up to a thousand rows to decode.
+        return await self._run(lambda db: db.read_events(session_id, after, limit), heavy=True)
 
 
 #: How long a call in a worker thread waits for another process's lock.
 BUSY_TIMEOUT = 10.0
-#: Rows changed between checkpoints: about SQLite's own default of 1,000 log pages.
+#: Rows changed, or bytes of events written, between checkpoints (about SQLite's own
+#: default of 1,000 log pages).
 CHECKPOINT_CHANGES = 1000
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+#: An append of more events than this runs in a worker thread.
+HEAVY_EVENTS = 64
+
+
+class _Locked(Exception):
+    """A call found the database locked by another connection, and changed nothing."""
 
 
 def _waiting_for_locks(db: SqliteDatabase, fn: Callable[[SqliteDatabase], T]) -> T:

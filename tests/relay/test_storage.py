@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -238,3 +239,58 @@ async def test_the_log_is_checkpointed_in_a_worker_thread_and_stays_small(
         assert wal.stat().st_size < 2 * 1024 * 1024
         assert threads and threading.main_thread().name not in threads
         assert len(await storage.read_events(session_id, 0, 5000)) == 2000
+
+
+async def test_a_call_queued_behind_the_connection_that_then_finds_it_locked_waits_too(
+    data_dir: Path,
+) -> None:
+    """A call that waited its turn (a checkpoint, another call waiting for a lock) and then
+    finds the database locked by another process waits for that lock too, and succeeds."""
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        other = sqlite3.connect(database_path(data_dir), isolation_level=None)
+        done = trio.Event()
+
+        async def add() -> None:
+            await storage.add_device_token("phone", "hash-of-phone")
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            async with storage._limiter:  # the connection is busy in a worker thread
+                nursery.start_soon(add)
+                await trio.sleep(0.05)
+                other.execute("BEGIN IMMEDIATE")  # and another process takes the lock
+            await trio.sleep(0.2)
+            assert not done.is_set()
+            other.execute("COMMIT")
+            other.close()
+            with trio.fail_after(5):
+                await done.wait()
+        assert [t.name for t in await storage.list_device_tokens()] == ["phone"]
+
+
+async def test_the_calls_on_a_requests_path_need_no_worker_thread(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queueing an input and appending a turn's events run on the event loop: a thread
+    hand-off would cost more than the transaction (and wake two threads on the path)."""
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        session_id = await _session_with_events(storage)
+        handed_off: list[object] = []
+        run_sync = trio.to_thread.run_sync
+
+        async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            handed_off.append(fn)
+            return await run_sync(fn, *args, **kwargs)
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+        message = wire.SendMessage(session_id=session_id, input_id="m1", text="hi", origin="t")
+        assert await storage.submit_input(session_id, message) is not None
+        turn = [
+            wire.Event(seq=seq, kind="assistant_text", at=1.0, data={"text": f"{seq}"})
+            for seq in range(1, 6)
+        ]
+        assert await storage.append_events(session_id, turn) == 5
+        assert handed_off == []
+        # A page of the log is heavy: it is read in a worker thread.
+        assert len(await storage.read_events(session_id, 0, 1000)) == 5
+        assert len(handed_off) == 1
