@@ -326,25 +326,34 @@ class RelayClient:
             self.environment_id = registration.environment_id
         return registration
 
-    async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
+    async def post_events(
+        self,
+        session_id: str,
+        events: list[wire.Event],
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> int:
         """Upload a batch; returns the highest contiguous seq the relay holds.
 
         While earlier uplink requests are in flight, batches of other sessions wait and
         then go out together in one request (and one transaction on the relay): under load
         the number of requests stays flat while the number of busy sessions grows.
+        ``on_queued`` is called once the batch has its place among the batches to send
+        (a batch posted after that one goes after it, on the same request or a later one).
         """
         token = await self._token(session_id)
         try:
-            return await self._submit(_Part(session_id, token, events))
+            return await self._submit(_Part(session_id, token, events), on_queued)
         except RelayRejected as exc:
             if exc.status != 401 or exc.code not in _TOKEN_CODES:
                 raise
             log.info("token_refresh", scope="session", code=exc.code)
             self._drop(session_id, token)
-        return await self._submit(_Part(session_id, await self._token(session_id), events))
+        part = _Part(session_id, await self._token(session_id), events)
+        return await self._submit(part, on_queued)
 
-    async def _submit(self, part: _Part) -> int:
+    async def _submit(self, part: _Part, on_queued: Callable[[], None]) -> int:
         self._queued.append(part)
+        on_queued()
         try:
             while not part.done.is_set():
                 if not part.sent and (
@@ -431,7 +440,8 @@ class RelayClient:
     def takes_batches(self) -> bool:
         """Whether a batch posted now rides an uplink request that is still taking batches,
         as a frame behind those already on it: it costs no request of its own and reaches
-        the relay after them."""
+        the relay after them (after those on other requests too, unless one of those
+        failed and goes again)."""
         return self._joinable() is not None
 
     def _joinable(self) -> _Spare | None:

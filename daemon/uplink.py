@@ -25,7 +25,7 @@ from .spool import Spool, spooled_sessions
 
 #: Batches of one session in flight at once, each on a request of its own ...
 LANES = 2
-#: ... and in all, counting those riding an open request behind the others (in order).
+#: ... and in all, counting those riding an open request behind the others.
 MAX_IN_FLIGHT = 16
 
 __all__ = ["Outbox", "Uplink", "UplinkStats"]
@@ -255,11 +255,26 @@ class Uplink:
         attempt = 0
         backing_off = False
 
-        async def send(batch: list[wire.Event]) -> None:
+        async def send(
+            batch: list[wire.Event],
+            *,
+            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
             nonlocal lanes, attempt, backing_off
+            queued = False
+
+            def in_line() -> None:
+                # The batch has its place in the client's queue: the next may be taken.
+                nonlocal queued
+                if not queued:
+                    queued = True
+                    task_status.started()
+
             try:
-                acked = await self.client.post_events(session_id, batch)
+                acked = await self.client.post_events(session_id, batch, in_line)
+                in_line()
             except (RelayUnreachable, RelayRejected) as exc:
+                in_line()
                 retry = isinstance(exc, RelayUnreachable) or (
                     exc.status in (401, 408, 429) or exc.status >= 500
                 )
@@ -324,7 +339,9 @@ class Uplink:
                             continue
                         box.sending_through = batch[-1].seq
                         lanes += 1
-                        nursery.start_soon(send, batch)
+                        # Each batch takes its place before the next is taken: batches
+                        # riding one request go in seq order.
+                        await nursery.start(send, batch)
             if box.complete:
                 # Its last event is in: nothing more will come for this session.
                 self.forget(session_id)

@@ -3,13 +3,15 @@ way; one that overtakes its predecessor is sent again, and the log stays dense."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import pytest
 import trio
 import trio.testing
 
 import wire
-from daemon.uplink import Uplink
+from daemon.uplink import MAX_IN_FLIGHT, Uplink
 
 
 @attrs.define
@@ -25,7 +27,13 @@ class ContiguousRelay:
     def takes_batches(self) -> bool:
         return False  # every batch is a request of its own
 
-    async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
+    async def post_events(
+        self,
+        session_id: str,
+        events: list[wire.Event],
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> int:
+        on_queued()
         self.calls.append([e.seq for e in events])
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -103,7 +111,13 @@ class InstantRelay:
     def takes_batches(self) -> bool:
         return False  # every batch is a request of its own
 
-    async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
+    async def post_events(
+        self,
+        session_id: str,
+        events: list[wire.Event],
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> int:
+        on_queued()
         await trio.lowlevel.checkpoint()
         self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
         return len(self.stored)
@@ -145,7 +159,13 @@ class RecordingRelay:
     def takes_batches(self) -> bool:
         return False  # every batch is a request of its own
 
-    async def post_events(self, session_id: str, events: list[wire.Event]) -> int:
+    async def post_events(
+        self,
+        session_id: str,
+        events: list[wire.Event],
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> int:
+        on_queued()
         self.requests.append((trio.current_time(), [e.kind for e in events]))
         await trio.sleep(0.002)
         self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
@@ -196,4 +216,64 @@ async def test_a_message_echo_waits_briefly_for_the_agent_and_goes_up_with_its_a
             await uplink.drain()
         assert relay.requests == [(start, ["user_message", "permission_request"])]
         assert relay.stored == list(range(1, 8))
+        nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class OpenRequestRelay:
+    """Every batch rides one open request, as frames: answered only when ``release`` is
+    set (the request's window ends), stored in the order the frames were handed over."""
+
+    release: trio.Event = attrs.Factory(trio.Event)
+    frames: list[list[int]] = attrs.Factory(list)
+    stored: list[int] = attrs.Factory(list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def takes_batches(self) -> bool:
+        return True
+
+    async def post_events(
+        self,
+        session_id: str,
+        events: list[wire.Event],
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> int:
+        self.frames.append([e.seq for e in events])
+        for e in events:  # stored as the frame arrives, if it continues the log
+            if e.seq == len(self.stored) + 1:
+                self.stored.append(e.seq)
+        on_queued()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.release.wait()
+            return len(self.stored)
+        finally:
+            self.in_flight -= 1
+
+    def forget_session(self, session_id: str) -> None:
+        pass
+
+
+async def test_batches_riding_an_open_request_go_in_order_up_to_the_limit() -> None:
+    relay = OpenRequestRelay()
+    uplink = Uplink(client=relay, batch_max=2)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        for seq in range(1, 41):
+            uplink.publish("s", note(seq))
+        with trio.fail_after(5):
+            while len(relay.frames) < MAX_IN_FLIGHT:
+                await trio.sleep(0.01)
+        await trio.sleep(0.1)
+        # Handed over in seq order, each stored as it arrived; no more than the limit open.
+        assert relay.frames == [[2 * i + 1, 2 * i + 2] for i in range(MAX_IN_FLIGHT)]
+        assert relay.stored == list(range(1, 2 * MAX_IN_FLIGHT + 1))
+        assert relay.most_in_flight == MAX_IN_FLIGHT
+        relay.release.set()
+        with trio.fail_after(5):
+            await uplink.drain()
+        # Nothing was sent twice.
+        assert [seq for frame in relay.frames for seq in frame] == list(range(1, 41))
         nursery.cancel_scope.cancel()
