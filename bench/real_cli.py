@@ -65,6 +65,8 @@ class RealCliResult:
     inbound: Figure
     agent: Figure
     outbound: Figure
+    #: Per rcd turn, inbound + outbound: the two trips, without the CLI's turn.
+    trips: Figure
     #: The same turn through :mod:`bench.bare_relay` (transport only).
     transport_turn: Figure
     bare_fresh: Figure
@@ -511,6 +513,10 @@ async def _measure(
         inbound=figure("… of which POST → daemon writes it to the CLI", measured.inbound),
         agent=figure("… of which the CLI's turn, as the daemon sees it", measured.agent),
         outbound=figure("… of which daemon reads the answer → client sees it", measured.outbound),
+        trips=figure(
+            "… the two trips together, per turn",
+            [a + b for a, b in zip(measured.inbound, measured.outbound, strict=True)],
+        ),
         transport_turn=figure(
             "turn through a relay that only moves bytes (bench/bare_relay.py)",
             measured.transport,
@@ -585,6 +591,7 @@ def section(result: RealCliResult) -> list[str]:
         result.inbound.row(),
         result.agent.row(),
         result.outbound.row(),
+        result.trips.row(),
         result.transport_turn.row(),
         result.bare_fresh.row(),
         result.rcd_fresh.row(),
