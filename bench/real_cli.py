@@ -29,7 +29,6 @@ environment (``claude_env`` inside a throwaway home).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,13 @@ from spawn import ClaudeCode
 from tests.fakes import claude_env, find_claude
 from tests.harness import Relay, home_env, start_daemon
 
-from .relay_scale import EventFeed, HttpConnection, SseMessage, start_relay_process
+from .relay_scale import (
+    EventFeed,
+    HttpConnection,
+    SseMessage,
+    start_relay_process,
+    wait_for_line,
+)
 from .stats import STALL_NOTE, Check, Figure, cpu_seconds, keep_logs, stall_check, verdict
 
 __all__ = ["RealCliResult", "measure_real_cli"]
@@ -91,14 +96,14 @@ async def _start_fake_api(root: Path) -> tuple[trio.Process, str]:
             stderr=subprocess.STDOUT,
             cwd=str(REPO),
         )
-    with trio.fail_after(20):
-        while True:
-            for line in log_path.read_text(errors="replace").splitlines():
-                if line.startswith("ANTHROPIC_BASE_URL="):
-                    return process, line.split("=", 1)[1].strip()
-            if process.returncode is not None:
-                raise RuntimeError(f"fake Messages API exited: {log_path.read_text()}")
-            await trio.sleep(0.02)
+    try:
+        match = await wait_for_line(log_path, process, r"(?m)^ANTHROPIC_BASE_URL=(\S+)")
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+        raise
+    return process, match.group(1)
 
 
 @attrs.define(eq=False)
@@ -219,17 +224,6 @@ class _Transport:
                 await process.wait()
 
 
-async def _wait_line(log_path: Path, process: trio.Process, pattern: str) -> re.Match[str]:
-    with trio.fail_after(30):
-        while True:
-            match = re.search(pattern, log_path.read_text(errors="replace"))
-            if match:
-                return match
-            if process.returncode is not None:
-                raise RuntimeError(f"{log_path.name}: exited: {log_path.read_text()}")
-            await trio.sleep(0.02)
-
-
 async def _start_transport(
     root: Path, argv: list[str], cwd: Path, env: dict[str, str]
 ) -> _Transport:
@@ -243,7 +237,7 @@ async def _start_transport(
         )
     transport = _Transport(relay=relay, forwarder=relay, url="")
     try:
-        match = await _wait_line(relay_log, relay, r"bare relay: serving (\S+)")
+        match = await wait_for_line(relay_log, relay, r"bare relay: serving (\S+)")
         transport.url = match.group(1)
         with forwarder_log.open("wb") as log_file:
             transport.forwarder = await trio.lowlevel.open_process(
@@ -253,7 +247,7 @@ async def _start_transport(
                 cwd=str(cwd),
                 env={**env, "PYTHONPATH": str(REPO)},
             )
-        await _wait_line(forwarder_log, transport.forwarder, "bare relay: forwarding")
+        await wait_for_line(forwarder_log, transport.forwarder, "bare relay: forwarding")
         transport.feed = await EventFeed.open_path(transport.url, "/out", {})
         host, port = transport.url.removeprefix("http://").rsplit(":", 1)
         transport.conn = await HttpConnection.open(host, int(port))
@@ -382,32 +376,38 @@ async def measure_real_cli(turns: int = 60, fresh: int = 7) -> RealCliResult:
     with tempfile.TemporaryDirectory(prefix="rcd-cli-") as tmp:
         root = Path(tmp)
         api, base_url = await _start_fake_api(root)
-        relay_process = await start_relay_process(root)
-        token = await trio.to_thread.run_sync(
-            admin.create_device_token, relay_process.data_dir, "bench"
-        )
-        relay = Relay(
-            running=None,
-            data_dir=relay_process.data_dir,
-            client=httpx.AsyncClient(
-                base_url=relay_process.url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=10,
-            ),
-            token=token,
-        )
         try:
-            result = await _measure(relay, relay_process.pid, root, claude, base_url, turns, fresh)
-            return attrs.evolve(result, version=version)
+            relay_process = await start_relay_process(root)
+            try:
+                token = await trio.to_thread.run_sync(
+                    admin.create_device_token, relay_process.data_dir, "bench"
+                )
+                relay = Relay(
+                    running=None,
+                    data_dir=relay_process.data_dir,
+                    client=httpx.AsyncClient(
+                        base_url=relay_process.url,
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=10,
+                    ),
+                    token=token,
+                )
+                try:
+                    result = await _measure(
+                        relay, relay_process.pid, root, claude, base_url, turns, fresh
+                    )
+                finally:
+                    await relay.aclose()
+            finally:
+                await relay_process.stop()
         except BaseException:
             keep_logs(root, "real-cli")
             raise
         finally:
             with trio.CancelScope(shield=True):
-                await relay.aclose()
-                await relay_process.stop()
                 api.kill()
                 await api.wait()
+    return attrs.evolve(result, version=version)
 
 
 async def _measure(

@@ -106,20 +106,36 @@ async def start_relay_process(root: Path, *args: str) -> RelayProcess:
             stderr=subprocess.STDOUT,
             cwd=str(REPO),
         )
-    with trio.fail_after(20):
+    try:
+        url = (await wait_for_line(log_path, process, r"rcd relay: serving (\S+)")).group(1)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+        raise
+    return RelayProcess(
+        process=process,
+        url=url,
+        port=int(url.rsplit(":", 1)[1]),
+        data_dir=data_dir,
+        log_path=log_path,
+    )
+
+
+async def wait_for_line(
+    log_path: Path, process: trio.Process, pattern: str, timeout: float = 30
+) -> re.Match[str]:
+    """The first match of ``pattern`` in the output ``process`` writes to ``log_path``;
+    RuntimeError (with the output) if the process exits first."""
+    with trio.fail_after(timeout):
         while True:
-            match = re.search(r"rcd relay: serving (\S+)", log_path.read_text(errors="replace"))
+            match = re.search(pattern, log_path.read_text(errors="replace"))
             if match:
-                url = match.group(1)
-                return RelayProcess(
-                    process=process,
-                    url=url,
-                    port=int(url.rsplit(":", 1)[1]),
-                    data_dir=data_dir,
-                    log_path=log_path,
-                )
+                return match
             if process.returncode is not None:
-                raise RuntimeError(f"relay exited {process.returncode}: {log_path.read_text()}")
+                raise RuntimeError(
+                    f"{log_path.name}: exited {process.returncode}: {log_path.read_text()}"
+                )
             await trio.sleep(0.02)
 
 
