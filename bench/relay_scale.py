@@ -702,8 +702,8 @@ def section(result: RelayScaleResult) -> list[str]:
         "",
         "Memory grows linearly with the links (hypercorn's connection and h11 state, the ASGI",
         "task and its `EventStreamResponse` tasks). The idle CPU grows linearly too: every 15 s",
-        "each link costs a keep-alive write and one storage round trip through the SQLite",
-        "thread: `still_allowed` reads the environment, so that a credential revoked by",
+        "each link costs a keep-alive write and one storage call (on the event loop):",
+        "`still_allowed` reads the environment, so that a credential revoked by",
         "`rcd relay environment revoke` (another process) ends the link within one interval.",
         "",
     ]

@@ -14,18 +14,12 @@ import wire
 from daemon.uplink import MAX_IN_FLIGHT, Uplink
 
 
-@attrs.define
-class ContiguousRelay:
-    """Stores only a contiguous run, like the relay. The first request waits for ``release``."""
-
-    stored: list[int] = attrs.Factory(list)
-    release: trio.Event = attrs.Factory(trio.Event)
-    calls: list[list[int]] = attrs.Factory(list)
-    in_flight: int = 0
-    most_in_flight: int = 0
+class FakeClient:
+    """The part of ``RelayClient`` the uplink uses; every batch a request of its own, its
+    place in line taken as soon as it is posted. Subclasses store."""
 
     def takes_batches(self) -> bool:
-        return False  # every batch is a request of its own
+        return False
 
     async def post_events(
         self,
@@ -34,6 +28,26 @@ class ContiguousRelay:
         on_queued: Callable[[], None] = lambda: None,
     ) -> int:
         on_queued()
+        return await self.store(events)
+
+    async def store(self, events: list[wire.Event]) -> int:
+        raise NotImplementedError
+
+    def forget_session(self, session_id: str) -> None:
+        pass
+
+
+@attrs.define
+class ContiguousRelay(FakeClient):
+    """Stores only a contiguous run, like the relay. The first request waits for ``release``."""
+
+    stored: list[int] = attrs.Factory(list)
+    release: trio.Event = attrs.Factory(trio.Event)
+    calls: list[list[int]] = attrs.Factory(list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def store(self, events: list[wire.Event]) -> int:
         self.calls.append([e.seq for e in events])
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -48,9 +62,6 @@ class ContiguousRelay:
             return len(self.stored)
         finally:
             self.in_flight -= 1
-
-    def forget_session(self, session_id: str) -> None:
-        pass
 
 
 def note(seq: int) -> wire.Event:
@@ -103,27 +114,15 @@ async def test_never_more_than_two_batches_of_a_session_in_flight(
 
 
 @attrs.define
-class InstantRelay:
+class InstantRelay(FakeClient):
     """Stores every batch at once (after one checkpoint), like a relay on loopback."""
 
     stored: list[int] = attrs.Factory(list)
 
-    def takes_batches(self) -> bool:
-        return False  # every batch is a request of its own
-
-    async def post_events(
-        self,
-        session_id: str,
-        events: list[wire.Event],
-        on_queued: Callable[[], None] = lambda: None,
-    ) -> int:
-        on_queued()
+    async def store(self, events: list[wire.Event]) -> int:
         await trio.lowlevel.checkpoint()
         self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
         return len(self.stored)
-
-    def forget_session(self, session_id: str) -> None:
-        pass
 
 
 async def test_an_event_published_while_the_flusher_winds_down_is_sent(
@@ -150,29 +149,17 @@ async def test_an_event_published_while_the_flusher_winds_down_is_sent(
 
 
 @attrs.define
-class RecordingRelay:
+class RecordingRelay(FakeClient):
     """Stores every batch and records when (trio time) each request came and what it held."""
 
     stored: list[int] = attrs.Factory(list)
     requests: list[tuple[float, list[str]]] = attrs.Factory(list)
 
-    def takes_batches(self) -> bool:
-        return False  # every batch is a request of its own
-
-    async def post_events(
-        self,
-        session_id: str,
-        events: list[wire.Event],
-        on_queued: Callable[[], None] = lambda: None,
-    ) -> int:
-        on_queued()
+    async def store(self, events: list[wire.Event]) -> int:
         self.requests.append((trio.current_time(), [e.kind for e in events]))
         await trio.sleep(0.002)
         self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
         return len(self.stored)
-
-    def forget_session(self, session_id: str) -> None:
-        pass
 
 
 def _ev(seq: int, kind: str, **data: object) -> wire.Event:
@@ -220,7 +207,7 @@ async def test_a_message_echo_waits_briefly_for_the_agent_and_goes_up_with_its_a
 
 
 @attrs.define
-class OpenRequestRelay:
+class OpenRequestRelay(FakeClient):
     """Every batch rides one open request, as frames: answered only when ``release`` is
     set (the request's window ends), stored in the order the frames were handed over."""
 
@@ -251,9 +238,6 @@ class OpenRequestRelay:
             return len(self.stored)
         finally:
             self.in_flight -= 1
-
-    def forget_session(self, session_id: str) -> None:
-        pass
 
 
 async def test_batches_riding_an_open_request_go_in_order_up_to_the_limit() -> None:
