@@ -128,7 +128,8 @@ def _phase(
         seconds=seconds,
         relay_cpu=relay,
         daemon_cpu=daemon,
-        agents_cpu=everything - daemon,
+        # Both read in clock ticks: a difference below one tick is noise, not negative.
+        agents_cpu=max(0.0, everything - daemon),
         round_trips=round_trips,
         events=events,
         batches=uplink[0],
