@@ -253,7 +253,8 @@ class Uplink:
         """
         lanes = 0
         attempt = 0
-        backing_off = False
+        #: Batches waiting out a backoff before the session sends again.
+        backing_off = 0
 
         async def send(
             batch: list[wire.Event],
@@ -280,15 +281,18 @@ class Uplink:
                 )
                 if retry:
                     self._failures += 1
-                    attempt += 1
+                    if not backing_off:
+                        # One failure round, however many batches were in flight (all of
+                        # those riding one request fail together when it does).
+                        attempt += 1
                     delay = full_jitter(attempt, base=0.1, cap=self.backoff_cap)
                     log.warning("uplink_retry", session_id=session_id, error=str(exc), delay=delay)
-                    backing_off = True
+                    backing_off += 1
                     box.sending_through = box.acked  # everything after the head, again
                     try:
                         await trio.sleep(delay)
                     finally:
-                        backing_off = False
+                        backing_off -= 1
                     return
                 # The relay will never take these events (unknown session, bad batch):
                 # keeping them would retry forever. Say so loudly.

@@ -10,7 +10,9 @@ import pytest
 import trio
 import trio.testing
 
+import daemon.uplink
 import wire
+from daemon.errors import RelayUnreachable
 from daemon.uplink import MAX_IN_FLIGHT, Uplink
 
 
@@ -260,4 +262,47 @@ async def test_batches_riding_an_open_request_go_in_order_up_to_the_limit() -> N
             await uplink.drain()
         # Nothing was sent twice.
         assert [seq for frame in relay.frames for seq in frame] == list(range(1, 41))
+        nursery.cancel_scope.cancel()
+
+
+async def test_batches_failing_together_count_as_one_failure_for_the_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the open request that carries many batches of a session fails, they all fail
+    at once: that is one failed attempt, not one per batch (which would jump the backoff
+    to its cap after a single cut)."""
+    attempts: list[int] = []
+
+    def recording(attempt: int, *, base: float, cap: float) -> float:
+        attempts.append(attempt)
+        return 0.01
+
+    monkeypatch.setattr(daemon.uplink, "full_jitter", recording)
+    relay = OpenRequestRelay()
+    fail = [True]
+    post_events = relay.post_events
+
+    async def cut_once(
+        session_id: str, events: list[wire.Event], on_queued: Callable[[], None] = lambda: None
+    ) -> int:
+        if fail[0]:
+            on_queued()
+            await relay.release.wait()
+            raise RelayUnreachable("http://relay.test", "the connection was cut")
+        return await post_events(session_id, events, on_queued)
+
+    monkeypatch.setattr(relay, "post_events", cut_once)
+    uplink = Uplink(client=relay, batch_max=2)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        for seq in range(1, 21):
+            uplink.publish("s", note(seq))
+        await trio.sleep(0.1)  # ten batches ride the open request
+        relay.release.set()  # which fails, with all of them
+        await trio.lowlevel.checkpoint()
+        fail[0] = False
+        with trio.fail_after(5):
+            await uplink.drain()
+        assert attempts and set(attempts) == {1}, attempts
+        assert relay.stored == list(range(1, 21))
         nursery.cancel_scope.cancel()
