@@ -222,17 +222,12 @@ class OpenRequestRelay(FakeClient):
     def takes_batches(self) -> bool:
         return True
 
-    async def post_events(
-        self,
-        session_id: str,
-        events: list[wire.Event],
-        on_queued: Callable[[], None] = lambda: None,
-    ) -> int:
+    async def store(self, events: list[wire.Event]) -> int:
+        # Runs on from ``on_queued`` without a checkpoint: frames arrive in handover order.
         self.frames.append([e.seq for e in events])
         for e in events:  # stored as the frame arrives, if it continues the log
             if e.seq == len(self.stored) + 1:
                 self.stored.append(e.seq)
-        on_queued()
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
