@@ -204,6 +204,7 @@ def _start(args: argparse.Namespace) -> int:
         name=args.name,
         spawn=args.spawn,
         capacity=args.capacity,
+        spare_worktrees=args.spare_worktrees,
         agent=args.agent,
         agent_bin=args.agent_bin,
         outage_timeout=args.outage_timeout,

@@ -16,6 +16,7 @@ __all__ = [
     "START_OPTIONS",
     "StartOption",
     "add_start_options",
+    "count",
     "port",
     "positive_int",
     "positive_seconds",
@@ -31,6 +32,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -117,6 +128,17 @@ START_OPTIONS: tuple[StartOption, ...] = (
         default=32,
         metavar="N",
         help="most sessions at once; more are refused with at_capacity (default: 32)",
+    ),
+    StartOption(
+        flags=("--spare-worktrees",),
+        parse=count,
+        metavar="N",
+        help=(
+            "with --spawn worktree, worktrees kept checked out ahead of need in .rcd/pool,"
+            " so a session starts without waiting for git; made one at a time at the lowest"
+            " CPU priority, never more than a quarter of the free disk; 0 = none"
+            " (default: the capacity)"
+        ),
     ),
     StartOption(
         flags=("--agent",),

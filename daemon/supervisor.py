@@ -19,7 +19,7 @@ import trio
 
 import wire
 from spawn import AgentAdapter, Kept, SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
-from worktrees import Worktree, WorktreeError, Worktrees
+from worktrees import NOT_A_WORKTREE, PoolStatistics, SparePool, Worktree, WorktreeError, Worktrees
 
 __all__ = ["EventPublisher", "KeptWorktree", "Supervisor", "SupervisorStats"]
 
@@ -47,6 +47,10 @@ class SupervisorStats:
     applied_through: int
     sessions: tuple[SessionSnapshot, ...]
     kept_worktrees: tuple[KeptWorktree, ...]
+    #: Spare worktrees (None until the pool runs: same-dir, or not a repository).
+    spares: PoolStatistics | None = None
+    #: Clean worktrees of ended sessions whose removal waits for the goodbye.
+    removals_waiting: int = 0
 
 
 @attrs.define(eq=False)
@@ -71,13 +75,34 @@ class Supervisor:
     _worktrees: Worktrees | None = None
     _worktrees_lock: trio.Lock = attrs.Factory(trio.Lock)
     _worktree_of: dict[str, Worktree] = attrs.Factory(dict)
+    #: How many spare worktrees to keep checked out ahead of need (see SparePool).
+    spares: int = 0
+    _pool: SparePool | None = None
+    _pool_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: While stopping, clean worktrees are only inspected (their sessions report the
+    #: truth at once) and removed after the goodbye, by :meth:`remove_deferred`.
+    _stopping: bool = False
+    _deferred: list[Worktree] = attrs.Factory(list)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions' nursery until cancelled (use :meth:`stop_all` first to be kind)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.spawn == "worktree":
+                nursery.start_soon(self._keep_spares)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _keep_spares(self) -> None:
+        if self._pool is not None or self.spares <= 0:
+            return
+        try:
+            manager = await self.worktrees()
+        except WorktreeError:
+            return
+        self._pool = SparePool(manager=manager, size=self.spares)
+        with self._pool_scope:
+            await self._pool.run()
 
     # -- directives ----------------------------------------------------------------------
 
@@ -243,7 +268,13 @@ class Supervisor:
             leftovers = await manager.leftovers()
         except WorktreeError:
             return
+        clean = [left.worktree for left in leftovers if not left.state.kept_reasons]
+        if clean and self._nursery is not None:
+            # Left by a stop cut short (or a crash): nothing in them, so they go.
+            self._nursery.start_soon(self._reclaim, manager, clean)
         for leftover in leftovers:
+            if not leftover.state.kept_reasons:
+                continue
             log.warning("worktree_left_by_earlier_run", summary=leftover.summary)
             self.kept_worktrees.append(
                 KeptWorktree(
@@ -252,6 +283,17 @@ class Supervisor:
                     reasons=leftover.state.kept_reasons or ("left by an earlier run",),
                 )
             )
+
+    async def _reclaim(self, manager: Worktrees, worktrees: list[Worktree]) -> None:
+        removed = 0
+        for worktree in worktrees:
+            try:
+                released = await manager.release(worktree)
+            except WorktreeError as exc:
+                log.warning("worktree_reclaim_failed", path=str(worktree.path), error=str(exc))
+                continue
+            removed += not released.kept
+        log.info("clean_worktrees_reclaimed", removed=removed, found=len(worktrees))
 
     async def _restore_worktree(self, session_id: str, cwd: str) -> Workspace:
         """A resumed session's worktree, removed when the session ended: made again at the
@@ -265,11 +307,14 @@ class Supervisor:
         )
 
     async def _create_worktree(self, session_id: str, title: str | None) -> Workspace:
-        return await self._worktree_workspace(
-            session_id,
-            lambda manager: manager.create(title, session_id),
-            doing="creating a worktree",
-        )
+        async def make(manager: Worktrees) -> Worktree:
+            if self._pool is not None:
+                spare = await self._pool.take(title, session_id)
+                if spare is not None:
+                    return spare
+            return await manager.create(title, session_id, checkout_limit=self.worktree_timeout)
+
+        return await self._worktree_workspace(session_id, make, doing="creating a worktree")
 
     async def _worktree_workspace(
         self,
@@ -279,33 +324,74 @@ class Supervisor:
         doing: str,
         failed: str = "",
     ) -> Workspace:
+        # The time limit is the manager's: it bounds git's work, not the wait for another
+        # session's turn at the repository (creations check out in parallel).
         try:
             manager = await self.worktrees()
-            with trio.fail_after(self.worktree_timeout):
-                worktree = await make(manager)
+            worktree = await make(manager)
         except WorktreeError as exc:
             raise WorkspaceError(failed + str(exc)) from exc
-        except trio.TooSlowError:
-            raise WorkspaceError(f"{doing} took over {self.worktree_timeout:.0f}s") from None
         self._worktree_of[session_id] = worktree
         return Workspace(cwd=str(worktree.path), spawn="worktree", branch=worktree.branch)
 
     async def _release_worktree(self, session_id: str, workspace: Workspace) -> Kept:
         if workspace.spawn != "worktree":
             return Kept(kept=False)
+        try:
+            return await self._release(session_id, workspace)
+        except WorktreeError as exc:
+            # Git failed (a removed .git/worktrees entry, a locked index, ...): the
+            # session reports it and ends; nothing was removed.
+            raise WorkspaceError(f"could not release the worktree {workspace.cwd}: {exc}") from exc
+
+    async def _release(self, session_id: str, workspace: Workspace) -> Kept:
         manager = await self.worktrees()
         worktree = self._worktree_of.pop(session_id, None) or await manager.find(workspace.cwd)
         if worktree is None:
             return Kept(kept=True, reasons=("not a worktree rcd knows",))
+        if self._stopping:
+            # Inspect now, remove after the goodbye: a stop must not wait for git deleting
+            # thousands of files per worktree. A stop cut short leaves them for the next
+            # start, which removes the clean ones (see report_leftovers).
+            state = await manager.inspect(worktree)
+            if state.exists and not state.registered:
+                raise WorkspaceError(_broken_link(workspace.cwd))
+            if not state.kept_reasons:
+                self._deferred.append(worktree)
+                return Kept(kept=False)
+            self._keep(worktree, state.kept_reasons)
+            return Kept(kept=True, reasons=state.kept_reasons)
         released = await manager.release(worktree)
+        if NOT_A_WORKTREE in released.kept_reasons:
+            raise WorkspaceError(_broken_link(workspace.cwd))
         if released.kept:
-            self.kept_worktrees.append(
-                KeptWorktree(
-                    path=str(worktree.path), branch=worktree.branch, reasons=released.kept_reasons
-                )
-            )
-            log.info("worktree_kept", path=str(worktree.path), reasons=released.kept_reasons)
+            self._keep(worktree, released.kept_reasons)
         return Kept(kept=released.kept, reasons=released.kept_reasons)
+
+    def _keep(self, worktree: Worktree, reasons: tuple[str, ...]) -> None:
+        self.kept_worktrees.append(
+            KeptWorktree(path=str(worktree.path), branch=worktree.branch, reasons=reasons)
+        )
+        log.info("worktree_kept", path=str(worktree.path), reasons=reasons)
+
+    async def remove_deferred(self) -> int:
+        """Remove the clean worktrees (and their branches) of sessions that ended while
+        stopping, in parallel; the caller owns the deadline. Returns how many are left."""
+        if not self._deferred:
+            return 0
+        manager = await self.worktrees()
+        limiter = trio.CapacityLimiter(4)
+
+        async def remove(worktree: Worktree) -> None:
+            async with limiter:
+                released = await manager.release(worktree)
+            if not released.kept:
+                self._deferred.remove(worktree)
+
+        async with trio.open_nursery() as nursery:
+            for worktree in list(self._deferred):
+                nursery.start_soon(remove, worktree)
+        return len(self._deferred)
 
     # -- teardown --------------------------------------------------------------------------
 
@@ -315,18 +401,27 @@ class Supervisor:
         log.info("spawn_mode", spawn=spawn)
 
     def stop_accepting(self) -> None:
+        """No new sessions from now on; spares are no longer made (one being made is left
+        half-made, and completed by the next start)."""
         self._accepting = False
+        self._stopping = True
+        self._pool_scope.cancel()
 
     async def stop_all(self, reason: str = "daemon_stopped") -> None:
         """Stop every session at once and wait until all have ended.
 
         The caller owns the deadline; on cancellation, :meth:`kill_all` finishes the job.
         """
-        self._accepting = False
+        self.stop_accepting()
         runtimes = list(self.sessions.values())
         for runtime in runtimes:
             runtime.request_stop(reason)
         for runtime in runtimes:
+            await runtime.ended.wait()
+
+    async def wait_all_ended(self) -> None:
+        """Wait until every session has ended (the caller owns the deadline)."""
+        for runtime in list(self.sessions.values()):
             await runtime.ended.wait()
 
     def kill_all(self) -> None:
@@ -342,4 +437,13 @@ class Supervisor:
             applied_through=self.applied_through,
             sessions=tuple(r.snapshot() for r in self.sessions.values()),
             kept_worktrees=tuple(self.kept_worktrees),
+            spares=self._pool.statistics() if self._pool is not None else None,
+            removals_waiting=len(self._deferred),
         )
+
+
+def _broken_link(cwd: str) -> str:
+    return (
+        f"git no longer knows {cwd} as a worktree (was its .git/worktrees entry removed?);"
+        " it is kept as it is: 'git worktree repair' may link it again"
+    )

@@ -138,6 +138,9 @@ class Uplink:
     _failures: int = 0
     _paused: bool = False
     _held: trio.Event = attrs.field(factory=trio.Event)
+    #: Set once :meth:`run` has returned: events are kept (and spooled by
+    #: :meth:`spool_unsent`) but no longer sent.
+    _closed: bool = False
 
     def pause(self) -> None:
         """Hold batches of sessions that are still running (events keep buffering) until
@@ -158,17 +161,27 @@ class Uplink:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; flushers run inside this task's nursery."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for session_id, box in self._outboxes.items():
-                if box.pending() and not box.flushing:
-                    box.flushing = True
-                    nursery.start_soon(self._flush, session_id, box)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for session_id, box in self._outboxes.items():
+                    if box.pending() and not box.flushing:
+                        box.flushing = True
+                        nursery.start_soon(self._flush, session_id, box)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            # Sessions may still be writing their last events (a stop cut short by its
+            # deadline): those are buffered from now on, never sent, never an error.
+            self._closed = True
+            self._nursery = None
 
     def publish(self, session_id: str, event: wire.Event) -> None:
-        """Buffer ``event`` (seqs of one session must come in order) and wake its flusher."""
+        """Buffer ``event`` (seqs of one session must come in order) and wake its flusher.
+
+        Never raises and never blocks. After :meth:`run` has ended the event is only
+        buffered: :meth:`spool_unsent` writes it to disk for the next start to send.
+        """
         box = self._box(session_id)
         box.push(event)
         if event.kind == "user_message":
@@ -179,7 +192,7 @@ class Uplink:
             self._wake_held()
         if box.flushing:
             box.wake.set()
-        elif self._nursery is not None:
+        elif self._nursery is not None and not self._closed:
             box.flushing = True
             self._nursery.start_soon(self._flush, session_id, box)
 
@@ -228,6 +241,34 @@ class Uplink:
 
     def pending(self) -> int:
         return sum(box.pending() for box in self._outboxes.values())
+
+    def is_complete(self, session_id: str) -> bool:
+        """Whether the session's last event (``session_ended``) is buffered."""
+        box = self._outboxes.get(session_id)
+        return box is not None and box.complete
+
+    def spool_unsent(self) -> int:
+        """Write every event not yet acknowledged to its session's spool, in order, so the
+        next start sends it (see :meth:`recover`); call once :meth:`run` has ended.
+        Returns how many events wait there. Without a spool directory they are lost, and
+        an error says how many."""
+        waiting = 0
+        for session_id, box in self._outboxes.items():
+            if not box.pending():
+                continue
+            if box.spool is None:
+                log.error("uplink_unsent_lost", session_id=session_id, events=box.pending())
+                continue
+            # Memory holds the oldest events, the spool the newest: rewrite it whole.
+            events = list(box.events) + box.spool.read(box.spool.count)
+            box.events.clear()
+            box.spool.discard()
+            for event in events:
+                box.spool.append(event)
+            waiting += len(events)
+        if waiting:
+            log.info("uplink_unsent_spooled", events=waiting)
+        return waiting
 
     async def drain(self) -> None:
         """Wait until every buffered event is acknowledged (the caller sets the deadline)."""

@@ -33,6 +33,9 @@ __all__ = ["Kept", "SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceE
 
 log = structlog.get_logger("spawn.session")
 
+#: Seconds a forced-down agent gets between each step of its stop (see ``cancel``).
+FORCED_GRACE = 0.2
+
 
 class WorkspaceError(SpawnError):
     """The session's directory could not be prepared (e.g. a worktree failed)."""
@@ -107,6 +110,8 @@ class SessionRuntime:
     _exited: AgentExited | None = None
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _agent_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    #: Set by :meth:`cancel`: the end is hurried (no grace for the agent, no release).
+    _forced: bool = False
     ended: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -308,17 +313,18 @@ class SessionRuntime:
                 )
             )
             self.end_reason = "agent_exited"
+        grace = FORCED_GRACE if self._forced else self.stop_grace
         if self.handle is not None:
-            with trio.move_on_after(self.stop_grace * 2 + 1):
-                await self.handle.stop(self.stop_grace)
+            with trio.move_on_after(grace * 2 + 1):
+                await self.handle.stop(grace)
         self._set_state("ending")
         kept = Kept(kept=False)
         if self.workspace is not None:
-            # Until release says otherwise, the workspace is there: a release that times out
-            # or fails must not be reported as a clean removal.
+            # Until release says otherwise, the workspace is there: a release that times out,
+            # fails or is skipped must not be reported as a clean removal.
             kept = Kept(kept=True, reasons=("not released",))
             try:
-                with trio.move_on_after(30):
+                with trio.move_on_after(0 if self._forced else 30):
                     kept = await self.release(self.workspace)
             except SpawnError as exc:
                 self._emit(wire.Error(code="workspace_release_failed", message=str(exc)))
@@ -336,7 +342,10 @@ class SessionRuntime:
         log.info("session_ended", reason=self.end_reason)
 
     def cancel(self) -> None:
-        """Force the session down (second signal): the agent is killed and reaped."""
+        """Force the session down (second signal, or a stop past its deadline): the agent
+        gets :data:`FORCED_GRACE` seconds, is killed and reaped; its workspace is reported
+        as kept, unreleased (a daemon's next start removes it if it holds nothing)."""
+        self._forced = True
         self._scope.cancel()
 
 

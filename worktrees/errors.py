@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["EmptyRepository", "GitFailed", "NotAGitRepository", "WorktreeError"]
+__all__ = [
+    "EmptyRepository",
+    "GitFailed",
+    "NotAGitRepository",
+    "WorktreeError",
+    "WorktreeTimeout",
+]
 
 
 class WorktreeError(Exception):
@@ -37,6 +43,16 @@ class EmptyRepository(WorktreeError):
             f"the git repository at {self.path} has no commits yet, so a worktree cannot "
             "start from HEAD: make a first commit (git commit) or use --spawn same-dir"
         )
+
+
+class WorktreeTimeout(WorktreeError):
+    """Checking out the worktree at ``path`` took longer than ``seconds`` (git's own work;
+    waiting for another creation's turn does not count)."""
+
+    def __init__(self, path: str | Path, seconds: float) -> None:
+        self.path = str(path)
+        self.seconds = seconds
+        super().__init__(f"checking out the worktree {self.path} took over {seconds:.0f}s")
 
 
 class GitFailed(WorktreeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,9 @@ class GitResult:
         return GitFailed(self.argv, self.returncode, self.stderr)
 
 
+_NICE = shutil.which("nice")
+
+
 def git_env() -> dict[str, str]:
     """The environment for git: ours, minus repository overrides, with no prompts and
     untranslated messages (some are matched, e.g. 'already exists')."""
@@ -74,14 +78,22 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
-async def run_git(args: Sequence[str], *, cwd: Path, check: bool = True) -> GitResult:
+async def run_git(
+    args: Sequence[str], *, cwd: Path, check: bool = True, background: bool = False
+) -> GitResult:
     """Run ``git <args>`` in ``cwd`` and return its result.
+
+    ``background`` runs git at the lowest CPU priority (``nice -n 19``): for work done
+    ahead of need (spare worktrees) that must not slow the agents down.
 
     Raises :class:`GitFailed` when git exits non-zero and ``check`` is true, or when git
     cannot be started at all (``returncode`` 127). Cancellation stops git and everything
     it started (see the module docstring), waits for git to exit, and then propagates.
     """
     argv = ("git", *args)
+    command = argv
+    if background and _NICE is not None:
+        command = (_NICE, "-n", "19", *argv)
     groups: list[int] = []
 
     async def stop_group(process: trio.Process) -> None:
@@ -92,7 +104,7 @@ async def run_git(args: Sequence[str], *, cwd: Path, check: bool = True) -> GitR
 
     try:
         completed = await trio.run_process(
-            argv,
+            command,
             cwd=cwd,
             env=git_env(),
             check=False,

@@ -26,9 +26,11 @@ __all__ = [
     "RepoPaths",
     "find",
     "head_commit",
+    "spare_state",
     "locate",
     "read_state",
     "scan",
+    "spares",
     "taken_slugs",
 ]
 
@@ -253,6 +255,29 @@ def scan(root: Path, directory: Path) -> list[Worktree]:
         )
         for slug in sorted(slugs)
     ]
+
+
+def spares(root: Path, directory: Path) -> list[tuple[Path, str | None]]:
+    """Worktrees git knows directly under ``directory`` (the spare pool) with the commit
+    each has checked out, sorted by name. Ones whose directory is gone are left out."""
+    with _repo(root) as repo:
+        registered = _under(directory, _entries(repo))
+    return [
+        (directory / name, entry.head)
+        for name, entry in sorted(registered.items())
+        if not entry.prunable and os.path.isdir(directory / name)
+    ]
+
+
+def spare_state(path: Path) -> str:
+    """``clean``; ``incomplete`` when tracked files are only missing (a checkout that was
+    cut short); ``changed`` when anything else differs from its commit."""
+    with _repo(path) as repo:
+        out = _git(repo, "status", "--porcelain", GIT_OPTIONAL_LOCKS="0")[1]
+    codes = {line[:2] for line in out.splitlines() if line}
+    if not codes:
+        return "clean"
+    return "incomplete" if codes <= {" D", "D ", "DD"} else "changed"
 
 
 def find(root: Path, directory: Path, path: Path) -> Worktree | None:

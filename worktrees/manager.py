@@ -22,6 +22,7 @@ process; a collision with another process is detected from git's refusal and ret
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import weakref
@@ -34,7 +35,7 @@ import structlog
 import trio
 
 from . import gitread
-from .errors import EmptyRepository, GitFailed, WorktreeError
+from .errors import EmptyRepository, GitFailed, WorktreeError, WorktreeTimeout
 from .exclude import ensure_excluded
 from .gitproc import run_git
 from .models import Leftover, Released, Worktree, WorktreesStatistics, WorktreeState
@@ -49,6 +50,8 @@ WORKTREES_DIR = Path(".rcd") / "worktrees"
 #: Seconds allowed for undoing a create that failed or was cancelled (runs shielded).
 CLEANUP_TIMEOUT = 20.0
 _ATTEMPTS = 5
+#: The "previous HEAD" a post-checkout hook is given for a new worktree.
+_NULL_OID = "0" * 40
 
 _T = TypeVar("_T")
 _locks: weakref.WeakValueDictionary[str, trio.Lock] = weakref.WeakValueDictionary()
@@ -134,21 +137,39 @@ class Worktrees:
         # abandoned), so a cancelled read never leaves a git process behind.
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
+    async def head(self) -> str:
+        """The commit new worktrees start from (HEAD's). Raises
+        :class:`~worktrees.EmptyRepository` in a repository without commits."""
+        commit = await self._read(gitread.head_commit, self.root)
+        if commit is None:
+            raise EmptyRepository(self.root)
+        return commit
+
     # -- create ----------------------------------------------------------------------------
 
-    async def create(self, title: str | None, session_id: str) -> Worktree:
+    async def create(
+        self, title: str | None, session_id: str, *, checkout_limit: float | None = None
+    ) -> Worktree:
         """Create a worktree for a session on a new branch from the current HEAD commit.
 
         The slug comes from ``title`` (or ``session_id`` when the title has no usable
         characters) and is made unique against existing directories and branches
         (``-2``, ``-3``, ...). The base commit is recorded (see the module docstring).
 
+        Two steps: under the repository's lock, git registers the worktree and its branch
+        without checking anything out (milliseconds); then, with no lock held, the files
+        are checked out (the long part on a large repository), so creations run in
+        parallel. ``checkout_limit`` (seconds) bounds that checkout, git's own work: time
+        spent waiting for another creation's turn does not count. It then raises
+        :class:`WorktreeTimeout`.
+
         Raises :class:`~worktrees.EmptyRepository` when HEAD has no commit,
-        :class:`~worktrees.GitFailed` when git refuses (e.g. a failing hook), and
-        :class:`~worktrees.WorktreeError` for file-system trouble. On any failure,
-        and on cancellation, everything this call made is removed again (shielded, at most
-        :data:`CLEANUP_TIMEOUT` seconds) before the exception propagates; the directory and
-        branch were new and unused, so nothing of anyone's work is touched.
+        :class:`~worktrees.GitFailed` when git refuses (e.g. a failing ``post-checkout``
+        hook), and :class:`~worktrees.WorktreeError` for file-system trouble. On any
+        failure, and on cancellation, everything this call made is removed again
+        (shielded, at most :data:`CLEANUP_TIMEOUT` seconds) before the exception
+        propagates; the directory and branch were new and unused, so nothing of anyone's
+        work is touched.
         """
         async with self._lock:
             base = await self._read(gitread.head_commit, self.root)
@@ -168,10 +189,38 @@ class Worktrees:
                     await self._add(worktree, base)
                 except _Collision:
                     continue
-                self._created += 1
-                log.info("worktree_created", path=str(worktree.path), branch=worktree.branch)
-                return worktree
-        raise WorktreeError(f"no free worktree name for {slug!r} after {_ATTEMPTS} attempts")
+                break
+            else:
+                raise WorktreeError(
+                    f"no free worktree name for {slug!r} after {_ATTEMPTS} attempts"
+                )
+        try:
+            await self._populate(worktree.path, base, limit=checkout_limit)
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                async with self._lock:
+                    await self._undo_add(worktree, base, own_path=True, own_branch=True)
+            raise
+        self._created += 1
+        log.info("worktree_created", path=str(worktree.path), branch=worktree.branch)
+        return worktree
+
+    async def _populate(
+        self, path: Path, base: str, *, limit: float | None, background: bool = False
+    ) -> None:
+        """Check out the files of a worktree registered with ``--no-checkout``, then run
+        the ``post-checkout`` hook as ``git worktree add`` would have."""
+        with trio.move_on_after(math.inf if limit is None else limit) as window:
+            # read-tree writes the index and the files, and no ref: a checkout cut short
+            # leaves no ref lock behind to stop the undo from deleting the branch.
+            await run_git(["read-tree", "--reset", "-u", "HEAD"], cwd=path, background=background)
+            await run_git(
+                ["hook", "run", "--ignore-missing", "post-checkout", "--", _NULL_OID, base, "1"],
+                cwd=path,
+                background=background,
+            )
+        if window.cancelled_caught:
+            raise WorktreeTimeout(path, limit or 0)
 
     async def restore(self, path: str | os.PathLike[str]) -> Worktree:
         """Bring back the worktree at ``path`` for a resumed session after it was removed
@@ -229,7 +278,16 @@ class Worktrees:
             except OSError as exc:
                 raise WorktreeError(f"could not create {self.directory}: {exc}") from exc
             result = await run_git(
-                ["worktree", "add", "--quiet", "-b", worktree.branch, str(worktree.path), base],
+                [
+                    "worktree",
+                    "add",
+                    "--quiet",
+                    "--no-checkout",
+                    "-b",
+                    worktree.branch,
+                    str(worktree.path),
+                    base,
+                ],
                 cwd=self.root,
                 check=False,
             )
@@ -308,18 +366,20 @@ class Worktrees:
         partly deleted (all its content is in its commit) and is reported as kept by
         later calls, never removed by force.
         """
+        # Read without the lock (reads take no lock of git's either): the session is over,
+        # nobody writes there, and other sessions' creations need not wait for it.
+        try:
+            state = await self.inspect(worktree)
+        except WorktreeError as exc:
+            return self._count_release(
+                worktree,
+                Released(
+                    removed=False,
+                    branch_deleted=False,
+                    kept_reasons=(f"git could not inspect it ({exc})",),
+                ),
+            )
         async with self._lock:
-            try:
-                state = await self.inspect(worktree)
-            except WorktreeError as exc:
-                return self._count_release(
-                    worktree,
-                    Released(
-                        removed=False,
-                        branch_deleted=False,
-                        kept_reasons=(f"git could not inspect it ({exc})",),
-                    ),
-                )
             reasons = list(state.directory_reasons)
             removed = not state.exists and not state.registered
             if not reasons and state.registered:

@@ -6,7 +6,18 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["Leftover", "Released", "Worktree", "WorktreeState", "WorktreesStatistics"]
+__all__ = [
+    "NOT_A_WORKTREE",
+    "Leftover",
+    "Released",
+    "Worktree",
+    "WorktreeState",
+    "WorktreesStatistics",
+]
+
+
+#: The reason given for a directory whose link to the repository is broken.
+NOT_A_WORKTREE = "a directory that git does not know as a worktree"
 
 
 def _commits(n: int) -> str:
@@ -62,7 +73,7 @@ class WorktreeState:
         """Why the directory must stay, as sentences; empty when it may be removed."""
         reasons: list[str] = []
         if self.exists and not self.registered:
-            reasons.append("a directory that git does not know as a worktree")
+            reasons.append(NOT_A_WORKTREE)
         if self.uncommitted:
             reasons.append("uncommitted changes")
         if self.untracked:
