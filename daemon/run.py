@@ -50,6 +50,8 @@ class StartOptions:
     name: str | None = None
     spawn: wire.Spawn = "same-dir"
     capacity: int = 32
+    #: Spare worktrees kept ready (``--spawn worktree``); None: as many as the capacity.
+    spare_worktrees: int | None = None
     agent: str = "claude"
     agent_bin: str | None = None
     outage_timeout: float = 600.0
@@ -157,7 +159,8 @@ async def run_daemon(
     adapter = make_adapter(options)
     if options.spawn == "worktree":
         try:
-            await Worktrees.open(directory)
+            # Refused now rather than failing every session: no repository, no commit.
+            await (await Worktrees.open(directory)).head()
         except WorktreeError as exc:
             raise ConfigError(str(exc)) from None
     stopper = _Stopper()
@@ -211,6 +214,9 @@ async def run_daemon(
             capacity=options.capacity,
             uplink=uplink,
             env=dict(os.environ),
+            spares=(
+                options.capacity if options.spare_worktrees is None else options.spare_worktrees
+            ),
         )
         # Work the last run applied is not applied again; its sessions are over.
         supervisor.applied_through = applied.load()
@@ -359,8 +365,12 @@ async def run_daemon(
         # 1. Stop taking work: no new directives, no new sessions.
         supervisor.stop_accepting()
         link_scope.cancel()
-        # 2. End every session at once and flush their last events, under one deadline.
-        with trio.move_on_after(options.stop_timeout) as deadline:
+        # 2. End every session at once and flush their last events, under one deadline
+        #    that leaves room for forcing what is left and for the goodbye.
+        stop_started = trio.current_time()
+        hard_deadline = stop_started + options.stop_timeout
+        reserve = min(2.5, options.stop_timeout / 3)
+        with trio.move_on_at(hard_deadline - reserve) as deadline:
             async with trio.open_nursery() as teardown:
 
                 async def force_on_second_signal() -> None:
@@ -368,7 +378,6 @@ async def run_daemon(
                     supervisor.kill_all()
 
                 teardown.start_soon(force_on_second_signal)
-                stop_started = trio.current_time()
                 uplink.pause()
                 try:
                     await supervisor.stop_all()
@@ -385,17 +394,37 @@ async def run_daemon(
                 )
                 teardown.cancel_scope.cancel()
         if deadline.cancelled_caught:
-            log.warning("stop_timeout", stop_timeout=options.stop_timeout, pending=uplink.pending())
+            log.warning(
+                "stop_timeout",
+                stop_timeout=options.stop_timeout,
+                sessions_left=supervisor.active(),
+                pending=uplink.pending(),
+            )
+            # Forced: agents get a moment, are killed and reaped; their sessions still end
+            # (workspaces reported as kept, unreleased) and those last events go up.
             supervisor.kill_all()
+            with trio.move_on_at(hard_deadline - reserve / 2):
+                await supervisor.wait_all_ended()
+                if not isinstance(stopper.error, OutageTimeout):
+                    await uplink.drain()
         # 3. Goodbye: the environment goes offline (sessions still open are ended by it).
-        with trio.move_on_after(0 if isinstance(stopper.error, OutageTimeout) else 3):
+        goodbye_by = trio.current_time() if isinstance(stopper.error, OutageTimeout) else None
+        with trio.move_on_at(goodbye_by or max(hard_deadline - 0.3, trio.current_time() + 0.5)):
             try:
                 await client.goodbye(env_id)
             except (RelayUnreachable, RelayRejected) as exc:
                 log.warning("goodbye_failed", error=str(exc))
+        # 4. Clean worktrees of the sessions just ended go now, in what time is left; the
+        #    next start removes any that are still there.
+        with trio.move_on_at(hard_deadline - 0.1):
+            left = await supervisor.remove_deferred()
+            if left:
+                log.info("worktree_removal_left_to_next_start", worktrees=left)
         log.info("stopped")
         display_scope.cancel()
         root.cancel_scope.cancel()
+    # Events that could not go up (the relay away, the deadline past) wait on disk.
+    uplink.spool_unsent()
     if stopper.error is not None:
         print(f"rcd: {stopper.error}", file=sys.stderr)
     return stopper.exit_code
