@@ -1,13 +1,18 @@
-"""An agent process in its own process group, always reaped."""
+"""An agent process in its own process group, always reaped, and (on Linux) never outliving
+the daemon: it gets SIGTERM the moment the daemon's process dies, however it dies."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import signal
 import subprocess
+import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 import structlog
@@ -90,18 +95,99 @@ async def open_agent_process(
 ) -> AgentProcess:
     """Start ``argv`` in ``cwd`` in a new session (so its own process group).
 
+    On Linux the agent is tied to the daemon's life (``PR_SET_PDEATHSIG``): if the daemon
+    is killed, the agent gets SIGTERM at once instead of running on with parent 1. (Its own
+    children are not told; the next daemon ends the whole group, see
+    :mod:`daemon.agents_record`.)
+
     Raises :class:`AgentNotFound` when the executable does not exist or cannot run.
     """
     try:
-        process = await trio.lowlevel.open_process(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        if sys.platform == "linux":
+            process = await _open_tied_to_daemon(argv, cwd, env)
+        else:
+            process = await trio.lowlevel.open_process(
+                list(argv),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise AgentNotFound(argv[0], not_found_hint) from exc
     return AgentProcess(process=process, argv=argv)
+
+
+# -- Linux: agents die with the daemon ----------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _spawner() -> ThreadPoolExecutor:
+    """The threads that fork agents. The kernel sends PR_SET_PDEATHSIG's signal when the
+    *thread* that forked the child ends, not the process: trio's worker threads end after
+    10 s idle, which would kill every agent they started. These threads live as long as
+    the daemon's process."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="rcd-agent-spawn")
+
+
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: SIGTERM when ``parent`` dies."""
+    prctl = _prctl()  # looked up here, not in the child
+
+    def pre_exec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            # The daemon died between fork and prctl: nobody will ever read this agent.
+            os._exit(1)
+
+    return pre_exec
+
+
+async def _open_tied_to_daemon(
+    argv: Sequence[str], cwd: str, env: Mapping[str, str]
+) -> trio.Process:
+    """``trio.lowlevel.open_process`` with piped stdio and a new session, forked by one of
+    :func:`_spawner`'s threads with :func:`_die_with` the daemon. Not cancellable while the
+    fork runs (a started process is always handed back, never leaked)."""
+    with contextlib.ExitStack() as child_ends, contextlib.ExitStack() as on_failure:
+        stdin_r, stdin_w = os.pipe()
+        child_ends.callback(os.close, stdin_r)
+        stdin = trio.lowlevel.FdStream(stdin_w)
+        on_failure.callback(stdin.close)
+        outputs: list[trio.lowlevel.FdStream] = []
+        output_ends: list[int] = []
+        for _ in range(2):
+            read_end, write_end = os.pipe()
+            child_ends.callback(os.close, write_end)
+            outputs.append(trio.lowlevel.FdStream(read_end))
+            on_failure.callback(outputs[-1].close)
+            output_ends.append(write_end)
+        fork = functools.partial(
+            subprocess.Popen,
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=stdin_r,
+            stdout=output_ends[0],
+            stderr=output_ends[1],
+            start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),
+        )
+        future = _spawner().submit(fork)
+        popen = await trio.to_thread.run_sync(future.result)
+        on_failure.pop_all()
+    # trio has no public way to adopt a Popen; this is what trio.lowlevel.open_process
+    # itself returns (pidfd-based waiting and all).
+    return trio.Process._create(popen, stdin, outputs[0], outputs[1])
