@@ -16,12 +16,16 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = [
+    "agents_record_path",
     "config_dir",
     "control_socket_path",
     "data_dir",
+    "directory_key",
     "load_credential",
+    "load_embedded_credential",
     "runtime_dir",
     "save_credential",
+    "save_embedded_credential",
     "state_dir",
 ]
 
@@ -51,13 +55,23 @@ def runtime_dir() -> Path:
     return root
 
 
+def directory_key(directory: Path) -> str:
+    """A short name for ``directory`` in file names (a hash of its resolved path)."""
+    return hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+
+
 def control_socket_path(directory: Path) -> Path:
     """The control socket of the daemon serving ``directory`` (one daemon per directory).
 
     A hash keeps the path short: Unix socket paths are limited to about 100 bytes.
     """
-    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
-    return runtime_dir() / f"{digest}.sock"
+    return runtime_dir() / f"{directory_key(directory)}.sock"
+
+
+def agents_record_path(directory: Path) -> Path:
+    """The record of the agent processes of the daemon serving ``directory`` (see
+    :mod:`daemon.agents_record`)."""
+    return state_dir() / "agents" / f"{directory_key(directory)}.json"
 
 
 def _credentials_file() -> Path:
@@ -118,6 +132,27 @@ def save_credential(relay: str, credential: str) -> Path:
     creds[normalise_relay_url(relay)] = credential
     path = _credentials_file()
     write_private_json(path, creds)
+    return path
+
+
+def _embedded_credential_file(relay_data_dir: Path) -> Path:
+    # Beside the embedded relay's database: the credential is worth nothing without it.
+    return relay_data_dir / "daemon-credential.json"
+
+
+def load_embedded_credential(relay_data_dir: Path) -> str | None:
+    """The environment credential this machine's daemons use with the embedded relay
+    whose data dir is ``relay_data_dir``, or None."""
+    path = _embedded_credential_file(relay_data_dir)
+    value = read_private_json(path, "credential").get("credential")
+    return value if isinstance(value, str) else None
+
+
+def save_embedded_credential(relay_data_dir: Path, credential: str) -> Path:
+    """Keep the embedded relay's environment credential (0600), so every start of the
+    daemon presents the same one and so registers the same environment."""
+    path = _embedded_credential_file(relay_data_dir)
+    write_private_json(path, {"credential": credential})
     return path
 
 

@@ -1,0 +1,277 @@
+"""A record of the daemon's agents in its state dir, so that the next daemon for the same
+directory ends what a killed one left running.
+
+The record (``agents_record_path(directory)``, JSON, mode 0600) names the daemon that owns
+it and every agent process it runs, each as pid + start time (``/proc/<pid>/stat``), so a
+pid the kernel has since given to another process is never signalled. The daemon marks it
+``stopped`` when it ends through its own code (a signal, an outage, an error); a record
+found without that mark means the daemon before was killed (``kill -9``, OOM, power loss).
+
+Agents run as session leaders (``start_new_session``): ending one ends every process of its
+session, the tools it started included. On Linux an agent also gets SIGTERM the moment the
+daemon dies (see :mod:`spawn.process`); the record covers its children, and other systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+import attrs
+import structlog
+import trio
+
+from spawn import AgentAdapter, AgentHandle, AgentLaunch, EventSink
+
+from .errors import DaemonError
+from .paths import read_private_json, write_private_json
+
+__all__ = ["AgentsRecord", "PreviousRun", "ProcessId", "RecordedAdapter", "take_over"]
+
+log = structlog.get_logger("daemon.agents")
+
+#: How the daemon before this one ended: ``none`` (no record), ``stopped`` (through its own
+#: code) or ``died`` (killed).
+PreviousRun = Literal["none", "stopped", "died"]
+
+
+@attrs.frozen(kw_only=True)
+class ProcessId:
+    """One process, told apart from any later one that gets the same pid."""
+
+    pid: int
+    #: Clock ticks after boot when it started (field 22 of ``/proc/<pid>/stat``).
+    start: int
+
+
+@attrs.frozen
+class _Stat:
+    pid: int
+    state: str
+    session: int
+    start: int
+
+
+def _stat(pid: int) -> _Stat | None:
+    """``/proc/<pid>/stat`` of a live process (a zombie counts as gone); None without it."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = text.rsplit(")", 1)[-1].split()
+    try:
+        stat = _Stat(pid=pid, state=fields[0], session=int(fields[3]), start=int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+    return None if stat.state in ("Z", "X", "x") else stat
+
+
+def process_id(pid: int) -> ProcessId | None:
+    """The live process ``pid`` as a :class:`ProcessId`; None if it is gone (or unknowable:
+    no ``/proc``)."""
+    stat = _stat(pid)
+    return None if stat is None else ProcessId(pid=pid, start=stat.start)
+
+
+def _all_stats() -> list[_Stat]:
+    stats = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+                stats.append(stat)
+    return stats
+
+
+def _left_by(agents: Iterable[ProcessId]) -> list[int]:
+    """Live processes of the recorded agents' sessions.
+
+    An agent whose pid now belongs to another process (its start time differs) is skipped:
+    its session is long gone, since Linux never reuses a pid that still names a session. A
+    gone leader whose session lives on (tools it started) still has its session ended.
+    """
+    wanted = set()
+    for agent in agents:
+        now = process_id(agent.pid)
+        if now is not None and now != agent:
+            log.info("agent_pid_reused", pid=agent.pid)
+            continue
+        wanted.add(agent.pid)
+    if not wanted:
+        return []
+    return [s.pid for s in _all_stats() if s.session in wanted and s.pid != os.getpid()]
+
+
+def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+async def end_agents(agents: Iterable[ProcessId], grace: float = 3.0) -> int:
+    """End every process of the agents' sessions: SIGTERM, then SIGKILL after ``grace``.
+    Returns how many processes there were. Waits (at most ``grace`` + 2 s) until they are
+    gone."""
+    agents = list(agents)
+    pids = await trio.to_thread.run_sync(_left_by, agents)
+    if not pids:
+        return 0
+    log.warning("ending_agents_left_by_earlier_run", pids=pids)
+    _signal_all(pids, signal.SIGTERM)
+    alive = pids
+    for sig, wait in ((signal.SIGKILL, grace), (None, 2.0)):
+        with trio.move_on_after(wait):
+            while alive:
+                await trio.sleep(0.05)
+                alive = [pid for pid in alive if _stat(pid) is not None]
+        if not alive:
+            break
+        if sig is not None:
+            log.warning("agents_killed", pids=alive)
+            # Re-read which are still the same processes before the harder signal.
+            again = set(await trio.to_thread.run_sync(_left_by, agents))
+            _signal_all((pid for pid in alive if pid in again), sig)
+    if alive:
+        log.error("agents_survived", pids=alive)
+    return len(pids)
+
+
+@attrs.define(eq=False)
+class AgentsRecord:
+    """This daemon's record (see the module docstring). Writes go to disk at once (a small
+    file, replaced atomically)."""
+
+    path: Path
+    daemon: ProcessId
+    agents: dict[int, ProcessId] = attrs.Factory(dict)
+    stopped: bool = False
+
+    def add(self, pid: int) -> None:
+        """Record a just-started agent (a no-op if it is already gone)."""
+        found = process_id(pid)
+        if found is not None:
+            self.agents[pid] = found
+            self.save()
+
+    def discard(self, pid: int) -> None:
+        """Forget an agent that was reaped."""
+        if self.agents.pop(pid, None) is not None:
+            self.save()
+
+    def save(self) -> None:
+        write_private_json(
+            self.path,
+            {
+                "daemon": attrs.asdict(self.daemon),
+                "stopped": self.stopped,
+                "agents": [attrs.asdict(a) for a in self.agents.values()],
+            },
+        )
+
+    async def hold(self) -> NoReturn:
+        """Run for the daemon's life; when cancelled (the daemon ends through its own code),
+        mark the record ``stopped``. A killed daemon never gets there."""
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.stopped = True
+            try:
+                self.save()
+            except OSError as exc:
+                log.warning("agents_record_unwritable", path=str(self.path), error=str(exc))
+
+
+def _read(path: Path) -> tuple[ProcessId | None, bool, list[ProcessId]]:
+    """(owner, stopped, agents) of a record; a damaged one reads as a killed daemon's."""
+    try:
+        data = read_private_json(path, "agents")
+    except DaemonError as exc:
+        log.warning("agents_record_unreadable", error=str(exc))
+        return None, False, []
+    if not data:
+        return None, True, []
+
+    def as_id(value: Any) -> ProcessId | None:
+        if isinstance(value, dict) and all(isinstance(value.get(k), int) for k in ("pid", "start")):
+            return ProcessId(pid=value["pid"], start=value["start"])
+        return None
+
+    raw_agents = data.get("agents")
+    agents = [a for a in map(as_id, raw_agents if isinstance(raw_agents, list) else []) if a]
+    return as_id(data.get("daemon")), data.get("stopped") is True, agents
+
+
+async def take_over(
+    path: Path, directory: Path, grace: float = 3.0
+) -> tuple[AgentsRecord, PreviousRun]:
+    """Become the daemon of ``directory``: end the agents an earlier daemon left, and start
+    a fresh record. Returns it and how the earlier daemon ended.
+
+    Raises :class:`DaemonError` (changing nothing) when the record's daemon still runs:
+    another ``rcd start`` serves the directory.
+    """
+    me = process_id(os.getpid()) or ProcessId(pid=os.getpid(), start=0)
+    existed = await trio.Path(path).exists()
+    owner, stopped, agents = await trio.to_thread.run_sync(_read, path)
+    if owner is not None and owner != me and process_id(owner.pid) == owner:
+        raise DaemonError(
+            f"another rcd daemon (pid {owner.pid}) already serves {directory}; "
+            f"'rcd status {directory}' tells about it"
+        )
+    previous: PreviousRun = "none" if not existed else "stopped" if stopped else "died"
+    if previous == "died":
+        log.warning("earlier_daemon_died", pid=owner.pid if owner else None)
+    ended = await end_agents(agents, grace)
+    if ended:
+        log.warning("agents_of_earlier_daemon_ended", processes=ended)
+    record = AgentsRecord(path=path, daemon=me)
+    record.save()
+    return record, previous
+
+
+@attrs.define(eq=False)
+class _RecordOnStart(trio.TaskStatus[AgentHandle]):
+    """Records the agent's pid, then passes the handle on to whoever started the session."""
+
+    record: AgentsRecord
+    forward: trio.TaskStatus[AgentHandle]
+    pids: list[int] = attrs.Factory(list)
+
+    def started(self, value: AgentHandle | None = None) -> None:
+        assert value is not None, "an adapter starts with its handle"
+        if value.pid is not None:
+            self.pids.append(value.pid)
+            self.record.add(value.pid)
+        self.forward.started(value)
+
+
+@attrs.define(eq=False)
+class RecordedAdapter:
+    """An :class:`~spawn.AgentAdapter` whose agents are kept in an :class:`AgentsRecord`
+    from the moment they accept input until they are reaped."""
+
+    inner: AgentAdapter
+    record: AgentsRecord
+    name: str = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.name = self.inner.name
+
+    async def run(
+        self,
+        launch: AgentLaunch,
+        sink: EventSink,
+        *,
+        task_status: trio.TaskStatus[AgentHandle] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        recording = _RecordOnStart(record=self.record, forward=task_status)
+        try:
+            await self.inner.run(launch, sink, task_status=recording)
+        finally:
+            # The inner adapter returns only once its process was reaped.
+            for pid in recording.pids:
+                self.record.discard(pid)
