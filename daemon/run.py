@@ -26,13 +26,21 @@ from spawn import AgentAdapter, ClaudeCode
 from worktrees import WorktreeError, Worktrees
 
 from . import sdnotify
+from .agents_record import PreviousRun, RecordedAdapter, take_over
 from .applied import AppliedStore
 from .backoff import full_jitter
 from .control import serve_control
 from .display import DisplayState, SessionLine, TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
+from .exits import EXIT_ERROR, EXIT_RELAY_OUTAGE
 from .link import OutageTimeout, RelayLink
-from .paths import control_socket_path, data_dir, load_credential, normalise_relay_url, state_dir
+from .paths import (
+    agents_record_path,
+    control_socket_path,
+    load_credential,
+    normalise_relay_url,
+    state_dir,
+)
 from .procstats import process_stats
 from .relay_client import RelayClient
 from .supervisor import Supervisor
@@ -101,9 +109,17 @@ async def _register(
             await trio.sleep(delay)
 
 
-def _end_orphans(uplink: Uplink, orphans: list[wire.OpenSession], spooled: dict[str, int]) -> None:
+def _end_orphans(
+    uplink: Uplink,
+    orphans: list[wire.OpenSession],
+    spooled: dict[str, int],
+    previous: PreviousRun,
+) -> None:
     # Sessions an earlier run of this daemon left open can no longer run here: the log's one
     # writer closes them, so no client waits on a ghost. Their spooled events come first.
+    # The reason says whether that daemon was killed (its agents were ended at start) or
+    # stopped without getting their ends to the relay; either way they can be resumed.
+    reason = "daemon_died" if previous == "died" else "daemon_restarted"
     for orphan in orphans:
         at = time.time()
         last = max(orphan.last_seq, spooled.get(orphan.session_id, 0))
@@ -112,7 +128,7 @@ def _end_orphans(uplink: Uplink, orphans: list[wire.OpenSession], spooled: dict[
             wire.make_event(
                 last + 1,
                 at,
-                wire.SessionEnded(reason="daemon_restarted", worktree_kept=False, branch=None),
+                wire.SessionEnded(reason=reason, worktree_kept=False, branch=None),
             ),
         )
 
@@ -170,6 +186,10 @@ async def run_daemon(
     limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
     async with httpx.AsyncClient(timeout=15.0, limits=limits) as http, trio.open_nursery() as root:
         root.start_soon(stopper.watch_signals)
+        # Before anything else: end what a killed daemon of this directory left running (and
+        # refuse to start beside one that runs); the record marks a clean stop at the end.
+        agents, previous_run = await take_over(agents_record_path(directory), directory)
+        root.start_soon(agents.hold)
         sign_in: str | None = None
         if options.relay is None:
             relay_url, credential, sign_in = await _start_embedded_relay(root, options, out)
@@ -205,10 +225,10 @@ async def run_daemon(
         # Events an earlier run could not send go first.
         spooled = uplink.recover({o.session_id: o.last_seq for o in registration.open_sessions})
         await root.start(uplink.run)
-        _end_orphans(uplink, registration.open_sessions, spooled)
+        _end_orphans(uplink, registration.open_sessions, spooled, previous_run)
         applied = AppliedStore(state_dir(), env_id)
         supervisor = Supervisor(
-            adapter=adapter,
+            adapter=RecordedAdapter(inner=adapter, record=agents),
             directory=directory,
             spawn=options.spawn,
             capacity=options.capacity,
@@ -308,8 +328,13 @@ async def run_daemon(
                 try:
                     await link.run()
                 except DaemonError as exc:
-                    log.error("link_failed", error=str(exc))
-                    stopper.fail(exc, 1)
+                    if isinstance(exc, OutageTimeout):
+                        # The one line that says why; the service manager restarts us.
+                        log.error("relay_outage", error=str(exc), exit_code=EXIT_RELAY_OUTAGE)
+                        stopper.fail(exc, EXIT_RELAY_OUTAGE)
+                    else:
+                        log.error("link_failed", error=str(exc))
+                        stopper.fail(exc, EXIT_ERROR)
 
         link_scope: trio.CancelScope = await root.start(hold_link)
         print(
@@ -433,26 +458,27 @@ async def run_daemon(
 async def _start_embedded_relay(
     root: trio.Nursery, options: StartOptions, out: TextIO
 ) -> tuple[str, str, str]:
-    """Start the relay in this process on 127.0.0.1, mint this machine's credential and a
-    sign-in link; returns (relay URL, credential, link)."""
+    """Start the relay in this process on 127.0.0.1 (on a data dir no other relay serves),
+    get this machine's credential (the same at every start) and a sign-in link; returns
+    (relay URL, credential, link)."""
     from relay import RelayConfig, RelayError, serve_relay
     from relay.admin import create_login_link
 
-    relay_dir = options.relay_data_dir or data_dir() / "relay"
+    from .embedded import embedded_credential, port_taken_message, relay_dir_for
+
+    relay_dir, note = await relay_dir_for(
+        options.directory.resolve(), options.relay_data_dir, options.relay_port
+    )
+    if note is not None:
+        print(f"rcd: {note}", file=out)
     config = RelayConfig(host="127.0.0.1", port=options.relay_port, data_dir=relay_dir)
     try:
         running = await root.start(serve_relay, config)
     except RelayError as exc:
         if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EADDRINUSE:
-            raise DaemonError(
-                f"port {options.relay_port} on 127.0.0.1 is taken, so the embedded relay cannot"
-                " run (is another 'rcd start' running on this machine? 'rcd status DIR' tells)."
-                " To run several daemons here, start one relay ('rcd relay') and pass --relay"
-                " URL to each; or give this daemon an embedded relay of its own with"
-                " --relay-port 0"
-            ) from exc
+            raise DaemonError(port_taken_message(options.relay_port)) from exc
         raise
-    credential = await running.storage.create_environment_credential(machine_id())
+    credential = await embedded_credential(running.storage, relay_dir, machine_id())
     link = await trio.to_thread.run_sync(
         lambda: create_login_link(relay_dir, public_url=running.url)
     )

@@ -1,0 +1,111 @@
+"""The embedded relay's data dir and credential (``rcd start`` with no ``--relay``).
+
+One environment per machine and directory across restarts: the daemon keeps the
+credential it minted beside the relay's database and presents it again at every start
+(the relay maps the same credential, machine, directory and name to the same environment).
+
+One relay per data dir: an embedded relay never opens a data dir that another running
+relay serves (it would mark that relay's environments offline and register strays in its
+database). Imported only in embedded mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+
+from relay import SqliteStorage
+from relay.auth import hash_secret
+from relay.errors import RelayError
+from relay.server import read_relay_url
+
+from .errors import DaemonError
+from .paths import data_dir, directory_key, load_embedded_credential, save_embedded_credential
+
+__all__ = [
+    "default_relay_dir",
+    "embedded_credential",
+    "port_taken_message",
+    "relay_dir_for",
+    "relay_serving",
+]
+
+
+def default_relay_dir() -> Path:
+    return data_dir() / "relay"
+
+
+def port_taken_message(port: int) -> str:
+    return (
+        f"port {port} on 127.0.0.1 is taken, so the embedded relay cannot run (is another"
+        " 'rcd start' running on this machine? 'rcd status DIR' tells). To run several"
+        " daemons here, start one relay ('rcd relay') and pass --relay URL to each; or give"
+        " this daemon an embedded relay of its own with --relay-port 0 (it then keeps its"
+        " data in a directory of its own, and the running daemon is not disturbed)"
+    )
+
+
+async def relay_serving(relay_dir: Path) -> str | None:
+    """The URL of a relay that runs on ``relay_dir`` now, or None.
+
+    Asks the URL the last relay on that dir announced (``relay.json``) for its API
+    description; anything but a relay's answer within a second means none runs there.
+    """
+    try:
+        url = await trio.to_thread.run_sync(read_relay_url, relay_dir)
+    except RelayError:
+        return None
+    if url is None:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            response = await http.get(f"{url}/api/openapi.json")
+            answered = response.status_code == 200 and "openapi" in response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return url if answered else None
+
+
+async def relay_dir_for(directory: Path, chosen: Path | None, port: int) -> tuple[Path, str | None]:
+    """The data dir of ``directory``'s embedded relay, and a note for the user when it is
+    not the usual one.
+
+    ``chosen`` (``--relay-data-dir``) is used as given, unless another relay serves it:
+    :class:`DaemonError`. Without it, the default dir is used; while another relay serves
+    that one, a dir of this directory's own (the same one at every start).
+    """
+    relay_dir = chosen or default_relay_dir()
+    running = await relay_serving(relay_dir)
+    if running is None:
+        return relay_dir, None
+    if chosen is not None:
+        raise DaemonError(
+            f"the relay data dir {relay_dir} is in use by the relay at {running} (another"
+            " 'rcd start' or 'rcd relay'); sharing it would disturb that relay's daemons."
+            " Pass --relay-data-dir with a directory of its own"
+        )
+    if port != 0 and running.rstrip("/").endswith(f":{port}"):
+        raise DaemonError(port_taken_message(port))
+    own = data_dir() / "relays" / f"{directory.name or 'root'}-{directory_key(directory)}"
+    if await relay_serving(own) is not None:
+        raise DaemonError(f"another rcd daemon already serves {directory}")
+    return own, (
+        f"the relay at {running} uses {relay_dir}; this daemon's embedded relay keeps its"
+        f" data in {own}"
+    )
+
+
+async def embedded_credential(storage: SqliteStorage, relay_dir: Path, machine: str) -> str:
+    """This machine's environment credential for the embedded relay on ``relay_dir``: the
+    stored one while the relay knows it, else a new one (stored for the next start)."""
+    stored = await trio.to_thread.run_sync(load_embedded_credential, relay_dir)
+    known = stored is not None and (
+        await storage.authenticate_environment_credential(hash_secret(stored)) is not None
+    )
+    if stored is not None and known:
+        return stored
+    credential = await storage.create_environment_credential(machine)
+    await trio.to_thread.run_sync(save_embedded_credential, relay_dir, credential)
+    return credential
