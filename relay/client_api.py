@@ -4,12 +4,20 @@ Every route authenticates first (401), then validates (400/413), then asks stora
 checks and writes are atomic (404/409). A refused request changes nothing. The inputs toward
 a running session (message, permission, interrupt, stop) authenticate in the same storage
 call that queues them, keeping that order (see :meth:`ClientApi._refused_after_auth`).
+
+An environment offline for longer than ``config.offline_grace`` has lost its daemon for now
+(maybe for good: killed, or gone after a relay outage): its sessions that have not ended
+show the state ``disconnected``, and messages, permission decisions and interrupts to them
+are refused (``409 environment_offline``) rather than queued for a daemon that may never
+read them. Within the grace (a link renewed, a reconnect) inputs are queued as always.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import math
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -70,12 +78,18 @@ def environment_info(env: EnvironmentRecord) -> EnvironmentInfo:
     )
 
 
-def session_info(session: SessionRecord, base_url: str) -> SessionInfo:
+def session_info(
+    session: SessionRecord, base_url: str, *, offline_grace: float = math.inf, now: float = 0.0
+) -> SessionInfo:
+    """The session as clients see it: ``disconnected`` (unless ended) while its environment
+    has been offline for more than ``offline_grace`` seconds at ``now``."""
+    offline_since = session.environment_offline_since
+    lost = offline_since is not None and now - offline_since > offline_grace
     return SessionInfo(
         id=session.id,
         environment_id=session.environment_id,
         title=session.title,
-        state=session.state,
+        state="disconnected" if lost and session.state != "ended" else session.state,
         spawn=session.spawn,
         cwd=session.cwd,
         branch=session.branch,
@@ -101,6 +115,8 @@ class ClientApi:
     storage: Storage
     hub: Hub
     config: RelayConfig
+    #: Now, to tell how long environments have been offline (the storage uses time.time too).
+    clock: Callable[[], float] = time.time
 
     def routes(self) -> list[Route]:
         session = "/api/sessions/{session_id}"
@@ -134,7 +150,10 @@ class ClientApi:
         return session
 
     def _info(self, session: SessionRecord) -> dict[str, Any]:
-        data: dict[str, Any] = encode(session_info(session, self.config.url))
+        info = session_info(
+            session, self.config.url, offline_grace=self.config.offline_grace, now=self.clock()
+        )
+        data: dict[str, Any] = encode(info)
         return data
 
     async def list_environments(self, request: Request) -> Response:
@@ -222,7 +241,9 @@ class ClientApi:
     async def _submit(self, proof: ClientProof, directive: SessionInput) -> None:
         """Queue an input in one storage call, which authenticates the client (and makes it
         the ``origin``) and looks the session up (404)."""
-        queued = await self.storage.submit_input(directive.session_id, directive, proof)
+        queued = await self.storage.submit_input(
+            directive.session_id, directive, proof, offline_grace=self.config.offline_grace
+        )
         if queued is not None:
             tail = self.hub.publish_directive(queued.environment_id, queued.dseq, queued.directive)
             if tail is not None and tail.link_id is not None:

@@ -42,6 +42,10 @@ class RelayConfig:
     max_sessions_per_environment: int = 256
     #: Failed sign-in (login link) or pairing attempts allowed per address per minute.
     failed_attempts_per_minute: int = 10
+    #: Seconds an environment may be offline (a link renewed, a daemon reconnecting after a
+    #: cut or a relay restart) before its sessions show ``disconnected`` and inputs to them
+    #: are refused (``409 environment_offline``) instead of queued.
+    offline_grace: float = 30.0
 
     @property
     def tls(self) -> bool:

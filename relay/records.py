@@ -94,6 +94,8 @@ class EnvironmentRecord:
     online: bool
     #: Sessions not ended.
     active_sessions: int
+    #: While offline: since when (its link closed, or the relay started). None while online.
+    offline_since: float | None = None
 
     @property
     def revoked(self) -> bool:
@@ -115,6 +117,8 @@ class SessionRecord:
     updated_at: float
     #: Highest seq such that every event 1..last_seq is held.
     last_seq: int
+    #: Since when the session's environment has been offline; None while it is online.
+    environment_offline_since: float | None = None
 
 
 def owned_environment(

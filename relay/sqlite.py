@@ -26,6 +26,7 @@ from wire import (
     ResumeSession,
     SendMessage,
     StartSession,
+    StopSession,
     decode_json,
     encode_json,
 )
@@ -61,14 +62,19 @@ from .sqlite_credentials import SqliteCredentials
 __all__ = ["DATABASE_FILENAME", "SqliteDatabase", "database_path"]
 
 
+# An environment's ``updated_at`` is also when its link last opened or closed, so while it
+# has no link it says since when it has been offline.
+_OFFLINE_SINCE = "CASE WHEN e.link_id IS NULL THEN e.updated_at END"
 _SESSION_COLUMNS = (
     "id, environment_id, title, state, spawn, cwd, branch, agent_session_id,"
-    " created_at, updated_at, last_seq"
+    " created_at, updated_at, last_seq,"
+    f" (SELECT {_OFFLINE_SINCE} FROM environments e WHERE e.id = sessions.environment_id)"
 )
-_ENVIRONMENT_QUERY = """
+_ENVIRONMENT_QUERY = f"""
 SELECT e.id, e.credential_id, e.name, e.machine, e.directory, e.spawn, e.capacity, e.agent,
        e.link_id IS NOT NULL,
-       (SELECT COUNT(*) FROM sessions s WHERE s.environment_id = e.id AND s.state != 'ended')
+       (SELECT COUNT(*) FROM sessions s WHERE s.environment_id = e.id AND s.state != 'ended'),
+       {_OFFLINE_SINCE}
 FROM environments e
 """
 
@@ -86,6 +92,7 @@ def _session(row: Sequence[Any]) -> SessionRecord:
         created_at=row[8],
         updated_at=row[9],
         last_seq=row[10],
+        environment_offline_since=row[11],
     )
 
 
@@ -101,6 +108,7 @@ def _environment(row: Sequence[Any]) -> EnvironmentRecord:
         agent=row[7],
         online=bool(row[8]),
         active_sessions=row[9],
+        offline_since=row[10],
     )
 
 
@@ -187,19 +195,24 @@ class SqliteDatabase(SqliteCredentials):
 
     def mark_all_offline(self) -> None:
         with self._write() as db:
-            db.execute("UPDATE environments SET link_id = NULL WHERE link_id IS NOT NULL")
+            db.execute(
+                "UPDATE environments SET link_id = NULL, updated_at = ? WHERE link_id IS NOT NULL",
+                (self._clock(),),
+            )
 
     def open_downlink(self, environment_id: str, link_id: str) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE environments SET link_id = ? WHERE id = ?", (link_id, environment_id)
+                "UPDATE environments SET link_id = ?, updated_at = ? WHERE id = ?",
+                (link_id, self._clock(), environment_id),
             )
 
     def close_downlink(self, environment_id: str, link_id: str) -> bool:
         with self._write() as db:
             closed = db.execute(
-                "UPDATE environments SET link_id = NULL WHERE id = ? AND link_id = ?",
-                (environment_id, link_id),
+                "UPDATE environments SET link_id = NULL, updated_at = ?"
+                " WHERE id = ? AND link_id = ?",
+                (self._clock(), environment_id, link_id),
             )
             return closed.rowcount > 0
 
@@ -241,7 +254,10 @@ class SqliteDatabase(SqliteCredentials):
     def say_goodbye(self, environment_id: str) -> list[str]:
         now = self._clock()
         with self._write() as db:
-            db.execute("UPDATE environments SET link_id = NULL WHERE id = ?", (environment_id,))
+            db.execute(
+                "UPDATE environments SET link_id = NULL, updated_at = ? WHERE id = ?",
+                (now, environment_id),
+            )
             ended = [
                 r[0]
                 for r in db.execute(
@@ -318,6 +334,25 @@ class SqliteDatabase(SqliteCredentials):
             raise AtCapacity(name, running, capacity)
         return cast(str, spawn)
 
+    def _check_reachable(
+        self, db: sqlite3.Connection, environment_id: str, offline_grace: float
+    ) -> None:
+        """Raise ``409 environment_offline`` when the environment has been offline for more
+        than ``offline_grace`` seconds: nothing queued for it now would reach its daemon in
+        time, maybe ever. (A shorter gap is a link being renewed or reconnecting: what is
+        queued then is delivered when it is back.)"""
+        name, link_id, since = db.execute(
+            "SELECT name, link_id, updated_at FROM environments WHERE id = ?", (environment_id,)
+        ).fetchone()
+        offline_for = self._clock() - since
+        if link_id is None and offline_for > offline_grace:
+            raise Conflict(
+                "environment_offline",
+                f"environment '{name}' has been offline for {_duration(offline_for)}: its"
+                " daemon is not connected, so nothing can reach the session; nothing was"
+                " queued. Try again once the environment is back online",
+            )
+
     # -- sessions ----------------------------------------------------------------------------
 
     def create_session(self, new: NewSession, start: StartSession) -> SessionRecord:
@@ -363,7 +398,12 @@ class SqliteDatabase(SqliteCredentials):
             return self._get_session(db, session_id)
 
     def submit_input(
-        self, session_id: str, directive: SessionInput, client: ClientProof | None = None
+        self,
+        session_id: str,
+        directive: SessionInput,
+        client: ClientProof | None = None,
+        *,
+        offline_grace: float | None = None,
     ) -> Enqueued | None:
         with self._write() as db:
             if client is not None:
@@ -380,6 +420,8 @@ class SqliteDatabase(SqliteCredentials):
                     return None
             if session.state == "ended":
                 raise SessionEnded(session_id)
+            if offline_grace is not None and not isinstance(directive, StopSession):
+                self._check_reachable(db, session.environment_id, offline_grace)
             if isinstance(directive, DecidePermission):
                 row = db.execute(
                     "SELECT resolved FROM permission_requests"
@@ -538,3 +580,11 @@ class SqliteDatabase(SqliteCredentials):
             (session_id, after, limit),
         ).fetchall()
         return [Event(seq=r[0], kind=r[1], at=r[2], data=json.loads(r[3])) for r in rows]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"

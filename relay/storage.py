@@ -148,7 +148,12 @@ class Storage(Protocol):
         """Raises NotFound."""
 
     async def submit_input(
-        self, session_id: str, directive: SessionInput, client: ClientProof | None = None
+        self,
+        session_id: str,
+        directive: SessionInput,
+        client: ClientProof | None = None,
+        *,
+        offline_grace: float | None = None,
     ) -> Enqueued | None:
         """Enqueue an input for the session's daemon (one round trip: the session is looked
         up, and with ``client`` the client authenticated, in the same transaction; the
@@ -158,6 +163,9 @@ class Storage(Protocol):
         Raises Unauthenticated or Forbidden as :meth:`authenticate_client` does, NotFound,
         SessionEnded, or for a permission decision NotFound
         (``unknown_permission_request``) / Conflict (``permission_already_resolved``).
+        With ``offline_grace``, an input other than a stop to a session whose environment
+        has been offline longer than that many seconds is Conflict
+        (``environment_offline``): it would wait for a daemon that may never come back.
         """
 
     async def resume_session(self, session_id: str) -> SessionRecord:
@@ -421,9 +429,16 @@ class SqliteStorage:
         return await self._run(lambda db: db.rename_session(session_id, title))
 
     async def submit_input(
-        self, session_id: str, directive: SessionInput, client: ClientProof | None = None
+        self,
+        session_id: str,
+        directive: SessionInput,
+        client: ClientProof | None = None,
+        *,
+        offline_grace: float | None = None,
     ) -> Enqueued | None:
-        return await self._run(lambda db: db.submit_input(session_id, directive, client))
+        return await self._run(
+            lambda db: db.submit_input(session_id, directive, client, offline_grace=offline_grace)
+        )
 
     async def resume_session(self, session_id: str) -> SessionRecord:
         return await self._run(lambda db: db.resume_session(session_id))

@@ -13,6 +13,7 @@ from .api import (
     PostMessage,
     Rename,
     SessionInfo,
+    ShownSessionState,
 )
 from .converter import converter, decode, decode_json, encode, encode_json
 from .errors import DecodeError, WireError
@@ -103,6 +104,7 @@ __all__ = [
     "SessionInfo",
     "SessionStarted",
     "SessionState",
+    "ShownSessionState",
     "Spawn",
     "StartSession",
     "Status",

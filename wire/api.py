@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
-from .events import Decision, SessionState, Spawn
+from .events import Decision, Spawn
 
 __all__ = [
     "CreateSession",
@@ -17,9 +17,17 @@ __all__ = [
     "PostMessage",
     "Rename",
     "SessionInfo",
+    "ShownSessionState",
 ]
 
 MAX_MESSAGE_BYTES = 1024 * 1024
+
+#: A session's state as the client API shows it: the state its events say
+#: (:data:`wire.SessionState`), or ``disconnected`` while its environment has been offline
+#: past the relay's grace (nothing can reach the session until its daemon is back).
+ShownSessionState = Literal[
+    "queued", "starting", "idle", "busy", "awaiting_permission", "ending", "ended", "disconnected"
+]
 
 
 def _nonempty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -70,7 +78,7 @@ class SessionInfo:
     id: str
     environment_id: str
     title: str | None
-    state: SessionState
+    state: ShownSessionState
     spawn: Spawn | None
     cwd: str | None
     branch: str | None
