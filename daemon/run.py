@@ -316,6 +316,9 @@ async def run_daemon(
                     {"path": k.path, "branch": k.branch, "reasons": list(k.reasons)}
                     for k in stats.kept_worktrees
                 ],
+                "spare_worktrees": (
+                    attrs.asdict(stats.spares) if stats.spares is not None else None
+                ),
             }
 
         await root.start(serve_control, control_socket_path(directory), control)
@@ -394,7 +397,9 @@ async def run_daemon(
         #    that leaves room for forcing what is left and for the goodbye.
         stop_started = trio.current_time()
         hard_deadline = stop_started + options.stop_timeout
-        reserve = min(2.5, options.stop_timeout / 3)
+        # Room after the sessions' deadline: forcing what is left, the goodbye, and the
+        # process exiting, all before the service manager's own deadline.
+        reserve = min(3.0, options.stop_timeout / 3)
         with trio.move_on_at(hard_deadline - reserve) as deadline:
             async with trio.open_nursery() as teardown:
 
@@ -434,17 +439,17 @@ async def run_daemon(
                     await uplink.drain()
         # 3. Goodbye: the environment goes offline (sessions still open are ended by it).
         goodbye_by = trio.current_time() if isinstance(stopper.error, OutageTimeout) else None
-        with trio.move_on_at(goodbye_by or max(hard_deadline - 0.3, trio.current_time() + 0.5)):
+        with trio.move_on_at(goodbye_by or max(hard_deadline - 0.8, trio.current_time() + 0.3)):
             try:
                 await client.goodbye(env_id)
             except (RelayUnreachable, RelayRejected) as exc:
                 log.warning("goodbye_failed", error=str(exc))
-        # 4. Clean worktrees of the sessions just ended go now, in what time is left; the
-        #    next start removes any that are still there.
-        with trio.move_on_at(hard_deadline - 0.1):
-            left = await supervisor.remove_deferred()
-            if left:
-                log.info("worktree_removal_left_to_next_start", worktrees=left)
+        # 4. Clean worktrees of the sessions just ended become spares again, in what time
+        #    is left; the next start takes any that are still there.
+        with trio.move_on_at(hard_deadline - 0.5):
+            await supervisor.recycle_deferred()
+        if supervisor.recycles_left:
+            log.info("worktrees_left_to_next_start", worktrees=supervisor.recycles_left)
         log.info("stopped")
         display_scope.cancel()
         root.cancel_scope.cancel()

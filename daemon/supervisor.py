@@ -19,7 +19,15 @@ import trio
 
 import wire
 from spawn import AgentAdapter, Kept, SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
-from worktrees import NOT_A_WORKTREE, PoolStatistics, SparePool, Worktree, WorktreeError, Worktrees
+from worktrees import (
+    NOT_A_WORKTREE,
+    Leftover,
+    PoolStatistics,
+    SparePool,
+    Worktree,
+    WorktreeError,
+    Worktrees,
+)
 
 __all__ = ["EventPublisher", "KeptWorktree", "Supervisor", "SupervisorStats"]
 
@@ -80,29 +88,37 @@ class Supervisor:
     _pool: SparePool | None = None
     _pool_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     #: While stopping, clean worktrees are only inspected (their sessions report the
-    #: truth at once) and removed after the goodbye, by :meth:`remove_deferred`.
+    #: truth at once) and recycled after the goodbye, by :meth:`recycle_deferred`.
     _stopping: bool = False
-    _deferred: list[Worktree] = attrs.Factory(list)
+    #: (worktree, whether its branch goes too)
+    _deferred: list[tuple[Worktree, bool]] = attrs.Factory(list)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions' nursery until cancelled (use :meth:`stop_all` first to be kind)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self.spawn == "worktree":
-                nursery.start_soon(self._keep_spares)
+            nursery.start_soon(self._keep_spares)
             task_status.started()
             await trio.sleep_forever()
 
+    async def _spare_pool(self) -> SparePool | None:
+        """The repository's spare pool (None outside a repository). It holds spares only
+        for a daemon started with ``--spawn worktree``; any daemon recycles into it."""
+        if self._pool is None:
+            try:
+                manager = await self.worktrees()
+            except WorktreeError:
+                return None
+            if self._pool is None:
+                size = self.spares if self.spawn == "worktree" else 0
+                self._pool = SparePool(manager=manager, size=size)
+        return self._pool
+
     async def _keep_spares(self) -> None:
-        if self._pool is not None or self.spares <= 0:
-            return
-        try:
-            manager = await self.worktrees()
-        except WorktreeError:
-            return
-        self._pool = SparePool(manager=manager, size=self.spares)
-        with self._pool_scope:
-            await self._pool.run()
+        pool = await self._spare_pool()
+        if pool is not None:
+            with self._pool_scope:
+                await pool.run()
 
     # -- directives ----------------------------------------------------------------------
 
@@ -268,10 +284,15 @@ class Supervisor:
             leftovers = await manager.leftovers()
         except WorktreeError:
             return
-        clean = [left.worktree for left in leftovers if not left.state.kept_reasons]
+        clean = [
+            left
+            for left in leftovers
+            if left.state.exists and left.state.registered and not left.state.directory_reasons
+        ]
         if clean and self._nursery is not None:
-            # Left by a stop cut short (or a crash): nothing in them, so they go.
-            self._nursery.start_soon(self._reclaim, manager, clean)
+            # Left by a stop (or a crash) with nothing uncommitted in them: they become
+            # spares again (a branch with commits stays, as at any release).
+            self._nursery.start_soon(self._reclaim, clean)
         for leftover in leftovers:
             if not leftover.state.kept_reasons:
                 continue
@@ -284,16 +305,16 @@ class Supervisor:
                 )
             )
 
-    async def _reclaim(self, manager: Worktrees, worktrees: list[Worktree]) -> None:
-        removed = 0
-        for worktree in worktrees:
-            try:
-                released = await manager.release(worktree)
-            except WorktreeError as exc:
-                log.warning("worktree_reclaim_failed", path=str(worktree.path), error=str(exc))
-                continue
-            removed += not released.kept
-        log.info("clean_worktrees_reclaimed", removed=removed, found=len(worktrees))
+    async def _reclaim(self, leftovers: list[Leftover]) -> None:
+        pool = await self._spare_pool()
+        if pool is None:
+            return
+        recycled = 0
+        for left in leftovers:
+            state = left.state
+            delete_branch = state.branch_exists and not state.branch_reasons
+            recycled += await pool.recycle(left.worktree, delete_branch=delete_branch)
+        log.info("clean_worktrees_reclaimed", recycled=recycled, found=len(leftovers))
 
     async def _restore_worktree(self, session_id: str, cwd: str) -> Workspace:
         """A resumed session's worktree, removed when the session ended: made again at the
@@ -349,24 +370,41 @@ class Supervisor:
         worktree = self._worktree_of.pop(session_id, None) or await manager.find(workspace.cwd)
         if worktree is None:
             return Kept(kept=True, reasons=("not a worktree rcd knows",))
-        if self._stopping:
-            # Inspect now, remove after the goodbye: a stop must not wait for git deleting
-            # thousands of files per worktree. A stop cut short leaves them for the next
-            # start, which removes the clean ones (see report_leftovers).
-            state = await manager.inspect(worktree)
-            if state.exists and not state.registered:
-                raise WorkspaceError(_broken_link(workspace.cwd))
-            if not state.kept_reasons:
-                self._deferred.append(worktree)
-                return Kept(kept=False)
-            self._keep(worktree, state.kept_reasons)
-            return Kept(kept=True, reasons=state.kept_reasons)
+        state = await manager.inspect(worktree)
+        if state.exists and not state.registered:
+            raise WorkspaceError(_broken_link(workspace.cwd))
+        if state.exists and not state.directory_reasons:
+            # A clean directory goes back to the spares (a rename, however large the
+            # repository); a branch with commits stays, as at any release.
+            delete_branch = state.branch_exists and not state.branch_reasons
+            pool = self._pool
+            recycled = False
+            if self._stopping:
+                # Not now: a stop must not wait for git. After the goodbye, or at the
+                # next start (see recycle_deferred, report_leftovers).
+                self._deferred.append((worktree, delete_branch))
+                recycled = True
+            elif pool is not None and pool.has_room():
+                recycled = await pool.recycle(worktree, delete_branch=delete_branch)
+            if recycled:
+                if state.branch_reasons:
+                    self._keep(worktree, state.branch_reasons)
+                return Kept(kept=bool(state.branch_reasons), reasons=state.branch_reasons)
         released = await manager.release(worktree)
         if NOT_A_WORKTREE in released.kept_reasons:
             raise WorkspaceError(_broken_link(workspace.cwd))
         if released.kept:
             self._keep(worktree, released.kept_reasons)
-        return Kept(kept=released.kept, reasons=released.kept_reasons)
+        refusals = [r for r in released.kept_reasons if r.startswith("git would not")]
+        return Kept(
+            kept=released.kept,
+            reasons=released.kept_reasons,
+            failure=(
+                f"the worktree {workspace.cwd} could not be released: " + "; ".join(refusals)
+                if refusals
+                else None
+            ),
+        )
 
     def _keep(self, worktree: Worktree, reasons: tuple[str, ...]) -> None:
         self.kept_worktrees.append(
@@ -374,23 +412,18 @@ class Supervisor:
         )
         log.info("worktree_kept", path=str(worktree.path), reasons=reasons)
 
-    async def remove_deferred(self) -> int:
-        """Remove the clean worktrees (and their branches) of sessions that ended while
-        stopping, in parallel; the caller owns the deadline. Returns how many are left."""
-        if not self._deferred:
-            return 0
-        manager = await self.worktrees()
-        limiter = trio.CapacityLimiter(4)
+    async def recycle_deferred(self) -> None:
+        """Turn the clean worktrees of sessions that ended while stopping back into spares,
+        one after the other (milliseconds each: nothing is deleted). The caller owns the
+        deadline; one in progress finishes first. What is left, the next start takes."""
+        pool = self._pool
+        while self._deferred and pool is not None:
+            worktree, delete_branch = self._deferred[0]
+            await pool.recycle(worktree, delete_branch=delete_branch, clean_ignored=False)
+            self._deferred.pop(0)
 
-        async def remove(worktree: Worktree) -> None:
-            async with limiter:
-                released = await manager.release(worktree)
-            if not released.kept:
-                self._deferred.remove(worktree)
-
-        async with trio.open_nursery() as nursery:
-            for worktree in list(self._deferred):
-                nursery.start_soon(remove, worktree)
+    @property
+    def recycles_left(self) -> int:
         return len(self._deferred)
 
     # -- teardown --------------------------------------------------------------------------

@@ -33,8 +33,10 @@ __all__ = ["Kept", "SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceE
 
 log = structlog.get_logger("spawn.session")
 
-#: Seconds a forced-down agent gets between each step of its stop (see ``cancel``).
+#: Seconds a forced-down agent gets between each step of its stop (see ``cancel``) ...
 FORCED_GRACE = 0.2
+#: ... and its workspace's release (a stopping daemon's release only reads the worktree).
+FORCED_RELEASE = 0.5
 
 
 class WorkspaceError(SpawnError):
@@ -56,6 +58,8 @@ class Kept:
 
     kept: bool
     reasons: tuple[str, ...] = ()
+    #: What went wrong, when git refused to release it (becomes the session's error event).
+    failure: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -324,8 +328,10 @@ class SessionRuntime:
             # fails or is skipped must not be reported as a clean removal.
             kept = Kept(kept=True, reasons=("not released",))
             try:
-                with trio.move_on_after(0 if self._forced else 30):
+                with trio.move_on_after(FORCED_RELEASE if self._forced else 30):
                     kept = await self.release(self.workspace)
+                if kept.failure is not None:
+                    self._emit(wire.Error(code="workspace_release_failed", message=kept.failure))
             except SpawnError as exc:
                 self._emit(wire.Error(code="workspace_release_failed", message=str(exc)))
         self._emit(
@@ -343,8 +349,9 @@ class SessionRuntime:
 
     def cancel(self) -> None:
         """Force the session down (second signal, or a stop past its deadline): the agent
-        gets :data:`FORCED_GRACE` seconds, is killed and reaped; its workspace is reported
-        as kept, unreleased (a daemon's next start removes it if it holds nothing)."""
+        gets :data:`FORCED_GRACE` seconds, is killed and reaped; its workspace's release
+        gets :data:`FORCED_RELEASE` seconds, past which it is reported as kept, unreleased
+        (a daemon's next start removes it if it holds nothing)."""
         self._forced = True
         self._scope.cancel()
 

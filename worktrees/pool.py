@@ -31,7 +31,7 @@ from . import gitread
 from .errors import WorktreeError
 from .exclude import ensure_excluded
 from .gitproc import run_git
-from .manager import Worktrees
+from .manager import Worktrees, _remove_half_made
 from .models import Worktree
 from .slug import BRANCH_PREFIX, slugify, unique_slug
 
@@ -63,6 +63,17 @@ class PoolStatistics:
     taken: int
 
 
+def _remove_files(path: Path) -> None:
+    """Delete a spare's files, keeping its ``.git`` link until the end (blocking)."""
+    for child in path.iterdir() if path.is_dir() else ():
+        if child.name == ".git":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _disk_usage(path: Path) -> int:
     """Bytes a directory tree takes on disk (blocking)."""
     total = 0
@@ -89,16 +100,27 @@ class SparePool:
     _wanted: trio.Event = attrs.Factory(trio.Event)
     _filling: bool = False
     _taken: int = 0
+    _running: bool = False
 
     @property
     def directory(self) -> Path:
         return self.manager.root / POOL_DIR
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Adopt the clean spares an earlier run left, then keep the pool full until
-        cancelled. A spare being made when cancelled is removed again."""
-        await self._adopt()
-        task_status.started()
+        """Adopt the clean spares an earlier run left (removing those beyond the size),
+        then keep the pool full until cancelled. A spare being made when cancelled is left
+        half-made: the next start completes it."""
+        excess = await self._adopt()
+        self._running = True
+        try:
+            task_status.started()
+            for path in excess:
+                await self._discard(path)
+            await self._fill()
+        finally:
+            self._running = False
+
+    async def _fill(self) -> None:
         measured = False
         while True:
             while len(self._ready) < self.size:
@@ -133,10 +155,16 @@ class SparePool:
             )
             self.size = max(fits, 0)
 
-    async def _adopt(self) -> None:
+    async def _adopt(self) -> list[Path]:
+        """Take the clean spares found in the pool, up to the size; returns the others
+        that may be removed (beyond the size)."""
         found = await self.manager._read(gitread.spares, self.manager.root, self.directory)
+        excess: list[Path] = []
         for path, commit in found:
-            if len(self._ready) >= self.size or commit is None:
+            if commit is None:
+                continue
+            if len(self._ready) >= self.size:
+                excess.append(path)
                 continue
             try:
                 state = await self.manager._read(gitread.spare_state, path)
@@ -150,9 +178,35 @@ class SparePool:
             if state != "clean":
                 log.warning("spare_has_changes", path=str(path), note="left as it is, never used")
                 continue
+            try:
+                # A worktree recycled by a stop may still hold a session's ignored files.
+                await run_git(["clean", "-ffdXq"], cwd=path, background=True)
+            except WorktreeError as exc:
+                log.warning("spare_unreadable", path=str(path), error=str(exc))
+                continue
             self._ready.append(Spare(path=path, commit=commit))
         if self._ready:
             log.info("spares_adopted", count=len(self._ready))
+        return excess
+
+    async def _discard(self, path: Path) -> None:
+        """Remove a spare the pool has no room for, unless someone wrote in it. The files
+        go without the repository's lock (creations go on meanwhile); a removal cut short
+        leaves a spare missing files, which the next start completes."""
+        manager = self.manager
+        try:
+            if await manager._read(gitread.spare_state, path) == "changed":
+                log.warning("spare_has_changes", path=str(path), note="left as it is, never used")
+                return
+        except WorktreeError as exc:
+            log.warning("spare_not_removed", path=str(path), error=str(exc))
+            return
+        await trio.to_thread.run_sync(
+            _remove_files, path, limiter=manager.limiter, abandon_on_cancel=True
+        )
+        async with manager._lock:
+            await manager._read(_remove_half_made, path, manager.common_dir)
+        log.info("spare_removed", path=str(path))
 
     async def _make(self) -> Spare:
         manager = self.manager
@@ -248,6 +302,53 @@ class SparePool:
                 )
             raise
         return Worktree(path=path, branch=branch, slug=slug, base_commit=base)
+
+    def has_room(self) -> bool:
+        return len(self._ready) < self.size
+
+    async def recycle(
+        self, worktree: Worktree, *, delete_branch: bool, clean_ignored: bool = True
+    ) -> bool:
+        """Turn a session's worktree, found clean by the caller (:meth:`Worktrees.inspect`),
+        back into a spare: its HEAD detached, its branch deleted when ``delete_branch`` (no
+        commits beyond its base), the directory moved into the pool. Nothing is deleted
+        from disk, so it takes milliseconds however large the repository.
+
+        Each step runs to its end even if cancelled (a half-made step would leave a
+        worktree the next start cannot tell from work). Returns False when git refused
+        (the worktree is then left as it is, and :meth:`Worktrees.release` may still go).
+        It becomes a ready spare if the pool has room; otherwise, while the pool runs, it
+        is removed (in the background work of a start), and when the pool does not run (a
+        stop) it waits for the next start, which keeps what fits and removes the rest.
+        Ignored files (build output, caches, an agent's .env) go first, unless
+        ``clean_ignored`` is false (a stop, in a hurry: the next start cleans them).
+        """
+        manager = self.manager
+        path = self.directory / secrets.token_hex(4)
+        with trio.CancelScope(shield=True):
+            try:
+                if clean_ignored:
+                    await run_git(["clean", "-ffdXq"], cwd=worktree.path)
+                commit = (await run_git(["rev-parse", "HEAD"], cwd=worktree.path)).stdout.strip()
+                async with manager._lock:
+                    await trio.Path(self.directory).mkdir(parents=True, exist_ok=True)
+                    await run_git(["update-ref", "--no-deref", "HEAD", commit], cwd=worktree.path)
+                    if delete_branch:
+                        await run_git(["branch", "-D", worktree.branch], cwd=manager.root)
+                    await run_git(
+                        ["worktree", "move", str(worktree.path), str(path)], cwd=manager.root
+                    )
+            except (WorktreeError, OSError) as exc:
+                log.warning("worktree_not_recycled", path=str(worktree.path), error=str(exc))
+                return False
+        manager._released += 1
+        manager._removed += 1
+        log.info("worktree_recycled", path=str(worktree.path), spare=str(path))
+        if self.has_room() and clean_ignored:
+            self._ready.append(Spare(path=path, commit=commit))
+        elif self._running:
+            await self._discard(path)
+        return True
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(

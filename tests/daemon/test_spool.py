@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
+
 import wire
 from daemon.spool import Spool
 from daemon.uplink import Outbox, Uplink
@@ -46,3 +48,31 @@ def test_a_crashed_run_s_spool_is_sent_first_or_dropped_after_a_gap(tmp_path: Pa
     assert [e.seq for e in box.take_batch(10)] == [6, 7]  # memory_limit 2; the rest on disk
     assert box.acknowledge(7)
     assert [e.seq for e in box.take_batch(10)] == [8, 9]
+
+
+async def test_events_published_after_the_uplink_closed_are_spooled_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # A stop cut short by its deadline: the uplink's task has ended while sessions still
+    # write their last events. Publishing never raises; everything unsent, in memory and
+    # already spooled, goes to disk in order and the next start sends it first.
+    spool_dir = tmp_path / "spool"
+    uplink = Uplink(client=None, spool_dir=spool_dir, memory_limit=3)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        uplink.pause()  # nothing goes out (there is no relay here)
+        nursery.cancel_scope.cancel()
+    for seq in range(1, 8):  # 3 stay in memory, 4 overflow to the spool
+        uplink.publish("late", event(seq))
+    uplink.publish(
+        "late",
+        wire.make_event(
+            8, 1.0, wire.SessionEnded(reason="daemon_stopped", worktree_kept=False, branch=None)
+        ),
+    )
+    assert uplink.is_complete("late")
+    assert uplink.spool_unsent() == 8
+    again = Uplink(client=None, spool_dir=spool_dir)  # type: ignore[arg-type]
+    assert again.recover({"late": 0}) == {"late": 8}
+    box = again._outboxes["late"]
+    assert [e.seq for e in box.take_batch(100)] == list(range(1, 9))
