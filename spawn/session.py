@@ -116,6 +116,8 @@ class SessionRuntime:
     _agent_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     #: Set by :meth:`cancel`: the end is hurried (no grace for the agent, no release).
     _forced: bool = False
+    #: ``trio.current_time()`` when a stop was first asked for (0: never), for the log.
+    _stop_asked: float = 0.0
     ended: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -246,6 +248,7 @@ class SessionRuntime:
             if self._in_turn:
                 await handle.interrupt()
         elif isinstance(item, wire.StopSession):
+            self._stop_asked = self._stop_asked or trio.current_time()
             if self.end_reason is None:
                 self.end_reason = "stopped" if item.origin != "daemon_stopped" else item.origin
             self._set_state("ending")
@@ -317,11 +320,13 @@ class SessionRuntime:
                 )
             )
             self.end_reason = "agent_exited"
+        finishing = self._stop_asked or trio.current_time()
         grace = FORCED_GRACE if self._forced else self.stop_grace
         if self.handle is not None:
             with trio.move_on_after(grace * 2 + 1):
                 await self.handle.stop(grace)
         self._set_state("ending")
+        agent_gone = trio.current_time()
         kept = Kept(kept=False)
         if self.workspace is not None:
             # Until release says otherwise, the workspace is there: a release that times out,
@@ -345,7 +350,14 @@ class SessionRuntime:
         self.state = "ended"
         self._inbox_send.close()
         self.ended.set()
-        log.info("session_ended", reason=self.end_reason)
+        log.info(
+            "session_ended",
+            reason=self.end_reason,
+            forced=self._forced,
+            # How long the agent took to go (from the stop asked for), then the release.
+            agent_ms=round((agent_gone - finishing) * 1000),
+            release_ms=round((trio.current_time() - agent_gone) * 1000),
+        )
 
     def cancel(self) -> None:
         """Force the session down (second signal, or a stop past its deadline): the agent

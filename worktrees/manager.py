@@ -100,6 +100,10 @@ class Worktrees:
     common_dir: Path
     limiter: trio.CapacityLimiter
     _lock: trio.Lock
+    #: Checkouts of new worktrees at once (spares, made in the background, not counted).
+    _checkouts: trio.CapacityLimiter = attrs.Factory(
+        lambda: trio.CapacityLimiter(max(2, os.cpu_count() or 2))
+    )
     _created: int = 0
     _released: int = 0
     _removed: int = 0
@@ -210,17 +214,26 @@ class Worktrees:
     ) -> None:
         """Check out the files of a worktree registered with ``--no-checkout``, then run
         the ``post-checkout`` hook as ``git worktree add`` would have."""
-        with trio.move_on_after(math.inf if limit is None else limit) as window:
-            # read-tree writes the index and the files, and no ref: a checkout cut short
-            # leaves no ref lock behind to stop the undo from deleting the branch.
-            await run_git(["read-tree", "--reset", "-u", "HEAD"], cwd=path, background=background)
-            await run_git(
-                ["hook", "run", "--ignore-missing", "post-checkout", "--", _NULL_OID, base, "1"],
-                cwd=path,
-                background=background,
-            )
+        if background:
+            await self._checkout(path, base, background=True)
+            return
+        # At most as many checkouts at once as there are cores: more only share them, and
+        # each would take longer. The time limit starts with this checkout's turn.
+        async with self._checkouts:
+            with trio.move_on_after(math.inf if limit is None else limit) as window:
+                await self._checkout(path, base, background=False)
         if window.cancelled_caught:
             raise WorktreeTimeout(path, limit or 0)
+
+    async def _checkout(self, path: Path, base: str, *, background: bool) -> None:
+        # read-tree writes the index and the files, and no ref: a checkout cut short
+        # leaves no ref lock behind to stop the undo from deleting the branch.
+        await run_git(["read-tree", "--reset", "-u", "HEAD"], cwd=path, background=background)
+        await run_git(
+            ["hook", "run", "--ignore-missing", "post-checkout", "--", _NULL_OID, base, "1"],
+            cwd=path,
+            background=background,
+        )
 
     async def restore(self, path: str | os.PathLike[str]) -> Worktree:
         """Bring back the worktree at ``path`` for a resumed session after it was removed

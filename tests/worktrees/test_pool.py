@@ -144,3 +144,26 @@ async def test_a_clean_worktree_is_recycled_into_a_spare_and_work_stays(repo: Pa
         assert again is not None
         assert not (again.path / "build.log").exists()
         assert await git(again.path, "status", "--porcelain") == ""
+
+
+async def test_creation_limit_counts_the_checkout_not_the_wait_for_a_turn(repo: Path) -> None:
+    # At most as many checkouts run at once as there are cores; a creation waiting for
+    # its turn is not slow, and its limit starts with its turn.
+    with trio.fail_after(TIMEOUT):
+        manager = await Worktrees.open(repo)
+        slots = manager._checkouts
+        async with trio.open_nursery() as nursery:
+            released = trio.Event()
+
+            async def occupy_every_slot() -> None:
+                for _ in range(int(slots.total_tokens)):
+                    await slots.acquire_on_behalf_of(object())
+                await trio.sleep(1.0)
+                slots.total_tokens += 1  # a turn comes free
+                released.set()
+
+            nursery.start_soon(occupy_every_slot)
+            await trio.testing.wait_all_tasks_blocked()
+            worktree = await manager.create("queued", "s1", checkout_limit=0.5)
+            assert released.is_set()
+        assert (worktree.path / "README.md").exists()
