@@ -7,15 +7,19 @@ pid the kernel has since given to another process is never signalled. The daemon
 ``stopped`` when it ends through its own code (a signal, an outage, an error); a record
 found without that mark means the daemon before was killed (``kill -9``, OOM, power loss).
 
-Agents run as session leaders (``start_new_session``): ending one ends every process of its
-session, the tools it started included. On Linux an agent also gets SIGTERM the moment the
-daemon dies (see :mod:`spawn.process`); the record covers its children, and other systems.
+What an agent leaves running is found two ways: its session (agents are session leaders,
+``start_new_session``), and a marker in the environment, ``RCD_AGENT_OF=<token>`` with a
+token of the daemon's run, which every process the agent starts inherits, even one in a
+session of its own (Claude Code runs each shell command in a new session) or reparented to
+init (a background job). On Linux an agent also gets SIGTERM the moment the daemon dies
+(see :mod:`spawn.process`); the record covers what it leaves, and other systems.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,9 +34,21 @@ from spawn import AgentAdapter, AgentHandle, AgentLaunch, EventSink
 from .errors import DaemonError
 from .paths import read_private_json, write_private_json
 
-__all__ = ["AgentsRecord", "PreviousRun", "ProcessId", "RecordedAdapter", "take_over"]
+__all__ = [
+    "AGENT_MARKER",
+    "AgentsRecord",
+    "PreviousRun",
+    "ProcessId",
+    "RecordedAdapter",
+    "end_agents",
+    "process_id",
+    "take_over",
+]
 
 log = structlog.get_logger("daemon.agents")
+
+#: The environment variable that marks every process an agent of this daemon starts.
+AGENT_MARKER = "RCD_AGENT_OF"
 
 #: How the daemon before this one ended: ``none`` (no record), ``stopped`` (through its own
 #: code) or ``died`` (killed).
@@ -87,23 +103,38 @@ def _all_stats() -> list[_Stat]:
     return stats
 
 
-def _left_by(agents: Iterable[ProcessId]) -> list[int]:
-    """Live processes of the recorded agents' sessions.
+def _marked(pid: int, marker: bytes) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or another user's
+        return False
+    return marker in environ.split(b"\0")
+
+
+def _left_by(agents: Iterable[ProcessId], token: str | None) -> list[int]:
+    """Live processes the recorded agents (and what they started) left: those of the
+    agents' sessions, and those marked with ``token`` in their environment.
 
     An agent whose pid now belongs to another process (its start time differs) is skipped:
     its session is long gone, since Linux never reuses a pid that still names a session. A
     gone leader whose session lives on (tools it started) still has its session ended.
     """
-    wanted = set()
+    sessions = set()
     for agent in agents:
         now = process_id(agent.pid)
         if now is not None and now != agent:
             log.info("agent_pid_reused", pid=agent.pid)
             continue
-        wanted.add(agent.pid)
-    if not wanted:
+        sessions.add(agent.pid)
+    if not sessions and token is None:
         return []
-    return [s.pid for s in _all_stats() if s.session in wanted and s.pid != os.getpid()]
+    marker = f"{AGENT_MARKER}={token}".encode() if token else None
+    return [
+        s.pid
+        for s in _all_stats()
+        if s.pid != os.getpid()
+        and (s.session in sessions or (marker is not None and _marked(s.pid, marker)))
+    ]
 
 
 def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
@@ -112,12 +143,14 @@ def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-async def end_agents(agents: Iterable[ProcessId], grace: float = 3.0) -> int:
-    """End every process of the agents' sessions: SIGTERM, then SIGKILL after ``grace``.
-    Returns how many processes there were. Waits (at most ``grace`` + 2 s) until they are
-    gone."""
+async def end_agents(
+    agents: Iterable[ProcessId], token: str | None = None, grace: float = 3.0
+) -> int:
+    """End every process the agents left (see :func:`_left_by`): SIGTERM, then SIGKILL
+    after ``grace``. Returns how many processes there were. Waits (at most ``grace`` + 2 s)
+    until they are gone."""
     agents = list(agents)
-    pids = await trio.to_thread.run_sync(_left_by, agents)
+    pids = await trio.to_thread.run_sync(_left_by, agents, token)
     if not pids:
         return 0
     log.warning("ending_agents_left_by_earlier_run", pids=pids)
@@ -133,7 +166,7 @@ async def end_agents(agents: Iterable[ProcessId], grace: float = 3.0) -> int:
         if sig is not None:
             log.warning("agents_killed", pids=alive)
             # Re-read which are still the same processes before the harder signal.
-            again = set(await trio.to_thread.run_sync(_left_by, agents))
+            again = set(await trio.to_thread.run_sync(_left_by, agents, token))
             _signal_all((pid for pid in alive if pid in again), sig)
     if alive:
         log.error("agents_survived", pids=alive)
@@ -147,6 +180,8 @@ class AgentsRecord:
 
     path: Path
     daemon: ProcessId
+    #: Marks this run's agents and everything they start (``RCD_AGENT_OF``).
+    token: str = attrs.Factory(lambda: secrets.token_hex(16))
     agents: dict[int, ProcessId] = attrs.Factory(dict)
     stopped: bool = False
 
@@ -167,6 +202,7 @@ class AgentsRecord:
             self.path,
             {
                 "daemon": attrs.asdict(self.daemon),
+                "token": self.token,
                 "stopped": self.stopped,
                 "agents": [attrs.asdict(a) for a in self.agents.values()],
             },
@@ -185,15 +221,25 @@ class AgentsRecord:
                 log.warning("agents_record_unwritable", path=str(self.path), error=str(exc))
 
 
-def _read(path: Path) -> tuple[ProcessId | None, bool, list[ProcessId]]:
-    """(owner, stopped, agents) of a record; a damaged one reads as a killed daemon's."""
+@attrs.frozen(kw_only=True)
+class _Found:
+    """A record as read from disk."""
+
+    owner: ProcessId | None = None
+    token: str | None = None
+    stopped: bool = False
+    agents: list[ProcessId] = attrs.Factory(list)
+
+
+def _read(path: Path) -> _Found:
+    """A record; a damaged one reads as a killed daemon's."""
     try:
         data = read_private_json(path, "agents")
     except DaemonError as exc:
         log.warning("agents_record_unreadable", error=str(exc))
-        return None, False, []
+        return _Found()
     if not data:
-        return None, True, []
+        return _Found(stopped=True)
 
     def as_id(value: Any) -> ProcessId | None:
         if isinstance(value, dict) and all(isinstance(value.get(k), int) for k in ("pid", "start")):
@@ -201,8 +247,13 @@ def _read(path: Path) -> tuple[ProcessId | None, bool, list[ProcessId]]:
         return None
 
     raw_agents = data.get("agents")
-    agents = [a for a in map(as_id, raw_agents if isinstance(raw_agents, list) else []) if a]
-    return as_id(data.get("daemon")), data.get("stopped") is True, agents
+    token = data.get("token")
+    return _Found(
+        owner=as_id(data.get("daemon")),
+        token=token if isinstance(token, str) and token else None,
+        stopped=data.get("stopped") is True,
+        agents=[a for a in map(as_id, raw_agents if isinstance(raw_agents, list) else []) if a],
+    )
 
 
 async def take_over(
@@ -216,16 +267,17 @@ async def take_over(
     """
     me = process_id(os.getpid()) or ProcessId(pid=os.getpid(), start=0)
     existed = await trio.Path(path).exists()
-    owner, stopped, agents = await trio.to_thread.run_sync(_read, path)
+    found = await trio.to_thread.run_sync(_read, path)
+    owner = found.owner
     if owner is not None and owner != me and process_id(owner.pid) == owner:
         raise DaemonError(
             f"another rcd daemon (pid {owner.pid}) already serves {directory}; "
             f"'rcd status {directory}' tells about it"
         )
-    previous: PreviousRun = "none" if not existed else "stopped" if stopped else "died"
+    previous: PreviousRun = "none" if not existed else "stopped" if found.stopped else "died"
     if previous == "died":
         log.warning("earlier_daemon_died", pid=owner.pid if owner else None)
-    ended = await end_agents(agents, grace)
+    ended = await end_agents(found.agents, found.token, grace)
     if ended:
         log.warning("agents_of_earlier_daemon_ended", processes=ended)
     record = AgentsRecord(path=path, daemon=me)
@@ -252,7 +304,8 @@ class _RecordOnStart(trio.TaskStatus[AgentHandle]):
 @attrs.define(eq=False)
 class RecordedAdapter:
     """An :class:`~spawn.AgentAdapter` whose agents are kept in an :class:`AgentsRecord`
-    from the moment they accept input until they are reaped."""
+    from the moment they accept input until they are reaped, and carry its marker in their
+    environment."""
 
     inner: AgentAdapter
     record: AgentsRecord
@@ -269,6 +322,7 @@ class RecordedAdapter:
         task_status: trio.TaskStatus[AgentHandle] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         recording = _RecordOnStart(record=self.record, forward=task_status)
+        launch = attrs.evolve(launch, env={**launch.env, AGENT_MARKER: self.record.token})
         try:
             await self.inner.run(launch, sink, task_status=recording)
         finally:

@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from daemon.agents_record import (
+    AGENT_MARKER,
     AgentsRecord,
     ProcessId,
     RecordedAdapter,
@@ -57,21 +58,28 @@ def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
-def start_agent(spawned: list[subprocess.Popen[bytes]], script: str) -> ProcessId:
-    """A stand-in agent: a session leader running ``script``, as the daemon starts agents."""
-    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+def start_agent(
+    spawned: list[subprocess.Popen[bytes]], script: str, marker: str | None = None
+) -> ProcessId:
+    """A stand-in agent: a session leader running ``script``, as the daemon starts agents
+    (with ``marker``: as a process an agent started, marked in its environment)."""
+    env = {**os.environ, AGENT_MARKER: marker} if marker else None
+    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True, env=env)
     spawned.append(proc)
     found = process_id(proc.pid)
     assert found is not None
     return found
 
 
-def write_record(path: Path, daemon: ProcessId, agents: list[ProcessId], stopped: bool) -> None:
+def write_record(
+    path: Path, daemon: ProcessId, agents: list[ProcessId], stopped: bool, token: str = "t"
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(
             {
                 "daemon": {"pid": daemon.pid, "start": daemon.start},
+                "token": token,
                 "stopped": stopped,
                 "agents": [{"pid": a.pid, "start": a.start} for a in agents],
             }
@@ -111,6 +119,22 @@ async def test_what_a_killed_daemon_left_is_ended_whole(
     saved = json.loads(path.read_text())
     assert saved["stopped"] is False and saved["agents"] == []
     assert saved["daemon"]["pid"] == os.getpid()
+
+
+async def test_what_an_agent_started_elsewhere_is_found_by_its_marker(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    # A tool the agent ran in a session of its own (as Claude Code runs shell commands),
+    # reparented once the agent died: only the marker in its environment leads to it.
+    path = tmp_path / "agents.json"
+    write_record(path, gone_daemon(), [], stopped=False, token="t0k3n")
+    tool = start_agent(spawned, "exec sleep 300", marker="t0k3n")
+    other = start_agent(spawned, "exec sleep 300", marker="other")
+    with trio.fail_after(10):
+        record, _ = await take_over(path, tmp_path, grace=0.3)
+    assert process_id(tool.pid) is None
+    assert process_id(other.pid) == other
+    assert record.token != "t0k3n"
 
 
 async def test_a_pid_that_is_now_another_process_is_left_alone(
@@ -174,6 +198,8 @@ async def test_agents_are_in_the_record_while_they_run(tmp_path: Path) -> None:
             handle: AgentHandle = await nursery.start(adapter.run, launch, sink)
             assert handle.pid is not None
             assert recorded() == [handle.pid]
+            environ = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
+            assert f"{AGENT_MARKER}={record.token}".encode() in environ
             await handle.stop(1.0)
         assert recorded() == []
     assert events  # the exit was reported

@@ -1,0 +1,87 @@
+"""`kill -9` of the daemon while an agent's command runs: the agent dies with the daemon,
+what it started runs on (in its session, or in one of its own), and the next `rcd start`
+ends all of it before it comes online; the sessions end as `daemon_died`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.harness import processes_in, start_daemon, start_relay
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+
+#: A command that sleeps, and leaves a job in a session of its own that outlives it (as
+#: ``setsid server &`` would): no process tree, group or session leads to it any more.
+LEAVE_BEHIND = """\
+import os, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.setsid()
+        with open("job.pid", "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(300)
+    os._exit(0)
+time.sleep(300)
+"""
+
+
+def alive(pids: list[int]) -> list[int]:
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            running.append(pid)
+    return running
+
+
+async def test_a_restart_ends_what_a_killed_daemon_left_running(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    script = project / "leave_behind.py"
+    script.write_text(LEAVE_BEHIND)
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, tmp_path / "relay")
+        left: list[int] = []
+        try:
+            daemon = await start_daemon(relay, tmp_path / "home", project)
+            sid = (
+                await relay.create_session(daemon.environment_id, prompt=f"run python3 {script}")
+            ).json()["id"]
+            events = await relay.wait_kind(sid, "permission_request")
+            request = next(e for e in events if e["kind"] == "permission_request")["data"]
+            assert (await relay.decide(sid, request["request_id"], "allow")).status_code == 202
+            job = project / "job.pid"
+            with trio.fail_after(10):
+                while not job.exists() or not job.read_text():
+                    await trio.sleep(0.02)
+            [session] = (await daemon.status())["sessions"]
+            agent = session["pid"]
+            left = [pid for pid in processes_in(project) if pid != agent]
+            assert int(job.read_text()) in left and len(left) >= 2  # the command and its job
+
+            daemon.process.send_signal(signal.SIGKILL)
+            await daemon.process.wait()
+            with trio.fail_after(5):  # the agent goes with the daemon (PR_SET_PDEATHSIG)
+                while alive([agent]):
+                    await trio.sleep(0.02)
+            assert alive(left) == left  # what it started does not
+
+            again = await start_daemon(relay, tmp_path / "home", project)
+            assert alive(left) == []  # ended before the new daemon came online
+            events = await relay.wait_kind(sid, "session_ended")
+            assert events[-1]["data"]["reason"] == "daemon_died"
+            assert await again.stop() == 0
+        finally:
+            for pid in alive(left):
+                os.kill(pid, signal.SIGKILL)
+            await relay.aclose()
+            nursery.cancel_scope.cancel()
