@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import subprocess
@@ -15,12 +16,19 @@ from tests.harness import REPO, TINY_AGENT, home_env, rcd
 
 
 async def start_embedded(
-    tmp_path: Path, env: dict[str, str], name: str, port: int = 0
+    tmp_path: Path,
+    env: dict[str, str],
+    name: str,
+    port: int = 0,
+    *,
+    run: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> tuple[trio.Process, Path]:
-    """``rcd start`` with an embedded relay, its output in ``tmp_path/<name>.log``."""
+    """``rcd start`` with an embedded relay, its output in ``tmp_path/<name>[-run].log``
+    (``run``: a restart in the same directory)."""
     project = tmp_path / name
-    project.mkdir()
-    out_path = tmp_path / f"{name}.log"
+    project.mkdir(exist_ok=run > 0)
+    out_path = tmp_path / (f"{name}-{run}.log" if run else f"{name}.log")
     with out_path.open("wb") as out:
         process = await trio.lowlevel.open_process(
             [
@@ -35,6 +43,7 @@ async def start_embedded(
                 TINY_AGENT,
                 "--name",
                 name,
+                *extra,
             ],
             env=env,
             stdout=out,
@@ -127,3 +136,101 @@ async def test_a_second_embedded_relay_on_a_taken_port_says_what_to_do(tmp_path:
             first.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
             assert await first.wait() == 0, first_log.read_text()
+
+
+async def wait_registered(process: trio.Process, log: Path) -> str:
+    """Wait until the daemon is registered; returns its embedded relay's URL."""
+    with trio.fail_after(20):
+        while "registered with" not in log.read_text():
+            assert process.returncode is None, log.read_text()
+            await trio.sleep(0.05)
+    found = re.search(r"relay running at (http://127\.0\.0\.1:\d+)", log.read_text())
+    assert found, log.read_text()
+    return found.group(1)
+
+
+async def stop(process: trio.Process, log: Path) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    with trio.fail_after(15):
+        assert await process.wait() == 0, log.read_text()
+
+
+async def device_token(env: dict[str, str], *data_dir: str) -> str:
+    """A new device token of the relay on the default data dir (or ``--data-dir DIR``)."""
+    created = await rcd(env, "relay", "token", "create", "--name", f"t{next(_TOKENS)}", *data_dir)
+    return created.stdout.decode().strip().splitlines()[-1]
+
+
+_TOKENS = itertools.count()
+
+
+async def environments(url: str, token: str) -> list[dict[str, object]]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        r = await client.get("/api/environments", headers={"Authorization": f"Bearer {token}"})
+    envs: list[dict[str, object]] = r.json()["environments"]
+    return envs
+
+
+async def test_a_restart_registers_the_same_environment(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    ids = []
+    for run in range(2):
+        process, log = await start_embedded(tmp_path, env, "solo", run=run)
+        try:
+            url = await wait_registered(process, log)
+            [info] = await environments(url, await device_token(env))
+            assert info["online"] is True
+            ids.append(info["id"])
+        finally:
+            await stop(process, log)
+    assert ids[0] == ids[1]  # one environment per machine and directory, not one per start
+
+
+async def test_relay_port_0_beside_a_running_daemon_leaves_it_undisturbed(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    first, first_log = await start_embedded(tmp_path, env, "first")
+    try:
+        first_url = await wait_registered(first, first_log)
+        token = await device_token(env)
+        # The advice of the port-taken message, followed: an embedded relay of its own.
+        second, second_log = await start_embedded(tmp_path, env, "second", port=0)
+        try:
+            # While the second starts, the first stays online (its relay's database is not
+            # opened by the second).
+            with trio.fail_after(20):
+                while "registered with" not in second_log.read_text():
+                    assert second.returncode is None, second_log.read_text()
+                    [info] = await environments(first_url, token)
+                    assert (info["name"], info["online"]) == ("first", True)
+            second_url = await wait_registered(second, second_log)
+            note = re.search(r"keeps its data in (\S+)", second_log.read_text())
+            assert note, second_log.read_text()
+            [info] = await environments(first_url, token)
+            assert (info["name"], info["online"]) == ("first", True)
+            other_token = await device_token(env, "--data-dir", note.group(1))
+            [other] = await environments(second_url, other_token)
+            assert (other["name"], other["online"]) == ("second", True)
+            assert "link_down" not in first_log.read_text()
+        finally:
+            await stop(second, second_log)
+    finally:
+        await stop(first, first_log)
+
+
+async def test_a_data_dir_another_relay_serves_is_refused(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    first, first_log = await start_embedded(tmp_path, env, "first")
+    try:
+        await wait_registered(first, first_log)
+        data_dir = str(tmp_path / "home" / ".data" / "rcd" / "relay")
+        second, second_log = await start_embedded(
+            tmp_path, env, "second", extra=("--relay-data-dir", data_dir)
+        )
+        with trio.fail_after(20):
+            code = await second.wait()
+        text = second_log.read_text()
+        assert code == 1 and "is in use by the relay at" in text and "Traceback" not in text
+        assert "link_down" not in first_log.read_text()
+    finally:
+        await stop(first, first_log)

@@ -4,16 +4,29 @@ can be resumed (`claude --resume`) with its memory. Real CLI, fake Messages API.
 from __future__ import annotations
 
 import os
+import re
 import signal
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import attrs
+import httpx
 import pytest
 import trio
 
 from tests.fakes import FakeMessagesAPI, claude_env, find_claude
-from tests.harness import Relay, processes_in, start_daemon, start_relay
+from tests.harness import (
+    REPO,
+    Daemon,
+    Relay,
+    home_env,
+    processes_in,
+    rcd,
+    start_daemon,
+    start_relay,
+)
 
 
 @attrs.define
@@ -43,7 +56,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             nursery.cancel_scope.cancel()
 
 
-async def start(world: World, *args: str):  # type: ignore[no-untyped-def]
+async def start(world: World, *args: str) -> Daemon:
     return await start_daemon(
         world.relay,
         world.home,
@@ -90,32 +103,158 @@ async def test_a_killed_agent_is_noticed_at_once_and_the_session_resumes(world: 
     assert await daemon.stop() == 0
 
 
-async def test_a_killed_daemon_goes_offline_and_its_restart_takes_the_same_environment(
-    world: World,
-) -> None:
-    relay = world.relay
-    daemon = await start(world)
+# -- kill -9 of the daemon mid-turn ----------------------------------------------------------
+
+#: Starts (or starts again) the daemon of ``world.project``; returns once it is online, with
+#: a client of its relay.
+Starter = Callable[[], Awaitable[tuple[Relay, Daemon]]]
+
+
+#: A command that sleeps, and leaves a job in a session of its own that outlives its
+#: parent (as ``setsid server &`` would): no process tree or group leads to it any more.
+LEAVE_BEHIND = """\
+import os, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.setsid()
+        with open("job.pid", "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(300)
+    os._exit(0)
+time.sleep(300)
+"""
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            alive.append(pid)
+    return alive
+
+
+async def kill_mid_turn_then_start_again(world: World, start_daemon_of: Starter) -> None:
+    relay, daemon = await start_daemon_of()
     env_id = daemon.environment_id
     sid = (await relay.create_session(env_id, prompt="the colour is TEAL")).json()["id"]
     await relay.wait_kind(sid, "turn_result")
+    # A turn that is running a tool: the agent, its shell, the shell's command, and a
+    # background job that command left.
+    script = world.project / "leave_behind.py"
+    script.write_text(LEAVE_BEHIND)
+    assert (await relay.post_message(sid, f"run python3 {script}", "m-run")).status_code == 202
+    events = await relay.wait_kind(sid, "permission_request")
+    request = next(e for e in events if e["kind"] == "permission_request")["data"]
+    assert (await relay.decide(sid, request["request_id"], "allow")).status_code == 202
+    job = world.project / "job.pid"
+    with trio.fail_after(30):
+        while not job.exists() or not job.read_text():
+            await trio.sleep(0.05)
+    old_agents = processes_in(world.project)
+    assert int(job.read_text()) in old_agents and len(old_agents) >= 3
+    assert (await relay.session(sid))["state"] == "busy"
+
     daemon.process.send_signal(signal.SIGKILL)
     await daemon.process.wait()
-    with trio.fail_after(30):
-        while (await relay.environments())[0]["online"]:
-            await trio.sleep(0.1)
-    # The agent of the dead daemon goes too: its stdin closed with the daemon.
-    with trio.fail_after(10):
-        while processes_in(world.project):
-            await trio.sleep(0.1)
-
-    again = await start(world)
-    assert again.environment_id == env_id  # re-registered, no "session already exists"
-    events = await relay.wait_kind(sid, "session_ended")
-    assert events[-1]["data"]["reason"] == "daemon_restarted"
+    try:
+        relay, again = await start_daemon_of()
+        # Within 5 s of the new daemon being online, nothing of the old one runs.
+        with trio.fail_after(5):
+            while pids_alive(old_agents):
+                await trio.sleep(0.05)
+    finally:
+        for pid in pids_alive(old_agents):  # (only when the test failed)
+            os.kill(pid, signal.SIGKILL)
+    assert processes_in(world.project) == []
+    events = await relay.wait_kind(sid, "session_ended", timeout=5)
+    assert events[-1]["data"]["reason"] == "daemon_died"
     assert (await relay.session(sid))["state"] == "ended"
-    assert (await relay.client.post(f"/api/sessions/{sid}/resume")).status_code == 202
+    # One environment for the directory, the same as before, online.
+    mine = [e for e in await relay.environments() if e["directory"] == str(world.project.resolve())]
+    assert [(e["id"], e["online"]) for e in mine] == [(env_id, True)]
+    assert again.environment_id == env_id
+
+    r = await relay.client.post(f"/api/sessions/{sid}/resume")
+    assert r.status_code == 202, r.text
+    events = await relay.wait_kind(sid, "session_started", 2)
+    starts = [e["data"] for e in events if e["kind"] == "session_started"]
+    assert starts[1]["agent_session_id"] == starts[0]["agent_session_id"]
     assert (await relay.post_message(sid, "which colour?", "q")).status_code == 202
-    events = await relay.wait_kind(sid, "turn_result", 2)
+    events = await relay.wait_events(
+        sid,
+        lambda evs: (
+            any(e["kind"] == "user_message" and e["data"]["input_id"] == "q" for e in evs)
+            and evs[-1]["kind"] == "status"
+            and evs[-1]["data"]["state"] == "idle"
+        ),
+    )
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert "TEAL" in conversation_of(world.api.messages_bodies()[-1])
+    assert "TEAL" in conversation_of(world.api.messages_bodies()[-1])  # the agent remembers
     assert await again.stop() == 0
+
+
+async def test_a_daemon_killed_mid_turn_is_cleaned_up_by_its_restart(world: World) -> None:
+    async def start_again() -> tuple[Relay, Daemon]:
+        return world.relay, await start(world)
+
+    await kill_mid_turn_then_start_again(world, start_again)
+
+
+async def test_an_embedded_relay_daemon_killed_mid_turn_is_cleaned_up_by_its_restart(
+    world: World,
+) -> None:
+    """The same with ``rcd start`` and no ``--relay``: the relay dies and comes back with
+    the daemon (on another port here), and the environment stays one."""
+    env = home_env(world.home, claude_env(world.home, world.base_url))
+    token: list[str] = []
+    clients: list[Relay] = []
+    runs = 0
+
+    async def start_embedded() -> tuple[Relay, Daemon]:
+        nonlocal runs
+        runs += 1
+        log_path = world.home / f"daemon-{runs}.log"
+        with log_path.open("wb") as out:
+            argv = ["start", str(world.project), "--relay-port", "0", "--agent-bin", find_claude()]
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "daemon", *argv],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(REPO),
+            )
+        daemon = Daemon(process=process, env=env, directory=world.project, log_path=log_path)
+        with trio.fail_after(30):
+            while "registered with" not in daemon.log():
+                assert process.returncode is None, daemon.log()
+                await trio.sleep(0.05)
+        found = re.search(r"relay running at (http://127\.0\.0\.1:\d+)", daemon.log())
+        assert found, daemon.log()
+        if not token:
+            created = await rcd(env, "relay", "token", "create", "--name", "tests")
+            token.append(created.stdout.decode().strip().splitlines()[-1])
+        relay = Relay(
+            running=None,
+            data_dir=world.home / ".data" / "rcd" / "relay",
+            client=httpx.AsyncClient(
+                base_url=found.group(1), headers={"Authorization": f"Bearer {token[0]}"}
+            ),
+            token=token[0],
+            daemons=[daemon],
+        )
+        clients.append(relay)
+        with trio.fail_after(10):
+            while not (online := [e for e in await relay.environments() if e["online"]]):
+                await trio.sleep(0.05)
+        daemon.environment_id = online[0]["id"]
+        return relay, daemon
+
+    try:
+        await kill_mid_turn_then_start_again(world, start_embedded)
+    finally:
+        for relay in clients:
+            await relay.aclose()
