@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +25,7 @@ from spawn import AgentAdapter, ClaudeCode
 from worktrees import WorktreeError, Worktrees
 
 from . import sdnotify
-from .agents_record import PreviousRun, RecordedAdapter, take_over
+from .agents_record import RecordedAdapter, take_over
 from .applied import AppliedStore
 from .backoff import full_jitter
 from .control import serve_control
@@ -107,30 +106,6 @@ async def _register(
             delay = full_jitter(attempt, base=0.25, cap=30.0)
             log.warning("register_retry", error=str(exc), delay=round(delay, 2))
             await trio.sleep(delay)
-
-
-def _end_orphans(
-    uplink: Uplink,
-    orphans: list[wire.OpenSession],
-    spooled: dict[str, int],
-    previous: PreviousRun,
-) -> None:
-    # Sessions an earlier run of this daemon left open can no longer run here: the log's one
-    # writer closes them, so no client waits on a ghost. Their spooled events come first.
-    # The reason says whether that daemon was killed (its agents were ended at start) or
-    # stopped without getting their ends to the relay; either way they can be resumed.
-    reason = "daemon_died" if previous == "died" else "daemon_restarted"
-    for orphan in orphans:
-        at = time.time()
-        last = max(orphan.last_seq, spooled.get(orphan.session_id, 0))
-        uplink.publish(
-            orphan.session_id,
-            wire.make_event(
-                last + 1,
-                at,
-                wire.SessionEnded(reason=reason, worktree_kept=False, branch=None),
-            ),
-        )
 
 
 @attrs.define(eq=False)
@@ -225,7 +200,6 @@ async def run_daemon(
         # Events an earlier run could not send go first.
         spooled = uplink.recover({o.session_id: o.last_seq for o in registration.open_sessions})
         await root.start(uplink.run)
-        _end_orphans(uplink, registration.open_sessions, spooled, previous_run)
         applied = AppliedStore(state_dir(), env_id)
         supervisor = Supervisor(
             adapter=RecordedAdapter(inner=adapter, record=agents),
@@ -242,6 +216,16 @@ async def run_daemon(
         supervisor.applied_through = applied.load()
         supervisor.mark_ended(o.session_id for o in registration.open_sessions)
         await root.start(supervisor.run)
+        # Sessions an earlier run of this daemon left open can no longer run here: the
+        # log's one writer closes them (after what it spooled), so no client waits on a
+        # ghost. The reason says whether that daemon was killed or stopped without getting
+        # their ends to the relay; either way they can be resumed.
+        await supervisor.end_orphans(
+            registration.open_sessions,
+            spooled,
+            reason="daemon_died" if previous_run == "died" else "daemon_restarted",
+            already_ended=uplink.is_complete,
+        )
         await supervisor.report_leftovers()
 
         def apply(dseq: int, directive: wire.Directive) -> None:
@@ -455,7 +439,8 @@ async def run_daemon(
         root.cancel_scope.cancel()
     # Events that could not go up (the relay away, the deadline past) wait on disk.
     uplink.spool_unsent()
-    if stopper.error is not None:
+    if stopper.error is not None and not isinstance(stopper.error, OutageTimeout):
+        # (An outage has said so in its one log line already.)
         print(f"rcd: {stopper.error}", file=sys.stderr)
     return stopper.exit_code
 

@@ -146,6 +146,50 @@ class Supervisor:
         """Sessions that are over (e.g. left by an earlier run): a start for one is ignored."""
         self._ended.update(session_ids)
 
+    async def end_orphans(
+        self,
+        orphans: Iterable[wire.OpenSession],
+        last_seqs: dict[str, int],
+        *,
+        reason: str,
+        already_ended: Callable[[str], bool],
+    ) -> None:
+        """End sessions an earlier run left open (``last_seqs``: the highest seq already
+        buffered for each, from its spool), each with a truthful account of its worktree.
+        Those whose ``session_ended`` is already buffered (``already_ended``) are skipped."""
+        for orphan in orphans:
+            if already_ended(orphan.session_id):
+                continue
+            reasons = await self._orphan_kept(orphan)
+            last = max(orphan.last_seq, last_seqs.get(orphan.session_id, 0))
+            self.uplink.publish(
+                orphan.session_id,
+                wire.make_event(
+                    last + 1,
+                    self.clock(),
+                    wire.SessionEnded(
+                        reason=reason,
+                        worktree_kept=bool(reasons),
+                        branch=orphan.branch,
+                        kept_reasons=list(reasons),
+                    ),
+                ),
+            )
+
+    async def _orphan_kept(self, orphan: wire.OpenSession) -> tuple[str, ...]:
+        if orphan.cwd is None or orphan.branch is None:
+            return ()
+        try:
+            manager = await self.worktrees()
+            worktree = await manager.find(orphan.cwd)
+            if worktree is None:
+                return ()
+            state = await manager.inspect(worktree)
+        except WorktreeError as exc:
+            return (f"git could not inspect it ({exc})",)
+        # A clean directory is recycled at start (report_leftovers); work stays.
+        return state.kept_reasons
+
     def active(self) -> int:
         return sum(1 for r in self.sessions.values() if not r.ended.is_set())
 

@@ -158,9 +158,9 @@ class SqliteDatabase(SqliteCredentials):
                     (request.spawn, request.capacity, request.agent, now, environment_id),
                 )
             open_sessions = [
-                OpenSession(session_id=r[0], last_seq=r[1])
+                OpenSession(session_id=r[0], last_seq=r[1], cwd=r[2], branch=r[3])
                 for r in db.execute(
-                    "SELECT id, last_seq FROM sessions"
+                    "SELECT id, last_seq, cwd, branch FROM sessions"
                     " WHERE environment_id = ? AND state != 'ended' ORDER BY created_at, rowid",
                     (environment_id,),
                 )

@@ -114,6 +114,10 @@ class OpenSession:
 
     session_id: str
     last_seq: int
+    #: Where it ran (a worktree's path, and its branch), so the daemon that ends it can
+    #: say truthfully what was kept there.
+    cwd: str | None = None
+    branch: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -85,3 +85,55 @@ async def test_a_restart_ends_what_a_killed_daemon_left_running(tmp_path: Path) 
                 os.kill(pid, signal.SIGKILL)
             await relay.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_after_a_kill_each_session_s_end_says_truthfully_what_its_worktree_kept(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["config", "user.name", "T"],
+        ["config", "user.email", "t@localhost"],
+        ["commit", "-q", "--allow-empty", "-m", "first"],
+    ):
+        await trio.run_process(["git", *args], cwd=repo)
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, tmp_path / "relay")
+        try:
+            flags = ("--spawn", "worktree", "--spare-worktrees", "0")
+            daemon = await start_daemon(relay, tmp_path / "home", repo, *flags)
+            ids = [
+                (await relay.create_session(daemon.environment_id, title=t)).json()["id"]
+                for t in ("with work", "clean")
+            ]
+            cwds = []
+            for sid in ids:
+                events = await relay.wait_kind(sid, "session_started")
+                started = next(e for e in events if e["kind"] == "session_started")
+                cwds.append(Path(started["data"]["cwd"]))
+            (cwds[0] / "notes.txt").write_text("mine\n")
+            daemon.process.send_signal(signal.SIGKILL)
+            await daemon.process.wait()
+
+            again = await start_daemon(relay, tmp_path / "home", repo, *flags)
+            ends = [(await relay.wait_kind(sid, "session_ended"))[-1]["data"] for sid in ids]
+            assert ends[0]["worktree_kept"] is True
+            assert ends[0]["kept_reasons"] == ["untracked files"]
+            assert ends[0]["branch"] == "rcd/with-work"
+            assert ends[1]["worktree_kept"] is False
+            assert ends[1]["branch"] == "rcd/clean"
+            assert all(end["reason"] == "daemon_died" for end in ends)
+            # Only one end each (the spool held none), and the clean one is recycled.
+            for sid in ids:
+                kinds = [e["kind"] for e in await relay.events(sid)]
+                assert kinds.count("session_ended") == 1
+            with trio.fail_after(20):
+                while cwds[1].exists():
+                    await trio.sleep(0.05)
+            assert (cwds[0] / "notes.txt").read_text() == "mine\n"
+            assert await again.stop() == 0
+        finally:
+            await relay.aclose()
+            nursery.cancel_scope.cancel()
