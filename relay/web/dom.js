@@ -66,6 +66,7 @@ export const STATE_LABELS = {
   awaiting_permission: 'needs approval',
   ending: 'ending',
   ended: 'ended',
+  disconnected: 'machine offline',
 };
 
 /** The session-state badge; `setBadge` updates one in place. */

@@ -182,14 +182,21 @@ export function sessionView(root, sessionId) {
     if (session) showSession();
     const ended = next === 'ended';
     const ending = ended || next === 'ending';
+    // The machine has been offline past the relay's grace: it refuses messages (409)
+    // rather than keep them for a daemon that may not come back. A stop is still taken.
+    const offline = next === 'disconnected';
     interruptButton.disabled = !ACTIVE.has(next);
     stopButton.hidden = ended;
     stopButton.disabled = ending;
     interruptButton.hidden = ended;
     resumeButton.hidden = !ended;
-    input.disabled = ending;
-    sendButton.disabled = ending;
-    input.placeholder = ending ? 'This session has ended' : 'Message the agent';
+    input.disabled = ending || offline;
+    sendButton.disabled = ending || offline;
+    input.placeholder = ending
+      ? 'This session has ended'
+      : offline
+        ? 'The machine is offline: messages cannot reach it'
+        : 'Message the agent';
   }
 
   // Actions ------------------------------------------------------------------------------
