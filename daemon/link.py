@@ -38,6 +38,26 @@ class LinkStats:
     last_error: str | None
 
 
+def _final(failure: BaseException) -> bool:
+    """The credential was revoked or the environment removed: retrying will not help, and
+    the service manager should not restart us in a loop."""
+    return isinstance(failure, RelayRejected) and failure.status in (401, 403, 404)
+
+
+@attrs.define(eq=False)
+class _Stream:
+    """One downlink, from its opening to its end."""
+
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: Set once it ended (or failed to open).
+    done: trio.Event = attrs.Factory(trio.Event)
+    #: Why it ended: None when the relay closed it (or it was cancelled).
+    error: RelayUnreachable | RelayRejected | None = None
+    opened_at: float = 0.0
+    #: It delivered at least one directive.
+    delivered: bool = False
+
+
 @attrs.define(eq=False)
 class RelayLink:
     client: RelayClient
@@ -57,10 +77,6 @@ class RelayLink:
     _last_error: str | None = None
     _ack_wanted: trio.Event = attrs.Factory(trio.Event)
     _online: trio.Event = attrs.Factory(trio.Event)
-    #: The open stream's cancel scope (the newest, while one is being renewed).
-    _current: trio.CancelScope | None = None
-    _stream_ended: trio.Event = attrs.Factory(trio.Event)
-    _delivered: bool = False
 
     def __attrs_post_init__(self) -> None:
         # Uplink requests carry the ack when they go up before it would.
@@ -93,19 +109,20 @@ class RelayLink:
             raise error
 
     async def _stream(
-        self, ended: list[BaseException | None], task_status: trio.TaskStatus[trio.CancelScope]
+        self, stream: _Stream, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """One downlink: reports its cancel scope once open, then applies directives until
-        it ends; how it ended goes into ``ended`` (None: the relay closed it). Failures
-        before it opens are raised to the starter."""
+        """One downlink: reports once it is open, then applies directives until it ends
+        (how: ``stream.error``) or ``stream.scope`` is cancelled. Failures before it opens
+        are raised to the starter."""
         is_open = False
-        with trio.CancelScope() as scope:
+        with stream.scope:
 
             def opened() -> None:
                 nonlocal is_open
                 is_open = True
+                stream.opened_at = trio.current_time()
                 self._opened()
-                task_status.started(scope)
+                task_status.started()
 
             try:
                 async with aclosing(
@@ -114,16 +131,15 @@ class RelayLink:
                     )
                 ) as directives:
                     async for dseq, directive in directives:
-                        self._delivered = True
+                        stream.delivered = True
                         self.apply(dseq, directive)
                         self._ack_wanted.set()
-                ended.append(None)
             except (RelayUnreachable, RelayRejected) as exc:
                 if not is_open:
                     raise
-                ended.append(exc)
+                stream.error = exc
             finally:
-                self._stream_ended.set()
+                stream.done.set()
 
     async def _downlink_loop(self) -> None:
         error: DaemonError | None = None
@@ -139,40 +155,48 @@ class RelayLink:
     async def _connect_forever(self, nursery: trio.Nursery) -> None:
         attempt = 0
         outage_since: float | None = None
+        # The open downlink, while there is one.
+        current: _Stream | None = None
         while True:
-            ended: list[BaseException | None] = []
-            previous = self._current
+            new = _Stream()
+            failure: BaseException | None
             try:
-                self._stream_ended = trio.Event()
-                self._current = await nursery.start(self._stream, ended)
+                await nursery.start(self._stream, new)
             except (RelayUnreachable, RelayRejected) as exc:
-                failure: BaseException | None = exc
+                failure = exc
+                if current is not None and not current.done.is_set() and not _final(exc):
+                    # Its successor could not open: the open downlink carries on (its
+                    # token is good for a while yet) and the renewal is tried again
+                    # after a backoff, unless it ends first.
+                    log.info("link_renewal_failed", error=str(exc))
+                    attempt += 1
+                    with trio.move_on_after(self._backoff(attempt, None)):
+                        await current.done.wait()
+                    if not current.done.is_set():
+                        continue
+                    failure = current.error
+                    if current.delivered or trio.current_time() - current.opened_at >= 10:
+                        attempt = 0
             else:
                 # Make before break: the stream being renewed is dropped only now that
                 # its successor is open, so the environment never shows offline.
-                if previous is not None:
-                    previous.cancel()
-                opened_at, outage_since = trio.current_time(), None
-                self._delivered = False
+                if current is not None:
+                    current.scope.cancel()
+                current, outage_since = new, None
                 with trio.move_on_at(self.client.link_renew_at()):
-                    while not ended:
-                        await self._stream_ended.wait()
-                        self._stream_ended = trio.Event()
-                if not ended:
+                    await new.done.wait()
+                if not new.done.is_set():
                     log.info("link_renewal")
                     attempt = 0
                     continue
-                failure = ended[0]
-                if self._delivered or trio.current_time() - opened_at >= 10:
+                failure = new.error
+                if new.delivered or trio.current_time() - new.opened_at >= 10:
                     attempt = 0  # it was a good link: retry soon
-            if previous is not None:
-                previous.cancel()
-            self._current = None
+            if current is not None:
+                current.scope.cancel()
+                current = None
             if isinstance(failure, RelayRejected):
-                if failure.status in (401, 403, 404):
-                    # The credential was revoked or the environment removed: retrying
-                    # will not help, and the service manager should not restart us in a
-                    # loop.
+                if _final(failure):
                     raise failure
                 detail = str(failure)
             elif isinstance(failure, RelayUnreachable):
@@ -192,11 +216,15 @@ class RelayLink:
             elif self.outage_timeout and now - outage_since >= self.outage_timeout:
                 raise OutageTimeout(now - outage_since, detail)
             attempt += 1
-            delay = full_jitter(attempt, base=0.25, cap=self.backoff_cap)
-            if self.outage_timeout:
-                # Wake up in time to give up on schedule, not one long backoff later.
-                delay = min(delay, max(0.0, outage_since + self.outage_timeout - now))
-            await trio.sleep(delay)
+            await trio.sleep(self._backoff(attempt, outage_since))
+
+    def _backoff(self, attempt: int, outage_since: float | None) -> float:
+        delay = full_jitter(attempt, base=0.25, cap=self.backoff_cap)
+        if self.outage_timeout and outage_since is not None:
+            # Wake up in time to give up on schedule, not one long backoff later.
+            now = trio.current_time()
+            delay = min(delay, max(0.0, outage_since + self.outage_timeout - now))
+        return delay
 
     async def _ack_loop(self) -> None:
         # Acks are coalesced: one in flight at a time, always for the latest directive,

@@ -183,6 +183,8 @@ class RelayClient:
     _directives_acked: int = attrs.field(default=0, init=False)
     #: The highest ack an uplink request in flight carries (0: none).
     _ack_in_flight: int = attrs.field(default=0, init=False)
+    #: See :meth:`link_renew_at`.
+    _downlink_renew_at: float = attrs.field(default=float("inf"), init=False)
 
     @property
     def uplink_requests(self) -> int:
@@ -236,9 +238,10 @@ class RelayClient:
         return self._minted
 
     def link_renew_at(self) -> float:
-        """When (``trio.current_time()``) the link token in use should be renewed."""
-        token = self._tokens.get(None)
-        return token.renew_at if token else float("inf")
+        """When (``trio.current_time()``) the newest open downlink should be renewed: when
+        the link token it was opened with is due for renewal (the relay ends a downlink
+        once its token expires). ``inf`` before any downlink opened."""
+        return self._downlink_renew_at
 
     def forget_session(self, session_id: str) -> None:
         """Drop a session's token once nothing more will be sent for it."""
@@ -246,15 +249,18 @@ class RelayClient:
         self._minting.pop(session_id, None)
 
     async def _token(self, scope: str | None) -> str:
+        return (await self._fresh_token(scope)).value
+
+    async def _fresh_token(self, scope: str | None) -> _Token:
         token = self._tokens.get(scope)
         if token is not None and trio.current_time() < token.renew_at:
-            return token.value
+            return token
         lock = self._minting.setdefault(scope, trio.Lock())
         async with lock:
             # Whoever held the lock may have minted it already.
             token = self._tokens.get(scope)
             if token is not None and trio.current_time() < token.renew_at:
-                return token.value
+                return token
             if self.environment_id is None:
                 raise RuntimeError("register before asking for access tokens")
             asked_at = trio.current_time()
@@ -266,10 +272,10 @@ class RelayClient:
             )
             minted: wire.AccessToken = wire.decode(wire.AccessToken, data)
             self._minted += 1
-            self._tokens[scope] = _Token(
+            token = self._tokens[scope] = _Token(
                 minted.token, asked_at + RENEW_AFTER * max(0.0, minted.expires_in)
             )
-            return minted.token
+            return token
 
     def _drop(self, scope: str | None, value: str) -> None:
         token = self._tokens.get(scope)
@@ -547,14 +553,16 @@ class RelayClient:
 
         Returns when the relay ends the stream (e.g. a newer link replaced this one);
         raises :class:`RelayUnreachable` when the connection fails or goes silent.
-        ``on_open`` is called once the relay has accepted the stream.
-        A directive that does not decode is logged and skipped: it can never be applied.
+        ``on_open`` is called once the relay has accepted the stream (:meth:`link_renew_at`
+        then says when to open its successor). A keep-alive is never a directive; a
+        directive that does not decode is logged and skipped: it can never be applied.
         """
         url = f"{self.relay}/daemon/v1/environments/{environment_id}/downlink"
         timeout = httpx.Timeout(self.timeout, read=DOWNLINK_READ_TIMEOUT)
         try:
             for attempt in range(2):
-                token = await self._token(None)
+                link_token = await self._fresh_token(None)
+                token = link_token.value
                 headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": str(after)}
                 async with aconnect_sse(
                     self.http, "GET", url, headers=headers, timeout=timeout
@@ -568,10 +576,14 @@ class RelayClient:
                                 raise
                             self._drop(None, token)
                             continue
+                    self._downlink_renew_at = link_token.renew_at
                     on_open()
                     async with aclosing(source.aiter_sse()) as stream:
                         async for sse in stream:
-                            if not sse.id:
+                            if not sse.data:
+                                # Not a message: a keep-alive comment, which httpx-sse
+                                # hands over as an empty event carrying the stream's last
+                                # id (the SSE spec dispatches no event without data).
                                 continue
                             try:
                                 dseq = int(sse.id)

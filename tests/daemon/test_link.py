@@ -16,27 +16,41 @@ from daemon.link import OutageTimeout, RelayLink
 
 @attrs.define
 class FakeClient:
-    """Fails every downlink until ``heal_at`` (virtual seconds); then serves ``script``."""
+    """Fails every downlink until ``heal_at`` (virtual seconds), and from ``down_from``
+    until ``heal_again_at``; otherwise serves ``script``. A downlink is due for renewal
+    ``renew_after`` seconds after it opened."""
 
     heal_at: float = float("inf")
     script: list[tuple[int, wire.Directive]] = attrs.Factory(list)
     attempts: list[tuple[float, int]] = attrs.Factory(list)
     acks: list[int] = attrs.Factory(list)
     reject: int | None = None
+    down_from: float = float("inf")
+    heal_again_at: float = float("inf")
+    renew_after: float = float("inf")
+    #: Downlinks open right now, and when each opened.
+    open_now: int = 0
+    opened: list[float] = attrs.Factory(list)
 
     async def downlink(
         self, environment_id: str, after: int, on_open: Callable[[], None] = lambda: None
     ) -> AsyncIterator[tuple[int, wire.Directive]]:
-        self.attempts.append((trio.current_time(), after))
+        now = trio.current_time()
+        self.attempts.append((now, after))
         if self.reject:
             raise RelayRejected(self.reject, "unauthenticated", "revoked")
-        if trio.current_time() < self.heal_at:
+        if now < self.heal_at or self.down_from <= now < self.heal_again_at:
             raise RelayUnreachable("http://relay", "connection refused")
-        on_open()
-        for dseq, directive in self.script:
-            if dseq > after:
-                yield dseq, directive
-        await trio.sleep_forever()
+        self.open_now += 1
+        self.opened.append(now)
+        try:
+            on_open()
+            for dseq, directive in self.script:
+                if dseq > after:
+                    yield dseq, directive
+            await trio.sleep_forever()
+        finally:
+            self.open_now -= 1
 
     directives_acked: int = 0
     on_acked: Callable[[int], None] = lambda through: None
@@ -50,7 +64,7 @@ class FakeClient:
         self.on_acked(through)
 
     def link_renew_at(self) -> float:
-        return float("inf")
+        return self.opened[-1] + self.renew_after if self.opened else float("inf")
 
 
 def make_link(client: FakeClient, outage: float, applied: list[int]) -> RelayLink:
@@ -117,3 +131,65 @@ async def test_a_revoked_credential_is_final(autojump_clock: trio.testing.MockCl
     with pytest.raises(RelayRejected):
         await link.run()
     assert len(client.attempts) == 1
+
+
+async def watch_connected(link: RelayLink, client: FakeClient, until: float) -> list[float]:
+    """Each virtual second until ``until``: when the link was down or no downlink open."""
+    down = []
+    while trio.current_time() < until:
+        await trio.sleep(1)
+        if not link.connected or client.open_now < 1:
+            down.append(trio.current_time())
+    return down
+
+
+async def test_a_renewal_opens_the_new_downlink_before_dropping_the_old(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = FakeClient(heal_at=0, renew_after=100)
+    link = make_link(client, 600, [])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(link.run)
+        await link.wait_online()
+        down = await watch_connected(link, client, 350)
+        nursery.cancel_scope.cancel()
+    assert down == []
+    assert len(client.opened) == 4  # at 0, 100, 200 and 300
+    assert link.statistics().connects == 4
+
+
+async def test_a_renewal_that_cannot_open_keeps_the_open_downlink_and_tries_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Renewal is due at 100, but the relay is unreachable from 100 to 130 (its token is
+    # good beyond that): the open downlink carries on while the renewal is retried.
+    client = FakeClient(heal_at=0, renew_after=100, down_from=100, heal_again_at=130)
+    link = make_link(client, 600, [])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(link.run)
+        await link.wait_online()
+        down = await watch_connected(link, client, 180)
+        nursery.cancel_scope.cancel()
+    assert down == []
+    retries = [t for t, _ in client.attempts if 100 <= t < 130]
+    assert len(retries) >= 2
+    assert len(client.opened) == 2 and 130 <= client.opened[1] < 160
+    assert link.statistics().connects == 2
+
+
+async def test_a_renewal_refused_for_good_ends_the_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client = FakeClient(heal_at=0, renew_after=100)
+    link = make_link(client, 600, [])
+
+    async def revoke_at_50() -> None:
+        await trio.sleep(50)
+        client.reject = 401
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(revoke_at_50)
+        with pytest.raises(RelayRejected):
+            await link.run()
+    assert 100 <= trio.current_time() < 101
+    assert len(client.attempts) == 2
