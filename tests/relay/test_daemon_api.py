@@ -97,8 +97,9 @@ async def test_register_lists_open_sessions_with_their_last_seq(
     )
     registration: wire.RegisterResponse = wire.decode(wire.RegisterResponse, response.json())
     assert registration.environment_id == daemon.environment_id
+    # With where each ran (from its session_started), for the daemon ending them.
     assert registration.open_sessions == [
-        wire.OpenSession(session_id=a["id"], last_seq=2),
+        wire.OpenSession(session_id=a["id"], last_seq=2, cwd="/home/dev/project"),
         wire.OpenSession(session_id=b["id"], last_seq=0),
     ]
 
