@@ -33,7 +33,7 @@ import trio
 from tests.fakes import claude_env, find_claude
 from tests.harness import Daemon, Relay, processes_in, start_daemon, start_relay
 
-from .real_cli import _bare, _start_fake_api
+from .real_cli import _bare_fresh, _start_fake_api
 from .relay_scale import EventFeed
 from .session_start import make_repository
 from .stats import Check, Figure, percentile, verdict
@@ -84,17 +84,7 @@ async def _bare_first_replies(
     times: list[float] = []
 
     async def one(n: int) -> None:
-        text = f"burst {n}"
-        async with trio.open_nursery() as nursery:
-            started = time.perf_counter()
-            cli = await _bare(nursery, claude, cwd, env)
-            try:
-                await cli.say(text)
-                await cli.until("assistant", f"echo: {text}")
-                times.append((time.perf_counter() - started) * 1000)
-                await cli.until("result")
-            finally:
-                await cli.close()
+        times.append(await _bare_fresh(claude, cwd, env, n))
 
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:

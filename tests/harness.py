@@ -312,3 +312,32 @@ def processes_in(directory: Path) -> list[int]:
         if (cwd == root or cwd.startswith(root + "/")) and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+#: A command that sleeps, and leaves a job in a session of its own that outlives its
+#: parent (as ``setsid server &`` would): no process tree, group or session leads to it
+#: any more. It writes the job's pid to ``job.pid`` in its working directory.
+LEAVE_BEHIND = """\
+import os, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.setsid()
+        with open("job.pid", "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(300)
+    os._exit(0)
+time.sleep(300)
+"""
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are still running (not zombies), found through /proc."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            alive.append(pid)
+    return alive

@@ -16,7 +16,14 @@ async def test_help_names_every_command(tmp_path: Path) -> None:
     for command in ("start", "relay", "pair", "status"):
         assert command.encode() in result.stdout
     start_help = (await rcd(home_env(tmp_path), "start", "--help")).stdout.decode()
-    for option in ("--relay", "--capacity", "--spawn", "--stop-timeout", "--outage-timeout"):
+    for option in (
+        "--relay",
+        "--capacity",
+        "--spawn",
+        "--stop-timeout",
+        "--outage-timeout",
+        "--spare-worktrees",
+    ):
         assert option in start_help
 
 
@@ -25,6 +32,9 @@ async def test_bad_options_are_named(tmp_path: Path) -> None:
     result = await rcd(env, "start", "--capacity", "0", check=False)
     assert result.returncode == 2
     assert b"--capacity: must be at least 1, got 0" in result.stderr
+    result = await rcd(env, "start", "--spare-worktrees", "some", check=False)
+    assert result.returncode == 2
+    assert b"--spare-worktrees: expected a whole number, got 'some'" in result.stderr
     result = await rcd(env, "start", "--stop-timeout", "soon", check=False)
     assert result.returncode == 2 and b"expected a number of seconds" in result.stderr
     result = await rcd(

@@ -12,35 +12,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import processes_in, start_daemon, start_relay
+from tests.harness import LEAVE_BEHIND, pids_alive, processes_in, start_daemon, start_relay
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-
-#: A command that sleeps, and leaves a job in a session of its own that outlives it (as
-#: ``setsid server &`` would): no process tree, group or session leads to it any more.
-LEAVE_BEHIND = """\
-import os, time
-if os.fork() == 0:
-    if os.fork() == 0:
-        os.setsid()
-        with open("job.pid", "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(300)
-    os._exit(0)
-time.sleep(300)
-"""
-
-
-def alive(pids: list[int]) -> list[int]:
-    running = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            running.append(pid)
-    return running
 
 
 async def test_a_restart_ends_what_a_killed_daemon_left_running(tmp_path: Path) -> None:
@@ -71,17 +45,17 @@ async def test_a_restart_ends_what_a_killed_daemon_left_running(tmp_path: Path) 
             daemon.process.send_signal(signal.SIGKILL)
             await daemon.process.wait()
             with trio.fail_after(5):  # the agent goes with the daemon (PR_SET_PDEATHSIG)
-                while alive([agent]):
+                while pids_alive([agent]):
                     await trio.sleep(0.02)
-            assert alive(left) == left  # what it started does not
+            assert pids_alive(left) == left  # what it started does not
 
             again = await start_daemon(relay, tmp_path / "home", project)
-            assert alive(left) == []  # ended before the new daemon came online
+            assert pids_alive(left) == []  # ended before the new daemon came online
             events = await relay.wait_kind(sid, "session_ended")
             assert events[-1]["data"]["reason"] == "daemon_died"
             assert await again.stop() == 0
         finally:
-            for pid in alive(left):
+            for pid in pids_alive(left):
                 os.kill(pid, signal.SIGKILL)
             await relay.aclose()
             nursery.cancel_scope.cancel()

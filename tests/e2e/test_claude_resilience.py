@@ -18,10 +18,12 @@ import trio
 
 from tests.fakes import FakeMessagesAPI, claude_env, find_claude
 from tests.harness import (
+    LEAVE_BEHIND,
     REPO,
     Daemon,
     Relay,
     home_env,
+    pids_alive,
     processes_in,
     rcd,
     start_daemon,
@@ -108,33 +110,6 @@ async def test_a_killed_agent_is_noticed_at_once_and_the_session_resumes(world: 
 #: Starts (or starts again) the daemon of ``world.project``; returns once it is online, with
 #: a client of its relay.
 Starter = Callable[[], Awaitable[tuple[Relay, Daemon]]]
-
-
-#: A command that sleeps, and leaves a job in a session of its own that outlives its
-#: parent (as ``setsid server &`` would): no process tree or group leads to it any more.
-LEAVE_BEHIND = """\
-import os, time
-if os.fork() == 0:
-    if os.fork() == 0:
-        os.setsid()
-        with open("job.pid", "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(300)
-    os._exit(0)
-time.sleep(300)
-"""
-
-
-def pids_alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            alive.append(pid)
-    return alive
 
 
 async def kill_mid_turn_then_start_again(world: World, start_daemon_of: Starter) -> None:

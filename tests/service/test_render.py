@@ -232,7 +232,12 @@ def test_start_options_match_rcd_start(capsys: pytest.CaptureFixture[str]) -> No
     ours = argparse.ArgumentParser()
     add_start_options(ours)
     assert _options_of(ours) == _options_of(start)
-    for bad in (["--capacity", "0"], ["--stop-timeout", "soon"], ["--relay-port", "70000"]):
+    for bad in (
+        ["--capacity", "0"],
+        ["--stop-timeout", "soon"],
+        ["--relay-port", "70000"],
+        ["--spare-worktrees", "-1"],
+    ):
         errors = []
         for parser in (ours, start):
             with pytest.raises(SystemExit):
