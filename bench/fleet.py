@@ -165,8 +165,8 @@ def _started(values: list[str | float]) -> list[float]:
 async def measure_fleet(trials: int = 3) -> FleetResult:
     claude = find_claude()
     version = (await trio.run_process([claude, "--version"], capture_stdout=True)).stdout.decode()
-    with tempfile.TemporaryDirectory(prefix="rcd-fleet-") as tmp:
-        root = Path(tmp)
+    root = Path(tempfile.mkdtemp(prefix="rcd-fleet-"))
+    try:
         repo = root / "repo"
         await trio.to_thread.run_sync(make_repository, repo)
         api, base_url = await _start_fake_api(root)
@@ -175,6 +175,10 @@ async def measure_fleet(trials: int = 3) -> FleetResult:
         finally:
             api.kill()
             await api.wait()
+    finally:
+        # Millions of files (the repository, its worktrees and spares): rm deletes them
+        # several times faster than shutil.rmtree.
+        await trio.run_process(["rm", "-rf", str(root)])
 
 
 async def _measure(

@@ -213,10 +213,11 @@ class Uplink:
     def recover(self, held: dict[str, int]) -> dict[str, int]:
         """Load events an earlier run spooled but never sent (call before :meth:`run`).
 
-        ``held`` is the highest seq the relay holds per session. A spool that does not
+        ``held`` is the highest seq the relay holds per open session. A spool that does not
         continue it (the events between were lost with the crashed process) is dropped, with
-        an error logged: the relay could never store anything after a gap. Returns the last
-        seq now buffered per session.
+        an error logged: the relay could never store anything after a gap. A spool of a
+        session not in ``held`` is sent as it is (the relay's answer tells what it holds).
+        Returns the last seq now buffered per session.
         """
         if self.spool_dir is None:
             return {}
@@ -225,7 +226,9 @@ class Uplink:
             box = self._box(session_id)
             assert box.spool is not None
             first = box.spool.first()
-            relay_has = held.get(session_id, 0)
+            # A session the relay no longer lists as open (a goodbye ended it before its
+            # last events got there) still takes them: its answer says what it holds.
+            relay_has = held.get(session_id, first.seq - 1 if first is not None else 0)
             if first is None or first.seq > relay_has + 1:
                 log.error(
                     "spool_dropped",

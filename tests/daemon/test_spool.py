@@ -34,15 +34,17 @@ def test_overflow_goes_to_disk_and_comes_back_in_order(tmp_path: Path) -> None:
 
 def test_a_crashed_run_s_spool_is_sent_first_or_dropped_after_a_gap(tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
-    for sid in ("kept", "gap"):
+    for sid in ("kept", "gap", "closed"):
         spool = Spool(spool_dir / f"{sid}.jsonl")
         for seq in range(6, 10):
             spool.append(event(seq))
     uplink = Uplink(client=None, spool_dir=spool_dir, memory_limit=2)  # type: ignore[arg-type]
     # The relay holds 1..5 of "kept" (the spool continues it) but only 1..3 of "gap".
+    # "closed" is not open there any more (a goodbye ended it before its last events
+    # came): they are sent all the same, and the relay's answer says what it holds.
     found = uplink.recover({"kept": 5, "gap": 3})
-    assert found == {"kept": 9}
-    assert uplink.pending() == 4
+    assert found == {"kept": 9, "closed": 9}
+    assert uplink.pending() == 8
     assert not (spool_dir / "gap.jsonl").exists()
     box = uplink._box("kept")
     assert [e.seq for e in box.take_batch(10)] == [6, 7]  # memory_limit 2; the rest on disk
