@@ -57,8 +57,8 @@ class SupervisorStats:
     kept_worktrees: tuple[KeptWorktree, ...]
     #: Spare worktrees (None until the pool runs: same-dir, or not a repository).
     spares: PoolStatistics | None = None
-    #: Clean worktrees of ended sessions whose removal waits for the goodbye.
-    removals_waiting: int = 0
+    #: Clean worktrees of ended sessions waiting to be recycled (after the goodbye).
+    recycles_waiting: int = 0
 
 
 @attrs.define(eq=False)
@@ -515,7 +515,7 @@ class Supervisor:
             sessions=tuple(r.snapshot() for r in self.sessions.values()),
             kept_worktrees=tuple(self.kept_worktrees),
             spares=self._pool.statistics() if self._pool is not None else None,
-            removals_waiting=len(self._deferred),
+            recycles_waiting=self.recycles_left,
         )
 
 

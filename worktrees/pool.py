@@ -128,12 +128,13 @@ class SparePool:
                 try:
                     spare = await self._make()
                 except WorktreeError as exc:
-                    self._filling = False
                     log.warning("spare_worktree_failed", error=str(exc), retry_in=RETRY_AFTER)
-                    await trio.sleep(RETRY_AFTER)
-                    continue
+                    spare = None
                 finally:
                     self._filling = False
+                if spare is None:
+                    await trio.sleep(RETRY_AFTER)
+                    continue
                 self._ready.append(spare)
                 if not measured:
                     measured = True
