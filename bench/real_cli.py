@@ -126,6 +126,16 @@ class _BareCli:
                 return line
         raise RuntimeError("the CLI's stdout closed")
 
+    async def control(self, subtype: str) -> None:
+        """Send a control request (``interrupt``: end the turn now), as rcd's adapter does."""
+        assert self.process.stdin is not None
+        line = {
+            "type": "control_request",
+            "request_id": f"bench-{uuid.uuid4().hex}",
+            "request": {"subtype": subtype},
+        }
+        await self.process.stdin.send_all(json.dumps(line).encode() + b"\n")
+
     async def close(self) -> None:
         with trio.CancelScope(shield=True):
             if self.process.stdin is not None:

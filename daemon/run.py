@@ -428,10 +428,8 @@ async def run_daemon(
                 await client.goodbye(env_id)
             except (RelayUnreachable, RelayRejected) as exc:
                 log.warning("goodbye_failed", error=str(exc))
-        # 4. Clean worktrees of the sessions just ended become spares again, in what time
-        #    is left; the next start takes any that are still there.
-        with trio.move_on_at(hard_deadline - 0.5):
-            await supervisor.recycle_deferred()
+        # 4. Clean worktrees of the sessions just ended stay where they are: the next start
+        #    makes them spares again (a stop waits for no git work it can leave).
         if supervisor.recycles_left:
             log.info("worktrees_left_to_next_start", worktrees=supervisor.recycles_left)
         log.info("stopped")

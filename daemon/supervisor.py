@@ -57,7 +57,7 @@ class SupervisorStats:
     kept_worktrees: tuple[KeptWorktree, ...]
     #: Spare worktrees (None until the pool runs: same-dir, or not a repository).
     spares: PoolStatistics | None = None
-    #: Clean worktrees of ended sessions waiting to be recycled (after the goodbye).
+    #: Clean worktrees of sessions ended by a stop, left for the next start to recycle.
     recycles_waiting: int = 0
 
 
@@ -88,10 +88,10 @@ class Supervisor:
     _pool: SparePool | None = None
     _pool_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     #: While stopping, clean worktrees are only inspected (their sessions report the
-    #: truth at once) and recycled after the goodbye, by :meth:`recycle_deferred`.
+    #: truth at once); the next start recycles them (see :meth:`report_leftovers`).
     _stopping: bool = False
-    #: (worktree, whether its branch goes too)
-    _deferred: list[tuple[Worktree, bool]] = attrs.Factory(list)
+    #: Clean worktrees left in place by sessions ended while stopping.
+    _left_to_next_start: int = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions' nursery until cancelled (use :meth:`stop_all` first to be kind)."""
@@ -424,9 +424,9 @@ class Supervisor:
             pool = self._pool
             recycled = False
             if self._stopping:
-                # Not now: a stop must not wait for git. After the goodbye, or at the
-                # next start (see recycle_deferred, report_leftovers).
-                self._deferred.append((worktree, delete_branch))
+                # Not now: a stop must not wait for git. The next start does it (see
+                # report_leftovers).
+                self._left_to_next_start += 1
                 recycled = True
             elif pool is not None and pool.has_room():
                 recycled = await pool.recycle(worktree, delete_branch=delete_branch)
@@ -456,19 +456,9 @@ class Supervisor:
         )
         log.info("worktree_kept", path=str(worktree.path), reasons=reasons)
 
-    async def recycle_deferred(self) -> None:
-        """Turn the clean worktrees of sessions that ended while stopping back into spares,
-        one after the other (milliseconds each: nothing is deleted). The caller owns the
-        deadline; one in progress finishes first. What is left, the next start takes."""
-        pool = self._pool
-        while self._deferred and pool is not None:
-            worktree, delete_branch = self._deferred[0]
-            await pool.recycle(worktree, delete_branch=delete_branch, clean_ignored=False)
-            self._deferred.pop(0)
-
     @property
     def recycles_left(self) -> int:
-        return len(self._deferred)
+        return self._left_to_next_start
 
     # -- teardown --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ worktree never takes its index lock away from the agent working in it.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ import attrs
 import git
 
 from .errors import GitFailed, NotAGitRepository
+from .gitproc import git_env
 from .models import Worktree, WorktreeState
 from .slug import BRANCH_PREFIX
 
@@ -191,48 +193,144 @@ def _has_content(path: Path) -> bool:
     return bool(_children(path))
 
 
-def read_state(root: Path, worktree: Worktree) -> WorktreeState:
+def read_state(root: Path, common_dir: Path, worktree: Worktree) -> WorktreeState:
     """The state of ``worktree`` right now. Raises :class:`GitFailed` or
-    :class:`NotAGitRepository` when git cannot read it (e.g. a corrupt worktree)."""
-    real_path = _real(worktree.path)
-    with _repo(root) as repo:
-        entry = next((e for e in _entries(repo) if _real(e.path) == real_path), None)
-        tip = _commit(repo, "refs/heads/" + worktree.branch)
-        if tip is None:
-            ahead: int | None = 0
-        elif worktree.base_commit is None:
-            ahead = None
-        else:
-            ahead = _count(repo, f"{worktree.base_commit}..{tip}")
-    exists = os.path.lexists(worktree.path)
-    # A directory whose link to the repository is broken is "prunable" for git: a plain
-    # directory for us, never removed.
-    registered = entry is not None and not (exists and entry.prunable)
+    :class:`NotAGitRepository` when git cannot read it (e.g. a corrupt worktree).
+
+    Cheap, because a stop reads every session's worktree at once: a worktree that is on its
+    own branch at its base costs one ``git status``, run directly (no GitPython), with the
+    link to the repository checked by reading two small files rather than by listing every
+    worktree the repository has.
+    """
+    path = str(worktree.path)
+    exists = os.path.lexists(path)
+    if exists:
+        registered = _linked(worktree.path, common_dir)
+    else:
+        # Gone from disk: git may still list it (prunable), which keeps its entry and branch.
+        real_path = _real(path)
+        with _repo(root) as repo:
+            registered = any(_real(e.path) == real_path for e in _entries(repo))
     uncommitted = untracked = False
     detached = 0
-    head = entry.head if entry is not None else None
+    head = on_branch = None
     if exists and registered:
-        assert entry is not None
-        with _repo(worktree.path) as wt_repo:
-            lines = _git(wt_repo, "status", "--porcelain", GIT_OPTIONAL_LOCKS="0")[1]
-            codes = [line[:2] for line in lines.splitlines() if line]
-            untracked = "??" in codes
-            uncommitted = any(code != "??" for code in codes)
-            head = _commit(wt_repo, "HEAD")
-            if entry.branch is None and head is not None:
-                detached = _count(wt_repo, head, "--not", "--branches", "--tags", "--remotes")
-    elif exists:
-        untracked = _has_content(worktree.path)
+        out = _run(worktree.path, "status", "--porcelain=v2", "--branch", "-z")
+        head, on_branch, codes = _parse_status_v2(out)
+        untracked = "?" in codes
+        uncommitted = bool(codes - {"?"})
+        if on_branch is None and head is not None:
+            detached = int(
+                _run(
+                    worktree.path,
+                    "rev-list",
+                    "--count",
+                    head,
+                    "--not",
+                    "--branches",
+                    "--tags",
+                    "--remotes",
+                ).strip()
+            )
+    tip = head if on_branch == worktree.branch else _rev(root, "refs/heads/" + worktree.branch)
+    ahead: int | None
+    if tip is None or tip == worktree.base_commit:
+        ahead = 0
+    elif worktree.base_commit is None:
+        ahead = None
+    else:
+        ahead = int(_run(root, "rev-list", "--count", f"{worktree.base_commit}..{tip}").strip())
     return WorktreeState(
         exists=exists,
         registered=registered,
         uncommitted=uncommitted,
-        untracked=untracked,
+        untracked=untracked if registered or not exists else _has_content(worktree.path),
         commits_ahead=ahead,
         detached_commits=detached,
         head=head,
         branch_exists=tip is not None,
     )
+
+
+def _run(cwd: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
+    """``git <args>`` in ``cwd``, reading only (no optional locks); its stdout."""
+    argv = ("git", *args)
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=_read_env(),
+            capture_output=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        raise GitFailed(argv, 127, f"could not run git in {cwd}: {exc}") from exc
+    if done.returncode not in ok:
+        raise GitFailed(argv, done.returncode, done.stderr.decode("utf-8", "replace"))
+    return done.stdout.decode("utf-8", "surrogateescape")
+
+
+def _read_env() -> dict[str, str]:
+    # Reading a worktree must never take its index lock away from the agent working in it.
+    return {**git_env(), "GIT_OPTIONAL_LOCKS": "0"}
+
+
+def _rev(cwd: Path, ref: str) -> str | None:
+    out = _run(cwd, "rev-parse", "--verify", "--quiet", ref + "^{commit}", ok=(0, 1))
+    return out.strip() or None
+
+
+def _linked(path: Path, common_dir: Path) -> bool:
+    """Whether ``path`` is one of ``common_dir``'s worktrees with its link intact both ways:
+    its ``.git`` file names an entry in ``common_dir/worktrees`` whose ``gitdir`` file
+    names it back (what ``git worktree list`` checks before calling one prunable)."""
+    dot_git = os.path.join(path, ".git")
+    try:
+        with open(dot_git, encoding="utf-8") as f:
+            first = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not first.startswith("gitdir:"):
+        return False
+    admin = first.removeprefix("gitdir:").strip()
+    if not os.path.isabs(admin):
+        admin = os.path.join(path, admin)
+    if _real(os.path.dirname(admin)) != _real(os.path.join(common_dir, "worktrees")):
+        return False
+    try:
+        with open(os.path.join(admin, "gitdir"), encoding="utf-8") as f:
+            back = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not os.path.isabs(back):
+        back = os.path.join(admin, back)
+    return _real(back) == _real(dot_git)
+
+
+def _parse_status_v2(out: str) -> tuple[str | None, str | None, set[str]]:
+    """(HEAD's commit, the branch checked out or None when detached, the kinds of entries:
+    ``1``/``2``/``u`` changed tracked files, ``?`` untracked) from ``git status
+    --porcelain=v2 --branch -z``."""
+    head = branch = None
+    kinds: set[str] = set()
+    fields = iter(out.split("\0"))
+    for field in fields:
+        if not field:
+            continue
+        if field.startswith("# branch.oid "):
+            oid = field.removeprefix("# branch.oid ")
+            head = None if oid == "(initial)" else oid
+        elif field.startswith("# branch.head "):
+            name = field.removeprefix("# branch.head ")
+            branch = None if name == "(detached)" else name
+        elif field.startswith("#"):
+            continue
+        else:
+            kinds.add(field[0])
+            if field[0] == "2":
+                next(fields, None)  # a rename's original path
+    return head, branch, kinds
 
 
 def scan(root: Path, directory: Path) -> list[Worktree]:

@@ -101,9 +101,18 @@ async def test_worktree_sessions_capacity_and_teardown_keep_every_piece_of_work(
             # A commit not in its base: the branch is kept with it (its clean dir may go).
             assert git(repo, "rev-parse", "rcd/committed-work") == agent_commit
             assert git(repo, "log", "-1", "--format=%s", "rcd/committed-work") == "agent-work"
-            # Clean and nothing new: the worktree and its branch are gone.
-            assert not paths[2].exists()
-            assert git(repo, "branch", "--list", "rcd/clean-work") == ""
+            # Clean and nothing new: a stop leaves it (it waits for no git work it can
+            # leave); the next start makes it a spare again and deletes its branch.
+            assert (paths[2] / "README").read_text() == "hello\n"
+            daemon = await start_daemon(
+                relay, tmp_path / "home", repo, "--spawn", "worktree", "--capacity", "4"
+            )
+            with trio.fail_after(30):
+                while paths[2].exists() or git(repo, "branch", "--list", "rcd/clean-work"):
+                    await trio.sleep(0.1)
+            assert (paths[0] / "notes.txt").read_text() == "draft"
+            assert git(repo, "rev-parse", "rcd/committed-work") == agent_commit
+            assert await daemon.stop() == 0
             ends = {}
             for sid in [*ids, same_dir.json()["id"]]:
                 assert (await relay.session(sid))["state"] == "ended"

@@ -83,6 +83,40 @@ async def test_dirty_worktree_and_branch_are_kept(repo: Path, change: str, reaso
             assert (wt.path / "notes.txt").read_text() == "new file\n"
 
 
+async def test_a_staged_rename_is_read_as_one_change(repo: Path) -> None:
+    # git status -z prints a rename as two fields: the old name ("? odd.md") must not be
+    # read as an entry of its own (here, as an untracked file).
+    with trio.fail_after(TIMEOUT):
+        await commit_file(repo, "? odd.md")
+        manager, wt = await fresh(repo)
+        await git(wt.path, "mv", "? odd.md", "even.md")
+        state = await manager.inspect(wt)
+        assert (state.uncommitted, state.untracked) == (True, False)
+        assert state.head == wt.base_commit
+
+
+async def test_untracked_names_with_newlines_are_read(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await fresh(repo)
+        (wt.path / "new\n1 file.txt").write_text("x\n")
+        state = await manager.inspect(wt)
+        assert (state.uncommitted, state.untracked) == (False, True)
+        assert state.kept_reasons == ("untracked files",)
+
+
+async def test_a_worktree_on_another_branch_is_read_against_its_own_branch(repo: Path) -> None:
+    # The agent switched branches: rcd's branch is still judged by its own commits.
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await fresh(repo)
+        await git(wt.path, "switch", "-q", "-c", "elsewhere")
+        await commit_file(wt.path, "other.txt", "on another branch\n")
+        state = await manager.inspect(wt)
+        assert state.branch_exists
+        assert state.commits_ahead == 0
+        assert state.head != wt.base_commit
+        assert state.kept_reasons == ()
+
+
 async def test_ignored_files_do_not_keep_a_worktree(repo: Path) -> None:
     with trio.fail_after(TIMEOUT):
         manager, wt = await fresh(repo)
