@@ -185,6 +185,7 @@ async def run_daemon(
                 spawn=spawn,
                 capacity=options.capacity,
                 agent=adapter.name,
+                hostname=socket.gethostname(),
             )
 
         registration = await _register(

@@ -70,6 +70,7 @@ def environment_info(env: EnvironmentRecord) -> EnvironmentInfo:
     return EnvironmentInfo(
         id=env.id,
         name=env.name,
+        machine=env.machine_name,
         online=env.online,
         directory=env.directory,
         spawn=env.spawn,

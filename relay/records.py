@@ -96,6 +96,13 @@ class EnvironmentRecord:
     active_sessions: int
     #: While offline: since when (its link closed, or the relay started). None while online.
     offline_since: float | None = None
+    #: The machine's host name, as its daemon last reported it (None if it never did).
+    hostname: str | None = None
+
+    @property
+    def machine_name(self) -> str:
+        """What people call the machine: its host name, else its identity."""
+        return self.hostname or self.machine
 
     @property
     def revoked(self) -> bool:

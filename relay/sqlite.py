@@ -74,7 +74,7 @@ _ENVIRONMENT_QUERY = f"""
 SELECT e.id, e.credential_id, e.name, e.machine, e.directory, e.spawn, e.capacity, e.agent,
        e.link_id IS NOT NULL,
        (SELECT COUNT(*) FROM sessions s WHERE s.environment_id = e.id AND s.state != 'ended'),
-       {_OFFLINE_SINCE}
+       {_OFFLINE_SINCE}, e.hostname
 FROM environments e
 """
 
@@ -109,6 +109,7 @@ def _environment(row: Sequence[Any]) -> EnvironmentRecord:
         online=bool(row[8]),
         active_sessions=row[9],
         offline_since=row[10],
+        hostname=row[11],
     )
 
 
@@ -135,8 +136,8 @@ class SqliteDatabase(SqliteCredentials):
                 environment_id = new_id("env")
                 db.execute(
                     "INSERT INTO environments (id, credential_id, name, machine, directory,"
-                    " spawn, capacity, agent, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " spawn, capacity, agent, hostname, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         environment_id,
                         credential_id,
@@ -146,6 +147,7 @@ class SqliteDatabase(SqliteCredentials):
                         request.spawn,
                         request.capacity,
                         request.agent,
+                        request.hostname,
                         now,
                         now,
                     ),
@@ -153,9 +155,16 @@ class SqliteDatabase(SqliteCredentials):
             else:
                 environment_id = row[0]
                 db.execute(
-                    "UPDATE environments SET spawn = ?, capacity = ?, agent = ?, updated_at = ?"
-                    " WHERE id = ?",
-                    (request.spawn, request.capacity, request.agent, now, environment_id),
+                    "UPDATE environments SET spawn = ?, capacity = ?, agent = ?,"
+                    " hostname = COALESCE(?, hostname), updated_at = ? WHERE id = ?",
+                    (
+                        request.spawn,
+                        request.capacity,
+                        request.agent,
+                        request.hostname,
+                        now,
+                        environment_id,
+                    ),
                 )
             open_sessions = [
                 OpenSession(session_id=r[0], last_seq=r[1], cwd=r[2], branch=r[3])

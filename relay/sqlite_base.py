@@ -17,12 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import AdminError
+from .ids import new_id
 
 __all__ = ["DATABASE_FILENAME", "SqliteConnection", "database_path", "is_busy"]
 
 DATABASE_FILENAME = "relay.sqlite3"
 
-_SCHEMA_VERSION = 1
+#: 2: web sessions have a public id, when and from where they signed in, and when they were
+#: last used; environments keep the host name their daemon reports.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device_tokens (
     name TEXT PRIMARY KEY,
@@ -33,7 +36,11 @@ CREATE TABLE IF NOT EXISTS device_tokens (
 CREATE TABLE IF NOT EXISTS web_sessions (
     session_hash TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    id TEXT,
+    user_agent TEXT,
+    address TEXT,
+    last_used_at REAL
 );
 CREATE TABLE IF NOT EXISTS login_codes (
     code_hash TEXT PRIMARY KEY,
@@ -59,6 +66,7 @@ CREATE TABLE IF NOT EXISTS environments (
     spawn TEXT NOT NULL,
     capacity INTEGER NOT NULL,
     agent TEXT NOT NULL,
+    hostname TEXT,
     link_id TEXT,
     last_dseq INTEGER NOT NULL DEFAULT 0,
     acked_dseq INTEGER NOT NULL DEFAULT 0,
@@ -100,6 +108,7 @@ CREATE TABLE IF NOT EXISTS message_inputs (
     input_id TEXT NOT NULL,
     PRIMARY KEY (session_id, input_id)
 ) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS web_sessions_by_id ON web_sessions (id);
 CREATE TABLE IF NOT EXISTS permission_requests (
     session_id TEXT NOT NULL,
     request_id TEXT NOT NULL,
@@ -107,6 +116,24 @@ CREATE TABLE IF NOT EXISTS permission_requests (
     PRIMARY KEY (session_id, request_id)
 ) WITHOUT ROWID;
 """
+
+
+#: Columns version 2 added to tables a version 1 database already has.
+_COLUMNS_OF_VERSION_2 = {
+    "web_sessions": ("id TEXT", "user_agent TEXT", "address TEXT", "last_used_at REAL"),
+    "environments": ("hostname TEXT",),
+}
+
+
+def _add_columns(db: sqlite3.Connection, columns: dict[str, tuple[str, ...]]) -> None:
+    """Add the ``columns`` (table → definitions) that an existing table lacks."""
+    for table, definitions in columns.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            continue  # a new database: the schema creates the table whole
+        for definition in definitions:
+            if definition.split()[0] not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
 
 
 #: Bytes the write-ahead log file is cut back to after a checkpoint emptied it.
@@ -144,9 +171,21 @@ class SqliteConnection:
                     raise AdminError(
                         f"{path} was written by a newer relay (schema {version}); upgrade rcd"
                     )
+                if version < 2:
+                    _add_columns(db, _COLUMNS_OF_VERSION_2)
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if version < 2:
+                    # Sign-ins from before version 2 get an id, so they can be listed and
+                    # revoked like the others.
+                    for (session_hash,) in db.execute(
+                        "SELECT session_hash FROM web_sessions WHERE id IS NULL"
+                    ).fetchall():
+                        db.execute(
+                            "UPDATE web_sessions SET id = ? WHERE session_hash = ?",
+                            (new_id("signin"), session_hash),
+                        )
                 db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except BaseException:
             self._conn.close()

@@ -66,6 +66,10 @@ class Rename:
 class EnvironmentInfo:
     id: str
     name: str
+    #: The name of the machine the daemon runs on (its host name; its machine id if its
+    #: daemon did not say): two machines may serve environments of the same name and
+    #: directory.
+    machine: str
     online: bool
     directory: str
     spawn: Spawn

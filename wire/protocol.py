@@ -83,12 +83,16 @@ class RegisterRequest:
     always map to the same environment id; registering again replaces the old link."""
 
     name: str
+    #: The machine's stable identity (e.g. its /etc/machine-id), part of the environment's.
     machine: str
     directory: str
     spawn: Spawn
     capacity: int = attrs.field(validator=attrs.validators.ge(1))
     agent: str
     protocol: int = PROTOCOL_VERSION
+    #: The machine's name for people (its host name), shown to clients as the environment's
+    #: ``machine``; it may change without changing the environment.
+    hostname: str | None = None
 
 
 @attrs.frozen(kw_only=True)

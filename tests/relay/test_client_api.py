@@ -19,6 +19,7 @@ from .conftest import (
     make_device_token,
     queued_directives,
     register,
+    register_body,
     started,
     uplink,
 )
@@ -73,6 +74,7 @@ async def test_environments_list_shows_online_and_active(
     assert by_id[daemon.environment_id] == {
         "id": daemon.environment_id,
         "name": "laptop",
+        "machine": "m1",
         "online": True,
         "directory": "/home/dev/project",
         "spawn": "same-dir",
@@ -81,6 +83,38 @@ async def test_environments_list_shows_online_and_active(
     }
     assert by_id[offline.environment_id]["online"] is False
     assert by_id[offline.environment_id]["active_sessions"] == 0
+
+
+async def test_two_machines_serving_the_same_directory_are_told_apart_by_machine(
+    client: httpx.AsyncClient, storage: SqliteStorage, user: dict[str, str]
+) -> None:
+    # Two paired machines, each with a daemon on a checkout at the same path under the
+    # same name: two environments, and ``machine`` (the host name the daemon reports) tells
+    # a client which is which. A daemon that reports no host name shows its machine id.
+    first = await register(client, storage, machine="4c1d9e", hostname="workstation")
+    second = await register(client, storage, machine="77ab02", hostname="laptop-2")
+    third = await register(client, storage, machine="0f3e51")
+    assert len({first.environment_id, second.environment_id, third.environment_id}) == 3
+    response = await client.get("/api/environments", headers=user)
+    assert response.status_code == 200
+    shown = {
+        e["id"]: (e["name"], e["directory"], e["machine"]) for e in response.json()["environments"]
+    }
+    assert shown == {
+        first.environment_id: ("laptop", "/home/dev/project", "workstation"),
+        second.environment_id: ("laptop", "/home/dev/project", "laptop-2"),
+        third.environment_id: ("laptop", "/home/dev/project", "0f3e51"),
+    }
+    # A re-registration keeps the environment; a renamed host shows its new name.
+    again = await client.post(
+        "/daemon/v1/register",
+        json=register_body(machine="4c1d9e", hostname="workstation-renamed"),
+        headers=first.credential_headers,
+    )
+    assert again.json()["environment_id"] == first.environment_id
+    response = await client.get("/api/environments", headers=user)
+    machines = {e["id"]: e["machine"] for e in response.json()["environments"]}
+    assert machines[first.environment_id] == "workstation-renamed"
 
 
 async def test_create_session_queues_a_start_directive(
