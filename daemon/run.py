@@ -25,6 +25,7 @@ from spawn import AgentAdapter, ClaudeCode
 from worktrees import WorktreeError, Worktrees
 
 from . import sdnotify
+from .agent_env import agent_environment
 from .agents_record import RecordedAdapter, take_over
 from .applied import AppliedStore
 from .backoff import full_jitter
@@ -208,7 +209,7 @@ async def run_daemon(
             spawn=options.spawn,
             capacity=options.capacity,
             uplink=uplink,
-            env=dict(os.environ),
+            env=agent_environment(os.environ),
             spares=(
                 options.capacity if options.spare_worktrees is None else options.spare_worktrees
             ),

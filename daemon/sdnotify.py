@@ -33,8 +33,8 @@ def notify(state: str) -> bool:
 
     Returns True if the datagram was sent, False if not running under systemd (no usable
     ``$NOTIFY_SOCKET``) or if sending failed; never raises for either. The unit's
-    ``NotifyAccess=main`` means only the daemon's main process is heard, so agent
-    processes that inherit ``$NOTIFY_SOCKET`` cannot speak for it.
+    ``NotifyAccess=main`` means only the daemon's main process is heard; agents do not
+    even inherit ``$NOTIFY_SOCKET`` (see :mod:`daemon.agent_env`).
     """
     value = os.environ.get("NOTIFY_SOCKET")
     if not value:

@@ -29,6 +29,8 @@ from worktrees import (
     Worktrees,
 )
 
+from .agent_env import agent_environment
+
 __all__ = ["EventPublisher", "KeptWorktree", "Supervisor", "SupervisorStats"]
 
 log = structlog.get_logger("daemon.supervisor")
@@ -68,7 +70,8 @@ class Supervisor:
     spawn: wire.Spawn
     capacity: int
     uplink: EventPublisher
-    env: dict[str, str] = attrs.Factory(lambda: dict(os.environ))
+    #: The agents' environment (see :mod:`daemon.agent_env`: rcd's own variables withheld).
+    env: dict[str, str] = attrs.Factory(lambda: agent_environment(os.environ))
     stop_grace: float = 3.0
     clock: Callable[[], float] = time.time
     #: Downlink sequence number of the last directive applied.
