@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,12 +49,84 @@ def data_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "rcd"
 
 
+#: Unix socket paths are limited to 108 bytes on Linux (104 on macOS), the final NUL included.
+_MAX_SOCKET_PATH = 103
+_warned: set[Path] = set()
+
+
+def _private_dir_problem(path: Path) -> str | None:
+    """Make ``path`` a directory only this user can enter, or say why it cannot be one.
+
+    A missing directory is created with mode 0700. An existing one is used only if it is a
+    real directory (not a symbolic link), belongs to this user and nobody else could ever
+    have written in it (no group or other write bit); its mode is then tightened to 0700.
+    One that others could write in is never used, not even after a chmod: they may have
+    put a socket of their own in it already.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror})"
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.getuid():
+        return f"belongs to another user (uid {st.st_uid}, you are uid {os.getuid()})"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        return f"is writable by other users (mode {mode:04o}, not 0700)"
+    if mode != 0o700:
+        os.chmod(path, 0o700)
+    return None
+
+
 def runtime_dir() -> Path:
+    """The private directory of control sockets (mode 0700, this user's own).
+
+    ``$XDG_RUNTIME_DIR/rcd`` when ``$XDG_RUNTIME_DIR`` is set (refused with a
+    :class:`ConfigError` when that is not private). Otherwise ``$TMPDIR/rcd-<uid>`` (usually
+    ``/tmp``), unless another user made it or it is not private: then
+    ``$XDG_STATE_HOME/rcd/run`` (usually ``~/.local/state/rcd/run``), with a warning on
+    stderr. Every process of this user (the daemon, ``rcd status``) picks the same one.
+    """
     base = os.environ.get("XDG_RUNTIME_DIR")
-    root = Path(base) / "rcd" if base else Path(tempfile.gettempdir()) / f"rcd-{os.getuid()}"
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
-    return root
+    if base:
+        root = Path(base) / "rcd"
+        Path(base).mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = _private_dir_problem(root)
+        if problem is not None:
+            raise ConfigError(
+                f"{root} {problem}, so it cannot hold rcd's control sockets: remove it, or "
+                "set XDG_RUNTIME_DIR to a directory of your own (mode 0700)"
+            )
+        return root
+    shared = Path(tempfile.gettempdir()) / f"rcd-{os.getuid()}"
+    problem = _private_dir_problem(shared)
+    if problem is None:
+        return shared
+    fallback = state_dir() / "run"
+    fallback.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    other = _private_dir_problem(fallback)
+    if other is not None:
+        raise ConfigError(
+            f"no private directory for rcd's control sockets: {shared} {problem}, and "
+            f"{fallback} {other}. Set XDG_RUNTIME_DIR to a directory of your own (mode 0700)"
+        )
+    if shared not in _warned:
+        _warned.add(shared)
+        print(
+            f"rcd: warning: not using {shared}: it {problem}; control sockets go in "
+            f"{fallback} instead (set XDG_RUNTIME_DIR to choose)",
+            file=sys.stderr,
+        )
+    return fallback
 
 
 def directory_key(directory: Path) -> str:
@@ -63,9 +137,17 @@ def directory_key(directory: Path) -> str:
 def control_socket_path(directory: Path) -> Path:
     """The control socket of the daemon serving ``directory`` (one daemon per directory).
 
-    A hash keeps the path short: Unix socket paths are limited to about 100 bytes.
+    A hash keeps the path short: Unix socket paths are limited to about 100 bytes. Raises
+    :class:`ConfigError` when the runtime directory's path is too long even so.
     """
-    return runtime_dir() / f"{directory_key(directory)}.sock"
+    path = runtime_dir() / f"{directory_key(directory)}.sock"
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"the control socket's path {path} is too long for a Unix socket "
+            f"({len(os.fsencode(path))} bytes, at most {_MAX_SOCKET_PATH}): set "
+            "XDG_RUNTIME_DIR to a short directory of your own (mode 0700)"
+        )
+    return path
 
 
 def agents_record_path(directory: Path) -> Path:
