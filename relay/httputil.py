@@ -146,12 +146,23 @@ def decode_bytes(raw: bytes, cl: type[T]) -> T:
         raise BadRequest("invalid_body", "; ".join(exc.problems)) from None
 
 
+#: The largest offset or count a parameter takes: SQLite's (and most clients') signed 64 bits.
+MAX_PARAM = 2**63 - 1
+
+
 def _parse_int(name: str, raw: str, minimum: int, maximum: int | None) -> int:
+    """``raw`` as an integer in ``minimum..maximum`` (default: :data:`MAX_PARAM`); else 400
+    ``invalid_parameter`` naming ``name``. ASCII digits only (``str.isdigit`` also takes
+    ``²`` or ``٣``, which ``int()`` then refuses or reads differently)."""
+    top = MAX_PARAM if maximum is None else min(maximum, MAX_PARAM)
     value = raw.strip()
-    too_big = maximum is not None and value.isdigit() and int(value) > maximum
-    if not value.isdigit() or int(value) < minimum or too_big:
-        bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise BadRequest("invalid_parameter", f"{name} must be an integer {bounds}, got {raw!r}")
+    # The length check first also keeps a huge number away from int()'s digit limit.
+    ok = value.isascii() and value.isdigit() and len(value) <= 19 and minimum <= int(value) <= top
+    if not ok:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise BadRequest(
+            "invalid_parameter", f"{name} must be an integer {minimum}..{top}, got {shown!r}"
+        )
     return int(value)
 
 

@@ -25,6 +25,8 @@ from wire import (
     SessionInfo,
 )
 
+from .httputil import MAX_PARAM
+
 __all__ = ["openapi_document", "schema_of"]
 
 _COMPONENTS: tuple[type[Any], ...] = (
@@ -69,6 +71,27 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     return {"type": simple[tp]}
 
 
+def _max_length(validator: Any) -> int | None:
+    """The ``attrs.validators.max_len`` among ``validator`` (and/optional wrappers), if any."""
+    inner = getattr(validator, "validator", None)  # optional(...)
+    if inner is not None:
+        return _max_length(inner)
+    for part in getattr(validator, "_validators", ()):  # and_(...)
+        found = _max_length(part)
+        if found is not None:
+            return found
+    found = getattr(validator, "max_length", None)
+    return found if isinstance(found, int) else None
+
+
+def _with_max_length(schema: dict[str, Any], max_length: int) -> dict[str, Any]:
+    if schema.get("type") == "string":
+        return schema | {"maxLength": max_length}
+    if "anyOf" in schema:
+        return {"anyOf": [_with_max_length(s, max_length) for s in schema["anyOf"]]}
+    return schema
+
+
 def schema_of(cl: type[Any]) -> dict[str, Any]:
     """JSON Schema of an attrs wire class: extra keys forbidden, defaults not required."""
     hints = typing.get_type_hints(cl)
@@ -76,6 +99,9 @@ def schema_of(cl: type[Any]) -> dict[str, Any]:
     required: list[str] = []
     for field in attrs.fields(cl):
         properties[field.name] = _type_schema(hints[field.name])
+        max_length = _max_length(field.validator)
+        if max_length is not None:
+            properties[field.name] = _with_max_length(properties[field.name], max_length)
         if field.default is attrs.NOTHING:
             required.append(field.name)
     schema: dict[str, Any] = {
@@ -270,7 +296,7 @@ def _paths() -> dict[str, Any]:
                         "name": "after",
                         "in": "query",
                         "description": "Only events with a greater seq (default 0).",
-                        "schema": {"type": "integer", "minimum": 0},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PARAM},
                     },
                     {
                         "name": "limit",
@@ -282,7 +308,7 @@ def _paths() -> dict[str, Any]:
                         "name": "Last-Event-ID",
                         "in": "header",
                         "description": "SSE only: resume after this seq (wins over `after`).",
-                        "schema": {"type": "integer", "minimum": 0},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PARAM},
                     },
                 ],
             )

@@ -18,9 +18,12 @@ __all__ = [
     "Rename",
     "SessionInfo",
     "ShownSessionState",
+    "SignInInfo",
 ]
 
 MAX_MESSAGE_BYTES = 1024 * 1024
+#: The longest title a session may be given, at creation or by a rename (in characters).
+MAX_TITLE_LENGTH = 500
 
 #: A session's state as the client API shows it: the state its events say
 #: (:data:`wire.SessionState`), or ``disconnected`` while its environment has been offline
@@ -38,7 +41,10 @@ def _nonempty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 @attrs.frozen(kw_only=True)
 class CreateSession:
     prompt: str | None = None
-    title: str | None = None
+    title: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.max_len(MAX_TITLE_LENGTH)),
+    )
     spawn: Spawn | None = None
 
 
@@ -58,7 +64,7 @@ class PermissionDecision:
 @attrs.frozen(kw_only=True)
 class Rename:
     title: str = attrs.field(
-        validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(500))
+        validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(MAX_TITLE_LENGTH))
     )
 
 
@@ -100,3 +106,22 @@ class ErrorDetail:
 @attrs.frozen(kw_only=True)
 class ErrorBody:
     error: ErrorDetail
+
+
+@attrs.frozen(kw_only=True)
+class SignInInfo:
+    """A browser signed in to the web app (with a one-time login link)."""
+
+    id: str
+    #: The browser and system in words, from its ``User-Agent``: ``Chrome on Android``.
+    name: str
+    #: Its ``User-Agent`` as it sent it (at most 512 characters), when it sent one.
+    user_agent: str | None
+    #: The address it signed in from.
+    address: str | None
+    created_at: float
+    #: When it last made a request (to the minute).
+    last_used_at: float | None
+    expires_at: float
+    #: True for the sign-in of the browser asking.
+    current: bool

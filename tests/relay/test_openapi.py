@@ -62,6 +62,12 @@ def test_every_reference_resolves_and_schemas_follow_wire() -> None:
         "anyOf": [{"type": "string", "enum": ["same-dir", "worktree"]}, {"type": "null"}]
     }
     assert schemas["Event"]["properties"]["data"] == {"type": "object", "additionalProperties": {}}
+    # Length limits of the wire types are in the schema too.
+    assert schemas["Rename"]["properties"]["title"] == {"type": "string", "maxLength": 500}
+    assert schemas["CreateSession"]["properties"]["title"] == {
+        "anyOf": [{"type": "string", "maxLength": 500}, {"type": "null"}]
+    }
+    assert schemas["PostMessage"]["properties"]["id"]["maxLength"] == 200
     for path, ops in document["paths"].items():
         for method, op in ops.items():
             params = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
