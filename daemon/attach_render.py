@@ -1,13 +1,14 @@
 """How ``rcd attach`` shows a session: plain lines, coloured only on a terminal.
 
-Agent output is untrusted text: control characters (escape sequences included) are shown
-escaped, never sent to the terminal, so a tool result cannot reprogram it.
+Everything in an event is untrusted text: control characters (escape sequences included)
+are shown escaped by :func:`daemon.visible.visible`, never sent to the terminal, so a tool
+result or a session title cannot reprogram it. Fields that are one line (titles, names,
+paths) keep no newline either.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import attrs
@@ -16,11 +17,13 @@ import wire
 
 from .attach_api import LogEntry
 from .attach_state import SessionView
+from .visible import visible
 
 __all__ = [
     "Style",
     "abbreviate",
     "clean",
+    "one",
     "render_entry",
     "render_header",
     "summarise_input",
@@ -30,7 +33,6 @@ __all__ = [
 RESULT_LINES = 4
 #: Input fields that best say what a tool call does, in order of preference.
 _SUMMARY_KEYS = ("file_path", "path", "command", "pattern", "url", "query", "description")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @attrs.frozen
@@ -62,9 +64,14 @@ class Style:
 
 
 def clean(text: str) -> str:
-    """``text`` with CRLF as LF and every other control character escaped (``\\x1b``)."""
-    text = text.replace("\r\n", "\n")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Multi-line ``text`` made safe to print: CRLF as LF, tabs and newlines kept, every
+    other control character escaped (``\\x1b``); see :func:`daemon.visible.visible`."""
+    return visible(text, multiline=True)
+
+
+def one(text: str) -> str:
+    """``text`` shown on one line: every control character escaped, newlines included."""
+    return visible(text)
 
 
 def _one_line(text: str, width: int) -> str:
@@ -98,13 +105,13 @@ def duration(ms: int) -> str:
 
 
 def render_header(info: wire.SessionInfo, relay: str, style: Style) -> list[str]:
-    title = clean(info.title) if info.title else "(untitled)"
-    where = [f"cwd {clean(info.cwd)}" if info.cwd else "cwd not known yet"]
+    title = one(info.title) if info.title else "(untitled)"
+    where = [f"cwd {one(info.cwd)}" if info.cwd else "cwd not known yet"]
     if info.branch:
-        where.append(f"branch {clean(info.branch)}")
+        where.append(f"branch {one(info.branch)}")
     return [
         style.bold(f"━━ {title} ━━"),
-        f"session {info.id} on {relay} · state {info.state}",
+        f"session {one(info.id)} on {one(relay)} · state {one(info.state)}",
         " · ".join(where),
         style.dim(
             "type a message and press Enter · y/n answers a permission request · "
@@ -124,13 +131,13 @@ def render_entry(entry: LogEntry, view: SessionView, style: Style, width: int = 
     match p:
         case wire.UserMessage():
             said = clean(p.text).split("\n")
-            head = style.bold(style.cyan(f"you ({clean(p.origin)}):"))
+            head = style.bold(style.cyan(f"you ({one(p.origin)}):"))
             return [f"{head} {said[0]}", *("  " + line for line in said[1:])]
         case wire.AssistantText():
             return clean(p.text).rstrip("\n").split("\n")
         case wire.ToolUse():
             what = summarise_input(p.input, max(20, width - len(p.name) - 4))
-            return [style.dim(f"⚙ {clean(p.name)} {what}".rstrip())]
+            return [style.dim(f"⚙ {one(p.name)} {what}".rstrip())]
         case wire.ToolResult():
             shown, more = abbreviate(p.content)
             paint = style.red if p.is_error else style.dim
@@ -139,18 +146,18 @@ def render_entry(entry: LogEntry, view: SessionView, style: Style, width: int = 
                 lines.append(paint(f"  … {more} more line{'s' if more != 1 else ''}"))
             return lines
         case wire.PermissionRequest():
-            what = f"{clean(p.tool)} {summarise_input(p.input)}".rstrip()
+            what = f"{one(p.tool)} {summarise_input(p.input)}".rstrip()
             lines = [style.yellow(f"⚠ permission: {what}")]
             for key, value in list(p.input.items())[:6]:
                 text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-                lines.append(style.yellow(f"    {clean(key)}: {_one_line(text, width - 8)}"))
+                lines.append(style.yellow(f"    {one(key)}: {_one_line(text, width - 8)}"))
             if clean(p.description) != what:
                 lines.append(style.yellow(f"  {clean(p.description)}"))
             return lines
         case wire.PermissionResolved():
             request = view.requests.get(p.request_id)
-            tool = f"{clean(request.tool)} " if request else ""
-            by = clean(p.origin)
+            tool = f"{one(request.tool)} " if request else ""
+            by = one(p.origin)
             if p.decision == "allow":
                 return [style.green(f"✓ {tool}allowed by {by}")]
             return [style.red(f"✗ {tool}denied by {by}")]
@@ -160,19 +167,19 @@ def render_entry(entry: LogEntry, view: SessionView, style: Style, width: int = 
                 return [style.dim(f"── turn done in {duration(p.duration_ms)}{cost}")]
             return [style.red(f"── turn failed after {duration(p.duration_ms)}{cost}")]
         case wire.Status():
-            return [style.dim(f"· state: {p.state}")]
+            return [style.dim(f"· state: {one(p.state)}")]
         case wire.Error():
-            return [style.red(f"✗ error {clean(p.code)}: {clean(p.message)}")]
+            return [style.red(f"✗ error {one(p.code)}: {clean(p.message)}")]
         case wire.SessionStarted():
-            branch = f" on branch {clean(p.branch)}" if p.branch else ""
-            return [style.dim(f"● {clean(p.agent)} started in {clean(p.cwd)}{branch}")]
+            branch = f" on branch {one(p.branch)}" if p.branch else ""
+            return [style.dim(f"● {one(p.agent)} started in {one(p.cwd)}{branch}")]
         case wire.SessionEnded():
             kept = ""
             if p.worktree_kept:
-                kept = f"; its worktree was kept (branch {clean(p.branch or '?')})"
+                kept = f"; its worktree was kept (branch {one(p.branch or '?')})"
             elif p.branch:
-                kept = f" (branch {clean(p.branch)})"
-            return [style.bold(f"■ session ended: {clean(p.reason)}{kept}")]
+                kept = f" (branch {one(p.branch)})"
+            return [style.bold(f"■ session ended: {one(p.reason)}{kept}")]
         case _:
             data = json.dumps(entry.data, ensure_ascii=False)
-            return [style.dim(f"· {clean(entry.kind)} {_one_line(data, width - 20)}")]
+            return [style.dim(f"· {one(entry.kind)} {_one_line(data, width - 20)}")]

@@ -18,6 +18,7 @@ from .attach import add_attach_parser, run_attach
 from .errors import DaemonError
 from .options import add_start_options, port, positive_seconds
 from .service import add_service_parser, run_service_command
+from .visible import visible
 
 __all__ = ["build_parser", "main"]
 
@@ -80,8 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_seconds,
         default=15.0,
         metavar="SECONDS",
-        help="keep-alive interval on idle streams; revocations also reach open streams "
-        "within it (default: 15)",
+        help="keep-alive interval on idle streams; a revoked daemon credential also ends "
+        "its open downlink within it (default: 15)",
+    )
+    relay.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        type=_trusted_proxy,
+        metavar="ADDRESS",
+        help="a reverse proxy (address or network) whose X-Forwarded-For names the client "
+        "that failed sign-in and pairing attempts count against; repeatable (default: none, "
+        "the header is ignored)",
     )
     relay.add_argument("--verbose", "-v", action="store_true", help="log more")
     relay_sub = relay.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")
@@ -120,6 +131,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e_revoke.add_argument("environment", metavar="ENVIRONMENT", help="an environment id or name")
     data_dir_arg(e_revoke)
+    sign_ins = relay_sub.add_parser(
+        "sign-ins",
+        help="list the browsers signed in to the web app, or sign them out",
+        description="Browsers signed in to the web app with a one-time link from "
+        "'rcd relay login-link'. Each is listed with its id, its browser and system (from its "
+        "User-Agent), the address it signed in from, and when it signed in and was last used. "
+        "Signing one out takes effect at once: its cookie is refused and its open event "
+        "streams end within a second. (Called sign-ins, not sessions: in rcd a session is "
+        "an agent's conversation.)",
+    )
+    sign_ins_sub = sign_ins.add_subparsers(dest="sign_ins_command", metavar="ACTION", required=True)
+    s_list = sign_ins_sub.add_parser(
+        "list", help="list signed-in browsers, the most recently used first"
+    )
+    data_dir_arg(s_list)
+    s_revoke = sign_ins_sub.add_parser(
+        "revoke",
+        help="sign a browser out, or every browser with --all (effective at once)",
+        description="Sign out the browser NAME|ID names (an id from 'rcd relay sign-ins list', "
+        "or its name there, e.g. 'Chrome on Android', if only one sign-in has it), or every "
+        "browser with --all. Its cookie is refused from the next request on and its open "
+        "event streams end within a second; it needs a new login link to sign in again.",
+    )
+    s_revoke.add_argument(
+        "sign_in", metavar="NAME|ID", nargs="?", help="a sign-in id (signin_...) or name"
+    )
+    s_revoke.add_argument(
+        "--all", dest="all_sign_ins", action="store_true", help="sign out every browser"
+    )
+    data_dir_arg(s_revoke)
     pair_code = relay_sub.add_parser("pair-code", help="print a one-time code to pair a daemon")
     data_dir_arg(pair_code)
     login = relay_sub.add_parser("login-link", help="print a one-time sign-in URL for a browser")
@@ -216,6 +257,16 @@ def _start(args: argparse.Namespace) -> int:
     return trio.run(partial(run_daemon, options, display=display))
 
 
+def _trusted_proxy(text: str) -> str:
+    from relay.config import proxy_network
+
+    try:
+        proxy_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
 def _relay_data_dir(path: Path | None) -> Path:
     from .paths import data_dir
 
@@ -251,12 +302,18 @@ def _relay(args: argparse.Namespace) -> int:
                     print("no environments")
                 for e in envs:
                     state = "revoked" if e.revoked else "online" if e.online else "offline"
-                    print(f"{e.id}\t{e.name}\t{e.machine}\t{state}\t{e.directory}")
+                    # Names, machines and directories are what daemons registered.
+                    print(
+                        f"{visible(e.id)}\t{visible(e.name)}\t{visible(e.machine)}\t{state}"
+                        f"\t{visible(e.directory)}"
+                    )
             elif args.environment_command == "revoke":
                 revoked = admin.revoke_environment(data, args.environment)
                 print(f"revoked the credential of {len(revoked)} environment(s):")
                 for e in revoked:
-                    print(f"{e.id}\t{e.name}\t{e.machine}")
+                    print(f"{visible(e.id)}\t{visible(e.name)}\t{visible(e.machine)}")
+        elif args.relay_command == "sign-ins":
+            return _sign_ins(args, data)
         elif args.relay_command == "pair-code":
             code = admin.create_pair_code(data)
             print("Pair a daemon with: rcd pair RELAY_URL CODE  (one use, expires in 10 minutes)")
@@ -268,6 +325,36 @@ def _relay(args: argparse.Namespace) -> int:
     except RelayError as exc:
         print(f"rcd relay: {exc}", file=sys.stderr)
         return 1
+
+
+def _sign_ins(args: argparse.Namespace, data: Path) -> int:
+    """``rcd relay sign-ins list|revoke``; raises RelayError for the caller to report."""
+    from relay import admin
+
+    if args.sign_ins_command == "list":
+        sign_ins = admin.list_sign_ins(data)
+        if not sign_ins:
+            print("no browser is signed in")
+        for s in sign_ins:
+            print(
+                f"{s.id}\t{s.name}\tfrom {s.address or 'an unknown address'}"
+                f"\tsigned in {_when(s.created_at)}\tlast used {_when(s.last_used_at)}"
+            )
+        return 0
+    if (args.sign_in is None) == (not args.all_sign_ins):
+        print(
+            "rcd relay sign-ins revoke: give a NAME, an ID or --all (one of them);"
+            " 'rcd relay sign-ins list' shows them",
+            file=sys.stderr,
+        )
+        return 2
+    if args.all_sign_ins:
+        count = admin.revoke_all_sign_ins(data)
+        print(f"signed out {count} browser{'' if count == 1 else 's'}")
+        return 0
+    (revoked,) = admin.revoke_sign_in(data, args.sign_in)
+    print(f"signed out 1 browser: {revoked.id}\t{revoked.name}")
+    return 0
 
 
 def _when(ts: float | None) -> str:
@@ -294,6 +381,7 @@ def _serve_relay(args: argparse.Namespace) -> int:
         insecure_http=args.insecure_http,
         access_token_ttl=args.access_token_ttl,
         keepalive_interval=args.keepalive,
+        trusted_proxies=tuple(args.trusted_proxy),
     )
 
     async def serve() -> None:
@@ -350,13 +438,19 @@ def _status(args: argparse.Namespace) -> int:
     assert isinstance(env, dict)
     sessions = report["sessions"]
     assert isinstance(sessions, list)
+    # Titles (and every other string here) come from the network: shown, never interpreted.
+    v = visible
     dot = "connected" if env["connected"] else "DISCONNECTED"
-    print(f"{env['name']}  {dot} to {env['relay']}")
-    print(f"  {env['directory']}  spawn={env['spawn']}  {len(sessions)}/{env['capacity']} sessions")
+    print(f"{v(str(env['name']))}  {dot} to {v(str(env['relay']))}")
+    print(
+        f"  {v(str(env['directory']))}  spawn={v(str(env['spawn']))}  "
+        f"{len(sessions)}/{env['capacity']} sessions"
+    )
     for s in sessions:
-        where = s.get("branch") or s.get("cwd") or ""
-        title = s.get("title") or "(untitled)"
-        print(f"  {s['id']}  {s['state']:<20} {title}  {where}  pid={s.get('pid')}")
+        where = v(str(s.get("branch") or s.get("cwd") or ""))
+        title = v(str(s.get("title") or "(untitled)"))
+        state = v(str(s["state"]))
+        print(f"  {v(str(s['id']))}  {state:<20} {title}  {where}  pid={s.get('pid')}")
     uplink = report.get("uplink")
     if isinstance(uplink, dict) and uplink.get("buffered_events"):
         print(f"  {uplink['buffered_events']} events waiting to go up to the relay")
@@ -365,5 +459,6 @@ def _status(args: argparse.Namespace) -> int:
     if kept:
         print("  kept worktrees (they hold work; rcd never deletes them):")
     for k in kept:
-        print(f"    {k['branch']}  {k['path']}: {'; '.join(k['reasons'])}")
+        reasons = v("; ".join(str(r) for r in k["reasons"]))
+        print(f"    {v(str(k['branch']))}  {v(str(k['path']))}: {reasons}")
     return 0

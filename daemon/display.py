@@ -23,6 +23,8 @@ import trio
 
 import wire
 
+from .visible import visible
+
 __all__ = ["DisplayState", "SessionLine", "TerminalDisplay", "render"]
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -58,24 +60,31 @@ def _qr(text: str) -> str:
 
 
 def render(state: DisplayState, *, show_qr: bool, width: int = 100) -> str:
-    """The whole screen as text (ANSI colours included). Pure, for tests."""
+    """The whole screen as text (ANSI colours included). Pure, for tests.
+
+    Every string in ``state`` is shown through :func:`daemon.visible.visible` (titles and
+    activity come from the network and the agent): only this function's own colours reach
+    the terminal as escape sequences.
+    """
     dot = f"{GREEN}● connected{RESET}" if state.connected else f"{RED}○ reconnecting…{RESET}"
     lines = [
-        f"{BOLD}rcd{RESET} {state.name}  {dot} to {state.relay}",
-        f"spawn: {BOLD}{state.spawn}{RESET}   sessions: {len(state.sessions)}/{state.capacity}",
+        f"{BOLD}rcd{RESET} {visible(state.name)}  {dot} to {visible(state.relay)}",
+        f"spawn: {BOLD}{visible(state.spawn)}{RESET}   "
+        f"sessions: {len(state.sessions)}/{state.capacity}",
     ]
     target = state.sign_in or state.relay
-    lines.append(f"sign in: {target}" if state.sign_in else f"open: {target}")
+    shown = visible(target)
+    lines.append(f"sign in: {shown}" if state.sign_in else f"open: {shown}")
     if show_qr:
         lines.extend(_qr(target).rstrip("\n").splitlines())
     lines.append("")
     if not state.sessions:
         lines.append(f"{DIM}no sessions yet — start one from the app{RESET}")
     for s in state.sessions:
-        title = (s.title or "(untitled)")[:40]
-        activity = f"  {DIM}{s.activity}{RESET}" if s.activity else ""
-        lines.append(f"  {s.state:<19} {title}{activity}")
-        lines.append(f"  {DIM}{s.url}{RESET}")
+        title = _clip(visible(s.title or "(untitled)"), 40)
+        activity = f"  {DIM}{visible(s.activity)}{RESET}" if s.activity else ""
+        lines.append(f"  {visible(s.state):<19} {title}{activity}")
+        lines.append(f"  {DIM}{visible(s.url)}{RESET}")
     lines.append("")
     if state.stopping:
         lines.append(f"{BOLD}stopping: ending every session…{RESET} (press q again to force)")
@@ -83,6 +92,10 @@ def render(state: DisplayState, *, show_qr: bool, width: int = 100) -> str:
         lines.append(f"{DIM}space: QR code · w: toggle spawn mode · q: stop{RESET}")
     clipped = [line if len(line) < width + 40 else line[: width + 40] for line in lines]
     return "\n".join(clipped) + "\n"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @contextlib.contextmanager

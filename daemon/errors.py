@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .visible import visible
+
 __all__ = [
     "ConfigError",
     "DaemonError",
@@ -31,19 +33,22 @@ class NotPaired(DaemonError):
 
 
 class RelayUnreachable(DaemonError):
-    """The relay could not be reached (network error or time-out)."""
+    """The relay could not be reached (network error or time-out). ``detail`` may quote
+    what the network sent: it is kept safe to print (:func:`daemon.visible.visible`)."""
 
     def __init__(self, relay: str, detail: str) -> None:
         self.relay = relay
-        self.detail = detail
-        super().__init__(f"cannot reach the relay at {relay}: {detail}")
+        self.detail = visible(detail)
+        super().__init__(f"cannot reach the relay at {relay}: {self.detail}")
 
 
 class RelayRejected(DaemonError):
-    """The relay answered with an error (carries its status, code and message)."""
+    """The relay answered with an error (carries its status, code and message). The code
+    and message come from the network: they are kept safe to print
+    (:func:`daemon.visible.visible`)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         self.status = status
-        self.code = code
-        self.message = message
-        super().__init__(f"the relay refused: {message} ({code}, HTTP {status})")
+        self.code = visible(code)
+        self.message = visible(message)
+        super().__init__(f"the relay refused: {self.message} ({self.code}, HTTP {status})")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
 
-__all__ = ["RelayConfig", "is_loopback"]
+__all__ = ["RelayConfig", "is_loopback", "proxy_network"]
 
 
 def is_loopback(host: str) -> bool:
@@ -18,6 +19,23 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def proxy_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A ``--trusted-proxy`` value: an address (``10.0.0.5``, ``::1``) or a network
+    (``10.0.0.0/8``); ValueError for anything else."""
+    try:
+        return ipaddress.ip_network(text.strip().strip("[]"), strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {text!r}") from None
+
+
+def _proxies(proxies: Iterable[str]) -> tuple[str, ...]:
+    """The ``--trusted-proxy`` values, each checked (ValueError for a bad one)."""
+    values = tuple(proxies)
+    for proxy in values:
+        proxy_network(proxy)
+    return values
 
 
 @attrs.frozen(kw_only=True)
@@ -46,6 +64,9 @@ class RelayConfig:
     #: cut or a relay restart) before its sessions show ``disconnected`` and inputs to them
     #: are refused (``409 environment_offline``) instead of queued.
     offline_grace: float = 30.0
+    #: Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client
+    #: that failed-attempt limits count against; from anyone else the header is ignored.
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_proxies)
 
     @property
     def tls(self) -> bool:

@@ -70,7 +70,7 @@ from .httputil import (
     read_lines,
 )
 from .indexing import check_indexed_payloads
-from .ratelimit import AttemptLimiter
+from .ratelimit import AttemptLimiter, limit_key
 from .records import Appended, EnvironmentRecord, owned_environment
 from .storage import Storage
 from .streams import downlink_response
@@ -84,6 +84,8 @@ MAX_EVENTS_PER_BATCH = 1000
 #: Batches in one uplink request sent as frames.
 MAX_FRAMES = 1000
 _SMALL_BODY_LIMIT = 64 * 1024
+#: A pair request (a code and a machine name) is the one body read without a credential.
+_PAIR_BODY_LIMIT = 4 * 1024
 
 
 @attrs.define(eq=False)
@@ -121,19 +123,22 @@ class DaemonApi:
         return claims, await self._owned_environment(environment_id, claims.credential_id)
 
     async def pair(self, request: Request) -> Response:
-        caller = client_address(request)
-        self.attempts.check(caller)
-        body = await decode_body(request, PairRequest, _SMALL_BODY_LIMIT)
+        caller = limit_key(client_address(request, self.config.trusted_proxies))
+        self.attempts.check(caller)  # refused before its body is read
+        body = await decode_body(request, PairRequest, _PAIR_BODY_LIMIT)
+        # Counted as a failure from here (no await between the check and the count), and
+        # taken back only once the code proved right.
+        attempt = self.attempts.begin(caller)
         credential = new_environment_credential()
         credential_id = await self.storage.redeem_pair_code(
             hash_secret(normalize_pair_code(body.code)), body.machine, hash_secret(credential)
         )
         if credential_id is None:
-            self.attempts.failed(caller)
             raise Unauthenticated(
                 "unknown, used or expired pair code; run 'rcd relay pair-code' for a new one",
                 code="invalid_pair_code",
             )
+        attempt.succeeded()
         return json_response(encode(PairResponse(credential=credential)))
 
     async def register(self, request: Request) -> Response:

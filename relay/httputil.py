@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import math
 from collections.abc import AsyncGenerator, Mapping
@@ -13,12 +15,14 @@ from starlette.responses import JSONResponse
 
 from wire import MAX_MESSAGE_BYTES, DecodeError, decode
 
+from .config import proxy_network
 from .errors import BadRequest, BodyTooLarge
 
 __all__ = [
     "CLIENT_BODY_LIMIT",
     "UPLINK_BODY_LIMIT",
     "client_address",
+    "trusted_networks",
     "decode_body",
     "decode_bytes",
     "error_response",
@@ -42,9 +46,55 @@ def json_response(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
 
 
-def client_address(request: Request) -> str:
-    """The caller's address, for rate limits (the proxy's, behind a reverse proxy)."""
-    return request.client.host if request.client else "unknown"
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.cache
+def trusted_networks(proxies: tuple[str, ...]) -> tuple[IpNetwork, ...]:
+    """``--trusted-proxy`` values as networks (see :func:`relay.config.proxy_network`)."""
+    return tuple(proxy_network(proxy) for proxy in proxies)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("["):  # [2001:db8::1]:443
+        text = text[1 : text.find("]")] if "]" in text else text
+    elif text.count(":") == 1:  # 192.0.2.1:443
+        text = text.split(":")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_address(request: Request, trusted_proxies: tuple[str, ...] = ()) -> str:
+    """The caller's address, for rate limits: the peer's; or, when the peer is one of
+    ``trusted_proxies``, the client that ``X-Forwarded-For`` names (walked from the right,
+    past every trusted proxy, so only what a trusted proxy wrote is believed). Without
+    trusted proxies the header is ignored: anyone can send it."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted_proxies:
+        return peer
+    networks = trusted_networks(trusted_proxies)
+
+    def trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        return ip is not None and any(ip.version == n.version and ip in n for n in networks)
+
+    address = _ip(peer)
+    if not trusted(address):
+        return peer
+    hops = ",".join(request.headers.getlist("x-forwarded-for")).split(",")
+    for hop in reversed([h for h in hops if h.strip()]):
+        ip = _ip(hop)
+        if ip is None:  # a trusted proxy passed on garbage: stop at the last one we know
+            break
+        address = ip
+        if not trusted(ip):
+            break
+    return str(address)
 
 
 def error_response(

@@ -22,7 +22,7 @@ from .auth import SESSION_COOKIE, hash_secret, new_web_session
 from .config import RelayConfig
 from .errors import NotFound, Unauthenticated
 from .httputil import client_address
-from .ratelimit import AttemptLimiter
+from .ratelimit import AttemptLimiter, limit_key
 from .storage import Storage
 
 __all__ = ["PAGE_CSP", "WEB_SESSION_TTL", "Asset", "Pages", "load_assets", "load_index_html"]
@@ -137,17 +137,19 @@ class Pages:
     async def login(self, request: Request) -> Response:
         """A one-time code → a cookie session, then 303 to ``/``."""
         code = request.query_params.get("code", "")
-        caller = client_address(request)
-        self.attempts.check(caller)
+        caller = client_address(request, self.config.trusted_proxies)
+        # Counted as a failure from here (no await between the check and the count), and
+        # taken back only once the code proved right.
+        attempt = self.attempts.begin(limit_key(caller))
         session = new_web_session()
         if not code or not await self.storage.redeem_login_code(
             hash_secret(code), hash_secret(session), WEB_SESSION_TTL
         ):
-            self.attempts.failed(caller)
             raise Unauthenticated(
                 "this sign-in link is unknown, used or expired; run 'rcd relay login-link'",
                 code="invalid_login_code",
             )
+        attempt.succeeded()
         response = RedirectResponse("/", status_code=303, headers={"cache-control": "no-store"})
         response.set_cookie(
             SESSION_COOKIE,
