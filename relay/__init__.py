@@ -37,6 +37,7 @@ from .records import (
     NewSession,
     QueuedDirective,
     SessionRecord,
+    SignInRecord,
 )
 from .server import RunningRelay, read_relay_url, serve_relay
 from .storage import SqliteStorage, Storage
@@ -63,6 +64,7 @@ __all__ = [
     "RunningRelay",
     "SessionEnded",
     "SessionRecord",
+    "SignInRecord",
     "SqliteStorage",
     "Storage",
     "Unauthenticated",

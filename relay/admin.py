@@ -1,4 +1,5 @@
-"""Admin commands on a relay's data dir (``rcd relay token|pair-code|login-link``).
+"""Admin commands on a relay's data dir (``rcd relay token|environment|sign-ins|pair-code|
+login-link``).
 
 Synchronous, for the CLI. They open the database directly; a relay may be running on the
 same data dir at the same time (SQLite WAL), and it sees every change on its next request,
@@ -20,7 +21,7 @@ from .auth import (
     normalize_pair_code,
 )
 from .errors import AdminError
-from .records import DeviceTokenInfo, EnvironmentRecord
+from .records import DeviceTokenInfo, EnvironmentRecord, SignInRecord
 from .server import read_relay_url
 from .sqlite import SqliteDatabase, database_path
 
@@ -32,8 +33,11 @@ __all__ = [
     "create_pair_code",
     "list_device_tokens",
     "list_environments",
+    "list_sign_ins",
+    "revoke_all_sign_ins",
     "revoke_device_token",
     "revoke_environment",
+    "revoke_sign_in",
 ]
 
 #: Pair codes and login links expire after this many seconds unless told otherwise.
@@ -150,3 +154,43 @@ def revoke_environment(data_dir: Path, environment: str) -> list[EnvironmentReco
         if not revoked:
             raise AdminError(f"environment {environment!r} is already revoked")
         return [e for e in envs if e.id in revoked]
+
+
+def list_sign_ins(data_dir: Path) -> list[SignInRecord]:
+    """Browsers signed in now (with a login link), the most recently used first."""
+    with _database(data_dir) as db:
+        return db.list_sign_ins()
+
+
+def revoke_sign_in(data_dir: Path, sign_in: str) -> list[SignInRecord]:
+    """Sign out one browser: ``sign_in`` is its id, or a name (``Chrome on Android``, any
+    case) that names exactly one sign-in. Returns what was revoked.
+
+    Its cookie is refused from the relay's next request on, and its open event streams end
+    within about a second. AdminError if unknown or ambiguous.
+    """
+    wanted = sign_in.strip()
+    with _database(data_dir) as db:
+        current = db.list_sign_ins()
+        matches = [s for s in current if s.id == wanted] or [
+            s for s in current if s.name.casefold() == wanted.casefold()
+        ]
+        if not matches:
+            raise AdminError(
+                f"no sign-in {wanted!r} (signed out already, or expired);"
+                " see 'rcd relay sign-ins list'"
+            )
+        if len(matches) > 1:
+            ids = ", ".join(s.id for s in matches)
+            raise AdminError(
+                f"{len(matches)} sign-ins are {matches[0].name!r}: use an id ({ids})"
+            )
+        if db.revoke_sign_in(matches[0].id) is None:
+            raise AdminError(f"sign-in {wanted!r} ended meanwhile")
+        return matches
+
+
+def revoke_all_sign_ins(data_dir: Path) -> int:
+    """Sign out every browser at once; returns how many were signed in."""
+    with _database(data_dir) as db:
+        return db.revoke_all_sign_ins()

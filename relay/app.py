@@ -24,6 +24,7 @@ from .fanout import Hub
 from .httputil import error_response
 from .pages import Pages
 from .ratelimit import AttemptLimiter
+from .sign_ins import SignInsApi
 from .storage import Storage
 from .tokens import TokenIssuer
 
@@ -84,6 +85,7 @@ def create_app(
     routes = [
         *Pages(storage, config, sign_in).routes(),
         *ClientApi(storage, hub, config).routes(),
+        *SignInsApi(storage, config).routes(),
         *DaemonApi(storage, hub, config, tokens, pairing).routes(),
     ]
     return Starlette(

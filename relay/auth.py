@@ -44,6 +44,7 @@ __all__ = [
     "authenticate_daemon",
     "daemon_credential_hash",
     "bearer_token",
+    "has_csrf_header",
     "hash_secret",
     "issue_environment_credential",
     "new_device_token",
@@ -113,7 +114,7 @@ def bearer_token(request: Request) -> str | None:
 CSRF_HEADER = "x-requested-with"
 
 
-def _has_csrf_header(request: Request) -> bool:
+def has_csrf_header(request: Request) -> bool:
     """Whether a cookie-signed request may proceed: a read, or a write with the header."""
     return request.method in ("GET", "HEAD", "OPTIONS") or (
         request.headers.get(CSRF_HEADER, "").lower() == "rcd"
@@ -135,7 +136,7 @@ def client_proof(request: Request) -> ClientProof:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         return ClientProof(
-            via="cookie", secret_hash=hash_secret(cookie), csrf_ok=_has_csrf_header(request)
+            via="cookie", secret_hash=hash_secret(cookie), csrf_ok=has_csrf_header(request)
         )
     raise Unauthenticated("send 'Authorization: Bearer <device token>' or sign in")
 

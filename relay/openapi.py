@@ -23,6 +23,7 @@ from wire import (
     PostMessage,
     Rename,
     SessionInfo,
+    SignInInfo,
 )
 
 from .httputil import MAX_PARAM
@@ -36,6 +37,7 @@ _COMPONENTS: tuple[type[Any], ...] = (
     Rename,
     EnvironmentInfo,
     SessionInfo,
+    SignInInfo,
     Event,
     ErrorBody,
     ErrorDetail,
@@ -182,8 +184,9 @@ def _paths() -> dict[str, Any]:
         },
         "/logout": {
             "post": _operation(
-                "Sign out: ends the cookie session and clears the cookie.",
-                {"204": {"description": "Signed out."}},
+                "Sign out: ends the cookie session and clears the cookie. With the cookie, "
+                "send `X-Requested-With: rcd` as on every cookie-signed write.",
+                r({"204": {"description": "Signed out."}}, 403),
                 public=True,
             )
         },
@@ -192,6 +195,44 @@ def _paths() -> dict[str, Any]:
                 "This document.",
                 {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}},
                 public=True,
+            )
+        },
+        "/api/sign-ins": {
+            "get": _operation(
+                "List the browsers signed in to the web app, the most recently used first.",
+                r(
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "sign_ins": {"type": "array", "items": _ref("SignInInfo")}
+                                },
+                                "required": ["sign_ins"],
+                            },
+                            "Every current sign-in; `current` marks the caller's own.",
+                        )
+                    },
+                    401,
+                ),
+            )
+        },
+        "/api/sign-ins/{sign_in_id}": {
+            "delete": _operation(
+                "Sign a browser out at once: its cookie stops working and its open event "
+                "streams end within about a second.",
+                r(
+                    {
+                        "204": {
+                            "description": "Signed out (the caller's own cookie is cleared "
+                            "when it signed itself out)."
+                        }
+                    },
+                    401,
+                    403,
+                    404,
+                ),
+                parameters=[_path_param("sign_in_id", "A sign-in id (`signin_...`).")],
             )
         },
         "/api/environments": {
@@ -390,7 +431,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 for status, meaning in {
                     400: "Malformed body or parameter (`invalid_body`, `invalid_parameter`).",
                     401: "Missing or invalid credentials (`unauthenticated`).",
-                    404: "Unknown session or environment (`not_found`), or permission request "
+                    403: "A write signed by the `rcd_session` cookie without the header "
+                    "`X-Requested-With: rcd` (`csrf`).",
+                    404: "Unknown session, environment or sign-in (`not_found`), or permission "
+                    "request "
                     "(`unknown_permission_request`).",
                     409: "Conflicts with the current state: `at_capacity`, `environment_offline`, "
                     "`session_ended`, `not_resumable`, `permission_already_resolved`.",

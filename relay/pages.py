@@ -18,14 +18,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .auth import SESSION_COOKIE, hash_secret, new_web_session
+from .auth import SESSION_COOKIE, has_csrf_header, hash_secret, new_web_session
 from .config import RelayConfig
-from .errors import NotFound, Unauthenticated
+from .errors import CsrfMissing, NotFound, Unauthenticated
 from .httputil import client_address
 from .ratelimit import AttemptLimiter, limit_key
 from .storage import Storage
+from .useragent import stored_user_agent
 
-__all__ = ["PAGE_CSP", "WEB_SESSION_TTL", "Asset", "Pages", "load_assets", "load_index_html"]
+__all__ = [
+    "PAGE_CSP",
+    "WEB_SESSION_TTL",
+    "Asset",
+    "Pages",
+    "clear_session_cookie",
+    "load_assets",
+    "load_index_html",
+]
 
 #: How long a browser stays signed in.
 WEB_SESSION_TTL = 30 * 24 * 3600
@@ -143,7 +152,11 @@ class Pages:
         attempt = self.attempts.begin(limit_key(caller))
         session = new_web_session()
         if not code or not await self.storage.redeem_login_code(
-            hash_secret(code), hash_secret(session), WEB_SESSION_TTL
+            hash_secret(code),
+            hash_secret(session),
+            WEB_SESSION_TTL,
+            user_agent=stored_user_agent(request.headers.get("user-agent")),
+            address=caller,
         ):
             raise Unauthenticated(
                 "this sign-in link is unknown, used or expired; run 'rcd relay login-link'",
@@ -163,16 +176,20 @@ class Pages:
         return response
 
     async def logout(self, request: Request) -> Response:
-        """End the cookie session (if any) and clear the cookie; always 204."""
+        """End the cookie session (if any) and clear the cookie: 204. With a cookie, the
+        request must carry the CSRF header like every cookie-signed write (403 ``csrf``,
+        and nothing ends): a page on another site must not sign the browser out."""
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
+            if not has_csrf_header(request):
+                raise CsrfMissing()
             await self.storage.delete_web_session(hash_secret(cookie))
-        response = Response(status_code=204)
-        response.delete_cookie(
-            SESSION_COOKIE,
-            path="/",
-            secure=self.config.secure_cookies,
-            httponly=True,
-            samesite="strict",
-        )
-        return response
+        return clear_session_cookie(Response(status_code=204), self.config)
+
+
+def clear_session_cookie(response: Response, config: RelayConfig) -> Response:
+    """``response``, telling the browser to forget its ``rcd_session`` cookie."""
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=config.secure_cookies, httponly=True, samesite="strict"
+    )
+    return response

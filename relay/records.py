@@ -17,6 +17,7 @@ from wire import (
 )
 
 from .errors import CredentialRevoked, NotFound
+from .useragent import describe_user_agent
 
 __all__ = [
     "REVOKED_CREDENTIAL",
@@ -33,6 +34,7 @@ __all__ = [
     "QueuedDirective",
     "SessionInput",
     "SessionRecord",
+    "SignInRecord",
 ]
 
 #: The ``origin`` of inputs sent with the web app's cookie.
@@ -72,6 +74,28 @@ class DeviceTokenInfo:
     name: str
     created_at: float
     last_used_at: float | None
+
+
+@attrs.frozen(kw_only=True)
+class SignInRecord:
+    """A browser signed in with a login link (a web session), as its owner sees it."""
+
+    #: Public: names it in ``rcd relay sign-ins revoke`` and the client API.
+    id: str
+    #: The hash of its cookie: tells a request whether the sign-in is its own.
+    session_hash: str
+    created_at: float
+    #: When its cookie last authenticated a request (to the minute); None if never since.
+    last_used_at: float | None
+    expires_at: float
+    #: The browser's ``User-Agent`` and the address it signed in from, when known.
+    user_agent: str | None
+    address: str | None
+
+    @property
+    def name(self) -> str:
+        """The browser and system in words, e.g. ``Chrome on Android``."""
+        return describe_user_agent(self.user_agent)
 
 
 #: ``EnvironmentRecord.credential_id`` of an environment whose credential was revoked

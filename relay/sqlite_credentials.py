@@ -8,7 +8,7 @@ from typing import cast
 
 from .errors import AdminError, CsrfMissing, Unauthenticated
 from .ids import new_id
-from .records import WEB_ORIGIN, ClientPrincipal, ClientProof, DeviceTokenInfo
+from .records import WEB_ORIGIN, ClientPrincipal, ClientProof, DeviceTokenInfo, SignInRecord
 from .sqlite_base import SqliteConnection
 
 __all__ = ["SqliteCredentials"]
@@ -76,7 +76,15 @@ class SqliteCredentials(SqliteConnection):
                 (code_hash, self._clock() + ttl),
             )
 
-    def redeem_login_code(self, code_hash: str, session_hash: str, session_ttl: float) -> bool:
+    def redeem_login_code(
+        self,
+        code_hash: str,
+        session_hash: str,
+        session_ttl: float,
+        *,
+        user_agent: str | None = None,
+        address: str | None = None,
+    ) -> bool:
         now = self._clock()
         with self._write() as db:
             db.execute("DELETE FROM login_codes WHERE expires_at <= ?", (now,))
@@ -85,21 +93,78 @@ class SqliteCredentials(SqliteConnection):
             if used.rowcount == 0:
                 return False
             db.execute(
-                "INSERT INTO web_sessions (session_hash, created_at, expires_at) VALUES (?, ?, ?)",
-                (session_hash, now, now + session_ttl),
+                "INSERT INTO web_sessions (session_hash, id, created_at, expires_at, user_agent,"
+                " address, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_hash, new_id("signin"), now, now + session_ttl, user_agent, address, now),
             )
             return True
 
     def web_session_valid(self, session_hash: str) -> bool:
+        """Whether the web session is current; its use is recorded (to the minute)."""
+        now = self._clock()
         row = self._conn.execute(
-            "SELECT 1 FROM web_sessions WHERE session_hash = ? AND expires_at > ?",
-            (session_hash, self._clock()),
+            "SELECT last_used_at FROM web_sessions WHERE session_hash = ? AND expires_at > ?",
+            (session_hash, now),
         ).fetchone()
-        return row is not None
+        if row is None:
+            return False
+        if row[0] is None or now - row[0] >= _LAST_USED_RESOLUTION:
+            self._conn.execute(
+                "UPDATE web_sessions SET last_used_at = ? WHERE session_hash = ?",
+                (now, session_hash),
+            )
+        return True
 
     def delete_web_session(self, session_hash: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM web_sessions WHERE session_hash = ?", (session_hash,))
+
+    def list_sign_ins(self) -> list[SignInRecord]:
+        """Browsers signed in now (unexpired web sessions), the most recently used first."""
+        with self._write() as db:
+            # A relay older than schema 2 may still be running on this file: give its
+            # sign-ins an id, so they can be revoked like the others.
+            for (session_hash,) in db.execute(
+                "SELECT session_hash FROM web_sessions WHERE id IS NULL"
+            ).fetchall():
+                db.execute(
+                    "UPDATE web_sessions SET id = ? WHERE session_hash = ?",
+                    (new_id("signin"), session_hash),
+                )
+            rows = db.execute(
+                "SELECT id, session_hash, created_at, last_used_at, expires_at, user_agent,"
+                " address FROM web_sessions WHERE expires_at > ?"
+                " ORDER BY COALESCE(last_used_at, created_at) DESC, created_at DESC, id",
+                (self._clock(),),
+            ).fetchall()
+        return [
+            SignInRecord(
+                id=r[0],
+                session_hash=r[1],
+                created_at=r[2],
+                last_used_at=r[3],
+                expires_at=r[4],
+                user_agent=r[5],
+                address=r[6],
+            )
+            for r in rows
+        ]
+
+    def revoke_sign_in(self, sign_in_id: str) -> str | None:
+        """End one browser's sign-in at once; returns its session hash, or None if there
+        is no such (current) one."""
+        with self._write() as db:
+            row = db.execute(
+                "DELETE FROM web_sessions WHERE id = ? AND expires_at > ? RETURNING session_hash",
+                (sign_in_id, self._clock()),
+            ).fetchone()
+            return None if row is None else cast(str, row[0])
+
+    def revoke_all_sign_ins(self) -> int:
+        """End every browser's sign-in at once; how many were current."""
+        with self._write() as db:
+            db.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (self._clock(),))
+            return db.execute("DELETE FROM web_sessions").rowcount
 
     # -- daemon credentials ------------------------------------------------------------------
 

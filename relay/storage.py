@@ -37,6 +37,7 @@ from .records import (
     NewSession,
     SessionInput,
     SessionRecord,
+    SignInRecord,
 )
 from .sqlite import SqliteDatabase, database_path
 from .sqlite_base import is_busy
@@ -69,11 +70,29 @@ class Storage(Protocol):
     async def add_login_code(self, code_hash: str, ttl: float) -> None: ...
 
     async def redeem_login_code(
-        self, code_hash: str, session_hash: str, session_ttl: float
+        self,
+        code_hash: str,
+        session_hash: str,
+        session_ttl: float,
+        *,
+        user_agent: str | None = None,
+        address: str | None = None,
     ) -> bool:
-        """Use up a login code and start a web session; False if unknown, used or expired."""
+        """Use up a login code and start a web session (a browser's sign-in, kept with the
+        browser's ``user_agent`` and the ``address`` it signed in from); False if the code
+        is unknown, used or expired."""
 
     async def delete_web_session(self, session_hash: str) -> None: ...
+
+    async def list_sign_ins(self) -> list[SignInRecord]:
+        """Browsers signed in now, the most recently used first."""
+
+    async def revoke_sign_in(self, sign_in_id: str) -> str | None:
+        """End that sign-in at once; returns its web session's hash, None if there is no
+        such current one."""
+
+    async def revoke_all_sign_ins(self) -> int:
+        """End every sign-in at once; returns how many there were."""
 
     # -- daemon credentials
 
@@ -344,14 +363,31 @@ class SqliteStorage:
         await self._run(lambda db: db.add_login_code(code_hash, ttl))
 
     async def redeem_login_code(
-        self, code_hash: str, session_hash: str, session_ttl: float
+        self,
+        code_hash: str,
+        session_hash: str,
+        session_ttl: float,
+        *,
+        user_agent: str | None = None,
+        address: str | None = None,
     ) -> bool:
         return await self._run(
-            lambda db: db.redeem_login_code(code_hash, session_hash, session_ttl)
+            lambda db: db.redeem_login_code(
+                code_hash, session_hash, session_ttl, user_agent=user_agent, address=address
+            )
         )
 
     async def delete_web_session(self, session_hash: str) -> None:
         await self._run(lambda db: db.delete_web_session(session_hash))
+
+    async def list_sign_ins(self) -> list[SignInRecord]:
+        return await self._run(lambda db: db.list_sign_ins())
+
+    async def revoke_sign_in(self, sign_in_id: str) -> str | None:
+        return await self._run(lambda db: db.revoke_sign_in(sign_in_id))
+
+    async def revoke_all_sign_ins(self) -> int:
+        return await self._run(lambda db: db.revoke_all_sign_ins())
 
     async def add_pair_code(self, code_hash: str, ttl: float) -> None:
         await self._run(lambda db: db.add_pair_code(code_hash, ttl))

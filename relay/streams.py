@@ -17,7 +17,7 @@ from .ids import new_id
 from .sse import EventStream, EventStreamResponse
 from .storage import Storage
 
-__all__ = ["downlink_response", "session_events_response"]
+__all__ = ["CREDENTIAL_CHECK_INTERVAL", "downlink_response", "session_events_response"]
 
 log = structlog.get_logger("relay")
 
@@ -25,6 +25,10 @@ log = structlog.get_logger("relay")
 _BATCH = 500
 #: A stream's cleanup (going offline) gets this long, even when cancelled.
 _CLEANUP_TIMEOUT = 5.0
+#: How often a client's live stream checks that its credential still stands, so a revoked
+#: device token or sign-in loses its streams within about a second, also when another
+#: process (``rcd relay sign-ins revoke``) revoked it. One indexed read per stream.
+CREDENTIAL_CHECK_INTERVAL = 1.0
 
 
 async def _idle(changed: trio.Event, stream: EventStream, keepalive_interval: float) -> bool:
@@ -121,8 +125,9 @@ def session_events_response(
 ) -> EventStreamResponse:
     """A session's events after seq ``after``, then live ones, until the client goes away.
 
-    ``still_allowed`` is asked at every keep-alive: a stream whose credential was revoked
-    (or whose sign-in expired) ends within one keep-alive interval.
+    ``still_allowed`` is asked every :data:`CREDENTIAL_CHECK_INTERVAL` while the stream
+    is idle (and at least at every keep-alive): a stream whose credential was revoked (or
+    whose sign-in expired) ends within about that long.
     """
     key = session_key(session_id)
 
@@ -144,8 +149,29 @@ def session_events_response(
                 chunk, last = newest
                 await stream.write(chunk)
                 continue
-            timed_out = await _idle(changed, stream, keepalive_interval)
-            if timed_out and not await still_allowed():
+            if not await _idle_checking(changed, stream, keepalive_interval, still_allowed):
                 return
 
     return EventStreamResponse(produce)
+
+
+async def _idle_checking(
+    changed: trio.Event,
+    stream: EventStream,
+    keepalive_interval: float,
+    still_allowed: Callable[[], Awaitable[bool]],
+) -> bool:
+    """Wait for ``changed`` (True), sending a keep-alive whenever idle for
+    ``keepalive_interval``; False as soon as ``still_allowed`` says no (asked every
+    :data:`CREDENTIAL_CHECK_INTERVAL` meanwhile)."""
+    keepalive_at = trio.current_time() + keepalive_interval
+    while True:
+        now = trio.current_time()
+        with trio.move_on_after(min(CREDENTIAL_CHECK_INTERVAL, max(0.0, keepalive_at - now))):
+            await changed.wait()
+            return True
+        if not await still_allowed():
+            return False
+        if trio.current_time() >= keepalive_at:
+            await stream.keepalive()
+            keepalive_at = trio.current_time() + keepalive_interval

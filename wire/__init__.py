@@ -14,6 +14,7 @@ from .api import (
     Rename,
     SessionInfo,
     ShownSessionState,
+    SignInInfo,
 )
 from .converter import converter, decode, decode_json, encode, encode_json
 from .errors import DecodeError, WireError
@@ -79,6 +80,7 @@ __all__ = [
     "DecodeError",
     "Directive",
     "EnvironmentInfo",
+    "SignInInfo",
     "Error",
     "ErrorBody",
     "ErrorDetail",

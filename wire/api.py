@@ -18,6 +18,7 @@ __all__ = [
     "Rename",
     "SessionInfo",
     "ShownSessionState",
+    "SignInInfo",
 ]
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -105,3 +106,22 @@ class ErrorDetail:
 @attrs.frozen(kw_only=True)
 class ErrorBody:
     error: ErrorDetail
+
+
+@attrs.frozen(kw_only=True)
+class SignInInfo:
+    """A browser signed in to the web app (with a one-time login link)."""
+
+    id: str
+    #: The browser and system in words, from its ``User-Agent``: ``Chrome on Android``.
+    name: str
+    #: Its ``User-Agent`` as it sent it (at most 512 characters), when it sent one.
+    user_agent: str | None
+    #: The address it signed in from.
+    address: str | None
+    created_at: float
+    #: When it last made a request (to the minute).
+    last_used_at: float | None
+    expires_at: float
+    #: True for the sign-in of the browser asking.
+    current: bool

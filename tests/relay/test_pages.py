@@ -63,7 +63,11 @@ async def test_logout_ends_the_cookie_session(client: httpx.AsyncClient, data_di
     await client.get(link.removeprefix(PUBLIC_URL))
     session_cookie = client.cookies["rcd_session"]
     assert (await client.get("/api/environments")).status_code == 200
-    response = await client.post("/logout")
+    # Like every write signed by the cookie, a sign-out needs the CSRF header: a page on
+    # another site cannot sign the browser out (403, and the sign-in stands).
+    assert_error(await client.post("/logout"), 403, "csrf")
+    assert (await client.get("/api/environments")).status_code == 200
+    response = await client.post("/logout", headers={"X-Requested-With": "rcd"})
     assert response.status_code == 204
     assert "rcd_session=" in response.headers["set-cookie"]
     # Even a client that keeps the old cookie is out.

@@ -72,6 +72,8 @@ class World:
     headers: dict[str, dict[str, str]]
     pair_code: str
     login_code: str
+    #: Another browser's sign-in (what ``DELETE /api/sign-ins/{sign_in_id}`` ends).
+    sign_in_id: str
 
 
 @asynccontextmanager
@@ -140,6 +142,15 @@ async def world(data_dir: Path) -> AsyncIterator[World]:
             assert await storage.redeem_login_code(
                 hash_secret("cookie-login"), hash_secret("good"), 3600
             )
+            await storage.add_login_code(hash_secret("laptop-login"), 60)
+            assert await storage.redeem_login_code(
+                hash_secret("laptop-login"), hash_secret("laptop-cookie"), 3600
+            )
+            (laptop,) = [
+                s
+                for s in await storage.list_sign_ins()
+                if s.session_hash == hash_secret("laptop-cookie")
+            ]
             yield World(
                 client=client,
                 app=app,
@@ -152,6 +163,7 @@ async def world(data_dir: Path) -> AsyncIterator[World]:
                 headers=headers,
                 pair_code="GOODPAIR",
                 login_code="good-login",
+                sign_in_id=laptop.id,
             )
 
 
@@ -192,6 +204,8 @@ CLIENT_ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/sessions/{session_id}/interrupt"): Row("client", 202),
     ("POST", "/api/sessions/{session_id}/stop"): Row("client", 202),
     ("POST", "/api/sessions/{session_id}/resume"): Row("client", 202, session="b"),
+    ("GET", "/api/sign-ins"): Row("client", 200),
+    ("DELETE", "/api/sign-ins/{sign_in_id}"): Row("client", 204),
 }
 
 DAEMON_ROWS: dict[tuple[str, str], Row] = {
@@ -398,7 +412,10 @@ async def test_cell(tmp_path: Path, method: str, path: str, kind: str) -> None:
             assert await w.storage.revoke_environment(w.daemon.environment_id)
         session = w.session_b if row.session == "b" else w.session_a
         url = path.format(
-            environment_id=w.daemon.environment_id, session_id=session, request_id="req-1"
+            environment_id=w.daemon.environment_id,
+            session_id=session,
+            request_id="req-1",
+            sign_in_id=w.sign_in_id,
         )
         if path == "/login" and kind == "right":
             url += f"?code={w.login_code}"
