@@ -1,12 +1,14 @@
 // rcd web app: entry point and router.
 //   /          home: environments and sessions
 //   /?new      the new-session form
+//   /?devices  the browsers signed in, each with "sign out"
 //   /s/<id>    one session, live
 // Signed-in state lives in an HttpOnly cookie set by /login?code=... (a one-time link from
 // `rcd relay login-link`); any 401 from the API shows the signed-out screen.
 
 import { onSignedOut } from './api.js';
 import { fill, h } from './dom.js';
+import { devicesView } from './devices.js';
 import { homeView, newSessionView } from './home.js';
 import { interceptLinks, setRouter } from './nav.js';
 import { sessionView } from './session.js';
@@ -26,6 +28,7 @@ function route() {
   const match = location.pathname.match(/^\/s\/([^/]+)\/?$/);
   if (match) current = sessionView(root, decodeURIComponent(match[1]));
   else if (new URLSearchParams(location.search).has('new')) current = newSessionView(root);
+  else if (new URLSearchParams(location.search).has('devices')) current = devicesView(root);
   else current = homeView(root);
 }
 

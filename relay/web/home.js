@@ -58,11 +58,29 @@ function capacity(env) {
   );
 }
 
-function environmentCard(env) {
+/** Whether another environment has the same name (or the same directory under that name):
+ * then only the machine tells them apart. */
+function lookalike(env, environments) {
+  return environments.some((other) => other.id !== env.id && other.name === env.name);
+}
+
+/** The environment's name, with its machine when another environment has the same name. */
+export function environmentLabel(env, environments) {
+  return lookalike(env, environments) ? `${env.name} on ${env.machine}` : env.name;
+}
+
+function environmentCard(env, environments = []) {
+  // The machine is always shown unless the name already says it (`dir@host`, the default);
+  // marked up when another environment looks the same.
+  const same = lookalike(env, environments);
+  const showMachine = same || !env.name.endsWith(`@${env.machine}`);
   return h(
     'div',
     { class: 'env', dataset: { environmentId: env.id } },
     h('div', { class: 'env-line' }, onlineDot(env.online), h('span', { class: 'env-name' }, env.name), capacity(env)),
+    showMachine
+      ? h('div', { class: same ? 'env-machine lookalike' : 'env-machine', title: 'the machine it runs on' }, `on ${env.machine}`)
+      : null,
     h('div', { class: 'env-dir mono', title: env.directory }, pathText(env.directory)),
     h('div', { class: 'env-spawn' }, env.online ? `${env.spawn} · online` : `${env.spawn} · offline`),
   );
@@ -88,8 +106,13 @@ export function homeView(root) {
   const sessionList = h('div', { class: 'session-list' }, h('div', { class: 'skeleton' }));
   const loadError = h('div', { class: 'inline-error', role: 'alert', hidden: true });
   const signOutButton = h('button', { type: 'button', class: 'btn small ghost', onclick: () => signOut(signOutButton) }, 'Sign out');
+  const devicesLink = h('a', { class: 'btn small ghost', href: '/?devices', 'data-nav': '' }, 'Signed-in devices');
   fill(root, 
-    h('header', { class: 'bar' }, h('div', { class: 'bar-inner' }, h('div', { class: 'bar-row' }, brand(), signOutButton))),
+    h(
+      'header',
+      { class: 'bar' },
+      h('div', { class: 'bar-inner' }, h('div', { class: 'bar-row' }, brand(), h('div', { class: 'bar-actions' }, devicesLink, signOutButton))),
+    ),
     h(
       'main',
       { class: 'page home' },
@@ -119,10 +142,10 @@ export function homeView(root) {
     shown = key;
     fill(envList, 
       ...(environments.length
-        ? environments.map(environmentCard)
+        ? environments.map((e) => environmentCard(e, environments))
         : [h('div', { class: 'empty' }, 'No environments yet. Run ', h('code', null, 'rcd start'), ' in a project on your machine.')]),
     );
-    const names = new Map(environments.map((e) => [e.id, e.name]));
+    const names = new Map(environments.map((e) => [e.id, environmentLabel(e, environments)]));
     fill(sessionList, 
       ...(sessions.length
         ? sessions.map((s) => sessionRow(s, names))
@@ -210,7 +233,7 @@ export function newSessionView(root) {
           selected = env.id;
           showDefault();
         });
-        return h('label', { class: 'choice' }, radio, environmentCard(env));
+        return h('label', { class: 'choice' }, radio, environmentCard(env, environments));
       }),
     );
     showDefault();

@@ -4,6 +4,7 @@
 import { api, ApiError, sessionPath } from './api.js';
 import { Timeline } from './conversation.js';
 import { badge, basename, fill, h, setBadge, toast, uuid } from './dom.js';
+import { environmentLabel } from './home.js';
 import { LiveEvents } from './live.js';
 
 const ACTIVE = new Set(['busy', 'awaiting_permission']);
@@ -121,7 +122,7 @@ export function sessionView(root, sessionId) {
       ({ environments }) => {
         const env = environments.find((e) => e.id === session.environment_id);
         if (env && alive) {
-          environmentName = env.name;
+          environmentName = environmentLabel(env, environments);
           showSession();
         }
       },
