@@ -8,7 +8,7 @@ session echoes it. Parts: :mod:`.attach_auth` (relay and token), :mod:`.attach_a
 :mod:`.attach_state` (what the log says), :mod:`.attach_render` (lines),
 :mod:`.attach_term` (prompt line and keys).
 
-Run it alone as ``python -m daemon.attach SESSION_ID [--relay URL] [--token TOKEN]``.
+Run it alone as ``python -m daemon.attach SESSION_ID [--relay URL] [--token-file PATH]``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import math
 import os
 import random
 import signal
+import ssl
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import TypeVar
 
 import attrs
@@ -36,7 +38,8 @@ from .attach_auth import Target, resolve_target, tokens_path
 from .attach_render import Style, clean, render_entry, render_header
 from .attach_state import Gap, SessionView
 from .attach_term import Console, CtrlC, EndOfInput, Submit, cbreak, keys
-from .errors import DaemonError, RelayRejected, RelayUnreachable
+from .errors import CertificateRejected, DaemonError, RelayRejected, RelayUnreachable
+from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP, tls_context, warn_insecure_http
 
 __all__ = ["Attach", "add_attach_parser", "main", "run_attach"]
 
@@ -60,11 +63,15 @@ keys and commands (in the session):
                  if it is working; pressed twice within 2 s, leave
 
 relay: --relay URL, else `relay` in ~/.config/rcd/config.toml, else the relay that
-`rcd start` embeds on this machine.
-token: --token, else $RCD_TOKEN, else the one stored for the relay in
-~/.config/rcd/tokens.json; for the embedded relay a device token named attach@HOST is
-created once and stored there (mode 0600). Elsewhere create one where the relay runs with
-`rcd relay token create --name NAME`.
+`rcd start` embeds on this machine. Plain http:// is refused unless the relay is on this
+machine (127.0.0.1, ::1, localhost) or --insecure-http is given; for an https:// relay
+with a private CA or a self-signed certificate, pass --ca-cert PATH (or set SSL_CERT_FILE).
+token: --token, else the first line of --token-file PATH, else $RCD_TOKEN, else the one
+stored for the relay in ~/.config/rcd/tokens.json; for the embedded relay a device token
+named attach@HOST is created once and stored there (mode 0600). Elsewhere create one where
+the relay runs with `rcd relay token create --name NAME`. Prefer --token-file (mode 0600)
+or $RCD_TOKEN to --token: the arguments of a process are visible to every user of the
+machine (`ps`), for as long as attach runs.
 
 While the relay is unreachable attach retries with backoff and says so; messages typed
 meanwhile are sent once it is back. Exit status: 0 when you leave, 1 for an unknown
@@ -90,13 +97,34 @@ def add_attach_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     parser.add_argument("session_id", metavar="SESSION_ID", help="the session, e.g. ses_9a1b...")
     parser.add_argument("--relay", metavar="URL", help="the relay (default: see below)")
-    parser.add_argument("--token", metavar="TOKEN", help="a device token (default: see below)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="read the device token from the first line of PATH (keep it mode 0600)",
+    )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="a device token; every user of this machine can read it in `ps` while attach "
+        "runs, so prefer --token-file or $RCD_TOKEN (default: see below)",
+    )
+    parser.add_argument("--insecure-http", action="store_true", help=INSECURE_HTTP_HELP)
+    parser.add_argument("--ca-cert", type=Path, metavar="PATH", help=CA_CERT_HELP)
 
 
 def run_attach(args: argparse.Namespace) -> int:
     """Run ``rcd attach`` with parsed ``args``; returns the exit status."""
     try:
-        target = resolve_target(args.relay, args.token, os.environ)
+        target = resolve_target(
+            args.relay,
+            args.token,
+            os.environ,
+            token_file=args.token_file,
+            insecure_http=args.insecure_http,
+        )
+        warn_insecure_http(target.relay)
+        verify = tls_context(args.ca_cert) if target.relay.startswith("https://") else True
     except DaemonError as exc:
         print(f"rcd attach: {exc}", file=sys.stderr)
         return 1
@@ -114,7 +142,7 @@ def run_attach(args: argparse.Namespace) -> int:
     try:
         with cbreak(0) if interactive else nullcontext():
             try:
-                return trio.run(_attach, target, args.session_id, console, style)
+                return trio.run(_attach, target, args.session_id, console, style, verify)
             finally:
                 console.close()
     except TokenRejected as exc:
@@ -146,8 +174,14 @@ def _token_hint(target: Target) -> str:
     return " (create a new one with `rcd relay token create --name NAME` where the relay runs)"
 
 
-async def _attach(target: Target, session_id: str, console: Console, style: Style) -> int:
-    async with httpx.AsyncClient(timeout=15.0) as http:
+async def _attach(
+    target: Target,
+    session_id: str,
+    console: Console,
+    style: Style,
+    verify: ssl.SSLContext | bool = True,
+) -> int:
+    async with httpx.AsyncClient(timeout=15.0, verify=verify) as http:
         api = SessionApi(http=http, relay=target.relay, token=target.token, session_id=session_id)
         return await Attach(api=api, console=console, style=style).run()
 
@@ -267,6 +301,8 @@ class Attach:
         while True:
             try:
                 result = await call()
+            except CertificateRejected:
+                raise  # waiting will not make the certificate trusted
             except RelayUnreachable as exc:
                 attempt += 1
                 delay = backoff(attempt, self.backoff_cap)
@@ -469,7 +505,7 @@ class Attach:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m daemon.attach SESSION_ID [--relay URL] [--token TOKEN]``."""
+    """``python -m daemon.attach SESSION_ID [--relay URL] [--token-file PATH] ...``."""
     parser = argparse.ArgumentParser(prog="rcd")
     add_attach_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["attach", *(sys.argv[1:] if argv is None else argv)])

@@ -21,6 +21,7 @@ from httpx_sse import SSEError, aconnect_sse
 import wire
 
 from .errors import DaemonError, RelayRejected, RelayUnreachable
+from .transport import unreachable
 
 __all__ = ["LogEntry", "NoSuchSession", "SessionApi", "TokenRejected", "parse_entry"]
 
@@ -117,7 +118,7 @@ class SessionApi:
         except trio.TooSlowError:
             raise RelayUnreachable(self.relay, f"no answer within {self.timeout:g}s") from None
         except httpx.TransportError as exc:
-            raise RelayUnreachable(self.relay, _describe(exc)) from exc
+            raise unreachable(self.relay, exc, _describe(exc)) from exc
         self._raise_for_error(response)
         return response.json() if response.content else None
 
@@ -177,7 +178,7 @@ class SessionApi:
                         fallback = int(message.id) if message.id.isdigit() else None
                         yield parse_entry(message.data, fallback)
         except (httpx.TransportError, SSEError) as exc:
-            raise RelayUnreachable(self.relay, _describe(exc)) from exc
+            raise unreachable(self.relay, exc, _describe(exc)) from exc
 
     async def post_message(self, message_id: str, text: str) -> None:
         await self._call("POST", "/messages", wire.PostMessage(id=message_id, text=text))

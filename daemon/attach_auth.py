@@ -3,15 +3,23 @@
 Relay: ``--relay URL``, else ``relay`` in ``~/.config/rcd/config.toml``, else the embedded
 relay of this machine (the URL it wrote to ``<data dir>/relay/relay.json``).
 
-Token: ``--token``, else ``$RCD_TOKEN``, else the one stored for that relay in
-``~/.config/rcd/tokens.json`` (mode 0600), else, for the embedded relay of this machine
-only, a device token minted once as ``attach@<hostname>`` (``-2``, ``-3``… if that name is
-taken) and stored there for the next time. Synchronous: call it before the event loop.
+Token: ``--token``, else the first line of ``--token-file``, else ``$RCD_TOKEN``, else the
+one stored for that relay in ``~/.config/rcd/tokens.json`` (mode 0600), else, for the
+embedded relay of this machine only, a device token minted once as ``attach@<hostname>``
+(``-2``, ``-3``… if that name is taken) and stored there for the next time. (``--token``
+puts the token in the process's arguments, which every user of the machine can read with
+``ps``: the file and the variable do not.) Synchronous: call it before the event loop.
+
+Plain ``http://`` to a relay that is not on this machine is refused unless
+``insecure_http`` (see :func:`daemon.transport.check_relay_url`).
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -27,10 +35,11 @@ from .paths import (
     read_private_json,
     write_private_json,
 )
+from .transport import check_relay_url
 
 __all__ = ["Target", "load_token", "resolve_target", "save_token", "tokens_path"]
 
-TokenSource = Literal["--token", "$RCD_TOKEN", "tokens.json", "minted"]
+TokenSource = Literal["--token", "--token-file", "$RCD_TOKEN", "tokens.json", "minted"]
 _MAX_NAME = 64
 
 
@@ -106,11 +115,35 @@ def mint_token(relay_dir: Path, hostname: str) -> tuple[str, str]:
     raise ConfigError(f"cannot find a free token name like {base!r} on {relay_dir}")
 
 
+def read_token_file(path: Path) -> str:
+    """The token on the first line of ``path``. Raises :class:`ConfigError` for a file that
+    cannot be read or holds no token; warns on stderr when other users may read it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            first = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read the token file {path}: {reason}") from None
+    if not first:
+        raise ConfigError(f"the token file {path} is empty: put the device token on its first line")
+    if mode & 0o077:
+        print(
+            f"rcd attach: warning: the token file {path} can be read by other users "
+            f"(mode {mode:04o}): chmod 600 {path}",
+            file=sys.stderr,
+        )
+    return first
+
+
 def resolve_target(
     relay: str | None,
     token: str | None,
     environ: Mapping[str, str],
     hostname: str | None = None,
+    *,
+    token_file: Path | None = None,
+    insecure_http: bool = False,
 ) -> Target:
     """Pick the relay and the token (see the module docstring). Raises ConfigError."""
     embedded: tuple[Path, str | None] | None = None
@@ -123,9 +156,11 @@ def resolve_target(
             'no relay to attach to: pass --relay URL, set relay = "URL" in '
             f"{config_dir() / 'config.toml'}, or run `rcd start` here (it embeds one)"
         )
-    url = normalise_relay_url(url)
+    url = check_relay_url(url, insecure_http=insecure_http)
     if token:
         return Target(relay=url, token=token.strip(), source="--token")
+    if token_file is not None:
+        return Target(relay=url, token=read_token_file(token_file), source="--token-file")
     if environ.get("RCD_TOKEN", "").strip():
         return Target(relay=url, token=environ["RCD_TOKEN"].strip(), source="$RCD_TOKEN")
     stored = load_token(url)
@@ -137,6 +172,7 @@ def resolve_target(
         save_token(url, minted, name)
         return Target(relay=url, token=minted, source="minted", token_name=name)
     raise ConfigError(
-        f"no token for {url}: pass --token TOKEN (or set $RCD_TOKEN). Create one where the "
-        "relay runs with `rcd relay token create --name NAME` (it prints the token last)"
+        f"no token for {url}: pass --token-file PATH (or set $RCD_TOKEN, or pass --token "
+        "TOKEN). Create one where the relay runs with `rcd relay token create --name NAME` "
+        "(it prints the token last)"
     )

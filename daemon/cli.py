@@ -18,6 +18,7 @@ from .attach import add_attach_parser, run_attach
 from .errors import DaemonError
 from .options import add_start_options, port, positive_seconds
 from .service import add_service_parser, run_service_command
+from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP
 from .visible import visible
 
 __all__ = ["build_parser", "main"]
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pair.add_argument("relay_url", metavar="RELAY_URL")
     pair.add_argument("code", metavar="CODE")
+    pair.add_argument("--insecure-http", action="store_true", help=INSECURE_HTTP_HELP)
+    pair.add_argument("--ca-cert", type=Path, metavar="PATH", help=CA_CERT_HELP)
 
     add_service_parser(sub)
     add_attach_parser(sub)
@@ -252,6 +255,8 @@ def _start(args: argparse.Namespace) -> int:
         stop_timeout=args.stop_timeout,
         relay_port=args.relay_port,
         relay_data_dir=args.relay_data_dir,
+        insecure_http=args.insecure_http,
+        ca_cert=args.ca_cert,
         verbose=args.verbose,
     )
     return trio.run(partial(run_daemon, options, display=display))
@@ -400,14 +405,17 @@ def _serve_relay(args: argparse.Namespace) -> int:
 def _pair(args: argparse.Namespace) -> int:
     import httpx
 
-    from .paths import normalise_relay_url, save_credential
+    from .paths import save_credential
     from .relay_client import RelayClient
     from .run import machine_id
+    from .transport import check_relay_url, tls_context, warn_insecure_http
 
-    relay = normalise_relay_url(args.relay_url)
+    relay = check_relay_url(args.relay_url, insecure_http=args.insecure_http)
+    warn_insecure_http(relay)
+    verify = tls_context(args.ca_cert) if relay.startswith("https://") else True
 
     async def pair() -> str:
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(verify=verify) as http:
             return await RelayClient(http=http, relay=relay).pair(args.code.strip(), machine_id())
 
     credential = trio.run(pair)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .visible import visible
 
 __all__ = [
+    "CertificateRejected",
     "ConfigError",
     "DaemonError",
     "NotPaired",
@@ -40,6 +41,23 @@ class RelayUnreachable(DaemonError):
         self.relay = relay
         self.detail = visible(detail)
         super().__init__(f"cannot reach the relay at {relay}: {self.detail}")
+
+
+class CertificateRejected(RelayUnreachable):
+    """TLS refused the relay's certificate (self-signed, a private CA, expired, another
+    host's). Commands give up at once rather than retry; a running daemon retries, as for
+    any outage, in case the relay's certificate is being replaced."""
+
+    def __init__(self, relay: str, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = visible(reason)
+        super().__init__(
+            relay,
+            f"certificate verification failed for {host}: {self.reason}. If the relay's "
+            "certificate comes from a private CA (or is self-signed), pass --ca-cert PATH "
+            "with that CA's certificate (PEM), or set SSL_CERT_FILE to a bundle that holds "
+            "it",
+        )
 
 
 class RelayRejected(DaemonError):

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from .paths import normalise_relay_url
+from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP
 
 __all__ = [
     "START_OPTIONS",
@@ -111,6 +112,18 @@ START_OPTIONS: tuple[StartOption, ...] = (
         metavar="URL",
         help="relay to register with (pair first: rcd pair)",
         render=normalise_relay_url,
+    ),
+    StartOption(
+        flags=("--insecure-http",),
+        store_true=True,
+        help="with --relay (or relay in config.toml): " + INSECURE_HTTP_HELP,
+    ),
+    StartOption(
+        flags=("--ca-cert",),
+        parse=Path,
+        metavar="PATH",
+        help="with an https:// relay: " + CA_CERT_HELP,
+        render=_absolute,
     ),
     StartOption(
         flags=("--name",), help="environment name shown in the app (default: DIR@hostname)"

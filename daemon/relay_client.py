@@ -26,6 +26,7 @@ from httpx_sse import SSEError, aconnect_sse
 import wire
 
 from .errors import DaemonError, RelayRejected, RelayUnreachable
+from .transport import unreachable
 
 __all__ = ["RENEW_AFTER", "RelayClient"]
 
@@ -312,7 +313,7 @@ class RelayClient:
                 self.relay, f"{method} {path} took over {self.timeout}s"
             ) from None
         except httpx.TransportError as exc:
-            raise RelayUnreachable(self.relay, str(exc) or type(exc).__name__) from exc
+            raise unreachable(self.relay, exc, str(exc) or type(exc).__name__) from exc
         _raise_for_error(response)
         if response.status_code == 204 or not response.content:
             return None
@@ -596,7 +597,7 @@ class RelayClient:
                             yield dseq, directive
                     return
         except (httpx.TransportError, SSEError) as exc:
-            raise RelayUnreachable(self.relay, str(exc) or type(exc).__name__) from exc
+            raise unreachable(self.relay, exc, str(exc) or type(exc).__name__) from exc
 
 
 def _raise_for_error(response: httpx.Response) -> None:

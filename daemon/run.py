@@ -11,6 +11,7 @@ import errno
 import os
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,19 +32,26 @@ from .applied import AppliedStore
 from .backoff import full_jitter
 from .control import serve_control
 from .display import DisplayState, SessionLine, TerminalDisplay
-from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
+from .errors import (
+    CertificateRejected,
+    ConfigError,
+    DaemonError,
+    NotPaired,
+    RelayRejected,
+    RelayUnreachable,
+)
 from .exits import EXIT_ERROR, EXIT_RELAY_OUTAGE
 from .link import OutageTimeout, RelayLink
 from .paths import (
     agents_record_path,
     control_socket_path,
     load_credential,
-    normalise_relay_url,
     state_dir,
 )
 from .procstats import process_stats
 from .relay_client import RelayClient
 from .supervisor import Supervisor
+from .transport import check_relay_url, tls_context, warn_insecure_http
 from .uplink import Uplink
 
 __all__ = ["StartOptions", "run_daemon"]
@@ -66,6 +74,10 @@ class StartOptions:
     stop_timeout: float = 10.0
     relay_port: int = 7878
     relay_data_dir: Path | None = None
+    #: Allow plain ``http://`` to a relay that is not on this machine (warned at each start).
+    insecure_http: bool = False
+    #: CA certificates (PEM) trusted for the relay's TLS certificate, besides the usual ones.
+    ca_cert: Path | None = None
     verbose: bool = False
 
 
@@ -100,6 +112,8 @@ async def _register(
     while True:
         try:
             return await client.register(request)
+        except CertificateRejected:
+            raise  # no network coming up fixes that: the user must say whom to trust
         except RelayUnreachable as exc:
             if outage and trio.current_time() - start >= outage:
                 raise
@@ -142,13 +156,26 @@ async def run_daemon(
     """Run until stopped; returns the process exit code.
 
     Raises :class:`DaemonError` for problems found before the daemon is up (bad options,
-    not paired, relay refusing registration). With ``display`` (stdout and stdin are a
+    plain HTTP to another machine without ``insecure_http``, not paired, the relay's
+    certificate refused, relay refusing registration). With ``display`` (stdout and stdin are a
     terminal) a live status screen is drawn on ``out`` and keys are read from stdin.
     """
     directory = options.directory.resolve()
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not a directory")
     adapter = make_adapter(options)
+    # The relay's URL, from --relay or config.toml: never plain HTTP to another machine
+    # unless asked for, and then said at every start.
+    remote = (
+        None
+        if options.relay is None
+        else check_relay_url(options.relay, insecure_http=options.insecure_http)
+    )
+    if remote is not None and warn_insecure_http(remote):
+        log.warning("insecure_http", relay=remote)
+    verify: ssl.SSLContext | bool = True
+    if remote is not None and remote.startswith("https://"):
+        verify = tls_context(options.ca_cert)
     if options.spawn == "worktree":
         try:
             # Refused now rather than failing every session: no repository, no commit.
@@ -160,17 +187,20 @@ async def run_daemon(
     # of the next batch, an ack, a token: a small pool keeps httpx's per-request
     # bookkeeping cheap when every session flushes at once (teardown).
     limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
-    async with httpx.AsyncClient(timeout=15.0, limits=limits) as http, trio.open_nursery() as root:
+    async with (
+        httpx.AsyncClient(timeout=15.0, limits=limits, verify=verify) as http,
+        trio.open_nursery() as root,
+    ):
         root.start_soon(stopper.watch_signals)
         # Before anything else: end what a killed daemon of this directory left running (and
         # refuse to start beside one that runs); the record marks a clean stop at the end.
         agents, previous_run = await take_over(agents_record_path(directory), directory)
         root.start_soon(agents.hold)
         sign_in: str | None = None
-        if options.relay is None:
+        if remote is None:
             relay_url, credential, sign_in = await _start_embedded_relay(root, options, out)
         else:
-            relay_url = normalise_relay_url(options.relay)
+            relay_url = remote
             stored = load_credential(relay_url)
             if stored is None:
                 raise NotPaired(relay_url)

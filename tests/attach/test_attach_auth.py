@@ -73,6 +73,27 @@ def test_explicit_token_then_environment_then_stored(embedded_dir: Path) -> None
     assert resolve_target(None, None, {}).token == stored.token
 
 
+def test_a_token_file_comes_after_the_flag_and_before_the_environment(
+    embedded_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(" file-token \nignored\n")
+    token_file.chmod(0o600)
+    env = {"RCD_TOKEN": "env-token"}
+    target = resolve_target(None, None, env, token_file=token_file)
+    assert (target.token, target.source) == ("file-token", "--token-file")
+    assert resolve_target(None, "flag", env, token_file=token_file).source == "--token"
+    assert capsys.readouterr().err == ""
+    token_file.chmod(0o644)
+    resolve_target(None, None, env, token_file=token_file)
+    assert f"the token file {token_file} can be read by other users" in capsys.readouterr().err
+    token_file.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty: put the device token on its first line"):
+        resolve_target(None, None, env, token_file=token_file)
+    with pytest.raises(ConfigError, match=r"cannot read the token file .*No such file"):
+        resolve_target(None, None, env, token_file=tmp_path / "missing")
+
+
 def test_config_toml_names_the_relay(home: Path, embedded_dir: Path) -> None:
     config = home / ".config" / "rcd"
     config.mkdir(parents=True)

@@ -51,7 +51,7 @@ async def test_without_relay_or_token_it_says_what_to_pass(
     result = await run_attach_plain(attach_argv("ses_x", "--relay", relay.url), attach_env)
     assert result.returncode == 1
     err = result.stderr.decode()
-    assert f"no token for {relay.url}: pass --token TOKEN" in err, err
+    assert f"no token for {relay.url}: pass --token-file PATH" in err, err
     assert "rcd relay token create --name NAME" in err
 
 
