@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from .paths import normalise_relay_url
-from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP
+from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP, check_relay_url
 
 __all__ = [
     "START_OPTIONS",
@@ -230,8 +230,11 @@ def start_args(args: argparse.Namespace) -> list[str]:
 
     Options left at their default are omitted, except those marked ``always``. The
     ``--flag=value`` form keeps a value that starts with '-' from reading as an option.
-    Raises :class:`ConfigError` for a value ``rcd start`` would refuse (a bad relay URL).
+    Raises :class:`ConfigError` for a value ``rcd start`` would refuse (a bad relay URL,
+    plain HTTP to another machine without ``--insecure-http``).
     """
+    if getattr(args, "relay", None):
+        check_relay_url(args.relay, insecure_http=bool(getattr(args, "insecure_http", False)))
     words: list[str] = []
     for option in START_OPTIONS:
         value = getattr(args, option.dest)

@@ -13,6 +13,7 @@ import attrs
 import pytest
 
 from daemon import service
+from daemon.options import start_args
 from daemon.service import rcd_command, render_systemd_unit, run_service_command, service_options
 from tests.service.helpers import parse
 
@@ -230,6 +231,12 @@ def test_options_are_validated_like_rcd_start(
     bad_relay = parse("install", str(machine.project), "--relay=ftp://x", "--platform=linux")
     assert run_service_command(bad_relay) == 1
     assert "must start with http:// or https://" in capsys.readouterr().err
+    plain = parse("install", str(machine.project), "--relay=http://r.example", "--platform=linux")
+    assert run_service_command(plain) == 1
+    assert "refusing plain HTTP to http://r.example" in capsys.readouterr().err
+    args = parse("install", "--relay=http://r.example", "--insecure-http", "--ca-cert=ca.pem")
+    words = start_args(args)
+    assert "--insecure-http" in words and f"--ca-cert={Path('ca.pem').absolute()}" in words
     unpaired = parse("install", str(machine.project), "--relay=https://r.example")
     assert run_service_command(unpaired) == 1
     assert "not paired with https://r.example" in capsys.readouterr().err
