@@ -1,9 +1,11 @@
 """The client API under ``/api`` (the public contract; see ``docs/api.md``).
 
-Every route authenticates first (401), then validates (400/413), then asks storage, whose
-checks and writes are atomic (404/409). A refused request changes nothing. The inputs toward
-a running session (message, permission, interrupt, stop) authenticate in the same storage
-call that queues them, keeping that order (see :meth:`ClientApi._refused_after_auth`).
+Every route authenticates first (401), before it reads a byte of the body, then validates
+(400/413; a body must arrive within ``config.body_deadline``, else 408), then
+asks storage, whose checks and writes are atomic (404/409). A refused request changes
+nothing. The inputs toward a running session (message, permission, interrupt, stop)
+authenticate again in the same storage call that queues them, so an input is never queued
+after its credential was revoked.
 
 An environment offline for longer than ``config.offline_grace`` has lost its daemon for now
 (maybe for good: killed, or gone after a relay outage): its sessions that have not ended
@@ -14,11 +16,10 @@ read them. Within the grace (a link renewed, a reconnect) inputs are queued as a
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -44,7 +45,7 @@ from wire import (
 
 from .auth import ClientPrincipal, ClientProof, authenticate_client, client_proof
 from .config import RelayConfig
-from .errors import ApiError, BodyTooLarge, NotFound, Unauthenticated
+from .errors import BodyTooLarge, NotFound, Unauthenticated
 from .fanout import Hub, environment_key
 from .httputil import decode_body, int_param, json_response, last_event_id, wants_event_stream
 from .ids import new_id
@@ -55,6 +56,8 @@ from .storage import Storage
 from .streams import session_events_response
 
 __all__ = ["ClientApi", "environment_info", "session_info"]
+
+T = TypeVar("T")
 
 #: The ``origin`` of an input before :meth:`Storage.submit_input` authenticates its client.
 _SET_BY_STORAGE = ""
@@ -143,6 +146,11 @@ class ClientApi:
     async def _client(self, request: Request) -> ClientPrincipal:
         return await authenticate_client(request, self.storage)
 
+    async def _body(self, request: Request, cl: type[T]) -> T:
+        """The body decoded as ``cl`` (capped, under ``config.body_deadline``); only once
+        the caller is authenticated."""
+        return await decode_body(request, cl, deadline=self.config.body_deadline)
+
     async def _session(self, request: Request) -> SessionRecord:
         session_id = request.path_params["session_id"]
         session = await self.storage.get_session(session_id)
@@ -164,7 +172,7 @@ class ClientApi:
 
     async def create_session(self, request: Request) -> Response:
         client = await self._client(request)
-        body = await decode_body(request, CreateSession)
+        body = await self._body(request, CreateSession)
         prompt = _blank_to_none(body.prompt)
         if prompt is not None:
             _check_text_size(prompt, "prompt")
@@ -197,7 +205,7 @@ class ClientApi:
 
     async def rename_session(self, request: Request) -> Response:
         await self._client(request)
-        body = await decode_body(request, Rename)
+        body = await self._body(request, Rename)
         session = await self._session(request)
         renamed = await self.storage.rename_session(session.id, body.title.strip())
         return json_response(self._info(renamed))
@@ -228,16 +236,12 @@ class ClientApi:
         events = await self.storage.read_events(session.id, after, limit)
         return json_response({"events": [encode(e) for e in events]})
 
-    @contextlib.asynccontextmanager
-    async def _refused_after_auth(self, proof: ClientProof) -> AsyncIterator[None]:
-        """Read the body inside: one that is refused (400, 413) is refused only once the
-        client checked out, so a caller without a valid credential learns nothing more
-        than 401."""
-        try:
-            yield
-        except ApiError:
-            await self.storage.authenticate_client(proof)
-            raise
+    async def _authenticated_proof(self, request: Request) -> ClientProof:
+        """The request's client proof, checked against storage before its body is read: a
+        caller without a valid credential gets 401 at once, and its body stays unread."""
+        proof = client_proof(request)
+        await self.storage.authenticate_client(proof)
+        return proof
 
     async def _submit(self, proof: ClientProof, directive: SessionInput) -> None:
         """Queue an input in one storage call, which authenticates the client (and makes it
@@ -254,10 +258,9 @@ class ClientApi:
                     await tail.wait_sent(queued.dseq)
 
     async def post_message(self, request: Request) -> Response:
-        proof = client_proof(request)
-        async with self._refused_after_auth(proof):
-            body = await decode_body(request, PostMessage)
-            _check_text_size(body.text, "message")
+        proof = await self._authenticated_proof(request)
+        body = await self._body(request, PostMessage)
+        _check_text_size(body.text, "message")
         message = SendMessage(
             session_id=request.path_params["session_id"],
             input_id=body.id,
@@ -268,9 +271,8 @@ class ClientApi:
         return json_response({"id": body.id}, status=202)
 
     async def decide_permission(self, request: Request) -> Response:
-        proof = client_proof(request)
-        async with self._refused_after_auth(proof):
-            body = await decode_body(request, PermissionDecision)
+        proof = await self._authenticated_proof(request)
+        body = await self._body(request, PermissionDecision)
         request_id = request.path_params["request_id"]
         decision = DecidePermission(
             session_id=request.path_params["session_id"],

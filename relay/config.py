@@ -64,6 +64,12 @@ class RelayConfig:
     #: cut or a relay restart) before its sessions show ``disconnected`` and inputs to them
     #: are refused (``409 environment_offline``) instead of queued.
     offline_grace: float = 30.0
+    #: Seconds a request body may take to arrive in full, once its caller is
+    #: authenticated; past it the answer is 408 ``body_timeout`` and the connection closes.
+    body_deadline: float = 30.0
+    #: The same for a daemon's event uploads, which it opens before their batch exists and
+    #: ends itself after 30 s without one.
+    uplink_deadline: float = 60.0
     #: Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client
     #: that failed-attempt limits count against; from anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_proxies)

@@ -56,6 +56,7 @@ from .errors import (
     ApiError,
     BadRequest,
     BodyTooLarge,
+    CredentialRevoked,
     Forbidden,
     Unauthenticated,
 )
@@ -97,6 +98,10 @@ class DaemonApi:
     #: Failed pairings per address.
     attempts: AttemptLimiter = attrs.Factory(lambda: AttemptLimiter("pairing"))
 
+    @property
+    def _deadline(self) -> float:
+        return self.config.body_deadline
+
     def routes(self) -> list[Route]:
         env = "/daemon/v1/environments/{environment_id}"
         return [
@@ -125,7 +130,7 @@ class DaemonApi:
     async def pair(self, request: Request) -> Response:
         caller = limit_key(client_address(request, self.config.trusted_proxies))
         self.attempts.check(caller)  # refused before its body is read
-        body = await decode_body(request, PairRequest, _PAIR_BODY_LIMIT)
+        body = await decode_body(request, PairRequest, _PAIR_BODY_LIMIT, self._deadline)
         # Counted as a failure from here (no await between the check and the count), and
         # taken back only once the code proved right.
         attempt = self.attempts.begin(caller)
@@ -143,7 +148,7 @@ class DaemonApi:
 
     async def register(self, request: Request) -> Response:
         credential_id = await authenticate_daemon(request, self.storage)
-        body = await decode_body(request, RegisterRequest, _SMALL_BODY_LIMIT)
+        body = await decode_body(request, RegisterRequest, _SMALL_BODY_LIMIT, self._deadline)
         if body.protocol != PROTOCOL_VERSION:
             raise BadRequest(
                 "unsupported_protocol",
@@ -161,22 +166,17 @@ class DaemonApi:
 
     async def mint_token(self, request: Request) -> Response:
         """A link token, or with ``session_id`` the uplink token of one of its sessions."""
-        credential_hash = daemon_credential_hash(request)
         environment_id = request.path_params["environment_id"]
-        # One storage call checks the credential, the environment and the session; a bad
-        # body is still refused only after the credential passed (401 before 400).
-        body: TokenRequest | None = None
-        invalid: ApiError | None = None
-        try:
-            body = await decode_body(request, TokenRequest, _SMALL_BODY_LIMIT)
-        except ApiError as exc:
-            invalid = exc
-        session_id = body.session_id if body is not None else None
+        # The credential is checked before the body is read (401 at once, body unread);
+        # then one storage call checks it again with the environment and the session.
+        credential_hash = daemon_credential_hash(request)
+        if await self.storage.authenticate_environment_credential(credential_hash) is None:
+            raise CredentialRevoked()
+        body = await decode_body(request, TokenRequest, _SMALL_BODY_LIMIT, self._deadline)
+        session_id = body.session_id
         credential_id = await self.storage.authorize_token(
             credential_hash, environment_id, session_id
         )
-        if invalid is not None:
-            raise invalid
         kind: TokenKind = "link" if session_id is None else "session"
         token, _ = self.tokens.issue(kind, credential_id, environment_id, session_id)
         return json_response(encode(AccessToken(token=token, expires_in=self.tokens.ttl)))
@@ -204,7 +204,7 @@ class DaemonApi:
 
     async def ack(self, request: Request) -> Response:
         _, env = await self._link(request)
-        body = await decode_body(request, Ack, _SMALL_BODY_LIMIT)
+        body = await decode_body(request, Ack, _SMALL_BODY_LIMIT, self._deadline)
         await self.storage.acknowledge_directives(env.id, body.through)
         return Response(status_code=204)
 
@@ -224,10 +224,14 @@ class DaemonApi:
         claims, env = await self._link(request)
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip() != UPLINK_FRAMES_TYPE:
-            body = await decode_body(request, UplinkRequest, UPLINK_BODY_LIMIT)
+            body = await decode_body(
+                request, UplinkRequest, UPLINK_BODY_LIMIT, self.config.uplink_deadline
+            )
             return json_response(encode(await self._store(claims, env, body)))
         answers: list[UplinkResponse] = []
-        async with aclosing(read_lines(request, UPLINK_BODY_LIMIT)) as lines:
+        async with aclosing(
+            read_lines(request, UPLINK_BODY_LIMIT, self.config.uplink_deadline)
+        ) as lines:
             async for line in lines:
                 if len(answers) == MAX_FRAMES:
                     raise BodyTooLarge(
@@ -300,7 +304,9 @@ class DaemonApi:
     async def events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         claims = authenticate_access(request, self.tokens, "session", session_id=session_id)
-        body = await decode_body(request, EventBatch, UPLINK_BODY_LIMIT)
+        body = await decode_body(
+            request, EventBatch, UPLINK_BODY_LIMIT, self.config.uplink_deadline
+        )
         if len(body.events) > MAX_EVENTS_PER_BATCH:
             raise BodyTooLarge(
                 f"a batch holds at most {MAX_EVENTS_PER_BATCH} events, got {len(body.events)}",

@@ -15,6 +15,7 @@ __all__ = [
     "AtCapacity",
     "CsrfMissing",
     "BadRequest",
+    "BodyTimeout",
     "BodyTooLarge",
     "Conflict",
     "CredentialRevoked",
@@ -96,6 +97,16 @@ class NotFound(ApiError):
 class BodyTooLarge(ApiError):
     def __init__(self, message: str, code: str = "body_too_large") -> None:
         super().__init__(413, code, message)
+
+
+class BodyTimeout(ApiError):
+    """The request body did not arrive in time (see :data:`relay.httputil.BODY_DEADLINE`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(
+            408, "body_timeout", f"the request body did not arrive within {seconds:g} s"
+        )
 
 
 class Conflict(ApiError):

@@ -10,16 +10,19 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
 
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from wire import MAX_MESSAGE_BYTES, DecodeError, decode
 
 from .config import proxy_network
-from .errors import BadRequest, BodyTooLarge
+from .errors import BadRequest, BodyTimeout, BodyTooLarge
 
 __all__ = [
+    "BODY_DEADLINE",
     "CLIENT_BODY_LIMIT",
+    "UPLINK_DEADLINE",
     "UPLINK_BODY_LIMIT",
     "client_address",
     "trusted_networks",
@@ -40,6 +43,10 @@ T = TypeVar("T")
 CLIENT_BODY_LIMIT = MAX_MESSAGE_BYTES + 64 * 1024
 #: An uplink batch (up to 1000 events); the daemon splits bigger batches.
 UPLINK_BODY_LIMIT = 32 * 1024 * 1024
+#: Default seconds for a whole request body to arrive (see ``RelayConfig.body_deadline``).
+BODY_DEADLINE = 30.0
+#: Default seconds for a whole uplink body (see ``RelayConfig.uplink_deadline``).
+UPLINK_DEADLINE = 60.0
 
 
 def json_response(data: Any, status: int = 200) -> JSONResponse:
@@ -106,20 +113,28 @@ def error_response(
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole request body; :class:`BodyTooLarge` (413) as soon as it exceeds ``limit``."""
+async def read_body(request: Request, limit: int, deadline: float = BODY_DEADLINE) -> bytes:
+    """The whole request body; :class:`BodyTooLarge` (413) as soon as it exceeds ``limit``,
+    :class:`BodyTimeout` (408) if it has not all arrived ``deadline`` seconds after this
+    call (the connection is then closed: the rest of the body is never read).
+
+    Call it only once the caller is authenticated: until then a body is somebody else's
+    memory."""
     too_large = BodyTooLarge(f"the request body is larger than {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+    with trio.move_on_after(deadline) as timer:
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    if timer.cancelled_caught:
+        raise BodyTimeout(deadline)
     return b"".join(chunks)
 
 
@@ -145,17 +160,28 @@ def _json_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
-async def read_lines(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+async def read_lines(
+    request: Request, limit: int, deadline: float = UPLINK_DEADLINE
+) -> AsyncGenerator[bytes, None]:
     """The body's lines (``\\n``-separated, blank ones skipped), each as soon as it has
-    arrived; :class:`BodyTooLarge` (413) for a line longer than ``limit``."""
+    arrived; :class:`BodyTooLarge` (413) for a line longer than ``limit``,
+    :class:`BodyTimeout` (408) if the body has not ended ``deadline`` seconds after the
+    first line was asked for (time spent by the consumer between lines counts too)."""
 
     def check(size: int) -> None:
         if size > limit:
             raise BodyTooLarge(f"a line of the request body is over {limit} bytes")
 
     buffer = bytearray()
+    ends_at = trio.current_time() + deadline
+
+    async def receive(stream: AsyncGenerator[bytes, None]) -> bytes | None:
+        with trio.move_on_at(ends_at):
+            return await anext(stream, None)
+        raise BodyTimeout(deadline)
+
     async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
+        while (chunk := await receive(stream)) is not None:
             searched = len(buffer)
             buffer += chunk
             while (end := buffer.find(b"\n", searched)) != -1:
@@ -170,9 +196,15 @@ async def read_lines(request: Request, limit: int) -> AsyncGenerator[bytes, None
         yield bytes(buffer)
 
 
-async def decode_body(request: Request, cl: type[T], limit: int = CLIENT_BODY_LIMIT) -> T:
-    """Read the body (capped) and decode it as ``cl`` (see :func:`decode_bytes`)."""
-    return decode_bytes(await read_body(request, limit), cl)
+async def decode_body(
+    request: Request,
+    cl: type[T],
+    limit: int = CLIENT_BODY_LIMIT,
+    deadline: float = BODY_DEADLINE,
+) -> T:
+    """Read the body (capped, under a deadline: see :func:`read_body`) and decode it as
+    ``cl`` (see :func:`decode_bytes`)."""
+    return decode_bytes(await read_body(request, limit, deadline), cl)
 
 
 def decode_bytes(raw: bytes, cl: type[T]) -> T:

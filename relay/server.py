@@ -8,7 +8,7 @@ import os
 import socket
 from functools import partial
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import attrs
 import hypercorn.trio
@@ -120,7 +120,49 @@ def _hypercorn_config(config: RelayConfig, sock: socket.socket) -> HypercornConf
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("relay.hypercorn")
     hconfig.include_server_header = False
+    # Hypercorn reads a request body off the socket ahead of the app, queueing up to this
+    # many chunks (of up to 64 KiB) per request. Until the app has checked the caller's
+    # credential nothing of the body is wanted: with hypercorn's default (10), 2,000
+    # connections with bogus credentials and big bodies parked over 1 GiB here while their
+    # credentials waited their turn on the storage. With 1 the app still takes a body as
+    # fast as it comes. (:func:`_drop_unread` keeps room for the end of the request.)
+    hconfig.max_app_queue_size = 1
     return hconfig
+
+
+def _drop_unread(app: ASGIFramework) -> ASGIFramework:
+    """``app``, with whatever of a request it left unread dropped while its answer ends.
+
+    Hypercorn tells the app that the request is over (``http.disconnect``) through the same
+    bounded queue that carries the body, from inside the send of the answer's last part. A
+    body the app never read (a 401 before the body; a GET's empty end) would leave no room
+    for it, and the connection would wait forever. So while the last part goes out, what
+    arrives is taken and dropped (freed at once); then the connection closes, or, when the
+    request had ended, serves the next one.
+    """
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_dropping_unread(message: Any) -> None:
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                await send(message)
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drop_until_disconnect, receive)
+                await send(message)
+                nursery.cancel_scope.cancel()
+
+        await app(scope, receive, send_dropping_unread)
+
+    return cast(ASGIFramework, wrapped)
+
+
+async def _drop_until_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def serve_relay(
@@ -160,7 +202,12 @@ async def serve_relay(
         hconfig = _hypercorn_config(bound, sock)
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(hypercorn.trio.serve, cast(ASGIFramework, app), hconfig, mode="asgi")
+                partial(
+                    hypercorn.trio.serve,
+                    _drop_unread(cast(ASGIFramework, app)),
+                    hconfig,
+                    mode="asgi",
+                )
             )
             log.info("relay listening", url=bound.url, port=port, tls=bound.tls)
             task_status.started(RunningRelay(url=bound.url, port=port, storage=storage, hub=hub))
