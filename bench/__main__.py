@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from . import fleet, idle, real_cli, relay_scale, session_start, throughput
+from . import fleet, idle, real_cli, relay_scale, session_start, throughput, unread_bodies
 from .roundtrip import BUSY_RATE, Phase, measure_round_trips
 from .soak import SoakResult, soak
 from .stats import Check, machine_summary
@@ -235,6 +235,11 @@ async def _relay_scale(options: Options) -> Section:
     return Section(lines=relay_scale.section(result), checks=relay_scale.checks(result))
 
 
+async def _unread_bodies(options: Options) -> Section:
+    result = await unread_bodies.measure_unread_bodies()
+    return Section(lines=unread_bodies.section(result), checks=unread_bodies.checks(result))
+
+
 async def _throughput(options: Options) -> Section:
     result = await throughput.measure_throughput(trials=options.trials)
     return Section(lines=throughput.section(result), checks=throughput.checks(result))
@@ -249,6 +254,7 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
     "fleet": _fleet,
     "idle": _idle,
     "relay-scale": _relay_scale,
+    "unread-bodies": _unread_bodies,
     "throughput": _throughput,
     "soak": _soak,
 }
