@@ -132,8 +132,8 @@ class ClientApi:
                 methods=["POST"],
             ),
             Route("/api/sessions", self.list_sessions, methods=["GET"]),
-            Route(session, self.get_session, methods=["GET"]),
-            Route(session, self.rename_session, methods=["PATCH"]),
+            # One route for both methods, so that a 405 on it lists both in ``Allow``.
+            Route(session, self.session_resource, methods=["GET", "PATCH"]),
             Route(session + "/events", self.events, methods=["GET"]),
             Route(session + "/messages", self.post_message, methods=["POST"]),
             Route(session + "/permissions/{request_id}", self.decide_permission, methods=["POST"]),
@@ -198,6 +198,11 @@ class ClientApi:
         await self._client(request)
         sessions = await self.storage.list_sessions()
         return json_response({"sessions": [self._info(s) for s in sessions]})
+
+    async def session_resource(self, request: Request) -> Response:
+        if request.method == "PATCH":
+            return await self.rename_session(request)
+        return await self.get_session(request)
 
     async def get_session(self, request: Request) -> Response:
         await self._client(request)

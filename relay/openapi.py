@@ -25,6 +25,7 @@ from wire import (
     SessionInfo,
     SignInInfo,
 )
+from wire.api import nonempty
 
 from .httputil import MAX_PARAM
 
@@ -86,6 +87,18 @@ def _max_length(validator: Any) -> int | None:
     return found if isinstance(found, int) else None
 
 
+def _requires_text(validator: Any) -> bool:
+    """Whether ``validator`` is (or holds) :func:`wire.api.nonempty`: not blank."""
+    if validator is nonempty:
+        return True
+    return any(_requires_text(part) for part in getattr(validator, "_validators", ()))
+
+
+def _with_text(schema: dict[str, Any]) -> dict[str, Any]:
+    # Not empty, and not only whitespace.
+    return schema | {"minLength": 1, "pattern": "\\S"} if schema.get("type") == "string" else schema
+
+
 def _with_max_length(schema: dict[str, Any], max_length: int) -> dict[str, Any]:
     if schema.get("type") == "string":
         return schema | {"maxLength": max_length}
@@ -101,6 +114,8 @@ def schema_of(cl: type[Any]) -> dict[str, Any]:
     required: list[str] = []
     for field in attrs.fields(cl):
         properties[field.name] = _type_schema(hints[field.name])
+        if _requires_text(field.validator):
+            properties[field.name] = _with_text(properties[field.name])
         max_length = _max_length(field.validator)
         if max_length is not None:
             properties[field.name] = _with_max_length(properties[field.name], max_length)
@@ -175,6 +190,7 @@ def _paths() -> dict[str, Any]:
                         }
                     },
                     401,
+                    429,
                 ),
                 parameters=[
                     {"name": "code", "in": "query", "required": True, "schema": {"type": "string"}}
@@ -439,6 +455,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     409: "Conflicts with the current state: `at_capacity`, `environment_offline`, "
                     "`session_ended`, `not_resumable`, `permission_already_resolved`.",
                     413: "Too large (`body_too_large`, `message_too_large`).",
+                    429: "Too many failed attempts from this caller (`rate_limited`); see "
+                    "`Retry-After`.",
                 }.items()
             },
         },

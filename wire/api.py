@@ -33,7 +33,7 @@ ShownSessionState = Literal[
 ]
 
 
-def _nonempty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+def nonempty(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value.strip():
         raise ValueError(f"{attribute.name} must not be empty")
 
@@ -51,8 +51,8 @@ class CreateSession:
 @attrs.frozen(kw_only=True)
 class PostMessage:
     #: Chosen by the client; posting the same id twice is one message.
-    id: str = attrs.field(validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(200)))
-    text: str = attrs.field(validator=_nonempty)
+    id: str = attrs.field(validator=attrs.validators.and_(nonempty, attrs.validators.max_len(200)))
+    text: str = attrs.field(validator=nonempty)
 
 
 @attrs.frozen(kw_only=True)
@@ -64,7 +64,7 @@ class PermissionDecision:
 @attrs.frozen(kw_only=True)
 class Rename:
     title: str = attrs.field(
-        validator=attrs.validators.and_(_nonempty, attrs.validators.max_len(MAX_TITLE_LENGTH))
+        validator=attrs.validators.and_(nonempty, attrs.validators.max_len(MAX_TITLE_LENGTH))
     )
 
 

@@ -63,7 +63,12 @@ def test_every_reference_resolves_and_schemas_follow_wire() -> None:
     }
     assert schemas["Event"]["properties"]["data"] == {"type": "object", "additionalProperties": {}}
     # Length limits of the wire types are in the schema too.
-    assert schemas["Rename"]["properties"]["title"] == {"type": "string", "maxLength": 500}
+    assert schemas["Rename"]["properties"]["title"] == {
+        "type": "string",
+        "minLength": 1,
+        "pattern": "\\S",
+        "maxLength": 500,
+    }
     assert schemas["CreateSession"]["properties"]["title"] == {
         "anyOf": [{"type": "string", "maxLength": 500}, {"type": "null"}]
     }
