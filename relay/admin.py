@@ -182,9 +182,7 @@ def revoke_sign_in(data_dir: Path, sign_in: str) -> list[SignInRecord]:
             )
         if len(matches) > 1:
             ids = ", ".join(s.id for s in matches)
-            raise AdminError(
-                f"{len(matches)} sign-ins are {matches[0].name!r}: use an id ({ids})"
-            )
+            raise AdminError(f"{len(matches)} sign-ins are {matches[0].name!r}: use an id ({ids})")
         if db.revoke_sign_in(matches[0].id) is None:
             raise AdminError(f"sign-in {wanted!r} ended meanwhile")
         return matches

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +342,32 @@ def pids_alive(pids: list[int]) -> list[int]:
         if state not in ("Z", "X"):
             alive.append(pid)
     return alive
+
+
+@asynccontextmanager
+async def daemon_on_pty(
+    env: dict[str, str], *args: str
+) -> AsyncIterator[tuple[trio.Process, trio.lowlevel.FdStream]]:
+    """``rcd start ARGS`` as a person runs it, on a real pseudo-terminal (so with its live
+    screen); yields the process and the terminal's other end. Killed and reaped at exit
+    if it is still running."""
+    master_fd, slave_fd = os.openpty()
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "daemon", "start", *args],
+        stdin=slave_fd,
+        stdout=slave_fd,
+        stderr=slave_fd,
+        env=env,
+        cwd=str(REPO),
+        start_new_session=True,
+    )
+    os.close(slave_fd)
+    master = trio.lowlevel.FdStream(master_fd)
+    try:
+        yield process, master
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+            await master.aclose()

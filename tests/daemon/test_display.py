@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from pathlib import Path
 
 import trio
 
 from daemon.display import DisplayState, SessionLine, render
 from relay import admin
-from tests.harness import REPO, TINY_AGENT, home_env, rcd, start_relay
+from tests.harness import TINY_AGENT, daemon_on_pty, home_env, rcd, start_relay
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -79,54 +77,29 @@ async def test_keys_under_a_pseudo_terminal(tmp_path: Path) -> None:
         relay = await start_relay(nursery, tmp_path / "relay")
         code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
         await rcd(env, "pair", relay.url, code)
-        master_fd, slave_fd = os.openpty()
-        process = await trio.lowlevel.open_process(
-            [
-                sys.executable,
-                "-m",
-                "daemon",
-                "start",
-                str(project),
-                "--relay",
-                relay.url,
-                "--agent-bin",
-                TINY_AGENT,
-                "--name",
-                "ptybox",
-            ],
-            stdin=slave_fd,
-            stdout=slave_fd,
-            stderr=slave_fd,
-            env=env,
-            cwd=str(REPO),
-            start_new_session=True,
+        running = daemon_on_pty(
+            env, str(project), "--relay", relay.url, "--agent-bin", TINY_AGENT, "--name", "ptybox"
         )
-        os.close(slave_fd)
-        master = trio.lowlevel.FdStream(master_fd)
-        buf = bytearray()
         try:
-            screen = await read_until(master, buf, r"q: stop")
-            assert "ptybox" in screen and "spawn: same-dir" in screen
-            if "● connected" not in screen:
-                await read_until(master, buf, r"● connected")
-            await master.send_all(b" ")
-            screen = await read_until(master, buf, r"[█▀▄]{6}")
-            await master.send_all(b"w")
-            screen = await read_until(master, buf, r"spawn: worktree")
-            with trio.fail_after(10):
-                while (await relay.environments())[0]["spawn"] != "worktree":
-                    await trio.sleep(0.05)
-            await master.send_all(b"q")
-            with trio.fail_after(15):
-                code = await process.wait()
-            assert code == 0
-            [environment] = await relay.environments()
-            assert environment["online"] is False
+            async with running as (process, master):
+                buf = bytearray()
+                screen = await read_until(master, buf, r"q: stop")
+                assert "ptybox" in screen and "spawn: same-dir" in screen
+                if "● connected" not in screen:
+                    await read_until(master, buf, r"● connected")
+                await master.send_all(b" ")
+                screen = await read_until(master, buf, r"[█▀▄]{6}")
+                await master.send_all(b"w")
+                screen = await read_until(master, buf, r"spawn: worktree")
+                with trio.fail_after(10):
+                    while (await relay.environments())[0]["spawn"] != "worktree":
+                        await trio.sleep(0.05)
+                await master.send_all(b"q")
+                with trio.fail_after(15):
+                    exited = await process.wait()
+                assert exited == 0
+                [environment] = await relay.environments()
+                assert environment["online"] is False
         finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-                await master.aclose()
             await relay.aclose()
             nursery.cancel_scope.cancel()

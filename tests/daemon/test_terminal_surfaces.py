@@ -4,9 +4,7 @@ shown, never interpreted: the live screen of `rcd start` (on a real pseudo-termi
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from pathlib import Path
 
 import trio
@@ -15,7 +13,7 @@ from daemon.visible import visible
 from relay import admin
 from tests.attach.pty_client import attach_argv, run_attach_plain
 from tests.daemon.test_visible import leftovers
-from tests.harness import REPO, TINY_AGENT, home_env, rcd, start_relay
+from tests.harness import TINY_AGENT, daemon_on_pty, home_env, rcd, start_relay
 
 #: A window-title OSC, a clear-screen CSI, BEL, backspace, carriage return, a C1 CSI, a bidi
 #: override and a newline.
@@ -43,57 +41,43 @@ async def test_hostile_titles_and_output_are_shown_escaped_everywhere(tmp_path: 
         relay = await start_relay(nursery, tmp_path / "relay")
         code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
         await rcd(env, "pair", relay.url, code)
-        master_fd, slave_fd = os.openpty()
-        argv = [sys.executable, "-m", "daemon", "start", str(project), "--relay", relay.url]
-        process = await trio.lowlevel.open_process(
-            [*argv, "--agent-bin", TINY_AGENT],
-            stdin=slave_fd,
-            stdout=slave_fd,
-            stderr=slave_fd,
-            env=env,
-            cwd=str(REPO),
-            start_new_session=True,
-        )
-        os.close(slave_fd)
-        master = trio.lowlevel.FdStream(master_fd)
-        buf = bytearray()
+        running = daemon_on_pty(env, str(project), "--relay", relay.url, "--agent-bin", TINY_AGENT)
         try:
-            await read_until(master, buf, "q: stop")
-            [environment] = await relay.environments()
-            r = await relay.create_session(environment["id"], prompt=PROMPT, title=TITLE)
-            assert r.status_code == 201, r.text
-            sid = r.json()["id"]
-            await relay.wait_kind(sid, "turn_result")
+            async with running as (process, master):
+                buf = bytearray()
+                await read_until(master, buf, "q: stop")
+                [environment] = await relay.environments()
+                r = await relay.create_session(environment["id"], prompt=PROMPT, title=TITLE)
+                assert r.status_code == 201, r.text
+                sid = r.json()["id"]
+                await relay.wait_kind(sid, "turn_result")
 
-            # 1. The live screen (titles are clipped to 40 columns there).
-            screen = await read_until(master, buf, visible(TITLE)[:39])
-            own = OWN.sub("", screen).replace("\r\n", "\n")
-            assert leftovers(own, multiline=True) == [], repr(own)
+                # 1. The live screen (titles are clipped to 40 columns there).
+                screen = await read_until(master, buf, visible(TITLE)[:39])
+                own = OWN.sub("", screen).replace("\r\n", "\n")
+                assert leftovers(own, multiline=True) == [], repr(own)
 
-            # 2. rcd status, as a person reads it.
-            status = (await rcd(env, "status", str(project))).stdout.decode()
-            assert visible(TITLE) in status, status
-            assert leftovers(status, multiline=True) == [], repr(status)
+                # 2. rcd status, as a person reads it.
+                status = (await rcd(env, "status", str(project))).stdout.decode()
+                assert visible(TITLE) in status, status
+                assert leftovers(status, multiline=True) == [], repr(status)
 
-            # 3. rcd attach: the header and the agent's echo of the prompt.
-            token = await trio.to_thread.run_sync(admin.create_device_token, relay.data_dir, "t")
-            result = await run_attach_plain(
-                attach_argv(sid, "--relay", relay.url, "--token", token), env
-            )
-            shown = result.stdout.decode()
-            assert result.returncode == 0, result
-            assert f"━━ {visible(TITLE)} ━━" in shown, shown
-            assert visible(PROMPT) in shown, shown  # as the user's message and the echo
-            assert leftovers(shown, multiline=True) == [], repr(shown)
+                # 3. rcd attach: the header and the agent's echo of the prompt.
+                token = await trio.to_thread.run_sync(
+                    admin.create_device_token, relay.data_dir, "t"
+                )
+                result = await run_attach_plain(
+                    attach_argv(sid, "--relay", relay.url, "--token", token), env
+                )
+                shown = result.stdout.decode()
+                assert result.returncode == 0, result
+                assert f"━━ {visible(TITLE)} ━━" in shown, shown
+                assert visible(PROMPT) in shown, shown  # as the user's message and the echo
+                assert leftovers(shown, multiline=True) == [], repr(shown)
 
-            await master.send_all(b"q")
-            with trio.fail_after(15):
-                assert await process.wait() == 0
+                await master.send_all(b"q")
+                with trio.fail_after(15):
+                    assert await process.wait() == 0
         finally:
-            if process.returncode is None:
-                process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
-                await master.aclose()
             await relay.aclose()
             nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ import pytest
 from tests.harness import REPO
 
 from .browser import Browser, launch_chromium
+from .browsing import Browsing
 from .stack import Stack, start_stack
 
 #: Screenshots for people to look at (git-ignored).
@@ -42,3 +43,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def browsing(browser: Browser) -> Iterator[Browsing]:
+    browsing = Browsing(browser)
+    try:
+        yield browsing
+    finally:
+        for context in browsing.contexts:
+            context.close()
+    assert browsing.unexpected_errors() == []

@@ -5,33 +5,20 @@ two environments of the same name and directory on two machines are told apart."
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from relay import admin
 
-from .browser import DESKTOP, PHONE, Browser, expect
+from .browser import DESKTOP, PHONE, expect
+from .browsing import Browsing, no_horizontal_scroll
 from .stack import Stack
-from .test_web_app import Browsing, no_horizontal_scroll
 
 ANDROID = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko)"
     " Chrome/126.0.0.0 Mobile Safari/537.36"
 )
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
-
-
-@pytest.fixture
-def browsing(browser: Browser) -> Iterator[Browsing]:
-    browsing = Browsing(browser)
-    try:
-        yield browsing
-    finally:
-        for context in browsing.contexts:
-            context.close()
-    assert browsing.unexpected_errors() == []
 
 
 def test_a_browser_signs_another_out_and_its_open_session_ends_at_once(

@@ -6,61 +6,14 @@ layout never scrolls sideways."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
-import pytest
-
-from .browser import DESKTOP, PHONE, Browser, BrowserContext, Page, expect
+from .browser import DESKTOP, PHONE, Page, expect
+from .browsing import Browsing, no_horizontal_scroll
 from .stack import Stack, bad_gateway, start_stack, wait_for
 
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=1">'
-#: Console noise that is expected while the relay is down (the browser logs failed loads).
-NETWORK_NOISE = ("net::ERR_", "Failed to load resource")
-
-
-@attrs.define
-class Browsing:
-    """Open contexts (closed after the test) and every page error or console error seen."""
-
-    browser: Browser
-    contexts: list[BrowserContext] = attrs.Factory(list)
-    errors: list[str] = attrs.Factory(list)
-
-    def context(self, **options: Any) -> BrowserContext:
-        context = self.browser.new_context(**options)
-        context.set_default_timeout(15_000)
-        self.contexts.append(context)
-        return context
-
-    def sign_in(self, stack: Stack, **options: Any) -> Page:
-        """A new browser context signed in with its own one-time link, on the home page."""
-        page = self.context(**options).new_page()
-        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-        page.on(
-            "console",
-            lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-        )
-        page.goto(stack.relay.login_link())
-        expect(page).to_have_url(f"{stack.relay.url}/")
-        expect(page.get_by_role("heading", name="Environments")).to_be_visible()
-        return page
-
-    def unexpected_errors(self) -> list[str]:
-        return [e for e in self.errors if not any(noise in e for noise in NETWORK_NOISE)]
-
-
-@pytest.fixture
-def browsing(browser: Browser) -> Iterator[Browsing]:
-    browsing = Browsing(browser)
-    try:
-        yield browsing
-    finally:
-        for context in browsing.contexts:
-            context.close()
-    assert browsing.unexpected_errors() == []
 
 
 def session_id_of(page: Page) -> str:
@@ -69,13 +22,6 @@ def session_id_of(page: Page) -> str:
 
 def agent_texts(page: Page) -> Any:
     return page.locator(".msg.agent")
-
-
-def no_horizontal_scroll(page: Page) -> None:
-    widths = page.evaluate(
-        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
-    )
-    assert widths[0] <= widths[1], f"scrolls sideways at {page.url}: {widths}"
 
 
 def start_from_phone(page: Page, prompt: str) -> str:
