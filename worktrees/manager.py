@@ -229,12 +229,16 @@ class Worktrees:
         # read-tree writes the index and the files, and no ref: a checkout cut short
         # leaves no ref lock behind to stop the undo from deleting the branch.
         await run_git(["read-tree", "--reset", "-u", "HEAD"], cwd=path, background=background)
-        # Right after read-tree, the index does not yet vouch for the files it wrote: every
-        # `git status` (the agent's, and rcd's own at release) would read them again,
-        # about 4 times slower on a 20,000-file tree, until one refresh records them.
-        await run_git(
-            ["update-index", "-q", "--refresh"], cwd=path, background=background, check=False
-        )
+        if background:
+            # A spare: right after read-tree the index does not yet vouch for the files it
+            # wrote, and every `git status` (the agent's, and rcd's own when the session
+            # ends) would read them again, about 4 times slower on a 20,000-file tree, until
+            # one refresh records them. Done here, ahead of need; a worktree made while its
+            # session waits skips it (there the wait counts more, and any `git status` run
+            # with its locks refreshes the index too).
+            await run_git(
+                ["update-index", "-q", "--refresh"], cwd=path, background=True, check=False
+            )
         await run_git(
             ["hook", "run", "--ignore-missing", "post-checkout", "--", _NULL_OID, base, "1"],
             cwd=path,
