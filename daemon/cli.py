@@ -12,6 +12,7 @@ from pathlib import Path
 
 import trio
 
+from common.visible import visible
 from relay import RelayError
 
 from .attach import add_attach_parser, run_attach
@@ -19,7 +20,6 @@ from .errors import DaemonError
 from .options import add_start_options, port, positive_seconds
 from .service import add_service_parser, run_service_command
 from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP
-from .visible import visible
 
 __all__ = ["build_parser", "main"]
 
@@ -228,7 +228,8 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from .logs import configure_logging
+    from common.logs import configure_logging
+
     from .paths import default_relay, state_dir
     from .run import StartOptions, run_daemon
 
@@ -371,9 +372,8 @@ def _when(ts: float | None) -> str:
 
 
 def _serve_relay(args: argparse.Namespace) -> int:
+    from common.logs import configure_logging
     from relay import RelayConfig, serve_relay
-
-    from .logs import configure_logging
 
     configure_logging(verbose=args.verbose)
     config = RelayConfig(

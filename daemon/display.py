@@ -22,8 +22,7 @@ import segno
 import trio
 
 import wire
-
-from .visible import visible
+from common.visible import visible
 
 __all__ = ["DisplayState", "SessionLine", "TerminalDisplay", "render"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .visible import visible
+from common.visible import visible
 
 __all__ = [
     "CertificateRejected",
