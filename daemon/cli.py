@@ -12,10 +12,10 @@ from pathlib import Path
 
 import trio
 
+from attach import add_attach_parser
 from common.visible import visible
 from relay import RelayError
 
-from .attach import add_attach_parser, run_attach
 from .errors import DaemonError
 from .options import add_start_options, port, positive_seconds
 from .service import add_service_parser, run_service_command
@@ -201,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "service":
             return run_service_command(args)
         if args.command == "attach":
+            from attach.command import run_attach
+
             return run_attach(args)
     except DaemonError as exc:
         print(f"rcd: {exc}", file=sys.stderr)

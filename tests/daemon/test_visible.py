@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wire
+from attach.api import parse_entry
+from attach.render import Style, render_entry, render_header
+from attach.state import SessionView
 from common.visible import visible
-from daemon.attach_api import parse_entry
-from daemon.attach_render import Style, render_entry, render_header
-from daemon.attach_state import SessionView
 from daemon.display import DisplayState, SessionLine, render
 
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"

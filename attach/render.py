@@ -16,8 +16,8 @@ import attrs
 import wire
 from common.visible import visible
 
-from .attach_api import LogEntry
-from .attach_state import SessionView
+from .api import LogEntry
+from .state import SessionView
 
 __all__ = [
     "Style",
