@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import cli
+import cli
 from daemon.errors import ConfigError
 from daemon.options import add_start_options
 from daemon.service import (
