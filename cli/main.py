@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from attach.parser import add_attach_parser
 from daemon.errors import DaemonError
 from daemon.options import add_start_options
-from daemon.service import add_service_parser
 from relay.cli import add_relay_parser
 from relay.errors import RelayError
+from service.parser import add_service_parser
 
 from .pair import add_pair_parser
 from .status import add_status_parser
@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_status(args)
     if args.command == "service":
-        from daemon.service import run_service_command
+        from service.commands import run_service_command
 
         return run_service_command(args)
     if args.command == "attach":
