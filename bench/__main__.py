@@ -17,7 +17,16 @@ from pathlib import Path
 import attrs
 import trio
 
-from . import fleet, idle, real_cli, relay_scale, session_start, throughput, unread_bodies
+from . import (
+    cli_startup,
+    fleet,
+    idle,
+    real_cli,
+    relay_scale,
+    session_start,
+    throughput,
+    unread_bodies,
+)
 from .roundtrip import BUSY_RATE, Phase, measure_round_trips
 from .soak import SoakResult, soak
 from .stats import Check, machine_summary
@@ -246,7 +255,32 @@ async def _throughput(options: Options) -> Section:
 
 
 #: In the order they run (and appear in RESULTS.md).
+async def _cli_startup(options: Options) -> Section:
+    result = await cli_startup.measure_cli_startup(max(15, options.trials))
+    extra = result.help.median - result.baseline.median
+    lines = [
+        "## CLI start-up (`rcd --help`, each command's package imported only when it runs)",
+        "",
+        "| figure | median | p99 | trials |",
+        "|---|---|---|---|",
+        result.help.row(digits=3),
+        result.baseline.row(digits=3),
+        "",
+        f"`rcd --help` takes {extra * 1000:.0f} ms more than the bare interpreter.",
+        "",
+    ]
+    check = Check(
+        name="rcd --help",
+        target="< 0.3 s",
+        measured=f"{result.help.median:.3f} s (python -c pass {result.baseline.median:.3f} s)",
+        ok=result.help.median < 0.3,
+        limit="the imports of the parser modules (python -X importtime -c 'import cli')",
+    )
+    return Section(lines=lines, checks=[check])
+
+
 BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
+    "cli-startup": _cli_startup,
     "teardown": _teardown,
     "roundtrip": _roundtrip,
     "real-cli": _real_cli,

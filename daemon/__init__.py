@@ -1,10 +1,37 @@
-"""The supervisor: CLI entry, relay link, capacity, sessions, control socket."""
+"""The supervisor: relay link, uplink, sessions, capacity, control socket; ``rcd start``.
 
-from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
-from .relay_client import RelayClient
-from .run import StartOptions, run_daemon
-from .supervisor import Supervisor, SupervisorStats
-from .uplink import Uplink, UplinkStats
+The names below are imported when first used (PEP 562), not with the package: the light
+commands (``rcd status``, ``rcd attach``, ``rcd service``) use a few of its small modules
+(paths, transport, errors) and must not load the supervisor, the embedded relay and GitPython.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
+    from .relay_client import RelayClient
+    from .run import StartOptions, run_daemon
+    from .supervisor import Supervisor, SupervisorStats
+    from .uplink import Uplink, UplinkStats
+
+#: Each public name and the module that defines it.
+_WHERE = {
+    "ConfigError": ".errors",
+    "DaemonError": ".errors",
+    "NotPaired": ".errors",
+    "RelayRejected": ".errors",
+    "RelayUnreachable": ".errors",
+    "RelayClient": ".relay_client",
+    "StartOptions": ".run",
+    "run_daemon": ".run",
+    "Supervisor": ".supervisor",
+    "SupervisorStats": ".supervisor",
+    "Uplink": ".uplink",
+    "UplinkStats": ".uplink",
+}
 
 __all__ = [
     "ConfigError",
@@ -20,3 +47,16 @@ __all__ = [
     "UplinkStats",
     "run_daemon",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -22,8 +22,7 @@ import segno
 import trio
 
 import wire
-
-from .visible import visible
+from common.visible import visible
 
 __all__ = ["DisplayState", "SessionLine", "TerminalDisplay", "render"]
 
@@ -62,7 +61,7 @@ def _qr(text: str) -> str:
 def render(state: DisplayState, *, show_qr: bool, width: int = 100) -> str:
     """The whole screen as text (ANSI colours included). Pure, for tests.
 
-    Every string in ``state`` is shown through :func:`daemon.visible.visible` (titles and
+    Every string in ``state`` is shown through :func:`common.visible.visible` (titles and
     activity come from the network and the agent): only this function's own colours reach
     the terminal as escape sequences.
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .visible import visible
+from common.visible import visible
 
 __all__ = [
     "CertificateRejected",
@@ -35,7 +35,7 @@ class NotPaired(DaemonError):
 
 class RelayUnreachable(DaemonError):
     """The relay could not be reached (network error or time-out). ``detail`` may quote
-    what the network sent: it is kept safe to print (:func:`daemon.visible.visible`)."""
+    what the network sent: it is kept safe to print (:func:`common.visible.visible`)."""
 
     def __init__(self, relay: str, detail: str) -> None:
         self.relay = relay
@@ -63,7 +63,7 @@ class CertificateRejected(RelayUnreachable):
 class RelayRejected(DaemonError):
     """The relay answered with an error (carries its status, code and message). The code
     and message come from the network: they are kept safe to print
-    (:func:`daemon.visible.visible`)."""
+    (:func:`common.visible.visible`)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         self.status = status

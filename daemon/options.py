@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from common.argtypes import count, port, positive_int, positive_seconds, seconds
+
 from .paths import normalise_relay_url
 from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP, check_relay_url
 
@@ -24,52 +26,6 @@ __all__ = [
     "seconds",
     "start_args",
 ]
-
-
-def _whole_number(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def count(text: str) -> int:
-    """A whole number, 0 or more."""
-    return _whole_number(text, 0)
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not negative, got {text!r}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    value = seconds(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
-    return value
 
 
 def _format_seconds(value: float) -> str:

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from common.dirs import config_dir, data_dir, state_dir
+
 from .errors import ConfigError
 
 __all__ = [
@@ -30,23 +32,6 @@ __all__ = [
     "save_embedded_credential",
     "state_dir",
 ]
-
-
-def _xdg(var: str, fallback: str) -> Path:
-    value = os.environ.get(var)
-    return Path(value) if value else Path.home() / fallback
-
-
-def config_dir() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config") / "rcd"
-
-
-def state_dir() -> Path:
-    return _xdg("XDG_STATE_HOME", ".local/state") / "rcd"
-
-
-def data_dir() -> Path:
-    return _xdg("XDG_DATA_HOME", ".local/share") / "rcd"
 
 
 #: Unix socket paths are limited to 108 bytes on Linux (104 on macOS), the final NUL included.

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import ssl
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
-
-import certifi
 
 from .errors import CertificateRejected, ConfigError, RelayUnreachable
 from .paths import normalise_relay_url
+
+# ssl and certifi load when a context is built or an error read, not with the module: the
+# parsers of rcd (``rcd --help``) use the help texts and URL checks here.
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "INSECURE_HTTP_HELP",
@@ -99,6 +101,10 @@ def tls_context(ca_cert: Path | None = None) -> ssl.SSLContext:
     OpenSSL and httpx read them), else certifi's; ``ca_cert`` adds the CA certificates of
     one PEM file. Raises :class:`ConfigError` naming a file that cannot be used.
     """
+    import ssl
+
+    import certifi
+
     cafile = os.environ.get("SSL_CERT_FILE")
     capath = os.environ.get("SSL_CERT_DIR")
     try:
@@ -123,6 +129,8 @@ def tls_context(ca_cert: Path | None = None) -> ssl.SSLContext:
 
 
 def _reason(exc: BaseException) -> str:
+    import ssl
+
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason).replace("_", " ").lower()
     if isinstance(exc, OSError) and exc.strerror:
@@ -132,6 +140,8 @@ def _reason(exc: BaseException) -> str:
 
 def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate failure at the root of ``exc``, if that is what it is."""
+    import ssl
+
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

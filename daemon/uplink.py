@@ -8,8 +8,6 @@ backoff; nothing is dropped while the relay is away.
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
 from pathlib import Path
 
 import attrs
@@ -20,17 +18,36 @@ import wire
 
 from .backoff import full_jitter
 from .errors import RelayRejected, RelayUnreachable
+from .outbox import Outbox
 from .relay_client import RelayClient
 from .spool import Spool, spooled_sessions
+from .uplink_policy import Flow, Limits, next_batch
 
 #: Batches of one session in flight at once, each on a request of its own ...
-LANES = 2
+LANES = Limits().lanes
 #: ... and in all, counting those riding an open request behind the others.
-MAX_IN_FLIGHT = 16
+MAX_IN_FLIGHT = Limits().max_in_flight
 
 __all__ = ["Outbox", "Uplink", "UplinkStats"]
 
 log = structlog.get_logger("daemon.uplink")
+
+
+def _retryable(exc: RelayRejected) -> bool:
+    """Whether a refused batch may be stored later: a token, a timeout, a rate limit or
+    the relay's own trouble. Any other refusal is final."""
+    return exc.status in (401, 408, 429) or exc.status >= 500
+
+
+@attrs.define(eq=False)
+class _Sending:
+    """One session's batches in flight, while its flusher runs."""
+
+    lanes: int = 0
+    #: Failure rounds in a row (the backoff's exponent).
+    attempt: int = 0
+    #: Batches waiting out a backoff before the session sends again.
+    backing_off: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -39,82 +56,6 @@ class UplinkStats:
     sessions_flushing: int
     batches_sent: int
     failures: int
-
-
-@attrs.define(eq=False)
-class Outbox:
-    """One session's events not yet acknowledged, in seq order.
-
-    At most ``memory_limit`` wait in memory; beyond that they go to ``spool`` (on disk) and
-    come back in order as the head drains. Without a spool, memory is the only place.
-    """
-
-    events: deque[wire.Event] = attrs.field(factory=deque)
-    acked: int = 0
-    flushing: bool = False
-    memory_limit: int = 10_000
-    spool: Spool | None = None
-    #: The session's last event (session_ended) is buffered: nothing more will come.
-    complete: bool = False
-    #: The highest seq handed to a request still in flight (or acknowledged).
-    sending_through: int = 0
-    #: Set when there may be something new to send (an event, an answer, a retry).
-    wake: trio.Event = attrs.field(factory=trio.Event)
-    #: ``trio.current_time()`` until which a user's message echo waits for the agent's
-    #: first output, to go up with it (0: nothing held).
-    hold_until: float = 0.0
-
-    def push(self, event: wire.Event) -> None:
-        if event.kind == "session_ended":
-            self.complete = True
-        if self.spool is not None and (self.spool.count or len(self.events) >= self.memory_limit):
-            self.spool.append(event)  # behind everything in memory: order is kept
-        else:
-            self.events.append(event)
-
-    def pending(self) -> int:
-        return len(self.events) + (self.spool.count if self.spool else 0)
-
-    def last_seq(self) -> int:
-        """The highest seq buffered or acknowledged."""
-        if self.spool is not None and self.spool.count:
-            last = self.spool.last()
-            if last is not None:
-                return last.seq
-        return self.events[-1].seq if self.events else self.acked
-
-    def take_batch(self, limit: int, after: int = 0) -> list[wire.Event]:
-        """The oldest events after seq ``after`` to send next (they stay buffered until
-        acknowledged)."""
-        self._refill()
-        pending = (e for e in self.events if e.seq > after)
-        return list(itertools.islice(pending, limit))
-
-    def drop(self, first: int, last: int) -> None:
-        """Forget the events ``first..last`` without an acknowledgement (never storable)."""
-        self.events = deque(e for e in self.events if not first <= e.seq <= last)
-        self.sending_through = self.acked
-
-    def acknowledge(self, acked: int) -> bool:
-        """Apply the relay's answer (highest contiguous seq it holds): drop what it holds.
-
-        Acks may arrive late or twice; they never move backwards. Returns False when the
-        relay holds less than what was already dropped (it lost events: a gap it cannot
-        fill), and the caller decides what to report.
-        """
-        self.acked = max(self.acked, acked)
-        while True:
-            while self.events and self.events[0].seq <= self.acked:
-                self.events.popleft()
-            if self.events or not self._refill():
-                break
-        return not (self.events and self.events[0].seq > self.acked + 1)
-
-    def _refill(self) -> bool:
-        if self.spool is None or not self.spool.count or len(self.events) > self.memory_limit // 2:
-            return False
-        self.events.extend(self.spool.read(self.memory_limit - len(self.events)))
-        return True
 
 
 @attrs.define(eq=False)
@@ -283,91 +224,23 @@ class Uplink:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _limits(self) -> Limits:
+        return Limits(batch_max=self.batch_max, lanes=LANES, max_in_flight=MAX_IN_FLIGHT)
+
     async def _flush(self, session_id: str, box: Outbox) -> None:
-        """Send a session's events in order until none is left.
+        """Send a session's events in order until none is left (what goes when: see
+        :mod:`daemon.uplink_policy`).
 
-        Up to :data:`LANES` batches of one session are in flight at once: a burst that
-        starts while a batch is on its way (the agent's answer right after the user's
-        message, say) goes out at once rather than a round trip later. The relay stores
-        only a contiguous run, so a batch that overtakes its predecessor is answered with
-        less than it carried, and what it missed is sent again. A batch that can ride an
-        uplink request still taking batches goes at once even past :data:`LANES` (up to
-        :data:`MAX_IN_FLIGHT`): such a request is answered only when its window ends, and
-        the next step of a turn must not wait for that.
+        The relay stores only a contiguous run, so a batch that overtakes its predecessor
+        is answered with less than it carried, and what it missed is sent again.
         """
-        lanes = 0
-        attempt = 0
-        #: Batches waiting out a backoff before the session sends again.
-        backing_off = 0
-
-        async def send(
-            batch: list[wire.Event],
-            *,
-            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-        ) -> None:
-            nonlocal lanes, attempt, backing_off
-            queued = False
-
-            def in_line() -> None:
-                # The batch has its place in the client's queue: the next may be taken.
-                nonlocal queued
-                if not queued:
-                    queued = True
-                    task_status.started()
-
-            try:
-                acked = await self.client.post_events(session_id, batch, in_line)
-                in_line()
-            except (RelayUnreachable, RelayRejected) as exc:
-                in_line()
-                retry = isinstance(exc, RelayUnreachable) or (
-                    exc.status in (401, 408, 429) or exc.status >= 500
-                )
-                if retry:
-                    self._failures += 1
-                    if not backing_off:
-                        # One failure round, however many batches were in flight (all of
-                        # those riding one request fail together when it does).
-                        attempt += 1
-                    delay = full_jitter(attempt, base=0.1, cap=self.backoff_cap)
-                    log.warning("uplink_retry", session_id=session_id, error=str(exc), delay=delay)
-                    backing_off += 1
-                    box.sending_through = box.acked  # everything after the head, again
-                    try:
-                        await trio.sleep(delay)
-                    finally:
-                        backing_off -= 1
-                    return
-                # The relay will never take these events (unknown session, bad batch):
-                # keeping them would retry forever. Say so loudly.
-                log.error(
-                    "uplink_rejected", session_id=session_id, error=str(exc), dropped=len(batch)
-                )
-                box.drop(batch[0].seq, batch[-1].seq)
-                self._notify()
-                return
-            finally:
-                lanes -= 1
-                box.wake.set()
-            attempt = 0
-            self._batches += 1
-            if not box.acknowledge(acked):
-                # The relay lost events it had acknowledged (restored from an old copy):
-                # they cannot be resent, and nothing after them could be stored.
-                log.error("uplink_gap", session_id=session_id, acked=acked)
-                box.events.clear()
-                box.sending_through = box.acked
-            elif acked < batch[-1].seq:
-                # Overtaken, or the relay stopped at a gap: resend from what it holds.
-                box.sending_through = min(box.sending_through, box.acked)
-            self._notify()
-
+        sending = _Sending()
         try:
             # Leaving the nursery is a checkpoint: an event published meanwhile only sets
             # ``wake`` (this flusher still counts as running), so look again before leaving.
             while box.pending():
                 async with trio.open_nursery() as nursery:
-                    while box.pending() or lanes:
+                    while box.pending() or sending.lanes:
                         wake = box.wake = trio.Event()
                         if self._paused and not box.complete:
                             await self._held.wait()
@@ -377,28 +250,101 @@ class Uplink:
                                 await wake.wait()
                             continue
                         box.sending_through = max(box.sending_through, box.acked)
-                        batch = (
-                            box.take_batch(self.batch_max, after=box.sending_through)
-                            if self._may_send(lanes) and not backing_off
-                            else []
+                        flow = Flow(
+                            acked=box.acked,
+                            sending_through=box.sending_through,
+                            in_flight=sending.lanes,
+                            backing_off=sending.backing_off > 0,
+                            rides_open_request=self.client.takes_batches(),
                         )
+                        batch = next_batch(box.unsent(), flow, self._limits())
                         if not batch:
                             await wake.wait()
                             continue
                         box.sending_through = batch[-1].seq
-                        lanes += 1
-                        # Each batch takes its place before the next is taken: batches
-                        # riding one request go in seq order.
-                        await nursery.start(send, batch)
+                        sending.lanes += 1
+                        # Each batch takes its place in the client's queue before the next
+                        # is taken: batches riding one request go in seq order.
+                        placed = trio.Event()
+                        nursery.start_soon(self._send, session_id, box, sending, batch, placed)
+                        await placed.wait()
             if box.complete:
                 # Its last event is in: nothing more will come for this session.
                 self.forget(session_id)
         finally:
             box.flushing = False
 
-    def _may_send(self, lanes: int) -> bool:
-        """Whether one more batch of a session with ``lanes`` batches in flight goes now."""
-        return lanes < LANES or (lanes < MAX_IN_FLIGHT and self.client.takes_batches())
+    async def _send(
+        self,
+        session_id: str,
+        box: Outbox,
+        sending: _Sending,
+        batch: list[wire.Event],
+        placed: trio.Event,
+    ) -> None:
+        """Send one batch and apply the answer; sets ``placed`` once the batch has its
+        place among those to send (or failed)."""
+        try:
+            try:
+                acked = await self.client.post_events(session_id, batch, placed.set)
+            except (RelayUnreachable, RelayRejected) as exc:
+                placed.set()
+                if isinstance(exc, RelayUnreachable) or _retryable(exc):
+                    await self._back_off(session_id, box, sending, exc)
+                else:
+                    self._refused(session_id, box, batch, exc)
+                return
+            placed.set()
+            sending.attempt = 0
+            self._acknowledged(session_id, box, batch, acked)
+        finally:
+            sending.lanes -= 1
+            box.wake.set()
+
+    async def _back_off(
+        self,
+        session_id: str,
+        box: Outbox,
+        sending: _Sending,
+        exc: RelayUnreachable | RelayRejected,
+    ) -> None:
+        self._failures += 1
+        if not sending.backing_off:
+            # One failure round, however many batches were in flight (all of those riding
+            # one request fail together when it does).
+            sending.attempt += 1
+        delay = full_jitter(sending.attempt, base=0.1, cap=self.backoff_cap)
+        log.warning("uplink_retry", session_id=session_id, error=str(exc), delay=delay)
+        sending.backing_off += 1
+        box.sending_through = box.acked  # everything after the head, again
+        try:
+            await trio.sleep(delay)
+        finally:
+            sending.backing_off -= 1
+
+    def _refused(
+        self, session_id: str, box: Outbox, batch: list[wire.Event], exc: RelayRejected
+    ) -> None:
+        # The relay will never take these events (unknown session, bad batch): keeping
+        # them would retry forever. Say so loudly.
+        log.error("uplink_rejected", session_id=session_id, error=str(exc), dropped=len(batch))
+        box.drop(batch[0].seq, batch[-1].seq)
+        self._notify()
+
+    def _acknowledged(
+        self, session_id: str, box: Outbox, batch: list[wire.Event], acked: int
+    ) -> None:
+        self._batches += 1
+        if not box.acknowledge(acked):
+            # The relay lost events it had acknowledged (restored from an old copy): they
+            # cannot be resent, and nothing after them could be stored.
+            log.error("uplink_gap", session_id=session_id, acked=acked)
+            box.events.clear()
+            box.sending_through = box.acked
+        elif acked < batch[-1].seq:
+            # Overtaken, or the relay stopped at a gap: resend from what it holds.
+            box.sending_through = min(box.sending_through, box.acked)
+        self._notify()
 
     def statistics(self) -> UplinkStats:
         return UplinkStats(

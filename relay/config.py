@@ -8,6 +8,8 @@ from pathlib import Path
 
 import attrs
 
+import wire
+
 __all__ = ["RelayConfig", "is_loopback", "proxy_network"]
 
 
@@ -52,7 +54,7 @@ class RelayConfig:
     #: Allow plain HTTP on a non-loopback host (a warning is logged).
     insecure_http: bool = False
     #: Seconds between ``: keep-alive`` comments on an idle SSE stream.
-    keepalive_interval: float = 15.0
+    keepalive_interval: float = wire.KEEPALIVE_INTERVAL
     #: Seconds a daemon's access token (link or session) lives.
     access_token_ttl: float = 900.0
     #: The most sessions one environment may run at once (a daemon's ``--capacity`` above

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import wire
 from wire import (
     PROTOCOL_VERSION,
     UPLINK_FRAMES_TYPE,
@@ -81,9 +82,9 @@ __all__ = ["MAX_EVENTS_PER_BATCH", "MAX_FRAMES", "DaemonApi"]
 
 log = structlog.get_logger("relay")
 
-MAX_EVENTS_PER_BATCH = 1000
-#: Batches in one uplink request sent as frames.
-MAX_FRAMES = 1000
+#: Events in one batch, and batches in one uplink request sent as frames (the protocol's).
+MAX_EVENTS_PER_BATCH = wire.MAX_EVENTS_PER_BATCH
+MAX_FRAMES = wire.MAX_FRAMES
 _SMALL_BODY_LIMIT = 64 * 1024
 #: A pair request (a code and a machine name) is the one body read without a credential.
 _PAIR_BODY_LIMIT = 4 * 1024

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-import math
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -14,7 +13,7 @@ import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from wire import MAX_MESSAGE_BYTES, DecodeError, decode
+from wire import MAX_MESSAGE_BYTES, DecodeError, decode, strict_json
 
 from .config import proxy_network
 from .errors import BadRequest, BodyTimeout, BodyTooLarge
@@ -41,7 +40,7 @@ T = TypeVar("T")
 
 #: A client body: one message of up to 1 MiB plus room for the JSON around it.
 CLIENT_BODY_LIMIT = MAX_MESSAGE_BYTES + 64 * 1024
-#: An uplink batch (up to 1000 events); the daemon splits bigger batches.
+#: An uplink batch (up to ``wire.MAX_EVENTS_PER_BATCH`` events); the daemon splits bigger batches.
 UPLINK_BODY_LIMIT = 32 * 1024 * 1024
 #: Default seconds for a whole request body to arrive (see ``RelayConfig.body_deadline``).
 BODY_DEADLINE = 30.0
@@ -138,28 +137,6 @@ async def read_body(request: Request, limit: int, deadline: float = BODY_DEADLIN
     return b"".join(chunks)
 
 
-#: Integers must fit SQLite's (and most clients') signed 64 bits.
-_INT_LIMIT = 2**63
-
-
-def _json_int(text: str) -> int:
-    # Checking the length first also avoids Python's 4300-digit conversion limit.
-    if len(text.lstrip("-")) > 19 or not -_INT_LIMIT <= int(text) < _INT_LIMIT:
-        raise ValueError(f"integer out of the signed 64-bit range: {text[:30]}")
-    return int(text)
-
-
-def _json_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 parses as inf, which JSON cannot carry back out
-        raise ValueError(f"number out of range: {text[:30]}")
-    return value
-
-
-def _json_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
 async def read_lines(
     request: Request, limit: int, deadline: float = UPLINK_DEADLINE
 ) -> AsyncGenerator[bytes, None]:
@@ -214,9 +191,7 @@ def decode_bytes(raw: bytes, cl: type[T]) -> T:
     surrogate (``"\\ud800"``: it cannot be stored as UTF-8), no absurd nesting.
     """
     try:
-        data = json.loads(
-            raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
-        )
+        data = strict_json.loads(raw)
         json.dumps(data, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         raise BadRequest("invalid_body", "$: a string holds a lone UTF-16 surrogate") from None

@@ -95,26 +95,19 @@ class ClaudeHandle:
         await self.proc.terminate(grace)
 
 
-_INT64 = 2**63
-
-
 def _int(text: str) -> int | float | str:
     # The relay stores strict JSON (signed 64-bit integers, no NaN): an agent's larger
     # integer becomes a float, or its digits as text, rather than a rejected event.
     value = int(text)
-    if -_INT64 <= value < _INT64:
+    if -wire.strict_json.INT64_LIMIT <= value < wire.strict_json.INT64_LIMIT:
         return value
     as_float = float(value) if len(text) < 300 else float("inf")
     return as_float if as_float not in (float("inf"), float("-inf")) else text
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _loads(raw: bytes) -> Any:
     """Parse one line the way the relay will accept it (see :func:`_int`)."""
-    return json.loads(raw, parse_int=_int, parse_constant=_no_constants)
+    return wire.strict_json.loads(raw, parse_int=_int, parse_float=float)
 
 
 def _tool_result_text(content: Any) -> str:

@@ -3,6 +3,7 @@
 Import from here: ``from wire import Event, decode, StartSession``.
 """
 
+from . import strict_json
 from .api import (
     MAX_MESSAGE_BYTES,
     CreateSession,
@@ -40,6 +41,13 @@ from .events import (
     event_kind,
     make_event,
 )
+from .limits import (
+    KEEPALIVE_INTERVAL,
+    MAX_EVENTS_PER_BATCH,
+    MAX_FRAMES,
+    MISSED_KEEPALIVES,
+    STREAM_READ_TIMEOUT,
+)
 from .protocol import (
     PROTOCOL_VERSION,
     UPLINK_FRAMES_TYPE,
@@ -69,7 +77,11 @@ from .protocol import (
 
 __all__ = [
     "EVENT_KINDS",
+    "KEEPALIVE_INTERVAL",
+    "MAX_EVENTS_PER_BATCH",
+    "MAX_FRAMES",
     "MAX_MESSAGE_BYTES",
+    "MISSED_KEEPALIVES",
     "PROTOCOL_VERSION",
     "AccessToken",
     "Ack",
@@ -110,6 +122,7 @@ __all__ = [
     "Spawn",
     "StartSession",
     "Status",
+    "STREAM_READ_TIMEOUT",
     "StopSession",
     "TokenRequest",
     "ToolResult",
@@ -130,4 +143,5 @@ __all__ = [
     "encode_json",
     "event_kind",
     "make_event",
+    "strict_json",
 ]

@@ -54,7 +54,7 @@ def screen_lines(raw: str) -> list[str]:
 
 
 def attach_argv(session_id: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "daemon.attach", session_id, *args]
+    return [sys.executable, "-m", "attach", session_id, *args]
 
 
 @attrs.define(eq=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon.attach_auth import resolve_target, tokens_path
+from attach.auth import resolve_target, tokens_path
 from daemon.errors import ConfigError
 from relay import admin
 from relay.server import write_relay_info

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 import wire
-from daemon.attach_api import LogEntry, parse_entry
-from daemon.attach_render import Style, clean, render_entry
-from daemon.attach_state import Gap, SessionView
+from attach.api import LogEntry, parse_entry
+from attach.render import Style, clean, render_entry
+from attach.state import Gap, SessionView
 
 
 def entry(seq: int, payload: wire.EventData) -> LogEntry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from daemon.attach_term import Console, CtrlC, EndOfInput, LineEditor, Submit
+from attach.term import Console, CtrlC, EndOfInput, LineEditor, Submit
 
 
 def test_typing_editing_and_submitting() -> None:

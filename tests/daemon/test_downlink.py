@@ -16,8 +16,7 @@ import pytest
 import trio
 
 import wire
-from daemon import relay_client
-from daemon.relay_client import RENEW_AFTER, RelayClient
+from daemon.relay_client import RENEW_AFTER, RelayClient, downlink, tokens
 from relay import RelayConfig, RunningRelay, serve_relay
 from relay.auth import hash_secret, issue_environment_credential
 from relay.tokens import TokenIssuer
@@ -53,7 +52,8 @@ class World:
 @pytest.fixture
 async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
     log = Recorder()
-    monkeypatch.setattr(relay_client, "log", log)
+    for module in (downlink, tokens):  # the client's modules that log
+        monkeypatch.setattr(module, "log", log)
     issuer = TokenIssuer(ttl=TTL)
     config = RelayConfig(data_dir=tmp_path, port=0, keepalive_interval=KEEPALIVE)
     async with trio.open_nursery() as nursery:

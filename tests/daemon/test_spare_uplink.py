@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-import daemon.relay_client
+import daemon.relay_client.spare
 from daemon.relay_client import RelayClient
 from daemon.uplink import Uplink
 from relay.auth import issue_environment_credential
@@ -106,7 +106,7 @@ async def test_the_next_batch_goes_on_the_open_request_and_carries_the_ack(
 async def test_an_unused_spare_is_closed_with_an_empty_batch(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon.relay_client, "SPARE_IDLE", 0.5)
+    monkeypatch.setattr(daemon.relay_client.spare, "SPARE_IDLE", 0.5)
     client = world.client
     assert await client.post_events(world.session_id, [note(1)]) == 1
     world.requests.clear()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from daemon.visible import visible
+from common.visible import visible
 from relay import admin
 from tests.attach.pty_client import attach_argv, run_attach_plain
 from tests.daemon.test_visible import leftovers

@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wire
-from daemon.attach_api import parse_entry
-from daemon.attach_render import Style, render_entry, render_header
-from daemon.attach_state import SessionView
+from attach.api import parse_entry
+from attach.render import Style, render_entry, render_header
+from attach.state import SessionView
+from common.visible import visible
 from daemon.display import DisplayState, SessionLine, render
-from daemon.visible import visible
 
 BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 #: What a hostile title or tool output may carry: OSC (window title), CSI (clear screen,

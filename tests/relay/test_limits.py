@@ -217,7 +217,7 @@ def test_a_trusted_proxy_must_be_an_address_or_a_network(data_dir: Path) -> None
 
 
 def test_rcd_relay_takes_repeated_trusted_proxies() -> None:
-    from daemon.cli import build_parser
+    from cli import build_parser
 
     args = build_parser().parse_args(
         ["relay", "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::1"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from daemon.service import add_service_parser
+from service.parser import add_service_parser
 
 
 def service_parser() -> argparse.ArgumentParser:

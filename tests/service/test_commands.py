@@ -12,9 +12,11 @@ from pathlib import Path
 import attrs
 import pytest
 
-from daemon import service
 from daemon.options import start_args
-from daemon.service import rcd_command, render_systemd_unit, run_service_command, service_options
+from service import systemd
+from service.commands import run_service_command
+from service.options import rcd_command, service_options
+from service.systemd import render_systemd_unit
 from tests.service.helpers import parse
 
 # Records its arguments, one call a line. FAKE_FAIL makes the matching call fail the way
@@ -62,7 +64,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
     monkeypatch.setenv("FAKE_LOG", str(log))
     for var in ("FAKE_FAIL", "FAKE_STATUS", "FAKE_STATUS_RC"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(service, "LINGER_DIR", tmp_path / "linger")
+    monkeypatch.setattr(systemd, "LINGER_DIR", tmp_path / "linger")
     return Machine(home=home, project=project, bin=bin_dir, log=log)
 
 
@@ -88,7 +90,7 @@ def test_install_writes_the_unit_and_starts_it(
     ]
     out = capsys.readouterr().out
     assert f"wrote {path}" in out
-    assert f"loginctl enable-linger {service._user_name()}" in out
+    assert f"loginctl enable-linger {systemd.user_name()}" in out
     assert f"journalctl --user -u {path.name}" in out
 
 
@@ -116,7 +118,7 @@ def test_lingering_users_get_no_linger_hint(
 ) -> None:
     machine.fake("systemctl")
     (tmp_path / "linger").mkdir()
-    (tmp_path / "linger" / service._user_name()).touch()
+    (tmp_path / "linger" / systemd.user_name()).touch()
     assert run_service_command(parse("install", str(machine.project), "--platform=linux")) == 0
     assert "enable-linger" not in capsys.readouterr().out
 

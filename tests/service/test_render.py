@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon import cli
+import cli
 from daemon.errors import ConfigError
 from daemon.options import add_start_options
-from daemon.service import (
+from service import (
     ServiceOptions,
     render_launchd_plist,
     render_systemd_unit,

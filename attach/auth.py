@@ -26,8 +26,8 @@ from typing import Literal
 
 import attrs
 
-from .errors import ConfigError
-from .paths import (
+from daemon.errors import ConfigError
+from daemon.paths import (
     config_dir,
     data_dir,
     default_relay,
@@ -35,7 +35,7 @@ from .paths import (
     read_private_json,
     write_private_json,
 )
-from .transport import check_relay_url
+from daemon.transport import check_relay_url
 
 __all__ = ["Target", "load_token", "resolve_target", "save_token", "tokens_path"]
 

@@ -14,10 +14,10 @@ from typing import Any
 import attrs
 
 import wire
+from common.visible import visible
 
-from .attach_api import LogEntry
-from .attach_state import SessionView
-from .visible import visible
+from .api import LogEntry
+from .state import SessionView
 
 __all__ = [
     "Style",

@@ -4,79 +4,35 @@ It shows the session's header, its whole history, then live events from the rela
 stream, resuming with ``Last-Event-ID`` after a drop (events at or below the last seq shown
 are dropped, so none is printed twice). Everything shown comes from the event log, so any
 number of clients on one session stay in sync: a message typed here appears when the
-session echoes it. Parts: :mod:`.attach_auth` (relay and token), :mod:`.attach_api` (HTTP),
-:mod:`.attach_state` (what the log says), :mod:`.attach_render` (lines),
-:mod:`.attach_term` (prompt line and keys).
+session echoes it. Parts: :mod:`.auth` (relay and token), :mod:`.api` (HTTP),
+:mod:`.state` (what the log says), :mod:`.render` (lines),
+:mod:`.term` (prompt line and keys).
 
-Run it alone as ``python -m daemon.attach SESSION_ID [--relay URL] [--token-file PATH]``.
+The command itself (options, terminal set-up) is :mod:`.command`.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
 import math
-import os
 import random
 import signal
-import ssl
-import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import nullcontext
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import attrs
-import httpx
 import trio
 
 import wire
+from daemon.errors import CertificateRejected, DaemonError, RelayRejected, RelayUnreachable
 
-from .attach_api import PAGE, LogEntry, NoSuchSession, SessionApi, TokenRejected
-from .attach_auth import Target, resolve_target, tokens_path
-from .attach_render import Style, clean, render_entry, render_header
-from .attach_state import Gap, SessionView
-from .attach_term import Console, CtrlC, EndOfInput, Submit, cbreak, keys
-from .errors import CertificateRejected, DaemonError, RelayRejected, RelayUnreachable
-from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP, tls_context, warn_insecure_http
+from .api import PAGE, LogEntry, NoSuchSession, SessionApi, TokenRejected
+from .parser import KEYS_HELP
+from .render import Style, clean, render_entry, render_header
+from .state import Gap, SessionView
+from .term import Console, CtrlC, EndOfInput, Submit, keys
 
-__all__ = ["Attach", "add_attach_parser", "main", "run_attach"]
-
-DESCRIPTION = """\
-Show a session's history and live events, send it messages and answer its permission
-requests, from a terminal: plain lines, with a prompt line at the bottom. Without a
-terminal the output is plain lines, input is read line by line, and the end of input
-leaves once the history is shown (`rcd attach S </dev/null` prints the log)."""
-
-KEYS_HELP = """\
-keys and commands (in the session):
-  TEXT, Enter    send TEXT to the agent; shown as "sending…" until the session echoes it
-  y | n [WHY]    answer the oldest open permission request: allow, or deny (telling why)
-  /interrupt     stop the agent's current turn (the session stays)
-  /stop          end the session (its worktree is kept if it holds work)
-  /resume        start an ended session again
-  /help          list these
-  /quit, Ctrl-D  leave; the session goes on without you
-  //TEXT         send a message that starts with "/"
-  Ctrl-C         clear the line being typed; on an empty line, interrupt the agent's turn
-                 if it is working; pressed twice within 2 s, leave
-
-relay: --relay URL, else `relay` in ~/.config/rcd/config.toml, else the relay that
-`rcd start` embeds on this machine. Plain http:// is refused unless the relay is on this
-machine (127.0.0.1, ::1, localhost) or --insecure-http is given; for an https:// relay
-with a private CA or a self-signed certificate, pass --ca-cert PATH (or set SSL_CERT_FILE).
-token: --token, else the first line of --token-file PATH, else $RCD_TOKEN, else the one
-stored for the relay in ~/.config/rcd/tokens.json; for the embedded relay a device token
-named attach@HOST is created once and stored there (mode 0600). Elsewhere create one where
-the relay runs with `rcd relay token create --name NAME`. Prefer --token-file (mode 0600)
-or $RCD_TOKEN to --token: the arguments of a process are visible to every user of the
-machine (`ps`), for as long as attach runs.
-
-While the relay is unreachable attach retries with backoff and says so; messages typed
-meanwhile are sent once it is back. Exit status: 0 when you leave, 1 for an unknown
-session, a refused token or a configuration problem, 128+N on signal N.
-"""
+__all__ = ["Attach", "backoff"]
 
 T = TypeVar("T")
 
@@ -84,106 +40,6 @@ T = TypeVar("T")
 DOUBLE_CTRL_C = 2.0
 #: On leaving, messages and answers still being posted get this long to reach the relay.
 DRAIN_TIMEOUT = 5.0
-
-
-def add_attach_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``attach`` to ``rcd``'s subcommands (dispatch with :func:`run_attach`)."""
-    parser = subparsers.add_parser(
-        "attach",
-        help="follow a session in this terminal and talk to it",
-        description=DESCRIPTION,
-        epilog=KEYS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("session_id", metavar="SESSION_ID", help="the session, e.g. ses_9a1b...")
-    parser.add_argument("--relay", metavar="URL", help="the relay (default: see below)")
-    parser.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="PATH",
-        help="read the device token from the first line of PATH (keep it mode 0600)",
-    )
-    parser.add_argument(
-        "--token",
-        metavar="TOKEN",
-        help="a device token; every user of this machine can read it in `ps` while attach "
-        "runs, so prefer --token-file or $RCD_TOKEN (default: see below)",
-    )
-    parser.add_argument("--insecure-http", action="store_true", help=INSECURE_HTTP_HELP)
-    parser.add_argument("--ca-cert", type=Path, metavar="PATH", help=CA_CERT_HELP)
-
-
-def run_attach(args: argparse.Namespace) -> int:
-    """Run ``rcd attach`` with parsed ``args``; returns the exit status."""
-    try:
-        target = resolve_target(
-            args.relay,
-            args.token,
-            os.environ,
-            token_file=args.token_file,
-            insecure_http=args.insecure_http,
-        )
-        warn_insecure_http(target.relay)
-        verify = tls_context(args.ca_cert) if target.relay.startswith("https://") else True
-    except DaemonError as exc:
-        print(f"rcd attach: {exc}", file=sys.stderr)
-        return 1
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        # Agent output in a terminal that cannot show it: a "?" rather than a crash.
-        sys.stdout.reconfigure(errors="replace")
-    tty_out = sys.stdout.isatty()
-    interactive = tty_out and _isatty(0)
-    style = Style(color=tty_out and not os.environ.get("NO_COLOR") and _term() != "dumb")
-    console = Console(out=sys.stdout, interactive=interactive)
-    if target.source == "minted":
-        console.print(
-            [style.dim(f"created device token {target.token_name!r}; stored in {tokens_path()}")]
-        )
-    try:
-        with cbreak(0) if interactive else nullcontext():
-            try:
-                return trio.run(_attach, target, args.session_id, console, style, verify)
-            finally:
-                console.close()
-    except TokenRejected as exc:
-        print(f"rcd attach: {exc}{_token_hint(target)}", file=sys.stderr)
-    except DaemonError as exc:
-        print(f"rcd attach: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        return 130
-    return 1
-
-
-def _isatty(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
-def _term() -> str:
-    return os.environ.get("TERM", "")
-
-
-def _token_hint(target: Target) -> str:
-    if target.source in ("tokens.json", "minted"):
-        return (
-            f" (it is stored in {tokens_path()}: remove its entry for {target.relay}, "
-            "or pass --token)"
-        )
-    return " (create a new one with `rcd relay token create --name NAME` where the relay runs)"
-
-
-async def _attach(
-    target: Target,
-    session_id: str,
-    console: Console,
-    style: Style,
-    verify: ssl.SSLContext | bool = True,
-) -> int:
-    async with httpx.AsyncClient(timeout=15.0, verify=verify) as http:
-        api = SessionApi(http=http, relay=target.relay, token=target.token, session_id=session_id)
-        return await Attach(api=api, console=console, style=style).run()
 
 
 def backoff(attempt: int, cap: float) -> float:
@@ -502,15 +358,3 @@ class Attach:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
                 self._leave(128 + signum)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m daemon.attach SESSION_ID [--relay URL] [--token-file PATH] ...``."""
-    parser = argparse.ArgumentParser(prog="rcd")
-    add_attach_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["attach", *(sys.argv[1:] if argv is None else argv)])
-    return run_attach(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

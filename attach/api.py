@@ -19,9 +19,8 @@ import trio
 from httpx_sse import SSEError, aconnect_sse
 
 import wire
-
-from .errors import DaemonError, RelayRejected, RelayUnreachable
-from .transport import unreachable
+from daemon.errors import DaemonError, RelayRejected, RelayUnreachable
+from daemon.transport import unreachable
 
 __all__ = ["LogEntry", "NoSuchSession", "SessionApi", "TokenRejected", "parse_entry"]
 

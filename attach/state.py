@@ -11,7 +11,7 @@ import attrs
 
 import wire
 
-from .attach_api import LogEntry
+from .api import LogEntry
 
 __all__ = ["Gap", "SessionView"]
 

@@ -1,57 +1,26 @@
-"""The ``rcd`` command line (the other public contract; see ``docs/cli.md``)."""
+"""``rcd relay``: serve the relay, or administer its data directory (tokens, environments,
+sign-ins, pairing codes, login links).
+
+:func:`add_relay_parser` imports nothing heavy, so ``rcd --help`` does not load Starlette
+and Hypercorn; :func:`run_relay` loads the relay when the command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import sys
-from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
-import trio
+from common.argtypes import port, positive_seconds
+from common.dirs import data_dir
+from common.visible import visible
 
-from relay import RelayError
-
-from .attach import add_attach_parser, run_attach
-from .errors import DaemonError
-from .options import add_start_options, port, positive_seconds
-from .service import add_service_parser, run_service_command
-from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP
-from .visible import visible
-
-__all__ = ["build_parser", "main"]
-
-DESCRIPTION = """\
-rcd drives coding-agent sessions on this machine from a phone or any browser.
-
-  rcd start                 run the daemon here, with a relay embedded on 127.0.0.1
-  rcd start --relay URL     run the daemon against a relay you host (pair first)
-  rcd relay                 run a relay (the server phones and daemons connect to)
-  rcd status                show what the daemon serving this directory runs
-  rcd attach SESSION_ID     follow and drive a session from this terminal
-  rcd service install       run `rcd start` as a systemd user service or launchd agent
-"""
+__all__ = ["add_relay_parser", "run_relay"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rcd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    start = sub.add_parser(
-        "start",
-        help="run the daemon for a directory",
-        description="Register this directory with a relay and run agent sessions for it. "
-        "Without --relay (and none in ~/.config/rcd/config.toml) a relay runs embedded on "
-        "127.0.0.1 and a sign-in link is printed. Stops gracefully on SIGTERM/SIGINT; a "
-        "second signal forces.",
-    )
-    add_start_options(start)
-
-    relay = sub.add_parser(
+def add_relay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``relay`` and its subcommands to ``rcd``'s (dispatch with :func:`run_relay`)."""
+    relay = subparsers.add_parser(
         "relay",
         help="run a relay, or manage its tokens and codes",
         description="Run the relay server (Starlette on Hypercorn). It binds 127.0.0.1 unless told "
@@ -167,103 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     login = relay_sub.add_parser("login-link", help="print a one-time sign-in URL for a browser")
     data_dir_arg(login)
 
-    pair = sub.add_parser(
-        "pair",
-        help="pair this machine with a relay",
-        description="Exchange a one-time code (from `rcd relay pair-code`) for "
-        "this machine's environment credential, stored with mode 0600.",
-    )
-    pair.add_argument("relay_url", metavar="RELAY_URL")
-    pair.add_argument("code", metavar="CODE")
-    pair.add_argument("--insecure-http", action="store_true", help=INSECURE_HTTP_HELP)
-    pair.add_argument("--ca-cert", type=Path, metavar="PATH", help=CA_CERT_HELP)
-
-    add_service_parser(sub)
-    add_attach_parser(sub)
-
-    status = sub.add_parser("status", help="show the daemon serving a directory and its sessions")
-    status.add_argument("directory", nargs="?", default=".", type=Path, metavar="DIR")
-    status.add_argument("--json", action="store_true", help="print JSON")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "start":
-            return _start(args)
-        if args.command == "relay":
-            return _relay(args)
-        if args.command == "pair":
-            return _pair(args)
-        if args.command == "status":
-            return _status(args)
-        if args.command == "service":
-            return run_service_command(args)
-        if args.command == "attach":
-            return run_attach(args)
-    except DaemonError as exc:
-        print(f"rcd: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BaseExceptionGroup as group:
-        # Errors raised inside a nursery arrive wrapped; a user sees the sentence, not a trace.
-        inner = _single(group)
-        if isinstance(inner, DaemonError | RelayError):
-            print(f"rcd: {inner}", file=sys.stderr)
-            return 1
-        if isinstance(inner, KeyboardInterrupt):
-            return 130
-        raise
-    raise AssertionError(args.command)
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested single-member groups (or the group itself)."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _start(args: argparse.Namespace) -> int:
-    from .logs import configure_logging
-    from .paths import default_relay, state_dir
-    from .run import StartOptions, run_daemon
-
-    # On a terminal the daemon draws a live status screen; its logs go to a file then.
-    display = sys.stdout.isatty() and sys.stdin.isatty()
-    if display:
-        log_path = state_dir() / "daemon.log"
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log_file = log_path.open("a", encoding="utf-8")
-        print(f"rcd: logging to {log_path}")
-        configure_logging(verbose=args.verbose, file=log_file)
-    else:
-        configure_logging(verbose=args.verbose)
-    options = StartOptions(
-        directory=args.directory,
-        relay=args.relay or default_relay(),
-        name=args.name,
-        spawn=args.spawn,
-        capacity=args.capacity,
-        spare_worktrees=args.spare_worktrees,
-        agent=args.agent,
-        agent_bin=args.agent_bin,
-        outage_timeout=args.outage_timeout,
-        stop_timeout=args.stop_timeout,
-        relay_port=args.relay_port,
-        relay_data_dir=args.relay_data_dir,
-        insecure_http=args.insecure_http,
-        ca_cert=args.ca_cert,
-        verbose=args.verbose,
-    )
-    return trio.run(partial(run_daemon, options, display=display))
-
 
 def _trusted_proxy(text: str) -> str:
-    from relay.config import proxy_network
+    from .config import proxy_network
 
     try:
         proxy_network(text)
@@ -273,13 +148,14 @@ def _trusted_proxy(text: str) -> str:
 
 
 def _relay_data_dir(path: Path | None) -> Path:
-    from .paths import data_dir
-
     return path or data_dir() / "relay"
 
 
-def _relay(args: argparse.Namespace) -> int:
-    from relay import RelayError, admin
+def run_relay(args: argparse.Namespace) -> int:
+    """Run ``rcd relay`` (serve, or one admin subcommand) with parsed ``args``; returns the
+    exit status."""
+    from . import admin
+    from .errors import RelayError
 
     try:
         if args.relay_command is None:
@@ -334,7 +210,7 @@ def _relay(args: argparse.Namespace) -> int:
 
 def _sign_ins(args: argparse.Namespace, data: Path) -> int:
     """``rcd relay sign-ins list|revoke``; raises RelayError for the caller to report."""
-    from relay import admin
+    from . import admin
 
     if args.sign_ins_command == "list":
         sign_ins = admin.list_sign_ins(data)
@@ -371,9 +247,12 @@ def _when(ts: float | None) -> str:
 
 
 def _serve_relay(args: argparse.Namespace) -> int:
-    from relay import RelayConfig, serve_relay
+    import trio
 
-    from .logs import configure_logging
+    from common.logs import configure_logging
+
+    from .config import RelayConfig
+    from .server import serve_relay
 
     configure_logging(verbose=args.verbose)
     config = RelayConfig(
@@ -399,74 +278,4 @@ def _serve_relay(args: argparse.Namespace) -> int:
             nursery.cancel_scope.cancel()
 
     trio.run(serve)
-    return 0
-
-
-def _pair(args: argparse.Namespace) -> int:
-    import httpx
-
-    from .paths import save_credential
-    from .relay_client import RelayClient
-    from .run import machine_id
-    from .transport import check_relay_url, tls_context, warn_insecure_http
-
-    relay = check_relay_url(args.relay_url, insecure_http=args.insecure_http)
-    warn_insecure_http(relay)
-    verify = tls_context(args.ca_cert) if relay.startswith("https://") else True
-
-    async def pair() -> str:
-        async with httpx.AsyncClient(verify=verify) as http:
-            return await RelayClient(http=http, relay=relay).pair(args.code.strip(), machine_id())
-
-    credential = trio.run(pair)
-    path = save_credential(relay, credential)
-    print(f"paired {socket.gethostname()} with {relay}; credential stored in {path}")
-    print(f"run: rcd start --relay {relay}")
-    return 0
-
-
-def _status(args: argparse.Namespace) -> int:
-    from .control import query_control
-    from .paths import control_socket_path
-
-    path = control_socket_path(args.directory)
-
-    async def ask() -> dict[str, object]:
-        with trio.fail_after(5):
-            return await query_control(path, {"op": "status"})
-
-    try:
-        report = trio.run(ask)
-    except trio.TooSlowError:
-        raise DaemonError(f"the daemon at {path} did not answer within 5s") from None
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    env = report["environment"]
-    assert isinstance(env, dict)
-    sessions = report["sessions"]
-    assert isinstance(sessions, list)
-    # Titles (and every other string here) come from the network: shown, never interpreted.
-    v = visible
-    dot = "connected" if env["connected"] else "DISCONNECTED"
-    print(f"{v(str(env['name']))}  {dot} to {v(str(env['relay']))}")
-    print(
-        f"  {v(str(env['directory']))}  spawn={v(str(env['spawn']))}  "
-        f"{len(sessions)}/{env['capacity']} sessions"
-    )
-    for s in sessions:
-        where = v(str(s.get("branch") or s.get("cwd") or ""))
-        title = v(str(s.get("title") or "(untitled)"))
-        state = v(str(s["state"]))
-        print(f"  {v(str(s['id']))}  {state:<20} {title}  {where}  pid={s.get('pid')}")
-    uplink = report.get("uplink")
-    if isinstance(uplink, dict) and uplink.get("buffered_events"):
-        print(f"  {uplink['buffered_events']} events waiting to go up to the relay")
-    kept = report.get("kept_worktrees") or []
-    assert isinstance(kept, list)
-    if kept:
-        print("  kept worktrees (they hold work; rcd never deletes them):")
-    for k in kept:
-        reasons = v("; ".join(str(r) for r in k["reasons"]))
-        print(f"    {v(str(k['branch']))}  {v(str(k['path']))}: {reasons}")
     return 0

@@ -1,0 +1,49 @@
+"""``rcd start``: set up logging (to a file when the live status screen owns the terminal),
+then run the daemon in the foreground until a signal stops it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+
+import trio
+
+from common.logs import configure_logging
+
+from .paths import default_relay, state_dir
+from .run import StartOptions, run_daemon
+
+__all__ = ["run_start"]
+
+
+def run_start(args: argparse.Namespace) -> int:
+    """Run ``rcd start`` with parsed ``args``; returns the daemon's exit status."""
+    # On a terminal the daemon draws a live status screen; its logs go to a file then.
+    display = sys.stdout.isatty() and sys.stdin.isatty()
+    if display:
+        log_path = state_dir() / "daemon.log"
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_file = log_path.open("a", encoding="utf-8")
+        print(f"rcd: logging to {log_path}")
+        configure_logging(verbose=args.verbose, file=log_file)
+    else:
+        configure_logging(verbose=args.verbose)
+    options = StartOptions(
+        directory=args.directory,
+        relay=args.relay or default_relay(),
+        name=args.name,
+        spawn=args.spawn,
+        capacity=args.capacity,
+        spare_worktrees=args.spare_worktrees,
+        agent=args.agent,
+        agent_bin=args.agent_bin,
+        outage_timeout=args.outage_timeout,
+        stop_timeout=args.stop_timeout,
+        relay_port=args.relay_port,
+        relay_data_dir=args.relay_data_dir,
+        insecure_http=args.insecure_http,
+        ca_cert=args.ca_cert,
+        verbose=args.verbose,
+    )
+    return trio.run(partial(run_daemon, options, display=display))
