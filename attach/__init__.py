@@ -6,8 +6,9 @@ command runs.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports
 
 from .parser import add_attach_parser
 
@@ -20,10 +21,4 @@ _WHERE = {"Attach": ".client", "main": ".command", "run_attach": ".command"}
 __all__ = ["Attach", "add_attach_parser", "main", "run_attach"]
 
 
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(where, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
