@@ -32,8 +32,8 @@ def run_pair(args: argparse.Namespace) -> int:
     import trio
 
     from daemon.paths import save_credential
+    from daemon.registration import machine_id
     from daemon.relay_client import RelayClient
-    from daemon.run import machine_id
     from daemon.transport import check_relay_url, tls_context, warn_insecure_http
 
     relay = check_relay_url(args.relay_url, insecure_http=args.insecure_http)

@@ -26,47 +26,41 @@ def run_status(args: argparse.Namespace) -> int:
     """Run ``rcd status`` with parsed ``args``; raises ``DaemonError`` if no daemon answers."""
     import trio
 
+    import wire
     from daemon.control import query_control
     from daemon.paths import control_socket_path
 
     path = control_socket_path(args.directory)
 
-    async def ask() -> dict[str, object]:
+    async def ask() -> wire.StatusReport:
         with trio.fail_after(5):
-            return await query_control(path, {"op": "status"})
+            return await query_control(path, wire.ControlRequest(op="status"))
 
     try:
         report = trio.run(ask)
     except trio.TooSlowError:
         raise DaemonError(f"the daemon at {path} did not answer within 5s") from None
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(wire.encode(report), indent=2))
         return 0
-    env = report["environment"]
-    assert isinstance(env, dict)
-    sessions = report["sessions"]
-    assert isinstance(sessions, list)
+    env = report.environment
     # Titles (and every other string here) come from the network: shown, never interpreted.
     v = visible
-    dot = "connected" if env["connected"] else "DISCONNECTED"
-    print(f"{v(str(env['name']))}  {dot} to {v(str(env['relay']))}")
+    dot = "connected" if env.connected else "DISCONNECTED"
+    print(f"{v(env.name)}  {dot} to {v(env.relay)}")
     print(
-        f"  {v(str(env['directory']))}  spawn={v(str(env['spawn']))}  "
-        f"{len(sessions)}/{env['capacity']} sessions"
+        f"  {v(env.directory)}  spawn={v(env.spawn)}  "
+        f"{len(report.sessions)}/{env.capacity} sessions"
     )
-    for s in sessions:
-        where = v(str(s.get("branch") or s.get("cwd") or ""))
-        title = v(str(s.get("title") or "(untitled)"))
-        state = v(str(s["state"]))
-        print(f"  {v(str(s['id']))}  {state:<20} {title}  {where}  pid={s.get('pid')}")
-    uplink = report.get("uplink")
-    if isinstance(uplink, dict) and uplink.get("buffered_events"):
-        print(f"  {uplink['buffered_events']} events waiting to go up to the relay")
-    kept = report.get("kept_worktrees") or []
-    assert isinstance(kept, list)
-    if kept:
+    for s in report.sessions:
+        where = v(s.branch or s.cwd or "")
+        title = v(s.title or "(untitled)")
+        print(f"  {v(s.id)}  {v(s.state):<20} {title}  {where}  pid={s.pid}")
+    if report.uplink.buffered_events:
+        print(f"  {report.uplink.buffered_events} events waiting to go up to the relay")
+    if report.kept_worktrees:
         print("  kept worktrees (they hold work; rcd never deletes them):")
-    for k in kept:
-        reasons = v("; ".join(str(r) for r in k["reasons"]))
-        print(f"    {v(str(k['branch']))}  {v(str(k['path']))}: {reasons}")
+    for k in report.kept_worktrees:
+        reasons = v("; ".join(k.reasons))
+        print(f"    {v(k.branch or '')}  {v(k.path)}: {reasons}")
     return 0

@@ -13,8 +13,9 @@ from common.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .errors import ConfigError, DaemonError, NotPaired, RelayRejected, RelayUnreachable
+    from .options import StartOptions
     from .relay_client import RelayClient
-    from .run import StartOptions, run_daemon
+    from .run import Daemon, run_daemon
     from .supervisor import Supervisor, SupervisorStats
     from .uplink import Uplink, UplinkStats
 
@@ -26,7 +27,8 @@ _WHERE = {
     "RelayRejected": ".errors",
     "RelayUnreachable": ".errors",
     "RelayClient": ".relay_client",
-    "StartOptions": ".run",
+    "StartOptions": ".options",
+    "Daemon": ".run",
     "run_daemon": ".run",
     "Supervisor": ".supervisor",
     "SupervisorStats": ".supervisor",
@@ -36,6 +38,7 @@ _WHERE = {
 
 __all__ = [
     "ConfigError",
+    "Daemon",
     "DaemonError",
     "NotPaired",
     "RelayClient",

@@ -1,7 +1,9 @@
 """The control socket: a Unix socket (mode 0600) that ``rcd status`` talks to.
 
-One JSON object per line each way. Requests: ``{"op": "status"}``. The daemon opens no
-TCP listener; this socket is reachable only by the user who runs it.
+One JSON object per line each way: a :class:`wire.ControlRequest`, answered with a
+:class:`wire.StatusReport` (or ``{"error": {"code", "message"}}`` for a request it cannot
+read). The daemon opens no TCP listener; this socket is reachable only by the user who runs
+it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import Any, NoReturn
 import structlog
 import trio
 
+import wire
+
 from .errors import DaemonError
 
 __all__ = ["query_control", "serve_control"]
 
 log = structlog.get_logger("daemon.control")
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[wire.ControlRequest], wire.StatusReport]
 
 
 async def serve_control(
@@ -55,6 +59,7 @@ async def serve_control(
                 nursery.start_soon(_serve_one, stream, handler)
     finally:
         with trio.CancelScope(shield=True):
+            await listener.aclose()
             await trio.Path(path).unlink(missing_ok=True)
 
 
@@ -67,12 +72,13 @@ async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
                 if not chunk:
                     break
                 buf += chunk
+            reply: Any
             try:
-                request = json.loads(buf.split(b"\n", 1)[0] or b"{}")
-                if not isinstance(request, dict):
-                    raise ValueError("a request is a JSON object")
-                reply = handler(request)
-            except (ValueError, KeyError) as exc:
+                request: wire.ControlRequest = wire.decode_json(
+                    wire.ControlRequest, buf.split(b"\n", 1)[0] or b"{}"
+                )
+                reply = wire.encode(handler(request))
+            except (wire.DecodeError, ValueError) as exc:
                 reply = {"error": {"code": "bad_request", "message": str(exc)}}
             with contextlib.suppress(trio.BrokenResourceError):
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
@@ -88,13 +94,14 @@ async def _is_alive(path: Path) -> bool:
         return False
 
 
-async def query_control(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+async def query_control(path: Path, request: wire.ControlRequest) -> wire.StatusReport:
     """Send one request to the daemon at ``path``; raises :class:`DaemonError` if none runs
-    (the caller sets the deadline; a daemon that does not answer then is reported)."""
+    or its reply is not a status report (the caller sets the deadline; a daemon that does
+    not answer then is reported)."""
     try:
         stream = await trio.open_unix_socket(str(path))
         async with stream:
-            await stream.send_all(json.dumps(request).encode() + b"\n")
+            await stream.send_all(wire.encode_json(request).encode() + b"\n")
             buf = b""
             while b"\n" not in buf:
                 chunk = await stream.receive_some(65536)
@@ -109,6 +116,9 @@ async def query_control(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         reply = json.loads(buf)
     except ValueError:
         reply = None
-    if not isinstance(reply, dict):
-        raise DaemonError("the daemon sent a reply rcd does not understand")
-    return reply
+    if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
+        raise DaemonError(f"the daemon refused the request: {reply['error'].get('message')}")
+    try:
+        return wire.decode(wire.StatusReport, reply)
+    except wire.DecodeError as exc:
+        raise DaemonError(f"the daemon sent a reply rcd does not understand ({exc})") from None

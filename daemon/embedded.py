@@ -11,12 +11,15 @@ database). Imported only in embedded mode.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import httpx
 import trio
 
-from relay import SqliteStorage
+from relay import RelayConfig, SqliteStorage, serve_relay
+from relay.admin import create_login_link
 from relay.auth import hash_secret
 from relay.errors import RelayError
 from relay.server import read_relay_url
@@ -24,12 +27,16 @@ from relay.server import read_relay_url
 from .errors import DaemonError
 from .paths import data_dir, directory_key, load_embedded_credential, save_embedded_credential
 
+if TYPE_CHECKING:
+    from .options import StartOptions
+
 __all__ = [
     "default_relay_dir",
     "embedded_credential",
     "port_taken_message",
     "relay_dir_for",
     "relay_serving",
+    "start_embedded_relay",
 ]
 
 
@@ -109,3 +116,30 @@ async def embedded_credential(storage: SqliteStorage, relay_dir: Path, machine: 
     credential = await storage.create_environment_credential(machine)
     await trio.to_thread.run_sync(save_embedded_credential, relay_dir, credential)
     return credential
+
+
+async def start_embedded_relay(
+    root: trio.Nursery, options: StartOptions, out: TextIO, machine: str
+) -> tuple[str, str, str]:
+    """Start the relay in this process on 127.0.0.1 (on a data dir no other relay serves),
+    get this machine's credential (the same at every start) and a sign-in link; returns
+    (relay URL, credential, link)."""
+    relay_dir, note = await relay_dir_for(
+        options.directory.resolve(), options.relay_data_dir, options.relay_port
+    )
+    if note is not None:
+        print(f"rcd: {note}", file=out)
+    config = RelayConfig(host="127.0.0.1", port=options.relay_port, data_dir=relay_dir)
+    try:
+        running = await root.start(serve_relay, config)
+    except RelayError as exc:
+        if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EADDRINUSE:
+            raise DaemonError(port_taken_message(options.relay_port)) from exc
+        raise
+    credential = await embedded_credential(running.storage, relay_dir, machine)
+    link = await trio.to_thread.run_sync(
+        lambda: create_login_link(relay_dir, public_url=running.url)
+    )
+    print(f"rcd: relay running at {running.url} (embedded, loopback only)", file=out)
+    print(f"rcd: sign in from a browser on this machine: {link}", file=out, flush=True)
+    return running.url, credential, link

@@ -1,23 +1,36 @@
-"""The options of ``rcd start``, defined once: ``rcd start`` and ``rcd service install``
-accept exactly the same ones, and a service renders them back into its command line."""
+"""The options of ``rcd start``, defined once.
+
+:class:`StartOptions` is the one source: each field is an option, with its flag, help,
+default, parser and how a service writes it back (:func:`option`). ``rcd start`` and
+``rcd service install`` build their parsers from it (:func:`add_start_options`), ``rcd
+start`` reads the parsed arguments into it (:meth:`StartOptions.from_args`), and a service
+renders them back into its command line (:func:`start_args`).
+
+Adding an option to ``rcd start`` is one field here, plus the code that uses it (and its line
+in docs/cli.md): the parsers, the service files and the daemon's options follow.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Self
 
 import attrs
 
 from common.argtypes import count, port, positive_int, positive_seconds, seconds
+from common.options import Option, add_options, option, option_words, options_of
 
 from .paths import normalise_relay_url
 from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP, check_relay_url
 
+if TYPE_CHECKING:
+    import wire
+
 __all__ = [
     "START_OPTIONS",
     "StartOption",
+    "StartOptions",
     "add_start_options",
     "count",
     "port",
@@ -43,62 +56,49 @@ def _executable(value: str) -> str:
 
 
 @attrs.frozen(kw_only=True)
-class StartOption:
-    """One option of ``rcd start``: how argparse reads it and how a service passes it on."""
+class StartOptions:
+    """Everything ``rcd start`` is told: ``DIR`` and one field per option."""
 
-    flags: tuple[str, ...]
-    help: str
-    default: Any = None
-    parse: Callable[[str], Any] | None = None
-    choices: tuple[str, ...] | None = None
-    metavar: str | None = None
-    store_true: bool = False
-    always: bool = False
-    """Written into the service even at its default (the service's stop deadline uses it)."""
-    render: Callable[[Any], str] = str
-
-    @property
-    def dest(self) -> str:
-        return self.flags[0].removeprefix("--").replace("-", "_")
-
-
-START_OPTIONS: tuple[StartOption, ...] = (
-    StartOption(
-        flags=("--relay",),
+    directory: Path = Path(".")
+    relay: str | None = option(
+        "--relay",
         metavar="URL",
         help="relay to register with (pair first: rcd pair)",
         render=normalise_relay_url,
-    ),
-    StartOption(
-        flags=("--insecure-http",),
+    )
+    #: Allow plain ``http://`` to a relay that is not on this machine (warned at each start).
+    insecure_http: bool = option(
+        "--insecure-http",
         store_true=True,
         help="with --relay (or relay in config.toml): " + INSECURE_HTTP_HELP,
-    ),
-    StartOption(
-        flags=("--ca-cert",),
+    )
+    #: CA certificates (PEM) trusted for the relay's TLS certificate, besides the usual ones.
+    ca_cert: Path | None = option(
+        "--ca-cert",
         parse=Path,
         metavar="PATH",
         help="with an https:// relay: " + CA_CERT_HELP,
         render=_absolute,
-    ),
-    StartOption(
-        flags=("--name",), help="environment name shown in the app (default: DIR@hostname)"
-    ),
-    StartOption(
-        flags=("--spawn",),
+    )
+    name: str | None = option(
+        "--name", help="environment name shown in the app (default: DIR@hostname)"
+    )
+    spawn: wire.Spawn = option(
+        "--spawn",
         choices=("same-dir", "worktree"),
         default="same-dir",
         help="where sessions run (default: same-dir)",
-    ),
-    StartOption(
-        flags=("--capacity",),
+    )
+    capacity: int = option(
+        "--capacity",
         parse=positive_int,
         default=32,
         metavar="N",
         help="most sessions at once; more are refused with at_capacity (default: 32)",
-    ),
-    StartOption(
-        flags=("--spare-worktrees",),
+    )
+    #: Spare worktrees kept ready (``--spawn worktree``); None: as many as the capacity.
+    spare_worktrees: int | None = option(
+        "--spare-worktrees",
         parse=count,
         metavar="N",
         help=(
@@ -107,52 +107,63 @@ START_OPTIONS: tuple[StartOption, ...] = (
             " CPU priority, never more than a quarter of the free disk; 0 = none"
             " (default: the capacity)"
         ),
-    ),
-    StartOption(
-        flags=("--agent",),
-        default="claude",
-        choices=("claude",),
-        help="agent to run (default: claude)",
-    ),
-    StartOption(
-        flags=("--agent-bin",),
+    )
+    agent: str = option(
+        "--agent", default="claude", choices=("claude",), help="agent to run (default: claude)"
+    )
+    agent_bin: str | None = option(
+        "--agent-bin",
         metavar="PATH",
         help="the agent's executable (default: found on PATH)",
         render=_executable,
-    ),
-    StartOption(
-        flags=("--outage-timeout",),
+    )
+    outage_timeout: float = option(
+        "--outage-timeout",
         parse=seconds,
         default=600.0,
         metavar="S",
         help="exit non-zero after the relay is unreachable this long; 0 = never (default: 600)",
         render=_format_seconds,
-    ),
-    StartOption(
-        flags=("--stop-timeout",),
+    )
+    stop_timeout: float = option(
+        "--stop-timeout",
         parse=seconds,
         default=10.0,
         metavar="S",
         help="deadline for ending every session on stop (default: 10)",
         render=_format_seconds,
         always=True,
-    ),
-    StartOption(
-        flags=("--relay-port",),
+    )
+    relay_port: int = option(
+        "--relay-port",
         parse=port,
         default=7878,
         metavar="PORT",
         help="port of the embedded relay (default: 7878; 0 picks a free one)",
-    ),
-    StartOption(
-        flags=("--relay-data-dir",),
+    )
+    relay_data_dir: Path | None = option(
+        "--relay-data-dir",
         parse=Path,
         metavar="DIR",
         help="data directory of the embedded relay (default: ~/.local/share/rcd/relay)",
         render=_absolute,
-    ),
-    StartOption(flags=("--verbose", "-v"), store_true=True, help="log more"),
-)
+    )
+    verbose: bool = option("--verbose", "-v", store_true=True, help="log more")
+
+    @property
+    def spares(self) -> int:
+        """Spare worktrees to keep ready: ``--spare-worktrees``, else the capacity."""
+        return self.capacity if self.spare_worktrees is None else self.spare_worktrees
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        """The options parsed by a parser :func:`add_start_options` built."""
+        values = {o.dest: getattr(args, o.dest) for o in options_of(cls)}
+        return cls(directory=args.directory, **values)
+
+
+START_OPTIONS: tuple[Option, ...] = options_of(StartOptions)
+StartOption = Option
 
 
 def add_start_options(parser: argparse.ArgumentParser) -> None:
@@ -165,38 +176,15 @@ def add_start_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the project directory (default: the current one)",
     )
-    for option in START_OPTIONS:
-        if option.store_true:
-            parser.add_argument(*option.flags, action="store_true", help=option.help)
-            continue
-        kwargs: dict[str, Any] = {"help": option.help}
-        if option.default is not None:
-            kwargs["default"] = option.default
-        if option.parse is not None:
-            kwargs["type"] = option.parse
-        if option.choices is not None:
-            kwargs["choices"] = list(option.choices)
-        if option.metavar is not None:
-            kwargs["metavar"] = option.metavar
-        parser.add_argument(*option.flags, **kwargs)
+    add_options(parser, START_OPTIONS)
 
 
 def start_args(args: argparse.Namespace) -> list[str]:
     """The start options in ``args`` as ``--flag=value`` words (not ``start``, not DIR).
 
-    Options left at their default are omitted, except those marked ``always``. The
-    ``--flag=value`` form keeps a value that starts with '-' from reading as an option.
     Raises :class:`ConfigError` for a value ``rcd start`` would refuse (a bad relay URL,
     plain HTTP to another machine without ``--insecure-http``).
     """
     if getattr(args, "relay", None):
         check_relay_url(args.relay, insecure_http=bool(getattr(args, "insecure_http", False)))
-    words: list[str] = []
-    for option in START_OPTIONS:
-        value = getattr(args, option.dest)
-        if option.store_true:
-            if value:
-                words.append(option.flags[0])
-        elif value is not None and (option.always or value != option.default):
-            words.append(f"{option.flags[0]}={option.render(value)}")
-    return words
+    return option_words(args, START_OPTIONS)

@@ -7,12 +7,14 @@ import argparse
 import sys
 from functools import partial
 
+import attrs
 import trio
 
 from common.logs import configure_logging
 
+from .options import StartOptions
 from .paths import default_relay, state_dir
-from .run import StartOptions, run_daemon
+from .run import run_daemon
 
 __all__ = ["run_start"]
 
@@ -29,21 +31,7 @@ def run_start(args: argparse.Namespace) -> int:
         configure_logging(verbose=args.verbose, file=log_file)
     else:
         configure_logging(verbose=args.verbose)
-    options = StartOptions(
-        directory=args.directory,
-        relay=args.relay or default_relay(),
-        name=args.name,
-        spawn=args.spawn,
-        capacity=args.capacity,
-        spare_worktrees=args.spare_worktrees,
-        agent=args.agent,
-        agent_bin=args.agent_bin,
-        outage_timeout=args.outage_timeout,
-        stop_timeout=args.stop_timeout,
-        relay_port=args.relay_port,
-        relay_data_dir=args.relay_data_dir,
-        insecure_http=args.insecure_http,
-        ca_cert=args.ca_cert,
-        verbose=args.verbose,
-    )
+    options = StartOptions.from_args(args)
+    if options.relay is None:
+        options = attrs.evolve(options, relay=default_relay())
     return trio.run(partial(run_daemon, options, display=display))

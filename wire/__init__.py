@@ -1,4 +1,4 @@
-"""Types that cross the network, with one cattrs converter.
+"""Types that cross the network (and the daemon's control socket), with one cattrs converter.
 
 Import from here: ``from wire import Event, decode, StartSession``.
 """
@@ -16,6 +16,16 @@ from .api import (
     SessionInfo,
     ShownSessionState,
     SignInInfo,
+)
+from .control import (
+    ControlRequest,
+    EnvironmentStatus,
+    KeptWorktreeStatus,
+    ProcessStatus,
+    SessionStatus,
+    SpareWorktreesStatus,
+    StatusReport,
+    UplinkStatus,
 )
 from .converter import converter, decode, decode_json, encode, encode_json
 from .errors import DecodeError, WireError
@@ -76,6 +86,14 @@ from .protocol import (
 )
 
 __all__ = [
+    "UplinkStatus",
+    "StatusReport",
+    "SpareWorktreesStatus",
+    "SessionStatus",
+    "ProcessStatus",
+    "KeptWorktreeStatus",
+    "EnvironmentStatus",
+    "ControlRequest",
     "EVENT_KINDS",
     "KEEPALIVE_INTERVAL",
     "MAX_EVENTS_PER_BATCH",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -109,13 +111,24 @@ def test_a_socket_path_too_long_is_refused_clearly(
         control_socket_path(tmp_path)
 
 
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="rcd-rt-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a directory to another user")
 async def test_a_daemon_runs_and_answers_when_another_user_took_its_tmp_dir(
-    tmp_path: Path,
+    short_tmp_path: Path,
 ) -> None:
     """The real daemon and `rcd status`, with no XDG_RUNTIME_DIR and /tmp/rcd-<uid> made by
     another user: both use the private fallback, and the other user's directory stays
     untouched (nothing created in it)."""
+    # (The fallback lives in HOME: pytest's own tmp paths grow past a socket path's 108 bytes.)
+    tmp_path = short_tmp_path
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     tmp.chmod(0o1777)

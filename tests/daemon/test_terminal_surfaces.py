@@ -46,6 +46,8 @@ async def test_hostile_titles_and_output_are_shown_escaped_everywhere(tmp_path: 
             async with running as (process, master):
                 buf = bytearray()
                 await read_until(master, buf, "q: stop")
+                # The screen is up before the link: sessions can start once it says so.
+                await read_until(master, buf, "● connected")
                 [environment] = await relay.environments()
                 r = await relay.create_session(environment["id"], prompt=PROMPT, title=TITLE)
                 assert r.status_code == 201, r.text

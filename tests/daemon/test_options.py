@@ -1,0 +1,73 @@
+"""``rcd start``'s options have one source, :class:`daemon.options.StartOptions`: a new
+option is one field there, and the parsers, the daemon's options and the service files
+follow without another line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import attrs
+
+import cli
+from common.options import add_options, option, option_words, options_of
+from daemon.options import START_OPTIONS, StartOptions, add_start_options
+
+
+def _start_parser() -> argparse.ArgumentParser:
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices["start"]
+    assert isinstance(parser, argparse.ArgumentParser)
+    return parser
+
+
+def test_every_field_but_the_directory_is_an_option_of_rcd_start() -> None:
+    fields = [f.name for f in attrs.fields(StartOptions)]
+    assert fields[0] == "directory"
+    assert [o.dest for o in START_OPTIONS] == fields[1:]
+    flags = {a.dest: a for a in _start_parser()._actions}
+    for spec in START_OPTIONS:
+        assert flags[spec.dest].option_strings == list(spec.flags)
+        # The field's default is the parser's: written once.
+        field_default = attrs.fields_dict(StartOptions)[spec.dest].default
+        assert flags[spec.dest].default == field_default
+
+
+def test_parsed_arguments_become_the_daemons_options() -> None:
+    args = _start_parser().parse_args(
+        ["--capacity", "5", "--spawn", "worktree", "--stop-timeout", "2.5", "-v", "proj"]
+    )
+    options = StartOptions.from_args(args)
+    assert options == StartOptions(
+        directory=Path("proj"), capacity=5, spawn="worktree", stop_timeout=2.5, verbose=True
+    )
+    assert options.spares == 5
+    assert StartOptions.from_args(_start_parser().parse_args([])) == StartOptions()
+
+
+def test_a_new_option_is_one_field() -> None:
+    """What the next option of ``rcd start`` will be: a field, and nothing else changes."""
+
+    @attrs.frozen(kw_only=True)
+    class WithOneMore(StartOptions):
+        sandbox: bool = option("--sandbox", store_true=True, help="run agents in a sandbox")
+        sandbox_profile: str | None = option("--sandbox-profile", metavar="NAME", help="which")
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("directory", type=Path)
+    add_options(parser, options_of(WithOneMore))
+    args = parser.parse_args(["--sandbox", "--sandbox-profile=-strict", "--capacity=4", "."])
+    # The daemon's options carry it ...
+    options = WithOneMore.from_args(args)
+    assert options.sandbox and options.sandbox_profile == "-strict" and options.capacity == 4
+    # ... and a service runs it again, word for word (a value starting with '-' included).
+    words = option_words(args, options_of(WithOneMore))
+    assert words == ["--capacity=4", "--stop-timeout=10", "--sandbox", "--sandbox-profile=-strict"]
+    assert WithOneMore.from_args(parser.parse_args([*words, "."])) == options
+
+
+def test_the_service_parser_takes_the_same_options() -> None:
+    ours = argparse.ArgumentParser()
+    add_start_options(ours)
+    theirs = {a.dest: (a.option_strings, a.default) for a in _start_parser()._actions}
+    assert {a.dest: (a.option_strings, a.default) for a in ours._actions} == theirs
