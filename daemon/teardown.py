@@ -96,6 +96,6 @@ class Teardown:
             except (RelayUnreachable, RelayRejected) as exc:
                 log.warning("goodbye_failed", error=str(exc))
         # 4. Clean worktrees stay for the next start to recycle.
-        if supervisor.recycles_left:
-            log.info("worktrees_left_to_next_start", worktrees=supervisor.recycles_left)
+        if supervisor.worktrees.recycles_left:
+            log.info("worktrees_left_to_next_start", worktrees=supervisor.worktrees.recycles_left)
         log.info("stopped")
