@@ -15,9 +15,16 @@ it has no uncommitted changes, no untracked files and no commits on a detached H
 branch is deleted only once its directory is gone and ``git rev-list --count base..branch``
 is 0. Nothing is ever deleted at start: :meth:`Worktrees.leftovers` only reports.
 
-Creations and releases on one repository are serialised by one :class:`trio.Lock` per
-repository (keyed by its common git directory), shared by every manager of it in this
-process; a collision with another process is detected from git's refusal and retried.
+What changes git's records (registering a worktree and its branch, removing them) is
+serialised by one :class:`trio.Lock` per repository (keyed by its common git directory),
+shared by every manager of it in this process; the checkout of a new worktree's files runs
+outside it, several at once (as many as there are cores). A collision with another process
+is detected from git's refusal and retried.
+
+(Over 400 lines on purpose: :class:`Worktrees` is the one place that may add, restore or
+remove a worktree, and its steps share one lock and one undo path; split apart, the safety
+rules above would be checked in several files. Reading git's state lives in
+:mod:`worktrees.gitread`, spares in :mod:`worktrees.pool`.)
 """
 
 from __future__ import annotations
