@@ -48,6 +48,8 @@ def run_status(args: argparse.Namespace) -> int:
     v = visible
     dot = "connected" if env.connected else "DISCONNECTED"
     print(f"{v(env.name)}  {dot} to {v(env.relay)}")
+    if not env.connected and report.link.last_error:
+        print(f"  last error: {v(report.link.last_error)}")
     print(
         f"  {v(env.directory)}  spawn={v(env.spawn)}  "
         f"{len(report.sessions)}/{env.capacity} sessions"

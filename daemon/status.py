@@ -34,13 +34,14 @@ def status_report(
 ) -> wire.StatusReport:
     stats = supervisor.statistics()
     sent = uplink.statistics()
+    down = link.statistics()
     spares = stats.spares
     return wire.StatusReport(
         environment=wire.EnvironmentStatus(
             id=me.environment_id,
             name=me.name,
             relay=me.relay,
-            connected=link.connected,
+            connected=down.connected,
             spawn=stats.spawn,
             capacity=stats.capacity,
             directory=me.directory,
@@ -51,6 +52,7 @@ def status_report(
             )
             for s in stats.sessions
         ],
+        link=wire.LinkStatus(connects=down.connects, last_error=down.last_error),
         uplink=wire.UplinkStatus(
             buffered_events=sent.buffered_events,
             batches=sent.batches_sent,

@@ -21,6 +21,7 @@ from .control import (
     ControlRequest,
     EnvironmentStatus,
     KeptWorktreeStatus,
+    LinkStatus,
     ProcessStatus,
     SessionStatus,
     SpareWorktreesStatus,
@@ -86,6 +87,7 @@ from .protocol import (
 )
 
 __all__ = [
+    "LinkStatus",
     "UplinkStatus",
     "StatusReport",
     "SpareWorktreesStatus",

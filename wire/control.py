@@ -18,6 +18,7 @@ __all__ = [
     "ControlRequest",
     "EnvironmentStatus",
     "KeptWorktreeStatus",
+    "LinkStatus",
     "ProcessStatus",
     "SessionStatus",
     "SpareWorktreesStatus",
@@ -54,6 +55,14 @@ class SessionStatus:
     cwd: str | None
     branch: str | None
     pid: int | None
+
+
+@attrs.frozen(kw_only=True)
+class LinkStatus:
+    """The downlink: how often it (re)connected, and why it last went down."""
+
+    connects: int
+    last_error: str | None
 
 
 @attrs.frozen(kw_only=True)
@@ -102,6 +111,7 @@ class StatusReport:
 
     environment: EnvironmentStatus
     sessions: list[SessionStatus]
+    link: LinkStatus
     uplink: UplinkStatus
     process: ProcessStatus
     kept_worktrees: list[KeptWorktreeStatus]

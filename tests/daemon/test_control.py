@@ -28,6 +28,7 @@ REPORT = wire.StatusReport(
             id="ses_1", title=None, state="idle", cwd="/src/box", branch=None, pid=42
         )
     ],
+    link=wire.LinkStatus(connects=1, last_error=None),
     uplink=wire.UplinkStatus(
         buffered_events=0, batches=3, requests=2, batches_on_open_requests=1, failures=0
     ),

@@ -62,6 +62,7 @@ async def test_status_shows_the_connected_environment_and_its_sessions(
     process = status["process"]
     assert process["tasks"] > 5 and process["open_files"] > 3 and process["children"] == 1
     assert process["rss_kib"] > 10_000
+    assert status["link"] == {"connects": 1, "last_error": None}
     assert isinstance(session["pid"], int)
     human = await rcd(daemon.env, "status", str(project))
     assert b"box" in human.stdout and session_id.encode() in human.stdout
