@@ -24,9 +24,6 @@ from daemon.transport import rejection, unreachable
 
 __all__ = ["LogEntry", "NoSuchSession", "SessionApi", "TokenRejected", "parse_entry"]
 
-#: The relay sends a keep-alive comment after 15 s of silence; three missed ones mean the
-#: stream is dead even if TCP has not noticed (a laptop that slept, a NAT that forgot us).
-STREAM_READ_TIMEOUT = 45.0
 #: Most events one ``GET .../events`` returns (the relay's cap).
 PAGE = 1000
 
@@ -159,7 +156,9 @@ class SessionApi:
         connection fails or goes silent. ``on_open`` is called once the relay accepted it.
         """
         headers = {**self._headers(), "Last-Event-ID": str(after)}
-        timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT)
+        # Three keep-alives missed: the stream is dead even if TCP has not noticed (a laptop
+        # that slept, a NAT that forgot us).
+        timeout = httpx.Timeout(self.timeout, read=wire.STREAM_READ_TIMEOUT)
         try:
             async with aconnect_sse(
                 self.http, "GET", self._base + "/events", headers=headers, timeout=timeout
