@@ -20,13 +20,10 @@ from httpx_sse import SSEError, aconnect_sse
 
 import wire
 from daemon.errors import DaemonError, RelayRejected, RelayUnreachable
-from daemon.transport import unreachable
+from daemon.transport import rejection, unreachable
 
 __all__ = ["LogEntry", "NoSuchSession", "SessionApi", "TokenRejected", "parse_entry"]
 
-#: The relay sends a keep-alive comment after 15 s of silence; three missed ones mean the
-#: stream is dead even if TCP has not noticed (a laptop that slept, a NAT that forgot us).
-STREAM_READ_TIMEOUT = 45.0
 #: Most events one ``GET .../events`` returns (the relay's cap).
 PAGE = 1000
 
@@ -122,22 +119,18 @@ class SessionApi:
         return response.json() if response.content else None
 
     def _raise_for_error(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
+        """Raise what an error answer means to ``rcd attach`` (its body must be read)."""
+        error = rejection(response)
+        if error is None:
             return
-        code, message = "http_error", response.reason_phrase or "error"
-        try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            pass
-        if response.status_code == 401:
+        if error.status == 401:
             raise TokenRejected(self.relay)
-        if response.status_code == 404 and code == "not_found":
+        if error.status == 404 and error.code == "not_found":
             raise NoSuchSession(self.session_id, self.relay)
-        if response.status_code >= 500:
+        if error.status >= 500:
             # A proxy in front of a relay that is down (502-504), or a relay bug: retry.
-            raise RelayUnreachable(self.relay, f"HTTP {response.status_code} ({message})")
-        raise RelayRejected(response.status_code, code, message)
+            raise RelayUnreachable(self.relay, f"HTTP {error.status} ({error.message})")
+        raise error
 
     async def session(self) -> wire.SessionInfo:
         data = await self._call("GET", "")
@@ -163,7 +156,9 @@ class SessionApi:
         connection fails or goes silent. ``on_open`` is called once the relay accepted it.
         """
         headers = {**self._headers(), "Last-Event-ID": str(after)}
-        timeout = httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT)
+        # Three keep-alives missed: the stream is dead even if TCP has not noticed (a laptop
+        # that slept, a NAT that forgot us).
+        timeout = httpx.Timeout(self.timeout, read=wire.STREAM_READ_TIMEOUT)
         try:
             async with aconnect_sse(
                 self.http, "GET", self._base + "/events", headers=headers, timeout=timeout

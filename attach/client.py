@@ -14,7 +14,6 @@ The command itself (options, terminal set-up) is :mod:`.command`.
 from __future__ import annotations
 
 import math
-import random
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ import attrs
 import trio
 
 import wire
+from common.backoff import equal_jitter
 from daemon.errors import CertificateRejected, DaemonError, RelayRejected, RelayUnreachable
 
 from .api import PAGE, LogEntry, NoSuchSession, SessionApi, TokenRejected
@@ -32,7 +32,7 @@ from .render import Style, clean, render_entry, render_header
 from .state import Gap, SessionView
 from .term import Console, CtrlC, EndOfInput, Submit, keys
 
-__all__ = ["Attach", "backoff"]
+__all__ = ["Attach"]
 
 T = TypeVar("T")
 
@@ -40,12 +40,8 @@ T = TypeVar("T")
 DOUBLE_CTRL_C = 2.0
 #: On leaving, messages and answers still being posted get this long to reach the relay.
 DRAIN_TIMEOUT = 5.0
-
-
-def backoff(attempt: int, cap: float) -> float:
-    """Exponential backoff with jitter: 0.25-0.5 s after the first failure, up to ``cap``."""
-    delay: float = min(cap, 0.5 * 2.0 ** (attempt - 1))
-    return delay / 2 + random.uniform(0, delay / 2)
+#: The first retry waits 0.25-0.5 s, each next one up to twice as long (up to the cap).
+BACKOFF_BASE = 0.25
 
 
 @attrs.define(eq=False)
@@ -147,10 +143,13 @@ class Attach:
                 detail = str(exc)
             self.connected = False
             attempt += 1
-            delay = backoff(attempt, self.backoff_cap)
+            delay = self._backoff(attempt)
             self._say(self.style.yellow(f"reconnecting… ({detail}); next try in {delay:.1f}s"))
             self._refresh()
             await trio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        return equal_jitter(attempt, base=BACKOFF_BASE, cap=self.backoff_cap)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
@@ -161,7 +160,7 @@ class Attach:
                 raise  # waiting will not make the certificate trusted
             except RelayUnreachable as exc:
                 attempt += 1
-                delay = backoff(attempt, self.backoff_cap)
+                delay = self._backoff(attempt)
                 self._say(
                     self.style.yellow(
                         f"cannot reach the relay at {self.api.relay} ({exc.detail}); "
@@ -318,7 +317,7 @@ class Attach:
                 return
             except RelayUnreachable:
                 attempt += 1
-                await trio.sleep(backoff(attempt, self.backoff_cap))
+                await trio.sleep(self._backoff(attempt))
             except RelayRejected as exc:
                 self.view.pending_messages.pop(message_id, None)
                 self._say(self.style.red(f"message not sent: {exc.message}"))
@@ -335,7 +334,7 @@ class Attach:
                 return
             except RelayUnreachable:
                 attempt += 1
-                await trio.sleep(backoff(attempt, self.backoff_cap))
+                await trio.sleep(self._backoff(attempt))
             except RelayRejected as exc:
                 if exc.code != "permission_already_resolved":
                     self.view.answered.discard(request.request_id)

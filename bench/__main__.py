@@ -305,7 +305,7 @@ def _failed(name: str, exc: Exception) -> Section:
     problems = []
     for leaf in _leaves(exc):
         where = traceback.extract_tb(leaf.__traceback__)
-        ours = [f for f in where if "/bench/" in f.filename or "/tests/" in f.filename]
+        ours = [f for f in where if "/bench/" in f.filename or "/testkit/" in f.filename]
         at = f" (at {Path(ours[-1].filename).name}:{ours[-1].lineno})" if ours else ""
         text = " ".join(str(leaf).split())
         if len(text) > 600:  # the start says what, the end what was last seen

@@ -32,8 +32,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from tests.fakes import claude_env, find_claude
-from tests.harness import Daemon, Relay, processes_in, start_daemon, start_relay
+from testkit.fakes import claude_env, find_claude
+from testkit.harness import Daemon, Relay, processes_in, start_daemon, start_relay
 
 from .real_cli import _bare, _bare_fresh, _BareCli, _start_fake_api
 from .relay_scale import EventFeed

@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from tests.harness import start_daemon, start_relay
+from testkit.harness import start_daemon, start_relay
 
 from .relay_scale import _Chunked
 from .stats import (

@@ -1,8 +1,8 @@
 """The real ``claude`` CLI through rcd, against the same CLI driven bare, in the same run.
 
-Both talk to the scripted fake Messages API (``tests/fakes/messages_api.py``), which runs in
+Both talk to the scripted fake Messages API (``testkit/fakes/messages_api.py``), which runs in
 its own process so that neither side's event loop serves the model too. The pinned CLI is
-``node_modules/.bin/claude`` (``tests.fakes.find_claude``); every side runs it with exactly
+``node_modules/.bin/claude`` (``testkit.fakes.find_claude``); every side runs it with exactly
 the arguments rcd's adapter uses (``spawn.ClaudeCode.argv``) and the same kind of
 environment (``claude_env`` inside a throwaway home).
 
@@ -43,8 +43,8 @@ import trio
 
 from relay import admin
 from spawn import ClaudeCode
-from tests.fakes import claude_env, find_claude
-from tests.harness import Relay, home_env, start_daemon
+from testkit.fakes import claude_env, find_claude
+from testkit.harness import Relay, home_env, start_daemon
 
 from .relay_scale import (
     EventFeed,
@@ -87,11 +87,11 @@ class RealCliResult:
 
 
 async def _start_fake_api(root: Path) -> tuple[trio.Process, str]:
-    """``python -m tests.fakes.messages_api --port 0`` in its own process; (process, URL)."""
+    """``python -m testkit.fakes.messages_api --port 0`` in its own process; (process, URL)."""
     log_path = root / "fake-api.log"
     with log_path.open("wb") as log_file:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.fakes.messages_api", "--port", "0"],
+            [sys.executable, "-m", "testkit.fakes.messages_api", "--port", "0"],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=str(REPO),

@@ -26,8 +26,8 @@ import attrs
 import httpx
 import trio
 
-from tests.harness import Daemon, Relay, start_daemon, start_relay
-from tests.sse import SSEReader, sse
+from testkit.harness import Daemon, Relay, start_daemon, start_relay
+from testkit.sse import SSEReader, sse
 
 from .stats import Figure, cpu_seconds
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from tests.harness import Relay, start_daemon, start_relay
+from testkit.harness import Relay, start_daemon, start_relay
 from worktrees.gitproc import git_env
 
 from .relay_scale import EventFeed

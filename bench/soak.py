@@ -16,8 +16,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from daemon.procstats import ProcessStats, process_stats
-from tests.fakes.flaky_proxy import FlakyProxy
-from tests.harness import Relay, start_daemon, start_relay
+from testkit.fakes.flaky_proxy import FlakyProxy
+from testkit.harness import Relay, start_daemon, start_relay
 
 __all__ = ["SoakResult", "soak"]
 

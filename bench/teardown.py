@@ -1,7 +1,7 @@
 """Teardown: SIGTERM to exit of a daemon with 1 and with N live, busy sessions.
 
 Each trial starts a relay on loopback and a real ``rcd start`` process with the stand-in
-agent (``tests/fakes/tiny_agent.py``, which answers instantly and honours interrupts, so
+agent (``testkit/fakes/tiny_agent.py``, which answers instantly and honours interrupts, so
 this measures rcd and not a model), starts the sessions, waits until every one is busy,
 then times SIGTERM → exit and checks that the relay shows every session ended.
 The 1-session teardown measured in the same run is the baseline.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from tests.harness import processes_in, start_daemon, start_relay
+from testkit.harness import processes_in, start_daemon, start_relay
 
 from .stats import Figure
 

@@ -1,6 +1,7 @@
-"""Small pieces every package may use: XDG directories, argparse types, logging set-up and
-terminal-safe text. It imports nothing of the project, so the command line, the daemon and
-the relay can all stand on it without importing one another.
+"""Small pieces every package may use: XDG directories, argparse types, logging set-up,
+terminal-safe text, and backoff with jitter (:mod:`common.backoff`). It imports nothing of
+the project, so the command line, the daemon and the relay can all stand on it without
+importing one another.
 """
 
 from .argtypes import count, port, positive_int, positive_seconds, seconds

@@ -15,8 +15,8 @@ import structlog
 import trio
 
 import wire
+from common.backoff import full_jitter
 
-from .backoff import full_jitter
 from .errors import DaemonError, RelayRejected, RelayUnreachable
 from .relay_client import RelayClient
 

@@ -7,7 +7,8 @@ goes through :func:`check_relay_url` (plain ``http://`` to anything but 127.0.0.
 or ``localhost`` is refused unless ``--insecure-http``), :func:`tls_context` (the CAs of
 ``$SSL_CERT_FILE`` / ``$SSL_CERT_DIR`` or certifi's, plus ``--ca-cert``) and
 :func:`unreachable` (a refused certificate becomes :class:`CertificateRejected`, which
-names the host, the reason and the fix).
+names the host, the reason and the fix); a relay's error answer is read by
+:func:`rejection`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
-from .errors import CertificateRejected, ConfigError, RelayUnreachable
+from .errors import CertificateRejected, ConfigError, RelayRejected, RelayUnreachable
 from .paths import normalise_relay_url
 
 # ssl and certifi load when a context is built or an error read, not with the module: the
@@ -27,11 +28,14 @@ from .paths import normalise_relay_url
 if TYPE_CHECKING:
     import ssl
 
+    import httpx
+
 __all__ = [
     "INSECURE_HTTP_HELP",
     "CA_CERT_HELP",
     "check_relay_url",
     "is_loopback_url",
+    "rejection",
     "tls_context",
     "unreachable",
     "warn_insecure_http",
@@ -161,3 +165,19 @@ def unreachable(relay: str, exc: BaseException, detail: str) -> RelayUnreachable
         reason = cert.verify_message or _reason(cert)
         return CertificateRejected(relay, _host(relay), reason)
     return RelayUnreachable(relay, detail)
+
+
+def rejection(response: httpx.Response) -> RelayRejected | None:
+    """The error a relay's answer stands for (None: a success): the ``code`` and ``message``
+    of its ``{"error": {...}}`` body, else ``http_error`` and the reason phrase. The body
+    must have been read."""
+    if response.status_code < 400:
+        return None
+    code, message = "http_error", response.reason_phrase or "error"
+    try:
+        body = response.json()
+        code = str(body["error"]["code"])
+        message = str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):  # json's JSONDecodeError is a ValueError
+        pass
+    return RelayRejected(response.status_code, code, message)

@@ -2,7 +2,7 @@
 
 ``claude -p --input-format stream-json --output-format stream-json --verbose
 --permission-prompt-tool stdio`` reads one JSON object per stdin line and writes one per
-stdout line. See ``tests/fakes/NOTES.md`` for the shapes observed on the pinned version.
+stdout line. See ``testkit/fakes/NOTES.md`` for the shapes observed on the pinned version.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Numbers of the daemon ↔ relay protocol that both sides must agree on (see
-:mod:`wire.protocol`): the relay enforces them, the daemon stays within them.
+:mod:`wire.protocol`): the relay enforces them, the daemon stays within them. The keep-alive
+numbers hold for the client API's event streams too (``rcd attach`` reads them).
 """
 
 from __future__ import annotations

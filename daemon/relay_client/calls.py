@@ -1,14 +1,13 @@
-"""One request to the relay and the one mapping of its failures to :mod:`daemon.errors`.
+"""One request to the relay and the mapping of its failures to :mod:`daemon.errors`.
 
 A relay's error answer (``{"error": {"code", "message"}}``, or anything else with a 4xx or
-5xx status) becomes :class:`RelayRejected`; a connection that fails, a certificate refused
-or a call over its time becomes :class:`RelayUnreachable` (see
-:func:`daemon.transport.unreachable`).
+5xx status) becomes :class:`RelayRejected` (see :func:`daemon.transport.rejection`); a
+connection that fails, a certificate refused or a call over its time becomes
+:class:`RelayUnreachable` (see :func:`daemon.transport.unreachable`).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
@@ -18,27 +17,13 @@ import trio
 import wire
 
 from ..errors import RelayRejected, RelayUnreachable
-from ..transport import unreachable
+from ..transport import rejection, unreachable
 
-__all__ = ["TOKEN_CODES", "Calls", "is_stale_token", "raise_for_error", "rejection"]
+__all__ = ["TOKEN_CODES", "Calls", "is_stale_token", "raise_for_error"]
 
 #: 401 codes that a fresh access token cures (it expired, or the relay restarted and no
 #: longer knows it). Any other 401 (``credential_revoked``, say) is final.
 TOKEN_CODES = frozenset({"token_expired", "invalid_token"})
-
-
-def rejection(response: httpx.Response) -> RelayRejected | None:
-    """The error a relay's answer stands for (None: a success). Its body must be read."""
-    if response.status_code < 400:
-        return None
-    code, message = "http_error", response.reason_phrase or "error"
-    try:
-        body = response.json()
-        code = str(body["error"]["code"])
-        message = str(body["error"]["message"])
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-        pass
-    return RelayRejected(response.status_code, code, message)
 
 
 def raise_for_error(response: httpx.Response) -> None:

@@ -21,7 +21,8 @@ import trio
 
 import wire
 
-from .calls import is_stale_token, rejection
+from ..transport import rejection
+from .calls import is_stale_token
 
 __all__ = ["RENEW_AFTER", "Bearer", "Token", "TokenAuth", "Tokens"]
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from relay import admin
-from tests.harness import Daemon, Relay, home_env, start_daemon, start_relay
+from testkit.harness import Daemon, Relay, home_env, start_daemon, start_relay
 
 
 @pytest.fixture

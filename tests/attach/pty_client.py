@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from tests.harness import REPO
+from testkit.harness import REPO
 
 __all__ = [
     "AttachTerminal",

@@ -15,8 +15,8 @@ from attach.auth import resolve_target, tokens_path
 from daemon.errors import ConfigError
 from relay import admin
 from relay.server import write_relay_info
+from testkit.harness import home_env, start_relay
 from tests.attach.pty_client import attach_argv, run_attach_plain
-from tests.harness import home_env, start_relay
 
 EMBEDDED = "http://127.0.0.1:7999"
 

@@ -12,9 +12,9 @@ import httpx
 import trio
 
 from relay import RelayConfig, admin, serve_relay
+from testkit.harness import Relay, start_daemon
 from tests.attach.conftest import device_token, new_session
 from tests.attach.pty_client import attach_argv, open_attach, run_attach_plain
-from tests.harness import Relay, start_daemon
 
 
 async def test_unknown_session_exits_1(relay: Relay, attach_env: dict[str, str]) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import trio
 
+from testkit.harness import REPO, Daemon, Relay
 from tests.attach.conftest import device_token, new_session
 from tests.attach.pty_client import attach_argv, open_attach, run_attach_plain
-from tests.harness import REPO, Daemon, Relay
 
 
 async def test_history_message_permission_interrupt_and_quit(

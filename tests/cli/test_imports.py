@@ -3,7 +3,8 @@
 The light commands (``rcd --help``, ``rcd status``, ``rcd attach``) run in a fresh
 interpreter and must not load the relay's web stack (Starlette, Hypercorn) or GitPython:
 ``rcd`` builds every command's parser but imports a command's package only when it runs.
-The package rules of ``docs/architecture.md`` are checked on the source's import statements.
+The package rules of ``docs/architecture.md`` are checked on the source's import statements,
+``bench/`` and ``testkit/`` included.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ FORBIDDEN = {
     # attach may use relay.admin, when it runs, to mint a token for the embedded relay.
     "attach": {"cli", "service", "spawn", "worktrees"},
     "service": {"cli", "attach", "relay", "spawn", "worktrees"},
+    # The benchmarks use the product and testkit, never the tests.
+    "bench": {"tests"},
+    # testkit serves tests/ and bench/ alike, so it stands on neither.
+    "testkit": {"tests", "bench"},
 }
 
 
@@ -121,5 +126,20 @@ def test_package_imports_follow_the_layers(package: str) -> None:
         str(path): sorted(names & FORBIDDEN[package])
         for path, names in imports_of(package).items()
         if names & FORBIDDEN[package] and path != Path("daemon/__main__.py")
+    }
+    assert not wrong
+
+
+#: The product's packages (what ``pip install rcd`` is for).
+PRODUCT = ("cli", "attach", "service", "daemon", "spawn", "relay", "worktrees", "wire", "common")
+
+
+@pytest.mark.parametrize("package", PRODUCT)
+def test_the_product_imports_neither_its_tests_nor_their_kit(package: str) -> None:
+    outside = {"tests", "testkit", "bench"}
+    wrong = {
+        str(path): sorted(names & outside)
+        for path, names in imports_of(package).items()
+        if names & outside
     }
     assert not wrong

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.agent_env import agent_environment, withheld
-from tests.harness import start_daemon, start_relay
+from testkit.harness import start_daemon, start_relay
 
 SECRET = "rcd_dev_not-for-agents-0123456789"
 

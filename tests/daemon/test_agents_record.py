@@ -26,7 +26,7 @@ from daemon.agents_record import (
 )
 from daemon.errors import DaemonError
 from spawn import AgentEvent, AgentHandle, AgentLaunch, ClaudeCode
-from tests.harness import TINY_AGENT
+from testkit.harness import TINY_AGENT
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 

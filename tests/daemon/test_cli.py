@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from tests.harness import home_env, rcd, start_relay
+from testkit.harness import home_env, rcd, start_relay
 
 
 async def test_help_names_every_command(tmp_path: Path) -> None:

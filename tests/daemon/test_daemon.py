@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import Relay, processes_in, rcd, start_daemon, start_relay
+from testkit.harness import Relay, processes_in, rcd, start_daemon, start_relay
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ async def test_status_shows_the_connected_environment_and_its_sessions(
 
 
 async def test_status_without_a_daemon_says_so(tmp_path: Path, project: Path) -> None:
-    from tests.harness import home_env
+    from testkit.harness import home_env
 
     result = await rcd(home_env(tmp_path / "home"), "status", str(project), check=False)
     assert result.returncode == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import LEAVE_BEHIND, pids_alive, processes_in, start_daemon, start_relay
+from testkit.harness import LEAVE_BEHIND, pids_alive, processes_in, start_daemon, start_relay
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 

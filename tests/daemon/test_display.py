@@ -9,7 +9,7 @@ import trio
 
 from daemon.display import DisplayState, SessionLine, render
 from relay import admin
-from tests.harness import TINY_AGENT, daemon_on_pty, home_env, rcd, start_relay
+from testkit.harness import TINY_AGENT, daemon_on_pty, home_env, rcd, start_relay
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.harness import REPO, TINY_AGENT, home_env, rcd
+from testkit.harness import REPO, TINY_AGENT, home_env, rcd
 
 
 async def start_embedded(

@@ -11,8 +11,8 @@ from pathlib import Path
 import trio
 
 from daemon.exits import EXIT_RELAY_OUTAGE
-from tests.fakes.flaky_proxy import FlakyProxy
-from tests.harness import processes_in, start_daemon, start_relay
+from testkit.fakes.flaky_proxy import FlakyProxy
+from testkit.harness import processes_in, start_daemon, start_relay
 
 
 async def test_outage_timeout_stops_sessions_and_exits_non_zero(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import trio
 
 from daemon.errors import ConfigError
 from daemon.paths import control_socket_path, runtime_dir
-from tests.harness import home_env, rcd, start_daemon, start_relay
+from testkit.harness import home_env, rcd, start_daemon, start_relay
 
 OTHER_UID = 65534  # nobody
 

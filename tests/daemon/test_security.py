@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from relay import admin
-from tests.harness import Relay, rcd, start_daemon, start_relay
+from testkit.harness import Relay, rcd, start_daemon, start_relay
 
 LISTEN = "0A"
 

@@ -17,8 +17,8 @@ import daemon.relay_client.spare
 from daemon.relay_client import RelayClient
 from daemon.uplink import Uplink
 from relay.auth import issue_environment_credential
-from tests.fakes.flaky_proxy import FlakyProxy
-from tests.harness import Relay, start_relay
+from testkit.fakes.flaky_proxy import FlakyProxy
+from testkit.harness import Relay, start_relay
 
 from .test_tokens import laptop, note
 

@@ -11,7 +11,7 @@ import trio
 import wire
 from daemon import Supervisor
 from spawn import ClaudeCode
-from tests.harness import TINY_AGENT
+from testkit.harness import TINY_AGENT
 
 
 @attrs.define

@@ -11,9 +11,9 @@ import trio
 
 from common.visible import visible
 from relay import admin
+from testkit.harness import TINY_AGENT, daemon_on_pty, home_env, rcd, start_relay
 from tests.attach.pty_client import attach_argv, run_attach_plain
 from tests.daemon.test_visible import leftovers
-from tests.harness import TINY_AGENT, daemon_on_pty, home_env, rcd, start_relay
 
 #: A window-title OSC, a clear-screen CSI, BEL, backspace, carriage return, a C1 CSI, a bidi
 #: override and a newline.

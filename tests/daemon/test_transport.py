@@ -18,8 +18,8 @@ import trio
 from daemon.errors import ConfigError
 from daemon.transport import check_relay_url, is_loopback_url, tls_context
 from relay import RelayConfig, RunningRelay, admin, serve_relay
+from testkit.harness import Relay, home_env, rcd, start_daemon, start_relay
 from tests.attach.pty_client import attach_argv, run_attach_plain
-from tests.harness import Relay, home_env, rcd, start_daemon, start_relay
 
 REFUSED = "refusing plain HTTP to"
 

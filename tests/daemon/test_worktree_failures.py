@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import Relay, processes_in, start_daemon, start_relay
+from testkit.harness import Relay, processes_in, start_daemon, start_relay
 
 from .test_worktree_sessions import git, repo, started
 

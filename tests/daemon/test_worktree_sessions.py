@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import Relay, rcd, start_daemon, start_relay
+from testkit.harness import Relay, rcd, start_daemon, start_relay
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import trio
 
-from tests.fakes import FakeMessagesAPI, claude_env, find_claude
-from tests.harness import (
+from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
+from testkit.harness import (
     LEAVE_BEHIND,
     REPO,
     Daemon,

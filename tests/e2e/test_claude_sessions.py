@@ -13,9 +13,9 @@ import httpx
 import pytest
 import trio
 
-from tests.fakes import FakeMessagesAPI, claude_env, find_claude
-from tests.harness import Daemon, Relay, processes_in, start_daemon, start_relay
-from tests.sse import sse
+from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
+from testkit.harness import Daemon, Relay, processes_in, start_daemon, start_relay
+from testkit.sse import sse
 
 
 @attrs.define

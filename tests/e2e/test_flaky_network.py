@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import trio
 
-from tests.fakes import FakeMessagesAPI, claude_env, find_claude, parse_turn
-from tests.fakes.flaky_proxy import FlakyProxy
-from tests.harness import Relay, start_daemon, start_relay
+from testkit.fakes import FakeMessagesAPI, claude_env, find_claude, parse_turn
+from testkit.fakes.flaky_proxy import FlakyProxy
+from testkit.harness import Relay, start_daemon, start_relay
 
 MESSAGES = 50
 

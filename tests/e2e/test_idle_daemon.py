@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from tests.harness import start_daemon, start_relay
+from testkit.harness import start_daemon, start_relay
 
 IDLE = 120.0
 KEEPALIVE = 5.0

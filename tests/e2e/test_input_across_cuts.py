@@ -26,9 +26,9 @@ import attrs
 import httpx
 import trio
 
-from tests.fakes import FakeMessagesAPI, claude_env, find_claude, parse_turn
-from tests.fakes.flaky_proxy import FlakyProxy
-from tests.harness import Daemon, Relay, start_daemon, start_relay
+from testkit.fakes import FakeMessagesAPI, claude_env, find_claude, parse_turn
+from testkit.fakes.flaky_proxy import FlakyProxy
+from testkit.harness import Daemon, Relay, start_daemon, start_relay
 
 #: How soon after the link is back a message cut off with it must reach the agent.
 WITHIN = 2.0

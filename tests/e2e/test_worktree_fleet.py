@@ -18,8 +18,8 @@ import trio
 
 from bench.real_cli import _start_fake_api as start_fake_api
 from bench.session_start import make_repository
-from tests.fakes import claude_env, find_claude
-from tests.harness import Events, Relay, processes_in, start_daemon, start_relay
+from testkit.fakes import claude_env, find_claude
+from testkit.harness import Events, Relay, processes_in, start_daemon, start_relay
 
 SESSIONS = 32
 STOP_TIMEOUT = 10.0

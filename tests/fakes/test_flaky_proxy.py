@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.flaky_proxy import FlakyProxy
+from testkit.fakes.flaky_proxy import FlakyProxy
 
 GUARD_S = 5  # per test; everything here takes well under a second unless it is broken
 QUIET_S = 0.5  # how long "nothing arrives" is watched for

@@ -20,7 +20,7 @@ import attrs
 import pytest
 import trio
 
-from tests.fakes import (
+from testkit.fakes import (
     DEFAULT_RULES,
     STREAM_JSON_ARGS,
     FakeMessagesAPI,

@@ -19,7 +19,7 @@ import trio.testing
 import wire
 from relay import RelayConfig, RelayError, RunningRelay, admin, serve_relay
 from relay.server import RELAY_INFO_FILENAME
-from tests.sse import sse
+from testkit.sse import sse
 
 from .conftest import (
     GUARD,

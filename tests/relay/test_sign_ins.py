@@ -19,8 +19,8 @@ from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, admin, create_a
 from relay.errors import AdminError
 from relay.sqlite import SqliteDatabase, database_path
 from relay.useragent import describe_user_agent
-from tests.harness import REPO
-from tests.sse import sse
+from testkit.harness import REPO
+from testkit.sse import sse
 
 from .conftest import GUARD, PUBLIC_URL, create_session, register, started, uplink
 from .test_client_api import assert_error

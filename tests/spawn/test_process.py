@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from spawn.lines import iter_lines
-from tests.harness import REPO
+from testkit.harness import REPO
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 

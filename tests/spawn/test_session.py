@@ -1,4 +1,4 @@
-"""SessionRuntime with a real subprocess: the tiny stream-json agent from tests/fakes."""
+"""SessionRuntime with a real subprocess: the tiny stream-json agent from testkit/fakes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import trio
 import wire
 from spawn import ClaudeCode, Kept, SessionRuntime, Workspace, WorkspaceError
 
-TINY_AGENT = str(Path(__file__).parents[1] / "fakes" / "tiny_agent.py")
+TINY_AGENT = str(Path(__file__).parents[2] / "testkit" / "fakes" / "tiny_agent.py")
 
 
 @attrs.define

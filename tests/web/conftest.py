@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from testkit.harness import REPO
 
 from .browser import Browser, launch_chromium
 from .browsing import Browsing

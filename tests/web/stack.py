@@ -23,14 +23,14 @@ import attrs
 import httpx
 
 from relay import admin
-from tests.harness import REPO, home_env
+from testkit.harness import REPO, home_env
 
 __all__ = ["DaemonProcess", "RelayProcess", "Stack", "bad_gateway", "start_stack", "wait_for"]
 
 Events = list[dict[str, Any]]
 
 #: The stand-in agent, run as the executable script it is.
-TINY_AGENT = str(REPO / "tests" / "fakes" / "tiny_agent.py")
+TINY_AGENT = str(REPO / "testkit" / "fakes" / "tiny_agent.py")
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20) -> None:

@@ -23,7 +23,7 @@ Usage::
         ...                                       # run claude with ANTHROPIC_BASE_URL=base_url
         nursery.cancel_scope.cancel()
 
-By hand: ``python -m tests.fakes.messages_api --port 8123 [--log]``.
+By hand: ``python -m testkit.fakes.messages_api --port 8123 [--log]``.
 """
 
 from __future__ import annotations
@@ -504,7 +504,7 @@ def _error_response(reply: ErrorReply) -> Response:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m tests.fakes.messages_api [--host H] [--port N] [--log]``: serve until Ctrl-C.
+    """``python -m testkit.fakes.messages_api [--host H] [--port N] [--log]``: serve until Ctrl-C.
 
     Prints ``ANTHROPIC_BASE_URL=...`` once listening; ``--log`` prints each request as JSON.
     """

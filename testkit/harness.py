@@ -1,6 +1,6 @@
-"""Real parts for end-to-end tests: a relay on a loopback port, a daemon as a real
-subprocess (``python -m daemon start``) with a throwaway home, and a client that speaks
-the public API with a device token."""
+"""Real parts for end-to-end tests and benchmarks: a relay on a loopback port, a daemon as
+a real subprocess (``python -m daemon start``) with a throwaway home, and a client that
+speaks the public API with a device token."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from relay import RelayConfig, RunningRelay, admin, serve_relay
 from relay.storage import SqliteStorage
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_AGENT_SCRIPT = REPO / "tests" / "fakes" / "tiny_agent.py"
+TINY_AGENT_SCRIPT = REPO / "testkit" / "fakes" / "tiny_agent.py"
 
 
 def _tiny_agent_launcher() -> str:

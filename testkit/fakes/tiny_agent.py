@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 
-STATE = {"session_id": str(uuid.uuid4()), "turn": 0}
+STATE: dict[str, str | int] = {"session_id": str(uuid.uuid4()), "turn": 0}
 
 
 def emit(obj: dict[str, object]) -> None:
