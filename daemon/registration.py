@@ -10,8 +10,8 @@ import structlog
 import trio
 
 import wire
+from common.backoff import full_jitter
 
-from .backoff import full_jitter
 from .errors import CertificateRejected, RelayUnreachable
 from .relay_client import RelayClient
 
