@@ -35,8 +35,8 @@ import trio
 from testkit.fakes import claude_env, find_claude
 from testkit.harness import Daemon, Relay, processes_in, start_daemon, start_relay
 
-from .real_cli import _bare, _bare_fresh, _BareCli, _start_fake_api
-from .relay_scale import EventFeed
+from .bare_cli import BareCli, bare_first_reply, start_bare, start_fake_api
+from .relayhttp import EventFeed
 from .session_start import make_repository
 from .stats import Check, Figure, percentile, verdict
 
@@ -88,7 +88,7 @@ async def _bare_first_replies(
     times: list[float] = []
 
     async def one(n: int) -> None:
-        times.append(await _bare_fresh(claude, cwd, env, n))
+        times.append(await bare_first_reply(claude, cwd, env, n))
 
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
@@ -166,12 +166,12 @@ async def _bare_stop(claude: str, cwd: Path, env: dict[str, str], count: int) ->
     """``count`` bare CLIs, each mid-turn, interrupted and their stdin closed at once, as
     rcd ends its agents at a stop: ms until the last one has exited."""
 
-    async def end(cli: _BareCli) -> None:
+    async def end(cli: BareCli) -> None:
         await cli.control("interrupt")
         await cli.close()
 
     async with trio.open_nursery() as nursery:
-        clis = [await _bare(nursery, claude, cwd, env) for _ in range(count)]
+        clis = [await start_bare(nursery, claude, cwd, env) for _ in range(count)]
         for cli in clis:
             await cli.say("sleep 120")
         with trio.fail_after(300):
@@ -198,7 +198,7 @@ async def measure_fleet(trials: int = 3) -> FleetResult:
     try:
         repo = root / "repo"
         await trio.to_thread.run_sync(make_repository, repo)
-        api, base_url = await _start_fake_api(root)
+        api, base_url = await start_fake_api(root)
         try:
             return await _measure(root, repo, claude, base_url, version.strip(), trials)
         finally:

@@ -26,7 +26,7 @@ import trio
 
 from testkit.harness import start_daemon, start_relay
 
-from .relay_scale import _Chunked
+from .relayhttp import Chunked
 from .stats import (
     Check,
     Figure,
@@ -50,7 +50,7 @@ class _RequestCounter:
         self._seen = seen
         self._buffer = bytearray()
         self._body_left = 0
-        self._chunked: _Chunked | None = None
+        self._chunked: Chunked | None = None
 
     def feed(self, data: bytes | bytearray) -> None:
         self._buffer += data
@@ -78,7 +78,7 @@ class _RequestCounter:
                 if name == "content-length":
                     self._body_left = int(value)
                 elif name == "transfer-encoding" and "chunked" in value.lower():
-                    self._chunked = _Chunked()
+                    self._chunked = Chunked()
 
 
 @attrs.define(eq=False)

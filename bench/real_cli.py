@@ -24,6 +24,9 @@ environment (``claude_env`` inside a throwaway home).
   ``assistant_text`` on the session's SSE stream (the client subscribes as soon as the POST
   answers, from seq 0, so nothing is missed). Each trial's process / session is stopped
   before the next trial starts.
+
+(Over 400 lines on purpose: one measurement whose sides must run interleaved in one run;
+the bare CLI's driver is :mod:`bench.bare_cli`, the HTTP client :mod:`bench.relayhttp`.)
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from spawn import ClaudeCode
 from testkit.fakes import claude_env, find_claude
 from testkit.harness import Relay, home_env, start_daemon
 
-from .relay_scale import (
+from .bare_cli import BareCli, bare_first_reply, start_bare, start_fake_api
+from .relayhttp import (
     EventFeed,
     HttpConnection,
     SseMessage,
@@ -84,95 +88,6 @@ class RealCliResult:
     transport_cpu_ms: float
     #: Events the daemon held back (see :func:`_wait_for`), over all sessions.
     stalls: int
-
-
-async def _start_fake_api(root: Path) -> tuple[trio.Process, str]:
-    """``python -m testkit.fakes.messages_api --port 0`` in its own process; (process, URL)."""
-    log_path = root / "fake-api.log"
-    with log_path.open("wb") as log_file:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "testkit.fakes.messages_api", "--port", "0"],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=str(REPO),
-        )
-    try:
-        match = await wait_for_line(log_path, process, r"(?m)^ANTHROPIC_BASE_URL=(\S+)")
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            process.kill()
-            await process.wait()
-        raise
-    return process, match.group(1)
-
-
-@attrs.define(eq=False)
-class _BareCli:
-    """One CLI process driven over stdin/stdout stream-json, as rcd's adapter does."""
-
-    process: trio.Process
-    lines: trio.MemoryReceiveChannel[JSON]
-
-    async def say(self, text: str) -> None:
-        assert self.process.stdin is not None
-        line = {"type": "user", "message": {"role": "user", "content": text}}
-        await self.process.stdin.send_all(json.dumps(line).encode() + b"\n")
-
-    async def until(self, kind: str, text: str | None = None) -> JSON:
-        async for line in self.lines:
-            if line.get("type") != kind:
-                continue
-            if text is None or text in json.dumps(line["message"]["content"]):
-                return line
-        raise RuntimeError("the CLI's stdout closed")
-
-    async def control(self, subtype: str) -> None:
-        """Send a control request (``interrupt``: end the turn now), as rcd's adapter does."""
-        assert self.process.stdin is not None
-        line = {
-            "type": "control_request",
-            "request_id": f"bench-{uuid.uuid4().hex}",
-            "request": {"subtype": subtype},
-        }
-        await self.process.stdin.send_all(json.dumps(line).encode() + b"\n")
-
-    async def close(self) -> None:
-        with trio.CancelScope(shield=True):
-            if self.process.stdin is not None:
-                await self.process.stdin.aclose()
-            with trio.move_on_after(10):
-                await self.process.wait()
-            if self.process.returncode is None:
-                self.process.kill()
-                await self.process.wait()
-
-
-async def _read_lines(stream: trio.abc.ReceiveStream, send: trio.MemorySendChannel[JSON]) -> None:
-    async with send:
-        buffer = b""
-        async for chunk in stream:
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for raw in complete:
-                if raw.strip():
-                    await send.send(json.loads(raw))
-
-
-async def _bare(nursery: trio.Nursery, claude: str, cwd: Path, env: dict[str, str]) -> _BareCli:
-    argv = ClaudeCode(binary=claude).argv(str(uuid.uuid4()), None)
-    process = await trio.lowlevel.open_process(
-        argv,
-        cwd=str(cwd),
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    send, receive = trio.open_memory_channel[JSON](1000)
-    nursery.start_soon(_read_lines, process.stdout, send)
-    return _BareCli(process=process, lines=receive)
 
 
 #: Seconds to wait for an event that normally follows within milliseconds. Past it, the
@@ -287,7 +202,7 @@ _SIDES = ("bare", "rcd", "transport")
 
 
 async def _turns(
-    relay: Relay, sid: str, bare: _BareCli, transport: _Transport, count: int
+    relay: Relay, sid: str, bare: BareCli, transport: _Transport, count: int
 ) -> _Turns:
     """``count`` turns on each side, the order of the sides rotating."""
     turns = _Turns()
@@ -364,28 +279,13 @@ async def _rcd_fresh(relay: Relay, env_id: str, n: int) -> tuple[float | None, i
     return elapsed, stalls
 
 
-async def _bare_fresh(claude: str, cwd: Path, env: dict[str, str], n: int) -> float:
-    text = f"fresh bare {n}"
-    async with trio.open_nursery() as nursery:
-        started = time.perf_counter()
-        cli = await _bare(nursery, claude, cwd, env)
-        try:
-            await cli.say(text)
-            await cli.until("assistant", f"echo: {text}")
-            elapsed = (time.perf_counter() - started) * 1000
-            await cli.until("result")
-        finally:
-            await cli.close()
-    return elapsed
-
-
 async def measure_real_cli(turns: int = 60, fresh: int = 7) -> RealCliResult:
     claude = find_claude()
     done = await trio.run_process([claude, "--version"], capture_stdout=True, check=False)
     version = done.stdout.decode(errors="replace").strip()
     with tempfile.TemporaryDirectory(prefix="rcd-cli-") as tmp:
         root = Path(tmp)
-        api, base_url = await _start_fake_api(root)
+        api, base_url = await start_fake_api(root)
         try:
             relay_process = await start_relay_process(root)
             try:
@@ -458,7 +358,7 @@ async def _measure(
     transport = await _start_transport(root, argv, transport_project, transport_env)
     try:
         async with trio.open_nursery() as side:
-            bare = await _bare(side, claude, bare_project, bare_env)
+            bare = await start_bare(side, claude, bare_project, bare_env)
             try:
                 await bare.say("warm up")
                 await bare.until("result")
@@ -489,7 +389,7 @@ async def _measure(
     with trio.move_on_after(STALL_S):
         await relay.wait_kind(sid, "session_ended", timeout=2 * STALL_S)
     # First reply of a fresh process / new session; one unmeasured warm-up each.
-    await _bare_fresh(claude, bare_project, bare_env, -1)
+    await bare_first_reply(claude, bare_project, bare_env, -1)
     await _rcd_fresh(relay, env_id, -1)
     bare_fresh: list[float] = []
     rcd_fresh: list[float] = []
@@ -505,11 +405,11 @@ async def _measure(
     with trio.fail_after(120 + 60 * fresh):
         for n in range(fresh):
             if n % 2 == 0:
-                bare_fresh.append(await _bare_fresh(claude, bare_project, bare_env, n))
+                bare_fresh.append(await bare_first_reply(claude, bare_project, bare_env, n))
                 await rcd_once(n)
             else:
                 await rcd_once(n)
-                bare_fresh.append(await _bare_fresh(claude, bare_project, bare_env, n))
+                bare_fresh.append(await bare_first_reply(claude, bare_project, bare_env, n))
     if await daemon.stop() != 0:
         raise RuntimeError(f"daemon did not stop cleanly: {daemon.log()}")
 

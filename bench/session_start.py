@@ -35,7 +35,7 @@ import trio
 from testkit.harness import Relay, start_daemon, start_relay
 from worktrees.gitproc import git_env
 
-from .relay_scale import EventFeed
+from .relayhttp import EventFeed
 from .stats import STALL_NOTE, Check, Figure, keep_logs, stall_check, verdict
 
 __all__ = ["SessionStartResult", "make_repository", "measure_session_start"]

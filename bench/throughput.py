@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from .relay_scale import HttpConnection, RelayProcess, start_relay_process
+from .relayhttp import HttpConnection, RelayProcess, start_relay_process
 from .stats import Check, Figure, cpu_seconds, keep_logs, percentile
 
 __all__ = ["ThroughputResult", "measure_throughput"]

@@ -23,7 +23,7 @@ import attrs
 import httpx
 import trio
 
-from .relay_scale import MIB, start_relay_process
+from .relayhttp import MIB, start_relay_process
 from .stats import Check, Figure, keep_logs, raise_nofile, rss_kib, verdict
 
 __all__ = [
