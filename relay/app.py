@@ -21,7 +21,7 @@ from .config import RelayConfig
 from .daemon_api import DaemonApi
 from .errors import ApiError, RateLimited
 from .fanout import Hub
-from .httputil import error_response
+from .httputil import error_response, http_status
 from .pages import Pages
 from .ratelimit import AttemptLimiter
 from .sign_ins import SignInsApi
@@ -44,7 +44,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, RateLimited):
         headers = {"retry-after": str(math.ceil(exc.retry_after))}
-    return error_response(exc.status, exc.code, exc.message, headers=headers)
+    return error_response(http_status(exc), exc.code, exc.message, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

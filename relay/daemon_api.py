@@ -67,6 +67,7 @@ from .httputil import (
     client_address,
     decode_body,
     decode_bytes,
+    http_status,
     json_response,
     last_event_id,
     read_lines,
@@ -285,7 +286,7 @@ class DaemonApi:
                 acks.append(
                     SessionAck(
                         session_id=part.session_id,
-                        status=result.status,
+                        status=http_status(result),
                         code=result.code,
                         message=result.message,
                     )

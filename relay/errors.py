@@ -39,25 +39,23 @@ class AdminError(RelayError):
 
 
 class ApiError(RelayError):
-    """A request the relay refuses; a 4xx with a JSON error body."""
+    """A request the relay refuses; the app answers it with a 4xx and a JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status = status
+    def __init__(self, code: str, message: str) -> None:
         self.code = code
         self.message = message
-        super().__init__(f"{status} {code}: {message}")
+        super().__init__(f"{code}: {message}")
 
 
 class BadRequest(ApiError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(400, code, message)
+    """The request itself is wrong (its body, a parameter)."""
 
 
 class Unauthenticated(ApiError):
     def __init__(
         self, message: str = "missing or invalid credentials", code: str = "unauthenticated"
     ) -> None:
-        super().__init__(401, code, message)
+        super().__init__(code, message)
 
 
 class CredentialRevoked(Unauthenticated):
@@ -72,12 +70,11 @@ class CredentialRevoked(Unauthenticated):
 class RateLimited(ApiError):
     def __init__(self, message: str, retry_after: float) -> None:
         self.retry_after = retry_after
-        super().__init__(429, "rate_limited", message)
+        super().__init__("rate_limited", message)
 
 
 class Forbidden(ApiError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(403, code, message)
+    """Who is asking is known, and may not do this."""
 
 
 class CsrfMissing(Forbidden):
@@ -91,12 +88,12 @@ class CsrfMissing(Forbidden):
 
 class NotFound(ApiError):
     def __init__(self, message: str, code: str = "not_found") -> None:
-        super().__init__(404, code, message)
+        super().__init__(code, message)
 
 
 class BodyTooLarge(ApiError):
     def __init__(self, message: str, code: str = "body_too_large") -> None:
-        super().__init__(413, code, message)
+        super().__init__(code, message)
 
 
 class BodyTimeout(ApiError):
@@ -104,14 +101,11 @@ class BodyTimeout(ApiError):
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        super().__init__(
-            408, "body_timeout", f"the request body did not arrive within {seconds:g} s"
-        )
+        super().__init__("body_timeout", f"the request body did not arrive within {seconds:g} s")
 
 
 class Conflict(ApiError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(409, code, message)
+    """The request clashes with the state of what it names (offline, full, ended...)."""
 
 
 class EnvironmentOffline(Conflict):

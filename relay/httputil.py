@@ -1,4 +1,5 @@
-"""Small HTTP helpers: capped body reading, strict decoding, parameters, JSON errors."""
+"""Small HTTP helpers: capped body reading, strict decoding, parameters, JSON errors (the
+one place a refusal of :mod:`relay.errors` becomes an HTTP status)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,17 @@ from starlette.responses import JSONResponse
 from wire import MAX_MESSAGE_BYTES, DecodeError, decode, strict_json
 
 from .config import proxy_network
-from .errors import BadRequest, BodyTimeout, BodyTooLarge
+from .errors import (
+    ApiError,
+    BadRequest,
+    BodyTimeout,
+    BodyTooLarge,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
 
 __all__ = [
     "BODY_DEADLINE",
@@ -28,6 +39,7 @@ __all__ = [
     "decode_body",
     "decode_bytes",
     "error_response",
+    "http_status",
     "int_param",
     "json_response",
     "last_event_id",
@@ -101,6 +113,26 @@ def client_address(request: Request, trusted_proxies: tuple[str, ...] = ()) -> s
         if not trusted(ip):
             break
     return str(address)
+
+
+#: The HTTP status of each kind of refusal; a subclass answers with its nearest listed base.
+_STATUS: dict[type[ApiError], int] = {
+    BadRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    BodyTimeout: 408,
+    Conflict: 409,
+    BodyTooLarge: 413,
+    RateLimited: 429,
+    ApiError: 400,
+}
+
+
+def http_status(error: ApiError) -> int:
+    """The status a refusal is answered with (e.g. 409 for :class:`relay.errors.AtCapacity`,
+    a :class:`relay.errors.Conflict`)."""
+    return next(_STATUS[kind] for kind in type(error).__mro__ if kind in _STATUS)
 
 
 def error_response(

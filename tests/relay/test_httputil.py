@@ -1,4 +1,5 @@
-"""Reading a body line by line as it arrives (uplink requests sent as frames)."""
+"""Reading a body line by line as it arrives (uplink requests sent as frames); the HTTP
+status each kind of refusal is answered with."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
+from relay import errors
 from relay.errors import BodyTooLarge
-from relay.httputil import read_lines
+from relay.httputil import http_status, read_lines
 
 
 class Chunks:
@@ -58,3 +60,27 @@ def test_a_line_over_the_limit_is_413_even_before_it_ends(size: int, cuts: list[
         with pytest.raises(BodyTooLarge):
             trio.run(lines_of, split(body, cuts), 10)
     assert trio.run(lines_of, [b"x" * 10 + b"\n", b"y" * 10], 10) == [b"x" * 10, b"y" * 10]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (errors.BadRequest("invalid_body", "m"), 400),
+        (errors.Unauthenticated(), 401),
+        (errors.CredentialRevoked(), 401),
+        (errors.Forbidden("wrong_scope", "m"), 403),
+        (errors.CsrfMissing(), 403),
+        (errors.NotFound("m"), 404),
+        (errors.BodyTimeout(30.0), 408),
+        (errors.Conflict("permission_already_resolved", "m"), 409),
+        (errors.EnvironmentOffline("laptop"), 409),
+        (errors.AtCapacity("laptop", 2, 2), 409),
+        (errors.SessionEnded("ses_1"), 409),
+        (errors.NotResumable("ses_1", "m"), 409),
+        (errors.BodyTooLarge("m"), 413),
+        (errors.RateLimited("m", retry_after=1.0), 429),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+def test_each_kind_of_refusal_has_its_status(error: errors.ApiError, status: int) -> None:
+    assert http_status(error) == status
