@@ -17,7 +17,7 @@ import trio
 
 from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, admin, create_app, serve_relay
 from relay.errors import AdminError
-from relay.sqlite import SqliteDatabase, database_path
+from relay.sqlite import SqliteConnection, clients, database_path
 from relay.useragent import describe_user_agent
 from testkit.harness import REPO
 from testkit.sse import sse
@@ -221,12 +221,12 @@ def test_the_cli_lists_and_revokes_sign_ins(data_dir: Path) -> None:
     empty = rcd("list")
     assert empty.returncode == 0, empty.stderr
     assert "no browser is signed in" in empty.stdout
-    with closing(SqliteDatabase(database_path(data_dir))) as db:
-        db.add_login_code("code-hash", 60)
-        assert db.redeem_login_code(
-            "code-hash", "cookie-hash", 3600, user_agent=PHONE_UA, address="203.0.113.7"
+    with closing(SqliteConnection(database_path(data_dir))) as db:
+        clients.add_login_code(db, "code-hash", 60)
+        assert clients.redeem_login_code(
+            db, "code-hash", "cookie-hash", 3600, user_agent=PHONE_UA, address="203.0.113.7"
         )
-        (record,) = db.list_sign_ins()
+        (record,) = clients.list_sign_ins(db)
     listed = rcd("list")
     assert listed.returncode == 0, listed.stderr
     assert record.id in listed.stdout

@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 import trio
 
-import relay.sqlite_base
-import relay.storage
+import relay.sqlite.storage
 import wire
 from relay import AtCapacity, NewSession, NotFound, RelayError, SqliteStorage
 from relay.records import Appended
-from relay.sqlite import database_path
+from relay.sqlite import SqliteConnection, database_path
 
 
 def _request(**overrides: object) -> wire.RegisterRequest:
@@ -136,9 +135,8 @@ async def test_missing_things_are_not_found(storage: SqliteStorage) -> None:
 
 
 async def test_closed_storage_refuses_calls(data_dir: Path) -> None:
-    storage = SqliteStorage(database_path(data_dir))
-    await storage.open()
-    await storage.aclose()
+    async with SqliteStorage(database_path(data_dir)) as storage:
+        pass
     with pytest.raises(RelayError, match="not open"):
         await storage.list_sessions()
 
@@ -219,15 +217,15 @@ async def test_a_call_that_finds_the_database_locked_waits_off_the_event_loop(
 async def test_the_log_is_checkpointed_in_a_worker_thread_and_stays_small(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(relay.storage, "CHECKPOINT_CHANGES", 50)
+    monkeypatch.setattr(relay.sqlite.storage, "CHECKPOINT_CHANGES", 50)
     threads: list[str] = []
-    checkpoint = relay.sqlite_base.SqliteConnection.checkpoint
+    checkpoint = SqliteConnection.checkpoint
 
-    def recorded(self: relay.sqlite_base.SqliteConnection) -> None:
+    def recorded(self: SqliteConnection) -> None:
         threads.append(threading.current_thread().name)
         checkpoint(self)
 
-    monkeypatch.setattr(relay.sqlite_base.SqliteConnection, "checkpoint", recorded)
+    monkeypatch.setattr(SqliteConnection, "checkpoint", recorded)
     wal = database_path(data_dir).with_name(database_path(data_dir).name + "-wal")
     async with SqliteStorage.in_data_dir(data_dir) as storage:
         session_id = await _session_with_events(storage)
