@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import relay.sqlite.storage
 import wire
@@ -182,36 +183,35 @@ async def test_a_call_that_finds_the_database_locked_waits_off_the_event_loop(
         session_id = await _session_with_events(storage)
         other = sqlite3.connect(database_path(data_dir), isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-        done = trio.Event()
-        ticks = 0
+        appended = trio.Event()
+        read = trio.Event()
 
         async def append() -> None:
             event = wire.Event(seq=1, kind="assistant_text", at=1.0, data={"text": "hi"})
             assert await storage.append_events(session_id, [event]) == 1
-            done.set()
+            appended.set()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(append)
-            with trio.fail_after(5):
-                while ticks < 20:  # the loop is not blocked by the waiting call
-                    await trio.sleep(0.01)
-                    ticks += 1
-            assert not done.is_set()
-            # Calls that come meanwhile wait their turn behind it (the connection is busy).
-            reading = trio.Event()
+        async def read_log() -> None:
+            assert [e.seq for e in await storage.read_events(session_id, 0, 10)] == [1]
+            read.set()
 
-            async def read() -> None:
-                assert [e.seq for e in await storage.read_events(session_id, 0, 10)] == [1]
-                reading.set()
-
-            nursery.start_soon(read)
-            await trio.sleep(0.05)
-            assert not reading.is_set()
-            other.execute("COMMIT")
-            other.close()
-            with trio.fail_after(5):
-                await done.wait()
-                await reading.wait()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(append)
+                # Every task is parked and this one runs on: the loop is not blocked by the
+                # waiting call, which holds the connection in a worker thread.
+                await trio.testing.wait_all_tasks_blocked()
+                assert storage._limiter.borrowed_tokens == 1
+                assert not appended.is_set()
+                # Calls that come meanwhile wait their turn behind it (the connection is busy).
+                nursery.start_soon(read_log)
+                await trio.testing.wait_all_tasks_blocked()
+                assert storage._limiter.statistics().tasks_waiting == 1
+                assert not read.is_set()
+                other.execute("COMMIT")
+                other.close()
+                await appended.wait()
+                await read.wait()
 
 
 async def test_the_log_is_checkpointed_in_a_worker_thread_and_stays_small(
@@ -246,23 +246,27 @@ async def test_a_call_queued_behind_the_connection_that_then_finds_it_locked_wai
     finds the database locked by another process waits for that lock too, and succeeds."""
     async with SqliteStorage.in_data_dir(data_dir) as storage:
         other = sqlite3.connect(database_path(data_dir), isolation_level=None)
-        done = trio.Event()
+        added = trio.Event()
 
         async def add() -> None:
             await storage.add_device_token("phone", "hash-of-phone")
-            done.set()
+            added.set()
 
-        async with trio.open_nursery() as nursery:
-            async with storage._limiter:  # the connection is busy in a worker thread
-                nursery.start_soon(add)
-                await trio.sleep(0.05)
-                other.execute("BEGIN IMMEDIATE")  # and another process takes the lock
-            await trio.sleep(0.2)
-            assert not done.is_set()
-            other.execute("COMMIT")
-            other.close()
-            with trio.fail_after(5):
-                await done.wait()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                async with storage._limiter:  # the connection is busy in a worker thread
+                    nursery.start_soon(add)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert storage._limiter.statistics().tasks_waiting == 1  # its turn comes
+                    other.execute("BEGIN IMMEDIATE")  # and another process takes the lock
+                # Its turn: it finds the database locked, and waits for the lock in a worker
+                # thread (holding the connection).
+                await trio.testing.wait_all_tasks_blocked()
+                assert storage._limiter.borrowed_tokens == 1
+                assert not added.is_set()
+                other.execute("COMMIT")
+                other.close()
+                await added.wait()
         assert [t.name for t in await storage.list_device_tokens()] == ["phone"]
 
 
