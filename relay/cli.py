@@ -252,7 +252,7 @@ def _serve_relay(args: argparse.Namespace) -> int:
     from common.logs import configure_logging
 
     from .config import RelayConfig
-    from .server import serve_relay
+    from .server import serve_until_signalled
 
     configure_logging(verbose=args.verbose)
     config = RelayConfig(
@@ -270,12 +270,8 @@ def _serve_relay(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
-            running = await nursery.start(serve_relay, config)
+            running = await nursery.start(serve_until_signalled, config)
             print(f"rcd relay: serving {running.url} (data in {config.data_dir})", flush=True)
-            with trio.open_signal_receiver(2, 15) as signals:
-                async for _ in signals:
-                    break
-            nursery.cancel_scope.cancel()
 
     trio.run(serve)
     return 0

@@ -72,6 +72,9 @@ class RelayConfig:
     #: The same for a daemon's event uploads, which it opens before their batch exists and
     #: ends itself after 30 s without one.
     uplink_deadline: float = 60.0
+    #: Seconds the requests in flight get to finish when the relay stops gracefully (live
+    #: streams end at once); then they are cancelled. Hypercorn's own default.
+    stop_timeout: float = 3.0
     #: Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client
     #: that failed-attempt limits count against; from anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_proxies)

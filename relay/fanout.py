@@ -150,6 +150,9 @@ class Hub:
     """Keyed wake-up hints: :meth:`watch` returns an event that the next :meth:`notify` of
     the same key sets. Every notify swaps in a fresh event for later watchers."""
 
+    #: Set when this relay stops serving: its live streams end then (:mod:`relay.streams`).
+    stopping: trio.Event = attrs.field(factory=trio.Event, init=False)
+
     # Weak values: a key nobody watches any more costs nothing.
     _events: weakref.WeakValueDictionary[str, trio.Event] = attrs.field(
         factory=weakref.WeakValueDictionary, init=False

@@ -1,14 +1,18 @@
-"""Run the relay: storage + app + Hypercorn's trio worker, as one nursery-started service."""
+"""Run the relay: storage + app + Hypercorn's trio worker, as one nursery-started service
+(:func:`serve_relay`), or until a signal stops it (:func:`serve_until_signalled`, the
+process of ``rcd relay``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import socket
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import attrs
 import hypercorn.trio
@@ -31,6 +35,7 @@ __all__ = [
     "check_bind",
     "read_relay_url",
     "serve_relay",
+    "serve_until_signalled",
 ]
 
 log = structlog.get_logger("relay")
@@ -119,6 +124,7 @@ def _hypercorn_config(config: RelayConfig, sock: socket.socket) -> HypercornConf
         hconfig.keyfile = str(config.tls_key)
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("relay.hypercorn")
+    hconfig.graceful_timeout = config.stop_timeout
     hconfig.include_server_header = False
     # Hypercorn reads a request body off the socket ahead of the app, queueing up to this
     # many chunks (of up to 64 KiB) per request. Until the app has checked the caller's
@@ -169,17 +175,24 @@ async def serve_relay(
     config: RelayConfig,
     *,
     tokens: TokenIssuer | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[RunningRelay] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Serve the relay until cancelled.
+) -> None:
+    """Serve the relay until ``shutdown_trigger`` returns, then stop gracefully; without a
+    trigger, serve until cancelled.
 
     Opens (or creates) the database in ``config.data_dir``, marks every environment offline
     (no downlink survives a restart), writes ``relay.json`` and reports a
     :class:`RunningRelay` through ``task_status`` once the socket is listening. Raises
     :class:`RelayError` if it cannot bind, or if binding off loopback without TLS and
-    without ``insecure_http``. On cancellation, open streams end (daemons' environments
-    go offline) and the database is closed. ``tokens`` replaces the access-token issuer
-    (tests pass one on a virtual clock).
+    without ``insecure_http``. ``tokens`` replaces the access-token issuer (tests pass one
+    on a virtual clock).
+
+    A graceful stop takes no new connections and ends the live streams (daemons'
+    environments go offline, as when they disconnect); the requests in flight get
+    ``config.stop_timeout`` seconds to finish (Hypercorn's graceful timeout), then are
+    cancelled; the database is closed and this returns. On cancellation everything stops at
+    once (the streams' cleanups still run, shielded) and the database is closed.
     """
     check_bind(config)
     await trio.to_thread.run_sync(
@@ -200,15 +213,45 @@ async def serve_relay(
         hub = Hub()
         app = create_app(storage, hub, bound, tokens=tokens)
         hconfig = _hypercorn_config(bound, sock)
+
+        async def stopping(trigger: Callable[[], Awaitable[None]]) -> None:
+            await trigger()
+            log.info("relay stopping", grace=config.stop_timeout)
+            hub.stopping.set()
+
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 partial(
                     hypercorn.trio.serve,
                     _drop_unread(cast(ASGIFramework, app)),
                     hconfig,
+                    shutdown_trigger=shutdown_trigger and partial(stopping, shutdown_trigger),
                     mode="asgi",
                 )
             )
             log.info("relay listening", url=bound.url, port=port, tls=bound.tls)
             task_status.started(RunningRelay(url=bound.url, port=port, storage=storage, hub=hub))
-    raise RelayError("the relay stopped serving")
+    if shutdown_trigger is None:
+        raise RelayError("the relay stopped serving")
+    log.info("relay stopped")
+
+
+async def serve_until_signalled(
+    config: RelayConfig, *, task_status: trio.TaskStatus[RunningRelay] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """:func:`serve_relay` until SIGINT or SIGTERM, then stop gracefully; a second signal
+    stops at once. Call it from the main thread."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def relay(task_status: trio.TaskStatus[RunningRelay]) -> None:
+                await serve_relay(config, shutdown_trigger=stop.wait, task_status=task_status)
+                nursery.cancel_scope.cancel()  # stopped: signals are not awaited any more
+
+            task_status.started(await nursery.start(relay))
+            async for signum in signals:
+                if stop.is_set():
+                    log.warning("second signal: stopping now", signal=signum)
+                    nursery.cancel_scope.cancel()
+                stop.set()

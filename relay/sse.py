@@ -3,7 +3,8 @@
 An :class:`EventStreamResponse` runs a *producer* coroutine with an :class:`EventStream`
 to write to. A second task watches for the client's ``http.disconnect``; when it comes the
 producer is cancelled (its ``finally`` blocks run, shielded cleanups included) and nothing
-more is sent. When the producer returns, the response ends cleanly.
+more is sent. When the producer returns, or the relay stops (``until`` is set), the response
+ends cleanly.
 """
 
 from __future__ import annotations
@@ -69,12 +70,15 @@ Producer = Callable[[EventStream], Awaitable[None]]
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, *, until: trio.Event | None = None) -> None:
+        """``producer`` writes the stream; it is cancelled when the client goes away, or
+        once ``until`` is set (the stream then ends cleanly)."""
         # Not Response.__init__: it would set a body, hence ``content-length: 0``.
         self.status_code = 200
         self.background = None
         self.init_headers(_HEADERS)
         self._producer = producer
+        self._until = until
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = EventStream(send, self.raw_headers)
@@ -89,7 +93,14 @@ class EventStreamResponse(Response):
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_disconnect)
+            if self._until is not None:
+                nursery.start_soon(_cancel_when, self._until, nursery.cancel_scope)
             await self._producer(stream)
             nursery.cancel_scope.cancel()
         if not client_gone:
             await stream.finish()
+
+
+async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

@@ -55,7 +55,8 @@ def downlink_response(
 
     While the stream is open the environment is online. Opening it replaces any older
     downlink of the same environment, which then ends promptly; when the client goes away
-    the environment goes offline, unless a newer downlink has taken over.
+    (or the relay stops) the environment goes offline, unless a newer downlink has taken
+    over.
     """
     key = environment_key(environment_id)
 
@@ -112,7 +113,7 @@ def downlink_response(
                 if await storage.close_downlink(environment_id, link_id):
                     log.info("downlink closed; environment offline", environment_id=environment_id)
 
-    return EventStreamResponse(produce)
+    return EventStreamResponse(produce, until=hub.stopping)
 
 
 def session_events_response(
@@ -123,7 +124,8 @@ def session_events_response(
     keepalive_interval: float,
     still_allowed: Callable[[], Awaitable[bool]],
 ) -> EventStreamResponse:
-    """A session's events after seq ``after``, then live ones, until the client goes away.
+    """A session's events after seq ``after``, then live ones, until the client goes away
+    (or the relay stops).
 
     ``still_allowed`` is asked every :data:`CREDENTIAL_CHECK_INTERVAL` while the stream
     is idle (and at least at every keep-alive): a stream whose credential was revoked (or
@@ -152,7 +154,7 @@ def session_events_response(
             if not await _idle_checking(changed, stream, keepalive_interval, still_allowed):
                 return
 
-    return EventStreamResponse(produce)
+    return EventStreamResponse(produce, until=hub.stopping)
 
 
 async def _idle_checking(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,16 @@ import trio
 import trio.testing
 
 import wire
-from relay import RelayConfig, RelayError, RunningRelay, admin, serve_relay
-from relay.server import RELAY_INFO_FILENAME
+from relay import (
+    RelayConfig,
+    RelayError,
+    RunningRelay,
+    SqliteStorage,
+    admin,
+    client_api,
+    serve_relay,
+)
+from relay.server import RELAY_INFO_FILENAME, serve_until_signalled
 from testkit.sse import sse
 
 from .conftest import (
@@ -440,3 +451,114 @@ async def test_an_input_reaches_the_open_downlink_before_its_answer_goes_out(
     finally:
         downlink.close()
         client.close()
+
+
+def held_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[AsyncIterator[bytes], trio.Event, trio.Event]:
+    """A request body that sends its first half, then the rest once ``finish`` is set;
+    ``reading`` is set once the relay's handler has started reading a body (the next
+    request's: it is in flight then)."""
+    reading, finish = trio.Event(), trio.Event()
+    decode_body = client_api.decode_body
+
+    async def noted(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        return await decode_body(*args, **kwargs)
+
+    monkeypatch.setattr(client_api, "decode_body", noted)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"title": "re'
+        await finish.wait()
+        yield b'named"}'
+
+    return body(), reading, finish
+
+
+async def test_a_graceful_stop_ends_live_streams_and_lets_a_request_in_flight_finish(
+    config: RelayConfig, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the relay is told to stop, its live streams end cleanly at once (the daemon's
+    environment goes offline) while a request already under way still gets its answer;
+    then serve_relay returns by itself."""
+    stop = trio.Event()
+    renamed: list[httpx.Response] = []
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            running: RunningRelay = await nursery.start(
+                partial(serve_relay, config, shutdown_trigger=stop.wait)
+            )
+            async with (
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http,
+                trio.open_nursery() as requests,
+            ):
+                user = await make_device_token(running.storage)
+                d = await register(http, running.storage)
+                async with sse(http, downlink_url(d), d.headers) as (_, downlink):
+                    session = await create_session(http, user, d.environment_id)
+                    assert (await downlink.next()).event == "start_session"
+                    url = f"/api/sessions/{session['id']}"
+                    body, reading, finish = held_body(monkeypatch)
+                    async with sse(http, f"{url}/events", user) as (_, events):
+
+                        async def rename() -> None:
+                            renamed.append(await http.patch(url, content=body, headers=user))
+
+                        requests.start_soon(rename)
+                        await reading.wait()
+                        stop.set()
+                        await downlink.expect_end()
+                        await events.expect_end()
+                        finish.set()
+        # The nursery is done: serve_relay returned once the answer had gone out.
+    assert [r.status_code for r in renamed] == [200]
+    assert renamed[0].json()["title"] == "renamed"
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        assert not await is_online(storage, d.environment_id)
+
+
+async def test_a_signal_stops_the_relay_gracefully_and_a_second_one_at_once(
+    config: RelayConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rcd relay``: SIGTERM (or SIGINT) stops it gracefully; while a request in flight
+    holds that stop (for up to its deadline, a long one here), a second signal ends it."""
+    config = attrs.evolve(config, stop_timeout=10 * GUARD)
+    stopped = trio.Event()
+    failed: list[Exception] = []
+
+    async def relay(task_status: trio.TaskStatus[RunningRelay]) -> None:
+        await serve_until_signalled(config, task_status=task_status)
+        stopped.set()
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            running: RunningRelay = await nursery.start(relay)
+            async with (
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http,
+                trio.open_nursery() as requests,
+            ):
+                user = await make_device_token(running.storage)
+                d = await register(http, running.storage)
+                await running.storage.open_downlink(d.environment_id, "link_test")
+                session = await create_session(http, user, d.environment_id)
+                body, reading, finish = held_body(monkeypatch)
+
+                async def rename() -> None:
+                    url = f"/api/sessions/{session['id']}"
+                    try:
+                        await http.patch(url, content=body, headers=user)
+                    except httpx.TransportError as exc:
+                        failed.append(exc)
+
+                requests.start_soon(rename)
+                await reading.wait()
+                signal.raise_signal(signal.SIGTERM)
+                await running.hub.stopping.wait()  # the graceful stop has begun,
+                await trio.testing.wait_all_tasks_blocked()
+                assert not stopped.is_set()  # and waits for the request in flight
+                signal.raise_signal(signal.SIGTERM)
+                await stopped.wait()  # well before the stop's deadline
+                finish.set()
+    # The request was cut off.
+    assert len(failed) == 1
