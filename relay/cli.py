@@ -10,12 +10,48 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.argtypes import port, positive_seconds
 from common.dirs import data_dir
 from common.visible import visible
 
-__all__ = ["add_relay_parser", "run_relay"]
+if TYPE_CHECKING:
+    from .config import RelayConfig
+
+__all__ = ["add_relay_parser", "relay_config", "run_relay"]
+
+#: The options of ``rcd relay`` that set a :class:`relay.config.RelayConfig` field (option
+#: dest → field). Their defaults are RelayConfig's alone: an option not given is None here
+#: and left out of the config, and ``--help`` reads the default that ``%(config_default)s``
+#: stands for from RelayConfig when it is shown (the parser loads no relay module).
+_CONFIG_FIELDS = {
+    "host": "host",
+    "port": "port",
+    "public_url": "public_url",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+    "insecure_http": "insecure_http",
+    "access_token_ttl": "access_token_ttl",
+    "keepalive": "keepalive_interval",
+    "trusted_proxy": "trusted_proxies",
+}
+
+
+class _ConfigDefaults(argparse.HelpFormatter):
+    """Help where ``%(config_default)s`` is the option's default in RelayConfig."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text is None or "%(config_default)s" not in text:
+            return text
+        import attrs
+
+        from .config import RelayConfig
+
+        value = attrs.fields_dict(RelayConfig)[_CONFIG_FIELDS[action.dest]].default
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        return text.replace("%(config_default)s", shown.replace("%", "%%"))
 
 
 def add_relay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,9 +61,10 @@ def add_relay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="run a relay, or manage its tokens and codes",
         description="Run the relay server (Starlette on Hypercorn). It binds 127.0.0.1 unless told "
         "otherwise; a non-loopback bind needs --tls-cert/--tls-key or --insecure-http.",
+        formatter_class=_ConfigDefaults,
     )
-    relay.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    relay.add_argument("--port", type=port, default=7878, help="port to bind (default: 7878)")
+    relay.add_argument("--host", help="address to bind (default: %(config_default)s)")
+    relay.add_argument("--port", type=port, help="port to bind (default: %(config_default)s)")
     relay.add_argument("--data-dir", type=Path, help="where the relay keeps its database")
     relay.add_argument(
         "--public-url", metavar="URL", help="the URL clients use (for links it prints)"
@@ -37,27 +74,25 @@ def add_relay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     relay.add_argument(
         "--insecure-http",
         action="store_true",
+        default=None,
         help="allow plain HTTP on a non-loopback address (not recommended)",
     )
     relay.add_argument(
         "--access-token-ttl",
         type=positive_seconds,
-        default=900.0,
         metavar="SECONDS",
-        help="lifetime of daemons' link and session access tokens (default: 900)",
+        help="lifetime of daemons' link and session access tokens (default: %(config_default)s)",
     )
     relay.add_argument(
         "--keepalive",
         type=positive_seconds,
-        default=15.0,
         metavar="SECONDS",
         help="keep-alive interval on idle streams; a revoked daemon credential also ends "
-        "its open downlink within it (default: 15)",
+        "its open downlink within it (default: %(config_default)s)",
     )
     relay.add_argument(
         "--trusted-proxy",
         action="append",
-        default=[],
         type=_trusted_proxy,
         metavar="ADDRESS",
         help="a reverse proxy (address or network) whose X-Forwarded-For names the client "
@@ -154,9 +189,13 @@ def _relay_data_dir(path: Path | None) -> Path:
 def run_relay(args: argparse.Namespace) -> int:
     """Run ``rcd relay`` (serve, or one admin subcommand) with parsed ``args``; returns the
     exit status."""
+    from common.logs import configure_logging
+
     from . import admin
     from .errors import RelayError
 
+    # Admin commands log nothing as a rule; whatever they do log goes to stderr too.
+    configure_logging(verbose=args.verbose)
     try:
         if args.relay_command is None:
             return _serve_relay(args)
@@ -246,27 +285,25 @@ def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
+def relay_config(args: argparse.Namespace) -> RelayConfig:
+    """The settings ``rcd relay`` serves with: the options given, RelayConfig's defaults
+    for the others."""
+    from .config import RelayConfig
+
+    given = {
+        field: value
+        for dest, field in _CONFIG_FIELDS.items()
+        if (value := getattr(args, dest)) is not None
+    }
+    return RelayConfig(data_dir=_relay_data_dir(args.data_dir), **given)
+
+
 def _serve_relay(args: argparse.Namespace) -> int:
     import trio
 
-    from common.logs import configure_logging
-
-    from .config import RelayConfig
     from .server import serve_until_signalled
 
-    configure_logging(verbose=args.verbose)
-    config = RelayConfig(
-        host=args.host,
-        port=args.port,
-        data_dir=_relay_data_dir(args.data_dir),
-        public_url=args.public_url,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        insecure_http=args.insecure_http,
-        access_token_ttl=args.access_token_ttl,
-        keepalive_interval=args.keepalive,
-        trusted_proxies=tuple(args.trusted_proxy),
-    )
+    config = relay_config(args)
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:

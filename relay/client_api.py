@@ -47,7 +47,14 @@ from .auth import ClientPrincipal, ClientProof, authenticate_client, client_proo
 from .config import RelayConfig
 from .errors import BodyTooLarge, NotFound, Unauthenticated
 from .fanout import Hub, environment_key
-from .httputil import decode_body, int_param, json_response, last_event_id, wants_event_stream
+from .httputil import (
+    CLIENT_BODY_LIMIT,
+    decode_body,
+    int_param,
+    json_response,
+    last_event_id,
+    wants_event_stream,
+)
 from .ids import new_id
 from .indexing import title_from_text
 from .openapi import openapi_document
@@ -149,7 +156,7 @@ class ClientApi:
     async def _body(self, request: Request, cl: type[T]) -> T:
         """The body decoded as ``cl`` (capped, under ``config.body_deadline``); only once
         the caller is authenticated."""
-        return await decode_body(request, cl, deadline=self.config.body_deadline)
+        return await decode_body(request, cl, CLIENT_BODY_LIMIT, self.config.body_deadline)
 
     async def _session(self, request: Request) -> SessionRecord:
         session_id = request.path_params["session_id"]

@@ -1,4 +1,5 @@
-"""The relay's settings (``rcd relay`` options)."""
+"""The relay's settings: one :class:`RelayConfig` field per setting, with its default
+(``rcd relay``'s options set some of them and take their defaults from here)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ class BodyTooLarge(ApiError):
 
 
 class BodyTimeout(ApiError):
-    """The request body did not arrive in time (see :data:`relay.httputil.BODY_DEADLINE`)."""
+    """The request body did not arrive in time (see ``RelayConfig.body_deadline``)."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

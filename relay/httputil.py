@@ -30,9 +30,7 @@ from .errors import (
 )
 
 __all__ = [
-    "BODY_DEADLINE",
     "CLIENT_BODY_LIMIT",
-    "UPLINK_DEADLINE",
     "UPLINK_BODY_LIMIT",
     "client_address",
     "trusted_networks",
@@ -54,10 +52,6 @@ T = TypeVar("T")
 CLIENT_BODY_LIMIT = MAX_MESSAGE_BYTES + 64 * 1024
 #: An uplink batch (up to ``wire.MAX_EVENTS_PER_BATCH`` events); the daemon splits bigger batches.
 UPLINK_BODY_LIMIT = 32 * 1024 * 1024
-#: Default seconds for a whole request body to arrive (see ``RelayConfig.body_deadline``).
-BODY_DEADLINE = 30.0
-#: Default seconds for a whole uplink body (see ``RelayConfig.uplink_deadline``).
-UPLINK_DEADLINE = 60.0
 
 
 def json_response(data: Any, status: int = 200) -> JSONResponse:
@@ -144,7 +138,7 @@ def error_response(
     )
 
 
-async def read_body(request: Request, limit: int, deadline: float = BODY_DEADLINE) -> bytes:
+async def read_body(request: Request, limit: int, deadline: float) -> bytes:
     """The whole request body; :class:`BodyTooLarge` (413) as soon as it exceeds ``limit``,
     :class:`BodyTimeout` (408) if it has not all arrived ``deadline`` seconds after this
     call (the connection is then closed: the rest of the body is never read).
@@ -169,9 +163,7 @@ async def read_body(request: Request, limit: int, deadline: float = BODY_DEADLIN
     return b"".join(chunks)
 
 
-async def read_lines(
-    request: Request, limit: int, deadline: float = UPLINK_DEADLINE
-) -> AsyncGenerator[bytes, None]:
+async def read_lines(request: Request, limit: int, deadline: float) -> AsyncGenerator[bytes, None]:
     """The body's lines (``\\n``-separated, blank ones skipped), each as soon as it has
     arrived; :class:`BodyTooLarge` (413) for a line longer than ``limit``,
     :class:`BodyTimeout` (408) if the body has not ended ``deadline`` seconds after the
@@ -205,12 +197,7 @@ async def read_lines(
         yield bytes(buffer)
 
 
-async def decode_body(
-    request: Request,
-    cl: type[T],
-    limit: int = CLIENT_BODY_LIMIT,
-    deadline: float = BODY_DEADLINE,
-) -> T:
+async def decode_body(request: Request, cl: type[T], limit: int, deadline: float) -> T:
     """Read the body (capped, under a deadline: see :func:`read_body`) and decode it as
     ``cl`` (see :func:`decode_bytes`)."""
     return decode_bytes(await read_body(request, limit, deadline), cl)

@@ -32,7 +32,7 @@ class Chunks:
 
 async def lines_of(chunks: list[bytes], limit: int) -> list[bytes]:
     request = cast(Request, cast(Any, Chunks(chunks)))
-    async with aclosing(read_lines(request, limit)) as lines:
+    async with aclosing(read_lines(request, limit, deadline=60.0)) as lines:
         return [line async for line in lines]
 
 

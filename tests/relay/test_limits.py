@@ -218,11 +218,13 @@ def test_a_trusted_proxy_must_be_an_address_or_a_network(data_dir: Path) -> None
 
 def test_rcd_relay_takes_repeated_trusted_proxies() -> None:
     from cli import build_parser
+    from relay.cli import relay_config
 
     args = build_parser().parse_args(
         ["relay", "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::1"]
     )
     assert args.trusted_proxy == ["10.0.0.0/8", "::1"]
-    assert build_parser().parse_args(["relay"]).trusted_proxy == []
+    assert relay_config(args).trusted_proxies == ("10.0.0.0/8", "::1")
+    assert relay_config(build_parser().parse_args(["relay"])).trusted_proxies == ()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["relay", "--trusted-proxy", "proxy.example"])

@@ -1,0 +1,54 @@
+"""``rcd relay``'s options: each sets its RelayConfig field, and their defaults (in the
+config and in ``--help``) are RelayConfig's alone."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from cli.main import build_parser
+from relay import RelayConfig
+from relay.cli import relay_config
+
+
+def parse(*args: str) -> argparse.Namespace:
+    return build_parser().parse_args(["relay", *args])
+
+
+def test_options_not_given_take_relay_configs_defaults(tmp_path: Path) -> None:
+    assert relay_config(parse("--data-dir", str(tmp_path))) == RelayConfig(data_dir=tmp_path)
+
+
+def test_each_option_sets_its_field(tmp_path: Path) -> None:
+    args = parse(
+        *("--data-dir", str(tmp_path), "--host", "::1", "--port", "0"),
+        *("--public-url", "https://relay.example", "--insecure-http"),
+        *("--tls-cert", "cert.pem", "--tls-key", "key.pem"),
+        *("--access-token-ttl", "60", "--keepalive", "5"),
+        *("--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::1"),
+    )
+    assert relay_config(args) == RelayConfig(
+        data_dir=tmp_path,
+        host="::1",
+        port=0,
+        public_url="https://relay.example",
+        insecure_http=True,
+        tls_cert=Path("cert.pem"),
+        tls_key=Path("key.pem"),
+        access_token_ttl=60.0,
+        keepalive_interval=5.0,
+        trusted_proxies=("10.0.0.0/8", "::1"),
+    )
+
+
+def test_the_help_shows_relay_configs_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("--help")
+    shown = " ".join(capsys.readouterr().out.split())
+    defaults = RelayConfig(data_dir=Path("unused"))
+    assert f"address to bind (default: {defaults.host})" in shown
+    assert f"port to bind (default: {defaults.port})" in shown
+    assert f"access tokens (default: {defaults.access_token_ttl:g})" in shown
+    assert f"ends its open downlink within it (default: {defaults.keepalive_interval:g})" in shown
