@@ -1,16 +1,25 @@
-"""``rcd relay``'s options: each sets its RelayConfig field, and their defaults (in the
-config and in ``--help``) are RelayConfig's alone."""
+"""``rcd relay``: each option sets its RelayConfig field, and their defaults (in the config
+and in ``--help``) are RelayConfig's alone; the process logs JSON lines only, Hypercorn's
+included, and SIGTERM stops it."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from cli.main import build_parser
 from relay import RelayConfig
 from relay.cli import relay_config
+from testkit.harness import REPO
+
+from .conftest import GUARD
 
 
 def parse(*args: str) -> argparse.Namespace:
@@ -52,3 +61,38 @@ def test_the_help_shows_relay_configs_defaults(capsys: pytest.CaptureFixture[str
     assert f"port to bind (default: {defaults.port})" in shown
     assert f"access tokens (default: {defaults.access_token_ttl:g})" in shown
     assert f"ends its open downlink within it (default: {defaults.keepalive_interval:g})" in shown
+
+
+async def test_the_relay_logs_json_lines_only_and_stops_on_sigterm(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "daemon", "relay", "--verbose", "--port", "0"]
+    with trio.fail_after(GUARD):
+        process = await trio.lowlevel.open_process(
+            [*command, "--data-dir", str(tmp_path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            out = b""
+            while b"serving" not in out:
+                out += await process.stdout.receive_some()
+            process.send_signal(signal.SIGTERM)
+            err = b""
+            while chunk := await process.stderr.receive_some():
+                err += chunk
+            assert await process.wait() == 0
+        finally:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+    lines = [json.loads(line) for line in err.decode().splitlines()]
+    # Hypercorn's error log (through the standard library) comes out as structlog's lines.
+    [hypercorn] = [line for line in lines if line.get("logger") == "relay.hypercorn"]
+    assert hypercorn["event"].startswith("Running on http://127.0.0.1:")
+    assert {"level", "timestamp"} <= hypercorn.keys()
+    assert [line["event"] for line in lines if "logger" not in line] == [
+        "relay listening",
+        "relay stopping",
+        "relay stopped",
+    ]
