@@ -3,6 +3,11 @@
 Paths are written out here; the schemas of bodies and objects are generated from the
 :mod:`wire` attrs classes, so they cannot drift from what the relay decodes. A test checks
 that every client route of the app is listed and nothing else.
+
+Longer than our modules should be (about 460 lines), for a reason: most of it is one
+document, the client API's every path with its parameters, bodies and answers, meant to be
+read top to bottom beside ``docs/api.md``. Cut in two, the contract would be read in two
+places.
 """
 
 from __future__ import annotations
