@@ -170,19 +170,24 @@ class RelayClient:
         )
 
     def downlink(
-        self, environment_id: str, after: int, on_open: Callable[[], None] = lambda: None
+        self,
+        environment_id: str,
+        after: int,
+        on_open: Callable[[], None] = lambda: None,
+        on_keepalive: Callable[[], None] = lambda: None,
     ) -> AsyncGenerator[tuple[int, wire.Directive], None]:
         """Yield ``(dseq, directive)`` from the environment's stream, after ``after``.
 
         Returns when the relay ends the stream (e.g. a newer link replaced this one);
         raises :class:`RelayUnreachable` when the connection fails or goes silent.
         ``on_open`` is called once the relay has accepted the stream (:meth:`link_renew_at`
-        then says when to open its successor). A keep-alive is never a directive; a
-        directive that does not decode is logged and skipped: it can never be applied.
+        then says when to open its successor). A keep-alive is never a directive
+        (``on_keepalive`` is called for each); a directive that does not decode is logged
+        and skipped: it can never be applied.
         """
 
         def opened(token: Token) -> None:
             self._downlink_renew_at = token.renew_at
             on_open()
 
-        return directives(self._calls, self._tokens, environment_id, after, opened)
+        return directives(self._calls, self._tokens, environment_id, after, opened, on_keepalive)
