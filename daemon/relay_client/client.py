@@ -12,6 +12,7 @@ import wire
 
 from .calls import Calls
 from .downlink import directives
+from .spare import Spare
 from .tokens import Bearer, Token, TokenAuth, Tokens
 from .uplink_requests import UplinkRequests
 
@@ -68,6 +69,12 @@ class RelayClient:
     def spares_used(self) -> int:
         """Uplink batches sent on a request opened ahead of them."""
         return self._uplink.spares_used
+
+    @property
+    def spare_request(self) -> Spare | None:
+        """The uplink request open ahead of the next batch, if there is one (its
+        ``head_sent`` says when a batch posted costs only a write; ``done``, when it ends)."""
+        return self._uplink.spare
 
     @property
     def directives_acked(self) -> int:
