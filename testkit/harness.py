@@ -23,6 +23,8 @@ import trio
 from relay import RelayConfig, RunningRelay, admin, serve_relay
 from relay.storage import SqliteStorage
 
+from .waiting import eventually
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_AGENT_SCRIPT = REPO / "testkit" / "fakes" / "tiny_agent.py"
 
@@ -107,20 +109,23 @@ class Relay:
     async def wait_events(
         self, session_id: str, predicate: Callable[[Events], bool], timeout: float = 30
     ) -> Events:
-        """Poll the session log until ``predicate(events)`` holds; fails after ``timeout``."""
+        """Poll the session log until ``predicate(events)`` holds; fails after ``timeout``
+        naming the session and its log."""
         events: Events = []
+
+        async def holds() -> bool:
+            nonlocal events
+            events = await self.events(session_id)
+            return predicate(events)
+
         try:
-            with trio.fail_after(timeout):
-                while True:
-                    events = await self.events(session_id)
-                    if predicate(events):
-                        return events
-                    await trio.sleep(0.05)
-        except trio.TooSlowError:
+            await eventually(holds, timeout=timeout, what=f"session {session_id}'s log")
+        except AssertionError:
             kinds = [(e["seq"], e["kind"], e["data"]) for e in events]
             raise AssertionError(
                 f"timed out waiting on session {session_id}; log: {kinds}"
             ) from None
+        return events
 
     async def wait_kind(
         self, session_id: str, kind: str, count: int = 1, timeout: float = 30
@@ -261,24 +266,25 @@ async def start_daemon(
     log_file.close()
     daemon = Daemon(process=process, env=env, directory=directory, log_path=log_path)
     relay.daemons.append(daemon)
+
+    async def online() -> str | None:
+        if process.returncode is not None:
+            raise AssertionError(f"daemon exited {process.returncode}: {daemon.log()}")
+        for e in await relay.environments():
+            if e["online"] and e["directory"] == str(directory.resolve()):
+                return str(e["id"])
+        return None
+
     try:
-        with trio.fail_after(20):
-            while True:
-                if process.returncode is not None:
-                    raise AssertionError(f"daemon exited {process.returncode}: {daemon.log()}")
-                online = [
-                    e
-                    for e in await relay.environments()
-                    if e["online"] and e["directory"] == str(directory.resolve())
-                ]
-                if online:
-                    daemon.environment_id = online[0]["id"]
-                    return daemon
-                await trio.sleep(0.05)
-    except trio.TooSlowError:
-        process.kill()
-        await process.wait()
-        raise AssertionError(f"daemon never came online: {daemon.log()}") from None
+        found = await eventually(online, timeout=20, what="the daemon online")
+    except AssertionError as exc:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+            raise AssertionError(f"daemon never came online: {daemon.log()}") from None
+        raise exc from None
+    daemon.environment_id = str(found)
+    return daemon
 
 
 def count_processes(marker: str) -> int:

@@ -101,6 +101,8 @@ class SparePool:
     _filling: bool = False
     _taken: int = 0
     _running: bool = False
+    #: Set (and replaced) whenever a spare becomes ready or the size changes.
+    _changed: trio.Event = attrs.Factory(trio.Event)
 
     @property
     def directory(self) -> Path:
@@ -135,7 +137,7 @@ class SparePool:
                 if spare is None:
                     await trio.sleep(RETRY_AFTER)
                     continue
-                self._ready.append(spare)
+                self._add_ready(spare)
                 if not measured:
                     measured = True
                     await self._fit_disk(spare)
@@ -155,6 +157,7 @@ class SparePool:
                 free_mib=round(free / 2**20),
             )
             self.size = max(fits, 0)
+            self._notify()
 
     async def _adopt(self) -> list[Path]:
         """Take the clean spares found in the pool, up to the size; returns the others
@@ -185,7 +188,7 @@ class SparePool:
             except WorktreeError as exc:
                 log.warning("spare_unreadable", path=str(path), error=str(exc))
                 continue
-            self._ready.append(Spare(path=path, commit=commit))
+            self._add_ready(Spare(path=path, commit=commit))
         if self._ready:
             log.info("spares_adopted", count=len(self._ready))
         return excess
@@ -304,6 +307,21 @@ class SparePool:
             raise
         return Worktree(path=path, branch=branch, slug=slug, base_commit=base)
 
+    async def wait_full(self) -> None:
+        """Return once the pool holds as many ready spares as its size (at once if it
+        does). The pool fills in the background; this is for a caller that needs it full
+        (a test, a benchmark), not for taking a spare."""
+        while len(self._ready) < self.size:
+            await self._changed.wait()
+
+    def _add_ready(self, spare: Spare) -> None:
+        self._ready.append(spare)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
     def has_room(self) -> bool:
         return len(self._ready) < self.size
 
@@ -346,7 +364,7 @@ class SparePool:
         manager._removed += 1
         log.info("worktree_recycled", path=str(worktree.path), spare=str(path))
         if self.has_room() and clean_ignored:
-            self._ready.append(Spare(path=path, commit=commit))
+            self._add_ready(Spare(path=path, commit=commit))
         elif self._running:
             await self._discard(path)
         return True

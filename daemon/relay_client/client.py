@@ -12,6 +12,7 @@ import wire
 
 from .calls import Calls
 from .downlink import directives
+from .spare import Spare
 from .tokens import Bearer, Token, TokenAuth, Tokens
 from .uplink_requests import UplinkRequests
 
@@ -68,6 +69,12 @@ class RelayClient:
     def spares_used(self) -> int:
         """Uplink batches sent on a request opened ahead of them."""
         return self._uplink.spares_used
+
+    @property
+    def spare_request(self) -> Spare | None:
+        """The uplink request open ahead of the next batch, if there is one (its
+        ``head_sent`` says when a batch posted costs only a write; ``done``, when it ends)."""
+        return self._uplink.spare
 
     @property
     def directives_acked(self) -> int:
@@ -170,19 +177,24 @@ class RelayClient:
         )
 
     def downlink(
-        self, environment_id: str, after: int, on_open: Callable[[], None] = lambda: None
+        self,
+        environment_id: str,
+        after: int,
+        on_open: Callable[[], None] = lambda: None,
+        on_keepalive: Callable[[], None] = lambda: None,
     ) -> AsyncGenerator[tuple[int, wire.Directive], None]:
         """Yield ``(dseq, directive)`` from the environment's stream, after ``after``.
 
         Returns when the relay ends the stream (e.g. a newer link replaced this one);
         raises :class:`RelayUnreachable` when the connection fails or goes silent.
         ``on_open`` is called once the relay has accepted the stream (:meth:`link_renew_at`
-        then says when to open its successor). A keep-alive is never a directive; a
-        directive that does not decode is logged and skipped: it can never be applied.
+        then says when to open its successor). A keep-alive is never a directive
+        (``on_keepalive`` is called for each); a directive that does not decode is logged
+        and skipped: it can never be applied.
         """
 
         def opened(token: Token) -> None:
             self._downlink_renew_at = token.renew_at
             on_open()
 
-        return directives(self._calls, self._tokens, environment_id, after, opened)
+        return directives(self._calls, self._tokens, environment_id, after, opened, on_keepalive)

@@ -25,6 +25,7 @@ async def directives(
     environment_id: str,
     after: int,
     on_open: Callable[[Token], None],
+    on_keepalive: Callable[[], None] = lambda: None,
 ) -> AsyncGenerator[tuple[int, wire.Directive], None]:
     """Yield ``(dseq, directive)`` from the environment's stream, after ``after``.
 
@@ -33,8 +34,8 @@ async def directives(
     silent (no byte for :data:`wire.STREAM_READ_TIMEOUT`), :class:`~daemon.errors.RelayRejected`
     when the relay refuses it. ``on_open(token)`` is called once the relay has accepted the
     stream, with the link token it was opened with (the relay ends the stream when that
-    expires). A keep-alive is never a directive; a directive that does not decode is logged
-    and skipped: it can never be applied.
+    expires). A keep-alive is never a directive (``on_keepalive()`` is called for each); a
+    directive that does not decode is logged and skipped: it can never be applied.
     """
     url = calls.url(f"/daemon/v1/environments/{environment_id}/downlink")
     timeout = httpx.Timeout(calls.timeout, read=wire.STREAM_READ_TIMEOUT)
@@ -55,6 +56,7 @@ async def directives(
                         # Not a message: a keep-alive comment, which httpx-sse hands over
                         # as an empty event carrying the stream's last id (the SSE spec
                         # dispatches no event without data).
+                        on_keepalive()
                         continue
                     try:
                         dseq = int(sse.id)

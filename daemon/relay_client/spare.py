@@ -40,6 +40,8 @@ class Spare(httpx.AsyncByteStream):
     on_idle: Callable[[Spare], None]
     on_closed: Callable[[Spare], None]
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: Set once the request's head is sent and its body is asked for (its first batch).
+    head_sent: trio.Event = attrs.Factory(trio.Event)
     done: trio.Event = attrs.Factory(trio.Event)
     response: httpx.Response | None = None
     #: The request failed before an answer (its connection had gone, say).
@@ -80,6 +82,8 @@ class Spare(httpx.AsyncByteStream):
         return self
 
     async def __anext__(self) -> bytes:
+        # The HTTP client asks for the body once it has written the head.
+        self.head_sent.set()
         if self._frames:
             return self._frames.popleft()
         if self._closed:

@@ -213,6 +213,11 @@ class UplinkRequests:
             self._slot_free.set()
             self._slot_free = trio.Event()
 
+    @property
+    def spare(self) -> Spare | None:
+        """The request open ahead of the next batch, if there is one."""
+        return self._spare
+
     def takes_batches(self) -> bool:
         """See :meth:`RelayClient.takes_batches <daemon.relay_client.RelayClient.takes_batches>`."""
         return self._joinable() is not None

@@ -13,6 +13,7 @@ import trio
 
 from relay import RelayConfig, admin, serve_relay
 from testkit.harness import Relay, start_daemon
+from testkit.waiting import eventually
 from tests.attach.conftest import device_token, new_session
 from tests.attach.pty_client import attach_argv, open_attach, run_attach_plain
 
@@ -122,9 +123,10 @@ async def test_resumes_after_the_relay_restarts_printing_nothing_twice(
                 await term.expect("reconnected")
 
                 # The daemon is back too (its link reconnects on its own backoff).
-                with trio.fail_after(10):
-                    while not any(e["online"] for e in await relay.environments()):
-                        await trio.sleep(0.05)
+                async def daemon_online() -> bool:
+                    return any(e["online"] for e in await relay.environments())
+
+                await eventually(daemon_online, timeout=10, what="the daemon online again")
                 await term.type_line("after the restart")
                 await term.expect("echo: after the restart")
                 await term.type_line("/quit")

@@ -27,6 +27,7 @@ from daemon.agents_record import (
 from daemon.errors import DaemonError
 from spawn import AgentEvent, AgentHandle, AgentLaunch, ClaudeCode
 from testkit.harness import TINY_AGENT
+from testkit.waiting import eventually
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -96,9 +97,11 @@ def gone_daemon() -> ProcessId:
 
 
 async def wait_for_session(leader: int, size: int) -> None:
-    with trio.fail_after(5):
-        while len(session_of(leader)) < size:
-            await trio.sleep(0.01)
+    await eventually(
+        lambda: len(session_of(leader)) >= size,
+        timeout=5,
+        what=f"{size} processes in the session of {leader}",
+    )
 
 
 async def test_what_a_killed_daemon_left_is_ended_whole(

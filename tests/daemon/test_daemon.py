@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from testkit.harness import Relay, processes_in, rcd, start_daemon, start_relay
+from testkit.waiting import eventually
 
 
 @pytest.fixture
@@ -195,8 +196,10 @@ async def test_concurrent_creates_never_exceed_capacity(
         for _ in range(20):
             nursery.start_soon(create)
     assert sorted(statuses) == [201] * 4 + [409] * 16
-    with trio.fail_after(10):
-        while len((await daemon.status())["sessions"]) < 4:
-            await trio.sleep(0.05)
+
+    async def four_running() -> bool:
+        return len((await daemon.status())["sessions"]) >= 4
+
+    await eventually(four_running, timeout=10, what="4 sessions in the daemon's status")
     assert len((await daemon.status())["sessions"]) == 4
     assert await daemon.stop() == 0

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from testkit.harness import LEAVE_BEHIND, pids_alive, processes_in, start_daemon, start_relay
+from testkit.waiting import eventually
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -34,9 +35,11 @@ async def test_a_restart_ends_what_a_killed_daemon_left_running(tmp_path: Path) 
             request = next(e for e in events if e["kind"] == "permission_request")["data"]
             assert (await relay.decide(sid, request["request_id"], "allow")).status_code == 202
             job = project / "job.pid"
-            with trio.fail_after(10):
-                while not job.exists() or not job.read_text():
-                    await trio.sleep(0.02)
+            await eventually(
+                lambda: job.exists() and job.read_text(),
+                timeout=10,
+                what="the job to write its pid to job.pid",
+            )
             [session] = (await daemon.status())["sessions"]
             agent = session["pid"]
             left = [pid for pid in processes_in(project) if pid != agent]
@@ -44,9 +47,12 @@ async def test_a_restart_ends_what_a_killed_daemon_left_running(tmp_path: Path) 
 
             daemon.process.send_signal(signal.SIGKILL)
             await daemon.process.wait()
-            with trio.fail_after(5):  # the agent goes with the daemon (PR_SET_PDEATHSIG)
-                while pids_alive([agent]):
-                    await trio.sleep(0.02)
+            # The agent goes with the daemon (PR_SET_PDEATHSIG).
+            await eventually(
+                lambda: not pids_alive([agent]),
+                timeout=5,
+                what=f"the agent ({agent}) to die with the daemon",
+            )
             assert pids_alive(left) == left  # what it started does not
 
             again = await start_daemon(relay, tmp_path / "home", project)
@@ -103,9 +109,11 @@ async def test_after_a_kill_each_session_s_end_says_truthfully_what_its_worktree
             for sid in ids:
                 kinds = [e["kind"] for e in await relay.events(sid)]
                 assert kinds.count("session_ended") == 1
-            with trio.fail_after(20):
-                while cwds[1].exists():
-                    await trio.sleep(0.05)
+            await eventually(
+                lambda: not cwds[1].exists(),
+                timeout=20,
+                what=f"the clean session's worktree {cwds[1]} to be recycled",
+            )
             assert (cwds[0] / "notes.txt").read_text() == "mine\n"
             assert await again.stop() == 0
         finally:

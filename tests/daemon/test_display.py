@@ -10,6 +10,7 @@ import trio
 from daemon.display import DisplayState, SessionLine, render
 from relay import admin
 from testkit.harness import TINY_AGENT, daemon_on_pty, home_env, rcd, start_relay
+from testkit.waiting import eventually
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -91,9 +92,11 @@ async def test_keys_under_a_pseudo_terminal(tmp_path: Path) -> None:
                 screen = await read_until(master, buf, r"[█▀▄]{6}")
                 await master.send_all(b"w")
                 screen = await read_until(master, buf, r"spawn: worktree")
-                with trio.fail_after(10):
-                    while (await relay.environments())[0]["spawn"] != "worktree":
-                        await trio.sleep(0.05)
+
+                async def in_worktrees() -> bool:
+                    return bool((await relay.environments())[0]["spawn"] == "worktree")
+
+                await eventually(in_worktrees, timeout=10, what="the relay to show spawn: worktree")
                 await master.send_all(b"q")
                 with trio.fail_after(15):
                     exited = await process.wait()

@@ -4,7 +4,7 @@ open downlink was opened with."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from functools import partial
 from pathlib import Path
@@ -78,18 +78,31 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
 async def test_keep_alives_are_not_directives(world: World) -> None:
     received: list[tuple[int, wire.Directive]] = []
-    arrived = trio.Event()
+    keepalives = 0
+    changed = trio.Event()
     opened = trio.Event()
 
+    def kept_alive() -> None:
+        nonlocal changed, keepalives
+        keepalives += 1
+        changed.set()
+        changed = trio.Event()
+
     async def follow() -> None:
-        nonlocal arrived
+        nonlocal changed
         async with aclosing(
-            world.client.downlink(world.environment_id, 0, on_open=opened.set)
+            world.client.downlink(
+                world.environment_id, 0, on_open=opened.set, on_keepalive=kept_alive
+            )
         ) as directives:
             async for item in directives:
                 received.append(item)
-                arrived.set()
-                arrived = trio.Event()
+                changed.set()
+                changed = trio.Event()
+
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            await changed.wait()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -100,17 +113,17 @@ async def test_keep_alives_are_not_directives(world: World) -> None:
             )
             assert created.status_code == 201, created.text
             sid = created.json()["id"]
-            while not received:
-                await arrived.wait()
+            await until(lambda: len(received) >= 1)
             # Many keep-alives go by (each one carried the last id as httpx-sse reads it).
-            await trio.sleep(50 * KEEPALIVE)
+            seen = keepalives
+            await until(lambda: keepalives >= seen + 50)
             posted = await world.http.post(
                 f"/api/sessions/{sid}/messages", json={"id": "m1", "text": "hi"}, headers=PHONE
             )
             assert posted.status_code == 202, posted.text
-            while len(received) < 2:
-                await arrived.wait()
-            await trio.sleep(20 * KEEPALIVE)
+            await until(lambda: len(received) >= 2)
+            seen = keepalives
+            await until(lambda: keepalives >= seen + 20)
             nursery.cancel_scope.cancel()
     assert [(dseq, d.type) for dseq, d in received] == [(1, "start_session"), (2, "message")]
     assert world.log.records == []
@@ -135,7 +148,7 @@ async def test_the_link_is_renewed_before_the_token_of_its_downlink_expires(
             await opened.wait()
             # A while later another call's token is refused (a key rotation: what a relay
             # restart does) and a new one minted; the open downlink keeps its own.
-            await trio.sleep(0.4 * TTL)
+            await trio.sleep(0.4 * TTL)  # clock: a token minted later renews later
             world.issuer.rotate()
             await world.client.ack(world.environment_id, 0)
             renew_at = world.client.link_renew_at()

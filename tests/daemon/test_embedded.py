@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
 
 from testkit.harness import REPO, TINY_AGENT, home_env, rcd
+from testkit.waiting import eventually
 
 
 async def start_embedded(
@@ -57,14 +59,10 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
     env = home_env(tmp_path / "home")
     process, out_path = await start_embedded(tmp_path, env, "solo")
     try:
-        with trio.fail_after(20):
-            while not re.search(
-                r"sign in .*: (http://127\.0\.0\.1:\d+/login\?code=\S+)", out_path.read_text()
-            ):
-                assert process.returncode is None, out_path.read_text()
-                await trio.sleep(0.05)
-            while "registered with" not in out_path.read_text():
-                await trio.sleep(0.05)
+        await wait_logged(
+            process, out_path, r"sign in .*: (http://127\.0\.0\.1:\d+/login\?code=\S+)"
+        )
+        await wait_logged(process, out_path, "registered with")
         text = out_path.read_text()
         link = re.search(r"(http://127\.0\.0\.1:(\d+)/login\?code=\S+)", text)
         assert link, text
@@ -86,12 +84,13 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
             )
             assert r.status_code == 201, r.text
             sid = r.json()["id"]
-            with trio.fail_after(20):
-                while True:
-                    events = (await browser.get(f"/api/sessions/{sid}/events")).json()["events"]
-                    if any(e["kind"] == "turn_result" for e in events):
-                        break
-                    await trio.sleep(0.05)
+
+            async def answered() -> list[dict[str, Any]] | None:
+                events: list[dict[str, Any]]
+                events = (await browser.get(f"/api/sessions/{sid}/events")).json()["events"]
+                return events if any(e["kind"] == "turn_result" for e in events) else None
+
+            events = await eventually(answered, timeout=20, what="the session's turn_result")
             assert [e["data"]["text"] for e in events if e["kind"] == "assistant_text"] == [
                 "echo: hi there"
             ]
@@ -112,10 +111,7 @@ async def test_a_second_embedded_relay_on_a_taken_port_says_what_to_do(tmp_path:
     env = home_env(tmp_path / "home")
     first, first_log = await start_embedded(tmp_path, env, "first")
     try:
-        with trio.fail_after(20):
-            while "registered with" not in first_log.read_text():
-                assert first.returncode is None, first_log.read_text()
-                await trio.sleep(0.05)
+        await wait_logged(first, first_log, "registered with")
         found = re.search(r"relay running at http://127\.0\.0\.1:(\d+)", first_log.read_text())
         assert found, first_log.read_text()
         port = int(found.group(1))
@@ -138,12 +134,21 @@ async def test_a_second_embedded_relay_on_a_taken_port_says_what_to_do(tmp_path:
             assert await first.wait() == 0, first_log.read_text()
 
 
+async def wait_logged(process: trio.Process, log: Path, pattern: str) -> None:
+    """Wait until the daemon's output has a match of ``pattern``; fails at once if the
+    daemon exits first."""
+
+    def logged() -> bool:
+        text = log.read_text()
+        assert process.returncode is None, text
+        return re.search(pattern, text) is not None
+
+    await eventually(logged, timeout=20, what=f"{pattern!r} in {log.name}")
+
+
 async def wait_registered(process: trio.Process, log: Path) -> str:
     """Wait until the daemon is registered; returns its embedded relay's URL."""
-    with trio.fail_after(20):
-        while "registered with" not in log.read_text():
-            assert process.returncode is None, log.read_text()
-            await trio.sleep(0.05)
+    await wait_logged(process, log, "registered with")
     found = re.search(r"relay running at (http://127\.0\.0\.1:\d+)", log.read_text())
     assert found, log.read_text()
     return found.group(1)

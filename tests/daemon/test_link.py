@@ -117,7 +117,8 @@ async def test_reconnects_after_an_outage_and_resumes_after_the_last_applied(
         await trio.testing.wait_all_tasks_blocked()
         assert trio.current_time() >= 120
         assert link.connected
-        await trio.sleep(link.ack_delay)  # acks follow a moment later, coalesced
+        # Acks follow a moment later, coalesced.
+        await trio.sleep(link.ack_delay)  # clock: virtual time; the ack's delay passes
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     assert applied == [1, 2, 3, 4, 5]  # nothing applied twice, nothing skipped
@@ -137,7 +138,7 @@ async def watch_connected(link: RelayLink, client: FakeClient, until: float) -> 
     """Each virtual second until ``until``: when the link was down or no downlink open."""
     down = []
     while trio.current_time() < until:
-        await trio.sleep(1)
+        await trio.sleep(1)  # clock: virtual time; one look a second
         if not link.connected or client.open_now < 1:
             down.append(trio.current_time())
     return down
@@ -184,7 +185,7 @@ async def test_a_renewal_refused_for_good_ends_the_link(
     link = make_link(client, 600, [])
 
     async def revoke_at_50() -> None:
-        await trio.sleep(50)
+        await trio.sleep(50)  # clock: virtual time
         client.reject = 401
 
     async with trio.open_nursery() as nursery:

@@ -13,6 +13,7 @@ import trio
 from daemon.exits import EXIT_RELAY_OUTAGE
 from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import processes_in, start_daemon, start_relay
+from testkit.waiting import eventually
 
 
 async def test_outage_timeout_stops_sessions_and_exits_non_zero(tmp_path: Path) -> None:
@@ -36,11 +37,13 @@ async def test_outage_timeout_stops_sessions_and_exits_non_zero(tmp_path: Path) 
             # A short outage (shorter than the timeout) is ridden through.
             proxy.refuse(True)
             proxy.cut_all()
-            await trio.sleep(1)
+            await trio.sleep(1)  # clock: an outage shorter than the timeout (3 s)
             proxy.refuse(False)
-            with trio.fail_after(10):
-                while not (await daemon.status())["environment"]["connected"]:
-                    await trio.sleep(0.1)
+
+            async def connected() -> bool:
+                return bool((await daemon.status())["environment"]["connected"])
+
+            await eventually(connected, timeout=10, what="the daemon to be connected again")
             # A long one is not.
             proxy.refuse(True)
             proxy.cut_all()

@@ -92,7 +92,7 @@ async def test_a_session_keeps_working_across_access_token_lifetimes(tmp_path: P
         started = trio.current_time()
         turns = 1
         while trio.current_time() - started < 4.0:  # four token lifetimes
-            await trio.sleep(0.5)
+            await trio.sleep(0.5)  # clock: tokens that live 1 s run out as the session works
             response = await relay.post_message(sid, f"ping {turns}", f"m{turns}")
             assert response.status_code == 202, response.text
             turns += 1

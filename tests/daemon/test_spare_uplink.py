@@ -12,11 +12,14 @@ import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
 
 import daemon.relay_client.spare
 from daemon.relay_client import RelayClient
+from daemon.relay_client.spare import Spare
 from daemon.uplink import Uplink
 from relay.auth import issue_environment_credential
+from relay.fanout import session_key
 from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import Relay, start_relay
 
@@ -70,13 +73,35 @@ async def stored(world: World) -> list[int]:
     return [e.seq for e in events]
 
 
+async def until_shown(world: World, seqs: list[int]) -> None:
+    """Wait until the relay holds ``seqs`` of the session and has woken its readers."""
+    assert world.relay.running is not None
+    hub = world.relay.running.hub
+    with trio.fail_after(10):
+        while True:
+            # Watch before reading (relay.fanout): a write in between is not missed.
+            changed = hub.watch(session_key(world.session_id))
+            if await stored(world) == seqs:
+                return
+            await changed.wait()
+
+
+async def spare_open(client: RelayClient) -> Spare:
+    """The uplink request open ahead of the next batch, once its head is sent."""
+    spare = client.spare_request
+    assert spare is not None, "no uplink request is open ahead of the next batch"
+    with trio.fail_after(10):
+        await spare.head_sent.wait()
+    return spare
+
+
 async def test_the_next_batch_goes_on_the_open_request_and_carries_the_ack(
     world: World,
 ) -> None:
     client = world.client
     assert await client.post_events(world.session_id, [note(1)]) == 1
     assert client.spares_used == 0  # nothing was open yet: a request of its own
-    await trio.sleep(0.2)  # the spare's head reaches the relay (if not, it still works)
+    await spare_open(client)
     world.requests.clear()
     assert await client.post_events(world.session_id, [note(2), note(3)]) == 3
     assert client.spares_used == 1
@@ -93,11 +118,11 @@ async def test_the_next_batch_goes_on_the_open_request_and_carries_the_ack(
     read = await world.relay.storage.read_downlink(env_id, "link_test", 0, 10)
     assert read.directives == []
     # The ack is not carried twice; the next directive's is.
-    await trio.sleep(0.2)
+    await spare_open(client)
     assert await client.post_events(world.session_id, [note(4)]) == 4
     assert world.confirmed == [1]
     world.applied.append(2)
-    await trio.sleep(0.2)
+    await spare_open(client)
     assert await client.post_events(world.session_id, [note(5)]) == 5
     assert world.confirmed == [1, 2]
     assert client.spares_used == 3
@@ -115,12 +140,13 @@ async def test_an_unused_spare_is_closed_with_an_empty_batch(
         # (the spare's link token is minted first: not counted)
         return [(p.rsplit("/", 1)[-1], s) for p, s in world.requests if p.endswith("/uplink")]
 
+    spare = await spare_open(client)
     with trio.fail_after(10):
-        while not answered():
-            await trio.sleep(0.05)
+        await spare.done.wait()
     # Closed on its own, with nothing in it, and not replaced: an idle daemon keeps none.
     assert answered() == [("uplink", 200)]
-    await trio.sleep(1.0)
+    assert client.spare_request is None
+    await trio.sleep(1.0)  # clock: a replacement would idle out (0.5 s) and be answered
     assert answered() == [("uplink", 200)]
     assert await stored(world) == [1]
     assert await client.post_events(world.session_id, [note(2)]) == 2
@@ -133,15 +159,17 @@ async def test_a_spare_whose_connection_was_cut_costs_only_a_request_of_its_own(
 ) -> None:
     client = world.client
     assert await client.post_events(world.session_id, [note(1)]) == 1
-    await trio.sleep(0.2)
+    spare = await spare_open(client)
     world.proxy.cut_all()  # the spare's connection (a relay restart, a proxy's idle cut)
-    await trio.sleep(0.2)
+    # Everything that can notice the cut now has (the spare only does when it writes).
+    await trio.testing.wait_all_tasks_blocked()
     with trio.fail_after(10):
         assert await client.post_events(world.session_id, [note(2)]) == 2
+    assert spare.done.is_set() and spare.error is not None
     assert client.spares_used == 0
     assert await stored(world) == [1, 2]
     # And the next one has a spare again.
-    await trio.sleep(0.2)
+    await spare_open(client)
     assert await client.post_events(world.session_id, [note(3)]) == 3
     assert client.spares_used == 1
     assert await stored(world) == [1, 2, 3]
@@ -156,7 +184,7 @@ async def test_batches_within_the_linger_share_one_request_and_show_at_once(
     client.uplink_linger = 0.5  # a wide window, so that the test does not race it
     assert await client.post_events(other, []) == 0  # its token, minted now
     assert await client.post_events(world.session_id, [note(1)]) == 1
-    await trio.sleep(0.6)  # that spare's window is over, and a new one is open
+    await spare_open(client)  # that spare's window is over, and a new one is open
     world.requests.clear()
     used = client.spares_used
     shown: list[int] = []
@@ -167,9 +195,7 @@ async def test_batches_within_the_linger_share_one_request_and_show_at_once(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(first)
         # The first batch is stored and shown while its request is still open.
-        with trio.fail_after(5):
-            while await stored(world) != [1, 2]:
-                await trio.sleep(0.01)
+        await until_shown(world, [1, 2])
         assert not [p for p, _ in world.requests if p.endswith("/uplink")]
         shown.append(2)
         assert await client.post_events(other, [note(1)]) == 1
@@ -190,14 +216,12 @@ async def test_a_turns_next_steps_do_not_wait_for_the_open_requests_answer(
     client = world.client
     client.uplink_linger = 30.0  # answers come only when the test is long over
     assert await client.post_events(world.session_id, [note(1)]) == 1
-    await trio.sleep(0.2)  # a spare is open
+    await spare_open(client)
     uplink = Uplink(client=client)
     async with trio.open_nursery() as nursery:
         await nursery.start(uplink.run)
-        with trio.fail_after(5):
-            for seq in range(2, 7):
-                uplink.publish(world.session_id, note(seq))
-                while (await stored(world))[-1] != seq:
-                    await trio.sleep(0.01)
+        for seq in range(2, 7):
+            uplink.publish(world.session_id, note(seq))
+            await until_shown(world, list(range(1, seq + 1)))
         assert uplink.pending() == 5  # all still waiting for their answer
         nursery.cancel_scope.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -17,12 +18,20 @@ from testkit.harness import TINY_AGENT
 @attrs.define
 class Recorder:
     events: dict[str, list[wire.Event]] = attrs.Factory(lambda: defaultdict(list))
+    _published: trio.Event = attrs.Factory(trio.Event)
 
     def publish(self, session_id: str, event: wire.Event) -> None:
         self.events[session_id].append(event)
+        self._published.set()
+        self._published = trio.Event()
 
     def kinds(self, session_id: str) -> list[str]:
         return [e.kind for e in self.events[session_id]]
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, looking again at every event published."""
+        while not condition():
+            await self._published.wait()
 
 
 def make(tmp_path: Path, capacity: int) -> tuple[Supervisor, Recorder]:
@@ -77,13 +86,17 @@ async def test_directives_apply_once_and_starts_are_idempotent(tmp_path: Path) -
         supervisor.apply(3, message)
         supervisor.apply(3, message)
         supervisor.apply(4, message)  # same input id in a new directive: still once
+        # A last message after all of those: the session hands messages to the agent in
+        # order, so once it has answered this one, any duplicate would have come before.
+        last = wire.SendMessage(session_id="a", input_id="m2", text="last", origin="t")
+        supervisor.apply(5, last)
         with trio.fail_after(10):
-            while recorder.kinds("a").count("turn_result") < 2:
-                await trio.sleep(0.01)
-            await trio.sleep(0.2)
-        assert recorder.kinds("a").count("user_message") == 2
+            await recorder.wait_until(lambda: recorder.kinds("a").count("turn_result") == 3)
+        messages = [e.data["input_id"] for e in recorder.events["a"] if e.kind == "user_message"]
+        assert messages == ["p1", "m1", "m2"]
+        assert recorder.kinds("a").count("turn_result") == 3
         assert recorder.kinds("a").count("session_started") == 1
-        assert supervisor.applied_through == 4
+        assert supervisor.applied_through == 5
         with trio.fail_after(10):
             await supervisor.stop_all()
         assert recorder.kinds("a")[-1] == "session_ended"

@@ -73,7 +73,7 @@ async def setup(clock: trio.testing.MockClock, tmp_path: Path) -> AsyncIterator[
         # The in-process transport answers with no network in between (the relay's
         # storage does not wait either): a moment of latency keeps a request in flight
         # while others queue behind it, as on a real connection.
-        await trio.sleep(0.001)
+        await trio.sleep(0.001)  # clock: virtual time; latency of the network
 
     async with SqliteStorage.in_data_dir(tmp_path) as storage:
         app = create_app(storage, Hub(), RelayConfig(data_dir=tmp_path), tokens=issuer)
@@ -110,7 +110,7 @@ async def test_a_session_keeps_working_across_many_token_lifetimes(
         seq += 1
         assert await setup.client.post_events(setup.session_id, [note(seq)]) == seq
         await setup.client.ack(setup.environment_id, 1)
-        await trio.sleep(TTL / 7)
+        await trio.sleep(TTL / 7)  # clock: virtual time; token lifetimes pass
     assert seq >= 40
     # Renewed before expiry every time: no request was ever refused.
     assert all(status < 400 for _, status in setup.statuses), setup.statuses

@@ -48,16 +48,24 @@ class ContiguousRelay(FakeClient):
     calls: list[list[int]] = attrs.Factory(list)
     in_flight: int = 0
     most_in_flight: int = 0
+    _called: trio.Event = attrs.Factory(trio.Event)
+
+    async def called(self, times: int) -> None:
+        """Return once ``times`` requests have come."""
+        while len(self.calls) < times:
+            await self._called.wait()
 
     async def store(self, events: list[wire.Event]) -> int:
         self.calls.append([e.seq for e in events])
+        self._called.set()
+        self._called = trio.Event()
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             if len(self.calls) == 1:
                 await self.release.wait()
             else:
-                await trio.sleep(0.01)
+                await trio.sleep(0.01)  # clock: virtual time; a request takes a while
             for e in events:
                 if e.seq == len(self.stored) + 1:
                     self.stored.append(e.seq)
@@ -79,10 +87,12 @@ async def test_a_burst_overtaking_its_predecessor_is_resent(
         await nursery.start(uplink.run)
         uplink.publish("s", note(1))
         uplink.publish("s", note(2))
-        await trio.sleep(0.001)  # the first batch is on its way (and stuck)
+        with trio.fail_after(10):
+            await relay.called(1)  # the first batch is on its way (and stuck)
         uplink.publish("s", note(3))
         uplink.publish("s", note(4))
-        await trio.sleep(1)
+        with trio.fail_after(10):
+            await relay.called(3)
         # The second lane went out without waiting, and found a gap.
         assert relay.most_in_flight == 2
         assert relay.calls[:2] == [[1, 2], [3, 4]]
@@ -107,7 +117,7 @@ async def test_never_more_than_two_batches_of_a_session_in_flight(
         for seq in range(1, 31):
             uplink.publish("s", note(seq))
             if seq % 4 == 0:
-                await trio.sleep(0.002)
+                await trio.sleep(0.002)  # clock: virtual time; the agent writes in bursts
         with trio.fail_after(10):
             await uplink.drain()
         assert relay.stored == list(range(1, 31))
@@ -159,7 +169,7 @@ class RecordingRelay(FakeClient):
 
     async def store(self, events: list[wire.Event]) -> int:
         self.requests.append((trio.current_time(), [e.kind for e in events]))
-        await trio.sleep(0.002)
+        await trio.sleep(0.002)  # clock: virtual time; a request takes a while
         self.stored.extend(e.seq for e in events if e.seq == len(self.stored) + 1)
         return len(self.stored)
 
@@ -179,7 +189,7 @@ async def test_a_message_echo_waits_briefly_for_the_agent_and_goes_up_with_its_a
         start = trio.current_time()
         uplink.publish("s", _ev(1, "user_message", text="hi"))
         uplink.publish("s", _ev(2, "status", state="busy"))
-        await trio.sleep(0.002)
+        await trio.sleep(0.002)  # clock: virtual time; the agent answers within the hold
         uplink.publish("s", _ev(3, "assistant_text", text="hello"))
         with trio.fail_after(1):
             await uplink.drain()
@@ -244,10 +254,9 @@ async def test_batches_riding_an_open_request_go_in_order_up_to_the_limit() -> N
         await nursery.start(uplink.run)
         for seq in range(1, 41):
             uplink.publish("s", note(seq))
+        # Once nothing can run any more, the uplink has handed over all it would.
         with trio.fail_after(5):
-            while len(relay.frames) < MAX_IN_FLIGHT:
-                await trio.sleep(0.01)
-        await trio.sleep(0.1)
+            await trio.testing.wait_all_tasks_blocked()
         # Handed over in seq order, each stored as it arrived; no more than the limit open.
         assert relay.frames == [[2 * i + 1, 2 * i + 2] for i in range(MAX_IN_FLIGHT)]
         assert relay.stored == list(range(1, 2 * MAX_IN_FLIGHT + 1))
@@ -275,12 +284,14 @@ async def test_batches_failing_together_count_as_one_failure_for_the_backoff(
     monkeypatch.setattr(daemon.uplink, "full_jitter", recording)
     relay = OpenRequestRelay()
     fail = [True]
+    riding: list[list[int]] = []
     post_events = relay.post_events
 
     async def cut_once(
         session_id: str, events: list[wire.Event], on_queued: Callable[[], None] = lambda: None
     ) -> int:
         if fail[0]:
+            riding.append([e.seq for e in events])
             on_queued()
             await relay.release.wait()
             raise RelayUnreachable("http://relay.test", "the connection was cut")
@@ -292,7 +303,9 @@ async def test_batches_failing_together_count_as_one_failure_for_the_backoff(
         await nursery.start(uplink.run)
         for seq in range(1, 21):
             uplink.publish("s", note(seq))
-        await trio.sleep(0.1)  # ten batches ride the open request
+        with trio.fail_after(5):
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(riding) == 10  # ten batches ride the open request
         relay.release.set()  # which fails, with all of them
         await trio.lowlevel.checkpoint()
         fail[0] = False

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from testkit.harness import Relay, rcd, start_daemon, start_relay
+from testkit.waiting import eventually
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -107,9 +108,13 @@ async def test_worktree_sessions_capacity_and_teardown_keep_every_piece_of_work(
             daemon = await start_daemon(
                 relay, tmp_path / "home", repo, "--spawn", "worktree", "--capacity", "4"
             )
-            with trio.fail_after(30):
-                while paths[2].exists() or git(repo, "branch", "--list", "rcd/clean-work"):
-                    await trio.sleep(0.1)
+            await eventually(
+                lambda: (
+                    not paths[2].exists() and not git(repo, "branch", "--list", "rcd/clean-work")
+                ),
+                timeout=30,
+                what="the clean worktree and its branch rcd/clean-work to go",
+            )
             assert (paths[0] / "notes.txt").read_text() == "draft"
             assert git(repo, "rev-parse", "rcd/committed-work") == agent_commit
             assert await daemon.stop() == 0

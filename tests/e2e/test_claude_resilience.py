@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -29,6 +30,7 @@ from testkit.harness import (
     start_daemon,
     start_relay,
 )
+from testkit.waiting import eventually
 
 
 @attrs.define
@@ -126,9 +128,11 @@ async def kill_mid_turn_then_start_again(world: World, start_daemon_of: Starter)
     request = next(e for e in events if e["kind"] == "permission_request")["data"]
     assert (await relay.decide(sid, request["request_id"], "allow")).status_code == 202
     job = world.project / "job.pid"
-    with trio.fail_after(30):
-        while not job.exists() or not job.read_text():
-            await trio.sleep(0.05)
+    await eventually(
+        lambda: job.exists() and job.read_text(),
+        timeout=30,
+        what="the job to write its pid to job.pid",
+    )
     old_agents = processes_in(world.project)
     assert int(job.read_text()) in old_agents and len(old_agents) >= 3
     assert (await relay.session(sid))["state"] == "busy"
@@ -138,9 +142,11 @@ async def kill_mid_turn_then_start_again(world: World, start_daemon_of: Starter)
     try:
         relay, again = await start_daemon_of()
         # Within 5 s of the new daemon being online, nothing of the old one runs.
-        with trio.fail_after(5):
-            while pids_alive(old_agents):
-                await trio.sleep(0.05)
+        await eventually(
+            lambda: not pids_alive(old_agents),
+            timeout=5,
+            what=f"the old daemon's processes {old_agents} to be gone",
+        )
     finally:
         for pid in pids_alive(old_agents):  # (only when the test failed)
             os.kill(pid, signal.SIGKILL)
@@ -203,10 +209,12 @@ async def test_an_embedded_relay_daemon_killed_mid_turn_is_cleaned_up_by_its_res
                 cwd=str(REPO),
             )
         daemon = Daemon(process=process, env=env, directory=world.project, log_path=log_path)
-        with trio.fail_after(30):
-            while "registered with" not in daemon.log():
-                assert process.returncode is None, daemon.log()
-                await trio.sleep(0.05)
+
+        def registered() -> bool:
+            assert process.returncode is None, daemon.log()
+            return "registered with" in daemon.log()
+
+        await eventually(registered, timeout=30, what="'registered with' in the daemon's log")
         found = re.search(r"relay running at (http://127\.0\.0\.1:\d+)", daemon.log())
         assert found, daemon.log()
         if not token:
@@ -222,10 +230,12 @@ async def test_an_embedded_relay_daemon_killed_mid_turn_is_cleaned_up_by_its_res
             daemons=[daemon],
         )
         clients.append(relay)
-        with trio.fail_after(10):
-            while not (online := [e for e in await relay.environments() if e["online"]]):
-                await trio.sleep(0.05)
-        daemon.environment_id = online[0]["id"]
+
+        async def online() -> list[dict[str, Any]]:
+            return [e for e in await relay.environments() if e["online"]]
+
+        environments = await eventually(online, timeout=10, what="the environment online")
+        daemon.environment_id = environments[0]["id"]
         return relay, daemon
 
     try:

@@ -184,8 +184,14 @@ async def test_bad_client_calls_change_nothing(stack: Stack) -> None:
         assert set(r.json()["error"]) == {"code", "message"}
     r = await relay.client.post(f"/api/sessions/{sid}/messages", content=b"{not json")
     assert r.status_code == 400
-    await trio.sleep(0.5)  # anything wrongly accepted would reach the agent by now
-    assert await relay.events(sid) == before
+    # A good message last: the relay and the daemon keep the order of inputs, so anything
+    # wrongly accepted would reach the agent before it.
+    assert (await relay.post_message(sid, "after", "m-after")).status_code == 202
+    events = await relay.wait_kind(sid, "turn_result", 2)
+    assert events[: len(before)] == before
+    later = events[len(before) :]
+    assert [e["data"]["input_id"] for e in later if e["kind"] == "user_message"] == ["m-after"]
+    assert not [e for e in later if e["kind"] == "error"]
 
 
 async def test_sigterm_with_live_sessions(stack: Stack) -> None:

@@ -15,18 +15,22 @@ import trio
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude, parse_turn
 from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import Relay, start_daemon, start_relay
+from testkit.waiting import eventually
 
 MESSAGES = 50
 
 
 async def retrying(call: Any, *args: Any) -> httpx.Response:
     """A client call that rides through the relay's restart (a phone would retry too)."""
-    with trio.fail_after(60):
-        while True:
-            try:
-                return await call(*args)
-            except httpx.TransportError:
-                await trio.sleep(0.1)
+
+    async def attempt() -> httpx.Response | None:
+        try:
+            response: httpx.Response = await call(*args)
+        except httpx.TransportError:
+            return None
+        return response
+
+    return await eventually(attempt, timeout=60, what="the relay to answer again")
 
 
 async def test_fifty_messages_through_cuts_a_black_hole_and_a_relay_restart(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ async def test_an_idle_daemon_logs_nothing_at_warning_or_above(tmp_path: Path) -
             await relay.wait_kind(sid, "turn_result")
             await relay.wait_events(sid, lambda evs: bool(evs) and evs[-1]["kind"] == "status")
 
-            await trio.sleep(IDLE)
+            await trio.sleep(IDLE)  # clock: what an idle daemon does over time is under test
 
             status = await daemon.status()
             assert status["environment"]["connected"] is True

@@ -29,6 +29,7 @@ import trio
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude, parse_turn
 from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import Daemon, Relay, start_daemon, start_relay
+from testkit.waiting import eventually
 
 #: How soon after the link is back a message cut off with it must reach the agent.
 WITHIN = 2.0
@@ -58,7 +59,7 @@ class Follower:
                             self._changed.set()
                             self._changed = trio.Event()
             except httpx.TransportError:
-                await trio.sleep(0.05)
+                await trio.sleep(0.05)  # clock: a client's pause before it reconnects
 
     async def wait_for(self, kind: str, **data: Any) -> dict[str, Any]:
         """The first event of ``kind`` whose data has ``data``, once it is in the log."""
@@ -84,10 +85,14 @@ def link_ups(daemon: Daemon) -> list[float]:
 
 async def wait_link_up(daemon: Daemon, more_than: int) -> int:
     """Until the daemon has logged more than ``more_than`` ``link_up``; how many it has."""
-    with trio.fail_after(15):
-        while (ups := daemon.log().count('"link_up"')) <= more_than:
-            await trio.sleep(0.01)
-    return ups
+
+    def ups() -> int | None:
+        count = daemon.log().count('"link_up"')
+        return count if count > more_than else None
+
+    return await eventually(
+        ups, timeout=15, what=f"more than {more_than} link_up in the daemon's log", every=0.01
+    )
 
 
 async def cut_after_each_input(
@@ -118,7 +123,7 @@ async def cut_after_each_input(
         r = await relay.post_message(sid, f"msg {i}", f"m{i}")
         assert r.status_code == 202, r.text
         if wait:
-            await trio.sleep(wait)
+            await trio.sleep(wait)  # clock: where the cut lands is under test
         cuts.append(time.time())
         proxy.cut_all()
         proxy.delay(0)

@@ -20,6 +20,7 @@ from bench.real_cli import _start_fake_api as start_fake_api
 from bench.session_start import make_repository
 from testkit.fakes import claude_env, find_claude
 from testkit.harness import Events, Relay, processes_in, start_daemon, start_relay
+from testkit.waiting import eventually
 
 SESSIONS = 32
 STOP_TIMEOUT = 10.0
@@ -50,14 +51,16 @@ async def wait_all(
     """Poll each session's log in turn (one request at a time: 32 agents are booting on
     the same cores) until ``done`` holds for every one."""
     found: dict[str, Events] = {}
-    with trio.fail_after(timeout):
-        while len(found) < len(ids):
-            for session_id in ids:
-                if session_id not in found:
-                    events = await relay.events(session_id)
-                    if done(events):
-                        found[session_id] = events
-            await trio.sleep(0.5)
+
+    async def all_done() -> bool:
+        for session_id in ids:
+            if session_id not in found:
+                events = await relay.events(session_id)
+                if done(events):
+                    found[session_id] = events
+        return len(found) == len(ids)
+
+    await eventually(all_done, timeout=timeout, what=f"all {len(ids)} sessions", every=0.5)
     return found
 
 
@@ -175,12 +178,15 @@ async def _scenario(
             assert kept_dir in session_worktrees(repo)
             assert kept_branch in rcd_branches(repo)
             daemon = await start_daemon(relay, home, repo, *flags, agent_bin=claude, extra_env=env)
-            with trio.fail_after(180):
-                while session_worktrees(repo) != {kept_dir} or rcd_branches(repo) != {
-                    "rcd/" + kept_dir,
-                    kept_branch,
-                }:
-                    await trio.sleep(0.5)
+            await eventually(
+                lambda: (
+                    session_worktrees(repo) == {kept_dir}
+                    and rcd_branches(repo) == {"rcd/" + kept_dir, kept_branch}
+                ),
+                timeout=180,
+                what="only the kept worktree and branches to be left",
+                every=0.5,
+            )
             assert (Path(replies[untracked_id]) / "notes.txt").read_text() == "keep me\n"
             assert await daemon.stop() == 0
         finally:

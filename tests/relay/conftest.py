@@ -20,6 +20,7 @@ import trio
 from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, create_app, serve_relay
 from relay.auth import hash_secret, issue_environment_credential
 from relay.sqlite import database_path
+from testkit.waiting import eventually
 from wire import Directive, decode_json
 
 PUBLIC_URL = "http://relay.test"
@@ -216,11 +217,12 @@ async def http(relay: RunningRelay) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = GUARD) -> None:
-    """Poll ``predicate`` (for state another task changes asynchronously, e.g. over TCP)."""
-    with trio.fail_after(timeout):
-        while not await predicate():
-            await trio.sleep(0.01)
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, what: str, timeout: float = GUARD
+) -> None:
+    """Poll ``predicate`` (for state another task changes asynchronously, e.g. over TCP,
+    that wakes nobody) through :func:`testkit.waiting.eventually`."""
+    await eventually(predicate, timeout=timeout, what=what)
 
 
 async def is_online(storage: SqliteStorage, environment_id: str) -> bool:

@@ -9,8 +9,9 @@ import httpx
 import trio
 
 import wire
-from relay import SqliteStorage, admin
+from relay import Hub, SqliteStorage, admin
 from relay.daemon_api import MAX_FRAMES
+from relay.fanout import session_key
 
 from .conftest import (
     Daemon,
@@ -491,7 +492,11 @@ async def test_an_uplink_request_holds_at_most_1000_events_in_all(
 
 
 async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
-    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon, storage: SqliteStorage
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    storage: SqliteStorage,
+    hub: Hub,
 ) -> None:
     a = (await create_session(client, user, daemon.environment_id))["id"]
     token = (await daemon.session_headers(client, a))["authorization"].removeprefix("Bearer ")
@@ -504,10 +509,13 @@ async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
 
     async def body() -> AsyncIterator[bytes]:
         yield frame(started(1))
-        # Stored before the request's body ends.
+        # Stored (and the session's readers woken) before the request's body ends.
         with trio.fail_after(5):
-            while not await storage.read_events(a, 0, 10):
-                await trio.sleep(0.01)
+            while True:
+                changed = hub.watch(session_key(a))  # before reading: a write is not missed
+                if await storage.read_events(a, 0, 10):
+                    break
+                await changed.wait()
         yield frame(event(2, "assistant_text", text="x"))[:20]  # a frame in pieces
         yield frame(event(2, "assistant_text", text="x"))[20:] + b"\n"  # and a blank line
         yield json.dumps({"sessions": [], "ack": 1}).encode()  # the last line, unended

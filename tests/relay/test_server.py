@@ -170,7 +170,7 @@ async def test_a_new_downlink_replaces_the_old_one(
                 assert await is_online(relay.storage, d.environment_id)
                 await create_session(http, user, d.environment_id)
                 assert (await new.next()).event == "start_session"
-            await wait_until(lambda: _offline(relay, d))
+            await wait_until(lambda: _offline(relay, d), what="the environment to go offline")
 
 
 async def _offline(relay: RunningRelay, d: Daemon) -> bool:
@@ -191,7 +191,7 @@ async def test_online_exactly_while_the_downlink_is_open(
     with trio.fail_after(GUARD):
         async with sse(http, downlink_url(d), d.headers):
             assert await listed_online()
-        await wait_until(lambda: _not(listed_online))
+        await wait_until(lambda: _not(listed_online), what="the environment listed offline")
         async with sse(http, downlink_url(d), d.headers):
             assert await listed_online()
             # Goodbye takes it offline and ends the stream from the relay's side.

@@ -15,6 +15,7 @@ import trio
 
 from spawn.lines import iter_lines
 from testkit.harness import REPO
+from testkit.waiting import eventually
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 
@@ -32,7 +33,7 @@ async def main():
         ["sleep", "300"], cwd=".", env=dict(os.environ), not_found_hint=""
     )
     print(agent.pid, flush=True)
-    await trio.sleep(0.5)
+    await trio.sleep(0.5)  # clock: the idle threads end, and a death signal would land
     print("running" if agent.process.returncode is None else "exited", flush=True)
     await trio.sleep_forever()
 
@@ -62,8 +63,11 @@ async def test_an_agent_dies_with_the_daemon_and_not_with_a_thread() -> None:
             assert is_running(agent_pid)
             daemon.send_signal(signal.SIGKILL)
             await daemon.wait()
-            while is_running(agent_pid):
-                await trio.sleep(0.02)
+            await eventually(
+                lambda: not is_running(agent_pid),
+                timeout=10,
+                what=f"the agent ({agent_pid}) to die with the daemon",
+            )
         finally:
             if daemon.returncode is None:
                 daemon.kill()

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,22 +23,14 @@ import httpx
 
 from relay import admin
 from testkit.harness import REPO, home_env
+from testkit.waiting import eventually_sync
 
-__all__ = ["DaemonProcess", "RelayProcess", "Stack", "bad_gateway", "start_stack", "wait_for"]
+__all__ = ["DaemonProcess", "RelayProcess", "Stack", "bad_gateway", "start_stack"]
 
 Events = list[dict[str, Any]]
 
 #: The stand-in agent, run as the executable script it is.
 TINY_AGENT = str(REPO / "testkit" / "fakes" / "tiny_agent.py")
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20) -> None:
-    """Poll ``condition`` every 50 ms; AssertionError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
@@ -94,7 +85,7 @@ class RelayProcess:
                     return True
             return False
 
-        wait_for("the relay to listen", serving)
+        eventually_sync(serving, timeout=20, what="the relay to listen")
 
     def stop(self) -> None:
         if self.process is not None:
@@ -150,7 +141,7 @@ class Stack:
             return predicate(events)
 
         try:
-            wait_for(f"events of {session_id}", check, timeout)
+            eventually_sync(check, timeout=timeout, what=f"events of {session_id}")
         except AssertionError:
             log = [(e["seq"], e["kind"], e["data"]) for e in events]
             raise AssertionError(f"timed out waiting on {session_id}; log: {log}") from None
@@ -226,7 +217,7 @@ def start_stack(tmp: Path, *daemon_args: str, name: str = "laptop") -> Stack:
             found[:] = [e["id"] for e in r.json()["environments"] if e["online"]]
             return bool(found)
 
-        wait_for("the daemon to come online", online)
+        eventually_sync(online, timeout=20, what="the daemon to come online")
         return Stack(relay=relay, daemon=daemon, project=project, environment_id=found[0], api=api)
     except BaseException:
         if daemon is not None:

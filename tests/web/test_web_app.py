@@ -9,9 +9,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from testkit.waiting import eventually_sync
+
 from .browser import DESKTOP, PHONE, Page, expect
 from .browsing import Browsing, no_horizontal_scroll
-from .stack import Stack, bad_gateway, start_stack, wait_for
+from .stack import Stack, bad_gateway, start_stack
 
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=1">'
 
@@ -169,7 +171,7 @@ def test_a_relay_restart_neither_loses_nor_repeats_events(stack: Stack, browsing
     page.get_by_role("button", name="Interrupt").click()
     expect(page.locator(".turn-end.stopped")).to_have_count(1)
     expect(page.locator(".note.error")).to_be_visible()
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(500)  # clock: nothing breaks in the half second after it
     expect(banner).to_be_hidden()
 
     # Down: EventSource retries by itself and resumes with Last-Event-ID.
@@ -177,7 +179,9 @@ def test_a_relay_restart_neither_loses_nor_repeats_events(stack: Stack, browsing
     expect(banner).to_have_text("Reconnecting…")
     stack.relay.start()  # same port, same data dir: the cookie still works
     expect(banner).to_be_hidden(timeout=30_000)
-    wait_for("the daemon to reconnect", lambda: bool(stack.environment()["online"]), 30)
+    eventually_sync(
+        lambda: stack.environment()["online"], timeout=30, what="the daemon to reconnect"
+    )
     box.fill("between")
     box.press("Enter")
     expect(agent_texts(page)).to_have_text(["echo: before", "echo: between"])
@@ -187,12 +191,23 @@ def test_a_relay_restart_neither_loses_nor_repeats_events(stack: Stack, browsing
     stack.relay.stop()
     expect(banner).to_have_text("Reconnecting…")
     with bad_gateway(stack.relay.port) as requested:
-        stream_path = f"/api/sessions/{created['id']}/events"
-        wait_for("the stream to retry into a 502", lambda: stream_path in requested)
-        page.wait_for_timeout(300)
+        session_path = f"/api/sessions/{created['id']}"
+        eventually_sync(
+            lambda: f"{session_path}/events" in requested,
+            timeout=20,
+            what="the stream to retry into a 502",
+        )
+        # The stream gave up on the error: the page checks the session before a new one.
+        eventually_sync(
+            lambda: session_path in requested,
+            timeout=20,
+            what="the page to ask for the session after its stream's 502",
+        )
     stack.relay.start()
     expect(banner).to_be_hidden(timeout=30_000)
-    wait_for("the daemon to reconnect", lambda: bool(stack.environment()["online"]), 30)
+    eventually_sync(
+        lambda: stack.environment()["online"], timeout=30, what="the daemon to reconnect"
+    )
 
     box.fill("after")
     box.press("Enter")

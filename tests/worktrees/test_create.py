@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from testkit.waiting import eventually
 from worktrees import (
     EmptyRepository,
     GitFailed,
@@ -218,8 +219,11 @@ async def test_cancelled_half_way_leaves_no_half_made_worktree(repo: Path) -> No
         other = await Worktrees.open(repo)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(manager.create, "slow", "s1")
-            while not marker.exists() or not marker.read_text().strip():
-                await trio.sleep(0.01)
+            await eventually(
+                lambda: marker.exists() and marker.read_text().strip(),
+                timeout=TIMEOUT,
+                what="the post-checkout hook to start",
+            )
             assert await rcd_branches(repo) == {"rcd/slow"}  # really half-way
             # The checkout (and its hook) holds no lock: other creations go on meanwhile.
             assert not other.statistics().busy

@@ -19,8 +19,8 @@ async def run_pool(nursery: trio.Nursery, manager: Worktrees, size: int) -> Spar
     pool = SparePool(manager=manager, size=size)
     await nursery.start(pool.run)
     with trio.fail_after(TIMEOUT):
-        while pool.statistics().ready < size:
-            await trio.sleep(0.02)
+        await pool.wait_full()
+    assert pool.statistics().ready == size
     return pool
 
 
@@ -47,8 +47,7 @@ async def test_a_spare_becomes_a_session_worktree_on_its_own_branch(repo: Path) 
             assert (worktree.path / "README.md").exists()
             assert await recorded_bases(repo) == {"rcd/fix-the-login": head}
             # The pool makes another to stay full.
-            while pool.statistics().ready < 2:
-                await trio.sleep(0.02)
+            await pool.wait_full()
             assert len(spares_on_disk(repo)) == 2
             nursery.cancel_scope.cancel()
         # A released worktree made from a spare goes like any other.
@@ -87,8 +86,7 @@ async def test_spares_survive_a_restart_and_changed_ones_are_left_alone(repo: Pa
             await nursery.start(pool.run)
             # The incomplete one is completed and adopted, the changed one is not: a
             # new spare is made in its place.
-            while pool.statistics().ready < 3:
-                await trio.sleep(0.02)
+            await pool.wait_full()
             nursery.cancel_scope.cancel()
         assert (repo / POOL_DIR / names[1] / "README.md").exists()
         assert (repo / POOL_DIR / names[0] / "mine.txt").read_text() == "work\n"
@@ -109,7 +107,7 @@ async def test_creation_limit_counts_the_checkout_not_the_wait_for_the_lock(
 
             async def hold_the_lock() -> None:
                 async with manager._lock:
-                    await trio.sleep(1.0)
+                    await trio.sleep(1.0)  # clock: longer than the creation's 0.5 s limit
                 holder_done.set()
 
             nursery.start_soon(hold_the_lock)
@@ -158,7 +156,7 @@ async def test_creation_limit_counts_the_checkout_not_the_wait_for_a_turn(repo: 
             async def occupy_every_slot() -> None:
                 for _ in range(int(slots.total_tokens)):
                     await slots.acquire_on_behalf_of(object())
-                await trio.sleep(1.0)
+                await trio.sleep(1.0)  # clock: longer than the creation's 0.5 s limit
                 slots.total_tokens += 1  # a turn comes free
                 released.set()
 
