@@ -32,7 +32,7 @@ def _sources() -> Iterator[Path]:
 
 def _exempt(path: Path) -> bool:
     # Fakes simulate durations (a streamed reply, a slow network): that is their job.
-    return path == HELPER or "fakes" in path.parts
+    return path == HELPER or path.parts[:2] == ("testkit", "fakes")
 
 
 def _marked_lines(source: str) -> set[int]:

@@ -395,7 +395,7 @@ async def test_http_through_the_proxy_with_hypercorn_and_httpx() -> None:
             while True:
                 yield f"data: {n}\n\n"
                 n += 1
-                await trio.sleep(0.05)
+                await trio.sleep(0.05)  # clock: a fake upstream streams at its own pace
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
