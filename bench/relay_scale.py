@@ -14,6 +14,9 @@ then every link must still be open and have received a keep-alive.
 
 The relay process and the HTTP client are :mod:`bench.relayhttp`'s, shared with the other
 benchmarks.
+
+(Just over 400 lines: the measurement and the client process that plays N daemons are one
+module, so the two are run and read together.)
 """
 
 from __future__ import annotations

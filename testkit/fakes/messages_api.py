@@ -24,6 +24,9 @@ Usage::
         nursery.cancel_scope.cancel()
 
 By hand: ``python -m testkit.fakes.messages_api --port 8123 [--log]``.
+
+(Over 400 lines on purpose: one fake server, its script language and the streaming it
+answers with, which must change together.)
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 These tests pin down what spawn/ relies on (see NOTES.md next to this file): the stream-json
 lines the CLI prints, the permission round trip on stdin/stdout, interrupts, resume, and what
 the fake sees. Real processes and sockets, so the real clock under ``fail_after`` guards.
+
+(Over 400 lines on purpose: each test pins one behaviour of the pinned CLI that spawn/
+relies on, and they share one fake and one way of driving the CLI.)
 """
 
 from __future__ import annotations

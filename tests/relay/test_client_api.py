@@ -1,3 +1,9 @@
+"""The client API (``/api``) through the app (in process; streams on the real server):
+environments, sessions, messages, permissions, events and their refusals, route by route.
+
+(Over 400 lines on purpose: one module per API, route by route.)
+"""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,3 +1,9 @@
+"""The daemon API (``/daemon/v1``) through the app (in process; streams on the real
+server): registration, tokens, the downlink, acks and the uplink, with their refusals.
+
+(Over 400 lines on purpose: one module per API, as ``test_client_api.py``, route by route.)
+"""
+
 from __future__ import annotations
 
 import json

@@ -13,6 +13,9 @@ same kind of token for another environment or session); and the right one.
 Each cell runs against a fresh relay (SQLite on disk): one environment online with a
 running session ``A`` (waiting on a permission), an ended session ``B``, and a second
 environment of another machine with its own session.
+
+(Over 400 lines on purpose: one table of every route by every credential, and the
+requests that fill it.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The real server: Hypercorn on 127.0.0.1:0, real HTTP, real SSE."""
+"""The real server: Hypercorn on 127.0.0.1:0, real HTTP, real SSE.
+
+(Over 400 lines on purpose: everything that needs the real server and a real socket is
+here, so the rest of tests/relay can use the app in process.)
+"""
 
 from __future__ import annotations
 
