@@ -30,9 +30,22 @@ from .adapter import (
 from .lines import LineTooLong, iter_lines
 from .process import AgentProcess, open_agent_process
 
-__all__ = ["ClaudeCode", "ClaudeHandle", "parse_line"]
+__all__ = ["STREAM_JSON_ARGS", "ClaudeCode", "ClaudeHandle", "parse_line"]
 
 log = structlog.get_logger("spawn.claude")
+
+#: The long-lived stream-json session: prompts on stdin, events on stdout, permission
+#: prompts asked of us over stdio (``--resume ID`` continues one).
+STREAM_JSON_ARGS: tuple[str, ...] = (
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--permission-prompt-tool",
+    "stdio",
+)
 
 INSTALL_HINT = "install Claude Code (npm install -g @anthropic-ai/claude-code) or pass --agent-bin"
 
@@ -238,17 +251,7 @@ class ClaudeCode:
     name: str = "claude"
 
     def argv(self, agent_session_id: str, resume: str | None) -> list[str]:
-        argv = [
-            self.binary,
-            "-p",
-            "--input-format",
-            "stream-json",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--permission-prompt-tool",
-            "stdio",
-        ]
+        argv = [self.binary, *STREAM_JSON_ARGS]
         # Choosing the conversation id up front lets session_started carry it at once.
         argv += ["--resume", resume] if resume else ["--session-id", agent_session_id]
         return argv + list(self.extra_args)

@@ -10,22 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from spawn.claude import STREAM_JSON_ARGS
+
 __all__ = ["CLAUDE_BIN_ENV", "REPO_ROOT", "STREAM_JSON_ARGS", "claude_env", "find_claude"]
 
 CLAUDE_BIN_ENV = "RCD_CLAUDE_BIN"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-# The long-lived stream-json session spawn/ runs (add "--resume", id to continue one).
-STREAM_JSON_ARGS: tuple[str, ...] = (
-    "-p",
-    "--input-format",
-    "stream-json",
-    "--output-format",
-    "stream-json",
-    "--verbose",
-    "--permission-prompt-tool",
-    "stdio",
-)
 
 
 def find_claude() -> str:
