@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from bench.real_cli import _start_fake_api as start_fake_api
+from bench.bare_cli import start_fake_api
 from bench.session_start import make_repository
 from testkit.fakes import claude_env, find_claude
 from testkit.harness import Events, Relay, processes_in, start_daemon, start_relay

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from bench.relay_scale import start_relay_process
+from bench.relayhttp import start_relay_process
 from relay import admin
 
 ST = Path(sys.executable).with_name("st")
