@@ -163,16 +163,25 @@ async def start_relay(
 
 
 def home_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """An environment whose every rcd path lives under ``home``."""
+    """An environment whose every rcd path lives under ``home``.
+
+    The runtime dir (control sockets) is ``home/run``, a link to a short directory in /tmp
+    named after ``home``: a socket's path must fit in 108 bytes, and pytest's own temporary
+    paths grow past that as its counter does.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    short = Path("/tmp") / f"rcd-t-{hashlib.sha256(os.fsencode(home)).hexdigest()[:12]}"
+    short.mkdir(exist_ok=True, mode=0o700)
     runtime = home / "run"
-    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not runtime.is_symlink() and not runtime.exists():
+        runtime.symlink_to(short)
     env = dict(os.environ)
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_STATE_HOME=str(home / ".state"),
         XDG_DATA_HOME=str(home / ".data"),
-        XDG_RUNTIME_DIR=str(runtime),
+        XDG_RUNTIME_DIR=str(short if runtime.is_symlink() else runtime),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra or {})
