@@ -211,6 +211,11 @@ class SessionWorktrees:
         state = await manager.inspect(worktree)
         if state.exists and not state.registered:
             raise WorkspaceError(_broken_link(workspace.cwd))
+        if self._stopping and state.exists and state.directory_reasons:
+            # Work in the directory: a release would keep all of it (directory and branch)
+            # after waiting for the repository's lock. A stop says so at once.
+            self._keep(worktree, state.kept_reasons)
+            return Kept(kept=True, reasons=state.kept_reasons)
         if state.exists and not state.directory_reasons:
             # A clean directory goes back to the spares (a rename, however large the
             # repository); a branch with commits stays, as at any release.
