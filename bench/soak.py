@@ -13,9 +13,9 @@ from pathlib import Path
 
 import attrs
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from daemon.procstats import ProcessStats, process_stats
+from relay.config import RelayConfig
 from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import Relay, start_daemon, start_relay
 
@@ -24,7 +24,7 @@ __all__ = ["SoakResult", "soak"]
 #: Both samples are taken this long after a cut: past the relay's keep-alive timeout, so
 #: pooled connections that went idle (an ack sent just after the cut, say) are closed and
 #: only what must stay open is counted.
-SETTLE = HypercornConfig().keep_alive_timeout + 1.0
+SETTLE = attrs.fields(RelayConfig).keep_alive_timeout.default + 1.0
 
 
 @attrs.frozen(kw_only=True)

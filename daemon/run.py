@@ -103,7 +103,9 @@ class Daemon:
         # Two downlinks while one is renewed, two uplink requests in flight and one open
         # ahead of the next batch, an ack, a token: a small pool keeps httpx's per-request
         # bookkeeping cheap when every session flushes at once (teardown).
-        limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
+        # An idle connection is dropped after 5 s, well before the relay closes it (its
+        # keep_alive_timeout): a request never goes out on a connection being closed.
+        limits = httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=5.0)
         async with (
             httpx.AsyncClient(timeout=15.0, limits=limits, verify=verify) as http,
             trio.open_nursery() as root,

@@ -76,6 +76,10 @@ class RelayConfig:
     #: Seconds the requests in flight get to finish when the relay stops gracefully (live
     #: streams end at once); then they are cancelled. Hypercorn's own default.
     stop_timeout: float = 3.0
+    #: Seconds an idle keep-alive connection stays open. Longer than a client's own pool
+    #: keeps one (httpx: 5 s), so a client never sends on a connection the relay is closing
+    #: at that very moment (httpx does not retry that; Hypercorn's 5 s default raced it).
+    keep_alive_timeout: float = 20.0
     #: Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client
     #: that failed-attempt limits count against; from anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_proxies)

@@ -125,6 +125,7 @@ def _hypercorn_config(config: RelayConfig, sock: socket.socket) -> HypercornConf
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("relay.hypercorn")
     hconfig.graceful_timeout = config.stop_timeout
+    hconfig.keep_alive_timeout = config.keep_alive_timeout
     hconfig.include_server_header = False
     # Hypercorn reads a request body off the socket ahead of the app, queueing up to this
     # many chunks (of up to 64 KiB) per request. Until the app has checked the caller's

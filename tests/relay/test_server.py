@@ -80,6 +80,33 @@ async def test_url_is_derived_from_the_bound_port_without_public_url(data_dir: P
             nursery.cancel_scope.cancel()
 
 
+async def test_an_idle_connection_outlives_a_clients_pool_and_then_closes(data_dir: Path) -> None:
+    # A client (httpx, the daemon) drops an idle pooled connection after 5 s; the relay must
+    # keep it longer, or a request can go out on a connection the relay is closing (httpx
+    # reports "Server disconnected without sending a response" and does not retry).
+    default = attrs.fields(RelayConfig).keep_alive_timeout.default
+    assert default > httpx.Limits().keepalive_expiry + 10
+    # The setting is the one Hypercorn applies: a short one, watched on a raw socket.
+    config = RelayConfig(data_dir=data_dir, port=0, keep_alive_timeout=0.5)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            running: RunningRelay = await nursery.start(serve_relay, config)
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n")
+            answered = trio.current_time()
+            received = b""
+            while True:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    break  # the relay closed the idle connection
+                received += chunk
+            idle = trio.current_time() - answered
+            assert received.startswith(b"HTTP/1.1 200")
+            assert 0.4 < idle < 5.0, idle
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
 async def test_downlink_delivers_directives_and_resumes_after_last_event_id(
     relay: RunningRelay, http: httpx.AsyncClient
 ) -> None:
