@@ -220,7 +220,9 @@ async def _real_cli(options: Options) -> Section:
     # the next: twice the trials (and one) keep the medians of both sides steady. A warm
     # turn varies by tens of ms (the CLI's own work): 150 of each side keep the difference
     # of the medians within about a millisecond from run to run.
-    result = await real_cli.measure_real_cli(turns=150, fresh=2 * options.trials + 1)
+    result = await real_cli.measure_real_cli(
+        turns=300, permissions=60, fresh=2 * options.trials + 1
+    )
     return Section(lines=real_cli.section(result), checks=real_cli.checks(result))
 
 

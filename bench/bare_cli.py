@@ -53,9 +53,20 @@ class BareCli:
     lines: trio.MemoryReceiveChannel[JSON]
 
     async def say(self, text: str) -> None:
+        await self.send({"type": "user", "message": {"role": "user", "content": text}})
+
+    async def send(self, line: JSON) -> None:
+        """Write one stream-json line to the CLI's stdin."""
         assert self.process.stdin is not None
-        line = {"type": "user", "message": {"role": "user", "content": text}}
         await self.process.stdin.send_all(json.dumps(line).encode() + b"\n")
+
+    async def until_control(self, subtype: str) -> JSON:
+        """The CLI's next ``control_request`` of ``subtype`` (``can_use_tool``: it asks to
+        use a tool)."""
+        async for line in self.lines:
+            if line.get("type") == "control_request" and line["request"].get("subtype") == subtype:
+                return line
+        raise RuntimeError("the CLI's stdout closed")
 
     async def until(self, kind: str, text: str | None = None) -> JSON:
         async for line in self.lines:

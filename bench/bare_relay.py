@@ -25,6 +25,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 
 import httpx
 import trio
@@ -37,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from relay.config import RelayConfig
 from spawn.lines import iter_lines
 
 __all__ = ["main"]
@@ -104,6 +106,8 @@ async def _relay() -> None:
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
+    # As rcd's relay keeps them (the benchmark's client idles while the other sides run).
+    config.keep_alive_timeout = RelayConfig(data_dir=Path()).keep_alive_timeout
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, _app(), config, mode="asgi"))  # type: ignore[arg-type]
         print(f"bare relay: serving http://127.0.0.1:{port}", flush=True)

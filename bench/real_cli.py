@@ -1,44 +1,34 @@
 """The real ``claude`` CLI through rcd, against the same CLI driven bare, in the same run.
 
-Both talk to the scripted fake Messages API (``testkit/fakes/messages_api.py``), which runs in
-its own process so that neither side's event loop serves the model too. The pinned CLI is
+Every side talks to the scripted fake Messages API (``testkit/fakes/messages_api.py``), which
+runs in its own process so that no side's event loop serves the model too. The pinned CLI is
 ``node_modules/.bin/claude`` (``testkit.fakes.find_claude``); every side runs it with exactly
 the arguments rcd's adapter uses (``spawn.ClaudeCode.argv``) and the same kind of
-environment (``claude_env`` inside a throwaway home).
+environment (``claude_env`` inside a throwaway home). The sides (:mod:`bench.sides`): bare,
+rcd (``rcd relay`` in its own process and a real ``rcd start``), embedded (``rcd start``
+with the relay inside, the README's default) and transport only (:mod:`bench.bare_relay`,
+the floor under any relay of this shape).
 
-* Per turn, warm process, three sides in turn:
-  - bare: write the user line on the CLI's stdin → read its ``assistant`` line on stdout;
-  - rcd: a client posts the message to the relay → sees the ``assistant_text`` event on its
-    SSE stream. The relay runs in its own process (``rcd relay``, as deployed), the daemon
-    is a real ``rcd start`` process;
-  - transport only: the same two trips through :mod:`bench.bare_relay`, a relay and a
-    forwarder built on the same libraries that only move bytes — what any relay of this
-    shape adds on this machine, the floor under rcd's figure.
-  Both relayed sides use the same client (minimal HTTP/1.1 on keep-alive connections, as a
-  browser's network stack: the client library's own cost is not what is measured). The
-  order of the sides rotates from turn to turn so all see the same machine noise; each turn
-  runs to its result before the next. rcd's added latency = the difference of the medians
-  (and of the p99s).
+* Warm turns: rounds of one turn per side, the order rotating from round to round so all
+  see the same machine noise; each turn runs to its result before the next. A side's added
+  latency = the difference of its median (and p99) from the bare CLI's. Turns over
+  :data:`SLOW_MS` are listed with where their time went.
+* Permission rounds: the same rotation; the CLI is asked to write a new file, the request
+  must become visible, "allow" goes in, and the agent's final reply must become visible.
+* CPU per warm turn of each side's own processes (never the CLI's).
 * First reply of a new session: bare = start a fresh CLI process and write the prompt at
   once → its first ``assistant`` line; through rcd = ``POST .../sessions`` with the prompt →
   ``assistant_text`` on the session's SSE stream (the client subscribes as soon as the POST
   answers, from seq 0, so nothing is missed). Each trial's process / session is stopped
   before the next trial starts.
-
-(Over 400 lines on purpose: one measurement whose sides must run interleaved in one run;
-the bare CLI's driver is :mod:`bench.bare_cli`, the HTTP client :mod:`bench.relayhttp`.)
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import attrs
 import httpx
@@ -49,50 +39,76 @@ from spawn import ClaudeCode
 from testkit.fakes import claude_env, find_claude
 from testkit.harness import Relay, home_env, start_daemon
 
-from .bare_cli import BareCli, bare_first_reply, start_bare, start_fake_api
-from .relayhttp import (
-    EventFeed,
-    HttpConnection,
-    SseMessage,
-    start_relay_process,
-    wait_for_line,
+from .bare_cli import bare_first_reply, start_bare, start_fake_api
+from .relayhttp import EventFeed, HttpConnection, SseMessage, start_relay_process
+from .sides import (
+    STALL_S,
+    BareSide,
+    RcdSide,
+    Side,
+    Split,
+    TransportSide,
+    start_embedded,
+    start_transport,
 )
-from .stats import STALL_NOTE, Check, Figure, cpu_seconds, keep_logs, stall_check, verdict
+from .stats import STALL_NOTE, Check, Figure, cpu_seconds, keep_logs, stall_check
 
 __all__ = ["RealCliResult", "measure_real_cli"]
 
-REPO = Path(__file__).resolve().parents[1]
-JSON = dict[str, Any]
+
+#: The sides, in the order of the first round (each round starts one later).
+SIDES = ("bare", "rcd", "embedded", "transport")
+
+#: A turn this slow (ms) is listed in the results, with where its time went.
+SLOW_MS = 200.0
+
+
+@attrs.frozen(kw_only=True)
+class SideFigures:
+    """One side's samples: warm turns, and permission rounds (request visible; allow →
+    final reply visible)."""
+
+    turn: Figure
+    raised: Figure
+    allowed: Figure
+
+
+@attrs.frozen(kw_only=True)
+class SlowTurn:
+    side: str
+    round: int
+    ms: float
+    split: Split | None
 
 
 @attrs.frozen(kw_only=True)
 class RealCliResult:
-    #: One authenticated GET to rcd's relay, by the benchmark's client.
+    #: One authenticated GET to rcd's relay, by the turns' client.
     get: Figure
-    bare_turn: Figure
-    rcd_turn: Figure
+    sides: dict[str, SideFigures]
+    #: rcd's turns split by the daemon's own event timestamps (relay in its own process).
     inbound: Figure
     agent: Figure
     outbound: Figure
-    #: Per rcd turn, inbound + outbound: the two trips, without the CLI's turn.
-    trips: Figure
-    #: The same turn through :mod:`bench.bare_relay` (transport only).
-    transport_turn: Figure
+    #: The same for the embedded relay.
+    embedded_trips: Figure
     bare_fresh: Figure
     rcd_fresh: Figure
     version: str
-    #: CPU ms per rcd turn: the daemon process (without the CLI) and the relay's process ...
+    #: CPU ms per turn: rcd's daemon (without the CLI) and relay; the embedded daemon
+    #: (relay inside); the transport-only relay and forwarder.
     daemon_cpu_ms: float
     relay_cpu_ms: float
-    #: ... and per transport-only turn: its relay and its forwarder (without the CLI).
+    embedded_cpu_ms: float
     transport_cpu_ms: float
+    slow: tuple[SlowTurn, ...]
     #: Events the daemon held back (see :func:`_wait_for`), over all sessions.
     stalls: int
 
-
-#: Seconds to wait for an event that normally follows within milliseconds. Past it, the
-#: daemon has held the event back (see :func:`_wait_for`): counted as a stall.
-STALL_S = 5.0
+    def added(self, side: str, what: str = "turn") -> float:
+        """The side's median over the bare CLI's (ms)."""
+        figures, bare = self.sides[side], self.sides["bare"]
+        return float(getattr(figures, what).median - getattr(bare, what).median)
 
 
 async def _wait_for(
@@ -111,149 +127,46 @@ async def _wait_for(
     return None
 
 
-@attrs.define(eq=False)
-class _Transport:
-    """:mod:`bench.bare_relay`'s relay and forwarder (which runs its own CLI), and a client."""
-
-    relay: trio.Process
-    forwarder: trio.Process
-    url: str
-    feed: EventFeed | None = None
-    conn: HttpConnection | None = None
-
-    async def turn(self, text: str) -> None:
-        """Post the user line; return once the CLI's answer is on the client's stream."""
-        assert self.conn is not None and self.feed is not None
-        line = {"type": "user", "message": {"role": "user", "content": text}}
-        status, _ = await self.conn.request("POST", "/in", body=json.dumps(line).encode())
-        if status != 202:
-            raise RuntimeError(f"bare relay: POST /in answered {status}")
-        await self.until("assistant", f"echo: {text}")
-
-    async def until(self, kind: str, text: str | None = None) -> None:
-        assert self.feed is not None
-        while True:
-            message = await self.feed.next()
-            data = message.data or ""
-            if f'"type":"{kind}"' in data.replace(" ", "") and (text is None or text in data):
-                return
-
-    async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            for part in (self.feed, self.conn):
-                if part is not None:
-                    await part.aclose()
-            for process in (self.forwarder, self.relay):
-                if process.returncode is None:
-                    process.kill()
-                await process.wait()
-
-
-async def _start_transport(
-    root: Path, argv: list[str], cwd: Path, env: dict[str, str]
-) -> _Transport:
-    relay_log, forwarder_log = root / "bare-relay.log", root / "bare-forwarder.log"
-    with relay_log.open("wb") as log_file:
-        relay = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "bench.bare_relay", "relay"],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=str(REPO),
-        )
-    transport = _Transport(relay=relay, forwarder=relay, url="")
-    try:
-        match = await wait_for_line(relay_log, relay, r"bare relay: serving (\S+)")
-        transport.url = match.group(1)
-        with forwarder_log.open("wb") as log_file:
-            transport.forwarder = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "bench.bare_relay", "forward", transport.url, "--", *argv],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=str(cwd),
-                env={**env, "PYTHONPATH": str(REPO)},
-            )
-        await wait_for_line(forwarder_log, transport.forwarder, "bare relay: forwarding")
-        transport.feed = await EventFeed.open_path(transport.url, "/out", {})
-        host, port = transport.url.removeprefix("http://").rsplit(":", 1)
-        transport.conn = await HttpConnection.open(host, int(port))
-    except BaseException:
-        await transport.aclose()
-        raise
-    return transport
-
-
 @attrs.define
-class _Turns:
-    bare: list[float] = attrs.Factory(list)
-    rcd: list[float] = attrs.Factory(list)
-    transport: list[float] = attrs.Factory(list)
-    #: Through rcd, split by the daemon's own event timestamps (``at``, wall clock):
-    #: POST → the daemon writes the message to the CLI (its ``user_message``) ...
-    inbound: list[float] = attrs.Factory(list)
-    #: ... → the daemon has read the CLI's answer (``assistant_text``) ...
-    agent: list[float] = attrs.Factory(list)
-    #: ... → the client sees it on SSE.
-    outbound: list[float] = attrs.Factory(list)
-    #: Turns whose last events (``turn_result``, ``status``) the daemon did not send.
-    stalls: int = 0
+class _Samples:
+    turns: dict[str, list[float]] = attrs.Factory(lambda: {side: [] for side in SIDES})
+    splits: dict[str, list[Split]] = attrs.Factory(lambda: {"rcd": [], "embedded": []})
+    raised: dict[str, list[float]] = attrs.Factory(lambda: {side: [] for side in SIDES})
+    allowed: dict[str, list[float]] = attrs.Factory(lambda: {side: [] for side in SIDES})
+    slow: list[SlowTurn] = attrs.Factory(list)
 
 
-_SIDES = ("bare", "rcd", "transport")
+def _rotated(sides: list[Side], i: int) -> list[Side]:
+    return sides[i % len(sides) :] + sides[: i % len(sides)]
 
 
-async def _turns(
-    relay: Relay, sid: str, bare: BareCli, transport: _Transport, count: int
-) -> _Turns:
-    """``count`` turns on each side, the order of the sides rotating."""
-    turns = _Turns()
-    last = (await relay.events(sid))[-1]["seq"]
-    feed = await EventFeed.open(relay.url, relay.token, sid, last)
-    conn = await HttpConnection.open("127.0.0.1", relay.port)
-    headers = {"Authorization": f"Bearer {relay.token}"}
-    try:
-        for i in range(count):
-            for side in _SIDES[i % 3 :] + _SIDES[: i % 3]:
-                text = f"turn {side} {i}"
-                started = time.perf_counter()
-                if side == "bare":
-                    await bare.say(text)
-                    await bare.until("assistant", f"echo: {text}")
-                    turns.bare.append((time.perf_counter() - started) * 1000)
-                    await bare.until("result")
-                    continue
-                if side == "transport":
-                    await transport.turn(text)
-                    turns.transport.append((time.perf_counter() - started) * 1000)
-                    await transport.until("result")
-                    continue
-                posted_at = time.time()
-                body = json.dumps({"id": f"t{i}", "text": text}).encode()
-                path = f"/api/sessions/{sid}/messages"
-                status, answer = await conn.request("POST", path, headers=headers, body=body)
-                if status != 202:
-                    raise RuntimeError(f"POST {path}: HTTP {status}: {answer!r}")
-                applied_at = 0.0
-                while True:
-                    message = await feed.next()
-                    if message.event == "user_message" and f'"t{i}"' in (message.data or ""):
-                        applied_at = json.loads(message.data or "{}")["at"]
-                    if message.event == "assistant_text" and f"echo: {text}" in (
-                        message.data or ""
-                    ):
-                        break
-                seen = time.perf_counter()
-                seen_at = time.time()
-                answered_at = json.loads(message.data or "{}")["at"]
-                turns.rcd.append((seen - started) * 1000)
-                turns.inbound.append((applied_at - posted_at) * 1000)
-                turns.agent.append((answered_at - applied_at) * 1000)
-                turns.outbound.append((seen_at - answered_at) * 1000)
-                if await _wait_for(feed, "turn_result", None, STALL_S) is None:
-                    turns.stalls += 1  # the next message sends it along
-    finally:
-        await feed.aclose()
-        await conn.aclose()
-    return turns
+async def _turns(sides: list[Side], count: int, samples: _Samples) -> None:
+    """``count`` rounds of one turn on each side, the order rotating from round to round."""
+    for i in range(count):
+        for side in _rotated(sides, i):
+            elapsed, split = await side.turn(f"turn {side.name} {i}")
+            samples.turns[side.name].append(elapsed)
+            if split is not None:
+                samples.splits[side.name].append(split)
+            if elapsed > SLOW_MS:
+                samples.slow.append(SlowTurn(side=side.name, round=i, ms=elapsed, split=split))
+
+
+async def _permissions(
+    sides: list[Side], projects: dict[str, Path], count: int, samples: _Samples
+) -> None:
+    """``count`` rounds of one permission prompt on each side (a new file each time)."""
+    for i in range(count):
+        for side in _rotated(sides, i):
+            raised, allowed = await side.permission(projects[side.name] / f"allowed-{i}.txt")
+            samples.raised[side.name].append(raised)
+            samples.allowed[side.name].append(allowed)
+
+
+def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {
+        name: sum(cpu_seconds(pid, children=False) for pid in group) for name, group in pids.items()
+    }
 
 
 async def _rcd_fresh(relay: Relay, env_id: str, n: int) -> tuple[float | None, int]:
@@ -279,7 +192,9 @@ async def _rcd_fresh(relay: Relay, env_id: str, n: int) -> tuple[float | None, i
     return elapsed, stalls
 
 
-async def measure_real_cli(turns: int = 60, fresh: int = 7) -> RealCliResult:
+async def measure_real_cli(
+    turns: int = 300, permissions: int = 60, fresh: int = 7
+) -> RealCliResult:
     claude = find_claude()
     done = await trio.run_process([claude, "--version"], capture_stdout=True, check=False)
     version = done.stdout.decode(errors="replace").strip()
@@ -292,19 +207,10 @@ async def measure_real_cli(turns: int = 60, fresh: int = 7) -> RealCliResult:
                 token = await trio.to_thread.run_sync(
                     admin.create_device_token, relay_process.data_dir, "bench"
                 )
-                relay = Relay(
-                    running=None,
-                    data_dir=relay_process.data_dir,
-                    client=httpx.AsyncClient(
-                        base_url=relay_process.url,
-                        headers={"Authorization": f"Bearer {token}"},
-                        timeout=10,
-                    ),
-                    token=token,
-                )
+                relay = _client_of(relay_process.url, relay_process.data_dir, token)
                 try:
                     result = await _measure(
-                        relay, relay_process.pid, root, claude, base_url, turns, fresh
+                        relay, relay_process.pid, root, claude, base_url, turns, permissions, fresh
                     )
                 finally:
                     await relay.aclose()
@@ -320,6 +226,23 @@ async def measure_real_cli(turns: int = 60, fresh: int = 7) -> RealCliResult:
     return attrs.evolve(result, version=version)
 
 
+def _client_of(url: str, data_dir: Path, token: str) -> Relay:
+    client = httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    return Relay(running=None, data_dir=data_dir, client=client, token=token)
+
+
+async def _warm_session(relay: Relay, env_id: str, name: str) -> RcdSide:
+    """A session whose first turn is over, and a side driving it from its last event."""
+    r = await relay.create_session(env_id, prompt="warm up")
+    r.raise_for_status()
+    sid = r.json()["id"]
+    await relay.wait_kind(sid, "turn_result", timeout=60)
+    last = (await relay.events(sid))[-1]["seq"]
+    return await RcdSide.open(name, relay.url, relay.token, sid, last)
+
+
 async def _measure(
     relay: Relay,
     relay_pid: int,
@@ -327,73 +250,79 @@ async def _measure(
     claude: str,
     base_url: str,
     turns: int,
+    permissions: int,
     fresh: int,
 ) -> RealCliResult:
-    project, bare_project, transport_project = (
-        root / "project",
-        root / "bare-project",
-        root / "transport-project",
-    )
-    for directory in (project, bare_project, transport_project):
+    projects = {side: root / f"{side}-project" for side in SIDES}
+    for directory in projects.values():
         directory.mkdir()
-    home, bare_home, transport_home = root / "home", root / "bare-home", root / "transport-home"
+    homes = {side: root / f"{side}-home" for side in SIDES}
     daemon = await start_daemon(
         relay,
-        home,
-        project,
+        homes["rcd"],
+        projects["rcd"],
         "--capacity",
         "4",
         agent_bin=claude,
-        extra_env=claude_env(home, base_url),
+        extra_env=claude_env(homes["rcd"], base_url),
     )
     env_id = daemon.environment_id
     # The agent's environment under rcd is the daemon's: the same recipe for the other sides.
-    bare_env = home_env(bare_home, claude_env(bare_home, base_url))
-    transport_env = home_env(transport_home, claude_env(transport_home, base_url))
-    # Per turn: one warm CLI on each side.
-    r = await relay.create_session(env_id, prompt="warm up")
-    r.raise_for_status()
-    sid = r.json()["id"]
+    env = {side: home_env(homes[side], claude_env(homes[side], base_url)) for side in SIDES}
+    embedded = await start_embedded(root, projects["embedded"], claude, env["embedded"])
+    embedded_relay = _client_of(embedded.url, root / "embedded-relay", embedded.token)
     argv = ClaudeCode(binary=claude).argv(str(uuid.uuid4()), None)
-    transport = await _start_transport(root, argv, transport_project, transport_env)
+    samples = _Samples()
+    opened: list[tuple[RcdSide, Relay]] = []
+    transport: TransportSide | None = None
     try:
-        async with trio.open_nursery() as side:
-            bare = await start_bare(side, claude, bare_project, bare_env)
+        [embedded_env] = await embedded_relay.environments()
+        rcd_side = await _warm_session(relay, env_id, "rcd")
+        opened.append((rcd_side, relay))
+        embedded_side = await _warm_session(embedded_relay, embedded_env["id"], "embedded")
+        opened.append((embedded_side, embedded_relay))
+        transport = await start_transport(root, argv, projects["transport"], env["transport"])
+        async with trio.open_nursery() as nursery:
+            bare = BareSide(await start_bare(nursery, claude, projects["bare"], env["bare"]))
             try:
-                await bare.say("warm up")
-                await bare.until("result")
+                await bare.turn("warm up")
                 await transport.turn("warm up")
-                await transport.until("result")
-                await relay.wait_kind(sid, "turn_result", timeout=60)
-                gets = await _gets(relay, turns)
-                cpu_before = (
-                    cpu_seconds(daemon.process.pid, children=False),
-                    cpu_seconds(relay_pid, children=False),
-                    cpu_seconds(transport.relay.pid, children=False)
-                    + cpu_seconds(transport.forwarder.pid, children=False),
-                )
-                with trio.fail_after(400):
-                    measured = await _turns(relay, sid, bare, transport, turns)
-                daemon_cpu, relay_cpu, transport_cpu = (
-                    cpu_seconds(daemon.process.pid, children=False) - cpu_before[0],
-                    cpu_seconds(relay_pid, children=False) - cpu_before[1],
-                    cpu_seconds(transport.relay.pid, children=False)
-                    + cpu_seconds(transport.forwarder.pid, children=False)
-                    - cpu_before[2],
-                )
+                gets = await _gets(relay, 60)
+                sides: list[Side] = [bare, rcd_side, embedded_side, transport]
+                pids = {
+                    "daemon": [daemon.process.pid],
+                    "relay": [relay_pid],
+                    "embedded": [embedded.pid],
+                    "transport": [transport.relay.pid, transport.forwarder.pid],
+                }
+                before = _cpu(pids)
+                with trio.fail_after(60 + turns * 2):
+                    await _turns(sides, turns, samples)
+                after = _cpu(pids)
+                with trio.fail_after(60 + permissions * 4):
+                    await _permissions(sides, projects, permissions, samples)
             finally:
-                await bare.close()
+                await bare.cli.close()
+        for side, its_relay in opened:
+            stopped = await its_relay.client.post(f"/api/sessions/{side.session_id}/stop")
+            stopped.raise_for_status()
     finally:
-        await transport.aclose()
-    (await relay.client.post(f"/api/sessions/{sid}/stop")).raise_for_status()
+        for side, _ in opened:
+            await side.aclose()
+        if transport is not None:
+            await transport.aclose()
+        await embedded_relay.aclose()
+        if await embedded.stop() != 0:
+            raise RuntimeError(f"the embedded daemon did not stop cleanly: {embedded.log()}")
     with trio.move_on_after(STALL_S):
-        await relay.wait_kind(sid, "session_ended", timeout=2 * STALL_S)
+        await relay.wait_kind(rcd_side.session_id, "session_ended", timeout=2 * STALL_S)
     # First reply of a fresh process / new session; one unmeasured warm-up each.
+    bare_env, bare_project = env["bare"], projects["bare"]
     await bare_first_reply(claude, bare_project, bare_env, -1)
     await _rcd_fresh(relay, env_id, -1)
     bare_fresh: list[float] = []
     rcd_fresh: list[float] = []
-    stalls = measured.stalls
+    stalls = sum(side.stalls for side, _ in opened)
 
     async def rcd_once(n: int) -> None:
         nonlocal stalls
@@ -412,33 +341,63 @@ async def _measure(
                 bare_fresh.append(await bare_first_reply(claude, bare_project, bare_env, n))
     if await daemon.stop() != 0:
         raise RuntimeError(f"daemon did not stop cleanly: {daemon.log()}")
+    return _result(samples, gets, bare_fresh, rcd_fresh, stalls, before, after, turns)
 
-    def figure(name: str, samples: list[float]) -> Figure:
-        return Figure(name=name, unit="ms", samples=tuple(samples))
 
+def _result(
+    samples: _Samples,
+    gets: list[float],
+    bare_fresh: list[float],
+    rcd_fresh: list[float],
+    stalls: int,
+    before: dict[str, float],
+    after: dict[str, float],
+    turns: int,
+) -> RealCliResult:
+    def figure(name: str, values: list[float]) -> Figure:
+        return Figure(name=name, unit="ms", samples=tuple(values))
+
+    def per_turn(name: str) -> float:
+        return (after[name] - before[name]) / turns * 1000
+
+    sides = {
+        side: SideFigures(
+            turn=figure(f"{side}: turn ({TURN_ROWS[side]})", samples.turns[side]),
+            raised=figure(f"{side}: permission asked → visible", samples.raised[side]),
+            allowed=figure(f"{side}: allow → final reply visible", samples.allowed[side]),
+        )
+        for side in SIDES
+    }
+    rcd, embedded = samples.splits["rcd"], samples.splits["embedded"]
     return RealCliResult(
         get=figure("baseline: one authenticated GET to rcd's relay", gets),
-        bare_turn=figure("baseline: bare CLI turn (stdin → assistant line)", measured.bare),
-        rcd_turn=figure("turn through rcd (POST → assistant_text on SSE)", measured.rcd),
-        inbound=figure("… of which POST → daemon writes it to the CLI", measured.inbound),
-        agent=figure("… of which the CLI's turn, as the daemon sees it", measured.agent),
-        outbound=figure("… of which daemon reads the answer → client sees it", measured.outbound),
-        trips=figure(
-            "… the two trips together, per turn",
-            [a + b for a, b in zip(measured.inbound, measured.outbound, strict=True)],
+        sides=sides,
+        inbound=figure("… rcd: POST → daemon writes it to the CLI", [s.inbound for s in rcd]),
+        agent=figure("… rcd: the CLI's turn, as the daemon sees it", [s.agent for s in rcd]),
+        outbound=figure(
+            "… rcd: daemon reads the answer → client sees it", [s.outbound for s in rcd]
         ),
-        transport_turn=figure(
-            "turn through a relay that only moves bytes (bench/bare_relay.py)",
-            measured.transport,
+        embedded_trips=figure(
+            "… embedded: the two trips together", [s.inbound + s.outbound for s in embedded]
         ),
         bare_fresh=figure("baseline: bare CLI fresh process → first reply", bare_fresh),
         rcd_fresh=figure("new session through rcd: POST → first assistant_text", rcd_fresh),
         version="",
+        daemon_cpu_ms=per_turn("daemon"),
+        relay_cpu_ms=per_turn("relay"),
+        embedded_cpu_ms=per_turn("embedded"),
+        transport_cpu_ms=per_turn("transport"),
+        slow=tuple(samples.slow),
         stalls=stalls,
-        daemon_cpu_ms=daemon_cpu / turns * 1000,
-        relay_cpu_ms=relay_cpu / turns * 1000,
-        transport_cpu_ms=transport_cpu / turns * 1000,
     )
+
+
+TURN_ROWS = {
+    "bare": "stdin → assistant line",
+    "rcd": "POST → assistant_text on SSE, relay in its own process",
+    "embedded": "the same, relay inside the daemon",
+    "transport": "a relay and forwarder that only move bytes",
+}
 
 
 async def _gets(relay: Relay, count: int) -> list[float]:
@@ -459,19 +418,57 @@ async def _gets(relay: Relay, count: int) -> list[float]:
 
 
 def checks(result: RealCliResult) -> list[Check]:
-    added = result.rcd_turn.median - result.bare_turn.median
-    floor = result.transport_turn.median - result.bare_turn.median
+    added, floor = result.added("rcd"), result.added("transport")
+    embedded = result.added("embedded")
+    raised, allowed = result.added("rcd", "raised"), result.added("rcd", "allowed")
+    rcd_p99, bare_p99 = result.sides["rcd"].turn.p99, result.sides["bare"].turn.p99
+    cpu = result.daemon_cpu_ms + result.relay_cpu_ms
+    cpu_ratio = cpu / result.transport_cpu_ms
     first = result.rcd_fresh.median - result.bare_fresh.median
+    n = len(result.sides["rcd"].turn.samples)
     return [
         Check(
-            name="real CLI: rcd's added latency per turn",
-            target="≤ 3 ms median",
-            measured=f"{added:.1f} ms ({result.rcd_turn.median:.1f} vs "
-            f"{result.bare_turn.median:.1f} ms bare)",
-            ok=added <= 3,
-            limit=f"the transport alone adds {floor:.1f} ms in this run: a relay and a "
-            "forwarder on the same libraries that only move bytes (bench/bare_relay.py); "
-            f"rcd adds {added - floor:.1f} ms over it. See Real CLI",
+            name="real CLI turn: rcd's added median over the transport-only floor's",
+            target="≤ floor + 1 ms",
+            measured=f"{added:.1f} ms (floor {floor:.1f} ms: {added - floor:+.1f})",
+            ok=added <= floor + 1,
+            limit="see Real CLI",
+        ),
+        Check(
+            name="real CLI turn, embedded relay (the README's default): added median",
+            target="≤ 3 ms",
+            measured=f"{embedded:.1f} ms",
+            ok=embedded <= 3,
+            limit="see Real CLI",
+        ),
+        Check(
+            name="permission: asked → visible, rcd's added median",
+            target=f"≤ its turn overhead + 1 ms ({added + 1:.1f})",
+            measured=f"{raised:.1f} ms",
+            ok=raised <= added + 1,
+            limit="see Real CLI",
+        ),
+        Check(
+            name="permission: allow → final reply, rcd's added median",
+            target=f"≤ its turn overhead + 1 ms ({added + 1:.1f})",
+            measured=f"{allowed:.1f} ms",
+            ok=allowed <= added + 1,
+            limit="see Real CLI",
+        ),
+        Check(
+            name=f"real CLI turn: p99 through rcd over {n} turns",
+            target=f"≤ bare p99 + 10 ms ({bare_p99 + 10:.1f})",
+            measured=f"{rcd_p99:.1f} ms; {len(result.slow)} turns over {SLOW_MS:.0f} ms "
+            "(all sides)",
+            ok=rcd_p99 <= bare_p99 + 10,
+            limit="see Real CLI, slow turns",
+        ),
+        Check(
+            name="real CLI: CPU per turn, rcd's daemon + relay",
+            target="≤ 1.5x the transport-only side's",
+            measured=f"{cpu_ratio:.2f}x ({cpu:.1f} vs {result.transport_cpu_ms:.1f} ms)",
+            ok=cpu_ratio <= 1.5,
+            limit="see Real CLI",
         ),
         Check(
             name="real CLI: new session's first reply",
@@ -485,48 +482,78 @@ def checks(result: RealCliResult) -> list[Check]:
     ]
 
 
+def _slow_lines(result: RealCliResult) -> list[str]:
+    if not result.slow:
+        return [f"No turn of any side took over {SLOW_MS:.0f} ms.", ""]
+    lines = [
+        f"Turns over {SLOW_MS:.0f} ms (side, round, time; for rcd's sides, where the time",
+        "went by the daemon's event timestamps: POST → CLI's stdin / the CLI's turn / answer",
+        "read → client):",
+        "",
+    ]
+    for slow in result.slow:
+        where = ""
+        if slow.split is not None:
+            s = slow.split
+            where = f": {s.inbound:.0f} / {s.agent:.0f} / {s.outbound:.0f} ms"
+        lines.append(f"- {slow.side}, round {slow.round}, {slow.ms:.0f} ms{where}")
+    return [*lines, ""]
+
+
 def section(result: RealCliResult) -> list[str]:
-    added = result.rcd_turn.median - result.bare_turn.median
-    floor = result.transport_turn.median - result.bare_turn.median
+    added, floor = result.added("rcd"), result.added("transport")
     first = result.rcd_fresh.median - result.bare_fresh.median
-    slower = result.agent.median - result.bare_turn.median
+    slower = result.agent.median - result.sides["bare"].turn.median
+    rows = [result.get.row()]
+    for what in ("turn", "raised", "allowed"):
+        rows += [getattr(result.sides[side], what).row() for side in SIDES]
+        if what == "turn":
+            rows += [r.row() for r in (result.inbound, result.agent, result.outbound)]
+            rows.append(result.embedded_trips.row())
+    rows += [result.bare_fresh.row(), result.rcd_fresh.row()]
+    added_rows = [
+        f"| {side} | {result.added(side):+.1f} ms | {result.added(side, 'raised'):+.1f} ms "
+        f"| {result.added(side, 'allowed'):+.1f} ms |"
+        for side in SIDES[1:]
+    ]
     lines = [
         f"## Real Claude Code CLI ({result.version}) against the fake Messages API",
         "",
         "| figure | median | p99 | samples |",
         "|---|---|---|---|",
-        result.get.row(),
-        result.bare_turn.row(),
-        result.rcd_turn.row(),
-        result.inbound.row(),
-        result.agent.row(),
-        result.outbound.row(),
-        result.trips.row(),
-        result.transport_turn.row(),
-        result.bare_fresh.row(),
-        result.rcd_fresh.row(),
+        *rows,
         "",
-        f"- rcd's added latency per turn: **{added:.1f} ms** median (p99: "
-        f"{result.rcd_turn.p99:.1f} ms through rcd, {result.bare_turn.p99:.1f} ms bare) — "
-        f"target ≤ 3 ms median: {verdict(added <= 3)}",
-        f"- the transport alone (a relay that only moves bytes) adds **{floor:.1f} ms**: rcd "
-        f"adds {added - floor:+.1f} ms over it",
+        "Added over the bare CLI (difference of the medians):",
+        "",
+        "| side | turn | permission asked → visible | allow → final reply |",
+        "|---|---|---|---|",
+        *added_rows,
+        "",
+        f"- rcd's added latency per turn: **{added:.1f} ms**; the transport alone adds "
+        f"{floor:.1f} ms, so rcd adds {added - floor:+.1f} ms over the floor",
         f"- a new session's first reply through rcd: **{first:+.0f} ms** median over a fresh "
-        f"bare CLI (p99: {result.rcd_fresh.p99:.0f} vs {result.bare_fresh.p99:.0f} ms) — "
-        f"target ≤ 100 ms more: {verdict(first <= 100)}",
+        f"bare CLI (p99: {result.rcd_fresh.p99:.0f} vs {result.bare_fresh.p99:.0f} ms)",
         f"- stalls (a session's new events not on the relay {STALL_S:.0f} s after the event "
         f"before them): **{result.stalls}**" + (" — see below" if result.stalls else ""),
-        f"- CPU per turn: through rcd, daemon {result.daemon_cpu_ms:.1f} ms (without the CLI) "
-        f"and relay {result.relay_cpu_ms:.1f} ms; through the transport alone, its relay and "
-        f"forwarder {result.transport_cpu_ms:.1f} ms",
+        f"- CPU per turn: rcd's daemon {result.daemon_cpu_ms:.1f} ms (without the CLI) and "
+        f"relay {result.relay_cpu_ms:.1f} ms; the embedded daemon (relay inside) "
+        f"{result.embedded_cpu_ms:.1f} ms; the transport-only relay and forwarder "
+        f"{result.transport_cpu_ms:.1f} ms",
         "",
+        *_slow_lines(result),
         "Every side runs the same pinned CLI with rcd's adapter's arguments against the fake",
-        "Messages API, which runs in its own process; the order of the three sides rotates",
-        "from turn to turn, and fresh starts alternate. rcd's relay runs in its own process",
-        "(`rcd relay`), and both relayed sides are driven by the same minimal HTTP/1.1 client",
-        'on keep-alive connections. The "… of which" rows split the rcd turn by the daemon\'s',
-        "own event timestamps: `user_message` is written just before the line goes to the",
-        "CLI's stdin, `assistant_text` as soon as the CLI's answer line is read.",
+        "Messages API, which runs in its own process; the order of the four sides rotates",
+        "from round to round (turns, then permission rounds), and fresh starts alternate.",
+        "`rcd` is a real `rcd start` reached through `rcd relay` in its own process;",
+        "`embedded` is `rcd start` with its relay inside (the README's first command); the",
+        "relayed sides are driven by the same minimal HTTP/1.1 client on keep-alive",
+        "connections. A permission round asks the CLI to write a new file: the request is",
+        "visible when the CLI's `can_use_tool` line (bare, transport) or the",
+        '`permission_request` event (rcd) arrives; then "allow" goes in, and the round ends',
+        "when the agent's final reply (after the tool ran and the model answered) is visible.",
+        'The "…" rows split the rcd turn by the daemon\'s own event timestamps:',
+        "`user_message` is written just before the line goes to the CLI's stdin,",
+        "`assistant_text` as soon as the CLI's answer line is read.",
         "",
     ]
     if result.stalls:
@@ -546,9 +573,7 @@ def section(result: RealCliResult) -> list[str]:
         "and the relay checks the session's token, stores the batch (one storage call) and",
         "sends it to every stream of the session.",
         f"The CLI's own turn, as the daemon sees it, differs from a bare one by {slower:+.1f}",
-        "ms: because the echo waits for the answer (at most 0.1 s), rcd sends nothing while",
-        "the CLI works, and does not compete with it (and the fake API, which answers at",
-        "once, making the turn all CPU) for the 2 cores.",
+        "ms.",
         "",
     ]
     return lines

@@ -24,7 +24,7 @@ __all__ = ["SoakResult", "soak"]
 #: Both samples are taken this long after a cut: past the relay's keep-alive timeout, so
 #: pooled connections that went idle (an ack sent just after the cut, say) are closed and
 #: only what must stay open is counted.
-SETTLE = attrs.fields(RelayConfig).keep_alive_timeout.default + 1.0
+SETTLE = RelayConfig(data_dir=Path()).keep_alive_timeout + 1.0
 
 
 @attrs.frozen(kw_only=True)

@@ -33,6 +33,26 @@ __all__ = ["Outbox", "Uplink", "UplinkStats"]
 log = structlog.get_logger("daemon.uplink")
 
 
+def _is_echo(event: wire.Event) -> bool:
+    """Whether ``event`` only reports what a user just did, with the agent's reaction to it
+    on its way: a message, or a decision on a permission prompt (not one the agent or the
+    turn's end withdrew)."""
+    if event.kind == "user_message":
+        return True
+    return event.kind == "permission_resolved" and event.data.get("origin") not in (
+        "agent_cancelled",
+        "turn_ended",
+    )
+
+
+def _keeps_hold(event: wire.Event) -> bool:
+    """Whether ``event`` goes up with a held echo rather than ending its hold: the agent
+    turning busy, or the result of a tool it just ran (its next words follow)."""
+    if event.kind == "status":
+        return event.data.get("state") == "busy"
+    return event.kind == "tool_result"
+
+
 def _retryable(exc: RelayRejected) -> bool:
     """Whether a refused batch may be stored later: a token, a timeout, a rate limit or
     the relay's own trouble. Any other refusal is final."""
@@ -66,11 +86,12 @@ class Uplink:
     memory_limit: int = 10_000
     batch_max: int = 500
     backoff_cap: float = 5.0
-    #: How long the echo of a user's message (and the busy state) waits for the agent's
-    #: first output. An agent that answers quickly gets its answer up in the same request
-    #: as the echo, and the echo's requests do not compete for the CPU with the agent
-    #: starting its turn; a slow one has its echo shown this much later (the web app shows
-    #: the message as sent at once anyway).
+    #: How long the echo of what the user did (a message, a permission decision; see
+    #: :func:`_is_echo`) waits for the agent's next output. An agent that answers quickly
+    #: gets its answer up in the same request as the echo, and the echo's request does not
+    #: compete for the CPU with the agent starting its work; a slow one has its echo shown
+    #: this much later (the web app shows the message as sent, the decision as taken, at
+    #: once anyway).
     echo_hold: float = 0.1
     _outboxes: dict[str, Outbox] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
@@ -125,9 +146,9 @@ class Uplink:
         """
         box = self._box(session_id)
         box.push(event)
-        if event.kind == "user_message":
+        if _is_echo(event):
             box.hold_until = trio.current_time() + self.echo_hold
-        elif event.kind != "status" or event.data.get("state") != "busy":
+        elif not _keeps_hold(event):
             box.hold_until = 0.0
         if box.complete and self._paused:
             self._wake_held()

@@ -218,6 +218,50 @@ async def test_a_message_echo_waits_briefly_for_the_agent_and_goes_up_with_its_a
         nursery.cancel_scope.cancel()
 
 
+async def test_a_decision_waits_briefly_with_the_tools_result_for_the_agents_reply(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    relay = RecordingRelay()
+    uplink = Uplink(client=relay)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(uplink.run)
+        # Allowed: the tool runs and the model answers within the hold, all in one request.
+        start = trio.current_time()
+        uplink.publish("s", _ev(1, "permission_resolved", decision="allow", origin="web"))
+        await trio.sleep(0.003)  # clock: virtual time; the tool runs
+        uplink.publish("s", _ev(2, "tool_result", tool_use_id="t", is_error=False))
+        await trio.sleep(0.003)  # clock: virtual time; the model answers
+        uplink.publish("s", _ev(3, "assistant_text", text="done"))
+        with trio.fail_after(1):
+            await uplink.drain()
+        assert relay.requests == [
+            (start + 0.006, ["permission_resolved", "tool_result", "assistant_text"])
+        ]
+
+        # A slow tool: the decision goes up once the hold is over, the result when it comes.
+        relay.requests.clear()
+        start = trio.current_time()
+        uplink.publish("s", _ev(4, "permission_resolved", decision="allow", origin="web"))
+        await trio.sleep(1.0)  # clock: virtual time; a long build
+        uplink.publish("s", _ev(5, "tool_result", tool_use_id="t2", is_error=False))
+        with trio.fail_after(1):
+            await uplink.drain()
+        assert relay.requests == [
+            (pytest.approx(start + uplink.echo_hold), ["permission_resolved"]),
+            (start + 1.0, ["tool_result"]),
+        ]
+
+        # A prompt withdrawn by the turn's end is no echo: it goes at once.
+        relay.requests.clear()
+        start = trio.current_time()
+        uplink.publish("s", _ev(6, "permission_resolved", decision="deny", origin="turn_ended"))
+        with trio.fail_after(1):
+            await uplink.drain()
+        assert relay.requests == [(start, ["permission_resolved"])]
+        assert relay.stored == list(range(1, 7))
+        nursery.cancel_scope.cancel()
+
+
 @attrs.define
 class OpenRequestRelay(FakeClient):
     """Every batch rides one open request, as frames: answered only when ``release`` is
