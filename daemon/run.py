@@ -89,7 +89,7 @@ class Daemon:
     supervisor: Supervisor = attrs.field(init=False)
     link: RelayLink = attrs.field(init=False)
     _remote: str | None = attrs.field(init=False, default=None)
-    _applied: AppliedStore = attrs.field(init=False)
+    _applied: AppliedStore | None = attrs.field(default=None, init=False)
     _root: trio.Nursery = attrs.field(init=False)
 
     async def run(self) -> int:
@@ -148,6 +148,8 @@ class Daemon:
             root.cancel_scope.cancel()
         # Events that could not go up (the relay away, the deadline past) wait on disk.
         self.uplink.spool_unsent()
+        if self._applied is not None:
+            self._applied.close()
         error = self.stopper.error
         if error is not None and not isinstance(error, OutageTimeout):
             # (An outage has said so in its one log line already.)
@@ -275,6 +277,7 @@ class Daemon:
             # Work is saved as applied at once: replayed after a crash it would start an
             # agent twice. Inputs are saved with the (coalesced) acks: replayed, they find
             # no session and are dropped.
+            assert self._applied is not None
             self._applied.save(self.supervisor.applied_through)
 
     async def _hold_link(

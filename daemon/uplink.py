@@ -47,10 +47,11 @@ def _is_echo(event: wire.Event) -> bool:
 
 def _keeps_hold(event: wire.Event) -> bool:
     """Whether ``event`` goes up with a held echo rather than ending its hold: the agent
-    turning busy, or the result of a tool it just ran (its next words follow)."""
+    turning busy, a tool it is about to use, or the result of one it just ran (its next
+    words, or a permission prompt, which ends the hold, follow)."""
     if event.kind == "status":
         return event.data.get("state") == "busy"
-    return event.kind == "tool_result"
+    return event.kind in ("tool_use", "tool_result")
 
 
 def _retryable(exc: RelayRejected) -> bool:

@@ -251,14 +251,27 @@ async def test_a_decision_waits_briefly_with_the_tools_result_for_the_agents_rep
             (start + 1.0, ["tool_result"]),
         ]
 
+        # A message whose tool asks first: the prompt ends the hold, and goes with the echo.
+        relay.requests.clear()
+        start = trio.current_time()
+        uplink.publish("s", _ev(6, "user_message", text="write it"))
+        uplink.publish("s", _ev(7, "tool_use", tool="Write"))
+        await trio.sleep(0.002)  # clock: virtual time; the CLI checks its permissions
+        uplink.publish("s", _ev(8, "permission_request", request_id="p"))
+        with trio.fail_after(1):
+            await uplink.drain()
+        assert relay.requests == [
+            (start + 0.002, ["user_message", "tool_use", "permission_request"])
+        ]
+
         # A prompt withdrawn by the turn's end is no echo: it goes at once.
         relay.requests.clear()
         start = trio.current_time()
-        uplink.publish("s", _ev(6, "permission_resolved", decision="deny", origin="turn_ended"))
+        uplink.publish("s", _ev(9, "permission_resolved", decision="deny", origin="turn_ended"))
         with trio.fail_after(1):
             await uplink.drain()
         assert relay.requests == [(start, ["permission_resolved"])]
-        assert relay.stored == list(range(1, 7))
+        assert relay.stored == list(range(1, 10))
         nursery.cancel_scope.cancel()
 
 
