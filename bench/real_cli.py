@@ -92,6 +92,10 @@ class RealCliResult:
     outbound: Figure
     #: The same for the embedded relay.
     embedded_trips: Figure
+    #: rcd's "allow → final reply" split the same way (relay in its own process).
+    allow_inbound: Figure
+    allow_agent: Figure
+    allow_outbound: Figure
     bare_fresh: Figure
     rcd_fresh: Figure
     version: str
@@ -134,6 +138,7 @@ class _Samples:
     raised: dict[str, list[float]] = attrs.Factory(lambda: {side: [] for side in SIDES})
     allowed: dict[str, list[float]] = attrs.Factory(lambda: {side: [] for side in SIDES})
     slow: list[SlowTurn] = attrs.Factory(list)
+    allow_splits: list[Split] = attrs.Factory(list)
 
 
 def _rotated(sides: list[Side], i: int) -> list[Side]:
@@ -341,6 +346,7 @@ async def _measure(
                 bare_fresh.append(await bare_first_reply(claude, bare_project, bare_env, n))
     if await daemon.stop() != 0:
         raise RuntimeError(f"daemon did not stop cleanly: {daemon.log()}")
+    samples.allow_splits = rcd_side.allow_splits
     return _result(samples, gets, bare_fresh, rcd_fresh, stalls, before, after, turns)
 
 
@@ -379,6 +385,18 @@ def _result(
         ),
         embedded_trips=figure(
             "… embedded: the two trips together", [s.inbound + s.outbound for s in embedded]
+        ),
+        allow_inbound=figure(
+            "… rcd: POST allow → daemon answers the CLI",
+            [s.inbound for s in samples.allow_splits],
+        ),
+        allow_agent=figure(
+            "… rcd: the CLI runs the tool and replies, as the daemon sees it",
+            [s.agent for s in samples.allow_splits],
+        ),
+        allow_outbound=figure(
+            "… rcd: daemon reads the reply → client sees it",
+            [s.outbound for s in samples.allow_splits],
         ),
         bare_fresh=figure("baseline: bare CLI fresh process → first reply", bare_fresh),
         rcd_fresh=figure("new session through rcd: POST → first assistant_text", rcd_fresh),
@@ -510,6 +528,9 @@ def section(result: RealCliResult) -> list[str]:
         if what == "turn":
             rows += [r.row() for r in (result.inbound, result.agent, result.outbound)]
             rows.append(result.embedded_trips.row())
+        if what == "allowed":
+            rows += [r.row() for r in (result.allow_inbound, result.allow_agent)]
+            rows.append(result.allow_outbound.row())
     rows += [result.bare_fresh.row(), result.rcd_fresh.row()]
     added_rows = [
         f"| {side} | {result.added(side):+.1f} ms | {result.added(side, 'raised'):+.1f} ms "

@@ -214,6 +214,9 @@ class RcdSide:
     feed: EventFeed
     #: Turns whose last event the daemon did not send within :data:`STALL_S`.
     stalls: int = 0
+    #: Each permission round's "allow" split like a turn (POST → the daemon answered the
+    #: CLI, its ``permission_resolved``; → the daemon read the reply; → the client saw it).
+    allow_splits: list[Split] = attrs.Factory(list)
     _count: int = 0
 
     @classmethod
@@ -244,12 +247,19 @@ class RcdSide:
         """The next ``kind`` event (whose data holds ``text``, if given), and the event
         (``seq``, ``kind``, ``data``, ``at``) decoded."""
         while True:
+            message, event = await self.until_any((kind,))
+            if text is None or text in (message.data or ""):
+                return message, event
+
+    async def until_any(self, kinds: tuple[str, ...]) -> tuple[SseMessage, JSON]:
+        """The next event of one of ``kinds``, and the event decoded."""
+        while True:
             message = await self.feed.next()
             if message.event == "error":
                 raise RuntimeError(f"the session reported an error: {message.data}")
-            if message.event == kind and (text is None or text in (message.data or "")):
-                data: JSON = json.loads(message.data or "{}")
-                return message, data
+            if message.event in kinds:
+                event: JSON = json.loads(message.data or "{}")
+                return message, event
 
     async def _say(self, text: str) -> str:
         self._count += 1
@@ -289,13 +299,26 @@ class RcdSide:
         _, event = await self.until("permission_request")
         request = event["data"]
         raised = (time.perf_counter() - started) * 1000
-        started = time.perf_counter()
+        started, posted_at = time.perf_counter(), time.time()
         await self.post(
             f"/api/sessions/{self.session_id}/permissions/{request['request_id']}",
             {"decision": "allow"},
         )
-        await self.until("assistant_text", "done:")
-        allowed = (time.perf_counter() - started) * 1000
+        resolved_at = 0.0
+        while True:
+            _, event = await self.until_any(("permission_resolved", "assistant_text"))
+            if event["kind"] == "permission_resolved":
+                resolved_at = event["at"]
+            elif "done:" in event["data"].get("text", ""):
+                break
+        allowed, seen_at = (time.perf_counter() - started) * 1000, time.time()
+        self.allow_splits.append(
+            Split(
+                inbound=(resolved_at - posted_at) * 1000,
+                agent=(event["at"] - resolved_at) * 1000,
+                outbound=(seen_at - event["at"]) * 1000,
+            )
+        )
         await self.until("turn_result")
         return raised, allowed
 
