@@ -43,6 +43,7 @@ from .bare_cli import bare_first_reply, start_bare, start_fake_api
 from .relayhttp import EventFeed, HttpConnection, SseMessage, start_relay_process
 from .sides import (
     STALL_S,
+    THINK_S,
     BareSide,
     RcdSide,
     Side,
@@ -304,7 +305,7 @@ async def _measure(
                 with trio.fail_after(60 + turns * 2):
                     await _turns(sides, turns, samples)
                 after = _cpu(pids)
-                with trio.fail_after(60 + permissions * 4):
+                with trio.fail_after(60 + permissions * (4 + 4 * THINK_S)):
                     await _permissions(sides, projects, permissions, samples)
             finally:
                 await bare.cli.close()
@@ -570,8 +571,9 @@ def section(result: RealCliResult) -> list[str]:
         "relayed sides are driven by the same minimal HTTP/1.1 client on keep-alive",
         "connections. A permission round asks the CLI to write a new file: the request is",
         "visible when the CLI's `can_use_tool` line (bare, transport) or the",
-        '`permission_request` event (rcd) arrives; then "allow" goes in, and the round ends',
-        "when the agent's final reply (after the tool ran and the model answered) is visible.",
+        f"`permission_request` event (rcd) arrives; {THINK_S:.1f} s later (a person reads the",
+        'prompt, then taps) "allow" goes in, and the round ends when the agent\'s final reply',
+        "(after the tool ran and the model answered) is visible.",
         'The "…" rows split the rcd turn by the daemon\'s own event timestamps:',
         "`user_message` is written just before the line goes to the CLI's stdin,",
         "`assistant_text` as soon as the CLI's answer line is read.",

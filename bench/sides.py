@@ -34,8 +34,14 @@ from .relayhttp import REPO, EventFeed, HttpConnection, SseMessage, wait_for_lin
 #: daemon has held the event back: counted as a stall.
 STALL_S = 5.0
 
+#: Seconds between a permission prompt becoming visible and "allow" going in: a person
+#: reads the prompt first (a quick tap takes longer than this). Without it the answer
+#: would come while the prompt's own upload is still settling, which no user sees.
+THINK_S = 0.5
+
 __all__ = [
     "STALL_S",
+    "THINK_S",
     "BareSide",
     "Embedded",
     "RcdSide",
@@ -105,6 +111,7 @@ class BareSide:
         await self.cli.say(_write_prompt(path))
         request = await self.cli.until_control("can_use_tool")
         raised = (time.perf_counter() - started) * 1000
+        await trio.sleep(THINK_S)  # the user reads the prompt, then taps
         started = time.perf_counter()
         await self.cli.send(_allow(request["request_id"], request["request"]["input"]))
         await self.cli.until("assistant", "done:")
@@ -152,6 +159,7 @@ class TransportSide:
         await self.send(_user(_write_prompt(path)))
         request = await self.until("control_request", "can_use_tool")
         raised = (time.perf_counter() - started) * 1000
+        await trio.sleep(THINK_S)  # the user reads the prompt, then taps
         started = time.perf_counter()
         await self.send(_allow(request["request_id"], request["request"]["input"]))
         await self.until("assistant", "done:")
@@ -299,6 +307,7 @@ class RcdSide:
         _, event = await self.until("permission_request")
         request = event["data"]
         raised = (time.perf_counter() - started) * 1000
+        await trio.sleep(THINK_S)  # the user reads the prompt, then taps
         started, posted_at = time.perf_counter(), time.time()
         await self.post(
             f"/api/sessions/{self.session_id}/permissions/{request['request_id']}",
