@@ -21,6 +21,10 @@ the floor under any relay of this shape).
   ``assistant_text`` on the session's SSE stream (the client subscribes as soon as the POST
   answers, from seq 0, so nothing is missed). Each trial's process / session is stopped
   before the next trial starts.
+
+(Over 400 lines on purpose: one measurement whose sides must run interleaved in one run, and
+its report; the sides are :mod:`bench.sides`, the bare CLI's driver :mod:`bench.bare_cli`,
+the HTTP client :mod:`bench.relayhttp`.)
 """
 
 from __future__ import annotations

@@ -163,8 +163,12 @@ async def _scenario(
                 elif session_id == committed_id:
                     assert data["worktree_kept"] is True
                     assert "1 commit not in its base" in data["kept_reasons"]
-                else:
-                    assert data["worktree_kept"] is False, (session_id, data)
+                elif data["worktree_kept"]:
+                    # Released, unless the stop's deadline came first (a busy machine): then
+                    # kept, saying why, the deadline logged, and cleaned by the next start
+                    # (stage 5). How fast a stop is, is the benchmark's (bench/fleet.py).
+                    assert data["kept_reasons"] == ["not released"], (session_id, data)
+                    assert "stop_timeout" in daemon.log(), (session_id, data)
                 assert str(data["branch"]).startswith("rcd/")
             (environment,) = [
                 e for e in await relay.environments() if e["id"] == daemon.environment_id
