@@ -464,19 +464,15 @@ def checks(result: RealCliResult) -> list[Check]:
             ok=embedded <= 3,
             limit="see Real CLI",
         ),
-        Check(
-            name="permission: asked → visible, rcd's added median",
-            target=f"≤ its turn overhead + 1 ms ({added + 1:.1f})",
-            measured=f"{raised:.1f} ms",
-            ok=raised <= added + 1,
-            limit="see Real CLI",
-        ),
-        Check(
-            name="permission: allow → final reply, rcd's added median",
-            target=f"≤ its turn overhead + 1 ms ({added + 1:.1f})",
-            measured=f"{allowed:.1f} ms",
-            ok=allowed <= added + 1,
-            limit="see Real CLI",
+        *(
+            Check(
+                name=f"permission: {what}, rcd's added median",
+                target=f"≤ its turn overhead + 1 ms ({added + 1:.1f})",
+                measured=f"{value:.1f} ms",
+                ok=value <= added + 1,
+                limit="see Real CLI",
+            )
+            for what, value in (("asked → visible", raised), ("allow → final reply", allowed))
         ),
         Check(
             name=f"real CLI turn: p99 through rcd over {n} turns",

@@ -21,6 +21,7 @@ __all__ = [
     "Chunked",
     "EventFeed",
     "HttpConnection",
+    "LoggedProcess",
     "RelayProcess",
     "SseMessage",
     "json_body",
@@ -35,12 +36,11 @@ MIB = 1024
 # -- a relay in its own process ----------------------------------------------------------
 
 
-@attrs.define(eq=False)
-class RelayProcess:
+@attrs.define(eq=False, kw_only=True)
+class LoggedProcess:
+    """A process a benchmark started, its output in ``log_path``."""
+
     process: trio.Process
-    url: str
-    port: int
-    data_dir: Path
     log_path: Path
 
     @property
@@ -49,6 +49,13 @@ class RelayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@attrs.define(eq=False, kw_only=True)
+class RelayProcess(LoggedProcess):
+    url: str
+    port: int
+    data_dir: Path
 
     async def stop(self) -> None:
         """SIGKILL and reap: the benchmark is over, a graceful stop would only cost time."""

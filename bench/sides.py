@@ -28,7 +28,14 @@ import trio
 from relay import admin
 
 from .bare_cli import JSON, BareCli
-from .relayhttp import REPO, EventFeed, HttpConnection, SseMessage, wait_for_line
+from .relayhttp import (
+    REPO,
+    EventFeed,
+    HttpConnection,
+    LoggedProcess,
+    SseMessage,
+    wait_for_line,
+)
 
 #: Seconds to wait for an event that normally follows within milliseconds. Past it, the
 #: daemon has held the event back: counted as a stall.
@@ -332,21 +339,12 @@ class RcdSide:
         return raised, allowed
 
 
-@attrs.define(eq=False)
-class Embedded:
+@attrs.define(eq=False, kw_only=True)
+class Embedded(LoggedProcess):
     """``rcd start`` with its relay in its own process, as the README's first command."""
 
-    process: trio.Process
     url: str
     token: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     async def stop(self) -> int:
         with trio.CancelScope(shield=True):
