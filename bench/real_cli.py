@@ -29,6 +29,8 @@ the HTTP client :mod:`bench.relayhttp`.)
 
 from __future__ import annotations
 
+import math
+import statistics
 import tempfile
 import time
 import uuid
@@ -519,6 +521,20 @@ def _slow_lines(result: RealCliResult) -> list[str]:
     return [*lines, ""]
 
 
+def paired(result: RealCliResult, side: str, base: str, what: str) -> str:
+    """The median of the per-round differences ``side`` minus ``base`` (ms) and its 95 %
+    confidence interval, from the order statistics of the median. Each round runs one of
+    each side back to back, so a difference within a round cancels most of what the
+    machine was doing then: a steadier reading than the difference of two medians."""
+    a = getattr(result.sides[side], what).samples
+    b = getattr(result.sides[base], what).samples
+    diffs = sorted(x - y for x, y in zip(a, b, strict=True))
+    n, spread = len(diffs), 1.96 * math.sqrt(len(diffs)) / 2
+    low = diffs[max(0, math.floor(n / 2 - spread))]
+    high = diffs[min(n - 1, math.ceil(n / 2 + spread))]
+    return f"{statistics.median(diffs):+.1f} ({low:+.1f} … {high:+.1f})"
+
+
 def section(result: RealCliResult) -> list[str]:
     added, floor = result.added("rcd"), result.added("transport")
     first = result.rcd_fresh.median - result.bare_fresh.median
@@ -538,6 +554,13 @@ def section(result: RealCliResult) -> list[str]:
         f"| {result.added(side, 'allowed'):+.1f} ms |"
         for side in SIDES[1:]
     ]
+    pairs = [("rcd", "bare"), ("embedded", "bare"), ("transport", "bare"), ("rcd", "transport")]
+    paired_rows = [
+        f"| {side} minus {base} | "
+        + " | ".join(paired(result, side, base, what) for what in ("turn", "raised", "allowed"))
+        + " |"
+        for side, base in pairs
+    ]
     lines = [
         f"## Real Claude Code CLI ({result.version}) against the fake Messages API",
         "",
@@ -550,6 +573,12 @@ def section(result: RealCliResult) -> list[str]:
         "| side | turn | permission asked → visible | allow → final reply |",
         "|---|---|---|---|",
         *added_rows,
+        "",
+        "Paired round by round (median of each round's difference, ms, and its 95 % interval):",
+        "",
+        "| sides | turn | permission asked → visible | allow → final reply |",
+        "|---|---|---|---|",
+        *paired_rows,
         "",
         f"- rcd's added latency per turn: **{added:.1f} ms**; the transport alone adds "
         f"{floor:.1f} ms, so rcd adds {added - floor:+.1f} ms over the floor",
