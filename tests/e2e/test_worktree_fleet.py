@@ -151,6 +151,14 @@ async def _scenario(
                 assert not processes_in(Path(cwd)), cwd
 
             # 4. The relay: every session ended, truthfully; the environment offline, empty.
+            # A worktree is released (or kept for its work) unless the stop's deadline came
+            # first on a busy machine: then it is kept, saying so, with the deadline logged;
+            # the next start removes it if it is clean and keeps it if not (stage 5). How
+            # fast a stop is, is the benchmark's (bench/fleet.py).
+            def cut_short(data: dict[str, object]) -> bool:
+                return data["kept_reasons"] == ["not released"] and "stop_timeout" in log
+
+            log = daemon.log()
             for session_id in ids:
                 assert (await relay.session(session_id))["state"] == "ended"
                 end = await last_event(relay, session_id)
@@ -159,16 +167,12 @@ async def _scenario(
                 assert isinstance(data, dict)
                 if session_id == untracked_id:
                     assert data["worktree_kept"] is True
-                    assert "untracked files" in data["kept_reasons"]
+                    assert "untracked files" in data["kept_reasons"] or cut_short(data)
                 elif session_id == committed_id:
                     assert data["worktree_kept"] is True
-                    assert "1 commit not in its base" in data["kept_reasons"]
+                    assert "1 commit not in its base" in data["kept_reasons"] or cut_short(data)
                 elif data["worktree_kept"]:
-                    # Released, unless the stop's deadline came first (a busy machine): then
-                    # kept, saying why, the deadline logged, and cleaned by the next start
-                    # (stage 5). How fast a stop is, is the benchmark's (bench/fleet.py).
-                    assert data["kept_reasons"] == ["not released"], (session_id, data)
-                    assert "stop_timeout" in daemon.log(), (session_id, data)
+                    assert cut_short(data), (session_id, data)
                 assert str(data["branch"]).startswith("rcd/")
             (environment,) = [
                 e for e in await relay.environments() if e["id"] == daemon.environment_id
