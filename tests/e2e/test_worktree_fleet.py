@@ -141,8 +141,11 @@ async def _scenario(
             )
             assert sum(bool(processes_in(Path(cwd))) for cwd in cwds) == SESSIONS
             sent = trio.current_time()
+            # One SIGTERM, as a service manager sends: a second one forces the stop, and
+            # whether two close together arrive as one or two is a race.
             daemon.process.send_signal(signal.SIGTERM)
-            code = await daemon.stop(timeout=60)
+            with trio.fail_after(60):
+                code = await daemon.process.wait()
             took = trio.current_time() - sent
             assert code == 0, daemon.log()[-3000:]
             assert took <= STOP_TIMEOUT, f"stopped in {took:.1f}s: {daemon.log()[-3000:]}"
@@ -151,14 +154,6 @@ async def _scenario(
                 assert not processes_in(Path(cwd)), cwd
 
             # 4. The relay: every session ended, truthfully; the environment offline, empty.
-            # A worktree is released (or kept for its work) unless the stop's deadline came
-            # first on a busy machine: then it is kept, saying so, with the deadline logged;
-            # the next start removes it if it is clean and keeps it if not (stage 5). How
-            # fast a stop is, is the benchmark's (bench/fleet.py).
-            def cut_short(data: dict[str, object]) -> bool:
-                return data["kept_reasons"] == ["not released"] and "stop_timeout" in log
-
-            log = daemon.log()
             for session_id in ids:
                 assert (await relay.session(session_id))["state"] == "ended"
                 end = await last_event(relay, session_id)
@@ -167,12 +162,12 @@ async def _scenario(
                 assert isinstance(data, dict)
                 if session_id == untracked_id:
                     assert data["worktree_kept"] is True
-                    assert "untracked files" in data["kept_reasons"] or cut_short(data)
+                    assert "untracked files" in data["kept_reasons"]
                 elif session_id == committed_id:
                     assert data["worktree_kept"] is True
-                    assert "1 commit not in its base" in data["kept_reasons"] or cut_short(data)
-                elif data["worktree_kept"]:
-                    assert cut_short(data), (session_id, data)
+                    assert "1 commit not in its base" in data["kept_reasons"]
+                else:
+                    assert data["worktree_kept"] is False, (session_id, data)
                 assert str(data["branch"]).startswith("rcd/")
             (environment,) = [
                 e for e in await relay.environments() if e["id"] == daemon.environment_id
