@@ -15,6 +15,7 @@ does not exist; a token minted for another purpose, environment or session is 40
 
 from __future__ import annotations
 
+import re
 from contextlib import aclosing
 
 import attrs
@@ -27,6 +28,7 @@ import wire
 from wire import (
     PROTOCOL_VERSION,
     UPLINK_FRAMES_TYPE,
+    UPLINK_STREAM_HEADER,
     AccessToken,
     Ack,
     DecodeError,
@@ -38,6 +40,7 @@ from wire import (
     SessionAck,
     TokenRequest,
     UplinkAck,
+    UplinkFrameAck,
     UplinkFrames,
     UplinkRequest,
     UplinkResponse,
@@ -89,6 +92,23 @@ MAX_FRAMES = wire.MAX_FRAMES
 _SMALL_BODY_LIMIT = 64 * 1024
 #: A pair request (a code and a machine name) is the one body read without a credential.
 _PAIR_BODY_LIMIT = 4 * 1024
+
+
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _uplink_stream(request: Request) -> str | None:
+    """The request's :data:`~wire.UPLINK_STREAM_HEADER` (each frame is then answered on the
+    environment's downlink too), or None; :class:`BadRequest` for a malformed one."""
+    name = request.headers.get(UPLINK_STREAM_HEADER)
+    if name is None:
+        return None
+    if not _STREAM_NAME.fullmatch(name):
+        raise BadRequest(
+            "invalid_header",
+            f"{UPLINK_STREAM_HEADER} must be 1 to 64 of A-Z a-z 0-9 _ -, got {name[:80]!r}",
+        )
+    return name
 
 
 @attrs.define(eq=False)
@@ -230,6 +250,7 @@ class DaemonApi:
                 request, UplinkRequest, UPLINK_BODY_LIMIT, self.config.uplink_deadline
             )
             return json_response(encode(await self._store(claims, env, body)))
+        stream = _uplink_stream(request)
         answers: list[UplinkResponse] = []
         async with aclosing(
             read_lines(request, UPLINK_BODY_LIMIT, self.config.uplink_deadline)
@@ -241,7 +262,11 @@ class DaemonApi:
                         code="too_many_frames",
                     )
                 frame = decode_bytes(line, UplinkRequest)
-                answers.append(await self._store(claims, env, frame))
+                answer = await self._store(claims, env, frame)
+                if stream is not None:
+                    ack = UplinkFrameAck(stream=stream, frame=len(answers), answer=answer)
+                    self.hub.publish_uplink_ack(env.id, ack)
+                answers.append(answer)
         return json_response(encode(UplinkFrames(frames=answers)))
 
     async def _store(

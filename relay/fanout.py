@@ -19,8 +19,10 @@ its newest events already encoded as SSE messages, which the writer fills
 stream following the session then sends the same bytes, as one chunk per batch, without a
 read or an encoding of its own. An open downlink has one too (:class:`DownlinkTail`,
 filled by :meth:`Hub.publish_directive`), so a client's input reaches the daemon without a
-read. A session's tail assumes every append of its session goes through this process (true
-of the SQLite relay); a backend shared by several processes must not use the tails.
+read; it also carries the answers to uplink frames the daemon asked to have answered there
+(:meth:`Hub.publish_uplink_ack`). A session's tail assumes every append of its session
+goes through this process (true of the SQLite relay); a backend shared by several
+processes must not use the tails.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 import trio
 
-from wire import Directive, Event, encode_json
+from wire import UPLINK_ACK_EVENT, Directive, Event, UplinkFrameAck, encode_json
 
 from .sse import encode_sse
 
@@ -50,6 +52,9 @@ __all__ = [
 
 #: Items a tail keeps; a stream further behind reads storage.
 TAIL_ITEMS = 256
+#: Uplink answers a downlink keeps while its connection is slow to take them; older ones
+#: are dropped (the daemon gets every answer again when the uplink request ends).
+ACKS_KEPT = 1000
 
 
 def event_message(event: Event) -> bytes:
@@ -131,6 +136,18 @@ class DownlinkTail(Tail):
     #: The newest dseq a downlink of this environment has handed to its connection.
     sent: int = attrs.field(default=0, init=False)
     _sent_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Answers to uplink frames (SSE messages) waiting for the downlink to send them.
+    _acks: collections.deque[bytes] = attrs.field(
+        factory=lambda: collections.deque(maxlen=ACKS_KEPT), init=False
+    )
+
+    def take_acks(self) -> bytes:
+        """The uplink answers waiting, as one chunk (``b""``: none), now taken."""
+        if not self._acks:
+            return b""
+        chunk = b"".join(self._acks)
+        self._acks.clear()
+        return chunk
 
     def mark_sent(self, dseq: int) -> None:
         """A downlink wrote everything through ``dseq`` to its connection."""
@@ -210,6 +227,18 @@ class Hub:
             tail.extend([(dseq, directive_message(dseq, directive))])
         self.notify(environment_key(environment_id))
         return tail
+
+    def publish_uplink_ack(self, environment_id: str, ack: UplinkFrameAck) -> bool:
+        """The answer to an uplink frame, for the environment's open downlink to send
+        (then woken). False when no downlink of the environment is open here."""
+        tail = self._downlinks.get(environment_id)
+        if tail is None or tail.link_id is None:
+            return False
+        tail._acks.append(
+            encode_sse(id=None, event=UPLINK_ACK_EVENT, data=encode_json(ack, UplinkFrameAck))
+        )
+        self.notify(environment_key(environment_id))
+        return True
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(

@@ -28,10 +28,13 @@ _HEADERS = {
 }
 
 
-def encode_sse(*, id: int, event: str, data: str) -> bytes:
-    """One SSE message. ``data`` must be one line (compact JSON is)."""
+def encode_sse(*, id: int | None, event: str, data: str) -> bytes:
+    """One SSE message. ``data`` must be one line (compact JSON is). Without ``id`` the
+    client's last event id stays what it was (a message outside the stream's sequence)."""
     if "\n" in data or "\r" in data:
         raise ValueError("SSE data must be a single line")
+    if id is None:
+        return f"event: {event}\ndata: {data}\n\n".encode()
     return f"id: {id}\nevent: {event}\ndata: {data}\n\n".encode()
 
 

@@ -77,6 +77,8 @@ def downlink_response(
             read_storage = True
             while True:
                 changed = hub.watch(key)
+                if tail.link_id == link_id and (acks := tail.take_acks()):
+                    await stream.write(acks)
                 newest = tail.after(last) if tail.link_id == link_id else None
                 if newest is not None and newest[0]:
                     chunk, last = newest

@@ -24,7 +24,12 @@ The daemon opens every connection (outbound only):
   :data:`UPLINK_FRAMES_TYPE`, the body is several such requests, one per line, which the
   relay stores as each arrives; the answer (:class:`UplinkFrames`) comes when the body
   ends. The daemon keeps such a body open a few milliseconds after its first batch, so
-  batches of a busy machine share requests.
+  batches of a busy machine share requests. With the :data:`UPLINK_STREAM_HEADER` header
+  (the request's id), the relay also answers each frame as soon as it is stored, on the
+  environment's open downlink (an SSE event :data:`UPLINK_ACK_EVENT` without ``id:``,
+  carrying :class:`UplinkFrameAck`); once the daemon has seen such an answer it keeps one
+  request open for many turns (tens of seconds), so a busy session costs no request per
+  turn. Without an open downlink the answers still come at the body's end.
 * ``POST /daemon/v1/environments/{id}/goodbye`` marks the environment offline.
 """
 
@@ -56,8 +61,11 @@ __all__ = [
     "SessionEvents",
     "StopSession",
     "TokenRequest",
+    "UPLINK_ACK_EVENT",
     "UPLINK_FRAMES_TYPE",
+    "UPLINK_STREAM_HEADER",
     "UplinkAck",
+    "UplinkFrameAck",
     "UplinkFrames",
     "UplinkRequest",
     "UplinkResponse",
@@ -262,3 +270,24 @@ class UplinkFrames:
     frame, in order."""
 
     frames: list[UplinkResponse]
+
+
+#: The header of an uplink request sent as frames that asks for each frame's answer on the
+#: environment's open downlink as soon as the frame is stored. Its value names the request
+#: in those answers: 1 to 64 of ``A-Z a-z 0-9 _ -``.
+UPLINK_STREAM_HEADER = "Rcd-Uplink-Stream"
+#: The downlink's SSE event name for such an answer (it has no ``id:``: not a directive).
+UPLINK_ACK_EVENT = "uplink_ack"
+
+
+@attrs.frozen(kw_only=True)
+class UplinkFrameAck:
+    """The answer to one frame of an uplink request that carried
+    :data:`UPLINK_STREAM_HEADER`, sent on the downlink once the frame is stored (the same
+    answer is in the request's own :class:`UplinkFrames` when its body ends)."""
+
+    #: The request's :data:`UPLINK_STREAM_HEADER`.
+    stream: str
+    #: The frame's index in that request, from 0.
+    frame: int = attrs.field(validator=attrs.validators.ge(0))
+    answer: UplinkResponse

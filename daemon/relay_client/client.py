@@ -195,6 +195,16 @@ class RelayClient:
 
         def opened(token: Token) -> None:
             self._downlink_renew_at = token.renew_at
+            self._uplink.downlink_opened()
             on_open()
 
-        return directives(self._calls, self._tokens, environment_id, after, opened, on_keepalive)
+        return directives(
+            self._calls,
+            self._tokens,
+            environment_id,
+            after,
+            opened,
+            on_keepalive,
+            on_uplink_answer=self._uplink.downlink_answer,
+            on_close=self._uplink.downlink_closed,
+        )

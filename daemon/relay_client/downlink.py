@@ -26,6 +26,8 @@ async def directives(
     after: int,
     on_open: Callable[[Token], None],
     on_keepalive: Callable[[], None] = lambda: None,
+    on_uplink_answer: Callable[[wire.UplinkFrameAck], None] = lambda ack: None,
+    on_close: Callable[[], None] = lambda: None,
 ) -> AsyncGenerator[tuple[int, wire.Directive], None]:
     """Yield ``(dseq, directive)`` from the environment's stream, after ``after``.
 
@@ -35,7 +37,9 @@ async def directives(
     when the relay refuses it. ``on_open(token)`` is called once the relay has accepted the
     stream, with the link token it was opened with (the relay ends the stream when that
     expires). A keep-alive is never a directive (``on_keepalive()`` is called for each); a
-    directive that does not decode is logged and skipped: it can never be applied.
+    directive that does not decode is logged and skipped: it can never be applied. The
+    answers to uplink frames that ride the stream go to ``on_uplink_answer``; ``on_close()``
+    runs when a stream that had opened ends.
     """
     url = calls.url(f"/daemon/v1/environments/{environment_id}/downlink")
     timeout = httpx.Timeout(calls.timeout, read=wire.STREAM_READ_TIMEOUT)
@@ -50,20 +54,43 @@ async def directives(
                 raise_for_error(source.response)
             assert auth.used is not None
             on_open(auth.used)
-            async with aclosing(source.aiter_sse()) as stream:
-                async for sse in stream:
-                    if not sse.data:
-                        # Not a message: a keep-alive comment, which httpx-sse hands over
-                        # as an empty event carrying the stream's last id (the SSE spec
-                        # dispatches no event without data).
-                        on_keepalive()
-                        continue
-                    try:
-                        dseq = int(sse.id)
-                        directive: wire.Directive = wire.decode_json(wire.Directive, sse.data)
-                    except (ValueError, wire.DecodeError) as exc:
-                        log.error("bad_directive", id=sse.id, problem=str(exc))
-                        continue
-                    yield dseq, directive
+            try:
+                async with aclosing(source.aiter_sse()) as stream:
+                    async for sse in stream:
+                        if sse.event == wire.UPLINK_ACK_EVENT:
+                            _uplink_answer(sse.data, on_uplink_answer)
+                            continue
+                        item = _directive(sse.id, sse.data, on_keepalive)
+                        if item is not None:
+                            yield item
+            finally:
+                on_close()
     except (httpx.TransportError, SSEError) as exc:
         raise calls.unreachable(exc) from exc
+
+
+def _uplink_answer(data: str, on_answer: Callable[[wire.UplinkFrameAck], None]) -> None:
+    try:
+        ack: wire.UplinkFrameAck = wire.decode_json(wire.UplinkFrameAck, data)
+    except wire.DecodeError as exc:
+        log.error("bad_uplink_answer", problem=str(exc))
+        return
+    on_answer(ack)
+
+
+def _directive(
+    id: str, data: str, on_keepalive: Callable[[], None]
+) -> tuple[int, wire.Directive] | None:
+    if not data:
+        # Not a message: a keep-alive comment, which httpx-sse hands over as an empty
+        # event carrying the stream's last id (the SSE spec dispatches no event without
+        # data).
+        on_keepalive()
+        return None
+    try:
+        dseq = int(id)
+        directive: wire.Directive = wire.decode_json(wire.Directive, data)
+    except (ValueError, wire.DecodeError) as exc:
+        log.error("bad_directive", id=id, problem=str(exc))
+        return None
+    return dseq, directive

@@ -72,6 +72,36 @@ class UplinkRequests:
     )
     #: The highest ack an uplink request in flight carries (0: none).
     _ack_in_flight: int = attrs.field(default=0, init=False)
+    #: Downlinks open now (two overlap while one is renewed).
+    _downlinks: int = attrs.field(default=0, init=False)
+    #: The relay answered a frame on the open downlink: new requests start long.
+    _downlink_answers: bool = attrs.field(default=False, init=False)
+    #: Requests that asked for their answers on the downlink, by stream name.
+    _streams: dict[str, Spare] = attrs.field(factory=dict, init=False)
+
+    def downlink_opened(self) -> None:
+        """A downlink is open: uplink requests opened from now on ask for their answers
+        on it (see :class:`Spare`)."""
+        self._downlinks += 1
+
+    def downlink_closed(self) -> None:
+        """A downlink ended. Once none is open, requests that asked for answers on it
+        take no more batches, and their answers come with their responses."""
+        self._downlinks = max(0, self._downlinks - 1)
+        if self._downlinks:
+            return
+        self._downlink_answers = False
+        for spare in self._streams.values():
+            spare.finish()
+
+    def downlink_answer(self, ack: wire.UplinkFrameAck) -> None:
+        """The relay's answer to a frame, from the downlink."""
+        spare = self._streams.get(ack.stream)
+        if spare is None:
+            return  # its request ended, and its response answered it
+        self._downlink_answers = True
+        spare.go_long()
+        spare.acknowledge(ack.frame, ack.answer)
 
     def carry_acks(self, applied: Callable[[], int], on_acked: Callable[[int], None]) -> None:
         """Let uplink requests carry the ack of what ``applied()`` says the daemon applied;
@@ -240,7 +270,11 @@ class UplinkRequests:
         goes would put its CPU (in the daemon and in the relay) on that batch's path."""
         if self._spare is None and self._nursery is not None and self.environment_id():
             self._spare = Spare(
-                linger=self.linger, on_idle=self._withdraw, on_closed=self._window_over
+                linger=self.linger,
+                on_idle=self._withdraw,
+                on_closed=self._window_over,
+                stream=Spare.new_stream() if self._downlinks else None,
+                long=self._downlink_answers,
             )
             self._nursery.start_soon(self._run_spare, self._spare)
 
@@ -257,15 +291,14 @@ class UplinkRequests:
         return f"/daemon/v1/environments/{self.environment_id()}/uplink"
 
     async def _run_spare(self, spare: Spare) -> None:
+        headers = {"Content-Type": wire.UPLINK_FRAMES_TYPE, "Transfer-Encoding": "chunked"}
+        if spare.stream is not None:
+            headers[wire.UPLINK_STREAM_HEADER] = spare.stream
+            self._streams[spare.stream] = spare
         with spare.scope:
             try:
                 request = self.calls.http.build_request(
-                    "POST",
-                    self.calls.url(self._path()),
-                    headers={
-                        "Content-Type": wire.UPLINK_FRAMES_TYPE,
-                        "Transfer-Encoding": "chunked",
-                    },
+                    "POST", self.calls.url(self._path()), headers=headers
                 )
                 request.stream = spare
                 # A body that is a stream cannot be sent again: a refused token is only
@@ -278,7 +311,9 @@ class UplinkRequests:
                 self._withdraw(spare)
                 if self._lingering is spare:
                     self._lingering = None
-                spare.done.set()
+                if spare.stream is not None:
+                    del self._streams[spare.stream]
+                spare.ended()
 
     async def _uplink(
         self, request: wire.UplinkRequest, spare: Spare | None
@@ -287,9 +322,13 @@ class UplinkRequests:
         (also when the spare's connection had gone, or its token had expired)."""
         if spare is not None:
             index = spare.add(wire.encode_json(request).encode())
-            with trio.move_on_after(self.calls.timeout):
-                await spare.done.wait()
-            if not spare.done.is_set():
+            answered: wire.UplinkResponse | None = None
+            with trio.move_on_after(self.calls.timeout) as waiting:
+                answered = await spare.wait_answer(index)
+            if answered is not None:
+                self.spares_used += 1
+                return answered
+            if waiting.cancelled_caught:
                 spare.scope.cancel()
                 raise self.calls.too_slow("POST", self._path())
             if spare.response is not None:

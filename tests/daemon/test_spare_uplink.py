@@ -225,3 +225,52 @@ async def test_a_turns_next_steps_do_not_wait_for_the_open_requests_answer(
             await until_shown(world, list(range(1, seq + 1)))
         assert uplink.pending() == 5  # all still waiting for their answer
         nursery.cancel_scope.cancel()
+
+
+async def test_with_the_downlink_open_a_busy_sessions_turns_ride_one_request(
+    world: World,
+) -> None:
+    """The relay answers each frame on the open downlink as soon as it is stored: once it
+    does, the request stays open for many batches (each answered at once) rather than a
+    few milliseconds; when the downlink goes, the request ends and answers the rest."""
+    client = world.client
+    env_id = client.environment_id
+    assert env_id is not None
+    opened = trio.Event()
+    downlink = trio.CancelScope()
+
+    async def follow_downlink() -> None:
+        with downlink:
+            async for _ in client.downlink(env_id, 1, on_open=opened.set):
+                pass  # (no directive comes)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow_downlink)
+        with trio.fail_after(10):
+            await opened.wait()
+        # The spare open now was opened before the downlink: answered with its response.
+        assert await client.post_events(world.session_id, [note(1)]) == 1
+        with trio.fail_after(10):
+            while (spare := client.spare_request) is None or spare.stream is None:
+                await trio.sleep(0.01)
+        await spare_open(client)
+        world.requests.clear()
+        used = client.spares_used
+        for seq in range(2, 32):
+            with trio.fail_after(10):
+                assert await client.post_events(world.session_id, [note(seq)]) == seq
+        assert client.spares_used == used + 30
+        assert spare.long and not spare.done.is_set()
+        # No uplink request answered: every batch was answered on the downlink.
+        assert [p for p, _ in world.requests if p.endswith("/uplink")] == []
+        assert await stored(world) == list(range(1, 32))
+        # The downlink goes: the request takes no more and ends, answered.
+        downlink.cancel()
+        with trio.fail_after(10):
+            await spare.done.wait()
+        assert spare.response is not None and spare.response.status_code == 200
+        assert len(spare.response.json()["frames"]) == 30  # every batch rode it
+        # Batches go on as before the downlink opened.
+        assert await client.post_events(world.session_id, [note(32)]) == 32
+        assert await stored(world) == list(range(1, 33))
+        nursery.cancel_scope.cancel()

@@ -543,3 +543,64 @@ async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
     empty = json.dumps({"sessions": []}).encode() + b"\n"
     too_many = await client.post(url, content=empty * MAX_FRAMES + empty.strip(), headers=headers)
     assert_error(too_many, 413, "too_many_frames")
+
+
+async def test_frames_named_by_the_stream_header_are_answered_on_the_open_downlink(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    storage: SqliteStorage,
+    hub: Hub,
+) -> None:
+    a = (await create_session(client, user, daemon.environment_id))["id"]
+    token = (await daemon.session_headers(client, a))["authorization"].removeprefix("Bearer ")
+    url = f"/daemon/v1/environments/{daemon.environment_id}/uplink"
+    headers = daemon.headers | {"content-type": wire.UPLINK_FRAMES_TYPE}
+
+    def frame(*events: dict[str, Any]) -> bytes:
+        part = {"session_id": a, "token": token, "events": list(events)}
+        return json.dumps({"sessions": [part]}).encode() + b"\n"
+
+    body = frame(started(1)) + frame(event(2, "assistant_text", text="x"))
+    # No downlink open: the answers come with the response only.
+    response = await client.post(
+        url, content=body, headers=headers | {wire.UPLINK_STREAM_HEADER: "s-1"}
+    )
+    assert response.status_code == 200, response.text
+    tail = hub.downlink_tail(daemon.environment_id)
+    assert tail.take_acks() == b""
+    # A downlink open here (the tail of its link): each frame's answer is queued for it as
+    # an SSE message without an id, the same answer as the response's.
+    tail.link_id = "link_test"
+    body = frame(event(3, "assistant_text", text="y")) + frame(event(3, "assistant_text", text="y"))
+    response = await client.post(
+        url, content=body, headers=headers | {wire.UPLINK_STREAM_HEADER: "s-2"}
+    )
+    assert response.status_code == 200, response.text
+    messages = tail.take_acks().decode().split("\n\n")
+    assert messages[-1] == ""
+    acks = []
+    for message in messages[:-1]:
+        lines = message.split("\n")
+        assert lines[0] == f"event: {wire.UPLINK_ACK_EVENT}"
+        assert lines[1].startswith("data: ") and len(lines) == 2
+        acks.append(wire.decode_json(wire.UplinkFrameAck, lines[1].removeprefix("data: ")))
+    assert [(x.stream, x.frame) for x in acks] == [("s-2", 0), ("s-2", 1)]
+    frames = wire.decode(wire.UplinkFrames, response.json()).frames
+    assert [x.answer for x in acks] == frames
+    assert [[s.acked for s in f.sessions] for f in frames] == [[3], [3]]
+    # Without the header: nothing on the downlink.
+    response = await client.post(
+        url, content=frame(event(4, "assistant_text", text="z")), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert tail.take_acks() == b""
+    # A header that is not a short name is refused before anything is stored.
+    for bad in ("", "x" * 65, "a b", "a/b"):
+        response = await client.post(
+            url,
+            content=frame(event(5, "assistant_text", text="w")),
+            headers=headers | {wire.UPLINK_STREAM_HEADER: bad},
+        )
+        assert_error(response, 400, "invalid_header")
+    assert [e.seq for e in await storage.read_events(a, 0, 10)] == [1, 2, 3, 4]
