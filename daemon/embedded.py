@@ -120,10 +120,11 @@ async def embedded_credential(storage: SqliteStorage, relay_dir: Path, machine: 
 
 async def start_embedded_relay(
     root: trio.Nursery, options: StartOptions, out: TextIO, machine: str
-) -> tuple[str, str, str]:
+) -> tuple[str, str, str, httpx.AsyncBaseTransport]:
     """Start the relay in this process on 127.0.0.1 (on a data dir no other relay serves),
     get this machine's credential (the same at every start) and a sign-in link; returns
-    (relay URL, credential, link)."""
+    (relay URL, credential, link, the transport that reaches the relay without a socket:
+    the daemon's own calls take it, browsers and other commands the URL)."""
     relay_dir, note = await relay_dir_for(
         options.directory.resolve(), options.relay_data_dir, options.relay_port
     )
@@ -142,4 +143,4 @@ async def start_embedded_relay(
     )
     print(f"rcd: relay running at {running.url} (embedded, loopback only)", file=out)
     print(f"rcd: sign in from a browser on this machine: {link}", file=out, flush=True)
-    return running.url, credential, link
+    return running.url, credential, link, running.local

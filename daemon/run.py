@@ -17,6 +17,7 @@ import os
 import socket
 import ssl
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TextIO
 
@@ -91,6 +92,8 @@ class Daemon:
     _remote: str | None = attrs.field(init=False, default=None)
     _applied: AppliedStore | None = attrs.field(default=None, init=False)
     _root: trio.Nursery = attrs.field(init=False)
+    #: Closed once the root nursery has ended.
+    _exits: AsyncExitStack = attrs.field(init=False)
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit code.
@@ -108,6 +111,7 @@ class Daemon:
         limits = httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=5.0)
         async with (
             httpx.AsyncClient(timeout=15.0, limits=limits, verify=verify) as http,
+            AsyncExitStack() as self._exits,
             trio.open_nursery() as root,
         ):
             self._root = root
@@ -190,8 +194,12 @@ class Daemon:
         if self._remote is None:
             from .embedded import start_embedded_relay
 
-            relay_url, credential, sign_in = await start_embedded_relay(
+            relay_url, credential, sign_in, local = await start_embedded_relay(
                 self._root, options, self.out, machine_id()
+            )
+            # The relay is in this process: its app is called directly, without a socket.
+            http = await self._exits.enter_async_context(
+                httpx.AsyncClient(transport=local, timeout=http.timeout)
             )
         else:
             relay_url = self._remote

@@ -25,6 +25,7 @@ from .app import create_app
 from .config import RelayConfig, is_loopback
 from .errors import RelayError
 from .fanout import Hub
+from .inprocess import InProcessTransport
 from .storage import SqliteStorage
 from .tokens import TokenIssuer
 
@@ -56,6 +57,9 @@ class RunningRelay:
     #: mints a credential without pairing (embedded mode).
     storage: SqliteStorage
     hub: Hub
+    #: The relay's app as an httpx transport for a client in this process (the embedded
+    #: relay's daemon): no socket, no HTTP parsing (see :mod:`relay.inprocess`).
+    local: InProcessTransport
 
 
 def check_bind(config: RelayConfig) -> None:
@@ -231,7 +235,10 @@ async def serve_relay(
                 )
             )
             log.info("relay listening", url=bound.url, port=port, tls=bound.tls)
-            task_status.started(RunningRelay(url=bound.url, port=port, storage=storage, hub=hub))
+            local = InProcessTransport(app, nursery, server=(bound.host, port))
+            task_status.started(
+                RunningRelay(url=bound.url, port=port, storage=storage, hub=hub, local=local)
+            )
     if shutdown_trigger is None:
         raise RelayError("the relay stopped serving")
     log.info("relay stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import signal
 import subprocess
@@ -55,6 +56,24 @@ async def start_embedded(
     return process, out_path
 
 
+def connections_to(pid: int, port: int) -> int:
+    """TCP connections process ``pid`` opened to ``port`` (established, as a client)."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            sockets.add(target.removeprefix("socket:[").removesuffix("]"))
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            established = fields[3] == "01"
+            count += established and remote_port == port and fields[9] in sockets
+    assert sockets, "no socket found: the relay's own listening one at least"
+    return count
+
+
 async def test_embedded_relay_one_command(tmp_path: Path) -> None:
     env = home_env(tmp_path / "home")
     process, out_path = await start_embedded(tmp_path, env, "solo")
@@ -97,6 +116,9 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
             # The login link was for one use only.
             again = await browser.get(link.group(1), follow_redirects=False)
             assert again.status_code == 401
+            # The daemon reaches its relay without a socket (relay.inprocess): the only
+            # connections to the relay's port are the browser's.
+            assert connections_to(process.pid, int(link.group(2))) == 0
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)

@@ -40,7 +40,10 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    """A relay on loopback and a client of it (``"in-process"``: the relay's app called
+    directly, as the embedded relay's daemon does)."""
+    in_process = getattr(request, "param", "loopback") == "in-process"
     requests: list[tuple[str, int]] = []
 
     async def record(response: httpx.Response) -> None:
@@ -51,9 +54,13 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         proxy = FlakyProxy(target=("127.0.0.1", relay.port))
         await nursery.start(proxy.run)
         storage = relay.storage
-        async with httpx.AsyncClient(event_hooks={"response": [record]}) as http:
+        transport = relay.running.local if relay.running and in_process else None
+        async with httpx.AsyncClient(
+            event_hooks={"response": [record]}, transport=transport
+        ) as http:
             credential = await issue_environment_credential(storage, "m1")
-            client = RelayClient(http=http, relay=proxy.url, credential=credential)
+            url = relay.url if in_process else proxy.url
+            client = RelayClient(http=http, relay=url, credential=credential)
             registration = await client.register(laptop(capacity=4))
             env_id = registration.environment_id
             await storage.open_downlink(env_id, "link_test")
@@ -227,6 +234,7 @@ async def test_a_turns_next_steps_do_not_wait_for_the_open_requests_answer(
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("world", ["loopback", "in-process"], indirect=True)
 async def test_with_the_downlink_open_a_busy_sessions_turns_ride_one_request(
     world: World,
 ) -> None:
