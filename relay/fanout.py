@@ -55,6 +55,12 @@ TAIL_ITEMS = 256
 #: Uplink answers a downlink keeps while its connection is slow to take them; older ones
 #: are dropped (the daemon gets every answer again when the uplink request ends).
 ACKS_KEPT = 1000
+#: How long an uplink answer may wait for company on the downlink: the daemon needs them
+#: only to free what it buffers (its next batches ride the open request without waiting),
+#: so they go with the next directive, or together once this has passed since the first.
+ACK_DELAY = 0.2
+#: ... or at once when this many wait.
+ACKS_AT_ONCE = 32
 
 
 def event_message(event: Event) -> bytes:
@@ -140,9 +146,24 @@ class DownlinkTail(Tail):
     _acks: collections.deque[bytes] = attrs.field(
         factory=lambda: collections.deque(maxlen=ACKS_KEPT), init=False
     )
+    #: ``trio.current_time()`` by which the waiting answers go (inf: none waits).
+    acks_due: float = attrs.field(default=float("inf"), init=False)
+    #: The idle wait of the current link's downlink, cut short when answers fall due.
+    sleeper: trio.CancelScope | None = attrs.field(default=None, init=False)
+
+    def add_ack(self, message: bytes, *, at_once: bool = False) -> None:
+        """An uplink answer to send by :data:`ACK_DELAY` from the first one waiting (or
+        ``at_once``, with those waiting)."""
+        self._acks.append(message)
+        now = trio.current_time()
+        due = now if at_once or len(self._acks) >= ACKS_AT_ONCE else now + ACK_DELAY
+        self.acks_due = min(self.acks_due, due)
+        if self.sleeper is not None:
+            self.sleeper.deadline = min(self.sleeper.deadline, self.acks_due)
 
     def take_acks(self) -> bytes:
         """The uplink answers waiting, as one chunk (``b""``: none), now taken."""
+        self.acks_due = float("inf")
         if not self._acks:
             return b""
         chunk = b"".join(self._acks)
@@ -229,15 +250,17 @@ class Hub:
         return tail
 
     def publish_uplink_ack(self, environment_id: str, ack: UplinkFrameAck) -> bool:
-        """The answer to an uplink frame, for the environment's open downlink to send
-        (then woken). False when no downlink of the environment is open here."""
+        """The answer to an uplink frame, for the environment's open downlink to send with
+        its next directive, or within :data:`ACK_DELAY`; a request's first frame is
+        answered at once (that tells the daemon the request may stay open for more).
+        False when no downlink of the environment is open here."""
         tail = self._downlinks.get(environment_id)
         if tail is None or tail.link_id is None:
             return False
-        tail._acks.append(
-            encode_sse(id=None, event=UPLINK_ACK_EVENT, data=encode_json(ack, UplinkFrameAck))
+        tail.add_ack(
+            encode_sse(id=None, event=UPLINK_ACK_EVENT, data=encode_json(ack, UplinkFrameAck)),
+            at_once=ack.frame == 0,
         )
-        self.notify(environment_key(environment_id))
         return True
 
     def statistics(self) -> HubStatistics:

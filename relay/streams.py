@@ -8,11 +8,19 @@ they have been idle for ``keepalive_interval`` seconds.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import structlog
 import trio
 
-from .fanout import Hub, directive_message, environment_key, event_message, session_key
+from .fanout import (
+    DownlinkTail,
+    Hub,
+    directive_message,
+    environment_key,
+    event_message,
+    session_key,
+)
 from .ids import new_id
 from .sse import EventStream, EventStreamResponse
 from .storage import Storage
@@ -31,13 +39,31 @@ _CLEANUP_TIMEOUT = 5.0
 CREDENTIAL_CHECK_INTERVAL = 1.0
 
 
-async def _idle(changed: trio.Event, stream: EventStream, keepalive_interval: float) -> bool:
-    """Wait for ``changed``; send a keep-alive comment (and return True) if it takes too long."""
-    with trio.move_on_after(keepalive_interval) as idle:
-        await changed.wait()
-    if idle.cancelled_caught:
-        await stream.keepalive()
-    return idle.cancelled_caught
+async def _downlink_idle(
+    changed: trio.Event,
+    stream: EventStream,
+    keepalive_interval: float,
+    tail: DownlinkTail | None,
+) -> Literal["changed", "answers", "keep-alive"]:
+    """Wait for ``changed``; meanwhile send the uplink answers waiting in ``tail`` (the
+    current link's) when they fall due, else a keep-alive once idle for too long."""
+    keepalive_at = trio.current_time() + keepalive_interval
+    with trio.CancelScope(deadline=keepalive_at) as sleeper:
+        if tail is not None:
+            sleeper.deadline = min(keepalive_at, tail.acks_due)
+            tail.sleeper = sleeper
+        try:
+            await changed.wait()
+        finally:
+            if tail is not None and tail.sleeper is sleeper:
+                tail.sleeper = None
+    if not sleeper.cancelled_caught:
+        return "changed"
+    if tail is not None and tail.acks_due <= trio.current_time():
+        await stream.write(tail.take_acks())
+        return "answers"
+    await stream.keepalive()
+    return "keep-alive"
 
 
 def downlink_response(
@@ -77,12 +103,12 @@ def downlink_response(
             read_storage = True
             while True:
                 changed = hub.watch(key)
-                if tail.link_id == link_id and (acks := tail.take_acks()):
-                    await stream.write(acks)
-                newest = tail.after(last) if tail.link_id == link_id else None
+                current = tail.link_id == link_id
+                newest = tail.after(last) if current else None
                 if newest is not None and newest[0]:
                     chunk, last = newest
-                    await stream.write(chunk)
+                    # Uplink answers waiting go in the same write.
+                    await stream.write(tail.take_acks() + chunk)
                     tail.mark_sent(last)
                     continue
                 # Nothing new in the tail: storage decides (it also knows whether this
@@ -94,7 +120,8 @@ def downlink_response(
                         return
                     if read.directives:
                         await stream.write(
-                            b"".join(
+                            (tail.take_acks() if current else b"")
+                            + b"".join(
                                 directive_message(item.dseq, item.directive)
                                 for item in read.directives
                             )
@@ -102,14 +129,15 @@ def downlink_response(
                         last = read.directives[-1].dseq
                         tail.mark_sent(last)
                         continue
-                if await _idle(changed, stream, keepalive_interval):
-                    if not await still_allowed():
-                        log.info("downlink credential ended", environment_id=environment_id)
-                        return
-                    # Only a keep-alive: nothing to read unless a write came meanwhile.
-                    read_storage = changed.is_set()
-                else:
-                    read_storage = True
+                woken = await _downlink_idle(
+                    changed, stream, keepalive_interval, tail if current else None
+                )
+                if woken == "keep-alive" and not await still_allowed():
+                    log.info("downlink credential ended", environment_id=environment_id)
+                    return
+                # After a keep-alive or uplink answers, nothing to read unless a write
+                # came meanwhile.
+                read_storage = woken == "changed" or changed.is_set()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT):
                 if await storage.close_downlink(environment_id, link_id):

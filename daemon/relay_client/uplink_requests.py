@@ -96,12 +96,14 @@ class UplinkRequests:
 
     def downlink_answer(self, ack: wire.UplinkFrameAck) -> None:
         """The relay's answer to a frame, from the downlink."""
+        if not self._downlink_answers:
+            # The relay answers there: requests open now may stay open for many batches.
+            self._downlink_answers = True
+            for open_spare in self._streams.values():
+                open_spare.go_long()
         spare = self._streams.get(ack.stream)
-        if spare is None:
-            return  # its request ended, and its response answered it
-        self._downlink_answers = True
-        spare.go_long()
-        spare.acknowledge(ack.frame, ack.answer)
+        if spare is not None:  # (else its request ended, and its response answered it)
+            spare.acknowledge(ack.frame, ack.answer)
 
     def carry_acks(self, applied: Callable[[], int], on_acked: Callable[[int], None]) -> None:
         """Let uplink requests carry the ack of what ``applied()`` says the daemon applied;

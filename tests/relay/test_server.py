@@ -188,6 +188,87 @@ async def test_an_open_downlink_reads_storage_only_when_there_may_be_news(
     assert len(reads) - before <= 5
 
 
+async def test_uplink_answers_ride_the_downlink_first_at_once_then_with_company(
+    relay: RunningRelay, http: httpx.AsyncClient
+) -> None:
+    """A request's first frame is answered on the downlink at once; later answers wait
+    (up to ``ACK_DELAY``) and go in the same write as the next directive, or together."""
+    user = await make_device_token(relay.storage)
+    d = await register(http, relay.storage)
+    url = f"/daemon/v1/environments/{d.environment_id}/uplink"
+    with trio.fail_after(GUARD):
+        async with sse(http, downlink_url(d), d.headers) as (_, reader):
+            s = await create_session(http, user, d.environment_id)
+            assert (await reader.next()).event == "start_session"
+            session = await d.session_headers(http, s["id"])
+            token = session["authorization"].removeprefix("Bearer ")
+            frames: trio.MemorySendChannel[bytes]
+            frames, body = trio.open_memory_channel[bytes](10)
+
+            def frame(seq: int) -> bytes:
+                part = {"session_id": s["id"], "token": token, "events": [started(seq)]}
+                if seq > 1:
+                    part["events"] = [event(seq, "assistant_text", text=f"t{seq}")]
+                return json.dumps({"sessions": [part]}).encode() + b"\n"
+
+            async def stream() -> AsyncIterator[bytes]:
+                async for chunk in body:
+                    yield chunk
+
+            async def answered(expected: list[int]) -> list[wire.UplinkFrameAck]:
+                acks = []
+                while len(acks) < len(expected):
+                    message = await reader.next()
+                    assert message.event == wire.UPLINK_ACK_EVENT, message
+                    assert message.data is not None
+                    acks.append(wire.decode_json(wire.UplinkFrameAck, message.data))
+                assert [a.frame for a in acks] == expected
+                return acks
+
+            response: list[httpx.Response] = []
+
+            async def post() -> None:
+                headers = d.headers | {
+                    "content-type": wire.UPLINK_FRAMES_TYPE,
+                    wire.UPLINK_STREAM_HEADER: "req-1",
+                }
+                response.append(await http.post(url, content=stream(), headers=headers))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(post)
+                await frames.send(frame(1))
+                [first] = await answered([0])  # at once
+                assert (first.stream, first.answer.sessions[0].acked) == ("req-1", 1)
+                # Two more: answered together once they have waited (nothing else comes).
+                await frames.send(frame(2))
+                await frames.send(frame(3))
+                await answered([1, 2])
+                # One more, then a phone's message: its answer goes with the directive.
+                await frames.send(frame(4))
+                with trio.fail_after(5):
+                    while [e.seq for e in await relay.storage.read_events(s["id"], 0, 10)] != [
+                        1,
+                        2,
+                        3,
+                        4,
+                    ]:
+                        await trio.sleep(0.005)
+                posted = await http.post(
+                    f"/api/sessions/{s['id']}/messages",
+                    json={"id": "m1", "text": "hi"},
+                    headers=user,
+                )
+                assert posted.status_code == 202, posted.text
+                await answered([3])
+                directive = await reader.next()
+                assert (directive.id, directive.event) == ("2", "message")
+                await frames.aclose()
+            [done] = response
+            assert done.status_code == 200, done.text
+            frames_answered = wire.decode(wire.UplinkFrames, done.json()).frames
+            assert [f.sessions[0].acked for f in frames_answered] == [1, 2, 3, 4]
+
+
 async def test_a_new_downlink_replaces_the_old_one(
     relay: RunningRelay, http: httpx.AsyncClient
 ) -> None:
