@@ -158,9 +158,10 @@ async def _roundtrip(options: Options) -> Section:
         "ack of the directive), one storage call for the append, and the session's stream",
         "sending the stored events from memory. What is left is a request's worth of Python",
         "(httpx in the client, hypercorn + Starlette in the relay) plus two SSE writes.",
-        "An uplink request takes batches for 25 ms after its first, each stored and shown",
-        "as it arrives, so a busy machine's batches share requests while none waits for",
-        f"another: in the busy phase (with its warm-up) {result.busy_phase.batches} batches"
+        "An uplink request takes batches for up to 40 s (the relay answers each on the",
+        "open downlink), each stored and shown as it arrives, so a busy machine's batches",
+        "share requests while none waits for another: in the busy phase (with its",
+        f"warm-up) {result.busy_phase.batches} batches"
         f" went up in {result.busy_phase.requests} requests.",
         "",
         f"32 sessions busy: {BUSY_RATE} messages a second from each agent, every session",

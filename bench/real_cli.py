@@ -449,6 +449,7 @@ def checks(result: RealCliResult) -> list[Check]:
     rcd_p99, bare_p99 = result.sides["rcd"].turn.p99, result.sides["bare"].turn.p99
     cpu = result.daemon_cpu_ms + result.relay_cpu_ms
     cpu_ratio = cpu / result.transport_cpu_ms
+    embedded_ratio = result.embedded_cpu_ms / result.transport_cpu_ms
     first = result.rcd_fresh.median - result.bare_fresh.median
     n = len(result.sides["rcd"].turn.samples)
     return [
@@ -489,6 +490,14 @@ def checks(result: RealCliResult) -> list[Check]:
             target="≤ 1.5x the transport-only side's",
             measured=f"{cpu_ratio:.2f}x ({cpu:.1f} vs {result.transport_cpu_ms:.1f} ms)",
             ok=cpu_ratio <= 1.5,
+            limit="see Real CLI",
+        ),
+        Check(
+            name="real CLI: CPU per turn, the embedded daemon (relay inside; the README's default)",
+            target="≤ 1.5x the transport-only side's",
+            measured=f"{embedded_ratio:.2f}x ({result.embedded_cpu_ms:.1f} vs "
+            f"{result.transport_cpu_ms:.1f} ms)",
+            ok=embedded_ratio <= 1.5,
             limit="see Real CLI",
         ),
         Check(
@@ -623,7 +632,11 @@ def section(result: RealCliResult) -> list[str]:
         "input is authenticated and queued durably (one storage call) before the directive",
         "goes to the open downlink; outbound, the daemon numbers and buffers the CLI's events,",
         "and the relay checks the session's token, stores the batch (one storage call) and",
-        "sends it to every stream of the session.",
+        "sends it to every stream of the session. The batches ride one uplink request the",
+        "daemon keeps open for up to 40 s, a frame per batch; the relay answers each on the",
+        "open downlink, in the write of the next directive or a fifth of a second later,",
+        "so a turn opens no request. The embedded daemon calls the relay's app in its own",
+        "process (`relay/inprocess.py`): no socket and no HTTP between the two halves.",
         f"The CLI's own turn, as the daemon sees it, differs from a bare one by {slower:+.1f}",
         "ms.",
         "",

@@ -237,6 +237,10 @@ class RelayLink:
             through = self.applied_through()
             if through <= self.client.directives_acked:
                 continue  # an uplink request carried it
+            if through <= self.client.directives_ack_riding:
+                # One carries it, and its answer is on the way: look again then.
+                self._ack_wanted.set()
+                continue
             try:
                 await self.client.ack(self.environment_id, through)
             except (RelayUnreachable, RelayRejected) as exc:

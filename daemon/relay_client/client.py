@@ -82,6 +82,12 @@ class RelayClient:
         return self._uplink.directives_acked
 
     @property
+    def directives_ack_riding(self) -> int:
+        """The highest ack an uplink request in flight carries, not yet confirmed (0:
+        none): confirmed (or failed) when that request's answer comes."""
+        return self._uplink.directives_ack_riding
+
+    @property
     def tokens_minted(self) -> int:
         """Access tokens minted so far (each one request to the relay)."""
         return self._tokens.minted

@@ -119,6 +119,12 @@ class UplinkRequests:
         self._ack_in_flight = through
         return through
 
+    @property
+    def directives_ack_riding(self) -> int:
+        """The highest ack an uplink request in flight carries, not yet confirmed (0:
+        none)."""
+        return self._ack_in_flight if self._ack_in_flight > self.directives_acked else 0
+
     def directives_confirmed(self, through: int | None) -> None:
         """The relay confirmed the ack of ``through`` (None: no ack went)."""
         if through is not None and through > self.directives_acked:

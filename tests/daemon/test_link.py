@@ -53,6 +53,8 @@ class FakeClient:
             self.open_now -= 1
 
     directives_acked: int = 0
+    #: The ack an uplink request in flight carries (see RelayClient).
+    directives_ack_riding: int = 0
     on_acked: Callable[[int], None] = lambda through: None
 
     def carry_acks(self, applied: Callable[[], int], on_acked: Callable[[int], None]) -> None:
@@ -194,3 +196,28 @@ async def test_a_renewal_refused_for_good_ends_the_link(
             await link.run()
     assert 100 <= trio.current_time() < 101
     assert len(client.attempts) == 2
+
+
+async def test_an_ack_riding_an_uplink_request_is_not_sent_again_unless_that_fails(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An uplink request that carries the ack may be answered after the ack's delay (its
+    answers wait on the downlink): the link waits for that answer rather than sending the
+    same ack on a request of its own, and sends it only if the uplink request failed."""
+    client = FakeClient(heal_at=0, script=[(1, wire.Interrupt(session_id="s"))])
+    applied: list[int] = []
+    link = make_link(client, 600, applied)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(link.run)
+        await link.wait_online()
+        await trio.testing.wait_all_tasks_blocked()
+        assert applied == [1]
+        client.directives_ack_riding = 1  # an uplink request carries it, unanswered
+        await trio.sleep(link.ack_delay * 3)  # clock: virtual time
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.acks == []
+        client.directives_ack_riding = 0  # that request failed: the ack goes on its own
+        await trio.sleep(link.ack_delay * 2)  # clock: virtual time
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.acks == [1]
+        nursery.cancel_scope.cancel()
