@@ -22,6 +22,7 @@ from relay.auth import issue_environment_credential
 from relay.fanout import session_key
 from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import Relay, start_relay
+from testkit.waiting import eventually
 
 from .test_tokens import laptop, note
 
@@ -258,9 +259,11 @@ async def test_with_the_downlink_open_a_busy_sessions_turns_ride_one_request(
             await opened.wait()
         # The spare open now was opened before the downlink: answered with its response.
         assert await client.post_events(world.session_id, [note(1)]) == 1
-        with trio.fail_after(10):
-            while (spare := client.spare_request) is None or spare.stream is None:
-                await trio.sleep(0.01)
+        spare = await eventually(
+            lambda: (s := client.spare_request) is not None and s.stream is not None and s,
+            timeout=10,
+            what="a spare request that asks for its answers on the downlink",
+        )
         await spare_open(client)
         world.requests.clear()
         used = client.spares_used

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from relay.inprocess import InProcessTransport
 from testkit.harness import start_relay
@@ -22,6 +23,7 @@ def transport(app: Any, nursery: trio.Nursery) -> InProcessTransport:
 
 async def test_a_body_reaches_the_app_as_it_is_written_and_the_answer_as_it_is_sent() -> None:
     seen: list[bytes] = []
+    first_seen = trio.Event()
     disconnected = trio.Event()
     second = trio.Event()
 
@@ -32,6 +34,7 @@ async def test_a_body_reaches_the_app_as_it_is_written_and_the_answer_as_it_is_s
         while True:
             message = await receive()
             seen.append(message["body"])
+            first_seen.set()
             if not message["more_body"]:
                 break
         await send({"type": "http.response.start", "status": 201, "headers": [(b"a", b"b")]})
@@ -47,8 +50,7 @@ async def test_a_body_reaches_the_app_as_it_is_written_and_the_answer_as_it_is_s
     async def body() -> AsyncIterator[bytes]:
         yield b"first"
         with trio.fail_after(5):
-            while seen != [b"first"]:  # the app has it before the body goes on
-                await trio.sleep(0.01)
+            await first_seen.wait()  # the app has it before the body goes on
         written.set()
         yield b"second"
 
@@ -98,9 +100,8 @@ async def test_an_app_that_fails_or_stays_silent_is_an_httpx_error() -> None:
                 with pytest.raises(error):
                     await http.get("/")
         # The silent app was abandoned (cancelled), not left running.
-        with trio.fail_after(5):
-            while len(nursery.child_tasks) > 0:
-                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not nursery.child_tasks
 
 
 async def test_the_relays_app_answers_in_process_as_over_loopback(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from relay import (
 )
 from relay.server import RELAY_INFO_FILENAME, serve_until_signalled
 from testkit.sse import sse
+from testkit.waiting import eventually
 
 from .conftest import (
     GUARD,
@@ -245,14 +246,12 @@ async def test_uplink_answers_ride_the_downlink_first_at_once_then_with_company(
                 await answered([1, 2])
                 # One more, then a phone's message: its answer goes with the directive.
                 await frames.send(frame(4))
-                with trio.fail_after(5):
-                    while [e.seq for e in await relay.storage.read_events(s["id"], 0, 10)] != [
-                        1,
-                        2,
-                        3,
-                        4,
-                    ]:
-                        await trio.sleep(0.005)
+
+                async def stored() -> bool:
+                    events = await relay.storage.read_events(s["id"], 0, 10)
+                    return [e.seq for e in events] == [1, 2, 3, 4]
+
+                await eventually(stored, timeout=5, what="the fourth frame stored")
                 posted = await http.post(
                     f"/api/sessions/{s['id']}/messages",
                     json={"id": "m1", "text": "hi"},
