@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from attach.parser import add_attach_parser
 from daemon.errors import DaemonError
 from daemon.options import add_start_options
+from doctor.parser import add_doctor_parser
 from relay.cli import add_relay_parser
 from relay.errors import RelayError
 from service.parser import add_service_parser
@@ -33,6 +34,7 @@ rcd drives coding-agent sessions on this machine from a phone or any browser.
   rcd status                show what the daemon serving this directory runs
   rcd attach SESSION_ID     follow and drive a session from this terminal
   rcd service install       run `rcd start` as a systemd user service or launchd agent
+  rcd doctor                check what rcd needs here, and how to fix what is missing
 """
 
 
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_service_parser(sub)
     add_attach_parser(sub)
     add_status_parser(sub)
+    add_doctor_parser(sub)
     return parser
 
 
@@ -101,6 +104,10 @@ def _run(args: argparse.Namespace) -> int:
         from service.commands import run_service_command
 
         return run_service_command(args)
+    if args.command == "doctor":
+        from doctor.command import run_doctor
+
+        return run_doctor(args)
     if args.command == "attach":
         from attach.command import run_attach
 

@@ -117,6 +117,14 @@ class StartOptions:
         help="the agent's executable (default: found on PATH)",
         render=_executable,
     )
+    #: Start even when the agent's executable is not found (each session then ends with
+    #: ``agent_not_found``).
+    no_agent_check: bool = option(
+        "--no-agent-check",
+        store_true=True,
+        help="start even if the agent's executable is not found now (installed later, or"
+        " on a PATH only the sessions get)",
+    )
     outage_timeout: float = option(
         "--outage-timeout",
         parse=seconds,

@@ -34,6 +34,7 @@ from . import sdnotify
 from .agent_env import agent_environment
 from .agents_record import AgentsRecord, RecordedAdapter, take_over
 from .applied import AppliedStore
+from .checks import agent_missing_message, check_credential, find_agent
 from .control import serve_control
 from .display import TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired
@@ -181,6 +182,15 @@ class Daemon:
                 await (await Worktrees.open(self.directory)).head()
             except WorktreeError as exc:
                 raise ConfigError(str(exc)) from None
+        # The agent last: a bad option is named before a missing prerequisite.
+        if not options.no_agent_check and find_agent(options.agent_bin) is None:
+            raise ConfigError(
+                agent_missing_message(options.agent_bin)
+                + " (`rcd doctor` checks the rest; --no-agent-check starts anyway)"
+            )
+        credential = check_credential(os.environ, Path.home())
+        if credential.status == "problem":
+            print(f"rcd: warning: {credential.detail}: {credential.fix}", file=sys.stderr)
         if self._remote is not None and self._remote.startswith("https://"):
             return tls_context(options.ca_cert)
         return True

@@ -106,13 +106,25 @@ def imports_of(package: str) -> dict[Path, set[str]]:
 #: What each package must not import (docs/architecture.md). ``daemon/__main__.py`` is the
 #: one exception: ``python -m daemon`` is ``rcd``.
 FORBIDDEN = {
-    "common": {"cli", "attach", "service", "daemon", "relay", "spawn", "worktrees", "wire"},
-    "wire": {"cli", "attach", "service", "daemon", "relay", "spawn", "worktrees"},
-    "relay": {"cli", "attach", "service", "daemon", "spawn", "worktrees"},
-    "daemon": {"cli", "attach", "service"},
+    "common": {
+        "cli",
+        "attach",
+        "doctor",
+        "service",
+        "daemon",
+        "relay",
+        "spawn",
+        "worktrees",
+        "wire",
+    },
+    "wire": {"cli", "attach", "doctor", "service", "daemon", "relay", "spawn", "worktrees"},
+    "relay": {"cli", "attach", "doctor", "service", "daemon", "spawn", "worktrees"},
+    "daemon": {"cli", "attach", "service", "doctor"},
     # attach may use relay.admin, when it runs, to mint a token for the embedded relay.
-    "attach": {"cli", "service", "spawn", "worktrees"},
-    "service": {"cli", "attach", "relay", "spawn", "worktrees"},
+    "attach": {"cli", "doctor", "service", "spawn", "worktrees"},
+    "service": {"cli", "attach", "doctor", "relay", "spawn", "worktrees"},
+    # doctor checks the machine through daemon.checks; the relay it asks over HTTP.
+    "doctor": {"cli", "attach", "relay", "spawn", "worktrees"},
     # The benchmarks use the product and testkit, never the tests.
     "bench": {"tests"},
     # testkit serves tests/ and bench/ alike, so it stands on neither.
@@ -131,7 +143,18 @@ def test_package_imports_follow_the_layers(package: str) -> None:
 
 
 #: The product's packages (what ``pip install rcd`` is for).
-PRODUCT = ("cli", "attach", "service", "daemon", "spawn", "relay", "worktrees", "wire", "common")
+PRODUCT = (
+    "cli",
+    "attach",
+    "doctor",
+    "service",
+    "daemon",
+    "spawn",
+    "relay",
+    "worktrees",
+    "wire",
+    "common",
+)
 
 
 @pytest.mark.parametrize("package", PRODUCT)

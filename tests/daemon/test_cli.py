@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from testkit.harness import home_env, rcd, start_relay
+from testkit.harness import TINY_AGENT, home_env, rcd, start_relay
 
 
 async def test_help_names_every_command(tmp_path: Path) -> None:
@@ -47,7 +47,14 @@ async def test_bad_options_are_named(tmp_path: Path) -> None:
 
 async def test_start_without_pairing_says_how_to_pair(tmp_path: Path) -> None:
     result = await rcd(
-        home_env(tmp_path), "start", str(tmp_path), "--relay", "http://127.0.0.1:9", check=False
+        home_env(tmp_path),
+        "start",
+        str(tmp_path),
+        "--relay",
+        "http://127.0.0.1:9",
+        "--agent-bin",
+        TINY_AGENT,
+        check=False,
     )
     assert result.returncode == 1
     assert b"not paired" in result.stderr and b"rcd pair http://127.0.0.1:9 CODE" in result.stderr

@@ -171,7 +171,11 @@ async def test_a_missing_agent_is_an_error_event_not_a_crash(
     relay: Relay, tmp_path: Path, project: Path
 ) -> None:
     daemon = await start_daemon(
-        relay, tmp_path / "home", project, agent_bin=str(tmp_path / "no-claude-here")
+        relay,
+        tmp_path / "home",
+        project,
+        "--no-agent-check",
+        agent_bin=str(tmp_path / "no-claude-here"),
     )
     session_id = (await relay.create_session(daemon.environment_id, prompt="hi")).json()["id"]
     events = await relay.wait_kind(session_id, "session_ended")

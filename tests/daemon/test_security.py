@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from relay import admin
-from testkit.harness import Relay, rcd, start_daemon, start_relay
+from testkit.harness import TINY_AGENT, Relay, rcd, start_daemon, start_relay
 
 LISTEN = "0A"
 
@@ -127,7 +127,16 @@ async def test_a_revoked_daemon_exits_non_zero_with_a_clear_error(tmp_path: Path
         assert "revoked" in log and "rcd pair" in log, log
         assert (await relay.session(sid))["state"] == "ended"
         # A restart with the revoked credential fails at once, with the same explanation.
-        result = await rcd(daemon.env, "start", str(project), "--relay", relay.url, check=False)
+        result = await rcd(
+            daemon.env,
+            "start",
+            str(project),
+            "--relay",
+            relay.url,
+            "--agent-bin",
+            TINY_AGENT,
+            check=False,
+        )
         assert result.returncode != 0
         assert "revoked" in result.stderr.decode() and "rcd pair" in result.stderr.decode()
         await relay.aclose()

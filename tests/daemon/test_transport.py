@@ -18,7 +18,7 @@ import trio
 from daemon.errors import ConfigError
 from daemon.transport import check_relay_url, is_loopback_url, tls_context
 from relay import RelayConfig, RunningRelay, admin, serve_relay
-from testkit.harness import Relay, home_env, rcd, start_daemon, start_relay
+from testkit.harness import TINY_AGENT, Relay, home_env, rcd, start_daemon, start_relay
 from tests.attach.pty_client import attach_argv, run_attach_plain
 
 REFUSED = "refusing plain HTTP to"
@@ -216,7 +216,9 @@ async def test_a_self_signed_relay_is_refused_clearly_until_trusted(
 
     # rcd start: refused at once (not retried for --outage-timeout), then trusted.
     # (rcd() gives it 30 s; the outage timeout is 600 s.)
-    refused = await rcd(env, "start", str(project), "--relay", relay.url, check=False)
+    refused = await rcd(
+        env, "start", str(project), "--relay", relay.url, "--agent-bin", TINY_AGENT, check=False
+    )
     assert refused.returncode == 1
     says_certificate_failed(refused.stderr)
     daemon = await start_daemon(relay, home, project, "--ca-cert", str(cert))
