@@ -86,7 +86,7 @@ def _embedded() -> tuple[Path, str | None]:
 
     relay_dir = data_dir() / "relay"
     try:
-        url = read_relay_url(relay_dir)
+        url = read_relay_url(relay_dir, local=True)
     except RelayError as exc:
         raise ConfigError(str(exc)) from exc
     return relay_dir, normalise_relay_url(url) if url else None

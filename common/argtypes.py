@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count", "port", "positive_int", "positive_seconds", "seconds"]
+__all__ = ["base_url", "count", "port", "positive_int", "positive_seconds", "seconds"]
 
 
 def _whole_number(text: str, minimum: int) -> int:
@@ -52,3 +52,23 @@ def port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
     return value
+
+
+def base_url(text: str) -> str:
+    """An ``http(s)://host[:port]`` URL (a site's root: no path, query or fragment), without
+    a trailing slash."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text.strip())
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a URL: {text!r} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected https://HOST[:PORT] (or http://), got {text!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"the relay is served at a site's root: give https://HOST[:PORT] without a path,"
+            f" got {text!r}"
+        )
+    return f"{parts.scheme}://{parts.netloc}"

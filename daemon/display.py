@@ -24,6 +24,8 @@ import trio
 import wire
 from common.visible import visible
 
+from .transport import is_loopback_url
+
 __all__ = ["DisplayState", "SessionLine", "TerminalDisplay", "render"]
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -74,6 +76,11 @@ def render(state: DisplayState, *, show_qr: bool, width: int = 100) -> str:
     target = state.sign_in or state.relay
     shown = visible(target)
     lines.append(f"sign in: {shown}" if state.sign_in else f"open: {shown}")
+    if state.sign_in and is_loopback_url(state.sign_in):
+        lines.append(
+            f"{DIM}this link works on this machine only; from your phone: --public-url or a"
+            f" hosted relay (docs/phone.md){RESET}"
+        )
     if show_qr:
         lines.extend(_qr(target).rstrip("\n").splitlines())
     lines.append("")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import httpx
+import structlog
 import trio
 
 from relay import RelayConfig, SqliteStorage, serve_relay
@@ -30,7 +31,10 @@ from .paths import data_dir, directory_key, load_embedded_credential, save_embed
 if TYPE_CHECKING:
     from .options import StartOptions
 
+log = structlog.get_logger("daemon")
+
 __all__ = [
+    "LOCAL_ONLY",
     "default_relay_dir",
     "embedded_credential",
     "port_taken_message",
@@ -38,6 +42,14 @@ __all__ = [
     "relay_serving",
     "start_embedded_relay",
 ]
+
+
+#: Said at start (and on the live screen) when the sign-in link is a loopback one.
+LOCAL_ONLY = (
+    "this link works on this machine only; to open it from your phone, publish the relay"
+    " (tailscale serve, Caddy, nginx, cloudflared) and pass --public-url, or host a relay:"
+    " see docs/phone.md"
+)
 
 
 def default_relay_dir() -> Path:
@@ -61,7 +73,7 @@ async def relay_serving(relay_dir: Path) -> str | None:
     description; anything but a relay's answer within a second means none runs there.
     """
     try:
-        url = await trio.to_thread.run_sync(read_relay_url, relay_dir)
+        url = await trio.to_thread.run_sync(lambda: read_relay_url(relay_dir, local=True))
     except RelayError:
         return None
     if url is None:
@@ -130,7 +142,16 @@ async def start_embedded_relay(
     )
     if note is not None:
         print(f"rcd: {note}", file=out)
-    config = RelayConfig(host="127.0.0.1", port=options.relay_port, data_dir=relay_dir)
+    public = options.public_url
+    config = RelayConfig(
+        host="127.0.0.1",
+        port=options.relay_port,
+        data_dir=relay_dir,
+        public_url=public,
+        # Behind a proxy on this machine every phone comes from loopback: the proxy's
+        # X-Forwarded-For names the one that failed-attempt limits count against.
+        trusted_proxies=("127.0.0.1", "::1") if public else (),
+    )
     try:
         running = await root.start(serve_relay, config)
     except RelayError as exc:
@@ -141,6 +162,14 @@ async def start_embedded_relay(
     link = await trio.to_thread.run_sync(
         lambda: create_login_link(relay_dir, public_url=running.url)
     )
-    print(f"rcd: relay running at {running.url} (embedded, loopback only)", file=out)
-    print(f"rcd: sign in from a browser on this machine: {link}", file=out, flush=True)
-    return running.url, credential, link, running.local
+    if public:
+        print(
+            f"rcd: relay running at {running.local_url} (embedded), published at {public}", file=out
+        )
+        print(f"rcd: sign in from your phone or any browser: {link}", file=out, flush=True)
+    else:
+        print(f"rcd: relay running at {running.url} (embedded, loopback only)", file=out)
+        print(f"rcd: sign in from a browser on this machine: {link}", file=out)
+        print(f"rcd: {LOCAL_ONLY}", file=out, flush=True)
+        log.info("sign_in_local_only", hint=LOCAL_ONLY)
+    return running.local_url, credential, link, running.local

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Self
 
 import attrs
 
-from common.argtypes import count, port, positive_int, positive_seconds, seconds
+from common.argtypes import base_url, count, port, positive_int, positive_seconds, seconds
 from common.options import Option, add_options, option, option_words, options_of
 
 from .paths import normalise_relay_url
@@ -148,6 +148,14 @@ class StartOptions:
         default=7878,
         metavar="PORT",
         help="port of the embedded relay (default: 7878; 0 picks a free one)",
+    )
+    public_url: str | None = option(
+        "--public-url",
+        parse=base_url,
+        metavar="URL",
+        help="embedded relay only: the https://HOST[:PORT] a reverse proxy or tunnel you run"
+        " (Caddy, nginx, tailscale serve, cloudflared) publishes it at; the sign-in link and"
+        " QR code use it (see docs/phone.md)",
     )
     relay_data_dir: Path | None = option(
         "--relay-data-dir",

@@ -172,6 +172,11 @@ class Daemon:
         self.adapter = make_adapter(options)
         # The relay's URL, from --relay or config.toml: never plain HTTP to another machine
         # unless asked for, and then said at every start.
+        if options.relay is not None and options.public_url is not None:
+            raise ConfigError(
+                "--public-url is for the embedded relay; a relay you host is published by its"
+                " own: rcd relay --public-url URL"
+            )
         if options.relay is not None:
             self._remote = check_relay_url(options.relay, insecure_http=options.insecure_http)
             if warn_insecure_http(self._remote):

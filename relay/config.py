@@ -93,6 +93,11 @@ class RelayConfig:
         """The public base URL, without a trailing slash."""
         if self.public_url:
             return self.public_url.rstrip("/")
+        return self.local_url
+
+    @property
+    def local_url(self) -> str:
+        """The URL of the socket it binds (``url`` without ``public_url``)."""
         scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"

@@ -51,6 +51,8 @@ class RunningRelay:
 
     #: The public base URL (no trailing slash): ``public_url``, or derived from the bind.
     url: str
+    #: The URL of the socket it binds (``url`` unless ``public_url`` is set).
+    local_url: str
     #: The port actually bound (useful with ``port=0``).
     port: int
     #: Open while the relay serves; ``await storage.create_environment_credential(machine)``
@@ -76,27 +78,31 @@ def check_bind(config: RelayConfig) -> None:
         log.warning("serving plain HTTP on a non-loopback address", host=config.host)
 
 
-def write_relay_info(data_dir: Path, url: str) -> None:
-    """Write ``relay.json`` (mode 0600) atomically."""
+def write_relay_info(data_dir: Path, url: str, local: str | None = None) -> None:
+    """Write ``relay.json`` (mode 0600) atomically: the public ``url`` (links), and the
+    ``local`` one of its socket when that differs (this machine's commands)."""
     path = data_dir / RELAY_INFO_FILENAME
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         os.fchmod(f.fileno(), 0o600)
-        json.dump({"url": url}, f)
+        json.dump({"url": url} | ({"local": local} if local and local != url else {}), f)
         f.write("\n")
     os.replace(tmp, path)
 
 
-def read_relay_url(data_dir: Path) -> str | None:
-    """The URL a relay on ``data_dir`` last announced, or None if it never ran."""
+def read_relay_url(data_dir: Path, *, local: bool = False) -> str | None:
+    """The URL a relay on ``data_dir`` last announced (``local``: the URL of its socket,
+    for a command on this machine, when it differs), or None if it never ran."""
     try:
         info = json.loads((data_dir / RELAY_INFO_FILENAME).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
         raise RelayError(f"cannot read {data_dir / RELAY_INFO_FILENAME}: {exc}") from exc
-    url = info.get("url") if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        return None
+    url = info.get("local") if local and "local" in info else info.get("url")
     return url if isinstance(url, str) else None
 
 
@@ -211,7 +217,9 @@ async def serve_relay(
         bound = attrs.evolve(config, port=port)
         try:
             await storage.mark_all_offline()
-            await trio.to_thread.run_sync(write_relay_info, config.data_dir, bound.url)
+            await trio.to_thread.run_sync(
+                write_relay_info, config.data_dir, bound.url, bound.local_url
+            )
         except BaseException:
             sock.close()
             raise
@@ -237,7 +245,14 @@ async def serve_relay(
             log.info("relay listening", url=bound.url, port=port, tls=bound.tls)
             local = InProcessTransport(app, nursery, server=(bound.host, port))
             task_status.started(
-                RunningRelay(url=bound.url, port=port, storage=storage, hub=hub, local=local)
+                RunningRelay(
+                    url=bound.url,
+                    local_url=bound.local_url,
+                    port=port,
+                    storage=storage,
+                    hub=hub,
+                    local=local,
+                )
             )
     if shutdown_trigger is None:
         raise RelayError("the relay stopped serving")

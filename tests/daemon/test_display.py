@@ -56,6 +56,15 @@ def test_qr_code_encodes_the_sign_in_link() -> None:
     assert any("█" in line or "▀" in line or "▄" in line for line in qr_lines)
 
 
+def test_a_loopback_sign_in_link_is_said_to_work_here_only() -> None:
+    local = ANSI.sub("", render(state(), show_qr=False))
+    assert "this link works on this machine only" in local and "docs/phone.md" in local
+    published = state(sign_in="https://box.tail1234.ts.net/login?code=abc")
+    shown = ANSI.sub("", render(published, show_qr=True))
+    assert "sign in: https://box.tail1234.ts.net/login?code=abc" in shown
+    assert "machine only" not in shown
+
+
 async def read_until(master: trio.lowlevel.FdStream, buf: bytearray, pattern: str) -> str:
     with trio.fail_after(20):
         while not re.search(pattern, ANSI.sub("", buf.decode(errors="replace"))):

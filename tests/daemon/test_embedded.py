@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import Any
 import httpx
 import trio
 
+from daemon.embedded import relay_serving
+from relay.server import read_relay_url
+from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import REPO, TINY_AGENT, home_env, rcd
 from testkit.waiting import eventually
 
@@ -116,6 +120,8 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
             # The login link was for one use only.
             again = await browser.get(link.group(1), follow_redirects=False)
             assert again.status_code == 401
+            # It is said plainly that this link is for this machine only, and where to look.
+            assert "works on this machine only" in text and "docs/phone.md" in text
             # The daemon reaches its relay without a socket (relay.inprocess): the only
             # connections to the relay's port are the browser's.
             assert connections_to(process.pid, int(link.group(2))) == 0
@@ -125,6 +131,82 @@ async def test_embedded_relay_one_command(tmp_path: Path) -> None:
         with trio.fail_after(15):
             code = await process.wait()
     assert code == 0, out_path.read_text()
+
+
+async def test_public_url_links_through_the_users_proxy(tmp_path: Path) -> None:
+    """``--public-url``: the relay published by a proxy the user runs (here a TCP proxy on
+    another port, as Caddy or ``tailscale serve`` would be): the sign-in link and the
+    session URLs use it, a browser through it signs in and drives a session, and this
+    machine's own commands keep the relay's local URL."""
+    env = home_env(tmp_path / "home")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # the relay's, free a moment ago
+    async with trio.open_nursery() as nursery:
+        proxy = FlakyProxy(target=("127.0.0.1", port))
+        await nursery.start(proxy.run)
+        process, out_path = await start_embedded(
+            tmp_path, env, "published", port, extra=("--public-url", proxy.url + "/")
+        )
+        try:
+            await wait_logged(process, out_path, "registered with")
+            text = out_path.read_text()
+            link = re.search(r"sign in from your phone or any browser: (\S+)", text)
+            assert link and link.group(1).startswith(f"{proxy.url}/login?code="), text
+            assert f"published at {proxy.url}" in text
+            assert "works on this machine only" not in text
+            relay_dir = Path(env["XDG_DATA_HOME"]) / "rcd" / "relay"
+            assert read_relay_url(relay_dir) == proxy.url
+            assert read_relay_url(relay_dir, local=True) == f"http://127.0.0.1:{port}"
+            # This machine's commands still find the relay running on its data dir.
+            assert await relay_serving(relay_dir) == f"http://127.0.0.1:{port}"
+            token = await device_token(env)
+            async with httpx.AsyncClient(base_url=proxy.url) as phone:
+                signed_in = await phone.get(link.group(1), follow_redirects=False)
+                assert signed_in.status_code == 303, signed_in.text
+                [info] = (await phone.get("/api/environments")).json()["environments"]
+                assert info["online"] is True
+                created = await phone.post(
+                    f"/api/environments/{info['id']}/sessions",
+                    json={"prompt": "from the phone"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert created.status_code == 201, created.text
+                assert created.json()["url"].startswith(proxy.url + "/")
+
+                async def answered() -> bool:
+                    sid = created.json()["id"]
+                    events = (await phone.get(f"/api/sessions/{sid}/events")).json()["events"]
+                    texts = [e["data"]["text"] for e in events if e["kind"] == "assistant_text"]
+                    return texts == ["echo: from the phone"]
+
+                await eventually(answered, timeout=20, what="the reply, through the proxy")
+            assert proxy.statistics().accepted >= 1
+        finally:
+            await stop(process, out_path)
+            nursery.cancel_scope.cancel()
+
+
+async def test_public_url_is_refused_where_it_means_nothing(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home")
+    for url, says in [
+        ("ftp://relay.example", "expected https://HOST[:PORT]"),
+        ("https://relay.example/rcd", "without a path"),
+    ]:
+        bad = await rcd(env, "start", str(tmp_path), "--public-url", url, check=False)
+        assert bad.returncode == 2 and says in bad.stderr.decode(), bad.stderr
+    hosted = await rcd(
+        env,
+        "start",
+        str(tmp_path),
+        "--relay",
+        "http://127.0.0.1:9",
+        "--public-url",
+        "https://relay.example",
+        check=False,
+    )
+    assert hosted.returncode == 1
+    assert "--public-url is for the embedded relay" in hosted.stderr.decode()
 
 
 async def test_a_second_embedded_relay_on_a_taken_port_says_what_to_do(tmp_path: Path) -> None:

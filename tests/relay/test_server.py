@@ -62,7 +62,10 @@ async def test_serves_on_the_bound_port_and_writes_relay_json(
     assert relay.port > 0
     assert relay.url == PUBLIC_URL
     info = data_dir / RELAY_INFO_FILENAME
-    assert json.loads(info.read_text()) == {"url": PUBLIC_URL}
+    # The public URL for links; the socket's for this machine's commands.
+    local = f"http://127.0.0.1:{relay.port}"
+    assert json.loads(info.read_text()) == {"url": PUBLIC_URL, "local": local}
+    assert relay.local_url == local
     assert stat.S_IMODE(info.stat().st_mode) == 0o600
     response = await http.get("/")
     assert response.status_code == 200 and "<title>rcd</title>" in response.text
