@@ -78,8 +78,8 @@ def render(state: DisplayState, *, show_qr: bool, width: int = 100) -> str:
     lines.append(f"sign in: {shown}" if state.sign_in else f"open: {shown}")
     if state.sign_in and is_loopback_url(state.sign_in):
         lines.append(
-            f"{DIM}this link works on this machine only; from your phone: --public-url or a"
-            f" hosted relay (docs/phone.md){RESET}"
+            f"{DIM}this link works on this machine only; from your phone: --expose tailscale,"
+            f" --public-url or a hosted relay (docs/phone.md){RESET}"
         )
     if show_qr:
         lines.extend(_qr(target).rstrip("\n").splitlines())

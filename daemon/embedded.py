@@ -29,6 +29,7 @@ from .errors import DaemonError
 from .paths import data_dir, directory_key, load_embedded_credential, save_embedded_credential
 
 if TYPE_CHECKING:
+    from .expose import Tailscale
     from .options import StartOptions
 
 log = structlog.get_logger("daemon")
@@ -46,9 +47,9 @@ __all__ = [
 
 #: Said at start (and on the live screen) when the sign-in link is a loopback one.
 LOCAL_ONLY = (
-    "this link works on this machine only; to open it from your phone, publish the relay"
-    " (tailscale serve, Caddy, nginx, cloudflared) and pass --public-url, or host a relay:"
-    " see docs/phone.md"
+    "this link works on this machine only; to open it from your phone: --expose tailscale,"
+    " or publish the relay yourself (Caddy, nginx, cloudflared) and pass --public-url, or"
+    " host a relay: see docs/phone.md"
 )
 
 
@@ -131,18 +132,25 @@ async def embedded_credential(storage: SqliteStorage, relay_dir: Path, machine: 
 
 
 async def start_embedded_relay(
-    root: trio.Nursery, options: StartOptions, out: TextIO, machine: str
+    root: trio.Nursery,
+    options: StartOptions,
+    out: TextIO,
+    machine: str,
+    tailscale: Tailscale | None = None,
 ) -> tuple[str, str, str, httpx.AsyncBaseTransport]:
     """Start the relay in this process on 127.0.0.1 (on a data dir no other relay serves),
     get this machine's credential (the same at every start) and a sign-in link; returns
     (relay URL, credential, link, the transport that reaches the relay without a socket:
-    the daemon's own calls take it, browsers and other commands the URL)."""
+    the daemon's own calls take it, browsers and other commands the URL). With
+    ``tailscale``, the relay is published on the tailnet (the caller undoes it on stop)."""
     relay_dir, note = await relay_dir_for(
         options.directory.resolve(), options.relay_data_dir, options.relay_port
     )
     if note is not None:
         print(f"rcd: {note}", file=out)
     public = options.public_url
+    if tailscale is not None:
+        public = await tailscale.url()
     config = RelayConfig(
         host="127.0.0.1",
         port=options.relay_port,
@@ -158,6 +166,8 @@ async def start_embedded_relay(
         if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.EADDRINUSE:
             raise DaemonError(port_taken_message(options.relay_port)) from exc
         raise
+    if tailscale is not None:
+        await tailscale.serve(running.port)
     credential = await embedded_credential(running.storage, relay_dir, machine)
     link = await trio.to_thread.run_sync(
         lambda: create_login_link(relay_dir, public_url=running.url)

@@ -149,6 +149,14 @@ class StartOptions:
         metavar="PORT",
         help="port of the embedded relay (default: 7878; 0 picks a free one)",
     )
+    expose: str | None = option(
+        "--expose",
+        choices=("tailscale",),
+        metavar="tailscale",
+        help="embedded relay only: publish it where a phone can open it, with TLS:"
+        " 'tailscale' serves it on this machine's tailnet name (tailscale serve), undone on"
+        " stop (see docs/phone.md)",
+    )
     public_url: str | None = option(
         "--public-url",
         parse=base_url,

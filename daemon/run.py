@@ -19,7 +19,7 @@ import ssl
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 import httpx
@@ -52,6 +52,9 @@ from .transport import check_relay_url, tls_context, warn_insecure_http
 from .uplink import Uplink
 
 __all__ = ["Daemon", "StartOptions", "run_daemon"]
+
+if TYPE_CHECKING:
+    from .expose import Tailscale
 
 log = structlog.get_logger("daemon")
 
@@ -172,6 +175,15 @@ class Daemon:
         self.adapter = make_adapter(options)
         # The relay's URL, from --relay or config.toml: never plain HTTP to another machine
         # unless asked for, and then said at every start.
+        if options.expose is not None and (options.relay or options.public_url):
+            raise ConfigError(
+                f"--expose {options.expose} publishes the embedded relay: it means nothing with"
+                + (
+                    " --relay (a relay you host is published by its own)"
+                    if options.relay
+                    else " --public-url (which says where you published it yourself): pick one"
+                )
+            )
         if options.relay is not None and options.public_url is not None:
             raise ConfigError(
                 "--public-url is for the embedded relay; a relay you host is published by its"
@@ -209,8 +221,15 @@ class Daemon:
         if self._remote is None:
             from .embedded import start_embedded_relay
 
+            tailscale = None
+            if options.expose == "tailscale":
+                from .expose import find_tailscale
+
+                tailscale = find_tailscale()
+                # Undone once the relay has stopped, whatever stops it.
+                self._exits.push_async_callback(_unserve, tailscale)
             relay_url, credential, sign_in, local = await start_embedded_relay(
-                self._root, options, self.out, machine_id()
+                self._root, options, self.out, machine_id(), tailscale
             )
             # The relay is in this process: its app is called directly, without a socket.
             http = await self._exits.enter_async_context(
@@ -352,3 +371,9 @@ class Daemon:
         )
         with scope:
             await screen.run()
+
+
+async def _unserve(tailscale: Tailscale) -> None:
+    """Undo ``--expose tailscale`` (shielded, and briefly: the daemon is on its way out)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(10):
+        await tailscale.unserve()
