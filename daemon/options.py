@@ -21,6 +21,7 @@ import attrs
 from common.argtypes import base_url, count, port, positive_int, positive_seconds, seconds
 from common.options import Option, add_options, option, option_words, options_of
 
+from .errors import ConfigError
 from .paths import normalise_relay_url
 from .transport import CA_CERT_HELP, INSECURE_HTTP_HELP, check_relay_url
 
@@ -211,4 +212,27 @@ def start_args(args: argparse.Namespace) -> list[str]:
     """
     if getattr(args, "relay", None):
         check_relay_url(args.relay, insecure_http=bool(getattr(args, "insecure_http", False)))
+    relay, expose = getattr(args, "relay", None), getattr(args, "expose", None)
+    problem = publishing_conflict(relay, expose, getattr(args, "public_url", None))
+    if problem is not None:
+        raise ConfigError(problem)
     return option_words(args, START_OPTIONS)
+
+
+def publishing_conflict(
+    relay: str | None, expose: str | None, public_url: str | None
+) -> str | None:
+    """Why ``--expose`` / ``--public-url`` cannot go with the other options (None: they can):
+    both are about the embedded relay, and each says where it is published."""
+    if expose is not None and (relay or public_url):
+        return f"--expose {expose} publishes the embedded relay: it means nothing with" + (
+            " --relay (a relay you host is published by its own)"
+            if relay
+            else " --public-url (which says where you published it yourself): pick one"
+        )
+    if relay is not None and public_url is not None:
+        return (
+            "--public-url is for the embedded relay; a relay you host is published by its"
+            " own: rcd relay --public-url URL"
+        )
+    return None

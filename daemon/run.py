@@ -40,7 +40,7 @@ from .display import TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired
 from .exits import EXIT_ERROR, EXIT_RELAY_OUTAGE
 from .link import OutageTimeout, RelayLink
-from .options import StartOptions
+from .options import StartOptions, publishing_conflict
 from .paths import agents_record_path, control_socket_path, load_credential, state_dir
 from .registration import default_name, machine_id, register
 from .relay_client import RelayClient
@@ -173,22 +173,11 @@ class Daemon:
         if not self.directory.is_dir():
             raise ConfigError(f"{self.directory} is not a directory")
         self.adapter = make_adapter(options)
+        problem = publishing_conflict(options.relay, options.expose, options.public_url)
+        if problem is not None:
+            raise ConfigError(problem)
         # The relay's URL, from --relay or config.toml: never plain HTTP to another machine
         # unless asked for, and then said at every start.
-        if options.expose is not None and (options.relay or options.public_url):
-            raise ConfigError(
-                f"--expose {options.expose} publishes the embedded relay: it means nothing with"
-                + (
-                    " --relay (a relay you host is published by its own)"
-                    if options.relay
-                    else " --public-url (which says where you published it yourself): pick one"
-                )
-            )
-        if options.relay is not None and options.public_url is not None:
-            raise ConfigError(
-                "--public-url is for the embedded relay; a relay you host is published by its"
-                " own: rcd relay --public-url URL"
-            )
         if options.relay is not None:
             self._remote = check_relay_url(options.relay, insecure_http=options.insecure_http)
             if warn_insecure_http(self._remote):

@@ -142,3 +142,36 @@ async def test_a_missing_stopped_or_logged_out_tailscale_says_what_to_do(tmp_pat
             net.env, "start", str(project), "--expose", "tailscale", *extra, check=False
         )
         assert done.returncode == 1 and "--expose" in done.stderr.decode(), done.stderr
+
+
+async def test_a_service_is_not_installed_with_options_that_cannot_go_together(
+    tmp_path: Path,
+) -> None:
+    env = home_env(tmp_path / "home")
+    for extra in (["--public-url", "https://x.example"], ["--relay", "https://relay.example"]):
+        done = await rcd(
+            env,
+            "service",
+            "install",
+            "--print",
+            "--platform",
+            "linux",
+            "--expose",
+            "tailscale",
+            *extra,
+            str(tmp_path),
+            check=False,
+        )
+        assert done.returncode == 1 and "--expose tailscale publishes" in done.stderr.decode()
+    printed = await rcd(
+        env,
+        "service",
+        "install",
+        "--print",
+        "--platform",
+        "linux",
+        "--expose",
+        "tailscale",
+        str(tmp_path),
+    )
+    assert "--expose=tailscale" in printed.stdout.decode()
