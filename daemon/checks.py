@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.utils
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from common.commands import run
 from common.dirs import config_dir
 
 from .errors import ConfigError, DaemonError
@@ -95,16 +95,16 @@ def check_agent(agent_bin: str | None) -> Finding:
             detail=agent_missing_message(agent_bin).split(": install")[0],
             fix=f"install Claude Code ({_AGENT_INSTALL}), or pass --agent-bin PATH",
         )
-    done = _run([found, "--version"])
-    if isinstance(done, str) or done.returncode != 0:
-        why = done if isinstance(done, str) else _tail(done.stdout + done.stderr)
+    done = run([found, "--version"], timeout=_TIMEOUT)
+    if not done.ok:
+        why = _tail(done.output) if done.returncode is not None else done.output
         return Finding(
             name="agent",
             status="problem",
             detail=f"{found} --version failed: {why}",
             fix=f"reinstall Claude Code ({_AGENT_INSTALL}), or pass --agent-bin PATH",
         )
-    version = _tail(done.stdout) or "no version printed"
+    version = _tail(done.output) or "no version printed"
     return Finding(name="agent", status="ok", detail=f"{version} ({found})")
 
 
@@ -163,8 +163,8 @@ def check_git(directory: Path, spawn: str) -> Finding:
             + ("" if worktree else " (not needed for --spawn same-dir)"),
             fix="install git (apt-get install git, brew install git)",
         )
-    done = _run([git, "-C", str(directory), "rev-parse", "--show-toplevel"])
-    if isinstance(done, str) or done.returncode != 0:
+    done = run([git, "-C", str(directory), "rev-parse", "--show-toplevel"], timeout=_TIMEOUT)
+    if not done.ok:
         return Finding(
             name="git",
             status="problem" if worktree else "ok",
@@ -172,15 +172,17 @@ def check_git(directory: Path, spawn: str) -> Finding:
             + ("" if worktree else " (fine for --spawn same-dir)"),
             fix=f"git init {directory} and commit, or use --spawn same-dir" if worktree else None,
         )
-    head = _run([git, "-C", str(directory), "rev-parse", "--verify", "--quiet", "HEAD"])
-    if isinstance(head, str) or head.returncode != 0:
+    head = run(
+        [git, "-C", str(directory), "rev-parse", "--verify", "--quiet", "HEAD"], timeout=_TIMEOUT
+    )
+    if not head.ok:
         return Finding(
             name="git",
             status="problem" if worktree else "ok",
-            detail=f"the repository at {done.stdout.strip()} has no commit yet",
+            detail=f"the repository at {_tail(done.output)} has no commit yet",
             fix="commit once (a worktree starts from a commit)" if worktree else None,
         )
-    return Finding(name="git", status="ok", detail=f"repository {done.stdout.strip()}")
+    return Finding(name="git", status="ok", detail=f"repository {_tail(done.output)}")
 
 
 def check_runtime_dir(directory: Path) -> Finding:
@@ -222,9 +224,9 @@ def check_service_manager(user: str) -> Finding:
             detail="no systemctl: `rcd service install` needs systemd",
             fix="run `rcd start` from your own init or a terminal multiplexer",
         )
-    done = _run([systemctl, "--user", "show-environment"])
-    if isinstance(done, str) or done.returncode != 0:
-        why = done if isinstance(done, str) else _tail(done.stderr or done.stdout)
+    done = run([systemctl, "--user", "show-environment"], timeout=_TIMEOUT)
+    if not done.ok:
+        why = _tail(done.output) if done.returncode is not None else done.output
         return Finding(
             name="service manager",
             status="problem",
@@ -377,23 +379,6 @@ def _read_env_file(path: Path) -> dict[str, str]:
         if sep and name and not name.startswith("#"):
             variables[name.strip()] = value.strip().strip("'\"")
     return variables
-
-
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | str:
-    try:
-        return subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return f"no answer within {_TIMEOUT:.0f} s"
-    except OSError as exc:
-        return exc.strerror or str(exc)
 
 
 def _tail(text: str) -> str:

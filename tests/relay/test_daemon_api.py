@@ -7,7 +7,7 @@ server): registration, tokens, the downlink, acks and the uplink, with their ref
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -497,13 +497,11 @@ async def test_an_uplink_request_holds_at_most_1000_events_in_all(
     assert_error(response, 413, "too_many_events")
 
 
-async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
-    client: httpx.AsyncClient,
-    user: dict[str, str],
-    daemon: Daemon,
-    storage: SqliteStorage,
-    hub: Hub,
-) -> None:
+async def frames_of_a_new_session(
+    client: httpx.AsyncClient, user: dict[str, str], daemon: Daemon
+) -> tuple[str, str, dict[str, str], Callable[..., bytes]]:
+    """A new session of ``daemon``; the URL and headers of an uplink request sent as
+    frames, and ``frame(*events)``: one line of it with the session's events."""
     a = (await create_session(client, user, daemon.environment_id))["id"]
     token = (await daemon.session_headers(client, a))["authorization"].removeprefix("Bearer ")
     url = f"/daemon/v1/environments/{daemon.environment_id}/uplink"
@@ -512,6 +510,18 @@ async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
     def frame(*events: dict[str, Any]) -> bytes:
         part = {"session_id": a, "token": token, "events": list(events)}
         return json.dumps({"sessions": [part]}).encode() + b"\n"
+
+    return a, url, headers, frame
+
+
+async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    storage: SqliteStorage,
+    hub: Hub,
+) -> None:
+    a, url, headers, frame = await frames_of_a_new_session(client, user, daemon)
 
     async def body() -> AsyncIterator[bytes]:
         yield frame(started(1))
@@ -552,14 +562,7 @@ async def test_frames_named_by_the_stream_header_are_answered_on_the_open_downli
     storage: SqliteStorage,
     hub: Hub,
 ) -> None:
-    a = (await create_session(client, user, daemon.environment_id))["id"]
-    token = (await daemon.session_headers(client, a))["authorization"].removeprefix("Bearer ")
-    url = f"/daemon/v1/environments/{daemon.environment_id}/uplink"
-    headers = daemon.headers | {"content-type": wire.UPLINK_FRAMES_TYPE}
-
-    def frame(*events: dict[str, Any]) -> bytes:
-        part = {"session_id": a, "token": token, "events": list(events)}
-        return json.dumps({"sessions": [part]}).encode() + b"\n"
+    a, url, headers, frame = await frames_of_a_new_session(client, user, daemon)
 
     body = frame(started(1)) + frame(event(2, "assistant_text", text="x"))
     # No downlink open: the answers come with the response only.
