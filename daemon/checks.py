@@ -357,7 +357,8 @@ def _embedded_port(port: int) -> Finding:
             name="relay",
             status="ok",
             detail=f"embedded, on 127.0.0.1:{port} (free): reachable from this machine only",
-            fix="to reach it from a phone, see docs/cli.md (host a relay, or a reverse proxy)",
+            fix="to reach it from a phone: --expose tailscale, or --public-url behind a proxy you"
+            " run, or a relay you host (docs/phone.md)",
         )
     return Finding(
         name="relay",
