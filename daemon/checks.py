@@ -8,6 +8,7 @@ asks the relay one question that changes nothing there. None of them raises.
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import shutil
 import sys
@@ -39,6 +40,7 @@ __all__ = [
     "check_relay",
     "check_runtime_dir",
     "check_service_manager",
+    "check_tailscale",
     "find_agent",
 ]
 
@@ -183,6 +185,40 @@ def check_git(directory: Path, spawn: str) -> Finding:
             fix="commit once (a worktree starts from a commit)" if worktree else None,
         )
     return Finding(name="git", status="ok", detail=f"repository {_tail(done.output)}")
+
+
+def check_tailscale() -> Finding:
+    """What ``--expose tailscale`` needs: the CLI, tailscaled running, this machine logged
+    in with a MagicDNS name."""
+    from .expose import tailnet_name
+
+    tailscale = shutil.which("tailscale")
+    if tailscale is None:
+        return Finding(
+            name="tailscale",
+            status="problem",
+            detail="the tailscale CLI is not on PATH",
+            fix="install Tailscale (https://tailscale.com/download) and log in: tailscale up",
+        )
+    done = run([tailscale, "status", "--json"], timeout=_TIMEOUT)
+    if not done.ok:
+        return Finding(
+            name="tailscale",
+            status="problem",
+            detail=f"`tailscale status` failed: {_tail(done.output) or done.output}",
+            fix="start tailscaled (sudo systemctl start tailscaled), then tailscale up",
+        )
+    try:
+        status = json.loads(done.output)
+        host = tailnet_name(status if isinstance(status, dict) else {})
+    except ValueError as exc:
+        return Finding(name="tailscale", status="problem", detail=f"no JSON: {exc}")
+    except ConfigError as exc:
+        detail, _, fix = str(exc).removeprefix("--expose tailscale: ").partition(": ")
+        return Finding(name="tailscale", status="problem", detail=detail, fix=fix or None)
+    return Finding(
+        name="tailscale", status="ok", detail=f"the relay would be published at https://{host}"
+    )
 
 
 def check_runtime_dir(directory: Path) -> Finding:

@@ -19,7 +19,7 @@ import trio
 
 from .errors import ConfigError
 
-__all__ = ["Tailscale", "find_tailscale"]
+__all__ = ["Tailscale", "find_tailscale", "tailnet_name"]
 
 log = structlog.get_logger("daemon")
 
@@ -46,24 +46,7 @@ class Tailscale:
     async def url(self) -> str:
         """``https://<machine>.<tailnet>.ts.net``: this machine's name on the tailnet, once
         checked that Tailscale runs and is logged in, and that the HTTPS port is free."""
-        status = await self._json("status", "--json")
-        state = status.get("BackendState")
-        if state != "Running":
-            why = {
-                "NeedsLogin": "this machine is not logged in to Tailscale",
-                "NeedsMachineAuth": "this machine waits for approval in the tailnet's admin"
-                " console",
-                "Stopped": "Tailscale is stopped",
-            }.get(str(state), f"Tailscale is not running (state {state!r})")
-            raise ConfigError(f"--expose tailscale: {why}: run `tailscale up`, then start again")
-        me = status.get("Self")
-        name = me.get("DNSName") if isinstance(me, dict) else None
-        if not isinstance(name, str) or not name.strip("."):
-            raise ConfigError(
-                "--expose tailscale: this machine has no MagicDNS name: turn on MagicDNS and"
-                " HTTPS certificates in the tailnet's admin console (DNS page)"
-            )
-        host = name.rstrip(".")
+        host = tailnet_name(await self._json("status", "--json"))
         serve = await self._json("serve", "status", "--json")
         taken = _https_handlers(serve, self.https_port)
         if taken:
@@ -134,6 +117,27 @@ class Tailscale:
             ) from None
         except OSError as exc:
             raise ConfigError(f"--expose tailscale: cannot run {self.exe}: {exc}") from None
+
+
+def tailnet_name(status: dict[str, Any]) -> str:
+    """This machine's MagicDNS name from ``tailscale status --json``, or :class:`ConfigError`
+    saying why there is none to publish on (not logged in, stopped, no MagicDNS)."""
+    state = status.get("BackendState")
+    if state != "Running":
+        why = {
+            "NeedsLogin": "this machine is not logged in to Tailscale",
+            "NeedsMachineAuth": "this machine waits for approval in the tailnet's admin console",
+            "Stopped": "Tailscale is stopped",
+        }.get(str(state), f"Tailscale is not running (state {state!r})")
+        raise ConfigError(f"--expose tailscale: {why}: run `tailscale up`, then start again")
+    me = status.get("Self")
+    name = me.get("DNSName") if isinstance(me, dict) else None
+    if not isinstance(name, str) or not name.strip("."):
+        raise ConfigError(
+            "--expose tailscale: this machine has no MagicDNS name: turn on MagicDNS and"
+            " HTTPS certificates in the tailnet's admin console (DNS page)"
+        )
+    return name.rstrip(".")
 
 
 def _https_handlers(serve: dict[str, Any], port: int) -> list[str]:

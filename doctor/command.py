@@ -18,6 +18,7 @@ from daemon.checks import (
     check_relay,
     check_runtime_dir,
     check_service_manager,
+    check_tailscale,
 )
 from daemon.paths import default_relay
 from service.manager import user_name
@@ -45,6 +46,7 @@ def findings(args: argparse.Namespace) -> list[Finding]:
             insecure_http=options.insecure_http,
             ca_cert=options.ca_cert,
         ),
+        *([check_tailscale()] if options.expose == "tailscale" else []),
         check_service_manager(user_name()),
         check_runtime_dir(directory),
     ]

@@ -19,6 +19,7 @@ with its fix:
   relay              with --relay: reachable, this machine paired, the credential valid;
                      without: the embedded relay's port
   clock              with --relay: this machine's clock against the relay's
+  tailscale          with --expose tailscale: the CLI, tailscaled, logged in, a MagicDNS name
   service manager    systemd's user instance and lingering (Linux), launchd (macOS)
   runtime directory  where the control sockets go
 

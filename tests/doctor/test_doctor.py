@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import trio
 
+import testkit.fakes
 from daemon.paths import save_credential
 from daemon.relay_client import RelayClient
 from relay.auth import issue_environment_credential
@@ -211,3 +213,26 @@ async def test_start_refuses_without_the_agent_unless_told(machine: Machine) -> 
     message = refused.stderr.decode()
     assert "'claude' is not on PATH" in message and "--agent-bin" in message
     assert "rcd doctor" in message and "--no-agent-check" in message
+
+
+async def test_tailscale_is_checked_when_it_is_to_publish_the_relay(machine: Machine) -> None:
+    # Not asked for: not checked.
+    assert "tailscale" not in by_name((await machine.doctor())[1])
+    problem, _ = await failing(machine, "tailscale", "--expose", "tailscale")
+    assert "not on PATH" in problem["detail"] and "install Tailscale" in problem["fix"]
+    state = machine.bin.parent / "tailscale-state"
+    state.mkdir()
+    machine.env["FAKE_TAILSCALE_DIR"] = str(state)
+    machine.tool("tailscale", f'exec {sys.executable} -m testkit.fakes.tailscale "$@"\n')
+    problem, _ = await failing(machine, "tailscale", "--expose", "tailscale")
+    assert "systemctl start tailscaled" in problem["fix"]
+    samples = Path(testkit.fakes.__file__).parent / "tailscale_samples"
+    shutil.copy(samples / "needs-login.json", state / "status.json")
+    problem, _ = await failing(machine, "tailscale", "--expose", "tailscale")
+    assert problem["detail"] == "this machine is not logged in to Tailscale"
+    assert problem["fix"] == "run `tailscale up`, then start again"
+    shutil.copy(samples / "running.json", state / "status.json")
+    code, document, _ = await machine.doctor("--expose", "tailscale")
+    assert code == 0, document
+    found = by_name(document)["tailscale"]
+    assert found["detail"] == "the relay would be published at https://box.tail1234.ts.net"
