@@ -8,7 +8,6 @@ asks the relay one question that changes nothing there. None of them raises.
 from __future__ import annotations
 
 import email.utils
-import json
 import os
 import shutil
 import sys
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "last_line",
     "CLOCK_SKEW_LIMIT",
     "Finding",
     "MODEL_CREDENTIAL_VARIABLES",
@@ -40,7 +40,6 @@ __all__ = [
     "check_relay",
     "check_runtime_dir",
     "check_service_manager",
-    "check_tailscale",
     "find_agent",
 ]
 
@@ -99,14 +98,14 @@ def check_agent(agent_bin: str | None) -> Finding:
         )
     done = run([found, "--version"], timeout=_TIMEOUT)
     if not done.ok:
-        why = _tail(done.output) if done.returncode is not None else done.output
+        why = last_line(done.output) if done.returncode is not None else done.output
         return Finding(
             name="agent",
             status="problem",
             detail=f"{found} --version failed: {why}",
             fix=f"reinstall Claude Code ({_AGENT_INSTALL}), or pass --agent-bin PATH",
         )
-    version = _tail(done.output) or "no version printed"
+    version = last_line(done.output) or "no version printed"
     return Finding(name="agent", status="ok", detail=f"{version} ({found})")
 
 
@@ -181,44 +180,10 @@ def check_git(directory: Path, spawn: str) -> Finding:
         return Finding(
             name="git",
             status="problem" if worktree else "ok",
-            detail=f"the repository at {_tail(done.output)} has no commit yet",
+            detail=f"the repository at {last_line(done.output)} has no commit yet",
             fix="commit once (a worktree starts from a commit)" if worktree else None,
         )
-    return Finding(name="git", status="ok", detail=f"repository {_tail(done.output)}")
-
-
-def check_tailscale() -> Finding:
-    """What ``--expose tailscale`` needs: the CLI, tailscaled running, this machine logged
-    in with a MagicDNS name."""
-    from .expose import tailnet_name
-
-    tailscale = shutil.which("tailscale")
-    if tailscale is None:
-        return Finding(
-            name="tailscale",
-            status="problem",
-            detail="the tailscale CLI is not on PATH",
-            fix="install Tailscale (https://tailscale.com/download) and log in: tailscale up",
-        )
-    done = run([tailscale, "status", "--json"], timeout=_TIMEOUT)
-    if not done.ok:
-        return Finding(
-            name="tailscale",
-            status="problem",
-            detail=f"`tailscale status` failed: {_tail(done.output) or done.output}",
-            fix="start tailscaled (sudo systemctl start tailscaled), then tailscale up",
-        )
-    try:
-        status = json.loads(done.output)
-        host = tailnet_name(status if isinstance(status, dict) else {})
-    except ValueError as exc:
-        return Finding(name="tailscale", status="problem", detail=f"no JSON: {exc}")
-    except ConfigError as exc:
-        detail, _, fix = str(exc).removeprefix("--expose tailscale: ").partition(": ")
-        return Finding(name="tailscale", status="problem", detail=detail, fix=fix or None)
-    return Finding(
-        name="tailscale", status="ok", detail=f"the relay would be published at https://{host}"
-    )
+    return Finding(name="git", status="ok", detail=f"repository {last_line(done.output)}")
 
 
 def check_runtime_dir(directory: Path) -> Finding:
@@ -262,7 +227,7 @@ def check_service_manager(user: str) -> Finding:
         )
     done = run([systemctl, "--user", "show-environment"], timeout=_TIMEOUT)
     if not done.ok:
-        why = _tail(done.output) if done.returncode is not None else done.output
+        why = last_line(done.output) if done.returncode is not None else done.output
         return Finding(
             name="service manager",
             status="problem",
@@ -418,6 +383,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return variables
 
 
-def _tail(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text``, at most 200 characters."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""

@@ -17,9 +17,12 @@ import attrs
 import structlog
 import trio
 
+from common.commands import run
+
+from .checks import Finding, last_line
 from .errors import ConfigError
 
-__all__ = ["Tailscale", "find_tailscale", "tailnet_name"]
+__all__ = ["Tailscale", "check_tailscale", "find_tailscale", "tailnet_name"]
 
 log = structlog.get_logger("daemon")
 
@@ -167,3 +170,35 @@ def _said(done: Any) -> str:
     ).strip()
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else f"exit status {done.returncode}"
+
+
+def check_tailscale() -> Finding:
+    """What ``--expose tailscale`` needs: the CLI, tailscaled running, this machine logged
+    in with a MagicDNS name."""
+    tailscale = shutil.which("tailscale")
+    if tailscale is None:
+        return Finding(
+            name="tailscale",
+            status="problem",
+            detail="the tailscale CLI is not on PATH",
+            fix="install Tailscale (https://tailscale.com/download) and log in: tailscale up",
+        )
+    done = run([tailscale, "status", "--json"], timeout=_TIMEOUT)
+    if not done.ok:
+        return Finding(
+            name="tailscale",
+            status="problem",
+            detail=f"`tailscale status` failed: {last_line(done.output) or done.output}",
+            fix="start tailscaled (sudo systemctl start tailscaled), then tailscale up",
+        )
+    try:
+        status = json.loads(done.output)
+        host = tailnet_name(status if isinstance(status, dict) else {})
+    except ValueError as exc:
+        return Finding(name="tailscale", status="problem", detail=f"no JSON: {exc}")
+    except ConfigError as exc:
+        detail, _, fix = str(exc).removeprefix("--expose tailscale: ").partition(": ")
+        return Finding(name="tailscale", status="problem", detail=detail, fix=fix or None)
+    return Finding(
+        name="tailscale", status="ok", detail=f"the relay would be published at https://{host}"
+    )

@@ -18,8 +18,8 @@ from daemon.checks import (
     check_relay,
     check_runtime_dir,
     check_service_manager,
-    check_tailscale,
 )
+from daemon.expose import check_tailscale
 from daemon.paths import default_relay
 from service.manager import user_name
 
