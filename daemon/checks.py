@@ -55,6 +55,7 @@ MODEL_CREDENTIAL_VARIABLES = (
 #: valid (they live 15 minutes; the daemon renews them at 80 %).
 CLOCK_SKEW_LIMIT = 60.0
 _AGENT_INSTALL = "npm install -g @anthropic-ai/claude-code"
+_AGENT_FIX = f"install Claude Code ({_AGENT_INSTALL}), or pass --agent-bin PATH"
 _TIMEOUT = 20.0
 
 
@@ -77,13 +78,15 @@ def find_agent(agent_bin: str | None, environ: Mapping[str, str] | None = None) 
     return shutil.which(os.path.expanduser(name), path=path)
 
 
-def agent_missing_message(agent_bin: str | None) -> str:
+def _agent_missing(agent_bin: str | None) -> str:
     name = agent_bin or "claude"
     where = "is not an executable" if "/" in name else "is not on PATH"
-    return (
-        f"the agent's executable {name!r} {where}: install Claude Code ({_AGENT_INSTALL}),"
-        " or pass --agent-bin PATH"
-    )
+    return f"the agent's executable {name!r} {where}"
+
+
+def agent_missing_message(agent_bin: str | None) -> str:
+    """What ``rcd start`` says when the agent's executable is not found, and the fix."""
+    return f"{_agent_missing(agent_bin)}: {_AGENT_FIX}"
 
 
 def check_agent(agent_bin: str | None) -> Finding:
@@ -91,10 +94,7 @@ def check_agent(agent_bin: str | None) -> Finding:
     found = find_agent(agent_bin)
     if found is None:
         return Finding(
-            name="agent",
-            status="problem",
-            detail=agent_missing_message(agent_bin).split(": install")[0],
-            fix=f"install Claude Code ({_AGENT_INSTALL}), or pass --agent-bin PATH",
+            name="agent", status="problem", detail=_agent_missing(agent_bin), fix=_AGENT_FIX
         )
     done = run([found, "--version"], timeout=_TIMEOUT)
     if not done.ok:
