@@ -149,8 +149,9 @@ class SessionApi:
 
     async def stream(
         self, after: int, on_open: Callable[[], None] = lambda: None
-    ) -> AsyncIterator[LogEntry]:
-        """Yield the events after ``after`` (the backlog first), then live ones.
+    ) -> AsyncIterator[LogEntry | wire.AssistantPartial]:
+        """Yield the events after ``after`` (the backlog first), then live ones, and the
+        pieces of the reply being written (:mod:`wire.partial`) between them.
 
         Returns when the relay ends the stream; raises :class:`RelayUnreachable` when the
         connection fails or goes silent. ``on_open`` is called once the relay accepted it.
@@ -161,7 +162,11 @@ class SessionApi:
         timeout = httpx.Timeout(self.timeout, read=wire.STREAM_READ_TIMEOUT)
         try:
             async with aconnect_sse(
-                self.http, "GET", self._base + "/events", headers=headers, timeout=timeout
+                self.http,
+                "GET",
+                self._base + "/events?partials=1",
+                headers=headers,
+                timeout=timeout,
             ) as source:
                 if source.response.status_code >= 400:
                     await source.response.aread()
@@ -169,6 +174,10 @@ class SessionApi:
                 on_open()
                 async with aclosing(source.aiter_sse()) as messages:
                     async for message in messages:
+                        if message.event == wire.PARTIAL_EVENT:
+                            with suppress(wire.DecodeError):
+                                yield wire.decode_json(wire.AssistantPartial, message.data)
+                            continue
                         fallback = int(message.id) if message.id.isdigit() else None
                         yield parse_entry(message.data, fallback)
         except (httpx.TransportError, SSEError) as exc:

@@ -28,7 +28,7 @@ from daemon.errors import CertificateRejected, DaemonError, RelayRejected, Relay
 
 from .api import PAGE, LogEntry, NoSuchSession, SessionApi, TokenRejected
 from .parser import KEYS_HELP
-from .render import Style, clean, render_entry, render_header
+from .render import Style, clean, render_entry, render_header, writing_preview
 from .state import Gap, SessionView
 from .term import Console, CtrlC, EndOfInput, Submit, keys
 
@@ -134,8 +134,11 @@ class Attach:
 
         while True:
             try:
-                async for entry in self.api.stream(self.view.last_seq, on_open=opened):
-                    self._show(entry)
+                async for item in self.api.stream(self.view.last_seq, on_open=opened):
+                    if not isinstance(item, wire.AssistantPartial):
+                        self._show(item)
+                    elif self.view.partial(item):
+                        self._refresh()
                 detail = "the relay ended the stream"
             except RelayUnreachable as exc:
                 detail = exc.detail
@@ -192,7 +195,10 @@ class Attach:
                 self._say(self.style.yellow("allow? [y/n]"))
         else:
             sending = len(self.view.pending_messages)
-            prompt = self.view.state + (f" · {sending} sending" if sending else "") + " > "
+            prompt = self.view.state + (f" · {sending} sending" if sending else "")
+            if self.view.writing is not None:
+                prompt += " · " + self.style.dim(writing_preview(self.view.writing))
+            prompt += " > "
         self._announced = request.request_id if request is not None and self._live else None
         self.console.set_prompt(prompt)
 

@@ -27,6 +27,7 @@ __all__ = [
     "render_entry",
     "render_header",
     "summarise_input",
+    "writing_preview",
 ]
 
 #: Lines of a tool result shown before "… N more lines".
@@ -88,6 +89,21 @@ def summarise_input(tool_input: dict[str, Any], width: int = 80) -> str:
     if not tool_input:
         return ""
     return _one_line(json.dumps(tool_input, ensure_ascii=False), width)
+
+
+#: Characters of the reply being written shown on the prompt line (its newest ones).
+PREVIEW_CHARS = 40
+
+
+def writing_preview(writing: wire.Shown) -> str:
+    """The reply being written, as it grows, for the prompt line: its newest words on one
+    line (a tool's input says whose)."""
+    text = " ".join(clean(writing.text).split())
+    if len(text) > PREVIEW_CHARS:
+        text = "…" + text[-(PREVIEW_CHARS - 1) :]
+    if writing.kind == "tool_input":
+        return f"{one(writing.name or 'tool')} input: {text}"
+    return f"writing: {text}"
 
 
 def abbreviate(text: str, lines: int = RESULT_LINES) -> tuple[list[str], int]:

@@ -35,6 +35,8 @@ class SessionView:
     #: Every request and tool call seen, to name them in later lines.
     requests: dict[str, wire.PermissionRequest] = attrs.Factory(dict)
     tools: dict[str, wire.ToolUse] = attrs.Factory(dict)
+    #: The reply being written, until a later event (see :mod:`wire.partial`).
+    writing: wire.Shown | None = None
 
     def accept(self, entry: LogEntry) -> bool:
         """Apply ``entry``; False if it was already shown (a duplicate after a reconnect).
@@ -46,8 +48,17 @@ class SessionView:
         if entry.seq != self.last_seq + 1:
             raise Gap(f"expected event {self.last_seq + 1}, got {entry.seq}")
         self.last_seq = entry.seq
+        if self.writing is not None and entry.seq > self.writing.after_seq:
+            self.writing = None
         self._apply(entry.payload)
         return True
+
+    def partial(self, partial: wire.AssistantPartial) -> bool:
+        """Apply a piece of the reply being written; whether what is shown changed."""
+        writing = wire.apply_partial(self.writing, partial, self.last_seq)
+        changed = writing != self.writing
+        self.writing = writing
+        return changed
 
     def _apply(self, payload: wire.EventData | None) -> None:
         match payload:

@@ -126,6 +126,13 @@ class StartOptions:
         help="start even if the agent's executable is not found now (installed later, or"
         " on a PATH only the sessions get)",
     )
+    #: Send finished messages only (no replies as they are written).
+    no_stream: bool = option(
+        "--no-stream",
+        store_true=True,
+        help="send the agent's messages only once finished, not as they are written (less"
+        " traffic to the phone; the session log is the same either way)",
+    )
     outage_timeout: float = option(
         "--outage-timeout",
         parse=seconds,

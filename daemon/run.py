@@ -62,7 +62,7 @@ log = structlog.get_logger("daemon")
 def make_adapter(options: StartOptions) -> AgentAdapter:
     if options.agent != "claude":
         raise ConfigError(f"unknown agent {options.agent!r}; available: claude")
-    return ClaudeCode(binary=options.agent_bin or "claude")
+    return ClaudeCode(binary=options.agent_bin or "claude", partial=not options.no_stream)
 
 
 async def run_daemon(

@@ -36,6 +36,10 @@ class EventPublisher(Protocol):
 
     def publish(self, session_id: str, event: wire.Event) -> None: ...
 
+    def publish_partial(self, session_id: str, piece: wire.AssistantPartial) -> None:
+        """A piece of a reply being written (see :mod:`wire.partial`); best effort."""
+        ...
+
 
 @attrs.frozen(kw_only=True)
 class SupervisorStats:
@@ -249,6 +253,7 @@ class Supervisor:
             session_id=session_id,
             adapter=self.adapter,
             publish=lambda event: self.uplink.publish(session_id, event),
+            publish_partial=lambda piece: self.uplink.publish_partial(session_id, piece),
             prepare=prepare,
             release=release,
             env=self.env,

@@ -19,6 +19,7 @@ from common.backoff import full_jitter
 
 from .errors import RelayRejected, RelayUnreachable
 from .outbox import Outbox
+from .partials import Partials
 from .relay_client import RelayClient
 from .spool import Spool, spooled_sessions
 from .uplink_policy import Flow, Limits, next_batch
@@ -95,6 +96,8 @@ class Uplink:
     #: once anyway).
     echo_hold: float = 0.1
     _outboxes: dict[str, Outbox] = attrs.field(factory=dict)
+    #: Replies being written (see :mod:`daemon.partials`), sent beside the events.
+    partials: Partials = attrs.field(init=False)
     _nursery: trio.Nursery | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _batches: int = 0
@@ -104,6 +107,9 @@ class Uplink:
     #: Set once :meth:`run` has returned: events are kept (and spooled by
     #: :meth:`spool_unsent`) but no longer sent.
     _closed: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.partials = Partials(send=lambda pieces: self.client.post_partials(pieces))
 
     def pause(self) -> None:
         """Hold batches of sessions that are still running (events keep buffering) until
@@ -127,6 +133,7 @@ class Uplink:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self.partials.run)
                 for session_id, box in self._outboxes.items():
                     if box.pending() and not box.flushing:
                         box.flushing = True
@@ -147,6 +154,7 @@ class Uplink:
         """
         box = self._box(session_id)
         box.push(event)
+        self.partials.event(session_id, event.seq)
         if _is_echo(event):
             box.hold_until = trio.current_time() + self.echo_hold
         elif not _keeps_hold(event):
@@ -159,8 +167,14 @@ class Uplink:
             box.flushing = True
             self._nursery.start_soon(self._flush, session_id, box)
 
+    def publish_partial(self, session_id: str, piece: wire.AssistantPartial) -> None:
+        """A piece of a reply being written (see :mod:`daemon.partials`); never blocks."""
+        if not self._closed:
+            self.partials.add(session_id, piece)
+
     def forget(self, session_id: str) -> None:
         """Drop the outbox of a session once everything in it was acknowledged."""
+        self.partials.forget(session_id)
         box = self._outboxes.get(session_id)
         if box is not None and not box.pending():
             del self._outboxes[session_id]

@@ -228,6 +228,7 @@ class ClientApi:
         after = int_param(request, "after", 0)
         if wants_event_stream(request):
             resume_from = last_event_id(request)
+            partials = int_param(request, "partials", 0, 0, 1) == 1
 
             async def still_allowed() -> bool:
                 try:
@@ -243,6 +244,7 @@ class ClientApi:
                 after if resume_from is None else resume_from,
                 self.config.keepalive_interval,
                 still_allowed,
+                partials=partials,
             )
         limit = int_param(request, "limit", MAX_EVENTS_PER_PAGE, 1, MAX_EVENTS_PER_PAGE)
         events = await self.storage.read_events(session.id, after, limit)

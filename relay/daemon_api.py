@@ -263,7 +263,7 @@ class DaemonApi:
                     )
                 frame = decode_bytes(line, UplinkRequest)
                 answer = await self._store(claims, env, frame)
-                if stream is not None:
+                if stream is not None and (frame.sessions or frame.ack is not None):
                     ack = UplinkFrameAck(stream=stream, frame=len(answers), answer=answer)
                     self.hub.publish_uplink_ack(env.id, ack)
                 answers.append(answer)
@@ -282,14 +282,7 @@ class DaemonApi:
         accepted: list[tuple[str, list[Event]]] = []
         for part in body.sessions:
             try:
-                session = self.tokens.verify(part.token)
-                if (
-                    session.kind != "session"
-                    or session.session_id != part.session_id
-                    or session.environment_id != env.id
-                    or session.credential_id != claims.credential_id
-                ):
-                    raise Forbidden("wrong_scope", "this token is not for this session")
+                self._check_session_token(claims, env, part.session_id, part.token)
                 check_indexed_payloads(part.events)
             except DecodeError as exc:
                 outcomes.append(BadRequest("invalid_body", "; ".join(exc.problems)))
@@ -319,7 +312,36 @@ class DaemonApi:
             else:
                 self._published(part.session_id, part.events, result)
                 acks.append(SessionAck(session_id=part.session_id, acked=result.acked))
+        # After the events: a partial the same frame's events made old shows nothing.
+        self._hand_partials(claims, env, body)
         return UplinkResponse(sessions=acks)
+
+    def _check_session_token(
+        self, claims: AccessClaims, env: EnvironmentRecord, session_id: str, token: str
+    ) -> None:
+        """A session's part of an uplink request carries that session's token, minted for
+        the environment and credential of the request's own link token."""
+        session = self.tokens.verify(token)
+        if (
+            session.kind != "session"
+            or session.session_id != session_id
+            or session.environment_id != env.id
+            or session.credential_id != claims.credential_id
+        ):
+            raise Forbidden("wrong_scope", "this token is not for this session")
+
+    def _hand_partials(
+        self, claims: AccessClaims, env: EnvironmentRecord, body: UplinkRequest
+    ) -> None:
+        """Replies being written go to the sessions' open streams, never to storage; one
+        with a token that is not its session's is dropped (logged: nothing answers them)."""
+        for item in body.partials:
+            try:
+                self._check_session_token(claims, env, item.session_id, item.token)
+            except ApiError as exc:
+                log.info("partial refused", session_id=item.session_id, code=exc.code)
+                continue
+            self.hub.publish_partial(item.session_id, item.partial)
 
     def _published(self, session_id: str, events: list[Event], stored: Appended) -> None:
         """Hand what an append stored to the session's live streams."""

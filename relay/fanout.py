@@ -23,6 +23,11 @@ read; it also carries the answers to uplink frames the daemon asked to have answ
 (:meth:`Hub.publish_uplink_ack`). A session's tail assumes every append of its session
 goes through this process (true of the SQLite relay); a backend shared by several
 processes must not use the tails.
+
+The hub also keeps each session's reply being written (:meth:`Hub.publish_partial`,
+:mod:`wire.partial`): never stored, it lives here until the session's next event, for its
+streams to send as it grows and to a stream opened mid-message. Several relay processes
+would publish it to each other like the wake-up hints.
 """
 
 from __future__ import annotations
@@ -35,7 +40,17 @@ from collections.abc import Iterable, Sequence
 import attrs
 import trio
 
-from wire import UPLINK_ACK_EVENT, Directive, Event, UplinkFrameAck, encode_json
+from wire import (
+    PARTIAL_EVENT,
+    UPLINK_ACK_EVENT,
+    AssistantPartial,
+    Directive,
+    Event,
+    Shown,
+    UplinkFrameAck,
+    apply_partial,
+    encode_json,
+)
 
 from .sse import encode_sse
 
@@ -47,6 +62,7 @@ __all__ = [
     "directive_message",
     "environment_key",
     "event_message",
+    "partial_message",
     "session_key",
 ]
 
@@ -55,6 +71,9 @@ TAIL_ITEMS = 256
 #: Uplink answers a downlink keeps while its connection is slow to take them; older ones
 #: are dropped (the daemon gets every answer again when the uplink request ends).
 ACKS_KEPT = 1000
+#: Sessions whose reply being written ended that the hub still remembers (to refuse a
+#: piece arriving late); past this many they are forgotten.
+ENDED_PARTIALS_KEPT = 4096
 #: How long an uplink answer may wait for company on the downlink: the daemon needs them
 #: only to free what it buffers (its next batches ride the open request without waiting),
 #: so they go with the next directive, or together once this has passed since the first.
@@ -71,6 +90,29 @@ def event_message(event: Event) -> bytes:
 def directive_message(dseq: int, directive: Directive) -> bytes:
     """A directive as its downlink SSE message (``id:`` is its dseq)."""
     return encode_sse(id=dseq, event=directive.type, data=encode_json(directive, Directive))
+
+
+def partial_message(shown: Shown, sent: Shown | None) -> bytes:
+    """A stream's SSE message (no ``id:``) bringing its reader from ``sent`` (what it sent
+    of the reply being written, or None) to ``shown``: the new text only, when ``shown``
+    continues ``sent``."""
+    offset = 0
+    if (
+        sent is not None
+        and sent.after_seq == shown.after_seq
+        and sent.block == shown.block
+        and shown.text.startswith(sent.text)
+    ):
+        offset = len(sent.text)
+    partial = AssistantPartial(
+        after_seq=shown.after_seq,
+        block=shown.block,
+        kind=shown.kind,
+        name=shown.name,
+        offset=offset,
+        text=shown.text[offset:],
+    )
+    return encode_sse(id=None, event=PARTIAL_EVENT, data=encode_json(partial))
 
 
 def environment_key(environment_id: str) -> str:
@@ -201,6 +243,8 @@ class Hub:
     _downlinks: weakref.WeakValueDictionary[str, DownlinkTail] = attrs.field(
         factory=weakref.WeakValueDictionary, init=False
     )
+    #: Session → its reply being written (None: ended) and the newest seq published.
+    _partials: dict[str, tuple[Shown | None, int]] = attrs.field(factory=dict, init=False)
 
     def watch(self, key: str) -> trio.Event:
         """The event the next ``notify(key)`` will set. Take it *before* reading storage."""
@@ -229,7 +273,34 @@ class Hub:
         tail = self._tails.get(session_id)
         if tail is not None and events:
             tail.extend((e.seq, event_message(e)) for e in events)
+        writing = self._partials.get(session_id)
+        if writing is not None and events:
+            shown, newest = writing
+            newest = max(newest, events[-1].seq)
+            self._partials[session_id] = (
+                shown if shown is not None and shown.after_seq >= newest else None,
+                newest,
+            )
         self.notify(session_key(session_id))
+
+    def publish_partial(self, session_id: str, partial: AssistantPartial) -> None:
+        """A piece of the session's reply being written: joined to what the hub holds
+        (:func:`wire.apply_partial`), then its streams are woken. A piece older than the
+        session's newest event changes nothing."""
+        shown, newest = self._partials.get(session_id, (None, 0))
+        joined = apply_partial(shown, partial, newest)
+        if joined is None or joined == shown:
+            return
+        if session_id not in self._partials and len(self._partials) >= ENDED_PARTIALS_KEPT:
+            for ended in [s for s, (held, _) in self._partials.items() if held is None]:
+                del self._partials[ended]
+        self._partials[session_id] = (joined, newest)
+        self.notify(session_key(session_id))
+
+    def partial(self, session_id: str) -> Shown | None:
+        """The session's reply being written, as far as it is known here (None: none)."""
+        writing = self._partials.get(session_id)
+        return writing[0] if writing is not None else None
 
     def downlink_tail(self, environment_id: str) -> DownlinkTail:
         """The environment's directive tail; it lives while a downlink holds it."""

@@ -367,6 +367,13 @@ def _paths() -> dict[str, Any]:
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
                     {
+                        "name": "partials",
+                        "in": "query",
+                        "description": "SSE only: 1 to get the reply being written too, as "
+                        "`assistant_partial` messages without `id:` (see docs/api.md).",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1},
+                    },
+                    {
                         "name": "Last-Event-ID",
                         "in": "header",
                         "description": "SSE only: resume after this seq (wins over `after`).",

@@ -13,12 +13,15 @@ from typing import Literal
 import structlog
 import trio
 
+from wire import Shown
+
 from .fanout import (
     DownlinkTail,
     Hub,
     directive_message,
     environment_key,
     event_message,
+    partial_message,
     session_key,
 )
 from .ids import new_id
@@ -153,9 +156,13 @@ def session_events_response(
     after: int,
     keepalive_interval: float,
     still_allowed: Callable[[], Awaitable[bool]],
+    *,
+    partials: bool = False,
 ) -> EventStreamResponse:
     """A session's events after seq ``after``, then live ones, until the client goes away
-    (or the relay stops).
+    (or the relay stops). With ``partials``, whenever it has caught up the reply being
+    written follows (:data:`wire.PARTIAL_EVENT`, no ``id:``): the text so far, then what
+    is added.
 
     ``still_allowed`` is asked every :data:`CREDENTIAL_CHECK_INTERVAL` while the stream
     is idle (and at least at every keep-alive): a stream whose credential was revoked (or
@@ -168,6 +175,8 @@ def session_events_response(
         # Held while the stream is open: the session's writers fill it (see relay.fanout).
         tail = hub.tail(session_id)
         last = after
+        # What this stream sent of the reply being written (see wire.partial).
+        sent: Shown | None = None
         while True:
             changed = hub.watch(key)
             newest = tail.after(last)
@@ -181,6 +190,11 @@ def session_events_response(
                 chunk, last = newest
                 await stream.write(chunk)
                 continue
+            # Caught up: the reply being written, if it grew (a later event ends it).
+            shown = hub.partial(session_id) if partials else None
+            if shown is not None and shown.after_seq >= last and shown != sent:
+                await stream.write(partial_message(shown, sent))
+                sent = shown
             if not await _idle_checking(changed, stream, keepalive_interval, still_allowed):
                 return
 

@@ -22,6 +22,7 @@ __all__ = [
     "AgentLaunch",
     "EventSink",
     "PermissionCancelled",
+    "Streaming",
 ]
 
 
@@ -51,6 +52,19 @@ class PermissionCancelled:
     request_id: str
 
 
+@attrs.frozen(kw_only=True)
+class Streaming:
+    """Text the agent is writing, before its message is finished (see :mod:`wire.partial`):
+    ``text`` follows what earlier ones of the same ``block`` said; ``start`` marks a block's
+    first piece (it may be empty)."""
+
+    block: int
+    kind: wire.PartialKind
+    name: str | None = None
+    text: str
+    start: bool = False
+
+
 #: What an adapter reports: the wire payloads it can produce, plus lifecycle markers.
 AgentEvent = (
     wire.AssistantText
@@ -60,6 +74,7 @@ AgentEvent = (
     | wire.TurnResult
     | wire.Error
     | PermissionCancelled
+    | Streaming
     | AgentExited
 )
 

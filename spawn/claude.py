@@ -26,11 +26,12 @@ from .adapter import (
     AgentLaunch,
     EventSink,
     PermissionCancelled,
+    Streaming,
 )
 from .lines import LineTooLong, iter_lines
 from .process import AgentProcess, open_agent_process
 
-__all__ = ["STREAM_JSON_ARGS", "ClaudeCode", "ClaudeHandle", "parse_line"]
+__all__ = ["PARTIAL_ARGS", "STREAM_JSON_ARGS", "ClaudeCode", "ClaudeHandle", "parse_line"]
 
 log = structlog.get_logger("spawn.claude")
 
@@ -46,6 +47,10 @@ STREAM_JSON_ARGS: tuple[str, ...] = (
     "--permission-prompt-tool",
     "stdio",
 )
+
+#: Replies as they are written: ``stream_event`` lines, each one event of the Messages
+#: API's stream (see ``testkit/fakes/NOTES.md``).
+PARTIAL_ARGS: tuple[str, ...] = ("--include-partial-messages",)
 
 INSTALL_HINT = "install Claude Code (npm install -g @anthropic-ai/claude-code) or pass --agent-bin"
 
@@ -206,6 +211,8 @@ def parse_line(obj: Any) -> list[AgentEvent]:
             )
             what = reason or obj.get("subtype") or "error"
             out.append(wire.Error(code="turn_failed", message=f"{what}: {detail}".rstrip(": ")))
+    elif kind == "stream_event":
+        out.extend(_streaming(obj))
     elif kind == "control_cancel_request":
         request_id = obj.get("request_id")
         if isinstance(request_id, str):
@@ -230,6 +237,36 @@ def parse_line(obj: Any) -> list[AgentEvent]:
     return out
 
 
+def _streaming(obj: dict[str, Any]) -> list[AgentEvent]:
+    """A ``stream_event`` line: the start of a text or tool_use block, or a piece of it.
+    A subagent's stream (``parent_tool_use_id``), thinking and the message's own events
+    show nothing."""
+    event = obj.get("event")
+    if not isinstance(event, dict):
+        raise ValueError("stream_event line without an event object")
+    index = event.get("index")
+    if obj.get("parent_tool_use_id") is not None or type(index) is not int or index < 0:
+        return []
+    if event.get("type") == "content_block_start":
+        block = event.get("content_block")
+        btype = block.get("type") if isinstance(block, dict) else None
+        if btype == "text":
+            return [Streaming(block=index, kind="text", text="", start=True)]
+        if btype == "tool_use" and isinstance(block, dict):
+            name = block.get("name")
+            name = name if isinstance(name, str) else None
+            return [Streaming(block=index, kind="tool_input", name=name, text="", start=True)]
+    elif event.get("type") == "content_block_delta":
+        delta = event.get("delta")
+        if not isinstance(delta, dict):
+            raise ValueError("content_block_delta without a delta object")
+        if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+            return [Streaming(block=index, kind="text", text=delta["text"])]
+        if delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+            return [Streaming(block=index, kind="tool_input", text=delta["partial_json"])]
+    return []
+
+
 def _content_blocks(obj: dict[str, Any]) -> list[dict[str, Any]]:
     message = obj.get("message")
     if not isinstance(message, dict):
@@ -249,9 +286,11 @@ class ClaudeCode:
     binary: str = "claude"
     extra_args: Sequence[str] = ()
     name: str = "claude"
+    #: Ask for replies as they are written (:data:`PARTIAL_ARGS`).
+    partial: bool = True
 
     def argv(self, agent_session_id: str, resume: str | None) -> list[str]:
-        argv = [self.binary, *STREAM_JSON_ARGS]
+        argv = [self.binary, *STREAM_JSON_ARGS, *(PARTIAL_ARGS if self.partial else ())]
         # Choosing the conversation id up front lets session_started carry it at once.
         argv += ["--resume", resume] if resume else ["--session-id", agent_session_id]
         return argv + list(self.extra_args)

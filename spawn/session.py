@@ -26,6 +26,7 @@ from .adapter import (
     AgentHandle,
     AgentLaunch,
     PermissionCancelled,
+    Streaming,
 )
 from .errors import AgentNotFound, SpawnError
 
@@ -99,6 +100,8 @@ class SessionRuntime:
     #: The last seq already written for this session (non-zero when it continues a log).
     seq: int = 0
     clock: Callable[[], float] = time.time
+    #: Where replies being written go (never blocks; see :mod:`wire.partial`), or None.
+    publish_partial: Callable[[wire.AssistantPartial], None] | None = None
 
     state: wire.SessionState = "queued"
     workspace: Workspace | None = None
@@ -118,6 +121,8 @@ class SessionRuntime:
     _forced: bool = False
     #: ``trio.current_time()`` when a stop was first asked for (0: never), for the log.
     _stop_asked: float = 0.0
+    #: The block being written: what its partials carry, and its length so far.
+    _writing: wire.AssistantPartial | None = None
     ended: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -275,6 +280,9 @@ class SessionRuntime:
             self._exited = event
             self._agent_scope.cancel()
             return
+        if isinstance(event, Streaming):
+            self._streaming(event)
+            return
         if isinstance(event, PermissionCancelled):
             if event.request_id in self._permissions:
                 self._permissions.discard(event.request_id)
@@ -308,6 +316,22 @@ class SessionRuntime:
             self._permissions.clear()
             self._refresh_state()
             await self._send_next()
+
+    def _streaming(self, piece: Streaming) -> None:
+        """Hand a piece of the block being written on, placed after the log's last event
+        and the block's text so far."""
+        if self.publish_partial is None:
+            return
+        now = self._writing
+        if piece.start or now is None or now.after_seq != self.seq or now.block != piece.block:
+            now = wire.AssistantPartial(
+                after_seq=self.seq, block=piece.block, kind=piece.kind, name=piece.name,
+                offset=0, text="",
+            )  # fmt: skip
+        text = piece.text[: max(0, wire.MAX_PARTIAL_TEXT - now.offset)]
+        self._writing = attrs.evolve(now, offset=now.offset + len(text))
+        if text:
+            self.publish_partial(attrs.evolve(now, text=text))
 
     async def _finish(self) -> None:
         exited = self._exited

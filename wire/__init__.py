@@ -59,6 +59,15 @@ from .limits import (
     MISSED_KEEPALIVES,
     STREAM_READ_TIMEOUT,
 )
+from .partial import (
+    MAX_PARTIAL_TEXT,
+    PARTIAL_EVENT,
+    AssistantPartial,
+    PartialKind,
+    SessionPartial,
+    Shown,
+    apply_partial,
+)
 from .protocol import (
     PROTOCOL_VERSION,
     UPLINK_ACK_EVENT,
@@ -108,7 +117,14 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AccessToken",
     "Ack",
+    "AssistantPartial",
     "AssistantText",
+    "MAX_PARTIAL_TEXT",
+    "PARTIAL_EVENT",
+    "PartialKind",
+    "SessionPartial",
+    "Shown",
+    "apply_partial",
     "CreateSession",
     "DecidePermission",
     "Decision",

@@ -30,6 +30,9 @@ The daemon opens every connection (outbound only):
   carrying :class:`UplinkFrameAck`); once the daemon has seen such an answer it keeps one
   request open for many turns (tens of seconds), so a busy session costs no request per
   turn. Without an open downlink the answers still come at the body's end.
+  An uplink request may also carry replies being written (:class:`SessionPartial`,
+  :mod:`wire.partial`), which the relay hands to the sessions' open streams and never
+  stores; a frame of only those is not answered on the downlink.
 * ``POST /daemon/v1/environments/{id}/goodbye`` marks the environment offline.
 """
 
@@ -40,6 +43,7 @@ from typing import Literal
 import attrs
 
 from .events import Decision, Event, Spawn
+from .partial import SessionPartial
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -239,6 +243,9 @@ class UplinkRequest:
     ack: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
     )
+    #: Replies being written (never stored; see :mod:`wire.partial`). The answer says
+    #: nothing of them: a lost one is made good by the next, or by the finished message.
+    partials: list[SessionPartial] = attrs.Factory(list)
 
 
 @attrs.frozen(kw_only=True)

@@ -159,6 +159,12 @@ class RelayClient:
         """
         return await self._uplink.post(session_id, events, on_queued)
 
+    async def post_partials(self, pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
+        """Send replies being written (``(session id, partial)``; see :mod:`wire.partial`):
+        on the uplink request open now if there is one, else on one of their own. Nothing
+        is answered for them; raises ``DaemonError`` when they could not go."""
+        await self._uplink.post_partials(pieces)
+
     def takes_batches(self) -> bool:
         """Whether a batch posted now rides an uplink request that is still taking batches,
         as a frame behind those already on it: it costs no request of its own and reaches

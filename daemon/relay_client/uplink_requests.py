@@ -163,6 +163,25 @@ class UplinkRequests:
                 self.tokens.drop(session_id, token)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def post_partials(self, pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
+        """See :meth:`RelayClient.post_partials <daemon.relay_client.RelayClient.post_partials>`."""
+        partials = [
+            wire.SessionPartial(
+                session_id=session_id, token=(await self.tokens.get(session_id)).value, partial=p
+            )
+            for session_id, p in pieces
+        ]
+        request = wire.UplinkRequest(sessions=[], partials=partials)
+        spare = self._joinable()
+        if spare is None and self._in_flight < self.parallel:
+            spare = self._take_spare()
+            self.requests += spare is not None
+        if spare is not None:
+            spare.add(wire.encode_json(request).encode())
+            return
+        self.requests += 1
+        await self.calls.call("POST", self._path(), request, auth=TokenAuth(self.tokens, None))
+
     async def _submit(self, part: _Part, on_queued: Callable[[], None]) -> int:
         self._queued.append(part)
         on_queued()

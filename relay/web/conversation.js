@@ -71,6 +71,32 @@ function toolGist(input) {
   return first ?? '';
 }
 
+const MAX_PARTIAL_TEXT = 65536;
+
+/**
+ * What to show of the reply being written once `partial` arrives (wire.apply_partial, the
+ * one rule the relay and `rcd attach` follow too): null when it is older than the last
+ * event we have; a new block starts only from offset 0; a piece past the text so far, or
+ * one it already holds, changes nothing.
+ */
+export function applyPartial(shown, partial, lastSeq) {
+  const { after_seq: afterSeq, block, offset, text } = partial;
+  if (![afterSeq, block, offset].every(Number.isInteger) || typeof text !== 'string') return shown;
+  if (afterSeq < lastSeq) return null;
+  const same = shown !== null && shown.after_seq === afterSeq && shown.block === block;
+  const base = same ? shown.text : '';
+  if (offset > base.length) return same ? shown : null;
+  const end = offset + text.length;
+  if (same && end < base.length && base.slice(offset, end) === text) return shown;
+  return {
+    after_seq: afterSeq,
+    block,
+    kind: partial.kind === 'tool_input' ? 'tool_input' : 'text',
+    name: typeof partial.name === 'string' ? partial.name : null,
+    text: (base.slice(0, offset) + text).slice(0, MAX_PARTIAL_TEXT),
+  };
+}
+
 export class Timeline {
   /** onDecide(requestId, decision, card) answers a permission request. */
   constructor({ onDecide }) {
@@ -83,9 +109,41 @@ export class Timeline {
     this.permissions = new Map(); // request_id → PermissionCard
     this.pending = new Map(); // input_id → PendingMessage
     this.scrollFrame = 0;
+    this.writing = null; // the reply being written: applyPartial's value
+    this.writingBox = h('div', { class: 'writing', 'aria-live': 'off' });
+    this.events.after(this.writingBox);
+  }
+
+  /** A piece of the reply being written, shown below the last event until a later one. */
+  partial(partial, lastSeq) {
+    const shown = applyPartial(this.writing, partial, lastSeq);
+    if (shown === this.writing) return;
+    this.writing = shown;
+    if (!shown) {
+      this.writingBox.replaceChildren();
+      return;
+    }
+    this.empty.remove();
+    const stick = this.scrollFrame !== 0 || nearBottom();
+    if (shown.kind === 'tool_input') {
+      fill(this.writingBox, h('div', { class: 'tool writing-tool' },
+        h('div', { class: 'tool-head' },
+          h('span', { class: 'tool-name' }, shown.name ?? 'tool'),
+          h('span', { class: 'tool-gist' }, 'writing its input…'),
+          h('span', { class: 'tool-status running', 'aria-label': 'writing' })),
+        h('pre', { class: 'kv-value' }, shown.text)));
+    } else {
+      fill(this.writingBox, h('div', { class: 'msg agent writing-text', 'aria-busy': 'true' }, shown.text));
+    }
+    if (stick) this.scrollToEnd();
   }
 
   add(event) {
+    if (this.writing && event.seq > this.writing.after_seq) {
+      // A later event (the finished message, an error, the turn's end) ends it.
+      this.writing = null;
+      this.writingBox.replaceChildren();
+    }
     const node = this.render(event);
     if (node) {
       this.empty.remove();

@@ -22,15 +22,20 @@ export const EVENT_KINDS = [
   'session_ended',
 ];
 
+/** The SSE event of the reply being written (no id:, never stored; see docs/api.md). */
+export const PARTIAL_EVENT = 'assistant_partial';
+
 export class LiveEvents {
   /**
    * onEvent(event) for each new event, in seq order;
+   * onPartial(partial, lastSeq) for each piece of the reply being written;
    * onConnection('connecting' | 'live' | 'reconnecting');
    * onGone(error) when the session no longer exists or we are signed out.
    */
-  constructor(sessionId, { onEvent, onConnection, onGone }) {
+  constructor(sessionId, { onEvent, onPartial, onConnection, onGone }) {
     this.sessionId = sessionId;
     this.onEvent = onEvent;
+    this.onPartial = onPartial ?? (() => {});
     this.onConnection = onConnection;
     this.onGone = onGone;
     this.lastSeq = 0;
@@ -69,8 +74,8 @@ export class LiveEvents {
   }
 
   open() {
-    const query = this.lastSeq > 0 ? `?after=${this.lastSeq}` : '';
-    const source = new EventSource(`${sessionPath(this.sessionId)}/events${query}`);
+    const after = this.lastSeq > 0 ? `&after=${this.lastSeq}` : '';
+    const source = new EventSource(`${sessionPath(this.sessionId)}/events?partials=1${after}`);
     this.source = source;
     source.onopen = () => {
       this.attempt = 0;
@@ -91,6 +96,16 @@ export class LiveEvents {
     };
     const receive = (message) => this.receive(message);
     for (const kind of EVENT_KINDS) source.addEventListener(kind, receive);
+    source.addEventListener(PARTIAL_EVENT, (message) => {
+      if (this.source !== source) return;
+      let partial;
+      try {
+        partial = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (partial && typeof partial === 'object') this.onPartial(partial, this.lastSeq);
+    });
   }
 
   receive(message) {

@@ -81,6 +81,7 @@ export function sessionView(root, sessionId) {
   let bannerTimer = 0;
   const live = new LiveEvents(sessionId, {
     onEvent,
+    onPartial: (partial, lastSeq) => timeline.partial(partial, lastSeq),
     onConnection(connection) {
       clearTimeout(bannerTimer);
       if (connection === 'live') {

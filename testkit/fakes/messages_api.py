@@ -10,6 +10,8 @@ the request into a ``Turn`` and asks its rules, in order; the first non-None ``R
   (pass an absolute FILENAME: the API never learns the CLI's working directory);
 - ``run COMMAND...`` → ``Bash`` tool_use ``{"command": COMMAND, "description": "run a command"}``;
 - ``sleep SECONDS`` → text ``"slept SECONDS"`` streamed over SECONDS, one delta per 100 ms;
+- ``slow SECONDS`` → text ``"t0001 t0002 …"`` streamed over SECONDS, one word per 100 ms
+  (every delta adds text: a reply that visibly grows);
 - anything else → text ``"echo: <user text>"``.
 
 Side requests (not a turn of the conversation, see ``is_side_request``) get the plain text
@@ -62,6 +64,7 @@ __all__ = [
     "parse_turn",
     "run_rule",
     "sleep_rule",
+    "slow_rule",
     "tool_result_rule",
     "write_rule",
 ]
@@ -232,12 +235,32 @@ def sleep_rule(turn: Turn) -> Reply | None:
     return TextReply(text=f"slept {words[1]}", duration_s=seconds)
 
 
+def slow_rule(turn: Turn) -> Reply | None:
+    """``slow SECONDS`` → one word per delta (``t0001 t0002 …``) over SECONDS."""
+    words = (turn.user_text or "").split()
+    if len(words) != 2 or words[0] != "slow":
+        return None
+    try:
+        seconds = float(words[1])
+    except ValueError:
+        return None
+    ticks = max(1, round(seconds / DELTA_INTERVAL_S))
+    return TextReply(text="".join(f"t{n:04d} " for n in range(1, ticks + 1)), duration_s=seconds)
+
+
 def echo_rule(turn: Turn) -> Reply | None:
     """Anything else → ``echo: <user text>``."""
     return TextReply(text=f"echo: {turn.user_text or ''}")
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (tool_result_rule, write_rule, run_rule, sleep_rule, echo_rule)
+DEFAULT_RULES: tuple[Rule, ...] = (
+    tool_result_rule,
+    write_rule,
+    run_rule,
+    sleep_rule,
+    slow_rule,
+    echo_rule,
+)
 
 
 # -- writing responses -------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import wire
 from spawn import PermissionCancelled, parse_line
+from spawn.adapter import Streaming
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
@@ -29,6 +30,11 @@ json_values = st.recursive(
                     "tool_name",
                     "input",
                     "is_error",
+                    "event",
+                    "index",
+                    "delta",
+                    "content_block",
+                    "partial_json",
                 ]
             )
             | st.text(max_size=6),
@@ -38,7 +44,9 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-line_types = st.sampled_from(["assistant", "user", "result", "control_request", "system", "x"])
+line_types = st.sampled_from(
+    ["assistant", "user", "result", "control_request", "stream_event", "system", "x"]
+)
 
 
 @given(obj=json_values)
@@ -151,3 +159,57 @@ def test_unknown_types_are_ignored_and_non_objects_refused() -> None:
     assert parse_line({"type": "system", "subtype": "init", "session_id": "x"}) == []
     with pytest.raises(ValueError, match="JSON object"):
         parse_line([1, 2])
+
+
+def stream_event(event: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
+    """A ``stream_event`` line as the pinned CLI writes it (``testkit/fakes/NOTES.md``)."""
+    return {
+        "type": "stream_event",
+        "event": event,
+        "session_id": "s",
+        "parent_tool_use_id": parent,
+        "uuid": "u",
+        "api_message_id": "msg_1",
+    }
+
+
+def test_stream_events_become_pieces_of_the_block_being_written() -> None:
+    text_start = {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
+    tool_start = {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "t", "name": "Write", "input": {}},
+    }
+    text = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "hi"},
+    }
+    tool = {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": '{"file_path":'},
+    }
+    assert parse_line(stream_event(text_start)) == [
+        Streaming(block=0, kind="text", text="", start=True)
+    ]
+    assert parse_line(stream_event(text)) == [Streaming(block=0, kind="text", text="hi")]
+    assert parse_line(stream_event(tool_start)) == [
+        Streaming(block=1, kind="tool_input", name="Write", text="", start=True)
+    ]
+    assert parse_line(stream_event(tool)) == [
+        Streaming(block=1, kind="tool_input", text='{"file_path":')
+    ]
+    # A subagent's stream, thinking and the message's own events show nothing.
+    assert parse_line(stream_event(text, parent="toolu_1")) == []
+    thinking = {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta"}}
+    assert parse_line(stream_event(thinking)) == []
+    for kind in ("message_start", "message_delta", "message_stop", "content_block_stop"):
+        assert parse_line(stream_event({"type": kind, "index": 0})) == []
+
+
+def test_a_stream_event_without_its_event_is_refused() -> None:
+    with pytest.raises(ValueError, match="stream_event line without an event"):
+        parse_line({"type": "stream_event", "event": "nope"})
+    with pytest.raises(ValueError, match="without a delta"):
+        parse_line(stream_event({"type": "content_block_delta", "index": 0, "delta": 3}))

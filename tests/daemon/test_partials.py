@@ -1,0 +1,113 @@
+"""Replies being written, on their way up (daemon.partials): the first piece at once, the
+rest coalesced per interval, what a later event made old dropped, a failed send started
+over."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import wire
+from daemon.errors import RelayUnreachable
+from daemon.partials import AFTER_FAILURE, INTERVAL, Partials
+
+
+def piece(offset: int, text: str, after_seq: int = 3, block: int = 0) -> wire.AssistantPartial:
+    return wire.AssistantPartial(
+        after_seq=after_seq, block=block, kind="text", offset=offset, text=text
+    )
+
+
+@attrs.define
+class Relay:
+    """Records each send (with the clock's time); fails while ``down``."""
+
+    sends: list[tuple[float, list[tuple[str, wire.AssistantPartial]]]] = attrs.Factory(list)
+    down: bool = False
+
+    async def send(self, pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
+        await trio.sleep(0.001)
+        if self.down:
+            raise RelayUnreachable("http://relay", "connection refused")
+        self.sends.append((trio.current_time(), pieces))
+
+
+@pytest.fixture
+async def running(autojump_clock: trio.testing.MockClock):  # type: ignore[no-untyped-def]
+    relay = Relay()
+    partials = Partials(send=relay.send)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partials.run)
+        yield relay, partials
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_first_piece_goes_at_once_the_rest_together(running) -> None:  # type: ignore[no-untyped-def]
+    relay, partials = running
+    start = trio.current_time()
+    partials.add("s1", piece(0, "he"))
+    await trio.sleep(INTERVAL / 5)
+    assert [p for _, p in relay.sends] == [[("s1", piece(0, "he"))]]
+    assert relay.sends[0][0] - start < INTERVAL / 5
+    # Three more within the interval: one send, when it has passed, of what they added.
+    for offset, text in ((2, "ll"), (4, "o "), (6, "world")):
+        partials.add("s1", piece(offset, text))
+        await trio.sleep(INTERVAL / 10)
+    with trio.fail_after(1):
+        while len(relay.sends) < 2:
+            await trio.sleep(INTERVAL / 10)
+    at, second = relay.sends[1]
+    assert second == [("s1", piece(2, "llo world"))]
+    assert at - relay.sends[0][0] >= INTERVAL
+    assert partials.sent == 2
+
+
+async def test_sessions_with_something_new_share_a_send(running) -> None:  # type: ignore[no-untyped-def]
+    relay, partials = running
+    partials.add("a", piece(0, "x"))
+    partials.add("b", piece(0, "y"))
+    await trio.sleep(INTERVAL / 5)
+    assert sorted(s for _, pieces in relay.sends for s, _ in pieces) == ["a", "b"]
+    assert len(relay.sends) == 1
+
+
+async def test_a_later_event_drops_what_was_not_sent(running) -> None:  # type: ignore[no-untyped-def]
+    relay, partials = running
+    partials.add("s", piece(0, "one"))
+    await trio.sleep(INTERVAL / 5)
+    partials.add("s", piece(3, " two"))
+    partials.event("s", 4)  # the finished message: the rest is in the log now
+    await trio.sleep(INTERVAL * 3)
+    assert len(relay.sends) == 1 and partials.waiting() == 0
+    # An event the block came after changes nothing.
+    partials.add("s", piece(0, "next", after_seq=4))
+    partials.event("s", 4)
+    await trio.sleep(INTERVAL * 3)
+    assert relay.sends[-1][1] == [("s", piece(0, "next", after_seq=4))]
+
+
+async def test_a_failed_send_starts_the_block_over(running) -> None:  # type: ignore[no-untyped-def]
+    relay, partials = running
+    partials.add("s", piece(0, "abc"))
+    await trio.sleep(INTERVAL / 5)
+    relay.down = True
+    partials.add("s", piece(3, "def"))
+    await trio.sleep(INTERVAL * 2)
+    assert partials.failures == 1
+    relay.down = False
+    partials.add("s", piece(6, "ghi"))
+    await trio.sleep(AFTER_FAILURE + INTERVAL * 2)
+    # Not sooner than AFTER_FAILURE, and the whole block from its first character.
+    assert relay.sends[-1][1] == [("s", piece(0, "abcdefghi"))]
+    assert partials.failures == 1
+
+
+async def test_a_piece_after_a_lost_one_waits_for_the_finished_message(running) -> None:  # type: ignore[no-untyped-def]
+    relay, partials = running
+    partials.add("s", piece(0, "ab"))
+    partials.add("s", piece(5, "zz"))  # 2..5 never came
+    partials.add("t", piece(2, "late"))  # a block whose start never came
+    await trio.sleep(INTERVAL * 3)
+    assert [p for _, p in relay.sends] == [[("s", piece(0, "ab"))]]
