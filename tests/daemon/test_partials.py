@@ -20,6 +20,11 @@ def piece(offset: int, text: str, after_seq: int = 3, block: int = 0) -> wire.As
     )
 
 
+async def advance(seconds: float) -> None:
+    """Let ``seconds`` pass on the test's clock."""
+    await trio.sleep(seconds)  # clock: the autojump MockClock, virtual time
+
+
 @attrs.define
 class Relay:
     """Records each send (with the clock's time); fails while ``down``."""
@@ -28,7 +33,7 @@ class Relay:
     down: bool = False
 
     async def send(self, pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
-        await trio.sleep(0.001)
+        await advance(0.001)  # a round trip
         if self.down:
             raise RelayUnreachable("http://relay", "connection refused")
         self.sends.append((trio.current_time(), pieces))
@@ -48,16 +53,16 @@ async def test_the_first_piece_goes_at_once_the_rest_together(running) -> None: 
     relay, partials = running
     start = trio.current_time()
     partials.add("s1", piece(0, "he"))
-    await trio.sleep(INTERVAL / 5)
+    await advance(INTERVAL / 5)
     assert [p for _, p in relay.sends] == [[("s1", piece(0, "he"))]]
     assert relay.sends[0][0] - start < INTERVAL / 5
     # Three more within the interval: one send, when it has passed, of what they added.
     for offset, text in ((2, "ll"), (4, "o "), (6, "world")):
         partials.add("s1", piece(offset, text))
-        await trio.sleep(INTERVAL / 10)
+        await advance(INTERVAL / 10)
     with trio.fail_after(1):
         while len(relay.sends) < 2:
-            await trio.sleep(INTERVAL / 10)
+            await advance(INTERVAL / 10)
     at, second = relay.sends[1]
     assert second == [("s1", piece(2, "llo world"))]
     assert at - relay.sends[0][0] >= INTERVAL
@@ -68,7 +73,7 @@ async def test_sessions_with_something_new_share_a_send(running) -> None:  # typ
     relay, partials = running
     partials.add("a", piece(0, "x"))
     partials.add("b", piece(0, "y"))
-    await trio.sleep(INTERVAL / 5)
+    await advance(INTERVAL / 5)
     assert sorted(s for _, pieces in relay.sends for s, _ in pieces) == ["a", "b"]
     assert len(relay.sends) == 1
 
@@ -76,29 +81,29 @@ async def test_sessions_with_something_new_share_a_send(running) -> None:  # typ
 async def test_a_later_event_drops_what_was_not_sent(running) -> None:  # type: ignore[no-untyped-def]
     relay, partials = running
     partials.add("s", piece(0, "one"))
-    await trio.sleep(INTERVAL / 5)
+    await advance(INTERVAL / 5)
     partials.add("s", piece(3, " two"))
     partials.event("s", 4)  # the finished message: the rest is in the log now
-    await trio.sleep(INTERVAL * 3)
+    await advance(INTERVAL * 3)
     assert len(relay.sends) == 1 and partials.waiting() == 0
     # An event the block came after changes nothing.
     partials.add("s", piece(0, "next", after_seq=4))
     partials.event("s", 4)
-    await trio.sleep(INTERVAL * 3)
+    await advance(INTERVAL * 3)
     assert relay.sends[-1][1] == [("s", piece(0, "next", after_seq=4))]
 
 
 async def test_a_failed_send_starts_the_block_over(running) -> None:  # type: ignore[no-untyped-def]
     relay, partials = running
     partials.add("s", piece(0, "abc"))
-    await trio.sleep(INTERVAL / 5)
+    await advance(INTERVAL / 5)
     relay.down = True
     partials.add("s", piece(3, "def"))
-    await trio.sleep(INTERVAL * 2)
+    await advance(INTERVAL * 2)
     assert partials.failures == 1
     relay.down = False
     partials.add("s", piece(6, "ghi"))
-    await trio.sleep(AFTER_FAILURE + INTERVAL * 2)
+    await advance(AFTER_FAILURE + INTERVAL * 2)
     # Not sooner than AFTER_FAILURE, and the whole block from its first character.
     assert relay.sends[-1][1] == [("s", piece(0, "abcdefghi"))]
     assert partials.failures == 1
@@ -109,5 +114,5 @@ async def test_a_piece_after_a_lost_one_waits_for_the_finished_message(running) 
     partials.add("s", piece(0, "ab"))
     partials.add("s", piece(5, "zz"))  # 2..5 never came
     partials.add("t", piece(2, "late"))  # a block whose start never came
-    await trio.sleep(INTERVAL * 3)
+    await advance(INTERVAL * 3)
     assert [p for _, p in relay.sends] == [[("s", piece(0, "ab"))]]

@@ -162,8 +162,15 @@ class Stack:
         self.api.close()
 
 
-def start_stack(tmp: Path, *daemon_args: str, name: str = "laptop") -> Stack:
-    """Relay, paired daemon (tiny agent) online, and an API client; :meth:`Stack.close` it."""
+def start_stack(
+    tmp: Path,
+    *daemon_args: str,
+    name: str = "laptop",
+    agent_bin: str = TINY_AGENT,
+    agent_env: dict[str, str] | None = None,
+) -> Stack:
+    """Relay, paired daemon (the tiny agent, or ``agent_bin`` with ``agent_env``) online,
+    and an API client; :meth:`Stack.close` it."""
     project = tmp / "project"
     project.mkdir()
     relay = RelayProcess(data_dir=tmp / "relay", log_path=tmp / "relay.log")
@@ -174,7 +181,7 @@ def start_stack(tmp: Path, *daemon_args: str, name: str = "laptop") -> Stack:
         api = httpx.Client(
             base_url=relay.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
-        env = home_env(tmp / "home")
+        env = home_env(tmp / "home", agent_env)
         code = admin.create_pair_code(relay.data_dir)
         subprocess.run(
             [sys.executable, "-m", "daemon", "pair", relay.url, code],
@@ -196,7 +203,7 @@ def start_stack(tmp: Path, *daemon_args: str, name: str = "laptop") -> Stack:
                     "--relay",
                     relay.url,
                     "--agent-bin",
-                    TINY_AGENT,
+                    agent_bin,
                     "--name",
                     name,
                     *daemon_args,
@@ -263,3 +270,23 @@ def bad_gateway(port: int) -> Iterator[list[str]]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@contextmanager
+def fake_messages_api() -> Iterator[str]:
+    """The scripted fake Messages API as a process of its own; yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from testkit.fakes.messages_api import main; main()"],
+        stdout=subprocess.PIPE,
+        cwd=str(REPO),
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        if not line.startswith("ANTHROPIC_BASE_URL="):
+            raise AssertionError(f"the fake Messages API did not start: {line!r}")
+        yield line.strip().split("=", 1)[1]
+    finally:
+        _stop(process)
+        if process.stdout is not None:
+            process.stdout.close()
