@@ -24,6 +24,7 @@ from . import (
     real_cli,
     relay_scale,
     session_start,
+    streaming,
     throughput,
     unread_bodies,
 )
@@ -226,6 +227,11 @@ async def _real_cli(options: Options) -> Section:
     return Section(lines=real_cli.section(result), checks=real_cli.checks(result))
 
 
+async def _streaming(options: Options) -> Section:
+    result = await streaming.measure_streaming(turns=max(40, 8 * options.trials))
+    return Section(lines=streaming.section(result), checks=streaming.checks(result))
+
+
 async def _session_start(options: Options) -> Section:
     result = await session_start.measure_session_start(trials=options.trials)
     return Section(lines=session_start.section(result), checks=session_start.checks(result))
@@ -286,6 +292,7 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
     "teardown": _teardown,
     "roundtrip": _roundtrip,
     "real-cli": _real_cli,
+    "streaming": _streaming,
     "session-start": _session_start,
     "fleet": _fleet,
     "idle": _idle,

@@ -219,7 +219,7 @@ async def measure_real_cli(
                 token = await trio.to_thread.run_sync(
                     admin.create_device_token, relay_process.data_dir, "bench"
                 )
-                relay = _client_of(relay_process.url, relay_process.data_dir, token)
+                relay = client_of(relay_process.url, relay_process.data_dir, token)
                 try:
                     result = await _measure(
                         relay, relay_process.pid, root, claude, base_url, turns, permissions, fresh
@@ -238,21 +238,22 @@ async def measure_real_cli(
     return attrs.evolve(result, version=version)
 
 
-def _client_of(url: str, data_dir: Path, token: str) -> Relay:
+def client_of(url: str, data_dir: Path, token: str) -> Relay:
     client = httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     return Relay(running=None, data_dir=data_dir, client=client, token=token)
 
 
-async def _warm_session(relay: Relay, env_id: str, name: str) -> RcdSide:
-    """A session whose first turn is over, and a side driving it from its last event."""
+async def warm_session(relay: Relay, env_id: str, name: str, *, partials: bool = False) -> RcdSide:
+    """A session whose first turn is over, and a side driving it from its last event (its
+    stream with the replies being written too, if ``partials``)."""
     r = await relay.create_session(env_id, prompt="warm up")
     r.raise_for_status()
     sid = r.json()["id"]
     await relay.wait_kind(sid, "turn_result", timeout=60)
     last = (await relay.events(sid))[-1]["seq"]
-    return await RcdSide.open(name, relay.url, relay.token, sid, last)
+    return await RcdSide.open(name, relay.url, relay.token, sid, last, partials=partials)
 
 
 async def _measure(
@@ -282,16 +283,16 @@ async def _measure(
     # The agent's environment under rcd is the daemon's: the same recipe for the other sides.
     env = {side: home_env(homes[side], claude_env(homes[side], base_url)) for side in SIDES}
     embedded = await start_embedded(root, projects["embedded"], claude, env["embedded"])
-    embedded_relay = _client_of(embedded.url, root / "embedded-relay", embedded.token)
+    embedded_relay = client_of(embedded.url, root / "embedded-relay", embedded.token)
     argv = ClaudeCode(binary=claude).argv(str(uuid.uuid4()), None)
     samples = _Samples()
     opened: list[tuple[RcdSide, Relay]] = []
     transport: TransportSide | None = None
     try:
         [embedded_env] = await embedded_relay.environments()
-        rcd_side = await _warm_session(relay, env_id, "rcd")
+        rcd_side = await warm_session(relay, env_id, "rcd")
         opened.append((rcd_side, relay))
-        embedded_side = await _warm_session(embedded_relay, embedded_env["id"], "embedded")
+        embedded_side = await warm_session(embedded_relay, embedded_env["id"], "embedded")
         opened.append((embedded_side, embedded_relay))
         transport = await start_transport(root, argv, projects["transport"], env["transport"])
         async with trio.open_nursery() as nursery:

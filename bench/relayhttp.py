@@ -285,9 +285,14 @@ class EventFeed:
     _ready: list[SseMessage] = attrs.Factory(list)
 
     @classmethod
-    async def open(cls, url: str, token: str, session_id: str, after: int = 0) -> EventFeed:
+    async def open(
+        cls, url: str, token: str, session_id: str, after: int = 0, *, partials: bool = False
+    ) -> EventFeed:
+        """The session's stream after ``after`` (with the replies being written, if
+        ``partials``)."""
         headers = {"Authorization": f"Bearer {token}", "Last-Event-ID": str(after)}
-        return await cls.open_path(url, f"/api/sessions/{session_id}/events", headers)
+        query = "?partials=1" if partials else ""
+        return await cls.open_path(url, f"/api/sessions/{session_id}/events{query}", headers)
 
     @classmethod
     async def open_path(cls, url: str, path: str, headers: dict[str, str]) -> EventFeed:

@@ -235,9 +235,11 @@ class RcdSide:
     _count: int = 0
 
     @classmethod
-    async def open(cls, name: str, url: str, token: str, session_id: str, after: int) -> RcdSide:
+    async def open(
+        cls, name: str, url: str, token: str, session_id: str, after: int, *, partials: bool = False
+    ) -> RcdSide:
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        feed = await EventFeed.open(url, token, session_id, after)
+        feed = await EventFeed.open(url, token, session_id, after, partials=partials)
         try:
             conn = await HttpConnection.open(host, int(port))
         except BaseException:
@@ -276,7 +278,7 @@ class RcdSide:
                 event: JSON = json.loads(message.data or "{}")
                 return message, event
 
-    async def _say(self, text: str) -> str:
+    async def say(self, text: str) -> str:
         self._count += 1
         message_id = f"{self.name}-{self._count}"
         await self.post(
@@ -286,7 +288,7 @@ class RcdSide:
 
     async def turn(self, text: str) -> tuple[float, Split | None]:
         started, posted_at = time.perf_counter(), time.time()
-        message_id = await self._say(text)
+        message_id = await self.say(text)
         applied_at = 0.0
         while True:
             message = await self.feed.next()
@@ -310,7 +312,7 @@ class RcdSide:
 
     async def permission(self, path: Path) -> tuple[float, float]:
         started = time.perf_counter()
-        await self._say(_write_prompt(path))
+        await self.say(_write_prompt(path))
         _, event = await self.until("permission_request")
         request = event["data"]
         raised = (time.perf_counter() - started) * 1000

@@ -34,9 +34,11 @@ answers with, which must change together.)
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -405,6 +407,12 @@ class FakeMessagesAPI:
     rules: Sequence[Rule] = DEFAULT_RULES
     side_request: Callable[[JSON], bool] = is_side_request
     requests: list[RecordedRequest] = attrs.field(factory=list)
+    #: When each streamed text delta went out: (message id, its index, ``time.monotonic()``,
+    #: a clock every process of the machine shares), the newest 10,000; served at
+    #: ``GET /_fake/deltas`` for benchmarks in other processes.
+    deltas: collections.deque[tuple[str, int, float]] = attrs.field(
+        factory=lambda: collections.deque(maxlen=10_000)
+    )
     messages_count: int = 0
     base_url: str | None = None  # set by run() once listening
 
@@ -424,6 +432,7 @@ class FakeMessagesAPI:
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route("/_fake/deltas", self._deltas, methods=["GET"]),
                 Route("/{rest:path}", self._other, methods=["GET", "HEAD", "POST", "PUT"]),
             ]
         )
@@ -476,6 +485,20 @@ class FakeMessagesAPI:
         self.requests.append(record)
         return record
 
+    async def _deltas(self, request: Request) -> Response:
+        return JSONResponse(
+            {"deltas": [{"message_id": m, "n": n, "at": at} for m, n, at in self.deltas]}
+        )
+
+    async def _timed(self, answer: _Answer) -> AsyncIterator[bytes]:
+        """``answer.stream()``, noting when each text delta goes out (see ``deltas``)."""
+        n = 0
+        async for chunk in answer.stream():
+            if b'"text_delta"' in chunk:
+                self.deltas.append((answer.message_id, n, time.monotonic()))
+                n += 1
+            yield chunk
+
     async def _count_tokens(self, request: Request) -> Response:
         record = await self._record(request, side=True)
         return JSONResponse({"input_tokens": max(1, len(json.dumps(record.body)) // 4)})
@@ -503,7 +526,7 @@ class FakeMessagesAPI:
         )
         if body.get("stream"):
             return StreamingResponse(
-                answer.stream(),
+                self._timed(answer),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
