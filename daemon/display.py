@@ -52,6 +52,8 @@ class DisplayState:
     sign_in: str | None
     sessions: tuple[SessionLine, ...]
     stopping: bool = False
+    #: SHA-256 of the relay's own certificate (``--expose lan``), shown beside the QR code.
+    fingerprint: str | None = None
 
 
 def _qr(text: str) -> str:
@@ -79,10 +81,27 @@ def render(state: DisplayState, *, show_qr: bool, width: int = 100) -> str:
     if state.sign_in and is_loopback_url(state.sign_in):
         lines.append(
             f"{DIM}this link works on this machine only; from your phone: --expose tailscale,"
-            f" --public-url or a hosted relay (docs/phone.md){RESET}"
+            f" --expose lan, --public-url or a hosted relay (docs/phone.md){RESET}"
         )
     if show_qr:
-        lines.extend(_qr(target).rstrip("\n").splitlines())
+        qr = _qr(target).rstrip("\n").splitlines()
+        if state.fingerprint:
+            # Beside the code: what the phone's browser must show before going on.
+            pairs = state.fingerprint.split(":")
+            note = [
+                "certificate SHA-256",
+                *(":".join(pairs[i : i + 8]) for i in range(0, len(pairs), 8)),
+                "your browser warns once:",
+                "go on only if it shows this",
+            ]
+            top = max(0, (len(qr) - len(note)) // 2)
+            qr = [
+                line + (f"  {DIM}{note[i - top]}{RESET}" if 0 <= i - top < len(note) else "")
+                for i, line in enumerate(qr)
+            ]
+        lines.extend(qr)
+    elif state.fingerprint:
+        lines.append(f"{DIM}certificate SHA-256 {visible(state.fingerprint)}{RESET}")
     lines.append("")
     if not state.sessions:
         lines.append(f"{DIM}no sessions yet — start one from the app{RESET}")

@@ -12,9 +12,11 @@ database). Imported only in embedded mode.
 from __future__ import annotations
 
 import errno
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+import attrs
 import httpx
 import structlog
 import trio
@@ -36,6 +38,8 @@ log = structlog.get_logger("daemon")
 
 __all__ = [
     "LOCAL_ONLY",
+    "Embedded",
+    "lan_warning",
     "default_relay_dir",
     "embedded_credential",
     "port_taken_message",
@@ -48,9 +52,34 @@ __all__ = [
 #: Said at start (and on the live screen) when the sign-in link is a loopback one.
 LOCAL_ONLY = (
     "this link works on this machine only; to open it from your phone: --expose tailscale,"
-    " or publish the relay yourself (Caddy, nginx, cloudflared) and pass --public-url, or"
-    " host a relay: see docs/phone.md"
+    " or --expose lan (same network, a certificate of its own), or publish the relay"
+    " yourself (Caddy, nginx, cloudflared) and pass --public-url, or host a relay: see"
+    " docs/phone.md"
 )
+
+
+def lan_warning(fingerprint: str) -> str:
+    """What to check before trusting the LAN certificate (its fingerprint, in full)."""
+    return (
+        "the certificate is this machine's own: your browser warns once; go on only if the"
+        f" SHA-256 fingerprint it shows is {fingerprint}"
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Embedded:
+    """The embedded relay, as the daemon uses it."""
+
+    #: Its loopback URL (this machine's commands).
+    local_url: str
+    #: This machine's environment credential for it.
+    credential: str
+    #: A one-time sign-in link (its public URL).
+    sign_in: str
+    #: Reaches the relay without a socket (the daemon's own calls).
+    transport: httpx.AsyncBaseTransport
+    #: SHA-256 of its LAN certificate (``--expose lan``), shown beside the QR code.
+    fingerprint: str | None = None
 
 
 def default_relay_dir() -> Path:
@@ -137,12 +166,11 @@ async def start_embedded_relay(
     out: TextIO,
     machine: str,
     tailscale: Tailscale | None = None,
-) -> tuple[str, str, str, httpx.AsyncBaseTransport]:
+) -> Embedded:
     """Start the relay in this process on 127.0.0.1 (on a data dir no other relay serves),
-    get this machine's credential (the same at every start) and a sign-in link; returns
-    (relay URL, credential, link, the transport that reaches the relay without a socket:
-    the daemon's own calls take it, browsers and other commands the URL). With
-    ``tailscale``, the relay is published on the tailnet (the caller undoes it on stop)."""
+    get this machine's credential (the same at every start) and a sign-in link. With
+    ``tailscale``, the relay is published on the tailnet (the caller undoes it on stop);
+    with ``--expose lan``, it listens on the LAN address too, over TLS (:mod:`daemon.lan`)."""
     relay_dir, note = await relay_dir_for(
         options.directory.resolve(), options.relay_data_dir, options.relay_port
     )
@@ -160,6 +188,15 @@ async def start_embedded_relay(
         # X-Forwarded-For names the one that failed-attempt limits count against.
         trusted_proxies=("127.0.0.1", "::1") if public else (),
     )
+    lan = None
+    if options.expose == "lan":
+        from .lan import lan_address, lan_certificate
+
+        address = lan_address()
+        lan = await trio.to_thread.run_sync(
+            lan_certificate, relay_dir, address, socket.gethostname()
+        )
+        config = attrs.evolve(config, lan_host=address, tls_cert=lan.cert, tls_key=lan.key)
     try:
         running = await root.start(serve_relay, config)
     except RelayError as exc:
@@ -172,7 +209,16 @@ async def start_embedded_relay(
     link = await trio.to_thread.run_sync(
         lambda: create_login_link(relay_dir, public_url=running.url)
     )
-    if public:
+    if lan is not None:
+        print(
+            f"rcd: relay running at {running.local_url} (embedded), and on your network at"
+            f" {running.url} (TLS)",
+            file=out,
+        )
+        print(f"rcd: sign in from your phone or any browser: {link}", file=out)
+        print(f"rcd: {lan_warning(lan.fingerprint)}", file=out, flush=True)
+        log.info("lan_certificate", url=running.url, sha256=lan.fingerprint)
+    elif public:
         print(
             f"rcd: relay running at {running.local_url} (embedded), published at {public}", file=out
         )
@@ -182,4 +228,10 @@ async def start_embedded_relay(
         print(f"rcd: sign in from a browser on this machine: {link}", file=out)
         print(f"rcd: {LOCAL_ONLY}", file=out, flush=True)
         log.info("sign_in_local_only", hint=LOCAL_ONLY)
-    return running.local_url, credential, link, running.local
+    return Embedded(
+        local_url=running.local_url,
+        credential=credential,
+        sign_in=link,
+        transport=running.local,
+        fingerprint=lan.fingerprint if lan is not None else None,
+    )

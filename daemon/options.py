@@ -159,11 +159,12 @@ class StartOptions:
     )
     expose: str | None = option(
         "--expose",
-        choices=("tailscale",),
-        metavar="tailscale",
+        choices=("tailscale", "lan"),
+        metavar="tailscale|lan",
         help="embedded relay only: publish it where a phone can open it, with TLS:"
         " 'tailscale' serves it on this machine's tailnet name (tailscale serve), undone on"
-        " stop (see docs/phone.md)",
+        " stop; 'lan' on this machine's network address with a certificate of its own (made"
+        " once, its fingerprint shown by the QR code) (see docs/phone.md)",
     )
     public_url: str | None = option(
         "--public-url",

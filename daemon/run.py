@@ -206,7 +206,7 @@ class Daemon:
     async def _register(self, http: httpx.AsyncClient) -> wire.RegisterResponse:
         """(Start the embedded relay,) register, and say so to systemd."""
         options = self.options
-        sign_in: str | None = None
+        sign_in = fingerprint = None
         if self._remote is None:
             from .embedded import start_embedded_relay
 
@@ -217,12 +217,16 @@ class Daemon:
                 tailscale = find_tailscale()
                 # Undone once the relay has stopped, whatever stops it.
                 self._exits.push_async_callback(_unserve, tailscale)
-            relay_url, credential, sign_in, local = await start_embedded_relay(
+            embedded = await start_embedded_relay(
                 self._root, options, self.out, machine_id(), tailscale
             )
+            relay_url, credential, sign_in = (
+                embedded.local_url, embedded.credential, embedded.sign_in
+            )  # fmt: skip
+            fingerprint = embedded.fingerprint
             # The relay is in this process: its app is called directly, without a socket.
             http = await self._exits.enter_async_context(
-                httpx.AsyncClient(transport=local, timeout=http.timeout)
+                httpx.AsyncClient(transport=embedded.transport, timeout=http.timeout)
             )
         else:
             relay_url = self._remote
@@ -242,6 +246,7 @@ class Daemon:
             relay=relay_url,
             directory=str(self.directory),
             sign_in=sign_in,
+            fingerprint=fingerprint,
         )
         structlog.contextvars.bind_contextvars(environment_id=env_id)
         log.info("registered", relay=relay_url, name=name, capacity=options.capacity)

@@ -27,6 +27,8 @@ class Identity:
     directory: str
     #: The embedded relay's sign-in link (None with a separate relay).
     sign_in: str | None = None
+    #: SHA-256 of the embedded relay's LAN certificate (``--expose lan``).
+    fingerprint: str | None = None
 
 
 def status_report(
@@ -86,6 +88,7 @@ def display_state(
         spawn=stats.spawn,
         capacity=stats.capacity,
         sign_in=me.sign_in,
+        fingerprint=me.fingerprint,
         stopping=stopping,
         sessions=tuple(
             SessionLine(

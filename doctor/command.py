@@ -20,6 +20,7 @@ from daemon.checks import (
     check_service_manager,
 )
 from daemon.expose import check_tailscale
+from daemon.lan import check_lan
 from daemon.paths import default_relay
 from service.manager import user_name
 
@@ -47,6 +48,7 @@ def findings(args: argparse.Namespace) -> list[Finding]:
             ca_cert=options.ca_cert,
         ),
         *([check_tailscale()] if options.expose == "tailscale" else []),
+        *([check_lan(options.relay_port)] if options.expose == "lan" else []),
         check_service_manager(user_name()),
         check_runtime_dir(directory),
     ]

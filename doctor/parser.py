@@ -20,6 +20,7 @@ with its fix:
                      without: the embedded relay's port
   clock              with --relay: this machine's clock against the relay's
   tailscale          with --expose tailscale: the CLI, tailscaled, logged in, a MagicDNS name
+  lan                with --expose lan: a network address to serve the relay on
   service manager    systemd's user instance and lingering (Linux), launchd (macOS)
   runtime directory  where the control sockets go
 

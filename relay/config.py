@@ -52,6 +52,10 @@ class RelayConfig:
     public_url: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: A second address to listen on, over TLS (``tls_cert`` and ``tls_key``), on the same
+    #: port, while ``host`` (loopback) speaks plain HTTP for this machine's own commands:
+    #: ``rcd start --expose lan``. The public URL is then this address's.
+    lan_host: str | None = None
     #: Allow plain HTTP on a non-loopback host (a warning is logged).
     insecure_http: bool = False
     #: Seconds between ``: keep-alive`` comments on an idle SSE stream.
@@ -93,12 +97,16 @@ class RelayConfig:
         """The public base URL, without a trailing slash."""
         if self.public_url:
             return self.public_url.rstrip("/")
+        if self.lan_host:
+            host = f"[{self.lan_host}]" if ":" in self.lan_host else self.lan_host
+            return f"https://{host}:{self.port}"
         return self.local_url
 
     @property
     def local_url(self) -> str:
-        """The URL of the socket it binds (``url`` without ``public_url``)."""
-        scheme = "https" if self.tls else "http"
+        """The URL of the socket on ``host`` (``url`` without ``public_url`` or
+        ``lan_host``)."""
+        scheme = "https" if self.tls and not self.lan_host else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
 

@@ -68,6 +68,8 @@ def check_bind(config: RelayConfig) -> None:
     """Refuse plain HTTP off loopback unless ``insecure_http``; raises :class:`RelayError`."""
     if (config.tls_cert is None) != (config.tls_key is None):
         raise RelayError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+    if config.lan_host is not None and not config.tls:
+        raise RelayError(f"refusing to serve {config.lan_host} without TLS (a certificate and key)")
     if not config.tls and not is_loopback(config.host):
         if not config.insecure_http:
             raise RelayError(
@@ -125,10 +127,18 @@ async def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _hypercorn_config(config: RelayConfig, sock: socket.socket) -> HypercornConfig:
+def _hypercorn_config(
+    config: RelayConfig, sock: socket.socket, lan: socket.socket | None = None
+) -> HypercornConfig:
     hconfig = HypercornConfig()
-    # Hypercorn adopts the bound socket (and closes it); it must not be closed here too.
-    hconfig.bind = [f"fd://{sock.detach()}"]
+    # Hypercorn adopts the bound sockets (and closes them); they must not be closed here too.
+    if lan is not None:
+        # With a certificate, ``bind`` is TLS and ``insecure_bind`` plain: TLS on the LAN
+        # address, plain HTTP on loopback only.
+        hconfig.bind = [f"fd://{lan.detach()}"]
+        hconfig.insecure_bind = [f"fd://{sock.detach()}"]
+    else:
+        hconfig.bind = [f"fd://{sock.detach()}"]
     if config.tls:
         hconfig.certfile = str(config.tls_cert)
         hconfig.keyfile = str(config.tls_key)
@@ -215,17 +225,22 @@ async def serve_relay(
         sock = await _bind(config.host, config.port)
         port = sock.getsockname()[1]
         bound = attrs.evolve(config, port=port)
+        lan = None
         try:
+            if config.lan_host is not None:
+                lan = await _bind(config.lan_host, port)
             await storage.mark_all_offline()
             await trio.to_thread.run_sync(
                 write_relay_info, config.data_dir, bound.url, bound.local_url
             )
         except BaseException:
             sock.close()
+            if lan is not None:
+                lan.close()
             raise
         hub = Hub()
         app = create_app(storage, hub, bound, tokens=tokens)
-        hconfig = _hypercorn_config(bound, sock)
+        hconfig = _hypercorn_config(bound, sock, lan)
 
         async def stopping(trigger: Callable[[], Awaitable[None]]) -> None:
             await trigger()

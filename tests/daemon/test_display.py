@@ -65,6 +65,20 @@ def test_a_loopback_sign_in_link_is_said_to_work_here_only() -> None:
     assert "machine only" not in shown
 
 
+def test_the_lan_certificate_fingerprint_stands_beside_the_qr_code() -> None:
+    sha = ":".join(f"{n:02X}" for n in range(32))
+    lan = state(sign_in="https://192.168.1.20:7878/login?code=abc", fingerprint=sha)
+    with_qr = ANSI.sub("", render(lan, show_qr=True)).splitlines()
+    beside = [line for line in with_qr if "█" in line or "▀" in line or "▄" in line]
+    # The whole fingerprint, in four rows of eight pairs, on the QR code's own lines.
+    rows = [":".join(sha.split(":")[i : i + 8]) for i in range(0, 32, 8)]
+    for row in rows:
+        assert any(line.rstrip().endswith(row) for line in beside), row
+    assert any("certificate SHA-256" in line for line in beside)
+    # Without the code: on a line of its own.
+    assert f"certificate SHA-256 {sha}" in ANSI.sub("", render(lan, show_qr=False))
+
+
 async def read_until(master: trio.lowlevel.FdStream, buf: bytearray, pattern: str) -> str:
     with trio.fail_after(20):
         while not re.search(pattern, ANSI.sub("", buf.decode(errors="replace"))):

@@ -14,6 +14,7 @@ import trio
 
 from daemon.errors import ConfigError
 from daemon.paths import control_socket_path, runtime_dir
+from testkit import privileges
 from testkit.harness import home_env, rcd, start_daemon, start_relay
 
 OTHER_UID = 65534  # nobody
@@ -79,17 +80,7 @@ def test_an_unsafe_fallback_is_not_used(
 
 
 def needs_root() -> None:
-    """Skip, or fail under the suite's own command: giving a directory to another user needs
-    root. ``tests/run.sh`` (what CI runs) sets ``RCD_FULL_SUITE``, and there a test that
-    cannot run fails with the fix rather than passing by skipping."""
-    if os.getuid() == 0:
-        return
-    if os.environ.get("RCD_FULL_SUITE"):
-        pytest.fail(
-            "needs root, to give a directory to another user: run the suite as root"
-            " (sudo bash tests/run.sh), as CI does"
-        )
-    pytest.skip("needs root to give a directory to another user")
+    privileges.needs_root("to give a directory to another user")
 
 
 def test_a_fallback_made_by_another_user_is_not_used(
