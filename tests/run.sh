@@ -19,6 +19,7 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v git >/dev/null || missing+=(git)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v chattr >/dev/null || missing+=(e2fsprogs)  # immutable files: git failure tests
+command -v ip >/dev/null || missing+=(iproute2)  # network namespaces: --expose lan
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${missing[*]} (apt-get)"
