@@ -55,6 +55,11 @@ class Attach:
     style: Style
     input_fd: int = 0
     backoff_cap: float = 10.0
+    #: Read messages and keys from ``input_fd`` (off for ``rcd run --attach`` off a terminal).
+    read_input: bool = True
+    #: Leave once the first turn shown live has ended (0 if it went well, else 1), or the
+    #: session has: ``rcd run --attach`` off a terminal.
+    leave_after_turn: bool = False
     view: SessionView = attrs.Factory(SessionView)
     connected: bool = False
     _live: bool = False
@@ -73,7 +78,8 @@ class Attach:
             self._nursery = nursery
             nursery.start_soon(self._watch_signals)
             nursery.start_soon(self._follow_or_fail)
-            nursery.start_soon(self._read_input)
+            if self.read_input:
+                nursery.start_soon(self._read_input)
             await self._quit.wait()
             if self._posts and self._error is None:
                 with trio.move_on_after(DRAIN_TIMEOUT):
@@ -182,6 +188,11 @@ class Attach:
             return  # already shown (a reconnect's backlog overlaps what we have)
         self.console.print(render_entry(entry, self.view, self.style, self.console.width()))
         self._refresh()
+        if self.leave_after_turn and self._live:
+            if isinstance(entry.payload, wire.TurnResult):
+                self._leave(0 if entry.payload.ok else 1)
+            elif isinstance(entry.payload, wire.SessionEnded):
+                self._leave(1)
 
     def _refresh(self) -> None:
         """Redraw the prompt line from the current state (and, off a terminal, print the

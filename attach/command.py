@@ -10,7 +10,7 @@ import io
 import os
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 
 import httpx
@@ -26,11 +26,28 @@ from .parser import add_attach_parser
 from .render import Style
 from .term import Console, cbreak
 
-__all__ = ["main", "run_attach"]
+__all__ = ["Main", "in_terminal", "main", "run_attach"]
 
 
 def run_attach(args: argparse.Namespace) -> int:
     """Run ``rcd attach`` with parsed ``args``; returns the exit status."""
+    return in_terminal(
+        args,
+        "attach",
+        lambda target, console, style, verify: _attach(
+            target, args.session_id, console, style, verify
+        ),
+    )
+
+
+#: What runs once the relay, the token and the terminal are settled.
+Main = Callable[[Target, Console, Style, "ssl.SSLContext | bool"], Awaitable[int]]
+
+
+def in_terminal(args: argparse.Namespace, command: str, main: Main) -> int:
+    """Resolve the relay and token from ``args`` (see :mod:`attach.auth`), set the terminal
+    up (cbreak when both ends are one, colours when stdout is), run ``main``, and turn
+    what it raises into a sentence on stderr; returns the exit status."""
     try:
         target = resolve_target(
             args.relay,
@@ -42,7 +59,7 @@ def run_attach(args: argparse.Namespace) -> int:
         warn_insecure_http(target.relay)
         verify = tls_context(args.ca_cert) if target.relay.startswith("https://") else True
     except DaemonError as exc:
-        print(f"rcd attach: {exc}", file=sys.stderr)
+        print(f"rcd {command}: {exc}", file=sys.stderr)
         return 1
     if isinstance(sys.stdout, io.TextIOWrapper):
         # Agent output in a terminal that cannot show it: a "?" rather than a crash.
@@ -58,13 +75,13 @@ def run_attach(args: argparse.Namespace) -> int:
     try:
         with cbreak(0) if interactive else nullcontext():
             try:
-                return trio.run(_attach, target, args.session_id, console, style, verify)
+                return trio.run(main, target, console, style, verify)
             finally:
                 console.close()
     except TokenRejected as exc:
-        print(f"rcd attach: {exc}{_token_hint(target)}", file=sys.stderr)
+        print(f"rcd {command}: {exc}{_token_hint(target)}", file=sys.stderr)
     except DaemonError as exc:
-        print(f"rcd attach: {exc}", file=sys.stderr)
+        print(f"rcd {command}: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daemon.transport import CA_CERT_HELP, INSECURE_HTTP_HELP
 
-__all__ = ["add_attach_parser"]
+__all__ = ["RELAY_HELP", "add_attach_parser", "add_relay_options"]
 
 DESCRIPTION = """\
 Show a session's history and live events, send it messages and answer its permission
@@ -30,6 +30,9 @@ keys and commands (in the session):
   Ctrl-C         clear the line being typed; on an empty line, interrupt the agent's turn
                  if it is working; pressed twice within 2 s, leave
 
+"""
+
+RELAY_HELP = """\
 relay: --relay URL, else `relay` in ~/.config/rcd/config.toml, else the relay that
 `rcd start` embeds on this machine. Plain http:// is refused unless the relay is on this
 machine (127.0.0.1, ::1, localhost) or --insecure-http is given; for an https:// relay
@@ -39,12 +42,17 @@ stored for the relay in ~/.config/rcd/tokens.json; for the embedded relay a devi
 named attach@HOST is created once and stored there (mode 0600). Elsewhere create one where
 the relay runs with `rcd relay token create --name NAME`. Prefer --token-file (mode 0600)
 or $RCD_TOKEN to --token: the arguments of a process are visible to every user of the
-machine (`ps`), for as long as attach runs.
+machine (`ps`), for as long as the command runs.
+"""
 
+KEYS_HELP += (
+    RELAY_HELP
+    + """
 While the relay is unreachable attach retries with backoff and says so; messages typed
 meanwhile are sent once it is back. Exit status: 0 when you leave, 1 for an unknown
 session, a refused token or a configuration problem, 128+N on signal N.
 """
+)
 
 
 def add_attach_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +65,11 @@ def add_attach_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("session_id", metavar="SESSION_ID", help="the session, e.g. ses_9a1b...")
+    add_relay_options(parser, "attach")
+
+
+def add_relay_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """The options that say which relay, and which device token (``rcd attach``, ``rcd run``)."""
     parser.add_argument("--relay", metavar="URL", help="the relay (default: see below)")
     parser.add_argument(
         "--token-file",
@@ -67,7 +80,7 @@ def add_attach_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--token",
         metavar="TOKEN",
-        help="a device token; every user of this machine can read it in `ps` while attach "
+        help=f"a device token; every user of this machine can read it in `ps` while {command} "
         "runs, so prefer --token-file or $RCD_TOKEN (default: see below)",
     )
     parser.add_argument("--insecure-http", action="store_true", help=INSECURE_HTTP_HELP)

@@ -18,6 +18,7 @@ from daemon.options import add_start_options
 from doctor.parser import add_doctor_parser
 from relay.cli import add_relay_parser
 from relay.errors import RelayError
+from run.parser import add_run_parser
 from service.parser import add_service_parser
 
 from .pair import add_pair_parser
@@ -33,6 +34,7 @@ rcd drives coding-agent sessions on this machine from a phone or any browser.
   rcd relay                 run a relay (the server phones and daemons connect to)
   rcd status                show what the daemon serving this directory runs
   rcd attach SESSION_ID     follow and drive a session from this terminal
+  rcd run "PROMPT"          start a session from any terminal (--attach to follow it)
   rcd service install       run `rcd start` as a systemd user service or launchd agent
   rcd doctor                check what rcd needs here, and how to fix what is missing
 """
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pair_parser(sub)
     add_service_parser(sub)
     add_attach_parser(sub)
+    add_run_parser(sub)
     add_status_parser(sub)
     add_doctor_parser(sub)
     return parser
@@ -112,6 +115,10 @@ def _run(args: argparse.Namespace) -> int:
         from attach.command import run_attach
 
         return run_attach(args)
+    if args.command == "run":
+        from run.command import run_run
+
+        return run_run(args)
     raise AssertionError(args.command)
 
 
