@@ -79,14 +79,27 @@ def _write_private(path: Path, data: bytes) -> None:
 def _load(directory: Path, address: str) -> LanCertificate | None:
     """The kept certificate, if it is for ``address`` and still valid for a day."""
     from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
 
     cert_path, key_path = directory / CERT_NAME, directory / KEY_NAME
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError):
         return None
-    if not key_path.is_file():
+    try:
+        key = load_pem_private_key(key_path.read_bytes(), password=None)
+        private = key_path.stat().st_mode & 0o077 == 0
+    except (OSError, ValueError, TypeError):
+        return None
+    # A key that is not this certificate's (a write cut between the two) or that others
+    # may read: made again.
+    if not private or key.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    ) != cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo):
         return None
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -7,7 +7,11 @@ fast writer costs at most one send per session per interval, and every session w
 something new goes in the same request. Once the log has an event after the piece's
 (:meth:`Partials.event`: the finished message, an error), what was not sent is dropped.
 A send that fails is not retried: the next one starts the block over from its first
-character, and the finished message makes good anything lost.
+character, and the finished message makes good anything lost. A piece can also be lost
+unseen (on an open uplink request that fails later, or overtaken by one sent on a request
+of its own; the relay then ignores what follows the gap): so a block that keeps growing
+goes whole again every :data:`FULL_EVERY` seconds (the relay sends its readers only
+what they lack).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = structlog.get_logger("daemon.partials")
 
 #: Seconds between two sends of one session's partials at most.
 INTERVAL = 0.05
+#: A block that keeps growing goes whole again this often (seconds).
+FULL_EVERY = 1.0
 #: After a failed send, a session's next waits this long (the relay is away, or refused).
 AFTER_FAILURE = 1.0
 
@@ -43,6 +49,8 @@ class _Writing:
     partial: wire.AssistantPartial
     sent: int = 0
     sent_at: float = float("-inf")
+    #: When it last went whole (from its first character).
+    whole_at: float = float("-inf")
 
 
 def _same_block(a: wire.AssistantPartial, b: wire.AssistantPartial) -> bool:
@@ -111,6 +119,10 @@ class Partials:
         pieces = []
         for session_id, writing in ready:
             whole = writing.partial
+            if writing.sent and now - writing.whole_at >= FULL_EVERY:
+                writing.sent = 0
+            if not writing.sent:
+                writing.whole_at = now
             pieces.append(
                 (
                     session_id,
@@ -121,9 +133,12 @@ class Partials:
             writing.sent_at = now
         try:
             await self.send(pieces)
-        except DaemonError as exc:
+        except Exception as exc:  # best effort: nothing here may take the daemon down
             self.failures += 1
-            log.info("partials_not_sent", sessions=len(pieces), error=str(exc))
+            if isinstance(exc, DaemonError):
+                log.info("partials_not_sent", sessions=len(pieces), error=str(exc))
+            else:
+                log.warning("partials_not_sent", sessions=len(pieces), exc_info=exc)
             for session_id, piece in pieces:
                 failed = self._writing.get(session_id)
                 if failed is not None and _same_block(failed.partial, piece):

@@ -184,7 +184,9 @@ class DaemonApi:
                 " per environment",
             )
         registration = await self.storage.register_environment(credential_id, body)
-        return json_response(encode(registration))
+        response = json_response(encode(registration))
+        response.headers[wire.FEATURES_HEADER] = "partials"
+        return response
 
     async def mint_token(self, request: Request) -> Response:
         """A link token, or with ``session_id`` the uplink token of one of its sessions."""

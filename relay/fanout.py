@@ -74,6 +74,9 @@ ACKS_KEPT = 1000
 #: Sessions whose reply being written ended that the hub still remembers (to refuse a
 #: piece arriving late); past this many they are forgotten.
 ENDED_PARTIALS_KEPT = 4096
+#: A reply being written that has not grown for this long (seconds) is shown no more: its
+#: daemon went away mid-message (a crash, a goodbye), and no event will end it.
+PARTIAL_IDLE = 60.0
 #: How long an uplink answer may wait for company on the downlink: the daemon needs them
 #: only to free what it buffers (its next batches ride the open request without waiting),
 #: so they go with the next directive, or together once this has passed since the first.
@@ -243,8 +246,9 @@ class Hub:
     _downlinks: weakref.WeakValueDictionary[str, DownlinkTail] = attrs.field(
         factory=weakref.WeakValueDictionary, init=False
     )
-    #: Session → its reply being written (None: ended) and the newest seq published.
-    _partials: dict[str, tuple[Shown | None, int]] = attrs.field(factory=dict, init=False)
+    #: Session → its reply being written (None: ended), the newest seq published, and
+    #: ``trio.current_time()`` when the reply last grew.
+    _partials: dict[str, tuple[Shown | None, int, float]] = attrs.field(factory=dict, init=False)
 
     def watch(self, key: str) -> trio.Event:
         """The event the next ``notify(key)`` will set. Take it *before* reading storage."""
@@ -275,11 +279,12 @@ class Hub:
             tail.extend((e.seq, event_message(e)) for e in events)
         writing = self._partials.get(session_id)
         if writing is not None and events:
-            shown, newest = writing
+            shown, newest, grew = writing
             newest = max(newest, events[-1].seq)
             self._partials[session_id] = (
                 shown if shown is not None and shown.after_seq >= newest else None,
                 newest,
+                grew,
             )
         self.notify(session_key(session_id))
 
@@ -287,20 +292,28 @@ class Hub:
         """A piece of the session's reply being written: joined to what the hub holds
         (:func:`wire.apply_partial`), then its streams are woken. A piece older than the
         session's newest event changes nothing."""
-        shown, newest = self._partials.get(session_id, (None, 0))
+        now = trio.current_time()
+        shown, newest, _ = self._partials.get(session_id, (None, 0, now))
         joined = apply_partial(shown, partial, newest)
         if joined is None or joined == shown:
             return
         if session_id not in self._partials and len(self._partials) >= ENDED_PARTIALS_KEPT:
-            for ended in [s for s, (held, _) in self._partials.items() if held is None]:
-                del self._partials[ended]
-        self._partials[session_id] = (joined, newest)
+            for gone in [
+                s
+                for s, (held, _, grew) in self._partials.items()
+                if held is None or now - grew > PARTIAL_IDLE
+            ]:
+                del self._partials[gone]
+        self._partials[session_id] = (joined, newest, now)
         self.notify(session_key(session_id))
 
     def partial(self, session_id: str) -> Shown | None:
-        """The session's reply being written, as far as it is known here (None: none)."""
+        """The session's reply being written, as far as it is known here (None: none, or
+        it stopped growing :data:`PARTIAL_IDLE` ago)."""
         writing = self._partials.get(session_id)
-        return writing[0] if writing is not None else None
+        if writing is None or trio.current_time() - writing[2] > PARTIAL_IDLE:
+            return None
+        return writing[0]
 
     def downlink_tail(self, environment_id: str) -> DownlinkTail:
         """The environment's directive tail; it lives while a downlink holds it."""

@@ -121,7 +121,7 @@ class SessionRuntime:
     _forced: bool = False
     #: ``trio.current_time()`` when a stop was first asked for (0: never), for the log.
     _stop_asked: float = 0.0
-    #: The block being written: what its partials carry, and its length so far.
+    #: The block being written: what its partials carry, and its whole text so far.
     _writing: wire.AssistantPartial | None = None
     ended: trio.Event = attrs.field(factory=trio.Event)
 
@@ -319,19 +319,24 @@ class SessionRuntime:
 
     def _streaming(self, piece: Streaming) -> None:
         """Hand a piece of the block being written on, placed after the log's last event
-        and the block's text so far."""
+        and the block's text so far. A block that outlives an event of the log (its state
+        changed, say) goes again whole, placed after that event."""
         if self.publish_partial is None:
             return
-        now = self._writing
-        if piece.start or now is None or now.after_seq != self.seq or now.block != piece.block:
+        now = self._writing  # the block so far: offset 0, its whole text
+        if piece.start or now is None or now.block != piece.block:
             now = wire.AssistantPartial(
                 after_seq=self.seq, block=piece.block, kind=piece.kind, name=piece.name,
                 offset=0, text="",
             )  # fmt: skip
-        text = piece.text[: max(0, wire.MAX_PARTIAL_TEXT - now.offset)]
-        self._writing = attrs.evolve(now, offset=now.offset + len(text))
-        if text:
-            self.publish_partial(attrs.evolve(now, text=text))
+        room = max(0, wire.MAX_PARTIAL_TEXT - len(now.text))
+        text = piece.text[:room]
+        moved = now.after_seq != self.seq
+        self._writing = attrs.evolve(now, after_seq=self.seq, text=now.text + text)
+        if moved:
+            self.publish_partial(self._writing)
+        elif text:
+            self.publish_partial(attrs.evolve(now, offset=len(now.text), text=text))
 
     async def _finish(self) -> None:
         exited = self._exited

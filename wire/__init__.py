@@ -69,6 +69,7 @@ from .partial import (
     apply_partial,
 )
 from .protocol import (
+    FEATURES_HEADER,
     PROTOCOL_VERSION,
     UPLINK_ACK_EVENT,
     UPLINK_FRAMES_TYPE,
@@ -109,6 +110,7 @@ __all__ = [
     "EnvironmentStatus",
     "ControlRequest",
     "EVENT_KINDS",
+    "FEATURES_HEADER",
     "KEEPALIVE_INTERVAL",
     "MAX_EVENTS_PER_BATCH",
     "MAX_FRAMES",

@@ -41,7 +41,9 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
+import cattrs.gen
 
+from .converter import converter
 from .events import Decision, Event, Spawn
 from .partial import SessionPartial
 
@@ -65,6 +67,7 @@ __all__ = [
     "SessionEvents",
     "StopSession",
     "TokenRequest",
+    "FEATURES_HEADER",
     "UPLINK_ACK_EVENT",
     "UPLINK_FRAMES_TYPE",
     "UPLINK_STREAM_HEADER",
@@ -245,7 +248,26 @@ class UplinkRequest:
     )
     #: Replies being written (never stored; see :mod:`wire.partial`). The answer says
     #: nothing of them: a lost one is made good by the next, or by the finished message.
+    #: Left out when empty, and sent only to a relay whose registration answer listed
+    #: ``partials`` in :data:`FEATURES_HEADER`: a relay of before them refuses the key.
     partials: list[SessionPartial] = attrs.Factory(list)
+
+
+_uplink_request_fields = cattrs.gen.make_dict_unstructure_fn(UplinkRequest, converter)
+
+
+def _unstructure_uplink_request(request: UplinkRequest) -> dict[str, object]:
+    data: dict[str, object] = _uplink_request_fields(request)
+    if not request.partials:
+        del data["partials"]
+    return data
+
+
+converter.register_unstructure_hook(UplinkRequest, _unstructure_uplink_request)
+
+#: The header of the relay's answer to a registration that lists what it takes beyond
+#: protocol 1's first form, comma-separated: ``partials`` (:class:`UplinkRequest`).
+FEATURES_HEADER = "Rcd-Features"
 
 
 @attrs.frozen(kw_only=True)

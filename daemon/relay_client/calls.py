@@ -8,6 +8,7 @@ connection that fails, a certificate refused or a call over its time becomes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -59,7 +60,13 @@ class Calls:
         return RelayUnreachable(self.relay, f"{method} {path} took over {self.timeout}s")
 
     async def call(
-        self, method: str, path: str, body: Any = None, *, auth: httpx.Auth | None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: httpx.Auth | None,
+        on_answer: Callable[[httpx.Response], None] | None = None,
     ) -> Any:
         """Send ``body`` (a wire value, or None) and return the parsed JSON answer (None for
         an empty one).
@@ -82,6 +89,8 @@ class Calls:
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
         raise_for_error(response)
+        if on_answer is not None:
+            on_answer(response)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

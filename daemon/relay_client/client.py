@@ -134,8 +134,12 @@ class RelayClient:
         return wire.decode(wire.PairResponse, data).credential
 
     async def register(self, request: wire.RegisterRequest) -> wire.RegisterResponse:
+        def features(response: httpx.Response) -> None:
+            listed = response.headers.get(wire.FEATURES_HEADER, "")
+            self._uplink.takes_partials = "partials" in listed.replace(" ", "").split(",")
+
         data = await self._calls.call(
-            "POST", "/daemon/v1/register", request, auth=self._credential()
+            "POST", "/daemon/v1/register", request, auth=self._credential(), on_answer=features
         )
         registration: wire.RegisterResponse = wire.decode(wire.RegisterResponse, data)
         if registration.environment_id != self.environment_id:

@@ -78,6 +78,8 @@ class UplinkRequests:
     _downlink_answers: bool = attrs.field(default=False, init=False)
     #: Requests that asked for their answers on the downlink, by stream name.
     _streams: dict[str, Spare] = attrs.field(factory=dict, init=False)
+    #: The relay takes replies being written (its registration answer said so).
+    takes_partials: bool = attrs.field(default=False, init=False)
 
     def downlink_opened(self) -> None:
         """A downlink is open: uplink requests opened from now on ask for their answers
@@ -164,7 +166,10 @@ class UplinkRequests:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def post_partials(self, pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
-        """See :meth:`RelayClient.post_partials <daemon.relay_client.RelayClient.post_partials>`."""
+        """See :meth:`RelayClient.post_partials <daemon.relay_client.RelayClient.post_partials>`.
+        Nothing goes to a relay that does not take them."""
+        if not self.takes_partials:
+            return
         partials = [
             wire.SessionPartial(
                 session_id=session_id, token=(await self.tokens.get(session_id)).value, partial=p

@@ -84,16 +84,20 @@ export function applyPartial(shown, partial, lastSeq) {
   if (![afterSeq, block, offset].every(Number.isInteger) || typeof text !== 'string') return shown;
   if (afterSeq < lastSeq) return null;
   const same = shown !== null && shown.after_seq === afterSeq && shown.block === block;
-  const base = same ? shown.text : '';
+  // Offsets count characters (code points), as Python does, not UTF-16 units.
+  const base = same ? shown.chars : [];
   if (offset > base.length) return same ? shown : null;
-  const end = offset + text.length;
-  if (same && end < base.length && base.slice(offset, end) === text) return shown;
+  const piece = Array.from(text);
+  const end = offset + piece.length;
+  if (same && end < base.length && base.slice(offset, end).join('') === text) return shown;
+  const chars = base.slice(0, offset).concat(piece).slice(0, MAX_PARTIAL_TEXT);
   return {
     after_seq: afterSeq,
     block,
     kind: partial.kind === 'tool_input' ? 'tool_input' : 'text',
     name: typeof partial.name === 'string' ? partial.name : null,
-    text: (base.slice(0, offset) + text).slice(0, MAX_PARTIAL_TEXT),
+    chars,
+    text: chars.join(''),
   };
 }
 

@@ -225,26 +225,29 @@ def run_rule(turn: Turn) -> Reply | None:
     )
 
 
-def sleep_rule(turn: Turn) -> Reply | None:
-    """``sleep SECONDS`` → text ``slept SECONDS`` streamed over SECONDS."""
+def _seconds(turn: Turn, verb: str) -> float | None:
+    """SECONDS of a user text ``VERB SECONDS``, else None."""
     words = (turn.user_text or "").split()
-    if len(words) != 2 or words[0] != "sleep":
+    if len(words) != 2 or words[0] != verb:
         return None
     try:
-        seconds = float(words[1])
+        return float(words[1])
     except ValueError:
         return None
-    return TextReply(text=f"slept {words[1]}", duration_s=seconds)
+
+
+def sleep_rule(turn: Turn) -> Reply | None:
+    """``sleep SECONDS`` → text ``slept SECONDS`` streamed over SECONDS."""
+    seconds = _seconds(turn, "sleep")
+    if seconds is None:
+        return None
+    return TextReply(text=f"slept {(turn.user_text or '').split()[1]}", duration_s=seconds)
 
 
 def slow_rule(turn: Turn) -> Reply | None:
     """``slow SECONDS`` → one word per delta (``t0001 t0002 …``) over SECONDS."""
-    words = (turn.user_text or "").split()
-    if len(words) != 2 or words[0] != "slow":
-        return None
-    try:
-        seconds = float(words[1])
-    except ValueError:
+    seconds = _seconds(turn, "slow")
+    if seconds is None:
         return None
     ticks = max(1, round(seconds / DELTA_INTERVAL_S))
     return TextReply(text="".join(f"t{n:04d} " for n in range(1, ticks + 1)), duration_s=seconds)

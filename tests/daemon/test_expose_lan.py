@@ -173,6 +173,16 @@ def test_a_certificate_is_made_once_per_address(tmp_path: Path) -> None:
     # Another address (the machine moved networks): a new one, for it.
     moved = lan_certificate(tmp_path, "10.0.0.7", "laptop")
     assert moved.fingerprint != first.fingerprint
+    # A key that is not the certificate's (a write cut between the two), or one others
+    # may read: a new pair.
+    key = moved.key.read_bytes()
+    first_again = lan_certificate(tmp_path / "other", "10.0.0.7", "laptop")
+    moved.key.write_bytes(first_again.key.read_bytes())
+    remade = lan_certificate(tmp_path, "10.0.0.7", "laptop")
+    assert remade.fingerprint != moved.fingerprint and remade.key.read_bytes() != key
+    remade.key.chmod(0o644)
+    assert lan_certificate(tmp_path, "10.0.0.7", "laptop").fingerprint != remade.fingerprint
+    assert remade.key.stat().st_mode & 0o777 == 0o600
 
 
 def test_the_lan_listener_refuses_to_exist_without_tls(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ over."""
 
 from __future__ import annotations
 
+import itertools
+
 import attrs
 import pytest
 import trio
@@ -11,7 +13,7 @@ import trio.testing
 
 import wire
 from daemon.errors import RelayUnreachable
-from daemon.partials import AFTER_FAILURE, INTERVAL, Partials
+from daemon.partials import AFTER_FAILURE, FULL_EVERY, INTERVAL, Partials
 
 
 def piece(offset: int, text: str, after_seq: int = 3, block: int = 0) -> wire.AssistantPartial:
@@ -31,10 +33,12 @@ class Relay:
 
     sends: list[tuple[float, list[tuple[str, wire.AssistantPartial]]]] = attrs.Factory(list)
     down: bool = False
+    failed: list[float] = attrs.Factory(list)
 
     async def send(self, pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
         await advance(0.001)  # a round trip
         if self.down:
+            self.failed.append(trio.current_time())
             raise RelayUnreachable("http://relay", "connection refused")
         self.sends.append((trio.current_time(), pieces))
 
@@ -105,7 +109,38 @@ async def test_a_failed_send_starts_the_block_over(running) -> None:  # type: ig
     partials.add("s", piece(6, "ghi"))
     await advance(AFTER_FAILURE + INTERVAL * 2)
     # Not sooner than AFTER_FAILURE, and the whole block from its first character.
-    assert relay.sends[-1][1] == [("s", piece(0, "abcdefghi"))]
+    at, sent = relay.sends[-1]
+    assert sent == [("s", piece(0, "abcdefghi"))]
+    assert at - relay.failed[-1] >= AFTER_FAILURE
+    assert partials.failures == 1
+
+
+async def test_a_growing_block_goes_whole_again_every_second(running) -> None:  # type: ignore[no-untyped-def]
+    # A piece lost unseen (its request failed after it was handed over) freezes the
+    # relay's copy: the whole block goes again, at most every FULL_EVERY.
+    relay, partials = running
+    text = ""
+    for n in range(int(FULL_EVERY * 2 / INTERVAL) + 2):
+        word = f"w{n} "
+        partials.add("s", piece(len(text), word))
+        text += word
+        await advance(INTERVAL)
+    offsets = [p.offset for _, pieces in relay.sends for _, p in pieces]
+    wholes = [at for at, pieces in relay.sends if pieces[0][1].offset == 0]
+    assert offsets[0] == 0 and len(wholes) >= 2, offsets
+    assert all(b - a >= FULL_EVERY for a, b in itertools.pairwise(wholes))
+    assert sum(o > 0 for o in offsets) > len(wholes)  # the rest carry only what is new
+
+
+async def test_a_send_that_breaks_otherwise_is_a_failure_not_a_crash(running) -> None:  # type: ignore[no-untyped-def]
+    _, partials = running
+
+    async def unreadable(pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
+        raise ValueError("the relay answered something that is not JSON")
+
+    partials.send = unreadable
+    partials.add("s", piece(0, "x"))
+    await advance(INTERVAL)
     assert partials.failures == 1
 
 

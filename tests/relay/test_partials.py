@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import trio
+import trio.testing
 
 import wire
 from relay import Hub, RunningRelay, SqliteStorage
-from relay.fanout import partial_message
+from relay.fanout import PARTIAL_IDLE, partial_message
 from testkit.sse import SSEReader, sse
 
 from .conftest import (
@@ -53,7 +54,7 @@ async def post_partials(
     )
 
 
-def test_the_hub_joins_pieces_until_a_later_event() -> None:
+async def test_the_hub_joins_pieces_until_a_later_event() -> None:
     hub = Hub()
     hub.publish_partial("s", piece(0, "hel"))
     hub.publish_partial("s", piece(3, "lo"))
@@ -68,6 +69,36 @@ def test_the_hub_joins_pieces_until_a_later_event() -> None:
     assert hub.partial("s") is None
     hub.publish_partial("s", piece(0, "next", after_seq=2))
     assert hub.partial("s") == wire.Shown(after_seq=2, block=0, kind="text", name=None, text="next")
+
+
+async def test_a_reply_that_stops_growing_is_shown_no_more(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Its daemon went away mid-message: no event will end it.
+    hub = Hub()
+    hub.publish_partial("s", piece(0, "half a"))
+    await trio.sleep(PARTIAL_IDLE / 2)  # clock: the autojump MockClock, virtual time
+    hub.publish_partial("s", piece(6, " reply"))
+    await trio.sleep(PARTIAL_IDLE / 2 + 1)  # clock: the autojump MockClock, virtual time
+    assert hub.partial("s") is not None  # it grew since
+    await trio.sleep(PARTIAL_IDLE)  # clock: the autojump MockClock, virtual time
+    assert hub.partial("s") is None
+
+
+async def test_registration_says_the_relay_takes_partials(
+    client: httpx.AsyncClient, storage: SqliteStorage
+) -> None:
+    from relay.auth import issue_environment_credential
+
+    credential = await issue_environment_credential(storage, "m9")
+    response = await client.post(
+        "/daemon/v1/register",
+        json={"name": "n", "machine": "m9", "directory": "/d", "spawn": "same-dir",
+              "capacity": 1, "agent": "claude"},
+        headers={"authorization": f"Bearer {credential}"},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.headers[wire.FEATURES_HEADER] == "partials"
 
 
 def test_a_stream_is_sent_what_it_lacks() -> None:

@@ -260,3 +260,28 @@ async def test_cancel_kills_and_reaps_the_agent(tmp_path: Path) -> None:
 
 def test_tiny_agent_is_executable() -> None:
     assert os.access(TINY_AGENT, os.X_OK), f"chmod +x {TINY_AGENT}"
+
+
+async def test_a_block_that_outlives_an_event_goes_again_whole(tmp_path: Path) -> None:
+    """Pieces of the block being written go on with their offsets; once an event is in the
+    log meanwhile (the state changed, say), the block goes whole, after that event."""
+    from spawn.adapter import Streaming
+
+    log, pieces = Log(), []
+    runtime = make_runtime(log, tmp_path)
+    runtime.publish_partial = pieces.append
+    sink = runtime._on_agent  # the adapter's EventSink
+    await sink(Streaming(block=0, kind="text", text="", start=True))
+    await sink(Streaming(block=0, kind="text", text="Hello"))
+    await sink(Streaming(block=0, kind="text", text=", wor"))
+    runtime._emit(wire.Status(state="busy"))  # an event of the log, mid-block
+    await sink(Streaming(block=0, kind="text", text="ld"))
+    assert [(p.after_seq, p.offset, p.text) for p in pieces] == [
+        (0, 0, "Hello"),
+        (0, 5, ", wor"),
+        (1, 0, "Hello, world"),
+    ]
+    joined = None
+    for p in pieces:
+        joined = wire.apply_partial(joined, p, runtime.seq)
+    assert joined is not None and joined.text == "Hello, world"

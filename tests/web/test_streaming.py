@@ -101,7 +101,8 @@ def test_the_web_app_joins_pieces_by_the_same_rule_as_the_relay(
     rng = random.Random(18)
     cases = []
     for _ in range(200):
-        text = "".join(rng.choice("ab é\n{}") for _ in range(rng.randint(1, 30)))
+        # Characters outside the BMP too: offsets count code points, not UTF-16 units.
+        text = "".join(rng.choice("ab é\n{}😀𝄞") for _ in range(rng.randint(1, 30)))
         cuts = sorted({rng.randint(1, len(text)) for _ in range(rng.randint(0, 5))} | {len(text)})
         pieces, start = [], 0
         for end in cuts:

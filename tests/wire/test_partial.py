@@ -101,3 +101,13 @@ def test_the_text_so_far_is_capped() -> None:
     shown = apply_partial(None, piece(0, big), 5)
     shown = apply_partial(shown, piece(len(big), "more"), 5)
     assert shown is not None and len(shown.text) == wire.MAX_PARTIAL_TEXT
+
+
+def test_an_uplink_request_without_partials_says_nothing_of_them() -> None:
+    """A relay of before partials refuses the key: it is left out when there are none."""
+    plain = wire.UplinkRequest(sessions=[], ack=3)
+    assert wire.encode(plain) == {"sessions": [], "ack": 3}
+    assert wire.decode(wire.UplinkRequest, {"sessions": [], "ack": 3}) == plain
+    one = wire.SessionPartial(session_id="s", token="t", partial=piece(0, "hi"))
+    with_one = wire.UplinkRequest(sessions=[], partials=[one])
+    assert wire.decode_json(wire.UplinkRequest, wire.encode_json(with_one)) == with_one
