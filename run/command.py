@@ -37,10 +37,7 @@ def run_run(args: argparse.Namespace) -> int:
             console.print([str(session["url"])])
             if not args.attach:
                 return 0
-            api = SessionApi(
-                http=http, relay=target.relay, token=target.token, session_id=session["id"]
-            )
-            follow = Attach(api=api, console=console, style=style)
+            follow = Attach(api=start.session_api(session["id"]), console=console, style=style)
             if not console.interactive:
                 follow = attrs.evolve(follow, read_input=False, leave_after_turn=True)
             return await follow.run()
@@ -109,13 +106,19 @@ class Start:
             raise TokenRejected(self.target.relay) if error.status == 401 else error
         return response.json()
 
+    def session_api(self, session_id: str) -> SessionApi:
+        """The calls ``rcd attach`` makes, for ``session_id``."""
+        return SessionApi(
+            http=self.http, relay=self.target.relay, token=self.target.token, session_id=session_id
+        )
+
     async def environments(self) -> list[dict[str, Any]]:
         data = await self._call("GET", "/api/environments")
         environments: list[dict[str, Any]] = data["environments"]
         return environments
 
     async def session(
-        self, env: dict[str, Any], prompt: str, spawn: str | None, title: str | None
+        self, env: dict[str, Any], prompt: str | None, spawn: str | None, title: str | None
     ) -> dict[str, Any]:
         body = wire.CreateSession(prompt=prompt, spawn=spawn, title=title)  # type: ignore[arg-type]
         session: dict[str, Any] = await self._call(

@@ -8,7 +8,7 @@ import argparse
 
 from attach.parser import RELAY_HELP, add_relay_options
 
-__all__ = ["add_run_parser"]
+__all__ = ["add_chat_parser", "add_run_parser"]
 
 DESCRIPTION = """\
 Start a session with PROMPT as its first message and print its URL (open it on the phone,
@@ -52,3 +52,40 @@ def add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser.add_argument("--title", metavar="TITLE", help="the session's title")
     parser.add_argument("--attach", action="store_true", help="follow the session here (see below)")
     add_relay_options(parser, "run")
+
+
+CHAT_DESCRIPTION = """\
+A new session of DIR (default: here), in this terminal and on the phone at once: type to
+the agent here, answer its permission requests with y/n, or open the printed URL on the
+phone and carry on there; both see everything. When no daemon serves DIR, it starts one
+(`rcd start DIR`: its embedded relay, unless a relay is configured) and stops it when you
+leave; a daemon already running stays. Keys and commands as in `rcd attach`."""
+
+
+def add_chat_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``chat`` to ``rcd``'s subcommands (dispatch with :func:`run.chat.run_chat`)."""
+    from attach.parser import KEYS_HELP
+
+    parser = subparsers.add_parser(
+        "chat",
+        help="a new session in this terminal and on the phone at once",
+        description=CHAT_DESCRIPTION,
+        epilog=KEYS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "directory", nargs="?", default=".", metavar="DIR", help="the project (default: here)"
+    )
+    parser.add_argument(
+        "--spawn",
+        choices=("same-dir", "worktree"),
+        help="run in DIR or in a git worktree of its own (default: the environment's)",
+    )
+    parser.add_argument(
+        "--relay-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="for a daemon it starts: its embedded relay's port (default: 7878; 0 picks one)",
+    )
+    add_relay_options(parser, "chat")
