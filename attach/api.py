@@ -22,7 +22,15 @@ import wire
 from daemon.errors import DaemonError, RelayRejected, RelayUnreachable
 from daemon.transport import rejection, unreachable
 
-__all__ = ["LogEntry", "NoSuchSession", "SessionApi", "TokenRejected", "parse_entry"]
+__all__ = [
+    "LogEntry",
+    "NoSuchSession",
+    "SessionApi",
+    "TokenRejected",
+    "call_relay",
+    "parse_entry",
+    "raise_for_relay_error",
+]
 
 #: Most events one ``GET .../events`` returns (the relay's cap).
 PAGE = 1000
@@ -85,6 +93,48 @@ def parse_entry(raw: str | bytes | dict[str, Any], fallback_seq: int | None = No
     )
 
 
+def raise_for_relay_error(response: httpx.Response, relay: str) -> None:
+    """Raise what a client API error answer means (its body must be read): a refused token,
+    a relay that is down behind its proxy (5xx: worth retrying), or the relay's refusal."""
+    error = rejection(response)
+    if error is None:
+        return
+    if error.status == 401:
+        raise TokenRejected(relay)
+    if error.status >= 500:
+        # A proxy in front of a relay that is down (502-504), or a relay bug: retry.
+        raise RelayUnreachable(relay, f"HTTP {error.status} ({error.message})")
+    raise error
+
+
+async def call_relay(
+    http: httpx.AsyncClient,
+    relay: str,
+    token: str,
+    method: str,
+    url: str,
+    body: Any = None,
+    within: float = 15.0,
+) -> Any:
+    """One call of the client API with a device token: the answer's JSON (None when empty);
+    :class:`RelayUnreachable` when it failed on its way or took over ``within`` s, else what
+    :func:`raise_for_relay_error` says of an error answer."""
+    try:
+        with trio.fail_after(within):
+            response = await http.request(
+                method,
+                url,
+                content=None if body is None else wire.encode_json(body),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+    except trio.TooSlowError:
+        raise RelayUnreachable(relay, f"no answer within {within:g}s") from None
+    except httpx.TransportError as exc:
+        raise unreachable(relay, exc, _describe(exc)) from exc
+    raise_for_relay_error(response, relay)
+    return response.json() if response.content else None
+
+
 @attrs.define(eq=False)
 class SessionApi:
     """The calls ``rcd attach`` makes for ``session_id``. Every call is cancellable."""
@@ -104,33 +154,20 @@ class SessionApi:
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            with trio.fail_after(self.timeout):
-                response = await self.http.request(
-                    method,
-                    self._base + path,
-                    content=None if body is None else wire.encode_json(body),
-                    headers={**self._headers(), "Content-Type": "application/json"},
-                )
-        except trio.TooSlowError:
-            raise RelayUnreachable(self.relay, f"no answer within {self.timeout:g}s") from None
-        except httpx.TransportError as exc:
-            raise unreachable(self.relay, exc, _describe(exc)) from exc
-        self._raise_for_error(response)
-        return response.json() if response.content else None
+            return await call_relay(
+                self.http, self.relay, self.token, method, self._base + path, body, self.timeout
+            )
+        except RelayRejected as exc:
+            if exc.status == 404 and exc.code == "not_found":
+                raise NoSuchSession(self.session_id, self.relay) from None
+            raise
 
     def _raise_for_error(self, response: httpx.Response) -> None:
         """Raise what an error answer means to ``rcd attach`` (its body must be read)."""
         error = rejection(response)
-        if error is None:
-            return
-        if error.status == 401:
-            raise TokenRejected(self.relay)
-        if error.status == 404 and error.code == "not_found":
+        if error is not None and error.status == 404 and error.code == "not_found":
             raise NoSuchSession(self.session_id, self.relay)
-        if error.status >= 500:
-            # A proxy in front of a relay that is down (502-504), or a relay bug: retry.
-            raise RelayUnreachable(self.relay, f"HTTP {error.status} ({error.message})")
-        raise error
+        raise_for_relay_error(response, self.relay)
 
     async def session(self) -> wire.SessionInfo:
         data = await self._call("GET", "")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .errors import DaemonError
+from .paths import write_private
 
 if TYPE_CHECKING:
     from .checks import Finding
@@ -65,15 +65,6 @@ def lan_address() -> str:
 def fingerprint(der: bytes) -> str:
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _load(directory: Path, address: str) -> LanCertificate | None:
@@ -150,8 +141,8 @@ def lan_certificate(directory: Path, address: str, hostname: str) -> LanCertific
     )
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    _write_private(directory / KEY_NAME, key_pem)
-    _write_private(directory / CERT_NAME, cert.public_bytes(Encoding.PEM))
+    write_private(directory / KEY_NAME, key_pem)
+    write_private(directory / CERT_NAME, cert.public_bytes(Encoding.PEM))
     return LanCertificate(
         cert=directory / CERT_NAME,
         key=directory / KEY_NAME,

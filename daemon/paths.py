@@ -163,13 +163,17 @@ def read_private_json(path: Path, what: str) -> dict[str, Any]:
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` atomically with ``data``, readable by this user only (0600)."""
+    write_private(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data``, readable by this user only (0600)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "wb") as f:
         os.fchmod(f.fileno(), 0o600)
-        json.dump(data, f, indent=2)
-        f.write("\n")
+        f.write(data)
     os.replace(tmp, path)
 
 

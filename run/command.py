@@ -11,14 +11,13 @@ import attrs
 import httpx
 
 import wire
-from attach.api import SessionApi, TokenRejected
+from attach.api import SessionApi, call_relay
 from attach.auth import Target
 from attach.client import Attach
 from attach.command import in_terminal
 from attach.render import Style
 from attach.term import Console
 from daemon.errors import ConfigError
-from daemon.transport import rejection, unreachable
 
 __all__ = ["choose_environment", "run_run"]
 
@@ -89,22 +88,8 @@ class Start:
     target: Target
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            response = await self.http.request(
-                method,
-                f"{self.target.relay}{path}",
-                content=None if body is None else wire.encode_json(body),
-                headers={
-                    "Authorization": f"Bearer {self.target.token}",
-                    "Content-Type": "application/json",
-                },
-            )
-        except httpx.TransportError as exc:
-            raise unreachable(self.target.relay, exc, str(exc) or type(exc).__name__) from exc
-        error = rejection(response)
-        if error is not None:
-            raise TokenRejected(self.target.relay) if error.status == 401 else error
-        return response.json()
+        relay, token = self.target.relay, self.target.token
+        return await call_relay(self.http, relay, token, method, f"{relay}{path}", body)
 
     def session_api(self, session_id: str) -> SessionApi:
         """The calls ``rcd attach`` makes, for ``session_id``."""

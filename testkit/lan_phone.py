@@ -7,7 +7,6 @@ showed, signs in with the link, and drives a session.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import ssl
@@ -17,10 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-
-def fingerprint(der: bytes) -> str:
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+from daemon.lan import fingerprint
 
 
 def plain_http_answer(host: str, port: int) -> str:
