@@ -18,7 +18,7 @@ from daemon.options import add_start_options
 from doctor.parser import add_doctor_parser
 from relay.cli import add_relay_parser
 from relay.errors import RelayError
-from run.parser import add_chat_parser, add_run_parser
+from run.parser import add_chat_parser, add_import_parser, add_run_parser
 from service.parser import add_service_parser
 
 from .pair import add_pair_parser
@@ -36,6 +36,7 @@ rcd drives coding-agent sessions on this machine from a phone or any browser.
   rcd attach SESSION_ID     follow and drive a session from this terminal
   rcd run "PROMPT"          start a session from any terminal (--attach to follow it)
   rcd chat [DIR]            a new session in this terminal and on the phone at once
+  rcd import [ID]           continue a local claude conversation on the phone
   rcd service install       run `rcd start` as a systemd user service or launchd agent
   rcd doctor                check what rcd needs here, and how to fix what is missing
 """
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_attach_parser(sub)
     add_run_parser(sub)
     add_chat_parser(sub)
+    add_import_parser(sub)
     add_status_parser(sub)
     add_doctor_parser(sub)
     return parser
@@ -125,6 +127,10 @@ def _run(args: argparse.Namespace) -> int:
         from run.chat import run_chat
 
         return run_chat(args)
+    if args.command == "import":
+        from run.importing import run_import
+
+        return run_import(args)
     raise AssertionError(args.command)
 
 

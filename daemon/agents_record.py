@@ -21,7 +21,7 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -29,7 +29,9 @@ import attrs
 import structlog
 import trio
 
-from spawn import AgentAdapter, AgentHandle, AgentLaunch, EventSink
+import wire
+from common.procs import ProcessId, Stat, process_id, stat_of
+from spawn import AgentAdapter, AgentHandle, AgentLaunch, EventSink, earlier_of
 
 from .errors import DaemonError
 from .paths import read_private_json, write_private_json
@@ -55,50 +57,11 @@ AGENT_MARKER = "RCD_AGENT_OF"
 PreviousRun = Literal["none", "stopped", "died"]
 
 
-@attrs.frozen(kw_only=True)
-class ProcessId:
-    """One process, told apart from any later one that gets the same pid."""
-
-    pid: int
-    #: Clock ticks after boot when it started (field 22 of ``/proc/<pid>/stat``).
-    start: int
-
-
-@attrs.frozen
-class _Stat:
-    pid: int
-    state: str
-    session: int
-    start: int
-
-
-def _stat(pid: int) -> _Stat | None:
-    """``/proc/<pid>/stat`` of a live process (a zombie counts as gone); None without it."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = text.rsplit(")", 1)[-1].split()
-    try:
-        stat = _Stat(pid=pid, state=fields[0], session=int(fields[3]), start=int(fields[19]))
-    except (IndexError, ValueError):
-        return None
-    return None if stat.state in ("Z", "X", "x") else stat
-
-
-def process_id(pid: int) -> ProcessId | None:
-    """The live process ``pid`` as a :class:`ProcessId`; None if it is gone (or unknowable:
-    no ``/proc``)."""
-    stat = _stat(pid)
-    return None if stat is None else ProcessId(pid=pid, start=stat.start)
-
-
-def _all_stats() -> list[_Stat]:
+def _all_stats() -> list[Stat]:
     stats = []
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):
-            if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            if entry.name.isdigit() and (stat := stat_of(int(entry.name))) is not None:
                 stats.append(stat)
     return stats
 
@@ -160,7 +123,7 @@ async def end_agents(
         with trio.move_on_after(wait):
             while alive:
                 await trio.sleep(0.05)
-                alive = [pid for pid in alive if _stat(pid) is not None]
+                alive = [pid for pid in alive if stat_of(pid) is not None]
         if not alive:
             break
         if sig is not None:
@@ -313,6 +276,9 @@ class RecordedAdapter:
 
     def __attrs_post_init__(self) -> None:
         self.name = self.inner.name
+
+    def earlier(self, conversation_id: str, env: Mapping[str, str]) -> list[wire.EventData]:
+        return earlier_of(self.inner, conversation_id, env)
 
     async def run(
         self,

@@ -26,7 +26,7 @@ from common.visible import visible
 
 from .transport import is_loopback_url
 
-__all__ = ["DisplayState", "SessionLine", "TerminalDisplay", "render"]
+__all__ = ["DisplayState", "SessionLine", "TerminalDisplay", "qr_code", "render"]
 
 CLEAR = "\x1b[H\x1b[2J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
@@ -56,7 +56,8 @@ class DisplayState:
     fingerprint: str | None = None
 
 
-def _qr(text: str) -> str:
+def qr_code(text: str) -> str:
+    """``text`` as a QR code drawn with block characters, for a terminal."""
     buf = io.StringIO()
     segno.make(text, error="l").terminal(out=buf, compact=True, border=2)
     return buf.getvalue()
@@ -84,7 +85,7 @@ def render(state: DisplayState, *, show_qr: bool, width: int = 100) -> str:
             f" --expose lan, --public-url or a hosted relay (docs/phone.md){RESET}"
         )
     if show_qr:
-        qr = _qr(target).rstrip("\n").splitlines()
+        qr = qr_code(target).rstrip("\n").splitlines()
         if state.fingerprint:
             # Beside the code: what the phone's browser must show before going on.
             pairs = state.fingerprint.split(":")

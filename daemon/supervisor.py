@@ -18,7 +18,15 @@ import structlog
 import trio
 
 import wire
-from spawn import AgentAdapter, Kept, SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
+from spawn import (
+    AgentAdapter,
+    Kept,
+    SessionRuntime,
+    SessionSnapshot,
+    Workspace,
+    WorkspaceError,
+    earlier_of,
+)
 from worktrees import (
     PoolStatistics,
 )
@@ -203,7 +211,15 @@ class Supervisor:
                 origin=d.origin,
             )
         self._launch(
-            d.session_id, d.title, spawn, resume=None, prompt=prompt, seq=0, cwd=None, branch=None
+            d.session_id,
+            d.title,
+            spawn,
+            resume=d.conversation,
+            prompt=prompt,
+            seq=0,
+            cwd=None,
+            branch=None,
+            carried_over=d.conversation is not None,
         )
 
     def _resume(self, d: wire.ResumeSession) -> None:
@@ -232,7 +248,10 @@ class Supervisor:
         seq: int,
         cwd: str | None,
         branch: str | None,
+        carried_over: bool = False,
     ) -> None:
+        """Run a session; ``carried_over``: ``resume`` is a conversation made outside rcd,
+        whose earlier turns the session shows first."""
         assert self._nursery is not None, "Supervisor.run() is not running"
 
         async def prepare() -> Workspace:
@@ -249,6 +268,10 @@ class Supervisor:
         async def release(workspace: Workspace) -> Kept:
             return await self.worktrees.release(session_id, workspace)
 
+        async def earlier() -> list[wire.EventData]:
+            assert resume is not None
+            return await trio.to_thread.run_sync(earlier_of, self.adapter, resume, self.env)
+
         runtime = SessionRuntime(
             session_id=session_id,
             adapter=self.adapter,
@@ -262,6 +285,7 @@ class Supervisor:
             stop_grace=self.stop_grace,
             seq=seq,
             clock=self.clock,
+            earlier=earlier if carried_over else None,
         )
         self.sessions[session_id] = runtime
         # Delivered now, not when the task first runs: a message applied right after this

@@ -193,6 +193,7 @@ class ClientApi:
             title=title,
             spawn=body.spawn,
             origin=client.name,
+            conversation=body.conversation,
         )
         new = NewSession(
             id=session_id, environment_id=environment_id, title=title, spawn=body.spawn

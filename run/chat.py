@@ -27,7 +27,7 @@ from daemon.paths import control_socket_path, directory_key, state_dir
 
 from .command import Start
 
-__all__ = ["run_chat"]
+__all__ = ["run_chat", "status_of"]
 
 #: How long a daemon started for the chat gets to come online.
 ONLINE_TIMEOUT = 60.0
@@ -35,7 +35,8 @@ ONLINE_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 
 
-async def _status(directory: Path) -> wire.StatusReport:
+async def status_of(directory: Path) -> wire.StatusReport:
+    """What the daemon serving ``directory`` says of itself (DaemonError: none does)."""
     with trio.fail_after(5):
         return await query_control(control_socket_path(directory), wire.ControlRequest(op="status"))
 
@@ -45,7 +46,7 @@ async def _online(directory: Path, daemon: subprocess.Popen[bytes], log: Path) -
     with trio.move_on_after(ONLINE_TIMEOUT):
         while daemon.poll() is None:
             try:
-                report = await _status(directory)
+                report = await status_of(directory)
             except (DaemonError, trio.TooSlowError):
                 report = None
             if report is not None and report.environment.connected:
@@ -94,7 +95,7 @@ def run_chat(args: argparse.Namespace) -> int:
     daemon = None
     try:
         try:
-            report = trio.run(_status, directory)
+            report = trio.run(status_of, directory)
         except (DaemonError, trio.TooSlowError):
             daemon, log = _start_daemon(directory, args.relay_port)
             print(f"rcd chat: started a daemon for {directory} (log: {log})", file=sys.stderr)
@@ -108,10 +109,7 @@ def run_chat(args: argparse.Namespace) -> int:
         ) -> int:
             async with httpx.AsyncClient(timeout=15.0, verify=verify) as http:
                 start = Start(http=http, target=target)
-                listed = [e for e in await start.environments() if e["id"] == env_id]
-                if not listed:
-                    raise DaemonError(f"the relay at {target.relay} does not list {env_id}")
-                env = listed[0]
+                env = await start.environment(env_id)
                 session = await start.session(env, None, args.spawn, None)
                 console.print([f"{session['url']}  (open it on your phone too; /quit leaves)"])
                 api = start.session_api(session["id"])

@@ -17,7 +17,7 @@ from attach.client import Attach
 from attach.command import in_terminal
 from attach.render import Style
 from attach.term import Console
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, DaemonError
 
 __all__ = ["choose_environment", "run_run"]
 
@@ -102,10 +102,27 @@ class Start:
         environments: list[dict[str, Any]] = data["environments"]
         return environments
 
+    async def environment(self, env_id: str) -> dict[str, Any]:
+        """The environment ``env_id`` as the relay lists it (DaemonError if it does not)."""
+        listed = [e for e in await self.environments() if e["id"] == env_id]
+        if not listed:
+            raise DaemonError(f"the relay at {self.target.relay} does not list {env_id}")
+        return listed[0]
+
     async def session(
-        self, env: dict[str, Any], prompt: str | None, spawn: str | None, title: str | None
+        self,
+        env: dict[str, Any],
+        prompt: str | None,
+        spawn: str | None,
+        title: str | None,
+        conversation: str | None = None,
     ) -> dict[str, Any]:
-        body = wire.CreateSession(prompt=prompt, spawn=spawn, title=title)  # type: ignore[arg-type]
+        body = wire.CreateSession(
+            prompt=prompt,
+            spawn=spawn,  # type: ignore[arg-type]
+            title=title,
+            conversation=conversation,
+        )
         session: dict[str, Any] = await self._call(
             "POST", f"/api/environments/{env['id']}/sessions", body
         )

@@ -8,7 +8,7 @@ import argparse
 
 from attach.parser import RELAY_HELP, add_relay_options
 
-__all__ = ["add_chat_parser", "add_run_parser"]
+__all__ = ["add_chat_parser", "add_import_parser", "add_run_parser"]
 
 DESCRIPTION = """\
 Start a session with PROMPT as its first message and print its URL (open it on the phone,
@@ -89,3 +89,52 @@ def add_chat_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="for a daemon it starts: its embedded relay's port (default: 7878; 0 picks one)",
     )
     add_relay_options(parser, "chat")
+
+
+IMPORT_DESCRIPTION = """\
+Continue a conversation of the local `claude` CLI from the phone. Without ID: list the
+conversations claude had in DIR (default: here), newest first, with their first prompt.
+With ID (or a unique start of it) or --last: start a session on DIR's environment (the
+`rcd start` serving it) that resumes the conversation (`claude --resume`), its earlier turns
+shown first on every client, and print its URL and a QR code to open it on the phone."""
+
+IMPORT_EPILOG = (
+    """\
+Refused, it says why and exits 1: the conversation is still open in a running claude (leave
+it there first), no daemon serves DIR, or the environment is at capacity. claude keeps its
+conversations in ~/.claude/projects (or $CLAUDE_CONFIG_DIR/projects), by directory; the
+daemon must run as the same user, with the same home, to find them.
+
+"""
+    + RELAY_HELP
+)
+
+
+def add_import_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``import`` to ``rcd``'s subcommands (dispatch with :func:`run.importing.run_import`)."""
+    parser = subparsers.add_parser(
+        "import",
+        help="continue a local claude conversation on the phone",
+        description=IMPORT_DESCRIPTION,
+        epilog=IMPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "conversation", nargs="?", metavar="ID", help="the conversation (default: list them)"
+    )
+    parser.add_argument("--last", action="store_true", help="the newest conversation")
+    parser.add_argument(
+        "--dir", default=".", metavar="DIR", help="the project directory (default: here)"
+    )
+    parser.add_argument(
+        "--spawn",
+        choices=("same-dir", "worktree"),
+        help="continue it in DIR or in a git worktree of its own (default: the environment's)",
+    )
+    parser.add_argument(
+        "--qr", action="store_true", help="print the QR code even when output is not a terminal"
+    )
+    parser.add_argument(
+        "--attach", action="store_true", help="then follow the session here, like `rcd attach`"
+    )
+    add_relay_options(parser, "import")

@@ -8,9 +8,10 @@ from .adapter import (
     AgentLaunch,
     EventSink,
     PermissionCancelled,
+    earlier_of,
 )
 from .claude import ClaudeCode, parse_line
-from .errors import AgentNotFound, AgentProtocolError, SpawnError
+from .errors import AgentNotFound, AgentProtocolError, ImportRefused, SpawnError
 from .session import Kept, SessionRuntime, SessionSnapshot, Workspace, WorkspaceError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "AgentProtocolError",
     "ClaudeCode",
     "EventSink",
+    "ImportRefused",
     "Kept",
     "PermissionCancelled",
     "SessionRuntime",
@@ -30,5 +32,6 @@ __all__ = [
     "SpawnError",
     "Workspace",
     "WorkspaceError",
+    "earlier_of",
     "parse_line",
 ]

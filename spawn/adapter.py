@@ -6,13 +6,15 @@ turns the agent's own protocol into the normalised payloads of :mod:`wire` and b
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import attrs
 import trio
 
 import wire
+
+from .errors import ImportRefused
 
 __all__ = [
     "AgentEvent",
@@ -21,6 +23,7 @@ __all__ = [
     "AgentHandle",
     "AgentLaunch",
     "EventSink",
+    "earlier_of",
     "PermissionCancelled",
     "Streaming",
 ]
@@ -120,3 +123,16 @@ class AgentAdapter(Protocol):
         feed every event to ``sink`` in order, and return after :class:`AgentExited` was
         delivered. Raises ``AgentNotFound`` before ``started`` if it cannot start at all."""
         ...
+
+
+def earlier_of(
+    adapter: AgentAdapter, conversation_id: str, env: Mapping[str, str]
+) -> list[wire.EventData]:
+    """What ``adapter``'s agent said in ``conversation_id``, made outside rcd on this machine
+    (an adapter that can continue one has ``earlier(conversation_id, env)``); ImportRefused
+    when it cannot. Blocking: call it in a thread."""
+    earlier = getattr(adapter, "earlier", None)
+    if earlier is None:
+        raise ImportRefused(f"{adapter.name} cannot continue a conversation made outside rcd")
+    events: list[wire.EventData] = earlier(conversation_id, env)
+    return events

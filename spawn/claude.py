@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -294,6 +294,13 @@ class ClaudeCode:
         # Choosing the conversation id up front lets session_started carry it at once.
         argv += ["--resume", resume] if resume else ["--session-id", agent_session_id]
         return argv + list(self.extra_args)
+
+    def earlier(self, conversation_id: str, env: Mapping[str, str]) -> list[wire.EventData]:
+        """A conversation the CLI had on this machine, as events (see
+        :func:`spawn.transcripts.earlier`); blocking file reads."""
+        from .transcripts import earlier
+
+        return earlier(conversation_id, env)
 
     async def run(
         self,

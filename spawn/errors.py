@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AgentNotFound", "AgentProtocolError", "SpawnError"]
+__all__ = ["AgentNotFound", "AgentProtocolError", "ImportRefused", "SpawnError"]
 
 
 class SpawnError(Exception):
@@ -24,3 +24,7 @@ class AgentProtocolError(SpawnError):
     def __init__(self, message: str, line: str = "") -> None:
         self.line = line
         super().__init__(message)
+
+
+class ImportRefused(SpawnError):
+    """A conversation made outside rcd cannot be continued here; the message says why."""

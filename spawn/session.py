@@ -28,7 +28,7 @@ from .adapter import (
     PermissionCancelled,
     Streaming,
 )
-from .errors import AgentNotFound, SpawnError
+from .errors import AgentNotFound, ImportRefused, SpawnError
 
 __all__ = ["Kept", "SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
 
@@ -102,6 +102,9 @@ class SessionRuntime:
     clock: Callable[[], float] = time.time
     #: Where replies being written go (never blocks; see :mod:`wire.partial`), or None.
     publish_partial: Callable[[wire.AssistantPartial], None] | None = None
+    #: For a conversation carried over (``rcd import``): reads its earlier events, shown
+    #: after ``session_started``; raises ImportRefused when it cannot be continued.
+    earlier: Callable[[], Awaitable[list[wire.EventData]]] | None = None
 
     state: wire.SessionState = "queued"
     workspace: Workspace | None = None
@@ -201,6 +204,12 @@ class SessionRuntime:
             self._emit(wire.Error(code="workspace_failed", message=str(exc)))
             self.end_reason = "workspace_failed"
             return
+        try:
+            history = await self.earlier() if self.earlier is not None else []
+        except ImportRefused as exc:
+            self._emit(wire.Error(code="import_refused", message=str(exc)))
+            self.end_reason = "import_refused"
+            return
         launch = AgentLaunch(cwd=self.workspace.cwd, env=self.env, resume=self.resume)
         async with trio.open_nursery() as nursery:
             try:
@@ -219,6 +228,8 @@ class SessionRuntime:
                     agent_session_id=handle.agent_session_id,
                 )
             )
+            for payload in history:
+                self._emit(payload)
             self.state = "idle"
             self._emit(wire.Status(state="idle"))
             self._agent_scope = nursery.cancel_scope

@@ -24,6 +24,8 @@ __all__ = [
 MAX_MESSAGE_BYTES = 1024 * 1024
 #: The longest title a session may be given, at creation or by a rename (in characters).
 MAX_TITLE_LENGTH = 500
+#: What an agent's conversation id may look like (:attr:`CreateSession.conversation`).
+CONVERSATION_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}"
 
 #: A session's state as the client API shows it: the state its events say
 #: (:data:`wire.SessionState`), or ``disconnected`` while its environment has been offline
@@ -46,6 +48,13 @@ class CreateSession:
         validator=attrs.validators.optional(attrs.validators.max_len(MAX_TITLE_LENGTH)),
     )
     spawn: Spawn | None = None
+    #: The agent's own id of a conversation made outside rcd on the environment's machine
+    #: (for Claude Code, the uuid of a local ``claude`` conversation) to continue: its
+    #: earlier turns are shown first (``rcd import``).
+    conversation: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.matches_re(CONVERSATION_ID_PATTERN)),
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -38,7 +38,7 @@ The daemon opens every connection (outbound only):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import cattrs.gen
@@ -160,6 +160,10 @@ class StartSession:
     title: str | None = None
     spawn: Spawn | None = None
     origin: str = "relay"
+    #: The agent's own conversation to continue, made outside rcd on the daemon's machine
+    #: (``rcd import``; see :class:`wire.CreateSession`). Left out when None: a daemon of
+    #: before it refuses the key, so only an import can fail on one.
+    conversation: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -253,17 +257,22 @@ class UplinkRequest:
     partials: list[SessionPartial] = attrs.Factory(list)
 
 
-_uplink_request_fields = cattrs.gen.make_dict_unstructure_fn(UplinkRequest, converter)
+def _omit_when_empty(cls: type[Any], name: str) -> None:
+    """Leave field ``name`` of ``cls`` out of its JSON when it is empty (None, ``[]``), so
+    a peer of before the field, which refuses unknown keys, reads the rest as ever."""
+    fields = cattrs.gen.make_dict_unstructure_fn(cls, converter)
+
+    def unstructure(value: Any) -> dict[str, object]:
+        data: dict[str, object] = fields(value)
+        if not data[name]:
+            del data[name]
+        return data
+
+    converter.register_unstructure_hook(cls, unstructure)
 
 
-def _unstructure_uplink_request(request: UplinkRequest) -> dict[str, object]:
-    data: dict[str, object] = _uplink_request_fields(request)
-    if not request.partials:
-        del data["partials"]
-    return data
-
-
-converter.register_unstructure_hook(UplinkRequest, _unstructure_uplink_request)
+_omit_when_empty(UplinkRequest, "partials")
+_omit_when_empty(StartSession, "conversation")
 
 #: The header of the relay's answer to a registration that lists what it takes beyond
 #: protocol 1's first form, comma-separated: ``partials`` (:class:`UplinkRequest`).
