@@ -7,6 +7,7 @@ from testkit.fakes.claude_cli import (
     STREAM_JSON_ARGS,
     claude_env,
     find_claude,
+    local_conversation,
 )
 from testkit.fakes.messages_api import (
     DEFAULT_RULES,
@@ -21,6 +22,7 @@ from testkit.fakes.messages_api import (
     echo_rule,
     is_side_request,
     parse_turn,
+    recall_rule,
     run_rule,
     sleep_rule,
     tool_result_rule,
@@ -42,7 +44,9 @@ __all__ = [
     "Turn",
     "claude_env",
     "echo_rule",
+    "recall_rule",
     "find_claude",
+    "local_conversation",
     "is_side_request",
     "parse_turn",
     "run_rule",

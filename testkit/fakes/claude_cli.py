@@ -8,11 +8,20 @@ install it.
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 from pathlib import Path
 
 from spawn.claude import STREAM_JSON_ARGS
 
-__all__ = ["CLAUDE_BIN_ENV", "REPO_ROOT", "STREAM_JSON_ARGS", "claude_env", "find_claude"]
+__all__ = [
+    "CLAUDE_BIN_ENV",
+    "REPO_ROOT",
+    "STREAM_JSON_ARGS",
+    "claude_env",
+    "find_claude",
+    "local_conversation",
+]
 
 CLAUDE_BIN_ENV = "RCD_CLAUDE_BIN"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,3 +72,24 @@ def claude_env(home: Path, base_url: str) -> dict[str, str]:
         # A failing fake should fail the test quickly rather than be retried with backoff.
         "CLAUDE_CODE_MAX_RETRIES": "0",
     }
+
+
+def local_conversation(home: Path, base_url: str, cwd: Path, prompts: list[str]) -> str:
+    """Have a conversation with the pinned CLI the way a developer does in a terminal,
+    ``claude -p PROMPT`` then ``claude -p --resume ID PROMPT`` for each next one, in
+    ``cwd``; returns its id. Blocking (call it in a thread from trio)."""
+    conversation = str(uuid.uuid4())
+    for n, prompt in enumerate(prompts):
+        which = ["--session-id", conversation] if n == 0 else ["--resume", conversation]
+        done = subprocess.run(
+            [find_claude(), "-p", *which, prompt],
+            cwd=cwd,
+            env=claude_env(home, base_url),
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"claude -p {prompt!r} exited {done.returncode}: {done.stderr!r}")
+    return conversation

@@ -62,6 +62,7 @@ __all__ = [
     "ToolUseReply",
     "Turn",
     "echo_rule",
+    "recall_rule",
     "is_side_request",
     "parse_turn",
     "run_rule",
@@ -253,6 +254,26 @@ def slow_rule(turn: Turn) -> Reply | None:
     return TextReply(text="".join(f"t{n:04d} " for n in range(1, ticks + 1)), duration_s=seconds)
 
 
+def _typed(message: JSON) -> str | None:
+    content = message.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    blocks = [b for b in content or [] if isinstance(b, dict) and not _is_noise(b)]
+    if not blocks or any(b.get("type") != "text" for b in blocks):
+        return None
+    return str(blocks[-1].get("text", "")).strip() or None
+
+
+def recall_rule(turn: Turn) -> Reply | None:
+    """``recall`` → ``recalled: A | B`` with what the user typed in every earlier turn of
+    the conversation the request carries (what an agent that kept the context knows)."""
+    if turn.user_text != "recall":
+        return None
+    messages = [m for m in turn.body.get("messages") or [] if isinstance(m, dict)]
+    typed = [t for m in messages if m.get("role") == "user" and (t := _typed(m))]
+    return TextReply(text="recalled: " + " | ".join(t for t in typed if t != "recall"))
+
+
 def echo_rule(turn: Turn) -> Reply | None:
     """Anything else → ``echo: <user text>``."""
     return TextReply(text=f"echo: {turn.user_text or ''}")
@@ -264,6 +285,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     run_rule,
     sleep_rule,
     slow_rule,
+    recall_rule,
     echo_rule,
 )
 
