@@ -22,7 +22,7 @@ from daemon.transport import tls_context, warn_insecure_http
 from .api import SessionApi, TokenRejected
 from .auth import Target, resolve_target, tokens_path
 from .client import Attach
-from .parser import add_attach_parser
+from .parser import add_attach_parser, split_claude_args
 from .render import Style
 from .term import Console, cbreak
 
@@ -31,6 +31,13 @@ __all__ = ["Main", "in_terminal", "main", "run_attach"]
 
 def run_attach(args: argparse.Namespace) -> int:
     """Run ``rcd attach`` with parsed ``args``; returns the exit status."""
+    if args.resume_locally:
+        from .local import resume_locally
+
+        return resume_locally(args)
+    if args.claude_args:
+        print("rcd attach: arguments after -- are for --resume-locally", file=sys.stderr)
+        return 2
     return in_terminal(
         args,
         "attach",
@@ -123,5 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m attach SESSION_ID [--relay URL] [--token-file PATH] ...``."""
     parser = argparse.ArgumentParser(prog="rcd")
     add_attach_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["attach", *(sys.argv[1:] if argv is None else argv)])
+    argv, claude_args = split_claude_args(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(["attach", *argv])
+    args.claude_args = claude_args
     return run_attach(args)

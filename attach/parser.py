@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daemon.transport import CA_CERT_HELP, INSECURE_HTTP_HELP
 
-__all__ = ["RELAY_HELP", "add_attach_parser", "add_relay_options"]
+__all__ = ["RELAY_HELP", "add_attach_parser", "add_relay_options", "split_claude_args"]
 
 DESCRIPTION = """\
 Show a session's history and live events, send it messages and answer its permission
@@ -46,7 +46,16 @@ machine (`ps`), for as long as the command runs.
 """
 
 KEYS_HELP += (
-    RELAY_HELP
+    """back to the terminal:
+  rcd attach --resume-locally SESSION_ID [-- CLAUDE_ARGS]
+                 end the session and open its conversation in the local claude CLI
+                 (claude --resume ID CLAUDE_ARGS) in its directory: its worktree if kept,
+                 else the environment's. Run it on the environment's machine, as the
+                 daemon's user (where claude keeps the conversation); elsewhere it refuses
+                 and ends nothing. --agent-bin PATH picks the claude to run.
+
+"""
+    + RELAY_HELP
     + """
 While the relay is unreachable attach retries with backoff and says so; messages typed
 meanwhile are sent once it is back. Exit status: 0 when you leave, 1 for an unknown
@@ -65,7 +74,30 @@ def add_attach_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("session_id", metavar="SESSION_ID", help="the session, e.g. ses_9a1b...")
+    parser.add_argument(
+        "--resume-locally",
+        action="store_true",
+        help="instead: end the session and open its conversation in the local claude CLI"
+        " (claude --resume ID) in the session's directory; on the environment's machine",
+    )
+    parser.add_argument(
+        "--agent-bin",
+        default="claude",
+        metavar="PATH",
+        help="with --resume-locally: the claude to run (default: claude on PATH)",
+    )
+    # What follows "--" is claude's (see split_claude_args): documented here, parsed there.
+    parser.set_defaults(claude_args=[])
     add_relay_options(parser, "attach")
+
+
+def split_claude_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``rcd attach ... -- CLAUDE_ARGS``: the arguments for rcd, and those after the first
+    ``--`` (for ``--resume-locally``'s claude)."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
 
 
 def add_relay_options(parser: argparse.ArgumentParser, command: str) -> None:

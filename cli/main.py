@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from attach.parser import add_attach_parser
+from attach.parser import add_attach_parser, split_claude_args
 from daemon.errors import DaemonError
 from daemon.options import add_start_options
 from doctor.parser import add_doctor_parser
@@ -70,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    tail: list[str] = []
+    if words[:1] == ["attach"]:
+        words, tail = split_claude_args(words)
+    args = build_parser().parse_args(words)
+    if tail:
+        args.claude_args = tail
     try:
         return _run(args)
     except DaemonError as exc:
