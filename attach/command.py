@@ -31,10 +31,9 @@ __all__ = ["Main", "in_terminal", "main", "run_attach"]
 
 def run_attach(args: argparse.Namespace) -> int:
     """Run ``rcd attach`` with parsed ``args``; returns the exit status."""
-    if args.resume_locally:
-        from .local import resume_locally
-
-        return resume_locally(args)
+    if args.resume_locally:  # rcd's: cli.main hands it to run.local
+        print("rcd attach: --resume-locally is a command of rcd (`rcd attach`)", file=sys.stderr)
+        return 2
     if args.claude_args:
         print("rcd attach: arguments after -- are for --resume-locally", file=sys.stderr)
         return 2

@@ -121,6 +121,10 @@ def _run(args: argparse.Namespace) -> int:
         from doctor.command import run_doctor
 
         return run_doctor(args)
+    if args.command == "attach" and args.resume_locally:
+        from run.local import resume_locally
+
+        return resume_locally(args)
     if args.command == "attach":
         from attach.command import run_attach
 

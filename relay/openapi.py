@@ -12,6 +12,7 @@ places.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -79,17 +80,17 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     return {"type": simple[tp]}
 
 
-def _max_length(validator: Any) -> int | None:
-    """The ``attrs.validators.max_len`` among ``validator`` (and/optional wrappers), if any."""
+def _setting(validator: Any, name: str) -> Any:
+    """Attribute ``name`` of a validator among ``validator`` (and/optional wrappers), if
+    any: ``max_length`` of ``attrs.validators.max_len``, ``pattern`` of ``matches_re``."""
     inner = getattr(validator, "validator", None)  # optional(...)
     if inner is not None:
-        return _max_length(inner)
+        return _setting(inner, name)
     for part in getattr(validator, "_validators", ()):  # and_(...)
-        found = _max_length(part)
+        found = _setting(part, name)
         if found is not None:
             return found
-    found = getattr(validator, "max_length", None)
-    return found if isinstance(found, int) else None
+    return getattr(validator, name, None)
 
 
 def _requires_text(validator: Any) -> bool:
@@ -104,11 +105,12 @@ def _with_text(schema: dict[str, Any]) -> dict[str, Any]:
     return schema | {"minLength": 1, "pattern": "\\S"} if schema.get("type") == "string" else schema
 
 
-def _with_max_length(schema: dict[str, Any], max_length: int) -> dict[str, Any]:
+def _with_string(schema: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with ``more`` on its string (of an optional one too)."""
     if schema.get("type") == "string":
-        return schema | {"maxLength": max_length}
+        return schema | more
     if "anyOf" in schema:
-        return {"anyOf": [_with_max_length(s, max_length) for s in schema["anyOf"]]}
+        return {"anyOf": [_with_string(s, more) for s in schema["anyOf"]]}
     return schema
 
 
@@ -121,9 +123,13 @@ def schema_of(cl: type[Any]) -> dict[str, Any]:
         properties[field.name] = _type_schema(hints[field.name])
         if _requires_text(field.validator):
             properties[field.name] = _with_text(properties[field.name])
-        max_length = _max_length(field.validator)
-        if max_length is not None:
-            properties[field.name] = _with_max_length(properties[field.name], max_length)
+        max_length = _setting(field.validator, "max_length")
+        if isinstance(max_length, int):
+            properties[field.name] = _with_string(properties[field.name], {"maxLength": max_length})
+        pattern = _setting(field.validator, "pattern")
+        if isinstance(pattern, re.Pattern):  # matched whole (re.fullmatch)
+            anchored = {"pattern": f"^(?:{pattern.pattern})$"}
+            properties[field.name] = _with_string(properties[field.name], anchored)
         if field.default is attrs.NOTHING:
             required.append(field.name)
     schema: dict[str, Any] = {

@@ -43,6 +43,7 @@ from typing import Any, Literal
 import attrs
 import cattrs.gen
 
+from .api import CONVERSATION_ID_PATTERN
 from .converter import converter
 from .events import Decision, Event, Spawn
 from .partial import SessionPartial
@@ -163,7 +164,10 @@ class StartSession:
     #: The agent's own conversation to continue, made outside rcd on the daemon's machine
     #: (``rcd import``; see :class:`wire.CreateSession`). Left out when None: a daemon of
     #: before it refuses the key, so only an import can fail on one.
-    conversation: str | None = None
+    conversation: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.matches_re(CONVERSATION_ID_PATTERN)),
+    )
 
 
 @attrs.frozen(kw_only=True)

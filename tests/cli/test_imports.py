@@ -123,6 +123,9 @@ FORBIDDEN = {
     # attach may use relay.admin, when it runs, to mint a token for the embedded relay.
     "attach": {"cli", "doctor", "service", "spawn", "worktrees"},
     "service": {"cli", "attach", "doctor", "relay", "spawn", "worktrees"},
+    # run carries work across surfaces: a client of the relay (attach's) that also reads
+    # the local claude's conversations (spawn.transcripts) and asks the local daemon.
+    "run": {"cli", "doctor", "service", "worktrees"},
     # doctor checks the machine through daemon.checks; the relay it asks over HTTP.
     "doctor": {"cli", "attach", "relay", "spawn", "worktrees"},
     # The benchmarks use the product and testkit, never the tests.

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from testkit.fakes import claude_env, find_claude
 from testkit.harness import REPO
 
 from .browser import Browser, launch_chromium
 from .browsing import Browsing
-from .stack import Stack, start_stack
+from .stack import Stack, fake_messages_api, start_stack
 
 #: Screenshots for people to look at (git-ignored).
 ARTIFACTS = REPO / "test-artifacts" / "web"
@@ -37,6 +38,19 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture
+def claude_stack(tmp_path: Path) -> Iterator[Stack]:
+    claude = find_claude()  # fails (never skips) with an install hint when missing
+    with fake_messages_api() as base_url:
+        running = start_stack(
+            tmp_path, agent_bin=claude, agent_env=claude_env(tmp_path / "home", base_url)
+        )
+        try:
+            yield running
+        finally:
+            running.close()
 
 
 @pytest.fixture

@@ -123,6 +123,8 @@ class Stack:
     environment_id: str
     #: The public API with a device token, for checks behind the browser's back.
     api: httpx.Client
+    #: The daemon's environment (its home, and the agent's settings).
+    env: dict[str, str] = attrs.Factory(dict)
 
     def events(self, session_id: str) -> Events:
         r = self.api.get(f"/api/sessions/{session_id}/events")
@@ -225,7 +227,14 @@ def start_stack(
             return bool(found)
 
         eventually_sync(online, timeout=20, what="the daemon to come online")
-        return Stack(relay=relay, daemon=daemon, project=project, environment_id=found[0], api=api)
+        return Stack(
+            relay=relay,
+            daemon=daemon,
+            project=project,
+            environment_id=found[0],
+            api=api,
+            env=env,
+        )
     except BaseException:
         if daemon is not None:
             daemon.stop()

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import wire
-from testkit.fakes import claude_env, find_claude
 from testkit.waiting import eventually_sync
 
 from .browser import DESKTOP, PHONE, expect
 from .browsing import Browsing, no_horizontal_scroll
-from .stack import Stack, fake_messages_api, start_stack
+from .stack import Stack
 from .test_web_app import agent_texts, start_from_phone
 
 #: Records every text the reply being written showed, in order (a MutationObserver on the
@@ -33,19 +29,6 @@ RECORD_GROWTH = """() => {
     subtree: true, childList: true, characterData: true,
   });
 }"""
-
-
-@pytest.fixture
-def claude_stack(tmp_path: Path) -> Iterator[Stack]:
-    claude = find_claude()  # fails (never skips) with an install hint when missing
-    with fake_messages_api() as base_url:
-        running = start_stack(
-            tmp_path, agent_bin=claude, agent_env=claude_env(tmp_path / "home", base_url)
-        )
-        try:
-            yield running
-        finally:
-            running.close()
 
 
 def test_a_slow_reply_grows_on_the_phone_and_a_late_desktop_sees_it_so_far(

@@ -64,6 +64,9 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
             fields[field.name] = st.sampled_from(wire.EVENT_KINDS)
         elif cls is wire.Event and field.name == "data":
             fields[field.name] = json_objects
+        elif field.name == "conversation":
+            ids = st.from_regex(wire.api.CONVERSATION_ID_PATTERN, fullmatch=True)
+            fields[field.name] = st.none() | ids
         else:
             fields[field.name] = strategy_for(hints[field.name])
     return st.builds(cls, **fields)

@@ -20,15 +20,14 @@ import attrs
 import httpx
 import trio
 
+from attach.api import LogEntry, SessionApi, call_relay
+from attach.auth import Target
+from attach.command import in_terminal
+from attach.render import Style
+from attach.term import Console
 from daemon.errors import DaemonError
 from spawn import ImportRefused
 from spawn.transcripts import conversation_path, holder
-
-from .api import LogEntry, SessionApi, call_relay
-from .auth import Target
-from .command import in_terminal
-from .render import Style
-from .term import Console
 
 __all__ = ["LocalResume", "resume_locally"]
 
