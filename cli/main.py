@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     tail: list[str] = []
-    if words[:1] == ["attach"]:
+    if words[:1] == ["attach"] and "--resume-locally" in words:
         words, tail = split_claude_args(words)
     args = build_parser().parse_args(words)
     if tail:

@@ -277,8 +277,10 @@ class RecordedAdapter:
     def __attrs_post_init__(self) -> None:
         self.name = self.inner.name
 
-    def earlier(self, conversation_id: str, env: Mapping[str, str]) -> list[wire.EventData]:
-        return earlier_of(self.inner, conversation_id, env)
+    def earlier(
+        self, conversation_id: str, env: Mapping[str, str], directory: str | None
+    ) -> list[wire.EventData]:
+        return earlier_of(self.inner, conversation_id, env, directory)
 
     async def run(
         self,

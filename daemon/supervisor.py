@@ -269,8 +269,13 @@ class Supervisor:
             return await self.worktrees.release(session_id, workspace)
 
         async def earlier() -> list[wire.EventData]:
+            # An import: its earlier turns (of this directory's conversations only). A
+            # resume: only the check that no local claude has the conversation open.
             assert resume is not None
-            return await trio.to_thread.run_sync(earlier_of, self.adapter, resume, self.env)
+            directory = str(self.directory) if carried_over else None
+            return await trio.to_thread.run_sync(
+                earlier_of, self.adapter, resume, self.env, directory
+            )
 
         runtime = SessionRuntime(
             session_id=session_id,
@@ -285,7 +290,7 @@ class Supervisor:
             stop_grace=self.stop_grace,
             seq=seq,
             clock=self.clock,
-            earlier=earlier if carried_over else None,
+            earlier=earlier if resume is not None else None,
         )
         self.sessions[session_id] = runtime
         # Delivered now, not when the task first runs: a message applied right after this

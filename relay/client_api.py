@@ -45,7 +45,7 @@ from wire import (
 
 from .auth import ClientPrincipal, ClientProof, authenticate_client, client_proof
 from .config import RelayConfig
-from .errors import BodyTooLarge, NotFound, Unauthenticated
+from .errors import BodyTooLarge, Conflict, NotFound, Unauthenticated
 from .fanout import Hub, environment_key
 from .httputil import (
     CLIENT_BODY_LIMIT,
@@ -186,6 +186,13 @@ class ClientApi:
         title = _blank_to_none(body.title) or title_from_text(prompt)
         session_id = new_id("ses")
         environment_id = request.path_params["environment_id"]
+        features = self.hub.daemon_features.get(environment_id)
+        if body.conversation and features is not None and "conversations" not in features:
+            raise Conflict(
+                "conversation_unsupported",
+                "the daemon of this environment cannot continue a conversation made outside"
+                " rcd: upgrade rcd on its machine",
+            )
         start = StartSession(
             session_id=session_id,
             prompt=prompt,

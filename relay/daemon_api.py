@@ -184,6 +184,10 @@ class DaemonApi:
                 " per environment",
             )
         registration = await self.storage.register_environment(credential_id, body)
+        said = request.headers.get(wire.FEATURES_HEADER, "")
+        self.hub.daemon_features[registration.environment_id] = frozenset(
+            f.strip() for f in said.split(",") if f.strip()
+        )
         response = json_response(encode(registration))
         response.headers[wire.FEATURES_HEADER] = "partials"
         return response

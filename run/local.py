@@ -115,16 +115,20 @@ async def _end_remote(
         await api.stop()
         # On stderr: stdout is claude's alone (``-- -p PROMPT`` in a script).
         print(f"rcd attach: ending session {info.id}…", file=sys.stderr, flush=True)
+    since = started[-1].seq  # an earlier run's end (before a resume) does not count
+
+    def ended() -> bool:
+        return any(e.kind == "session_ended" and e.seq > since for e in events)
+
     with trio.move_on_after(END_TIMEOUT) as waited:
-        # Ended, and its claude gone (the conversation is the local one's alone from now).
-        while not any(e.kind == "session_ended" for e in events) or holder(
-            conversation, os.environ
-        ):
+        # Ended (its worktree released), and its claude gone: the conversation is the
+        # local one's alone from now on.
+        while not ended() or holder(conversation, os.environ):
             await trio.sleep(0.2)
             events += await api.events_after(events[-1].seq if events else 0)
     if waited.cancelled_caught:
         pid = holder(conversation, os.environ)
-        if pid is not None and any(e.kind == "session_ended" for e in events):
+        if pid is not None and ended():
             raise DaemonError(
                 f"session {info.id} ended, but its conversation is open in a running claude"
                 f" (pid {pid}): continue there, or leave it (/exit) and run this again"

@@ -126,13 +126,17 @@ class AgentAdapter(Protocol):
 
 
 def earlier_of(
-    adapter: AgentAdapter, conversation_id: str, env: Mapping[str, str]
+    adapter: AgentAdapter, conversation_id: str, env: Mapping[str, str], directory: str | None
 ) -> list[wire.EventData]:
-    """What ``adapter``'s agent said in ``conversation_id``, made outside rcd on this machine
-    (an adapter that can continue one has ``earlier(conversation_id, env)``); ImportRefused
-    when it cannot. Blocking: call it in a thread."""
+    """What ``adapter``'s agent said in ``conversation_id``, made outside rcd in
+    ``directory`` on this machine; with ``directory`` None (a session resumed) nothing, once
+    it checked that nothing else has the conversation open. An adapter that can do this has
+    ``earlier(conversation_id, env, directory)``; ImportRefused when it cannot (for an
+    import; a resume goes ahead). Blocking: call it in a thread."""
     earlier = getattr(adapter, "earlier", None)
     if earlier is None:
+        if directory is None:
+            return []
         raise ImportRefused(f"{adapter.name} cannot continue a conversation made outside rcd")
-    events: list[wire.EventData] = earlier(conversation_id, env)
+    events: list[wire.EventData] = earlier(conversation_id, env, directory)
     return events

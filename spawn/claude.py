@@ -295,12 +295,15 @@ class ClaudeCode:
         argv += ["--resume", resume] if resume else ["--session-id", agent_session_id]
         return argv + list(self.extra_args)
 
-    def earlier(self, conversation_id: str, env: Mapping[str, str]) -> list[wire.EventData]:
-        """A conversation the CLI had on this machine, as events (see
-        :func:`spawn.transcripts.earlier`); blocking file reads."""
+    def earlier(
+        self, conversation_id: str, env: Mapping[str, str], directory: str | None
+    ) -> list[wire.EventData]:
+        """A conversation the CLI had in ``directory``, as events; with None, only the
+        check that no running claude has it (see :func:`spawn.transcripts.earlier`).
+        Blocking file reads."""
         from .transcripts import earlier
 
-        return earlier(conversation_id, env)
+        return earlier(conversation_id, env, directory)
 
     async def run(
         self,

@@ -102,8 +102,8 @@ class SessionRuntime:
     clock: Callable[[], float] = time.time
     #: Where replies being written go (never blocks; see :mod:`wire.partial`), or None.
     publish_partial: Callable[[wire.AssistantPartial], None] | None = None
-    #: For a conversation carried over (``rcd import``): reads its earlier events, shown
-    #: after ``session_started``; raises ImportRefused when it cannot be continued.
+    #: For a conversation continued (``rcd import``, a resume): its earlier events to show
+    #: after ``session_started`` (none for a resume); raises when it cannot be continued.
     earlier: Callable[[], Awaitable[list[wire.EventData]]] | None = None
 
     state: wire.SessionState = "queued"
@@ -206,9 +206,10 @@ class SessionRuntime:
             return
         try:
             history = await self.earlier() if self.earlier is not None else []
-        except ImportRefused as exc:
-            self._emit(wire.Error(code="import_refused", message=str(exc)))
-            self.end_reason = "import_refused"
+        except Exception as exc:  # an unreadable transcript must not take the daemon down
+            why = str(exc) if isinstance(exc, ImportRefused) else f"{type(exc).__name__}: {exc}"
+            self.end_reason = "import_refused" if self.seq <= 1 else "resume_refused"
+            self._emit(wire.Error(code=self.end_reason, message=why))
             return
         launch = AgentLaunch(cwd=self.workspace.cwd, env=self.env, resume=self.resume)
         async with trio.open_nursery() as nursery:

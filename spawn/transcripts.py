@@ -12,6 +12,7 @@ ticks, field 22 of ``/proc/<pid>/stat``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from .errors import ImportRefused
 
 __all__ = [
     "IMPORTED_ORIGIN",
+    "MAX_IMPORTED_TEXT",
     "Conversation",
     "check_conversation_id",
     "conversation_path",
@@ -41,18 +43,23 @@ __all__ = [
 
 #: The ``origin`` of the user messages an imported conversation brings along.
 IMPORTED_ORIGIN = "terminal"
-_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+#: The CLI's conversation ids: lower-case uuids (``--resume`` finds no other spelling).
+_UUID = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}")
 #: The CLI cuts a longer key and adds a hash: such directories are found by this prefix.
 _KEY_PREFIX = 200
 #: How far into a conversation its first prompt is looked for (entries).
 _FIRST_PROMPT_WITHIN = 500
+#: The most characters of one earlier message or tool result shown (the log holds a
+#: conversation's whole history in one go; the local transcript keeps it all).
+MAX_IMPORTED_TEXT = 32 * 1024
 
 
 def check_conversation_id(value: str) -> str:
-    """``value`` if it is a Claude Code conversation id (a uuid), else ImportRefused."""
+    """``value`` if it is a Claude Code conversation id (a lower-case uuid), else
+    ImportRefused."""
     if not _UUID.fullmatch(value):
-        raise ImportRefused(f"{value!r} is not a Claude Code conversation id (a uuid)")
-    return value.lower()
+        raise ImportRefused(f"{value!r} is not a Claude Code conversation id (a lower-case uuid)")
+    return value
 
 
 def config_dir(env: Mapping[str, str]) -> Path:
@@ -85,7 +92,7 @@ def _entries(path: Path) -> Iterator[dict[str, Any]]:
         for raw in lines:
             try:
                 entry = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(entry, dict):
                 yield entry
@@ -94,19 +101,20 @@ def _entries(path: Path) -> Iterator[dict[str, Any]]:
 def _typed_text(entry: dict[str, Any]) -> str | None:
     """What the user typed, for a ``user`` entry that is a prompt (not a tool's result, a
     command's wrapper or the CLI's own note); else None."""
-    if entry.get("type") != "user" or entry.get("isSidechain") or entry.get("isMeta"):
+    if entry.get("type") != "user" or any(
+        entry.get(mark) for mark in ("isSidechain", "isMeta", "isCompactSummary")
+    ):
         return None
     message = entry.get("message")
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list):
-        texts = [
-            str(b.get("text", ""))
-            for b in content
-            if isinstance(b, dict) and b.get("type") == "text"
-        ]
-        if len(texts) != len(content):
+        blocks = [b for b in content if isinstance(b, dict)]
+        if any(b.get("type") == "tool_result" for b in blocks):
             return None
-        content = "\n".join(texts)
+        content = "\n".join(
+            str(b.get("text", "")) if b.get("type") == "text" else f"[{b.get('type')}]"
+            for b in blocks
+        )
     if not isinstance(content, str) or not content.strip() or content.lstrip().startswith("<"):
         return None
     return content
@@ -131,14 +139,8 @@ def list_conversations(directory: str, env: Mapping[str, str]) -> list[Conversat
                 continue
             try:
                 modified = path.stat().st_mtime
-                prompt = next(
-                    (
-                        text
-                        for n, entry in enumerate(_entries(path))
-                        if n < _FIRST_PROMPT_WITHIN and (text := _typed_text(entry)) is not None
-                    ),
-                    None,
-                )
+                head = itertools.islice(_entries(path), _FIRST_PROMPT_WITHIN)
+                prompt = next((t for e in head if (t := _typed_text(e)) is not None), None)
             except OSError:
                 continue
             if prompt is not None:
@@ -148,14 +150,20 @@ def list_conversations(directory: str, env: Mapping[str, str]) -> list[Conversat
     return sorted(found, key=lambda c: c.modified, reverse=True)
 
 
-def conversation_path(conversation_id: str, env: Mapping[str, str]) -> Path:
-    """The transcript of ``conversation_id`` (in whichever directory it ran), or
-    ImportRefused saying where it was looked for."""
+def conversation_path(
+    conversation_id: str, env: Mapping[str, str], directory: str | None = None
+) -> Path:
+    """The transcript of ``conversation_id``: one the CLI had in ``directory``, or (None)
+    in any directory; ImportRefused saying where it was looked for."""
     conversation_id = check_conversation_id(conversation_id)
     root = config_dir(env) / "projects"
-    for path in sorted(root.glob(f"*/{conversation_id}.jsonl")):
-        return path
-    raise ImportRefused(f"no Claude Code conversation {conversation_id} in {root}")
+    folders = _project_dirs(directory, env) if directory is not None else root.glob("*")
+    for folder in sorted(folders):
+        path = folder / f"{conversation_id}.jsonl"
+        if path.is_file():
+            return path
+    where = f" of {directory}" if directory is not None else ""
+    raise ImportRefused(f"no Claude Code conversation {conversation_id}{where} in {root}")
 
 
 def holder(conversation_id: str, env: Mapping[str, str]) -> int | None:
@@ -234,23 +242,50 @@ def earlier_events(path: Path) -> list[wire.EventData]:
             payloads = parse_line(entry)
         except ValueError:
             continue
-        events.extend(
-            p
-            for p in payloads
-            if isinstance(p, wire.AssistantText | wire.ToolUse | wire.ToolResult)
-        )
+        events.extend(_cut(p) for p in payloads if isinstance(p, _SHOWN))
     return events
 
 
-def earlier(conversation_id: str, env: Mapping[str, str]) -> list[wire.EventData]:
-    """The events of conversation ``conversation_id``, to continue it in a session; refused
-    (ImportRefused) when it is unknown, or open in a running CLI (whose turns would
-    interleave with the session's in one transcript)."""
+_SHOWN = (wire.AssistantText, wire.ToolUse, wire.ToolResult)
+
+
+def _cut_text(text: str) -> str:
+    if len(text) <= MAX_IMPORTED_TEXT:
+        return text
+    more = len(text) - MAX_IMPORTED_TEXT
+    return text[:MAX_IMPORTED_TEXT] + f"\n… ({more} more characters in the local transcript)"
+
+
+def _cut(payload: wire.EventData) -> wire.EventData:
+    if isinstance(payload, wire.AssistantText):
+        return attrs.evolve(payload, text=_cut_text(payload.text))
+    if isinstance(payload, wire.ToolResult):
+        return attrs.evolve(payload, content=_cut_text(payload.content))
+    if isinstance(payload, wire.ToolUse) and len(json.dumps(payload.input)) > MAX_IMPORTED_TEXT:
+        return attrs.evolve(payload, input={"note": "cut: too large to show"})
+    return payload
+
+
+def earlier(
+    conversation_id: str, env: Mapping[str, str], directory: str | None = None
+) -> list[wire.EventData]:
+    """The events of conversation ``conversation_id``, one the CLI had in ``directory``,
+    to continue it in a session; with ``directory`` None, none (a session resumed: its
+    history is in the log already). Refused (ImportRefused) when it is unknown, unreadable,
+    or open in a running CLI (whose turns would interleave with the session's in one
+    transcript)."""
     conversation_id = check_conversation_id(conversation_id)
     pid = holder(conversation_id, env)
     if pid is not None:
         raise ImportRefused(
             f"the conversation {conversation_id} is open in a running claude (pid {pid}):"
-            " leave it there first (/exit), then import it"
+            " leave it there first (/exit), then try again"
         )
-    return earlier_events(conversation_path(conversation_id, env))
+    if directory is None:
+        return []
+    path = conversation_path(conversation_id, env, directory)
+    try:
+        return earlier_events(path)
+    except (OSError, ValueError, RecursionError) as exc:
+        why = f"cannot read the conversation {conversation_id} ({path}): {exc}"
+        raise ImportRefused(why) from exc

@@ -69,6 +69,7 @@ from .partial import (
     apply_partial,
 )
 from .protocol import (
+    DAEMON_FEATURES,
     FEATURES_HEADER,
     PROTOCOL_VERSION,
     UPLINK_ACK_EVENT,
@@ -110,6 +111,7 @@ __all__ = [
     "EnvironmentStatus",
     "ControlRequest",
     "EVENT_KINDS",
+    "DAEMON_FEATURES",
     "FEATURES_HEADER",
     "KEEPALIVE_INTERVAL",
     "MAX_EVENTS_PER_BATCH",

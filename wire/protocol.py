@@ -43,7 +43,7 @@ from typing import Any, Literal
 import attrs
 import cattrs.gen
 
-from .api import CONVERSATION_ID_PATTERN
+from .api import CONVERSATION_ID_PATTERN, CreateSession
 from .converter import converter
 from .events import Decision, Event, Spawn
 from .partial import SessionPartial
@@ -277,10 +277,17 @@ def _omit_when_empty(cls: type[Any], name: str) -> None:
 
 _omit_when_empty(UplinkRequest, "partials")
 _omit_when_empty(StartSession, "conversation")
+# A client of before it talks to a relay of before it as ever.
+_omit_when_empty(CreateSession, "conversation")
 
 #: The header of the relay's answer to a registration that lists what it takes beyond
-#: protocol 1's first form, comma-separated: ``partials`` (:class:`UplinkRequest`).
+#: protocol 1's first form, comma-separated: ``partials`` (:class:`UplinkRequest`). The
+#: daemon's registration request carries it too: :data:`DAEMON_FEATURES`.
 FEATURES_HEADER = "Rcd-Features"
+#: What a daemon does beyond protocol 1's first form, in its registration's
+#: :data:`FEATURES_HEADER`: ``conversations`` (:attr:`StartSession.conversation`). The
+#: relay refuses to send a daemon what it did not list.
+DAEMON_FEATURES = ("conversations",)
 
 
 @attrs.frozen(kw_only=True)

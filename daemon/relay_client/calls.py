@@ -67,6 +67,7 @@ class Calls:
         *,
         auth: httpx.Auth | None,
         on_answer: Callable[[httpx.Response], None] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """Send ``body`` (a wire value, or None) and return the parsed JSON answer (None for
         an empty one).
@@ -81,7 +82,7 @@ class Calls:
                     method,
                     self.url(path),
                     content=None if body is None else wire.encode_json(body),
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": "application/json", **(headers or {})},
                     auth=auth,
                 )
         except trio.TooSlowError:

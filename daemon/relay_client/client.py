@@ -139,7 +139,14 @@ class RelayClient:
             self._uplink.takes_partials = "partials" in listed.replace(" ", "").split(",")
 
         data = await self._calls.call(
-            "POST", "/daemon/v1/register", request, auth=self._credential(), on_answer=features
+            "POST",
+            "/daemon/v1/register",
+            request,
+            auth=self._credential(),
+            on_answer=features,
+            # In a header, which a relay of before it leaves unread (the body's keys it
+            # would refuse).
+            headers={wire.FEATURES_HEADER: ", ".join(wire.DAEMON_FEATURES)},
         )
         registration: wire.RegisterResponse = wire.decode(wire.RegisterResponse, data)
         if registration.environment_id != self.environment_id:

@@ -129,3 +129,36 @@ async def test_refused_where_claude_does_not_have_the_conversation(
     assert "does not have the conversation" in err and "nothing was ended" in err, err
     assert (await stack.relay.session(session_id))["state"] == "idle"
     assert not any(e["kind"] == "session_ended" for e in await stack.relay.events(session_id))
+
+
+async def test_resuming_on_the_phone_while_the_local_claude_has_it_is_refused(
+    stack: Stack,
+) -> None:
+    session_id, started = await start(stack, "same-dir", "echo mine now")
+    # Back to the terminal, where the conversation stays open (stdin kept open).
+    conversation = started["agent_session_id"]
+    assert (await stack.relay.client.post(f"/api/sessions/{session_id}/stop")).is_success
+    await stack.relay.wait_kind(session_id, "session_ended")
+    env = claude_env(Path(stack.daemon.env["HOME"]), stack.base_url)
+    cli = await trio.lowlevel.open_process(
+        [find_claude(), "-p", "--input-format", "stream-json", "--output-format", "stream-json",
+         "--verbose", "--resume", conversation],
+        cwd=stack.daemon.directory, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert cli.stdin is not None and cli.stdout is not None
+        line = {"type": "user", "message": {"role": "user", "content": "echo here"}}
+        await cli.stdin.send_all(json.dumps(line).encode() + b"\n")
+        with trio.fail_after(30):
+            await cli.stdout.receive_some()
+        # The phone taps Resume: two claudes would write one transcript, so no.
+        resumed = await stack.relay.client.post(f"/api/sessions/{session_id}/resume")
+        assert resumed.status_code == 202, resumed.text
+        events = await stack.relay.wait_kind(session_id, "session_ended", 2)
+        error = [e for e in events if e["kind"] == "error"][-1]["data"]
+        assert error["code"] == "resume_refused"
+        assert f"open in a running claude (pid {cli.pid})" in error["message"]
+    finally:
+        cli.kill()
+        await cli.wait()

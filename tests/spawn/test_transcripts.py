@@ -18,6 +18,7 @@ import wire
 from spawn import ImportRefused
 from spawn.transcripts import (
     IMPORTED_ORIGIN,
+    MAX_IMPORTED_TEXT,
     conversation_path,
     earlier,
     earlier_events,
@@ -82,7 +83,13 @@ async def test_conversations_made_by_the_cli_are_listed_and_read_back(
     # Each message is its own input: ids never collide.
     assert len({first.input_id, second.input_id}) == 2
     assert holder(older, env) is None
-    assert earlier(older, env) == events
+    assert earlier(older, env, str(project)) == events
+    # Only a conversation of the directory asked for: another's is refused...
+    elsewhere = list_conversations(str(other), env)[0].id
+    with pytest.raises(ImportRefused, match=f"no Claude Code conversation {elsewhere} of"):
+        earlier(elsewhere, env, str(project))
+    # ...and a resume (no directory) only checks that nobody has it open.
+    assert earlier(elsewhere, env) == []
 
 
 async def test_a_conversation_open_in_a_running_cli_is_held(base_url: str, tmp_path: Path) -> None:
@@ -107,14 +114,16 @@ async def test_a_conversation_open_in_a_running_cli_is_held(base_url: str, tmp_p
             lambda: holder(conversation, env) == cli.pid, timeout=20, what="the CLI to announce"
         )
         with pytest.raises(ImportRefused, match=rf"open in a running claude \(pid {cli.pid}\)"):
-            earlier(conversation, env)
+            earlier(conversation, env, str(project))
+        with pytest.raises(ImportRefused, match="open in a running claude"):
+            earlier(conversation, env)  # a resume is refused too
     finally:
         cli.kill()
         await cli.wait()
     # Killed, it leaves its announcement behind: a dead pid holds nothing.
     assert list((home / ".claude" / "sessions").glob(f"{cli.pid}.json"))
     assert holder(conversation, env) is None
-    assert [type(e).__name__ for e in earlier(conversation, env)][:2] == [
+    assert [type(e).__name__ for e in earlier(conversation, env, str(project))][:2] == [
         "UserMessage", "AssistantText",
     ]  # fmt: skip
 
@@ -157,8 +166,22 @@ def test_bad_ids_unknown_conversations_and_stale_announcements(tmp_path: Path) -
     with pytest.raises(ImportRefused, match="not a Claude Code conversation id"):
         earlier("../../etc/passwd", env)
     unknown = "0b4c8a37-3d0e-4d61-9a55-5d7e0f1a2b3c"
-    with pytest.raises(ImportRefused, match=f"no Claude Code conversation {unknown}"):
-        earlier(unknown, env)
+    with pytest.raises(ImportRefused, match="lower-case uuid"):
+        earlier(unknown.upper(), env)
+    with pytest.raises(ImportRefused, match=f"no Claude Code conversation {unknown} of /p"):
+        earlier(unknown, env, "/p")
+    # Unreadable: an error that says so, never an exception of another kind.
+    (tmp_path / ".claude" / "projects" / "-p" / f"{unknown}.jsonl").mkdir(parents=True)
+    with pytest.raises(ImportRefused, match=f"no Claude Code conversation {unknown} of /p"):
+        earlier(unknown, env, "/p")  # a directory is no transcript
+    path = tmp_path / ".claude" / "projects" / "-q" / f"{unknown}.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"[" * 100_000 + b"\n")  # nesting past what json parses: skipped
+    assert earlier(unknown, env, "/q") == []
+    path.unlink()
+    path.symlink_to("/proc/self/mem")  # a file whose reading fails, even for root
+    with pytest.raises(ImportRefused, match=f"cannot read the conversation {unknown}"):
+        earlier(unknown, env, "/q")
     sessions = tmp_path / ".claude" / "sessions"
     sessions.mkdir(parents=True)
     # This very process, but announced with another start time: a pid reused since.
@@ -168,3 +191,19 @@ def test_bad_ids_unknown_conversations_and_stale_announcements(tmp_path: Path) -
     assert holder(unknown, env) is None
     # CLAUDE_CONFIG_DIR wins over the home.
     assert list_conversations(str(tmp_path), {**env, "CLAUDE_CONFIG_DIR": str(tmp_path)}) == []
+
+
+def test_long_texts_are_cut_and_prompts_with_images_kept(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    big = "x" * (MAX_IMPORTED_TEXT + 10)
+    lines = [
+        _entry("u1", None, "user", [{"type": "text", "text": "see"}, {"type": "image"}]),
+        _entry("a1", "u1", "assistant", [{"type": "text", "text": big}]),
+        _entry("s1", "a1", "user", "summary of before", isCompactSummary=True),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    prompt, reply = earlier_events(path)
+    assert isinstance(prompt, wire.UserMessage) and prompt.text == "see\n[image]"
+    assert isinstance(reply, wire.AssistantText)
+    cut = "\n… (10 more characters in the local transcript)"
+    assert reply.text == "x" * MAX_IMPORTED_TEXT + cut

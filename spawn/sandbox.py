@@ -1,0 +1,125 @@
+"""``rcd start --sandbox``: what a session's agent may write and reach.
+
+The policy: writes only in the session's directory (its worktree, and the git directories a
+worktree commits into), the temp dir and the agent's own state; reads as the user; network
+only to the hosts allowed (``--sandbox-allow-host``), none by default. The model API is the
+agent's own traffic and stays open.
+
+Claude Code enforces it itself, on every command it runs (its ``sandbox`` settings, passed
+with ``--settings``; bubblewrap and socat on Linux, Seatbelt on macOS): see
+:func:`claude_settings`. An agent without a sandbox of its own runs wrapped whole:
+bubblewrap on Linux (:func:`bwrap_argv`), ``sandbox-exec`` on macOS (:func:`seatbelt_profile`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "SandboxPolicy",
+    "bwrap_argv",
+    "claude_settings",
+    "git_dirs",
+    "missing_tools",
+    "seatbelt_profile",
+]
+
+#: What a sandbox needs on Linux: (Debian package, executable).
+LINUX_TOOLS = (("bubblewrap", "bwrap"), ("socat", "socat"))
+
+
+@attrs.frozen(kw_only=True)
+class SandboxPolicy:
+    """Whether sessions are sandboxed, and the hosts their commands may reach."""
+
+    enabled: bool = False
+    allow_hosts: tuple[str, ...] = ()
+
+    def tightened(self, sandbox: bool | None) -> SandboxPolicy:
+        """The policy for a session that asked for ``sandbox`` (None: as the environment):
+        a session can turn the sandbox on, never off."""
+        return attrs.evolve(self, enabled=True) if sandbox and not self.enabled else self
+
+
+def missing_tools(
+    platform: str = sys.platform, which: Callable[[str], str | None] = shutil.which
+) -> list[str]:
+    """The packages the sandbox needs here and lacks (Debian's names on Linux)."""
+    if platform.startswith("linux"):
+        return [package for package, binary in LINUX_TOOLS if which(binary) is None]
+    if platform == "darwin":
+        return [] if which("sandbox-exec") else ["sandbox-exec (part of macOS)"]
+    return [f"a sandbox for {platform} (rcd knows Linux and macOS)"]
+
+
+def git_dirs(cwd: str) -> list[str]:
+    """The git directories a worktree at ``cwd`` writes to when it commits (none for a
+    plain checkout: its ``.git`` is inside ``cwd``)."""
+    marker = Path(cwd) / ".git"
+    try:
+        text = marker.read_text() if marker.is_file() else ""
+    except OSError:
+        return []
+    if not text.startswith("gitdir:"):
+        return []
+    private = Path(text.removeprefix("gitdir:").strip())
+    if not private.is_absolute():
+        private = (Path(cwd) / private).resolve()
+    # .git/worktrees/<name> → the repository's .git (objects, refs), which holds it.
+    common = private.parent.parent
+    return [str(common)] if common.name == ".git" or (common / "objects").is_dir() else []
+
+
+def claude_settings(policy: SandboxPolicy, writable: Sequence[str] = ()) -> str:
+    """The ``--settings`` JSON that makes Claude Code enforce ``policy`` on its commands:
+    no way out of the sandbox (``allowUnsandboxedCommands``), and no start without it
+    (``failIfUnavailable``)."""
+    sandbox: dict[str, Any] = {
+        "enabled": True,
+        "failIfUnavailable": True,
+        "allowUnsandboxedCommands": False,
+        "network": {"allowedDomains": list(policy.allow_hosts)},
+    }
+    if writable:
+        sandbox["filesystem"] = {"allowWrite": list(writable)}
+    return json.dumps({"sandbox": sandbox}, separators=(",", ":"))
+
+
+def bwrap_argv(
+    policy: SandboxPolicy, cwd: str, writable: Sequence[str] = (), *, bwrap: str = "bwrap"
+) -> list[str]:
+    """The bubblewrap command that runs an agent under ``policy``: the whole system read
+    only, a private ``/tmp``, ``cwd`` and ``writable`` writable, no network (with
+    ``allow_hosts``, the caller gives it a proxy: see :mod:`spawn.proxy`)."""
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in (cwd, *writable):
+        argv += ["--bind", path, path]
+    argv += ["--unshare-net", "--die-with-parent", "--new-session", "--chdir", cwd]
+    return [*argv, "--"]
+
+
+def _quote(path: str) -> str:
+    return json.dumps(path)  # a Seatbelt string literal is a JSON one
+
+
+def seatbelt_profile(policy: SandboxPolicy, cwd: str, writable: Sequence[str] = ()) -> str:
+    """The ``sandbox-exec -p`` profile that runs an agent under ``policy`` on macOS."""
+    paths = [cwd, *writable, "/private/tmp", "/private/var/folders"]
+    lines = [
+        "(version 1)",
+        "(allow default)",
+        "(deny file-write*)",
+        "(allow file-write* "
+        + " ".join(f"(subpath {_quote(p)})" for p in paths)
+        + ' (literal "/dev/null") (literal "/dev/tty") (regex #"^/dev/fd/"))',
+        "(deny network-outbound)",
+        '(allow network-outbound (remote unix-socket) (remote ip "localhost:*"))',
+    ]
+    return "\n".join(lines) + "\n"
