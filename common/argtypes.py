@@ -4,8 +4,21 @@ each raises ``argparse.ArgumentTypeError`` with a sentence for the user."""
 from __future__ import annotations
 
 import argparse
+import re
 
-__all__ = ["base_url", "count", "port", "positive_int", "positive_seconds", "seconds"]
+__all__ = [
+    "base_url",
+    "count",
+    "host_pattern",
+    "port",
+    "positive_int",
+    "positive_seconds",
+    "seconds",
+]
+
+_HOST = re.compile(
+    r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 
 
 def _whole_number(text: str, minimum: int) -> int:
@@ -72,3 +85,14 @@ def base_url(text: str) -> str:
             f" got {text!r}"
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def host_pattern(text: str) -> str:
+    """A host name or IPv4 address, or ``*.`` and a domain (its every subdomain); no
+    scheme, port or path."""
+    host = text.strip().lower()
+    if not _HOST.fullmatch(host) or len(host) > 253:
+        raise argparse.ArgumentTypeError(
+            f"expected a host such as api.example.com, 10.0.0.5 or *.example.com, got {text!r}"
+        )
+    return host

@@ -32,6 +32,8 @@ class Option:
     always: bool = False
     """Written into the service even at its default (the service's stop deadline uses it)."""
     render: Callable[[Any], str] = str
+    #: Given any number of times: the field holds the values in order.
+    repeat: bool = False
 
 
 _OPTION = "rcd.option"
@@ -47,6 +49,7 @@ def option(
     store_true: bool = False,
     always: bool = False,
     render: Callable[[Any], str] = str,
+    repeat: bool = False,
 ) -> Any:
     """A field of an options class that is also a command-line option (``flags[0]``'s name
     is the field's: ``--stop-timeout`` is ``stop_timeout``)."""
@@ -60,8 +63,12 @@ def option(
         "store_true": store_true,
         "always": always,
         "render": render,
+        "repeat": repeat,
     }
-    return attrs.field(default=spec["default"], metadata={_OPTION: spec})
+    default = () if repeat else spec["default"]
+    return attrs.field(
+        default=default, converter=tuple if repeat else None, metadata={_OPTION: spec}
+    )
 
 
 def options_of(cls: type) -> tuple[Option, ...]:
@@ -93,6 +100,8 @@ def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) ->
             kwargs["choices"] = list(spec.choices)
         if spec.metavar is not None:
             kwargs["metavar"] = spec.metavar
+        if spec.repeat:
+            kwargs.update(action="append", default=[])
         parser.add_argument(*spec.flags, **kwargs)
 
 
@@ -108,6 +117,8 @@ def option_words(args: argparse.Namespace, options: tuple[Option, ...]) -> list[
         if spec.store_true:
             if value:
                 words.append(spec.flags[0])
+        elif spec.repeat:
+            words.extend(f"{spec.flags[0]}={spec.render(v)}" for v in value or ())
         elif value is not None and (spec.always or value != spec.default):
             words.append(f"{spec.flags[0]}={spec.render(value)}")
     return words

@@ -20,6 +20,7 @@ import attrs
 
 from common.commands import run
 from common.dirs import config_dir
+from spawn.sandbox import missing_tools
 
 from .errors import ConfigError, DaemonError
 from .paths import control_socket_path, load_credential, runtime_dir
@@ -39,8 +40,10 @@ __all__ = [
     "check_git",
     "check_relay",
     "check_runtime_dir",
+    "check_sandbox",
     "check_service_manager",
     "find_agent",
+    "sandbox_missing_message",
 ]
 
 Status = Literal["ok", "problem", "note"]
@@ -107,6 +110,27 @@ def check_agent(agent_bin: str | None) -> Finding:
         )
     version = last_line(done.output) or "no version printed"
     return Finding(name="agent", status="ok", detail=f"{version} ({found})")
+
+
+def sandbox_missing_message(missing: list[str]) -> str:
+    """What ``rcd start --sandbox`` says when the sandbox's tools are not installed."""
+    fix = (
+        f"sudo apt install {' '.join(missing)} (Debian, Ubuntu; the packages have these"
+        " names in Fedora and Arch too)"
+        if all(" " not in m for m in missing)
+        else "see docs/cli.md, --sandbox"
+    )
+    return f"--sandbox needs {' and '.join(missing)}, not installed here: {fix}"
+
+
+def check_sandbox() -> Finding:
+    """The tools ``--sandbox`` needs (:func:`spawn.sandbox.missing_tools`)."""
+    missing = missing_tools()
+    if missing:
+        message = sandbox_missing_message(missing)
+        detail, fix = message.split(": ", 1)
+        return Finding(name="sandbox", status="problem", detail=detail, fix=fix)
+    return Finding(name="sandbox", status="ok", detail="its tools are installed")
 
 
 def check_credential(environ: Mapping[str, str], home: Path) -> Finding:

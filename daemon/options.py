@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Self
 
 import attrs
 
-from common.argtypes import base_url, count, port, positive_int, positive_seconds, seconds
+from common.argtypes import (
+    base_url,
+    count,
+    host_pattern,
+    port,
+    positive_int,
+    positive_seconds,
+    seconds,
+)
 from common.options import Option, add_options, option, option_words, options_of
 
 from .errors import ConfigError
@@ -126,6 +134,27 @@ class StartOptions:
         help="start even if the agent's executable is not found now (installed later, or"
         " on a PATH only the sessions get)",
     )
+    sandbox: bool = option(
+        "--sandbox",
+        store_true=True,
+        help="run each session's agent sandboxed: its commands write only in the session's"
+        " directory (its worktree) and temp dir, and reach only the hosts of"
+        " --sandbox-allow-host (Claude Code's own sandbox; on Linux it needs bubblewrap and"
+        " socat). Default: off, as in Claude Code; a session can still ask for it",
+    )
+    no_sandbox: bool = option(
+        "--no-sandbox",
+        store_true=True,
+        help="no sandbox for the environment (the default; a session may ask for one)",
+    )
+    sandbox_allow_host: tuple[str, ...] = option(
+        "--sandbox-allow-host",
+        parse=host_pattern,
+        repeat=True,
+        metavar="HOST",
+        help="a host sandboxed commands may reach (a name, an address, or *.domain; give it"
+        " again for more). Default: none (the agent's model API is its own, not theirs)",
+    )
     #: Send finished messages only (no replies as they are written).
     no_stream: bool = option(
         "--no-stream",
@@ -192,6 +221,8 @@ class StartOptions:
     def from_args(cls, args: argparse.Namespace) -> Self:
         """The options parsed by a parser :func:`add_start_options` built."""
         values = {o.dest: getattr(args, o.dest) for o in options_of(cls)}
+        if values.get("sandbox") and values.get("no_sandbox"):
+            raise ConfigError("--sandbox and --no-sandbox say opposite things: give one")
         return cls(directory=args.directory, **values)
 
 

@@ -28,13 +28,19 @@ import trio
 
 import wire
 from spawn import AgentAdapter, ClaudeCode
+from spawn.sandbox import SandboxPolicy, missing_tools
 from worktrees import WorktreeError, Worktrees
 
 from . import sdnotify
 from .agent_env import agent_environment
 from .agents_record import AgentsRecord, RecordedAdapter, take_over
 from .applied import AppliedStore
-from .checks import agent_missing_message, check_credential, find_agent
+from .checks import (
+    agent_missing_message,
+    check_credential,
+    find_agent,
+    sandbox_missing_message,
+)
 from .control import serve_control
 from .display import TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired
@@ -188,6 +194,8 @@ class Daemon:
                 await (await Worktrees.open(self.directory)).head()
             except WorktreeError as exc:
                 raise ConfigError(str(exc)) from None
+        if options.sandbox and (missing := missing_tools()):
+            raise ConfigError(sandbox_missing_message(missing))
         # The agent last: a bad option is named before a missing prerequisite.
         if not options.no_agent_check and find_agent(options.agent_bin) is None:
             raise ConfigError(
@@ -281,6 +289,9 @@ class Daemon:
             uplink=uplink,
             env=agent_environment(os.environ),
             spares=self.options.spares,
+            sandbox=SandboxPolicy(
+                enabled=self.options.sandbox, allow_hosts=self.options.sandbox_allow_host
+            ),
         )
         # Work the last run applied is not applied again; its sessions are over.
         self._applied = applied = AppliedStore(state_dir(), env_id)

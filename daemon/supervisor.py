@@ -27,6 +27,7 @@ from spawn import (
     WorkspaceError,
     earlier_of,
 )
+from spawn.sandbox import SandboxPolicy
 from worktrees import (
     PoolStatistics,
 )
@@ -81,6 +82,8 @@ class Supervisor:
     worktree_timeout: float = 60.0
     #: How many spare worktrees to keep checked out ahead of need (see SparePool).
     spares: int = 0
+    #: The environment's sandbox (``rcd start --sandbox``); a session may tighten it.
+    sandbox: SandboxPolicy = attrs.Factory(SandboxPolicy)
     _nursery: trio.Nursery | None = None
     _accepting: bool = True
     worktrees: SessionWorktrees = attrs.field(init=False)
@@ -291,6 +294,7 @@ class Supervisor:
             seq=seq,
             clock=self.clock,
             earlier=earlier if resume is not None else None,
+            sandbox=self.sandbox,
         )
         self.sessions[session_id] = runtime
         # Delivered now, not when the task first runs: a message applied right after this

@@ -17,6 +17,7 @@ from daemon.checks import (
     check_git,
     check_relay,
     check_runtime_dir,
+    check_sandbox,
     check_service_manager,
 )
 from daemon.expose import check_tailscale
@@ -41,6 +42,7 @@ def findings(args: argparse.Namespace) -> list[Finding]:
         check_agent(options.agent_bin),
         check_credential(os.environ, Path.home()),
         check_git(directory, options.spawn),
+        *([check_sandbox()] if options.sandbox else []),
         *check_relay(
             options.relay,
             port=options.relay_port,

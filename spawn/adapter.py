@@ -15,6 +15,7 @@ import trio
 import wire
 
 from .errors import ImportRefused
+from .sandbox import SandboxPolicy
 
 __all__ = [
     "AgentEvent",
@@ -24,6 +25,7 @@ __all__ = [
     "AgentLaunch",
     "EventSink",
     "earlier_of",
+    "tool_summary",
     "PermissionCancelled",
     "Streaming",
 ]
@@ -37,6 +39,8 @@ class AgentLaunch:
     env: dict[str, str]
     #: The agent's own conversation id to continue (``claude --resume``), or None.
     resume: str | None = None
+    #: The sandbox it runs in (:mod:`spawn.sandbox`); None, or not enabled: none.
+    sandbox: SandboxPolicy | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -140,3 +144,13 @@ def earlier_of(
         raise ImportRefused(f"{adapter.name} cannot continue a conversation made outside rcd")
     events: list[wire.EventData] = earlier(conversation_id, env, directory)
     return events
+
+
+def tool_summary(event: wire.ToolUse) -> str:
+    """A tool use in a few words, for ``rcd status``: ``Bash: make test``."""
+    for key in ("command", "file_path", "path", "pattern", "url", "description"):
+        value = event.input.get(key)
+        if isinstance(value, str) and value:
+            first_line = value.splitlines()[0] if value.strip() else value
+            return f"{event.name}: {first_line[:80]}"
+    return event.name

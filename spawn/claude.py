@@ -11,7 +11,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 import structlog
@@ -30,6 +30,7 @@ from .adapter import (
 )
 from .lines import LineTooLong, iter_lines
 from .process import AgentProcess, open_agent_process
+from .sandbox import claude_settings, git_dirs, wrap_argv
 
 __all__ = ["PARTIAL_ARGS", "STREAM_JSON_ARGS", "ClaudeCode", "ClaudeHandle", "parse_line"]
 
@@ -66,6 +67,9 @@ class ClaudeHandle:
     #: The CLI reports the conversation's cumulative cost; turns get the difference.
     cost_so_far: float = 0.0
     stopping: bool = False
+    #: Under ``--sandbox``: the CLI's own prompts to reach a host the policy left out are
+    #: refused here (the policy is the answer), not asked of the user.
+    sandboxed: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -237,6 +241,15 @@ def parse_line(obj: Any) -> list[AgentEvent]:
     return out
 
 
+#: The tool name of Claude Code's prompt to let a sandboxed command reach a host outside
+#: ``sandbox.network.allowedDomains`` (input ``{"host": ...}``; see NOTES.md).
+SANDBOX_NETWORK_TOOL = "SandboxNetworkAccess"
+
+
+def _asks_to_leave_the_sandbox(payload: AgentEvent) -> TypeGuard[wire.PermissionRequest]:
+    return isinstance(payload, wire.PermissionRequest) and payload.tool == SANDBOX_NETWORK_TOOL
+
+
 def _streaming(obj: dict[str, Any]) -> list[AgentEvent]:
     """A ``stream_event`` line: the start of a text or tool_use block, or a piece of it.
     A subagent's stream (``parent_tool_use_id``), thinking and the message's own events
@@ -288,6 +301,9 @@ class ClaudeCode:
     name: str = "claude"
     #: Ask for replies as they are written (:data:`PARTIAL_ARGS`).
     partial: bool = True
+    #: The agent sandboxes its own commands (Claude Code: ``sandbox`` settings); False
+    #: wraps the whole process instead (:func:`spawn.sandbox.wrap_argv`).
+    native_sandbox: bool = True
 
     def argv(self, agent_session_id: str, resume: str | None) -> list[str]:
         argv = [self.binary, *STREAM_JSON_ARGS, *(PARTIAL_ARGS if self.partial else ())]
@@ -316,10 +332,21 @@ class ClaudeCode:
         agent_session_id = launch.resume or str(uuid.uuid4())
         argv = self.argv(agent_session_id, launch.resume)
         argv[0] = binary
+        sandbox = launch.sandbox if launch.sandbox is not None and launch.sandbox.enabled else None
+        if sandbox is not None:
+            writable = await trio.to_thread.run_sync(git_dirs, launch.cwd)
+            if self.native_sandbox:
+                argv += ["--settings", claude_settings(sandbox, writable)]
+            else:
+                argv = wrap_argv(sandbox, launch.cwd, writable) + argv
         proc = await open_agent_process(
             argv, cwd=launch.cwd, env=launch.env, not_found_hint=INSTALL_HINT
         )
-        handle = ClaudeHandle(proc=proc, agent_session_id=agent_session_id)
+        handle = ClaudeHandle(
+            proc=proc,
+            agent_session_id=agent_session_id,
+            sandboxed=sandbox is not None and self.native_sandbox,
+        )
         log.info("agent_started", pid=proc.pid, cwd=launch.cwd, resume=launch.resume)
         try:
             async with trio.open_nursery() as nursery:
@@ -330,6 +357,15 @@ class ClaudeCode:
             returncode = await proc.terminate()
         detail = "; ".join(proc.stderr_tail)
         await sink(AgentExited(returncode=returncode, expected=handle.stopping, detail=detail))
+
+    async def _keep_in(
+        self, handle: ClaudeHandle, request: wire.PermissionRequest, sink: EventSink
+    ) -> None:
+        host = request.input.get("host", "?")
+        why = f"the sandbox keeps {host} out: it is not a --sandbox-allow-host"
+        handle.pending[request.request_id] = dict(request.input)
+        await handle.answer_permission(request.request_id, "deny", why)
+        await sink(wire.Error(code="sandbox_refused", message=why))
 
     async def _pump(self, handle: ClaudeHandle, sink: EventSink) -> None:
         stdout = handle.proc.process.stdout
@@ -350,6 +386,9 @@ class ClaudeCode:
                     )
                     continue
                 for payload in payloads:
+                    if handle.sandboxed and _asks_to_leave_the_sandbox(payload):
+                        await self._keep_in(handle, payload, sink)
+                        continue
                     if isinstance(payload, wire.PermissionRequest):
                         handle.pending[payload.request_id] = dict(payload.input)
                     elif isinstance(payload, PermissionCancelled):

@@ -29,6 +29,7 @@ __all__ = [
     "git_dirs",
     "missing_tools",
     "seatbelt_profile",
+    "wrap_argv",
 ]
 
 #: What a sandbox needs on Linux: (Debian package, executable).
@@ -123,3 +124,12 @@ def seatbelt_profile(policy: SandboxPolicy, cwd: str, writable: Sequence[str] = 
         '(allow network-outbound (remote unix-socket) (remote ip "localhost:*"))',
     ]
     return "\n".join(lines) + "\n"
+
+
+def wrap_argv(
+    policy: SandboxPolicy, cwd: str, writable: Sequence[str] = (), platform: str = sys.platform
+) -> list[str]:
+    """The words to put before an agent's command line to run it under ``policy``."""
+    if platform == "darwin":
+        return ["sandbox-exec", "-p", seatbelt_profile(policy, cwd, writable)]
+    return bwrap_argv(policy, cwd, writable)

@@ -27,8 +27,10 @@ from .adapter import (
     AgentLaunch,
     PermissionCancelled,
     Streaming,
+    tool_summary,
 )
 from .errors import AgentNotFound, ImportRefused, SpawnError
+from .sandbox import SandboxPolicy
 
 __all__ = ["Kept", "SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
 
@@ -102,6 +104,8 @@ class SessionRuntime:
     clock: Callable[[], float] = time.time
     #: Where replies being written go (never blocks; see :mod:`wire.partial`), or None.
     publish_partial: Callable[[wire.AssistantPartial], None] | None = None
+    #: Where the agent runs sandboxed (:mod:`spawn.sandbox`); None: nowhere.
+    sandbox: SandboxPolicy | None = None
     #: For a conversation continued (``rcd import``, a resume): its earlier events to show
     #: after ``session_started`` (none for a resume); raises when it cannot be continued.
     earlier: Callable[[], Awaitable[list[wire.EventData]]] | None = None
@@ -211,7 +215,9 @@ class SessionRuntime:
             self.end_reason = "import_refused" if self.seq <= 1 else "resume_refused"
             self._emit(wire.Error(code=self.end_reason, message=why))
             return
-        launch = AgentLaunch(cwd=self.workspace.cwd, env=self.env, resume=self.resume)
+        launch = AgentLaunch(
+            cwd=self.workspace.cwd, env=self.env, resume=self.resume, sandbox=self.sandbox
+        )
         async with trio.open_nursery() as nursery:
             try:
                 handle: AgentHandle = await nursery.start(self.adapter.run, launch, self._on_agent)
@@ -306,7 +312,7 @@ class SessionRuntime:
                 self._refresh_state()
             return
         if isinstance(event, wire.ToolUse):
-            self.activity = _summarise_tool(event)
+            self.activity = tool_summary(event)
         elif isinstance(event, wire.TurnResult):
             self.activity = None
         if isinstance(event, wire.PermissionRequest):
@@ -407,12 +413,3 @@ class SessionRuntime:
         (a daemon's next start removes it if it holds nothing)."""
         self._forced = True
         self._scope.cancel()
-
-
-def _summarise_tool(event: wire.ToolUse) -> str:
-    for key in ("command", "file_path", "path", "pattern", "url", "description"):
-        value = event.input.get(key)
-        if isinstance(value, str) and value:
-            first_line = value.splitlines()[0] if value.strip() else value
-            return f"{event.name}: {first_line[:80]}"
-    return event.name

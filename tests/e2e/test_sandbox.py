@@ -1,0 +1,173 @@
+"""``rcd start --sandbox`` with the real ``claude`` CLI (its own sandbox: bubblewrap and
+socat, installed by the test setup) against the fake Messages API, in worktree sessions: an
+approved command may write in its worktree and nowhere else, and reach a test server only
+when that host is a ``--sandbox-allow-host``; without ``--sandbox`` all three go through.
+And ``--sandbox`` where its tools are missing refuses to start, naming the packages."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
+from testkit.harness import Relay, home_env, start_daemon, start_relay
+
+Events = list[dict[str, Any]]
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    hits: list[str]
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[int, list[str]]]:
+    """A web server on loopback that counts what reaches it."""
+    hits: list[str] = []
+    handler = type("Handler", (_Counting,), {"hits": hits})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1], hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+async def relay_and_api(tmp_path: Path) -> AsyncIterator[tuple[Relay, str]]:
+    async with trio.open_nursery() as nursery:
+        base_url: str = await nursery.start(FakeMessagesAPI().run)
+        relay = await start_relay(nursery, tmp_path / "relay")
+        try:
+            yield relay, base_url
+        finally:
+            await relay.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def run_approved(relay: Relay, session_id: str, command: str) -> dict[str, Any]:
+    """Ask the agent to run ``command``, approve it as the phone does, and return the
+    command's ``tool_result``."""
+    before = len(await relay.events(session_id))
+    assert (await relay.post_message(session_id, f"run {command}", command)).status_code == 202
+
+    def new(events: Events) -> Events:
+        return events[before:]
+
+    events = await relay.wait_events(
+        session_id, lambda evs: any(e["kind"] == "permission_request" for e in new(evs))
+    )
+    request = next(e for e in new(events) if e["kind"] == "permission_request")["data"]
+    assert request["tool"] == "Bash"
+    assert (await relay.decide(session_id, request["request_id"], "allow")).is_success
+    events = await relay.wait_events(
+        session_id, lambda evs: any(e["kind"] == "turn_result" for e in new(evs))
+    )
+    result: dict[str, Any] = next(e for e in new(events) if e["kind"] == "tool_result")["data"]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("options", "writes_outside", "reaches"),
+    [
+        (["--sandbox"], False, False),
+        (["--sandbox", "--sandbox-allow-host", "127.0.0.1"], False, True),
+        ([], True, True),
+    ],
+    ids=["sandbox", "sandbox-allowing-the-host", "no-sandbox"],
+)
+async def test_what_an_approved_command_may_do(
+    relay_and_api: tuple[Relay, str],
+    server: tuple[int, list[str]],
+    tmp_path: Path,
+    options: list[str],
+    writes_outside: bool,
+    reaches: bool,
+) -> None:
+    relay, base_url = relay_and_api
+    port, hits = server
+    repo, home = tmp_path / "repo", tmp_path / "home"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q",
+        "--allow-empty", "-m", "first")  # fmt: skip
+    daemon = await start_daemon(
+        relay, home, repo, "--spawn", "worktree", *options,
+        agent_bin=find_claude(), extra_env=claude_env(home, base_url),
+    )  # fmt: skip
+    created = await relay.create_session(daemon.environment_id)
+    session_id = created.json()["id"]
+    events = await relay.wait_kind(session_id, "session_started")
+    worktree = Path(next(e for e in events if e["kind"] == "session_started")["data"]["cwd"])
+    assert worktree.parent.name == "worktrees"
+
+    outside = tmp_path / "outside.txt"
+    touched = await run_approved(relay, session_id, f"touch {outside}")
+    assert outside.exists() is writes_outside
+    if not writes_outside:
+        assert touched["is_error"] and "Read-only file system" in touched["content"]
+
+    inside = await run_approved(relay, session_id, f"touch {worktree}/inside.txt")
+    assert not inside["is_error"] and (worktree / "inside.txt").exists()
+    # A worktree commits into the repository's .git, outside it: allowed too.
+    commit = "git -c user.name=T -c user.email=t@example.org commit -q --allow-empty -m mine"
+    committed = await run_approved(relay, session_id, commit)
+    assert not committed["is_error"], committed
+
+    # Through the sandbox's proxy (a loopback address is otherwise never proxied).
+    fetched = await run_approved(
+        relay, session_id, f"curl -sS --noproxy '' http://127.0.0.1:{port}/from-the-agent"
+    )
+    assert (hits == ["/from-the-agent"]) is reaches, (hits, fetched)
+    assert ("hello" in fetched["content"]) is reaches
+    refusals = [
+        e["data"]["message"]
+        for e in await relay.events(session_id)
+        if e["kind"] == "error" and e["data"]["code"] == "sandbox_refused"
+    ]
+    # The policy answers the CLI's own "reach this host?" prompt: the phone is not asked.
+    assert refusals == ([] if reaches else [
+        "the sandbox keeps 127.0.0.1 out: it is not a --sandbox-allow-host"
+    ])  # fmt: skip
+
+
+async def test_sandbox_without_its_tools_refuses_to_start(tmp_path: Path) -> None:
+    # A PATH with git and the agent but neither bwrap nor socat.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "sh"):
+        (bin_dir / tool).symlink_to(subprocess.check_output(["which", tool], text=True).strip())
+    env = home_env(tmp_path / "home", {"PATH": str(bin_dir)})
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [sys.executable, "-m", "daemon", "start", str(tmp_path), "--sandbox",
+             "--agent-bin", find_claude(), "--relay-port", "0"],
+            env=env, capture_stdout=True, capture_stderr=True, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert done.returncode == 1
+    error = done.stderr.decode()
+    assert "--sandbox needs bubblewrap and socat" in error, error
+    assert "apt install bubblewrap socat" in error
