@@ -11,6 +11,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from typing import Any, TypeGuard
 
 import attrs
@@ -30,7 +31,7 @@ from .adapter import (
 )
 from .lines import LineTooLong, iter_lines
 from .process import AgentProcess, open_agent_process
-from .sandbox import claude_settings, git_dirs, wrap_argv
+from .sandbox import claude_settings, git_dirs, wrapped
 
 __all__ = ["PARTIAL_ARGS", "STREAM_JSON_ARGS", "ClaudeCode", "ClaudeHandle", "parse_line"]
 
@@ -333,28 +334,30 @@ class ClaudeCode:
         argv = self.argv(agent_session_id, launch.resume)
         argv[0] = binary
         sandbox = launch.sandbox if launch.sandbox is not None and launch.sandbox.enabled else None
-        if sandbox is not None:
-            writable = await trio.to_thread.run_sync(git_dirs, launch.cwd)
-            if self.native_sandbox:
-                argv += ["--settings", claude_settings(sandbox, writable)]
-            else:
-                argv = wrap_argv(sandbox, launch.cwd, writable) + argv
-        proc = await open_agent_process(
-            argv, cwd=launch.cwd, env=launch.env, not_found_hint=INSTALL_HINT
-        )
-        handle = ClaudeHandle(
-            proc=proc,
-            agent_session_id=agent_session_id,
-            sandboxed=sandbox is not None and self.native_sandbox,
-        )
-        log.info("agent_started", pid=proc.pid, cwd=launch.cwd, resume=launch.resume)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(proc.drain_stderr)
-                task_status.started(handle)
-                await self._pump(handle, sink)
-        finally:
-            returncode = await proc.terminate()
+        async with AsyncExitStack() as stack:
+            if sandbox is not None:
+                writable = await trio.to_thread.run_sync(git_dirs, launch.cwd)
+                if self.native_sandbox:
+                    argv += ["--settings", claude_settings(sandbox, writable)]
+                else:
+                    wrapper = wrapped(sandbox, launch.cwd, writable)
+                    argv = await stack.enter_async_context(wrapper) + argv
+            proc = await open_agent_process(
+                argv, cwd=launch.cwd, env=launch.env, not_found_hint=INSTALL_HINT
+            )
+            handle = ClaudeHandle(
+                proc=proc,
+                agent_session_id=agent_session_id,
+                sandboxed=sandbox is not None and self.native_sandbox,
+            )
+            log.info("agent_started", pid=proc.pid, cwd=launch.cwd, resume=launch.resume)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(proc.drain_stderr)
+                    task_status.started(handle)
+                    await self._pump(handle, sink)
+            finally:
+                returncode = await proc.terminate()
         detail = "; ".join(proc.stderr_tail)
         await sink(AgentExited(returncode=returncode, expected=handle.stopping, detail=detail))
 

@@ -14,13 +14,19 @@ bubblewrap on Linux (:func:`bwrap_argv`), ``sandbox-exec`` on macOS (:func:`seat
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
+
+from .proxy import PROXY_PORT, serve_proxy
 
 __all__ = [
     "SandboxPolicy",
@@ -30,6 +36,7 @@ __all__ = [
     "missing_tools",
     "seatbelt_profile",
     "wrap_argv",
+    "wrapped",
 ]
 
 #: What a sandbox needs on Linux: (Debian package, executable).
@@ -93,25 +100,54 @@ def claude_settings(policy: SandboxPolicy, writable: Sequence[str] = ()) -> str:
     return json.dumps({"sandbox": sandbox}, separators=(",", ":"))
 
 
+#: Inside the sandbox, before the agent: ``socat`` makes the proxy's socket ($1) the
+#: proxy port on the sandbox's own loopback.
+_BRIDGE = (
+    'sock="$1"; shift; socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr'
+    ' UNIX-CONNECT:"$sock" </dev/null >/dev/null 2>&1 & exec "$@"'
+)
+
+
+def _proxy_env(address: str) -> list[str]:
+    url = f"http://{address}"
+    return [f"{name}={url}" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")]
+
+
 def bwrap_argv(
-    policy: SandboxPolicy, cwd: str, writable: Sequence[str] = (), *, bwrap: str = "bwrap"
+    policy: SandboxPolicy,
+    cwd: str,
+    writable: Sequence[str] = (),
+    *,
+    proxy: str | None = None,
+    bwrap: str = "bwrap",
 ) -> list[str]:
     """The bubblewrap command that runs an agent under ``policy``: the whole system read
-    only, a private ``/tmp``, ``cwd`` and ``writable`` writable, no network (with
-    ``allow_hosts``, the caller gives it a proxy: see :mod:`spawn.proxy`)."""
+    only, a private ``/tmp``, ``cwd`` and ``writable`` writable, a network of its own with
+    nothing in it; with ``proxy`` (the Unix socket of :func:`spawn.proxy.serve_proxy`),
+    that proxy as ``HTTP(S)_PROXY`` on its loopback, the one way out."""
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for path in (cwd, *writable):
+    for path in (cwd, *writable, *([proxy] if proxy else [])):
         argv += ["--bind", path, path]
-    argv += ["--unshare-net", "--die-with-parent", "--new-session", "--chdir", cwd]
-    return [*argv, "--"]
+    # A pid namespace of its own: whatever the agent leaves running ends with it.
+    argv += ["--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"]
+    argv += ["--chdir", cwd]
+    if proxy is None:
+        return [*argv, "--"]
+    for pair in _proxy_env(f"127.0.0.1:{PROXY_PORT}"):
+        argv += ["--setenv", *pair.split("=", 1)]
+    argv += ["--unsetenv", "NO_PROXY", "--unsetenv", "no_proxy"]
+    return [*argv, "--", "sh", "-c", _BRIDGE.format(port=PROXY_PORT), "sh", proxy]
 
 
 def _quote(path: str) -> str:
     return json.dumps(path)  # a Seatbelt string literal is a JSON one
 
 
-def seatbelt_profile(policy: SandboxPolicy, cwd: str, writable: Sequence[str] = ()) -> str:
-    """The ``sandbox-exec -p`` profile that runs an agent under ``policy`` on macOS."""
+def seatbelt_profile(
+    policy: SandboxPolicy, cwd: str, writable: Sequence[str] = (), proxy_port: int | None = None
+) -> str:
+    """The ``sandbox-exec -p`` profile that runs an agent under ``policy`` on macOS: writes
+    in ``cwd``, ``writable`` and the temp dirs; out only to the proxy's port, if any."""
     paths = [cwd, *writable, "/private/tmp", "/private/var/folders"]
     lines = [
         "(version 1)",
@@ -121,15 +157,42 @@ def seatbelt_profile(policy: SandboxPolicy, cwd: str, writable: Sequence[str] = 
         + " ".join(f"(subpath {_quote(p)})" for p in paths)
         + ' (literal "/dev/null") (literal "/dev/tty") (regex #"^/dev/fd/"))',
         "(deny network-outbound)",
-        '(allow network-outbound (remote unix-socket) (remote ip "localhost:*"))',
+        "(allow network-outbound (remote unix-socket))",
     ]
+    if proxy_port is not None:
+        lines.append(f'(allow network-outbound (remote ip "localhost:{proxy_port}"))')
     return "\n".join(lines) + "\n"
 
 
 def wrap_argv(
-    policy: SandboxPolicy, cwd: str, writable: Sequence[str] = (), platform: str = sys.platform
+    policy: SandboxPolicy,
+    cwd: str,
+    writable: Sequence[str] = (),
+    *,
+    proxy: str | None = None,
+    platform: str = sys.platform,
 ) -> list[str]:
-    """The words to put before an agent's command line to run it under ``policy``."""
+    """The words to put before an agent's command line to run it under ``policy``;
+    ``proxy`` is where :func:`spawn.proxy.serve_proxy` serves (a socket's path on Linux,
+    ``127.0.0.1:PORT`` on macOS)."""
     if platform == "darwin":
-        return ["sandbox-exec", "-p", seatbelt_profile(policy, cwd, writable)]
-    return bwrap_argv(policy, cwd, writable)
+        port = int(proxy.rsplit(":", 1)[1]) if proxy else None
+        env = ["env", *_proxy_env(proxy)] if proxy else []
+        return [*env, "sandbox-exec", "-p", seatbelt_profile(policy, cwd, writable, port)]
+    return bwrap_argv(policy, cwd, writable, proxy=proxy)
+
+
+@asynccontextmanager
+async def wrapped(
+    policy: SandboxPolicy, cwd: str, writable: Sequence[str] = (), platform: str = sys.platform
+) -> AsyncIterator[list[str]]:
+    """:func:`wrap_argv` with its proxy (for ``allow_hosts``) serving while it lasts."""
+    if not policy.allow_hosts:
+        yield wrap_argv(policy, cwd, writable, platform=platform)
+        return
+    with tempfile.TemporaryDirectory(prefix="rcd-proxy-") as folder:
+        async with trio.open_nursery() as nursery:
+            path = None if platform == "darwin" else os.path.join(folder, "proxy.sock")
+            proxy = await nursery.start(serve_proxy, path, policy.allow_hosts)
+            yield wrap_argv(policy, cwd, writable, proxy=proxy, platform=platform)
+            nursery.cancel_scope.cancel()

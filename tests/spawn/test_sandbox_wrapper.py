@@ -1,0 +1,163 @@
+"""The sandbox for an agent without one of its own: the scripted stream-json agent runs
+wrapped whole in bubblewrap (real processes, a real proxy, curl against a real server). An
+approved command writes in the session's directory and nowhere else, and reaches a host
+only through the proxy, only when allowed; without the sandbox all of it goes through. The
+macOS profile is checked by rendering it, as the service files are."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import wire
+from spawn import AgentLaunch, ClaudeCode
+from spawn.proxy import host_allowed
+from spawn.sandbox import SandboxPolicy, bwrap_argv, seatbelt_profile, wrap_argv
+
+TINY_AGENT = str(Path(__file__).parents[2] / "testkit" / "fakes" / "tiny_agent.py")
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="bubblewrap is Linux's (macOS: rendered below)"
+)
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    hits: list[str]
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[int, list[str]]]:
+    hits: list[str] = []
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), type("Handler", (_Counting,), {"hits": hits})
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd.server_address[1], hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def run_approved(
+    policy: SandboxPolicy | None, cwd: Path, commands: list[str]
+) -> list[wire.ToolResult]:
+    """Start the scripted agent (wrapped when ``policy`` says so), have it run each of
+    ``commands`` with approval, and return their results."""
+    send, receive = trio.open_memory_channel[object](1000)
+
+    async def sink(event: object) -> None:
+        await send.send(event)
+
+    adapter = ClaudeCode(binary=TINY_AGENT, partial=False, native_sandbox=False)
+    launch = AgentLaunch(cwd=str(cwd), env=dict(os.environ), sandbox=policy)
+    results = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(adapter.run, launch, sink)
+            for command in commands:
+                await handle.send_message(f"run {command}")
+                async for event in receive:
+                    if isinstance(event, wire.PermissionRequest):
+                        await handle.answer_permission(event.request_id, "allow", None)
+                    elif isinstance(event, wire.ToolResult):
+                        results.append(event)
+                    elif isinstance(event, wire.TurnResult):
+                        break
+            await handle.stop(2)
+    return results
+
+
+@pytest.mark.parametrize(
+    ("policy", "writes_outside", "reaches"),
+    [
+        (SandboxPolicy(enabled=True), False, False),
+        (SandboxPolicy(enabled=True, allow_hosts=("127.0.0.1",)), False, True),
+        (None, True, True),
+    ],
+    ids=["sandbox", "sandbox-allowing-the-host", "no-sandbox"],
+)
+async def test_a_wrapped_agent_writes_and_reaches_only_what_it_may(
+    server: tuple[int, list[str]],
+    tmp_path: Path,
+    policy: SandboxPolicy | None,
+    writes_outside: bool,
+    reaches: bool,
+) -> None:
+    port, hits = server
+    work = tmp_path / "work"
+    work.mkdir()
+    outside = Path.home() / f".rcd-sandbox-test-{os.getpid()}"  # not under the private /tmp
+    try:
+        touched, inside, fetched, other = await run_approved(
+            policy,
+            work,
+            [
+                f"touch {outside}",
+                f"touch {work}/inside.txt",
+                f"curl -sS http://127.0.0.1:{port}/allowed",
+                f"curl -sS http://localhost:{port}/not-allowed",
+            ],
+        )
+        assert outside.exists() is writes_outside
+    finally:
+        outside.unlink(missing_ok=True)
+    if not writes_outside:
+        assert touched.is_error and "Read-only file system" in touched.content
+    assert not inside.is_error and (work / "inside.txt").exists()
+    assert ("/allowed" in hits) is reaches, fetched
+    assert ("hello" in fetched.content) is reaches
+    # localhost is not 127.0.0.1 to the allow-list: only an unsandboxed agent gets there.
+    assert ("/not-allowed" in hits) is (policy is None), other
+    if policy is not None and policy.allow_hosts:
+        assert "rcd sandbox: localhost is not an allowed host" in other.content
+
+
+def test_the_wrappers_as_rendered() -> None:
+    policy = SandboxPolicy(enabled=True, allow_hosts=("api.example.com",))
+    argv = bwrap_argv(policy, "/w", ["/repo/.git"], proxy="/run/p.sock")
+    assert argv[:10] == [
+        "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+    ]  # fmt: skip
+    for path in ("/w", "/repo/.git", "/run/p.sock"):
+        assert ["--bind", path, path] == argv[argv.index(path) - 1 : argv.index(path) + 2]
+    assert "--unshare-net" in argv and argv[argv.index("--chdir") + 1] == "/w"
+    assert ["--setenv", "HTTPS_PROXY", "http://127.0.0.1:3128"] == argv[
+        argv.index("HTTPS_PROXY") - 1 : argv.index("HTTPS_PROXY") + 2
+    ]
+    assert argv[-2:] == ["sh", "/run/p.sock"]
+    assert bwrap_argv(SandboxPolicy(enabled=True), "/w")[-1] == "--"
+
+    profile = seatbelt_profile(policy, "/w", ["/repo/.git"], proxy_port=4567)
+    assert "(deny file-write*)" in profile and '(subpath "/w")' in profile
+    assert '(subpath "/repo/.git")' in profile
+    assert "(deny network-outbound)" in profile
+    assert '(remote ip "localhost:4567")' in profile
+    assert "localhost:4567" not in seatbelt_profile(policy, "/w")
+    mac = wrap_argv(policy, "/w", proxy="127.0.0.1:4567", platform="darwin")
+    assert mac[:2] == ["env", "HTTP_PROXY=http://127.0.0.1:4567"] and "sandbox-exec" in mac
+
+
+def test_hosts_are_matched_by_name_or_under_a_wildcard() -> None:
+    allowed = ("api.example.com", "*.pkg.dev", "10.0.0.5")
+    assert host_allowed("API.example.com", allowed)
+    assert host_allowed("a.b.pkg.dev", allowed) and not host_allowed("pkg.dev", allowed)
+    assert host_allowed("10.0.0.5", allowed) and not host_allowed("10.0.0.50", allowed)
+    assert not host_allowed("example.com", allowed)
+    assert not host_allowed("evilpkg.dev", allowed)
