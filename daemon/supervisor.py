@@ -27,7 +27,7 @@ from spawn import (
     WorkspaceError,
     earlier_of,
 )
-from spawn.sandbox import SandboxPolicy
+from spawn.sandbox import SandboxPolicy, missing_tools
 from worktrees import (
     PoolStatistics,
 )
@@ -204,6 +204,10 @@ class Supervisor:
     def _start(self, d: wire.StartSession) -> None:
         if not self._admit(d.session_id, 0):
             return
+        if d.sandbox and not self.sandbox.enabled and (missing := missing_tools()):
+            why = f"this machine cannot sandbox a session: {' and '.join(missing)} missing"
+            self._refuse(d.session_id, 0, "sandbox_unavailable", why)
+            return
         spawn = d.spawn or self.spawn
         prompt = None
         if d.prompt:
@@ -223,6 +227,7 @@ class Supervisor:
             cwd=None,
             branch=None,
             carried_over=d.conversation is not None,
+            sandbox=d.sandbox,
         )
 
     def _resume(self, d: wire.ResumeSession) -> None:
@@ -238,6 +243,7 @@ class Supervisor:
             seq=d.last_seq,
             cwd=d.cwd,
             branch=d.branch,
+            sandbox=d.sandbox,
         )
 
     def _launch(
@@ -252,9 +258,11 @@ class Supervisor:
         cwd: str | None,
         branch: str | None,
         carried_over: bool = False,
+        sandbox: bool = False,
     ) -> None:
         """Run a session; ``carried_over``: ``resume`` is a conversation made outside rcd,
-        whose earlier turns the session shows first."""
+        whose earlier turns the session shows first; ``sandbox``: the session asked for
+        one (it can only tighten the environment's policy)."""
         assert self._nursery is not None, "Supervisor.run() is not running"
 
         async def prepare() -> Workspace:
@@ -294,7 +302,7 @@ class Supervisor:
             seq=seq,
             clock=self.clock,
             earlier=earlier if resume is not None else None,
-            sandbox=self.sandbox,
+            sandbox=self.sandbox.tightened(sandbox),
         )
         self.sessions[session_id] = runtime
         # Delivered now, not when the task first runs: a message applied right after this

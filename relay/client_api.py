@@ -117,6 +117,25 @@ def _check_text_size(text: str, what: str) -> None:
         )
 
 
+def _check_features(features: frozenset[str] | None, body: CreateSession) -> None:
+    """Conflict when the environment's daemon did not say it does what ``body`` asks
+    (``features`` None: it has not registered since this relay started)."""
+    if features is None:
+        return
+    if body.conversation and "conversations" not in features:
+        raise Conflict(
+            "conversation_unsupported",
+            "the daemon of this environment cannot continue a conversation made outside rcd:"
+            " upgrade rcd on its machine",
+        )
+    if body.sandbox and "sandbox" not in features:
+        raise Conflict(
+            "sandbox_unsupported",
+            "the daemon of this environment cannot sandbox a session: upgrade rcd on its"
+            " machine",
+        )
+
+
 def _blank_to_none(text: str | None) -> str | None:
     return text.strip() if text is not None and text.strip() else None
 
@@ -186,13 +205,7 @@ class ClientApi:
         title = _blank_to_none(body.title) or title_from_text(prompt)
         session_id = new_id("ses")
         environment_id = request.path_params["environment_id"]
-        features = self.hub.daemon_features.get(environment_id)
-        if body.conversation and features is not None and "conversations" not in features:
-            raise Conflict(
-                "conversation_unsupported",
-                "the daemon of this environment cannot continue a conversation made outside"
-                " rcd: upgrade rcd on its machine",
-            )
+        _check_features(self.hub.daemon_features.get(environment_id), body)
         start = StartSession(
             session_id=session_id,
             prompt=prompt,
@@ -201,6 +214,7 @@ class ClientApi:
             spawn=body.spawn,
             origin=client.name,
             conversation=body.conversation,
+            sandbox=body.sandbox,
         )
         new = NewSession(
             id=session_id, environment_id=environment_id, title=title, spawn=body.spawn

@@ -150,6 +150,8 @@ class SessionRecord:
     last_seq: int
     #: Since when the session's environment has been offline; None while it is online.
     environment_offline_since: float | None = None
+    #: Asked to run sandboxed at its start (and so at every resume).
+    sandbox: bool = False
 
 
 def owned_environment(

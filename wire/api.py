@@ -55,6 +55,9 @@ class CreateSession:
         default=None,
         validator=attrs.validators.optional(attrs.validators.matches_re(CONVERSATION_ID_PATTERN)),
     )
+    #: True: the session runs sandboxed even where its environment does not sandbox (a
+    #: session can tighten its environment's policy, never loosen it).
+    sandbox: bool = False
 
 
 @attrs.frozen(kw_only=True)

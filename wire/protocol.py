@@ -168,6 +168,8 @@ class StartSession:
         default=None,
         validator=attrs.validators.optional(attrs.validators.matches_re(CONVERSATION_ID_PATTERN)),
     )
+    #: Sandboxed whatever the environment's policy (``sandbox`` in ``DAEMON_FEATURES``).
+    sandbox: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -180,6 +182,8 @@ class ResumeSession:
     branch: str | None = None
     #: The highest seq the relay holds for the session: the resumed log continues after it.
     last_seq: int = 0
+    #: It was started sandboxed (:attr:`StartSession.sandbox`), so it resumes so.
+    sandbox: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -261,33 +265,37 @@ class UplinkRequest:
     partials: list[SessionPartial] = attrs.Factory(list)
 
 
-def _omit_when_empty(cls: type[Any], name: str) -> None:
-    """Leave field ``name`` of ``cls`` out of its JSON when it is empty (None, ``[]``), so
-    a peer of before the field, which refuses unknown keys, reads the rest as ever."""
+def _omit_when_empty(cls: type[Any], *names: str) -> None:
+    """Leave fields ``names`` of ``cls`` out of its JSON when empty (None, False, ``[]``:
+    their defaults), so a peer of before them, which refuses unknown keys, reads the rest
+    as ever."""
     fields = cattrs.gen.make_dict_unstructure_fn(cls, converter)
 
     def unstructure(value: Any) -> dict[str, object]:
         data: dict[str, object] = fields(value)
-        if not data[name]:
-            del data[name]
+        for name in names:
+            if not data[name]:
+                del data[name]
         return data
 
     converter.register_unstructure_hook(cls, unstructure)
 
 
 _omit_when_empty(UplinkRequest, "partials")
-_omit_when_empty(StartSession, "conversation")
+_omit_when_empty(StartSession, "conversation", "sandbox")
+_omit_when_empty(ResumeSession, "sandbox")
 # A client of before it talks to a relay of before it as ever.
-_omit_when_empty(CreateSession, "conversation")
+_omit_when_empty(CreateSession, "conversation", "sandbox")
 
 #: The header of the relay's answer to a registration that lists what it takes beyond
 #: protocol 1's first form, comma-separated: ``partials`` (:class:`UplinkRequest`). The
 #: daemon's registration request carries it too: :data:`DAEMON_FEATURES`.
 FEATURES_HEADER = "Rcd-Features"
 #: What a daemon does beyond protocol 1's first form, in its registration's
-#: :data:`FEATURES_HEADER`: ``conversations`` (:attr:`StartSession.conversation`). The
+#: :data:`FEATURES_HEADER`: ``conversations`` (:attr:`StartSession.conversation`),
+#: ``sandbox`` (:attr:`StartSession.sandbox`). The
 #: relay refuses to send a daemon what it did not list.
-DAEMON_FEATURES = ("conversations",)
+DAEMON_FEATURES = ("conversations", "sandbox")
 
 
 @attrs.frozen(kw_only=True)

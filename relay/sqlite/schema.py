@@ -14,7 +14,7 @@ __all__ = ["SCHEMA_VERSION", "migrate", "name_unnamed_sign_ins"]
 
 #: 2: web sessions have a public id, when and from where they signed in, and when they were
 #: last used; environments keep the host name their daemon reports.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device_tokens (
     name TEXT PRIMARY KEY,
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     branch TEXT,
     agent_session_id TEXT,
     last_seq INTEGER NOT NULL DEFAULT 0,
+    sandbox INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -114,6 +115,12 @@ _COLUMNS_OF_VERSION_2 = {
 }
 
 
+#: Columns version 3 added.
+_COLUMNS_OF_VERSION_3: dict[str, tuple[str, ...]] = {
+    "sessions": ("sandbox INTEGER NOT NULL DEFAULT 0",)
+}
+
+
 def _add_columns(db: SqliteConnection, columns: dict[str, tuple[str, ...]]) -> None:
     """Add the ``columns`` (table → definitions) that an existing table lacks."""
     for table, definitions in columns.items():
@@ -134,6 +141,8 @@ def migrate(db: SqliteConnection) -> None:
         raise AdminError(f"{db.path} was written by a newer relay (schema {version}); upgrade rcd")
     if version < 2:
         _add_columns(db, _COLUMNS_OF_VERSION_2)
+    if version < 3:
+        _add_columns(db, _COLUMNS_OF_VERSION_3)
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)

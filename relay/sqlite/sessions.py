@@ -30,7 +30,8 @@ __all__ = [
 _SESSION_COLUMNS = (
     "id, environment_id, title, state, spawn, cwd, branch, agent_session_id,"
     " created_at, updated_at, last_seq,"
-    f" (SELECT {OFFLINE_SINCE} FROM environments e WHERE e.id = sessions.environment_id)"
+    f" (SELECT {OFFLINE_SINCE} FROM environments e WHERE e.id = sessions.environment_id),"
+    " sandbox"
 )
 
 
@@ -48,6 +49,7 @@ def _session(row: Sequence[Any]) -> SessionRecord:
         updated_at=row[9],
         last_seq=row[10],
         environment_offline_since=row[11],
+        sandbox=bool(row[12]),
     )
 
 
@@ -84,9 +86,17 @@ def create_session(db: SqliteConnection, new: NewSession, start: StartSession) -
         # creates can never exceed the environment's capacity.
         default_spawn = check_room(db, new.environment_id)
         db.execute(
-            "INSERT INTO sessions (id, environment_id, title, state, spawn,"
-            " created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-            (new.id, new.environment_id, new.title, new.spawn or default_spawn, now, now),
+            "INSERT INTO sessions (id, environment_id, title, state, spawn, sandbox,"
+            " created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+            (
+                new.id,
+                new.environment_id,
+                new.title,
+                new.spawn or default_spawn,
+                int(start.sandbox),
+                now,
+                now,
+            ),
         )
         enqueue(db, new.environment_id, start)
         return find_session(db, new.id)
@@ -175,6 +185,7 @@ def resume_session(db: SqliteConnection, session_id: str) -> SessionRecord:
                 spawn=session.spawn,
                 branch=session.branch,
                 last_seq=session.last_seq,
+                sandbox=session.sandbox,
             ),
         )
         return find_session(db, session_id)

@@ -7,6 +7,7 @@ And ``--sandbox`` where its tools are missing refuses to start, naming the packa
 from __future__ import annotations
 
 import http.server
+import shutil
 import subprocess
 import sys
 import threading
@@ -90,19 +91,22 @@ async def run_approved(relay: Relay, session_id: str, command: str) -> dict[str,
 
 
 @pytest.mark.parametrize(
-    ("options", "writes_outside", "reaches"),
+    ("options", "asks", "writes_outside", "reaches"),
     [
-        (["--sandbox"], False, False),
-        (["--sandbox", "--sandbox-allow-host", "127.0.0.1"], False, True),
-        ([], True, True),
+        (["--sandbox"], False, False, False),
+        (["--sandbox", "--sandbox-allow-host", "127.0.0.1"], False, False, True),
+        ([], False, True, True),
+        # A session can ask for the sandbox its environment does not have.
+        ([], True, False, False),
     ],
-    ids=["sandbox", "sandbox-allowing-the-host", "no-sandbox"],
+    ids=["sandbox", "sandbox-allowing-the-host", "no-sandbox", "session-asks-for-it"],
 )
 async def test_what_an_approved_command_may_do(
     relay_and_api: tuple[Relay, str],
     server: tuple[int, list[str]],
     tmp_path: Path,
     options: list[str],
+    asks: bool,
     writes_outside: bool,
     reaches: bool,
 ) -> None:
@@ -117,7 +121,7 @@ async def test_what_an_approved_command_may_do(
         relay, home, repo, "--spawn", "worktree", *options,
         agent_bin=find_claude(), extra_env=claude_env(home, base_url),
     )  # fmt: skip
-    created = await relay.create_session(daemon.environment_id)
+    created = await relay.create_session(daemon.environment_id, sandbox=asks)
     session_id = created.json()["id"]
     events = await relay.wait_kind(session_id, "session_started")
     worktree = Path(next(e for e in events if e["kind"] == "session_started")["data"]["cwd"])
@@ -158,7 +162,9 @@ async def test_sandbox_without_its_tools_refuses_to_start(tmp_path: Path) -> Non
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("git", "sh"):
-        (bin_dir / tool).symlink_to(subprocess.check_output(["which", tool], text=True).strip())
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
     env = home_env(tmp_path / "home", {"PATH": str(bin_dir)})
     with trio.fail_after(30):
         done = await trio.run_process(
