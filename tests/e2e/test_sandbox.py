@@ -157,15 +157,36 @@ async def test_what_an_approved_command_may_do(
     ])  # fmt: skip
 
 
-async def test_sandbox_without_its_tools_refuses_to_start(tmp_path: Path) -> None:
-    # A PATH with git and the agent but neither bwrap nor socat.
+def without_sandbox_tools(tmp_path: Path) -> str:
+    """A PATH with git and a shell, but neither bwrap nor socat."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("git", "sh"):
         found = shutil.which(tool)
         assert found is not None
         (bin_dir / tool).symlink_to(found)
-    env = home_env(tmp_path / "home", {"PATH": str(bin_dir)})
+    return str(bin_dir)
+
+
+async def test_a_session_asking_for_a_sandbox_the_machine_lacks_is_refused(
+    relay_and_api: tuple[Relay, str], tmp_path: Path
+) -> None:
+    relay, _ = relay_and_api
+    project = tmp_path / "project"
+    project.mkdir()
+    daemon = await start_daemon(
+        relay, tmp_path / "home", project, extra_env={"PATH": without_sandbox_tools(tmp_path)}
+    )
+    created = await relay.create_session(daemon.environment_id, sandbox=True)
+    events = await relay.wait_kind(created.json()["id"], "session_ended")
+    error = next(e for e in events if e["kind"] == "error")["data"]
+    assert error["code"] == "sandbox_unavailable"
+    assert "bubblewrap and socat missing" in error["message"]
+    assert not any(e["kind"] == "session_started" for e in events)
+
+
+async def test_sandbox_without_its_tools_refuses_to_start(tmp_path: Path) -> None:
+    env = home_env(tmp_path / "home", {"PATH": without_sandbox_tools(tmp_path)})
     with trio.fail_after(30):
         done = await trio.run_process(
             [sys.executable, "-m", "daemon", "start", str(tmp_path), "--sandbox",
