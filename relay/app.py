@@ -24,6 +24,7 @@ from .fanout import Hub
 from .httputil import error_response, http_status
 from .pages import Pages
 from .ratelimit import AttemptLimiter
+from .settings_api import SettingsApi
 from .sign_ins import SignInsApi
 from .storage import Storage
 from .tokens import TokenIssuer
@@ -86,6 +87,7 @@ def create_app(
         *Pages(storage, config, sign_in).routes(),
         *ClientApi(storage, hub, config).routes(),
         *SignInsApi(storage, config).routes(),
+        *SettingsApi(storage, hub, config).routes(),
         *DaemonApi(storage, hub, config, tokens, pairing).routes(),
     ]
     return Starlette(

@@ -131,8 +131,7 @@ def _check_features(features: frozenset[str] | None, body: CreateSession) -> Non
     if body.sandbox and "sandbox" not in features:
         raise Conflict(
             "sandbox_unsupported",
-            "the daemon of this environment cannot sandbox a session: upgrade rcd on its"
-            " machine",
+            "the daemon of this environment cannot sandbox a session: upgrade rcd on its machine",
         )
 
 

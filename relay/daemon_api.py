@@ -64,7 +64,7 @@ from .errors import (
     Forbidden,
     Unauthenticated,
 )
-from .fanout import Hub, environment_key
+from .fanout import Hub, environment_key, settings_key
 from .httputil import (
     UPLINK_BODY_LIMIT,
     client_address,
@@ -90,6 +90,8 @@ log = structlog.get_logger("relay")
 MAX_EVENTS_PER_BATCH = wire.MAX_EVENTS_PER_BATCH
 MAX_FRAMES = wire.MAX_FRAMES
 _SMALL_BODY_LIMIT = 64 * 1024
+#: A daemon's settings (variable names, tool rules, the newest changes).
+_SETTINGS_BODY_LIMIT = 1024 * 1024
 #: A pair request (a code and a machine name) is the one body read without a credential.
 _PAIR_BODY_LIMIT = 4 * 1024
 
@@ -133,6 +135,7 @@ class DaemonApi:
             Route(env + "/downlink", self.downlink, methods=["GET"]),
             Route(env + "/ack", self.ack, methods=["POST"]),
             Route(env + "/goodbye", self.goodbye, methods=["POST"]),
+            Route(env + "/settings", self.settings, methods=["POST"]),
             Route(env + "/uplink", self.uplink, methods=["POST"]),
             Route("/daemon/v1/sessions/{session_id}/events", self.events, methods=["POST"]),
         ]
@@ -189,7 +192,7 @@ class DaemonApi:
             f.strip() for f in said.split(",") if f.strip()
         )
         response = json_response(encode(registration))
-        response.headers[wire.FEATURES_HEADER] = "partials"
+        response.headers[wire.FEATURES_HEADER] = "partials, settings"
         return response
 
     async def mint_token(self, request: Request) -> Response:
@@ -234,6 +237,14 @@ class DaemonApi:
         _, env = await self._link(request)
         body = await decode_body(request, Ack, _SMALL_BODY_LIMIT, self._deadline)
         await self.storage.acknowledge_directives(env.id, body.through)
+        return Response(status_code=204)
+
+    async def settings(self, request: Request) -> Response:
+        """The settings the daemon applies (at its start, and after each change)."""
+        _, env = await self._link(request)
+        body = await decode_body(request, wire.SettingsView, _SETTINGS_BODY_LIMIT, self._deadline)
+        await self.storage.save_settings(env.id, body)
+        self.hub.notify(settings_key(env.id))
         return Response(status_code=204)
 
     async def goodbye(self, request: Request) -> Response:

@@ -64,6 +64,7 @@ __all__ = [
     "event_message",
     "partial_message",
     "session_key",
+    "settings_key",
 ]
 
 #: Items a tail keeps; a stream further behind reads storage.
@@ -121,6 +122,11 @@ def partial_message(shown: Shown, sent: Shown | None) -> bytes:
 def environment_key(environment_id: str) -> str:
     """Notified when an environment's downlink changes: a new directive, or a new link."""
     return f"environment:{environment_id}"
+
+
+def settings_key(environment_id: str) -> str:
+    """Notified when an environment's daemon reported its settings."""
+    return f"settings:{environment_id}"
 
 
 def session_key(session_id: str) -> str:

@@ -29,9 +29,13 @@ from wire import (
     PostMessage,
     Rename,
     SessionInfo,
+    SettingsChange,
+    SettingsUpdate,
+    SettingsView,
     SignInInfo,
 )
 from wire.api import nonempty
+from wire.settings import SCHEMA_KEY
 
 from .httputil import MAX_PARAM
 
@@ -45,6 +49,9 @@ _COMPONENTS: tuple[type[Any], ...] = (
     EnvironmentInfo,
     SessionInfo,
     SignInInfo,
+    SettingsUpdate,
+    SettingsView,
+    SettingsChange,
     Event,
     ErrorBody,
     ErrorDetail,
@@ -120,7 +127,7 @@ def schema_of(cl: type[Any]) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     required: list[str] = []
     for field in attrs.fields(cl):
-        properties[field.name] = _type_schema(hints[field.name])
+        properties[field.name] = field.metadata.get(SCHEMA_KEY) or _type_schema(hints[field.name])
         if _requires_text(field.validator):
             properties[field.name] = _with_text(properties[field.name])
         max_length = _setting(field.validator, "max_length")
@@ -428,6 +435,30 @@ def _paths() -> dict[str, Any]:
                 parameters=[session_id],
             )
         },
+        "/api/environments/{environment_id}/settings": {
+            "get": _operation(
+                "The settings new sessions of the environment start with, as its daemon applies "
+                "them (variables by name only).",
+                r({"200": _json(_ref("SettingsView"), "The settings.")}, 401, 404, 409),
+                parameters=[environment_id],
+            ),
+            "put": _operation(
+                "Change settings (fields left out stay); waits up to 10 s for the daemon.",
+                r(
+                    {
+                        "200": _json(_ref("SettingsView"), "Applied: the settings now."),
+                        "202": _json(_ref("SettingsView"), "Queued: the settings before."),
+                    },
+                    400,
+                    401,
+                    404,
+                    409,
+                    413,
+                ),
+                parameters=[environment_id],
+                body="SettingsUpdate",
+            ),
+        },
         "/api/sessions/{session_id}/resume": {
             "post": _operation(
                 "Start an ended session again in the same directory (its agent resumes).",
@@ -471,7 +502,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "request "
                     "(`unknown_permission_request`).",
                     409: "Conflicts with the current state: `at_capacity`, `environment_offline`, "
-                    "`session_ended`, `not_resumable`, `permission_already_resolved`.",
+                    "`session_ended`, `not_resumable`, `permission_already_resolved`, `pinned`, "
+                    "`settings_unsupported`, `conversation_unsupported`, `sandbox_unsupported`.",
                     413: "Too large (`body_too_large`, `message_too_large`).",
                     429: "Too many failed attempts from this caller (`rate_limited`); see "
                     "`Retry-After`.",

@@ -15,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from wire import Event, RegisterRequest, RegisterResponse, StartSession
+from wire import (
+    Event,
+    RegisterRequest,
+    RegisterResponse,
+    SettingsView,
+    StartSession,
+    UpdateSettings,
+)
 
 from .errors import ApiError
 from .records import (
@@ -138,6 +145,16 @@ class Storage(Protocol):
         it had registered (now offline for good, their sessions ended)."""
 
     # -- sessions
+
+    async def save_settings(self, environment_id: str, view: SettingsView) -> None:
+        """Keep the settings the environment's daemon reported (and its capacity and
+        spawn mode from them)."""
+
+    async def read_settings(self, environment_id: str) -> SettingsView | None:
+        """None when its daemon never reported them. Raises NotFound."""
+
+    async def queue_settings(self, environment_id: str, update: UpdateSettings) -> int:
+        """Queue ``update`` for the daemon. Raises NotFound or EnvironmentOffline."""
 
     async def create_session(self, new: NewSession, start: StartSession) -> SessionRecord:
         """Store a queued session and enqueue ``start``, atomically.

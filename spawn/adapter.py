@@ -23,12 +23,25 @@ __all__ = [
     "AgentAdapter",
     "AgentHandle",
     "AgentLaunch",
+    "AgentOptions",
     "EventSink",
     "earlier_of",
     "tool_summary",
     "PermissionCancelled",
     "Streaming",
 ]
+
+
+@attrs.frozen(kw_only=True)
+class AgentOptions:
+    """How the environment's settings start its agents (see :mod:`wire.settings`)."""
+
+    #: The sandbox it runs in (:mod:`spawn.sandbox`); None, or not enabled: none.
+    sandbox: SandboxPolicy | None = None
+    #: The permission mode it starts in (Claude Code's ``--permission-mode``); None: its own.
+    permission_mode: str | None = None
+    #: Tool rules it may use without asking (Claude Code's ``--allowedTools``).
+    allowed_tools: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -39,8 +52,7 @@ class AgentLaunch:
     env: dict[str, str]
     #: The agent's own conversation id to continue (``claude --resume``), or None.
     resume: str | None = None
-    #: The sandbox it runs in (:mod:`spawn.sandbox`); None, or not enabled: none.
-    sandbox: SandboxPolicy | None = None
+    options: AgentOptions = attrs.Factory(AgentOptions)
 
 
 @attrs.frozen(kw_only=True)

@@ -333,7 +333,12 @@ class ClaudeCode:
         agent_session_id = launch.resume or str(uuid.uuid4())
         argv = self.argv(agent_session_id, launch.resume)
         argv[0] = binary
-        sandbox = launch.sandbox if launch.sandbox is not None and launch.sandbox.enabled else None
+        options = launch.options
+        if options.permission_mode is not None:
+            argv += ["--permission-mode", options.permission_mode]
+        sandbox = (
+            options.sandbox if options.sandbox is not None and options.sandbox.enabled else None
+        )
         async with AsyncExitStack() as stack:
             if sandbox is not None:
                 writable = await trio.to_thread.run_sync(git_dirs, launch.cwd)
@@ -342,6 +347,8 @@ class ClaudeCode:
                 else:
                     wrapper = wrapped(sandbox, launch.cwd, writable)
                     argv = await stack.enter_async_context(wrapper) + argv
+            if options.allowed_tools:  # last: it takes every word after it
+                argv += ["--allowedTools", *options.allowed_tools]
             proc = await open_agent_process(
                 argv, cwd=launch.cwd, env=launch.env, not_found_hint=INSTALL_HINT
             )

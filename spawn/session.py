@@ -25,12 +25,12 @@ from .adapter import (
     AgentExited,
     AgentHandle,
     AgentLaunch,
+    AgentOptions,
     PermissionCancelled,
     Streaming,
     tool_summary,
 )
 from .errors import AgentNotFound, ImportRefused, SpawnError
-from .sandbox import SandboxPolicy
 
 __all__ = ["Kept", "SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
 
@@ -104,8 +104,8 @@ class SessionRuntime:
     clock: Callable[[], float] = time.time
     #: Where replies being written go (never blocks; see :mod:`wire.partial`), or None.
     publish_partial: Callable[[wire.AssistantPartial], None] | None = None
-    #: Where the agent runs sandboxed (:mod:`spawn.sandbox`); None: nowhere.
-    sandbox: SandboxPolicy | None = None
+    #: How the environment's settings start the agent (sandbox, permission mode...).
+    options: AgentOptions = attrs.Factory(AgentOptions)
     #: For a conversation continued (``rcd import``, a resume): its earlier events to show
     #: after ``session_started`` (none for a resume); raises when it cannot be continued.
     earlier: Callable[[], Awaitable[list[wire.EventData]]] | None = None
@@ -216,7 +216,7 @@ class SessionRuntime:
             self._emit(wire.Error(code=self.end_reason, message=why))
             return
         launch = AgentLaunch(
-            cwd=self.workspace.cwd, env=self.env, resume=self.resume, sandbox=self.sandbox
+            cwd=self.workspace.cwd, env=self.env, resume=self.resume, options=self.options
         )
         async with trio.open_nursery() as nursery:
             try:

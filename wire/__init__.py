@@ -99,8 +99,20 @@ from .protocol import (
     UplinkRequest,
     UplinkResponse,
 )
+from .settings import (
+    PermissionMode,
+    SettingsChange,
+    SettingsUpdate,
+    SettingsView,
+    UpdateSettings,
+)
 
 __all__ = [
+    "PermissionMode",
+    "SettingsChange",
+    "SettingsUpdate",
+    "SettingsView",
+    "UpdateSettings",
     "LinkStatus",
     "UplinkStatus",
     "StatusReport",

@@ -47,6 +47,7 @@ from .api import CONVERSATION_ID_PATTERN, CreateSession
 from .converter import converter
 from .events import Decision, Event, Spawn
 from .partial import SessionPartial
+from .settings import UpdateSettings
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -219,7 +220,15 @@ class Interrupt:
     origin: str = "relay"
 
 
-Directive = StartSession | ResumeSession | StopSession | SendMessage | DecidePermission | Interrupt
+Directive = (
+    StartSession
+    | ResumeSession
+    | StopSession
+    | SendMessage
+    | DecidePermission
+    | Interrupt
+    | UpdateSettings
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -293,9 +302,10 @@ _omit_when_empty(CreateSession, "conversation", "sandbox")
 FEATURES_HEADER = "Rcd-Features"
 #: What a daemon does beyond protocol 1's first form, in its registration's
 #: :data:`FEATURES_HEADER`: ``conversations`` (:attr:`StartSession.conversation`),
-#: ``sandbox`` (:attr:`StartSession.sandbox`). The
+#: ``sandbox`` (:attr:`StartSession.sandbox`), ``settings`` (:class:`UpdateSettings`,
+#: and the daemon reports a :class:`~wire.settings.SettingsView`). The
 #: relay refuses to send a daemon what it did not list.
-DAEMON_FEATURES = ("conversations", "sandbox")
+DAEMON_FEATURES = ("conversations", "sandbox", "settings")
 
 
 @attrs.frozen(kw_only=True)

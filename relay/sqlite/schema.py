@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS environments (
     link_id TEXT,
     last_dseq INTEGER NOT NULL DEFAULT 0,
     acked_dseq INTEGER NOT NULL DEFAULT 0,
+    settings TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     UNIQUE (credential_id, machine, directory, name)
@@ -117,7 +118,8 @@ _COLUMNS_OF_VERSION_2 = {
 
 #: Columns version 3 added.
 _COLUMNS_OF_VERSION_3: dict[str, tuple[str, ...]] = {
-    "sessions": ("sandbox INTEGER NOT NULL DEFAULT 0",)
+    "sessions": ("sandbox INTEGER NOT NULL DEFAULT 0",),
+    "environments": ("settings TEXT",),
 }
 
 

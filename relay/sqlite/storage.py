@@ -22,7 +22,7 @@ import trio
 
 from ..auth import issue_environment_credential
 from ..errors import RelayError
-from . import clients, credentials, directives, environments, events, sessions
+from . import clients, credentials, directives, environments, events, sessions, settings
 from .connection import SqliteConnection, database_path, is_busy
 
 __all__ = [
@@ -236,6 +236,10 @@ class SqliteStorage:
     close_downlink = _call(environments.close_downlink)
     say_goodbye = _call(environments.say_goodbye)
     revoke_environment = _call(environments.revoke_environment)
+
+    save_settings = _call(settings.save_settings)
+    read_settings = _call(settings.read_settings)
+    queue_settings = _call(settings.queue_settings)
 
     read_downlink = _call(directives.read_downlink)
     acknowledge_directives = _call(directives.acknowledge_directives)

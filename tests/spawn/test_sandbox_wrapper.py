@@ -17,7 +17,7 @@ import pytest
 import trio
 
 import wire
-from spawn import AgentLaunch, ClaudeCode
+from spawn import AgentLaunch, AgentOptions, ClaudeCode
 from spawn.proxy import host_allowed
 from spawn.sandbox import SandboxPolicy, bwrap_argv, seatbelt_profile, wrap_argv
 
@@ -66,7 +66,7 @@ async def run_approved(
         await send.send(event)
 
     adapter = ClaudeCode(binary=TINY_AGENT, partial=False, native_sandbox=False)
-    launch = AgentLaunch(cwd=str(cwd), env=dict(os.environ), sandbox=policy)
+    launch = AgentLaunch(cwd=str(cwd), env=dict(os.environ), options=AgentOptions(sandbox=policy))
     results = []
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -138,8 +138,10 @@ def test_the_wrappers_as_rendered() -> None:
     for path in ("/w", "/repo/.git", "/run/p.sock"):
         assert ["--bind", path, path] == argv[argv.index(path) - 1 : argv.index(path) + 2]
     assert "--unshare-net" in argv and argv[argv.index("--chdir") + 1] == "/w"
-    assert ["--setenv", "HTTPS_PROXY", "http://127.0.0.1:3128"] == argv[
-        argv.index("HTTPS_PROXY") - 1 : argv.index("HTTPS_PROXY") + 2
+    assert argv[argv.index("HTTPS_PROXY") - 1 : argv.index("HTTPS_PROXY") + 2] == [
+        "--setenv",
+        "HTTPS_PROXY",
+        "http://127.0.0.1:3128",
     ]
     assert argv[-2:] == ["sh", "/run/p.sock"]
     assert bwrap_argv(SandboxPolicy(enabled=True), "/w")[-1] == "--"

@@ -1,0 +1,78 @@
+"""``/api/environments/{environment_id}/settings``: an environment's settings, as its daemon
+applies them (see :mod:`wire.settings`), read and changed by a signed-in client.
+
+``GET`` answers the view the daemon last reported: the names of the variables set, never
+their values. ``PUT`` (a :class:`wire.SettingsUpdate`) queues the change for the daemon and
+waits (up to :data:`SETTLE_TIMEOUT`) for its new view: ``200`` with it, or ``202`` with the
+one before when the daemon has not answered yet. A setting the daemon's command line pins
+is refused (``409 pinned``), as is a daemon that cannot keep settings (``409
+settings_unsupported``) or is offline.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from wire import SettingsUpdate, SettingsView, UpdateSettings, encode
+
+from .auth import authenticate_client
+from .config import RelayConfig
+from .errors import Conflict
+from .fanout import Hub, environment_key, settings_key
+from .httputil import CLIENT_BODY_LIMIT, decode_body, json_response
+from .storage import Storage
+
+__all__ = ["SETTLE_TIMEOUT", "SettingsApi"]
+
+#: How long a change waits for the daemon to apply it before the answer says "queued".
+SETTLE_TIMEOUT = 10.0
+
+
+@attrs.define(eq=False)
+class SettingsApi:
+    storage: Storage
+    hub: Hub
+    config: RelayConfig
+
+    def routes(self) -> list[Route]:
+        path = "/api/environments/{environment_id}/settings"
+        return [Route(path, self.settings, methods=["GET", "PUT"])]
+
+    async def _view(self, environment_id: str) -> SettingsView:
+        view = await self.storage.read_settings(environment_id)
+        if view is None:
+            raise Conflict(
+                "settings_unsupported",
+                "this environment's daemon has not reported settings: it is older than"
+                " them, or has not connected since this relay started keeping them",
+            )
+        return view
+
+    async def settings(self, request: Request) -> Response:
+        client = await authenticate_client(request, self.storage)
+        environment_id = request.path_params["environment_id"]
+        before = await self._view(environment_id)
+        if request.method == "GET":
+            return json_response(encode(before))
+        update = await decode_body(
+            request, SettingsUpdate, CLIENT_BODY_LIMIT, self.config.body_deadline
+        )
+        pinned = [s for s in before.pinned if getattr(update, s) is not None]
+        if pinned:
+            raise Conflict(
+                "pinned",
+                f"set by the daemon's command line, not here: {', '.join(pinned)}",
+            )
+        reported = self.hub.watch(settings_key(environment_id))
+        await self.storage.queue_settings(
+            environment_id, UpdateSettings(update=update, origin=client.name)
+        )
+        self.hub.notify(environment_key(environment_id))
+        with trio.move_on_after(SETTLE_TIMEOUT):
+            await reported.wait()
+            return json_response(encode(await self._view(environment_id)))
+        return json_response(encode(before), status=202)
