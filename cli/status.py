@@ -50,6 +50,21 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"{v(env.name)}  {dot} to {v(env.relay)}")
     if not env.connected and report.link.last_error:
         print(f"  last error: {v(report.link.last_error)}")
+    settings = report.settings
+    if settings is not None:
+        pinned = (
+            f" (set by its command line: {', '.join(settings.pinned)})" if settings.pinned else ""
+        )
+        sandbox = "on" if settings.sandbox else "off"
+        hosts = ", ".join(settings.sandbox_allow_hosts) or "none"
+        print(
+            f"  new sessions: permission mode {v(settings.permission_mode)}, sandbox {sandbox}"
+            f" (hosts: {v(hosts)}), variables: {v(', '.join(settings.env_names) or 'none')},"
+            f" tools allowed: {v(', '.join(settings.allowed_tools) or 'none')}{pinned}"
+        )
+        if settings.changes:
+            last = settings.changes[-1]
+            print(f"  settings last changed by {v(last.by)}: {v(', '.join(last.changed))}")
     print(
         f"  {v(env.directory)}  spawn={v(env.spawn)}  "
         f"{len(report.sessions)}/{env.capacity} sessions"

@@ -69,6 +69,9 @@ class StartOptions:
     """Everything ``rcd start`` is told: ``DIR`` and one field per option."""
 
     directory: Path = Path(".")
+    #: The options its command line gave (field names; :func:`daemon.settings.given_options`):
+    #: they pin the settings they set.
+    given: frozenset[str] = frozenset()
     relay: str | None = option(
         "--relay",
         metavar="URL",

@@ -28,7 +28,7 @@ import trio
 
 import wire
 from spawn import AgentAdapter, ClaudeCode
-from spawn.sandbox import SandboxPolicy, missing_tools
+from spawn.sandbox import missing_tools
 from worktrees import WorktreeError, Worktrees
 
 from . import sdnotify
@@ -50,6 +50,7 @@ from .options import StartOptions, publishing_conflict
 from .paths import agents_record_path, control_socket_path, load_credential, state_dir
 from .registration import default_name, machine_id, register
 from .relay_client import RelayClient
+from .settings import EnvironmentSettings, SettingsKeeper
 from .status import Identity, display_state, status_report
 from .stopper import Stopper
 from .supervisor import Supervisor
@@ -93,6 +94,7 @@ class Daemon:
 
     directory: Path = attrs.field(init=False)
     adapter: AgentAdapter = attrs.field(init=False)
+    settings: EnvironmentSettings = attrs.field(init=False)
     # Set as the services start (see run()).
     client: RelayClient = attrs.field(init=False)
     me: Identity = attrs.field(init=False)
@@ -142,7 +144,7 @@ class Daemon:
             options = self.options
             print(
                 f"rcd: environment {self.me.name!r} registered with {self.me.relay} "
-                f"(capacity {options.capacity}, spawn {options.spawn})",
+                f"(capacity {self.settings.capacity}, spawn {self.settings.spawn})",
                 file=self.out,
                 flush=True,
             )
@@ -178,6 +180,7 @@ class Daemon:
         self.directory = options.directory.resolve()
         if not self.directory.is_dir():
             raise ConfigError(f"{self.directory} is not a directory")
+        self.settings = EnvironmentSettings.load(attrs.evolve(options, directory=self.directory))
         self.adapter = make_adapter(options)
         problem = publishing_conflict(options.relay, options.expose, options.public_url)
         if problem is not None:
@@ -188,13 +191,13 @@ class Daemon:
             self._remote = check_relay_url(options.relay, insecure_http=options.insecure_http)
             if warn_insecure_http(self._remote):
                 log.warning("insecure_http", relay=self._remote)
-        if options.spawn == "worktree":
+        if self.settings.spawn == "worktree":
             try:
                 # Refused now rather than failing every session: no repository, no commit.
                 await (await Worktrees.open(self.directory)).head()
             except WorktreeError as exc:
                 raise ConfigError(str(exc)) from None
-        if options.sandbox and (missing := missing_tools()):
+        if self.settings.sandbox.enabled and (missing := missing_tools()):
             raise ConfigError(sandbox_missing_message(missing))
         # The agent last: a bad option is named before a missing prerequisite.
         if not options.no_agent_check and find_agent(options.agent_bin) is None:
@@ -245,7 +248,9 @@ class Daemon:
         self.client = RelayClient(http=http, relay=relay_url, credential=credential)
         name = options.name or default_name(self.directory)
         registration = await register(
-            self.client, self._registration_request(name, options.spawn), options.outage_timeout
+            self.client,
+            self._registration_request(name, self.settings.spawn),
+            options.outage_timeout,
         )
         env_id = registration.environment_id
         self.me = Identity(
@@ -257,7 +262,7 @@ class Daemon:
             fingerprint=fingerprint,
         )
         structlog.contextvars.bind_contextvars(environment_id=env_id)
-        log.info("registered", relay=relay_url, name=name, capacity=options.capacity)
+        log.info("registered", relay=relay_url, name=name, capacity=self.settings.capacity)
         sdnotify.notify_ready()  # systemd (Type=notify): up once registered
         return registration
 
@@ -267,7 +272,7 @@ class Daemon:
             machine=machine_id(),
             directory=str(self.directory),
             spawn=spawn,
-            capacity=self.options.capacity,
+            capacity=self.settings.capacity,
             agent=self.adapter.name,
             hostname=socket.gethostname(),
         )
@@ -284,15 +289,22 @@ class Daemon:
         self.supervisor = supervisor = Supervisor(
             adapter=RecordedAdapter(inner=self.adapter, record=agents),
             directory=self.directory,
-            spawn=self.options.spawn,
-            capacity=self.options.capacity,
+            spawn=self.settings.spawn,
+            capacity=self.settings.capacity,
             uplink=uplink,
-            env=agent_environment(os.environ),
             spares=self.options.spares,
-            sandbox=SandboxPolicy(
-                enabled=self.options.sandbox, allow_hosts=self.options.sandbox_allow_host
-            ),
         )
+        keeper = SettingsKeeper(
+            settings=self.settings,
+            supervisor=supervisor,
+            client=self.client,
+            base_env=agent_environment(os.environ),
+            reregister=lambda: self._announce_spawn(supervisor.spawn),
+            nursery=self._root,
+        )
+        keeper.configure()
+        supervisor.on_settings = keeper.update
+        self._root.start_soon(keeper.report)
         # Work the last run applied is not applied again; its sessions are over.
         self._applied = applied = AppliedStore(state_dir(), env_id)
         supervisor.applied_through = applied.load()
@@ -348,7 +360,9 @@ class Daemon:
             if request.spawn is None:
                 raise ValueError("set_spawn needs spawn: same-dir or worktree")
             self._set_spawn(request.spawn)
-        return status_report(self.me, self.supervisor, self.uplink, self.client, self.link)
+        return status_report(
+            self.me, self.supervisor, self.uplink, self.client, self.link, self.settings.view()
+        )
 
     def _set_spawn(self, spawn: wire.Spawn) -> None:
         self.supervisor.set_spawn(spawn)

@@ -8,21 +8,28 @@ else the stored one when a client set it, else the command line's default.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
+import structlog
+import trio
 
 import wire
 from spawn import AgentOptions
 from spawn.sandbox import SandboxPolicy
 
-from .errors import ConfigError
+from .errors import ConfigError, DaemonError
 from .options import START_OPTIONS, StartOptions
 from .paths import config_dir, directory_key, read_private_json, write_private_json
+from .relay_client import RelayClient
+from .supervisor import Supervisor
 
-__all__ = ["EnvironmentSettings", "given_options", "settings_path"]
+__all__ = ["EnvironmentSettings", "SettingsKeeper", "given_options", "settings_path"]
+
+log = structlog.get_logger("daemon.settings")
 
 #: The newest changes kept (and shown).
 MAX_CHANGES = 50
@@ -72,12 +79,15 @@ class Stored:
 class EnvironmentSettings:
     path: Path
     options: StartOptions
-    #: The ``rcd start`` options given on its command line (:func:`given_options`).
-    given: frozenset[str]
     stored: Stored = attrs.Factory(Stored)
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The ``rcd start`` options given on its command line (:func:`given_options`)."""
+        return self.options.given
+
     @classmethod
-    def load(cls, options: StartOptions, given: frozenset[str]) -> EnvironmentSettings:
+    def load(cls, options: StartOptions) -> EnvironmentSettings:
         """The settings kept for ``options.directory`` (none yet: all from the options).
         ConfigError naming the file when it cannot be read."""
         path = settings_path(options.directory)
@@ -86,7 +96,7 @@ class EnvironmentSettings:
             stored = wire.decode(Stored, data) if data else Stored()
         except wire.DecodeError as exc:
             raise ConfigError(f"{path} is not settings rcd can read: {exc}") from None
-        return cls(path=path, options=options, given=given, stored=stored)
+        return cls(path=path, options=options, stored=stored)
 
     @property
     def pinned(self) -> list[str]:
@@ -168,3 +178,51 @@ class EnvironmentSettings:
             pinned=self.pinned,
             changes=list(self.stored.changes),
         )
+
+
+@attrs.define(eq=False)
+class SettingsKeeper:
+    """Applies the settings to the supervisor, takes changes (:class:`wire.UpdateSettings`)
+    and reports them to the relay (when it keeps settings)."""
+
+    settings: EnvironmentSettings
+    supervisor: Supervisor
+    client: RelayClient
+    #: The agents' environment before the variables set here.
+    base_env: dict[str, str]
+    #: Registers again (the relay shows the spawn mode and enforces the capacity).
+    reregister: Callable[[], Awaitable[None]]
+    nursery: trio.Nursery
+    clock: Callable[[], float] = time.time
+
+    def configure(self) -> None:
+        """What new sessions start with, from the settings."""
+        supervisor, settings = self.supervisor, self.settings
+        supervisor.spawn = settings.spawn
+        supervisor.capacity = settings.capacity
+        supervisor.env = settings.agent_env(self.base_env)
+        supervisor.options = settings.agent_options()
+
+    def update(self, directive: wire.UpdateSettings) -> None:
+        try:
+            changed = self.settings.apply(directive.update, directive.origin, self.clock())
+        except ConfigError as exc:
+            log.warning("settings_refused", origin=directive.origin, error=str(exc))
+            changed = []
+        log.info("settings_changed", origin=directive.origin, changed=changed)
+        self.configure()
+        self.nursery.start_soon(self._after, changed)
+
+    async def _after(self, changed: list[str]) -> None:
+        if {"spawn", "capacity"} & set(changed):
+            await self.reregister()
+        await self.report()
+
+    async def report(self) -> None:
+        """Tell the relay what applies now (a relay of before settings is not told)."""
+        if not self.client.takes_settings:
+            return
+        try:
+            await self.client.post_settings(self.settings.view())
+        except DaemonError as exc:
+            log.warning("settings_not_reported", error=str(exc))

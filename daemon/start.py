@@ -15,6 +15,7 @@ from common.logs import configure_logging
 from .options import StartOptions
 from .paths import default_relay, state_dir
 from .run import run_daemon
+from .settings import given_options
 
 __all__ = ["run_start"]
 
@@ -31,7 +32,7 @@ def run_start(args: argparse.Namespace) -> int:
         configure_logging(verbose=args.verbose, file=log_file)
     else:
         configure_logging(verbose=args.verbose)
-    options = StartOptions.from_args(args)
+    options = attrs.evolve(StartOptions.from_args(args), given=given_options(sys.argv[1:]))
     if options.relay is None:
         options = attrs.evolve(options, relay=default_relay())
     return trio.run(partial(run_daemon, options, display=display))

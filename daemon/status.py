@@ -32,7 +32,12 @@ class Identity:
 
 
 def status_report(
-    me: Identity, supervisor: Supervisor, uplink: Uplink, client: RelayClient, link: RelayLink
+    me: Identity,
+    supervisor: Supervisor,
+    uplink: Uplink,
+    client: RelayClient,
+    link: RelayLink,
+    settings: wire.SettingsView | None = None,
 ) -> wire.StatusReport:
     stats = supervisor.statistics()
     sent = uplink.statistics()
@@ -74,6 +79,7 @@ def status_report(
                 ready=spares.ready, size=spares.size, filling=spares.filling, taken=spares.taken
             )
         ),
+        settings=settings,
     )
 
 

@@ -20,6 +20,7 @@ import trio
 import wire
 from spawn import (
     AgentAdapter,
+    AgentOptions,
     Kept,
     SessionRuntime,
     SessionSnapshot,
@@ -82,8 +83,10 @@ class Supervisor:
     worktree_timeout: float = 60.0
     #: How many spare worktrees to keep checked out ahead of need (see SparePool).
     spares: int = 0
-    #: The environment's sandbox (``rcd start --sandbox``); a session may tighten it.
-    sandbox: SandboxPolicy = attrs.Factory(SandboxPolicy)
+    #: How the environment's settings start agents (its sandbox a session may tighten).
+    options: AgentOptions = attrs.Factory(AgentOptions)
+    #: Where an :class:`wire.UpdateSettings` goes (the daemon keeps the settings).
+    on_settings: Callable[[wire.UpdateSettings], None] = lambda _: None
     _nursery: trio.Nursery | None = None
     _accepting: bool = True
     worktrees: SessionWorktrees = attrs.field(init=False)
@@ -115,6 +118,8 @@ class Supervisor:
             self._start(directive)
         elif isinstance(directive, wire.ResumeSession):
             self._resume(directive)
+        elif isinstance(directive, wire.UpdateSettings):
+            self.on_settings(directive)
         else:
             runtime = self.sessions.get(directive.session_id)
             if runtime is None:
@@ -166,6 +171,14 @@ class Supervisor:
         assert self._nursery is not None, "Supervisor.run() is not running"
         await self.worktrees.report_leftovers(self._nursery)
 
+    @property
+    def _sandbox(self) -> SandboxPolicy:
+        return self.options.sandbox or SandboxPolicy()
+
+    @property
+    def _sandboxed(self) -> bool:
+        return self._sandbox.enabled
+
     def active(self) -> int:
         return sum(1 for r in self.sessions.values() if not r.ended.is_set())
 
@@ -204,7 +217,7 @@ class Supervisor:
     def _start(self, d: wire.StartSession) -> None:
         if not self._admit(d.session_id, 0):
             return
-        if d.sandbox and not self.sandbox.enabled and (missing := missing_tools()):
+        if d.sandbox and not self._sandboxed and (missing := missing_tools()):
             why = f"this machine cannot sandbox a session: {' and '.join(missing)} missing"
             self._refuse(d.session_id, 0, "sandbox_unavailable", why)
             return
@@ -302,7 +315,7 @@ class Supervisor:
             seq=seq,
             clock=self.clock,
             earlier=earlier if resume is not None else None,
-            sandbox=self.sandbox.tightened(sandbox),
+            options=attrs.evolve(self.options, sandbox=self._sandbox.tightened(sandbox)),
         )
         self.sessions[session_id] = runtime
         # Delivered now, not when the task first runs: a message applied right after this

@@ -13,6 +13,7 @@ from typing import Literal
 import attrs
 
 from .events import SessionState, Spawn
+from .settings import SettingsView
 
 __all__ = [
     "ControlRequest",
@@ -117,3 +118,5 @@ class StatusReport:
     kept_worktrees: list[KeptWorktreeStatus]
     #: None until the pool runs (same-dir, or not a repository).
     spare_worktrees: SpareWorktreesStatus | None = None
+    #: What new sessions start with (see :mod:`wire.settings`).
+    settings: SettingsView | None = None

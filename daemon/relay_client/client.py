@@ -31,6 +31,8 @@ class RelayClient:
     timeout: float = 15.0
     #: Set by :meth:`register`; tokens are minted for this environment.
     environment_id: str | None = None
+    #: The relay keeps environments' settings (its registration answer said so).
+    takes_settings: bool = attrs.field(default=False, init=False)
     _calls: Calls = attrs.field(init=False)
     _tokens: Tokens = attrs.field(init=False)
     _uplink: UplinkRequests = attrs.field(init=False)
@@ -136,7 +138,9 @@ class RelayClient:
     async def register(self, request: wire.RegisterRequest) -> wire.RegisterResponse:
         def features(response: httpx.Response) -> None:
             listed = response.headers.get(wire.FEATURES_HEADER, "")
-            self._uplink.takes_partials = "partials" in listed.replace(" ", "").split(",")
+            features = listed.replace(" ", "").split(",")
+            self._uplink.takes_partials = "partials" in features
+            self.takes_settings = "settings" in features
 
         data = await self._calls.call(
             "POST",
@@ -191,6 +195,16 @@ class RelayClient:
             auth=TokenAuth(self._tokens, None),
         )
         self._uplink.directives_confirmed(through)
+
+    async def post_settings(self, view: wire.SettingsView) -> None:
+        """Report the settings that apply (to a relay whose registration answer listed
+        ``settings``: :attr:`takes_settings`)."""
+        await self._calls.call(
+            "POST",
+            f"/daemon/v1/environments/{self.environment_id}/settings",
+            view,
+            auth=TokenAuth(self._tokens, None),
+        )
 
     async def goodbye(self, environment_id: str) -> None:
         await self._calls.call(
