@@ -51,7 +51,9 @@ def given_options(argv: Sequence[str]) -> frozenset[str]:
     written: ``--spawn x``, ``--spawn=x``, or a prefix argparse takes for it (``--cap``)."""
     given = set()
     for word in argv:
-        if not word.startswith("--") or word == "--":
+        if word == "--":
+            break  # the rest are not options
+        if not word.startswith("--"):
             continue
         name = word.split("=", 1)[0]
         exact = [o for o in START_OPTIONS if name in o.flags]
