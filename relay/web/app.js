@@ -2,6 +2,7 @@
 //   /          home: environments and sessions
 //   /?new      the new-session form
 //   /?devices  the browsers signed in, each with "sign out"
+//   /?settings=<environment id>  what the environment's new sessions start with
 //   /s/<id>    one session, live
 // Signed-in state lives in an HttpOnly cookie set by /login?code=... (a one-time link from
 // `rcd relay login-link`); any 401 from the API shows the signed-out screen.
@@ -12,6 +13,7 @@ import { devicesView } from './devices.js';
 import { homeView, newSessionView } from './home.js';
 import { interceptLinks, setRouter } from './nav.js';
 import { sessionView } from './session.js';
+import { settingsView } from './settings.js';
 
 const root = document.getElementById('app');
 let current = null;
@@ -29,6 +31,9 @@ function route() {
   if (match) current = sessionView(root, decodeURIComponent(match[1]));
   else if (new URLSearchParams(location.search).has('new')) current = newSessionView(root);
   else if (new URLSearchParams(location.search).has('devices')) current = devicesView(root);
+  else if (new URLSearchParams(location.search).has('settings')) {
+    current = settingsView(root, new URLSearchParams(location.search).get('settings'));
+  }
   else current = homeView(root);
 }
 

@@ -69,7 +69,7 @@ export function environmentLabel(env, environments) {
   return lookalike(env, environments) ? `${env.name} on ${env.machine}` : env.name;
 }
 
-function environmentCard(env, environments = []) {
+function environmentCard(env, environments = [], withSettings = false) {
   // The machine is always shown unless the name already says it (`dir@host`, the default);
   // marked up when another environment looks the same.
   const same = lookalike(env, environments);
@@ -82,7 +82,14 @@ function environmentCard(env, environments = []) {
       ? h('div', { class: same ? 'env-machine lookalike' : 'env-machine', title: 'the machine it runs on' }, `on ${env.machine}`)
       : null,
     h('div', { class: 'env-dir mono', title: env.directory }, pathText(env.directory)),
-    h('div', { class: 'env-spawn' }, env.online ? `${env.spawn} · online` : `${env.spawn} · offline`),
+    h(
+      'div',
+      { class: 'env-spawn' },
+      env.online ? `${env.spawn} · online` : `${env.spawn} · offline`,
+      withSettings
+        ? h('a', { class: 'env-settings', href: `/?settings=${encodeURIComponent(env.id)}`, 'data-nav': '', 'aria-label': `Settings of ${env.name}` }, 'Settings')
+        : null,
+    ),
   );
 }
 
@@ -142,7 +149,7 @@ export function homeView(root) {
     shown = key;
     fill(envList, 
       ...(environments.length
-        ? environments.map((e) => environmentCard(e, environments))
+        ? environments.map((e) => environmentCard(e, environments, true))
         : [h('div', { class: 'empty' }, 'No environments yet. Run ', h('code', null, 'rcd start'), ' in a project on your machine.')]),
     );
     const names = new Map(environments.map((e) => [e.id, environmentLabel(e, environments)]));
