@@ -86,6 +86,14 @@ async def test_a_variable_reaches_new_sessions_only_and_is_never_shown(
     assert await printenv(relay, after, "DEPLOY_KEY", 1) == secret
     assert await printenv(relay, before, "DEPLOY_KEY", 1) == "unset"
 
+    # Capacity lowered below what runs: nothing running ends, nothing new starts.
+    assert (await settings(relay, daemon, capacity=1)).json()["capacity"] == 1
+    full = await relay.create_session(daemon.environment_id)
+    assert full.status_code == 409 and full.json()["error"]["code"] == "at_capacity"
+    for running in (before, after):
+        assert (await relay.session(running))["state"] == "idle"
+    assert (await settings(relay, daemon, capacity=4)).json()["capacity"] == 4
+
     # Kept by the daemon, for its user alone.
     kept = next((home / ".config" / "rcd" / "settings").glob("*.json"))
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
