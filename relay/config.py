@@ -71,6 +71,9 @@ class RelayConfig:
     #: cut or a relay restart) before its sessions show ``disconnected`` and inputs to them
     #: are refused (``409 environment_offline``) instead of queued.
     offline_grace: float = 30.0
+    #: Seconds a settings change waits for the daemon to apply it before the answer says
+    #: "queued" (``202``).
+    settings_wait: float = 10.0
     #: Seconds a request body may take to arrive in full, once its caller is
     #: authenticated; past it the answer is 408 ``body_timeout`` and the connection closes.
     body_deadline: float = 30.0

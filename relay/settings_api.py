@@ -3,7 +3,7 @@ applies them (see :mod:`wire.settings`), read and changed by a signed-in client.
 
 ``GET`` answers the view the daemon last reported: the names of the variables set, never
 their values. ``PUT`` (a :class:`wire.SettingsUpdate`) queues the change for the daemon and
-waits (up to :data:`SETTLE_TIMEOUT`) for its new view: ``200`` with it, or ``202`` with the
+waits (up to ``config.settings_wait``, 10 s) for its new view: ``200`` with it, or ``202`` with the
 one before when the daemon has not answered yet. A setting the daemon's command line pins
 is refused (``409 pinned``), as is a daemon that cannot keep settings (``409
 settings_unsupported``) or is offline.
@@ -26,10 +26,7 @@ from .fanout import Hub, environment_key, settings_key
 from .httputil import CLIENT_BODY_LIMIT, decode_body, json_response
 from .storage import Storage
 
-__all__ = ["SETTLE_TIMEOUT", "SettingsApi"]
-
-#: How long a change waits for the daemon to apply it before the answer says "queued".
-SETTLE_TIMEOUT = 10.0
+__all__ = ["SettingsApi"]
 
 
 @attrs.define(eq=False)
@@ -72,7 +69,7 @@ class SettingsApi:
             environment_id, UpdateSettings(update=update, origin=client.name)
         )
         self.hub.notify(environment_key(environment_id))
-        with trio.move_on_after(SETTLE_TIMEOUT):
+        with trio.move_on_after(self.config.settings_wait):
             await reported.wait()
             return json_response(encode(await self._view(environment_id)))
         return json_response(encode(before), status=202)

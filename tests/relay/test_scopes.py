@@ -32,6 +32,7 @@ import trio
 from starlette.routing import Route
 from starlette.types import Message
 
+import wire
 from relay import Hub, RelayConfig, SqliteStorage, create_app
 from relay.auth import hash_secret
 from relay.openapi import openapi_document
@@ -83,7 +84,8 @@ class World:
 async def world(data_dir: Path) -> AsyncIterator[World]:
     clock = Clock()
     async with SqliteStorage.in_data_dir(data_dir) as storage:
-        config = RelayConfig(data_dir=data_dir, port=0, public_url=PUBLIC_URL)
+        # No daemon answers a settings change here: it is queued (202) at once.
+        config = RelayConfig(data_dir=data_dir, port=0, public_url=PUBLIC_URL, settings_wait=0)
         app = create_app(storage, Hub(), config, tokens=TokenIssuer(ttl=TTL, clock=clock))
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
@@ -101,6 +103,7 @@ async def world(data_dir: Path) -> AsyncIterator[World]:
             other = await register(client, storage, machine="m2")
             for d in (daemon, other):
                 await storage.open_downlink(d.environment_id, f"link_{d.environment_id}")
+                await storage.save_settings(d.environment_id, SETTINGS)
             a = (await create_session(client, user, daemon.environment_id, prompt="a"))["id"]
             b = (await create_session(client, user, daemon.environment_id, prompt="b"))["id"]
             o = (await create_session(client, user, other.environment_id, prompt="o"))["id"]
@@ -186,6 +189,11 @@ class Row:
     targeted: bool = True
 
 
+SETTINGS = wire.SettingsView(
+    env_names=[], spawn="same-dir", permission_mode="default", allowed_tools=[], sandbox=False,
+    sandbox_allow_hosts=[], capacity=4, pinned=[], changes=[],
+)  # fmt: skip
+
 CLIENT_ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/login"): Row("public", 303),
     ("POST", "/logout"): Row("public", 204),
@@ -208,6 +216,10 @@ CLIENT_ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/sessions/{session_id}/stop"): Row("client", 202),
     ("POST", "/api/sessions/{session_id}/resume"): Row("client", 202, session="b"),
     ("GET", "/api/sign-ins"): Row("client", 200),
+    ("GET", "/api/environments/{environment_id}/settings"): Row("client", 200),
+    ("PUT", "/api/environments/{environment_id}/settings"): Row(
+        "client", 202, lambda w: {"env": {"A": "b"}}
+    ),
     ("DELETE", "/api/sign-ins/{sign_in_id}"): Row("client", 204),
 }
 
@@ -228,6 +240,9 @@ DAEMON_ROWS: dict[tuple[str, str], Row] = {
         "link", 204, lambda w: {"through": 1}
     ),
     ("POST", "/daemon/v1/environments/{environment_id}/goodbye"): Row("link", 204),
+    ("POST", "/daemon/v1/environments/{environment_id}/settings"): Row(
+        "link", 204, lambda w: wire.encode(SETTINGS)
+    ),
     # The request takes the link token; each session's part its own token (checked per
     # part: tests/relay/test_daemon_api.py).
     ("POST", "/daemon/v1/environments/{environment_id}/uplink"): Row(

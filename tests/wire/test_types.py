@@ -29,6 +29,24 @@ ALL_TYPES: list[type[Any]] = [
 ]
 
 
+ENV_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True).filter(
+    lambda n: not wire.settings.RESERVED_ENV.fullmatch(n)
+)
+SETTINGS_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "env": st.dictionaries(
+        ENV_NAMES, st.none() | st.text(max_size=20).filter(lambda t: "\0" not in t), max_size=4
+    ),
+    "allowed_tools": st.lists(
+        st.text(min_size=1, max_size=30).filter(lambda t: t.strip() and "\n" not in t),
+        max_size=3,
+    ),
+    "sandbox_allow_hosts": st.lists(
+        st.from_regex(wire.settings.HOST_PATTERN, fullmatch=True).filter(lambda h: len(h) < 250),
+        max_size=3,
+    ),
+}
+
+
 def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     origin = get_origin(tp)
     if tp is str:
@@ -64,6 +82,8 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
             fields[field.name] = st.sampled_from(wire.EVENT_KINDS)
         elif cls is wire.Event and field.name == "data":
             fields[field.name] = json_objects
+        elif cls is wire.SettingsUpdate and field.name in SETTINGS_FIELDS:
+            fields[field.name] = st.none() | SETTINGS_FIELDS[field.name]
         elif field.name == "conversation":
             ids = st.from_regex(wire.api.CONVERSATION_ID_PATTERN, fullmatch=True)
             fields[field.name] = st.none() | ids
