@@ -8,6 +8,7 @@ stdout line. See ``testkit/fakes/NOTES.md`` for the shapes observed on the pinne
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -345,7 +346,9 @@ class ClaudeCode:
                 if self.native_sandbox:
                     argv += ["--settings", claude_settings(sandbox, writable)]
                 else:
-                    wrapper = wrapped(sandbox, launch.cwd, writable)
+                    # The agent's own program may live under /tmp, which is private there.
+                    own = [os.path.dirname(binary)] if binary.startswith("/tmp/") else []
+                    wrapper = wrapped(sandbox, launch.cwd, writable, own)
                     argv = await stack.enter_async_context(wrapper) + argv
             if options.allowed_tools:  # last: it takes every word after it
                 argv += ["--allowedTools", *options.allowed_tools]

@@ -9,6 +9,8 @@ tunnelled) and a plain ``GET http://host/...``. A host that is not allowed gets 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -26,6 +28,8 @@ PROXY_PORT = 3128
 MAX_HEAD = 16 * 1024
 #: How long a client gets to send its request head.
 HEAD_TIMEOUT = 30.0
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_SYNTAX = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
 
 def host_allowed(host: str, allowed: Sequence[str]) -> bool:
@@ -62,8 +66,8 @@ async def serve_proxy(
     async def handle(stream: trio.SocketStream) -> None:
         try:
             await _proxy(stream, allowed)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.debug("proxy_connection_failed", error=str(exc))
+        except Exception as exc:  # one connection's trouble ends that connection only
+            log.debug("proxy_connection_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             await stream.aclose()
 
@@ -117,7 +121,21 @@ async def _proxy(stream: trio.SocketStream, allowed: Sequence[str]) -> None:
         await _answer(stream, "403 Forbidden", f"rcd sandbox: {host} is not an allowed host\n")
         return
     try:
-        upstream = await trio.open_tcp_stream(host, port)
+        address = await _resolve(host, port, allowed)
+    except (OSError, UnicodeError, ValueError) as exc:
+        await _answer(stream, "502 Bad Gateway", f"rcd sandbox: {host}:{port}: {exc}\n")
+        return
+    if address is None:
+        log.info("sandbox_address_refused", host=host, port=port)
+        await _answer(
+            stream,
+            "403 Forbidden",
+            f"rcd sandbox: {host} leads to this machine or a private network; allow that"
+            " address itself to reach it\n",
+        )
+        return
+    try:
+        upstream = await trio.open_tcp_stream(address, port)
     except OSError as exc:
         await _answer(stream, "502 Bad Gateway", f"rcd sandbox: {host}:{port}: {exc}\n")
         return
@@ -129,6 +147,29 @@ async def _proxy(stream: trio.SocketStream, allowed: Sequence[str]) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pipe, stream, upstream, nursery.cancel_scope)
             nursery.start_soon(_pipe, upstream, stream, nursery.cancel_scope)
+
+
+async def _resolve(host: str, port: int, allowed: Sequence[str]) -> str | None:
+    """The address to connect to for ``host``: None when it leads to loopback, link-local
+    (cloud metadata) or a private network, unless that address itself is allowed (a name
+    that resolves there is not: it could be anyone's)."""
+    literal = host.strip("[]")
+    if not _HOST_SYNTAX.fullmatch(literal) and not _is_ip(literal):
+        raise ValueError("not a host name or address")
+    infos = await trio.socket.getaddrinfo(literal, port, type=socket.SOCK_STREAM)
+    address = str(infos[0][4][0])
+    inside = ipaddress.ip_address(address)
+    if inside.is_loopback or inside.is_link_local or inside.is_private or inside.is_unspecified:
+        return address if _is_ip(literal) and literal in allowed else None
+    return address
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def _pipe(

@@ -104,7 +104,10 @@ def claude_settings(policy: SandboxPolicy, writable: Sequence[str] = ()) -> str:
 #: proxy port on the sandbox's own loopback.
 _BRIDGE = (
     'sock="$1"; shift; socat TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr'
-    ' UNIX-CONNECT:"$sock" </dev/null >/dev/null 2>&1 & exec "$@"'
+    ' UNIX-CONNECT:"$sock" </dev/null >/dev/null 2>&1 &'
+    # Listening before the agent starts (at most a second).
+    " i=0; until [ -e /proc/net/tcp ] && grep -q ':{hex} 00000000:0000 0A' /proc/net/tcp"
+    ' || [ $i -ge 50 ]; do sleep 0.02; i=$((i+1)); done; exec "$@"'
 )
 
 
@@ -113,30 +116,55 @@ def _proxy_env(address: str) -> list[str]:
     return [f"{name}={url}" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")]
 
 
+def _git_guards(paths: Sequence[str]) -> list[str]:
+    """What must stay read only inside writable ``paths``: a git directory's hooks and
+    config, which the daemon's own git commands would run outside the sandbox."""
+    guards = []
+    for path in paths:
+        for git_dir in (Path(path), Path(path) / ".git"):
+            for name in ("hooks", "config"):
+                if (git_dir / name).exists() and (git_dir / "HEAD").exists():
+                    guards.append(str(git_dir / name))
+    return guards
+
+
+#: Variables that name a way out of the sandbox (a session bus, an SSH agent).
+_WAYS_OUT = ("DBUS_SESSION_BUS_ADDRESS", "SSH_AUTH_SOCK", "NO_PROXY", "no_proxy")
+
+
 def bwrap_argv(
     policy: SandboxPolicy,
     cwd: str,
     writable: Sequence[str] = (),
     *,
     proxy: str | None = None,
+    readable: Sequence[str] = (),
     bwrap: str = "bwrap",
 ) -> list[str]:
     """The bubblewrap command that runs an agent under ``policy``: the whole system read
-    only, a private ``/tmp``, ``cwd`` and ``writable`` writable, a network of its own with
-    nothing in it; with ``proxy`` (the Unix socket of :func:`spawn.proxy.serve_proxy`),
-    that proxy as ``HTTP(S)_PROXY`` on its loopback, the one way out."""
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    only, private ``/tmp`` and ``/run`` (no one's sockets but its own), ``cwd`` and
+    ``writable`` writable (their git hooks and config not), no capabilities even for root,
+    network and pid namespaces of its own; with ``proxy`` (the Unix socket of
+    :func:`spawn.proxy.serve_proxy`) that proxy as ``HTTP(S)_PROXY`` on its loopback, the
+    one way out. ``readable``: what under ``/tmp`` it needs to see (its own program)."""
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    argv += ["--tmpfs", "/tmp", "--tmpfs", "/run"]
+    for path in readable:
+        argv += ["--ro-bind", path, path]
     for path in (cwd, *writable, *([proxy] if proxy else [])):
         argv += ["--bind", path, path]
-    # A pid namespace of its own: whatever the agent leaves running ends with it.
-    argv += ["--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"]
-    argv += ["--chdir", cwd]
+    for path in _git_guards([cwd, *writable]):
+        argv += ["--ro-bind", path, path]
+    argv += ["--cap-drop", "ALL", "--unshare-net", "--unshare-pid"]
+    argv += ["--die-with-parent", "--new-session", "--chdir", cwd]
+    for name in _WAYS_OUT:
+        argv += ["--unsetenv", name]
     if proxy is None:
         return [*argv, "--"]
     for pair in _proxy_env(f"127.0.0.1:{PROXY_PORT}"):
         argv += ["--setenv", *pair.split("=", 1)]
-    argv += ["--unsetenv", "NO_PROXY", "--unsetenv", "no_proxy"]
-    return [*argv, "--", "sh", "-c", _BRIDGE.format(port=PROXY_PORT), "sh", proxy]
+    bridge = _BRIDGE.format(port=PROXY_PORT, hex=f"{PROXY_PORT:04X}")
+    return [*argv, "--", "sh", "-c", bridge, "sh", proxy]
 
 
 def _quote(path: str) -> str:
@@ -157,7 +185,6 @@ def seatbelt_profile(
         + " ".join(f"(subpath {_quote(p)})" for p in paths)
         + ' (literal "/dev/null") (literal "/dev/tty") (regex #"^/dev/fd/"))',
         "(deny network-outbound)",
-        "(allow network-outbound (remote unix-socket))",
     ]
     if proxy_port is not None:
         lines.append(f'(allow network-outbound (remote ip "localhost:{proxy_port}"))')
@@ -170,6 +197,7 @@ def wrap_argv(
     writable: Sequence[str] = (),
     *,
     proxy: str | None = None,
+    readable: Sequence[str] = (),
     platform: str = sys.platform,
 ) -> list[str]:
     """The words to put before an agent's command line to run it under ``policy``;
@@ -179,20 +207,26 @@ def wrap_argv(
         port = int(proxy.rsplit(":", 1)[1]) if proxy else None
         env = ["env", *_proxy_env(proxy)] if proxy else []
         return [*env, "sandbox-exec", "-p", seatbelt_profile(policy, cwd, writable, port)]
-    return bwrap_argv(policy, cwd, writable, proxy=proxy)
+    return bwrap_argv(policy, cwd, writable, proxy=proxy, readable=readable)
 
 
 @asynccontextmanager
 async def wrapped(
-    policy: SandboxPolicy, cwd: str, writable: Sequence[str] = (), platform: str = sys.platform
+    policy: SandboxPolicy,
+    cwd: str,
+    writable: Sequence[str] = (),
+    readable: Sequence[str] = (),
+    platform: str = sys.platform,
 ) -> AsyncIterator[list[str]]:
     """:func:`wrap_argv` with its proxy (for ``allow_hosts``) serving while it lasts."""
     if not policy.allow_hosts:
-        yield wrap_argv(policy, cwd, writable, platform=platform)
+        yield wrap_argv(policy, cwd, writable, readable=readable, platform=platform)
         return
     with tempfile.TemporaryDirectory(prefix="rcd-proxy-") as folder:
         async with trio.open_nursery() as nursery:
             path = None if platform == "darwin" else os.path.join(folder, "proxy.sock")
             proxy = await nursery.start(serve_proxy, path, policy.allow_hosts)
-            yield wrap_argv(policy, cwd, writable, proxy=proxy, platform=platform)
+            yield wrap_argv(
+                policy, cwd, writable, proxy=proxy, readable=readable, platform=platform
+            )
             nursery.cancel_scope.cancel()

@@ -129,6 +129,32 @@ async def test_a_wrapped_agent_writes_and_reaches_only_what_it_may(
         assert "rcd sandbox: localhost is not an allowed host" in other.content
 
 
+async def test_no_way_out_through_git_or_root(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@example.org"]):
+        await trio.run_process(["git", *args], cwd=repo)
+    escape = Path.home() / f".rcd-escape-{os.getpid()}"
+    try:
+        hook, config, remount, work = await run_approved(
+            SandboxPolicy(enabled=True),
+            repo,
+            [
+                "touch .git/hooks/post-checkout",  # run later by the daemon's own git
+                "git config core.fsmonitor 'touch /escaped'",
+                f"mount -o remount,rw / && touch {escape}",  # root keeps no capability
+                "touch work.txt && git add work.txt",
+            ],
+        )
+        assert not escape.exists()
+    finally:
+        escape.unlink(missing_ok=True)
+    assert hook.is_error and not (repo / ".git" / "hooks" / "post-checkout").exists()
+    assert config.is_error and "fsmonitor" not in (repo / ".git" / "config").read_text()
+    assert remount.is_error
+    assert not work.is_error, work  # the index and objects stay writable
+
+
 def test_the_wrappers_as_rendered() -> None:
     policy = SandboxPolicy(enabled=True, allow_hosts=("api.example.com",))
     argv = bwrap_argv(policy, "/w", ["/repo/.git"], proxy="/run/p.sock")
