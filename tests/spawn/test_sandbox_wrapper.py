@@ -18,7 +18,7 @@ import trio
 
 import wire
 from spawn import AgentLaunch, AgentOptions, ClaudeCode
-from spawn.proxy import host_allowed
+from spawn.proxy import host_allowed, serve_proxy
 from spawn.sandbox import SandboxPolicy, bwrap_argv, seatbelt_profile, wrap_argv
 
 TINY_AGENT = str(Path(__file__).parents[2] / "testkit" / "fakes" / "tiny_agent.py")
@@ -189,3 +189,37 @@ def test_hosts_are_matched_by_name_or_under_a_wildcard() -> None:
     assert host_allowed("10.0.0.5", allowed) and not host_allowed("10.0.0.50", allowed)
     assert not host_allowed("example.com", allowed)
     assert not host_allowed("evilpkg.dev", allowed)
+
+
+async def ask_proxy(path: str, request: bytes) -> bytes:
+    stream = await trio.open_unix_socket(path)
+    async with stream:
+        await stream.send_all(request)
+        answer = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(4096):
+                answer += chunk
+                if b"\r\n\r\n" in answer:
+                    break
+    return answer
+
+
+async def test_the_proxy_refuses_what_it_must_and_outlives_bad_clients(
+    server: tuple[int, list[str]], tmp_path: Path
+) -> None:
+    port, hits = server
+    path = str(tmp_path / "proxy.sock")
+    allowed = ("127.0.0.1", "*.example.com", "localhost")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_proxy, path, allowed)
+        # A name that leads to this machine is refused, even when allowed by name.
+        local = await ask_proxy(path, f"GET http://localhost:{port}/ HTTP/1.1\r\n\r\n".encode())
+        assert local.startswith(b"HTTP/1.1 403") and b"leads to this machine" in local
+        bad = await ask_proxy(path, b"CONNECT a..example.com:443 HTTP/1.1\r\n\r\n")
+        assert bad.startswith(b"HTTP/1.1 502") and b"not a host name" in bad
+        garbage = await ask_proxy(path, b"\xff\xfe nonsense\r\n\r\n")
+        assert garbage.startswith(b"HTTP/1.1 400")
+        # Still serving: the allowed address itself goes through.
+        fine = await ask_proxy(path, f"GET http://127.0.0.1:{port}/ok HTTP/1.1\r\n\r\n".encode())
+        assert fine.startswith(b"HTTP/1.0 200") and hits == ["/ok"]
+        nursery.cancel_scope.cancel()
