@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 
+SANDBOX_CONFLICT = "--sandbox and --no-sandbox say opposite things: give one"
+
+
 def _format_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
@@ -225,7 +228,7 @@ class StartOptions:
         """The options parsed by a parser :func:`add_start_options` built."""
         values = {o.dest: getattr(args, o.dest) for o in options_of(cls)}
         if values.get("sandbox") and values.get("no_sandbox"):
-            raise ConfigError("--sandbox and --no-sandbox say opposite things: give one")
+            raise ConfigError(SANDBOX_CONFLICT)
         return cls(directory=args.directory, **values)
 
 
@@ -258,6 +261,8 @@ def start_args(args: argparse.Namespace) -> list[str]:
     problem = publishing_conflict(relay, expose, getattr(args, "public_url", None))
     if problem is not None:
         raise ConfigError(problem)
+    if getattr(args, "sandbox", False) and getattr(args, "no_sandbox", False):
+        raise ConfigError(SANDBOX_CONFLICT)
     return option_words(args, START_OPTIONS)
 
 

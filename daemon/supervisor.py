@@ -171,6 +171,14 @@ class Supervisor:
         assert self._nursery is not None, "Supervisor.run() is not running"
         await self.worktrees.report_leftovers(self._nursery)
 
+    def _cannot_sandbox(self, session_id: str, seq: int, asked: bool) -> bool:
+        """Refuse (and end) a session that asked for a sandbox this machine cannot give."""
+        if asked and not self._sandboxed and (missing := missing_tools()):
+            why = f"this machine cannot sandbox a session: {' and '.join(missing)} missing"
+            self._refuse(session_id, seq, "sandbox_unavailable", why)
+            return True
+        return False
+
     @property
     def _sandbox(self) -> SandboxPolicy:
         return self.options.sandbox or SandboxPolicy()
@@ -217,9 +225,7 @@ class Supervisor:
     def _start(self, d: wire.StartSession) -> None:
         if not self._admit(d.session_id, 0):
             return
-        if d.sandbox and not self._sandboxed and (missing := missing_tools()):
-            why = f"this machine cannot sandbox a session: {' and '.join(missing)} missing"
-            self._refuse(d.session_id, 0, "sandbox_unavailable", why)
+        if self._cannot_sandbox(d.session_id, 0, d.sandbox):
             return
         spawn = d.spawn or self.spawn
         prompt = None
@@ -246,6 +252,8 @@ class Supervisor:
     def _resume(self, d: wire.ResumeSession) -> None:
         self._ended.discard(d.session_id)
         if not self._admit(d.session_id, d.last_seq):
+            return
+        if self._cannot_sandbox(d.session_id, d.last_seq, d.sandbox):
             return
         self._launch(
             d.session_id,

@@ -117,11 +117,8 @@ def _check_text_size(text: str, what: str) -> None:
         )
 
 
-def _check_features(features: frozenset[str] | None, body: CreateSession) -> None:
-    """Conflict when the environment's daemon did not say it does what ``body`` asks
-    (``features`` None: it has not registered since this relay started)."""
-    if features is None:
-        return
+def _check_features(features: frozenset[str], body: CreateSession) -> None:
+    """Conflict when the environment's daemon did not say it does what ``body`` asks."""
     if body.conversation and "conversations" not in features:
         raise Conflict(
             "conversation_unsupported",
@@ -204,7 +201,7 @@ class ClientApi:
         title = _blank_to_none(body.title) or title_from_text(prompt)
         session_id = new_id("ses")
         environment_id = request.path_params["environment_id"]
-        _check_features(self.hub.daemon_features.get(environment_id), body)
+        _check_features(await self.storage.environment_features(environment_id), body)
         start = StartSession(
             session_id=session_id,
             prompt=prompt,
@@ -336,6 +333,9 @@ class ClientApi:
     async def resume(self, request: Request) -> Response:
         await self._client(request)
         session = await self._session(request)
+        if session.sandbox:
+            features = await self.storage.environment_features(session.environment_id)
+            _check_features(features, CreateSession(sandbox=True))
         resumed = await self.storage.resume_session(session.id)
         self.hub.notify(environment_key(session.environment_id))
         return json_response(self._info(resumed), status=202)

@@ -188,9 +188,8 @@ class DaemonApi:
             )
         registration = await self.storage.register_environment(credential_id, body)
         said = request.headers.get(wire.FEATURES_HEADER, "")
-        self.hub.daemon_features[registration.environment_id] = frozenset(
-            f.strip() for f in said.split(",") if f.strip()
-        )
+        features = [f.strip() for f in said.split(",") if f.strip()]
+        await self.storage.save_features(registration.environment_id, features)
         response = json_response(encode(registration))
         response.headers[wire.FEATURES_HEADER] = "partials, settings"
         return response

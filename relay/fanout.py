@@ -255,9 +255,6 @@ class Hub:
     #: Session → its reply being written (None: ended), the newest seq published, and
     #: ``trio.current_time()`` when the reply last grew.
     _partials: dict[str, tuple[Shown | None, int, float]] = attrs.field(factory=dict, init=False)
-    #: Environment → what its daemon said it does (:data:`wire.DAEMON_FEATURES`) when it
-    #: last registered with this relay.
-    daemon_features: dict[str, frozenset[str]] = attrs.field(factory=dict, init=False)
 
     def watch(self, key: str) -> trio.Event:
         """The event the next ``notify(key)`` will set. Take it *before* reading storage."""

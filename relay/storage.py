@@ -156,6 +156,12 @@ class Storage(Protocol):
     async def queue_settings(self, environment_id: str, update: UpdateSettings) -> int:
         """Queue ``update`` for the daemon. Raises NotFound or EnvironmentOffline."""
 
+    async def save_features(self, environment_id: str, features: list[str]) -> None:
+        """What the environment's daemon said it does (at its registration)."""
+
+    async def environment_features(self, environment_id: str) -> frozenset[str]:
+        """What its daemon said it does. Raises NotFound."""
+
     async def create_session(self, new: NewSession, start: StartSession) -> SessionRecord:
         """Store a queued session and enqueue ``start``, atomically.
 

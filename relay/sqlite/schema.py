@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS environments (
     last_dseq INTEGER NOT NULL DEFAULT 0,
     acked_dseq INTEGER NOT NULL DEFAULT 0,
     settings TEXT,
+    features TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     UNIQUE (credential_id, machine, directory, name)
@@ -119,7 +120,7 @@ _COLUMNS_OF_VERSION_2 = {
 #: Columns version 3 added.
 _COLUMNS_OF_VERSION_3: dict[str, tuple[str, ...]] = {
     "sessions": ("sandbox INTEGER NOT NULL DEFAULT 0",),
-    "environments": ("settings TEXT",),
+    "environments": ("settings TEXT", "features TEXT"),
 }
 
 

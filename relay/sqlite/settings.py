@@ -1,5 +1,6 @@
 """Table functions for the environments' settings (see :mod:`wire.settings`): the view its
-daemon last reported, and the updates queued for it."""
+daemon last reported, the updates queued for it, and what its daemon said it does
+(:data:`wire.DAEMON_FEATURES`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from ..errors import EnvironmentOffline, NotFound
 from .connection import SqliteConnection
 from .directives import enqueue
 
-__all__ = ["queue_settings", "read_settings", "save_settings"]
+__all__ = [
+    "environment_features",
+    "queue_settings",
+    "read_settings",
+    "save_features",
+    "save_settings",
+]
 
 
 def save_settings(db: SqliteConnection, environment_id: str, view: SettingsView) -> None:
@@ -45,3 +52,21 @@ def queue_settings(db: SqliteConnection, environment_id: str, update: UpdateSett
         if row[1] is None:
             raise EnvironmentOffline(row[0])
         return enqueue(db, environment_id, update)
+
+
+def save_features(db: SqliteConnection, environment_id: str, features: list[str]) -> None:
+    """What the environment's daemon said it does when it last registered."""
+    with db.write():
+        db.execute(
+            "UPDATE environments SET features = ? WHERE id = ?",
+            (",".join(sorted(features)), environment_id),
+        )
+
+
+def environment_features(db: SqliteConnection, environment_id: str) -> frozenset[str]:
+    """What its daemon said it does (nothing, for one registered before features were
+    kept). NotFound if there is no such environment."""
+    row = db.execute("SELECT features FROM environments WHERE id = ?", (environment_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no environment {environment_id}")
+    return frozenset(f for f in (row[0] or "").split(",") if f)

@@ -240,6 +240,8 @@ class SqliteStorage:
     save_settings = _call(settings.save_settings)
     read_settings = _call(settings.read_settings)
     queue_settings = _call(settings.queue_settings)
+    save_features = _call(settings.save_features)
+    environment_features = _call(settings.environment_features)
 
     read_downlink = _call(directives.read_downlink)
     acknowledge_directives = _call(directives.acknowledge_directives)

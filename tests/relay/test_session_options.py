@@ -87,6 +87,16 @@ async def test_a_sandboxed_session_resumes_sandboxed(
     assert resumed.status_code == 202, resumed.text
     resume = queued_directives(data_dir, daemon.environment_id)[-1]
     assert isinstance(resume, wire.ResumeSession) and resume.sandbox
+    # A daemon of before the sandbox takes the environment over: the sandboxed session is
+    # not resumed unsandboxed, nor left queued for a daemon that cannot read it.
+    again = event(3, "session_ended", reason="stopped", worktree_kept=False, branch=None)
+    await uplink(client, daemon, session["id"], again)
+    older = await client.post(
+        "/daemon/v1/register", json=register_body(), headers=daemon.credential_headers
+    )
+    assert older.status_code == 200
+    refused = await client.post(f"/api/sessions/{session['id']}/resume", headers=user)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "sandbox_unsupported"
 
 
 async def test_a_version_2_database_gains_the_sandbox_column(data_dir: Path) -> None:
