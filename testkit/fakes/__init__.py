@@ -8,6 +8,7 @@ from testkit.fakes.claude_cli import (
     claude_env,
     find_claude,
     local_conversation,
+    open_conversation,
 )
 from testkit.fakes.messages_api import (
     DEFAULT_RULES,
@@ -47,6 +48,7 @@ __all__ = [
     "recall_rule",
     "find_claude",
     "local_conversation",
+    "open_conversation",
     "is_side_request",
     "parse_turn",
     "run_rule",

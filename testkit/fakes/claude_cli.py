@@ -7,10 +7,15 @@ install it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import trio
 
 from spawn.claude import STREAM_JSON_ARGS
 
@@ -21,6 +26,7 @@ __all__ = [
     "claude_env",
     "find_claude",
     "local_conversation",
+    "open_conversation",
 ]
 
 CLAUDE_BIN_ENV = "RCD_CLAUDE_BIN"
@@ -93,3 +99,26 @@ def local_conversation(home: Path, base_url: str, cwd: Path, prompts: list[str])
         if done.returncode != 0:
             raise AssertionError(f"claude -p {prompt!r} exited {done.returncode}: {done.stderr!r}")
     return conversation
+
+
+@asynccontextmanager
+async def open_conversation(
+    home: Path, base_url: str, cwd: Path, conversation: str
+) -> AsyncIterator[trio.Process]:
+    """A CLI that has ``conversation`` open (resumed, a message taken, waiting for the next
+    with its stdin open), as a developer's terminal would; killed when the block ends."""
+    cli = await trio.lowlevel.open_process(
+        [find_claude(), *STREAM_JSON_ARGS[:6], "--resume", conversation],
+        cwd=cwd, env=claude_env(home, base_url), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert cli.stdin is not None and cli.stdout is not None
+        line = {"type": "user", "message": {"role": "user", "content": "echo still here"}}
+        await cli.stdin.send_all(json.dumps(line).encode() + b"\n")
+        with trio.fail_after(30):  # its first line: it took the message (and announced itself)
+            await cli.stdout.receive_some()
+        yield cli
+    finally:
+        cli.kill()
+        await cli.wait()

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from relay import admin
-from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
+from testkit.fakes import FakeMessagesAPI, claude_env, find_claude, open_conversation
 from testkit.harness import Daemon, Relay, home_env, start_daemon, start_relay
 
 
@@ -139,19 +139,8 @@ async def test_resuming_on_the_phone_while_the_local_claude_has_it_is_refused(
     conversation = started["agent_session_id"]
     assert (await stack.relay.client.post(f"/api/sessions/{session_id}/stop")).is_success
     await stack.relay.wait_kind(session_id, "session_ended")
-    env = claude_env(Path(stack.daemon.env["HOME"]), stack.base_url)
-    cli = await trio.lowlevel.open_process(
-        [find_claude(), "-p", "--input-format", "stream-json", "--output-format", "stream-json",
-         "--verbose", "--resume", conversation],
-        cwd=stack.daemon.directory, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert cli.stdin is not None and cli.stdout is not None
-        line = {"type": "user", "message": {"role": "user", "content": "echo here"}}
-        await cli.stdin.send_all(json.dumps(line).encode() + b"\n")
-        with trio.fail_after(30):
-            await cli.stdout.receive_some()
+    home = Path(stack.daemon.env["HOME"])
+    async with open_conversation(home, stack.base_url, stack.daemon.directory, conversation) as cli:
         # The phone taps Resume: two claudes would write one transcript, so no.
         resumed = await stack.relay.client.post(f"/api/sessions/{session_id}/resume")
         assert resumed.status_code == 202, resumed.text
@@ -159,6 +148,3 @@ async def test_resuming_on_the_phone_while_the_local_claude_has_it_is_refused(
         error = [e for e in events if e["kind"] == "error"][-1]["data"]
         assert error["code"] == "resume_refused"
         assert f"open in a running claude (pid {cli.pid})" in error["message"]
-    finally:
-        cli.kill()
-        await cli.wait()

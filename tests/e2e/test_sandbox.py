@@ -6,11 +6,9 @@ And ``--sandbox`` where its tools are missing refuses to start, naming the packa
 
 from __future__ import annotations
 
-import http.server
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,37 +17,17 @@ import pytest
 import trio
 
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
+from testkit.fakes.web_server import counting_server
 from testkit.harness import Relay, home_env, start_daemon, start_relay
 
 Events = list[dict[str, Any]]
 
 
-class _Counting(http.server.BaseHTTPRequestHandler):
-    hits: list[str]
-
-    def do_GET(self) -> None:
-        self.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"hello")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server() -> Iterator[tuple[int, list[str]]]:
     """A web server on loopback that counts what reaches it."""
-    hits: list[str] = []
-    handler = type("Handler", (_Counting,), {"hits": hits})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1], hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with counting_server() as running:
+        yield running
 
 
 def git(cwd: Path, *args: str) -> None:

@@ -17,7 +17,13 @@ import pytest
 import trio
 
 from relay import admin
-from testkit.fakes import FakeMessagesAPI, claude_env, find_claude, local_conversation
+from testkit.fakes import (
+    FakeMessagesAPI,
+    claude_env,
+    find_claude,
+    local_conversation,
+    open_conversation,
+)
 from testkit.harness import Daemon, Relay, start_daemon, start_relay
 
 
@@ -107,8 +113,7 @@ async def test_a_local_conversation_is_listed_imported_and_keeps_its_context(
     await stack.relay.wait_events(
         session_id,
         lambda evs: any(
-            e["data"].get("text") == "recalled: echo first words | echo second words"
-            for e in evs
+            e["data"].get("text") == "recalled: echo first words | echo second words" for e in evs
         ),
     )
     (body,) = stack.api.messages_bodies()[before:]
@@ -120,20 +125,8 @@ async def test_refused_when_open_in_a_running_claude_or_when_no_daemon_serves(
     stack: Stack, tmp_path: Path
 ) -> None:
     conversation = await converse(stack, ["echo hold me"])
-    env = claude_env(Path(stack.daemon.env["HOME"]), stack.base_url)
-    cli = await trio.lowlevel.open_process(
-        [find_claude(), "-p", "--input-format", "stream-json", "--output-format", "stream-json",
-         "--verbose", "--resume", conversation],
-        cwd=stack.daemon.directory, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert cli.stdin is not None and cli.stdout is not None
-        line = {"type": "user", "message": {"role": "user", "content": "echo again"}}
-        await cli.stdin.send_all(json.dumps(line).encode() + b"\n")
-        # Its first line comes once it took the message (and announced itself).
-        with trio.fail_after(30):
-            await cli.stdout.receive_some()
+    home = Path(stack.daemon.env["HOME"])
+    async with open_conversation(home, stack.base_url, stack.daemon.directory, conversation) as cli:
         status, _, err = await rcd_import(stack, conversation[:8])
         assert status == 1
         assert f"is open in a running claude (pid {cli.pid})" in err, err
@@ -151,9 +144,6 @@ async def test_refused_when_open_in_a_running_claude_or_when_no_daemon_serves(
         assert error["data"]["code"] == "import_refused"
         assert f"pid {cli.pid}" in error["data"]["message"]
         assert not any(e["kind"] == "session_started" for e in events)
-    finally:
-        cli.kill()
-        await cli.wait()
 
     # A bad id is refused by the relay, naming the field.
     bad = await stack.relay.create_session(stack.daemon.environment_id, conversation="../x")

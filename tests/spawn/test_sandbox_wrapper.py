@@ -6,10 +6,8 @@ macOS profile is checked by rendering it, as the service files are."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import wire
 from spawn import AgentLaunch, AgentOptions, ClaudeCode
 from spawn.proxy import host_allowed, serve_proxy
 from spawn.sandbox import SandboxPolicy, bwrap_argv, seatbelt_profile, wrap_argv
+from testkit.fakes.web_server import counting_server
 
 TINY_AGENT = str(Path(__file__).parents[2] / "testkit" / "fakes" / "tiny_agent.py")
 
@@ -28,31 +27,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class _Counting(http.server.BaseHTTPRequestHandler):
-    hits: list[str]
-
-    def do_GET(self) -> None:
-        self.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"hello")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server() -> Iterator[tuple[int, list[str]]]:
-    hits: list[str] = []
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), type("Handler", (_Counting,), {"hits": hits})
-    )
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd.server_address[1], hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """A web server on loopback that counts what reaches it."""
+    with counting_server() as running:
+        yield running
 
 
 async def run_approved(

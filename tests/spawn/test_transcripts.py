@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from spawn.transcripts import (
     list_conversations,
     project_key,
 )
-from testkit.fakes import FakeMessagesAPI, claude_env, find_claude, local_conversation
-from testkit.waiting import eventually
+from testkit.fakes import FakeMessagesAPI, claude_env, local_conversation, open_conversation
 
 
 @pytest.fixture
@@ -100,26 +98,12 @@ async def test_a_conversation_open_in_a_running_cli_is_held(base_url: str, tmp_p
         local_conversation, home, base_url, project, ["echo hello"]
     )
     # A CLI that resumes it and waits for its next message (stdin open).
-    cli = await trio.lowlevel.open_process(
-        [find_claude(), "-p", "--input-format", "stream-json", "--output-format", "stream-json",
-         "--verbose", "--resume", conversation],
-        cwd=project, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert cli.stdin is not None
-        line = {"type": "user", "message": {"role": "user", "content": "echo again"}}
-        await cli.stdin.send_all(json.dumps(line).encode() + b"\n")
-        await eventually(
-            lambda: holder(conversation, env) == cli.pid, timeout=20, what="the CLI to announce"
-        )
+    async with open_conversation(home, base_url, project, conversation) as cli:
+        assert holder(conversation, env) == cli.pid
         with pytest.raises(ImportRefused, match=rf"open in a running claude \(pid {cli.pid}\)"):
             earlier(conversation, env, str(project))
         with pytest.raises(ImportRefused, match="open in a running claude"):
             earlier(conversation, env)  # a resume is refused too
-    finally:
-        cli.kill()
-        await cli.wait()
     # Killed, it leaves its announcement behind: a dead pid holds nothing.
     assert list((home / ".claude" / "sessions").glob(f"{cli.pid}.json"))
     assert holder(conversation, env) is None
