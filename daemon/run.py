@@ -332,7 +332,7 @@ class Daemon:
 
     def _apply(self, dseq: int, directive: wire.Directive) -> None:
         self.supervisor.apply(dseq, directive)
-        if isinstance(directive, wire.StartSession | wire.ResumeSession):
+        if isinstance(directive, wire.StartSession | wire.ResumeSession | wire.UpdateSettings):
             # Work is saved as applied at once: replayed after a crash it would start an
             # agent twice. Inputs are saved with the (coalesced) acks: replayed, they find
             # no session and are dropped.

@@ -19,7 +19,8 @@ import trio
 
 import wire
 from spawn import AgentOptions
-from spawn.sandbox import SandboxPolicy
+from spawn.sandbox import SandboxPolicy, missing_tools
+from worktrees import WorktreeError, Worktrees
 
 from .errors import ConfigError, DaemonError
 from .options import START_OPTIONS, StartOptions
@@ -38,7 +39,8 @@ PINNED_BY = {
     "spawn": ("spawn",),
     "capacity": ("capacity",),
     "sandbox": ("sandbox", "no_sandbox"),
-    "sandbox_allow_hosts": ("sandbox_allow_host",),
+    # The owner who said --sandbox (or --no-sandbox) said which hosts too: none, or these.
+    "sandbox_allow_hosts": ("sandbox_allow_host", "sandbox", "no_sandbox"),
 }
 
 
@@ -82,6 +84,8 @@ class EnvironmentSettings:
     path: Path
     options: StartOptions
     stored: Stored = attrs.Factory(Stored)
+    #: The last update taken (its id) and why it was refused (None: applied).
+    last_update: tuple[str, str | None] | None = None
 
     @property
     def given(self) -> frozenset[str]:
@@ -145,26 +149,31 @@ class EnvironmentSettings:
             raise ConfigError(
                 f"{', '.join(refused)} set by the daemon's command line ({flags}): change it there"
             )
+        # Worked out on a copy, taken only once it is on disk: a failed write changes nothing.
+        stored = attrs.evolve(
+            self.stored, env=dict(self.stored.env), changes=list(self.stored.changes)
+        )
         changed = []
         for name, value in sorted((update.env or {}).items()):
-            if value is None and self.stored.env.pop(name, None) is not None:
+            if value is None and stored.env.pop(name, None) is not None:
                 changed.append(f"env {name}")
-            elif value is not None and self.stored.env.get(name) != value:
-                self.stored.env[name] = value
+            elif value is not None and stored.env.get(name) != value:
+                stored.env[name] = value
                 changed.append(f"env {name}")
         for setting in ("spawn", "permission_mode", "allowed_tools", "sandbox", "capacity"):
             value = getattr(update, setting)
-            if value is not None and value != getattr(self.stored, setting):
-                setattr(self.stored, setting, value)
+            if value is not None and value != getattr(stored, setting):
+                setattr(stored, setting, value)
                 changed.append(setting)
         hosts = update.sandbox_allow_hosts
-        if hosts is not None and hosts != self.stored.sandbox_allow_hosts:
-            self.stored.sandbox_allow_hosts = [h.lower() for h in hosts]
+        if hosts is not None and hosts != stored.sandbox_allow_hosts:
+            stored.sandbox_allow_hosts = [h.lower() for h in hosts]
             changed.append("sandbox_allow_hosts")
         if changed:
             change = wire.SettingsChange(at=now, by=by, changed=changed)
-            self.stored.changes = [*self.stored.changes, change][-MAX_CHANGES:]
-            write_private_json(self.path, wire.encode(self.stored))
+            stored.changes = [*stored.changes, change][-MAX_CHANGES:]
+            write_private_json(self.path, wire.encode(stored))
+            self.stored = stored
         return changed
 
     def view(self) -> wire.SettingsView:
@@ -179,6 +188,8 @@ class EnvironmentSettings:
             capacity=self.capacity,
             pinned=self.pinned,
             changes=list(self.stored.changes),
+            last_update=self.last_update[0] if self.last_update else None,
+            last_refusal=self.last_update[1] if self.last_update else None,
         )
 
 
@@ -197,28 +208,48 @@ class SettingsKeeper:
     nursery: trio.Nursery
     clock: Callable[[], float] = time.time
 
-    def configure(self) -> None:
-        """What new sessions start with, from the settings."""
+    _lock: trio.Lock = attrs.Factory(trio.Lock)
+
+    def configure(self, changed: Sequence[str] | None = None) -> None:
+        """What new sessions start with, from the settings (after a change: what it
+        changed; a spawn mode switched on the daemon's own screen stays)."""
         supervisor, settings = self.supervisor, self.settings
-        supervisor.spawn = settings.spawn
-        supervisor.capacity = settings.capacity
+        if changed is None or "spawn" in changed:
+            supervisor.spawn = settings.spawn
+        if changed is None or "capacity" in changed:
+            supervisor.capacity = settings.capacity
         supervisor.env = settings.agent_env(self.base_env)
         supervisor.options = settings.agent_options()
 
     def update(self, directive: wire.UpdateSettings) -> None:
-        try:
-            changed = self.settings.apply(directive.update, directive.origin, self.clock())
-        except ConfigError as exc:
-            log.warning("settings_refused", origin=directive.origin, error=str(exc))
-            changed = []
-        log.info("settings_changed", origin=directive.origin, changed=changed)
-        self.configure()
-        self.nursery.start_soon(self._after, changed)
+        self.nursery.start_soon(self._update, directive)
 
-    async def _after(self, changed: list[str]) -> None:
-        if {"spawn", "capacity"} & set(changed):
-            await self.reregister()
-        await self.report()
+    async def _update(self, directive: wire.UpdateSettings) -> None:
+        async with self._lock:  # one at a time, in the order they came
+            refusal = await self._refusal(directive.update)
+            changed: list[str] = []
+            if refusal is None:
+                try:
+                    changed = self.settings.apply(directive.update, directive.origin, self.clock())
+                except (ConfigError, OSError) as exc:
+                    refusal = str(exc)
+            self.settings.last_update = (directive.id, refusal)
+            log.info("settings_changed", origin=directive.origin, changed=changed, refused=refusal)
+            self.configure(changed)
+            if {"spawn", "capacity"} & set(changed):
+                await self.reregister()
+            await self.report()
+
+    async def _refusal(self, update: wire.SettingsUpdate) -> str | None:
+        """Why this machine cannot take ``update`` (None: it can)."""
+        if update.sandbox and (missing := missing_tools()):
+            return f"this machine cannot sandbox sessions: {' and '.join(missing)} missing"
+        if update.spawn == "worktree":
+            try:
+                await (await Worktrees.open(self.supervisor.directory)).head()
+            except WorktreeError as exc:
+                return f"no worktrees here: {exc}"
+        return None
 
     async def report(self) -> None:
         """Tell the relay what applies now (a relay of before settings is not told)."""

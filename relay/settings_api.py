@@ -3,10 +3,12 @@ applies them (see :mod:`wire.settings`), read and changed by a signed-in client.
 
 ``GET`` answers the view the daemon last reported: the names of the variables set, never
 their values. ``PUT`` (a :class:`wire.SettingsUpdate`) queues the change for the daemon and
-waits (up to ``config.settings_wait``, 10 s) for its new view: ``200`` with it, or ``202`` with the
-one before when the daemon has not answered yet. A setting the daemon's command line pins
-is refused (``409 pinned``), as is a daemon that cannot keep settings (``409
-settings_unsupported``) or is offline.
+waits (up to ``config.settings_wait``, 10 s) for the view that says the daemon took it
+(``last_update`` is its id): ``200`` with it, ``409 settings_refused`` with the daemon's
+reason, or ``202`` with the view before when the daemon has not answered yet. A setting the
+daemon's command line pins is refused (``409 pinned``), as is a daemon that cannot keep
+settings (``409 settings_unsupported``), one that is offline, and a capacity over the
+relay's limit (``409 capacity_too_large``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .config import RelayConfig
 from .errors import Conflict
 from .fanout import Hub, environment_key, settings_key
 from .httputil import CLIENT_BODY_LIMIT, decode_body, json_response
+from .ids import new_id
 from .storage import Storage
 
 __all__ = ["SettingsApi"]
@@ -58,18 +61,38 @@ class SettingsApi:
         update = await decode_body(
             request, SettingsUpdate, CLIENT_BODY_LIMIT, self.config.body_deadline
         )
+        self._check(update, before, await self.storage.environment_features(environment_id))
+        directive = UpdateSettings(id=new_id("set"), update=update, origin=client.name)
+        await self.storage.queue_settings(environment_id, directive)
+        self.hub.notify(environment_key(environment_id))
+        with trio.move_on_after(self.config.settings_wait):
+            while True:
+                reported = self.hub.watch(settings_key(environment_id))
+                view = await self._view(environment_id)
+                if view.last_update == directive.id:
+                    if view.last_refusal is not None:
+                        raise Conflict("settings_refused", view.last_refusal)
+                    return json_response(encode(view))
+                await reported.wait()
+        return json_response(encode(before), status=202)
+
+    def _check(
+        self, update: SettingsUpdate, before: SettingsView, features: frozenset[str]
+    ) -> None:
+        if "settings" not in features:
+            raise Conflict(
+                "settings_unsupported",
+                "this environment's daemon cannot keep settings: upgrade rcd on its machine",
+            )
         pinned = [s for s in before.pinned if getattr(update, s) is not None]
         if pinned:
             raise Conflict(
-                "pinned",
-                f"set by the daemon's command line, not here: {', '.join(pinned)}",
+                "pinned", f"set by the daemon's command line, not here: {', '.join(pinned)}"
             )
-        reported = self.hub.watch(settings_key(environment_id))
-        await self.storage.queue_settings(
-            environment_id, UpdateSettings(update=update, origin=client.name)
-        )
-        self.hub.notify(environment_key(environment_id))
-        with trio.move_on_after(self.config.settings_wait):
-            await reported.wait()
-            return json_response(encode(await self._view(environment_id)))
-        return json_response(encode(before), status=202)
+        limit = self.config.max_sessions_per_environment
+        if update.capacity is not None and update.capacity > limit:
+            raise Conflict(
+                "capacity_too_large",
+                f"capacity {update.capacity} is over this relay's limit of {limit} sessions"
+                " per environment",
+            )

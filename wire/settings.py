@@ -32,11 +32,31 @@ ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 MAX_ENV_VARIABLES = 100
 MAX_ENV_VALUE = 32 * 1024
 MAX_ALLOWED_TOOLS = 100
-#: Names a client may not set: rcd's own, and what decides which program runs.
-RESERVED_ENV_PATTERN = r"RCD_.*|PATH|LD_.*|DYLD_.*|HOME|NOTIFY_SOCKET|LISTEN_.*"
-RESERVED_ENV = re.compile(RESERVED_ENV_PATTERN)
+#: Names a client may not set, in any case: rcd's own, and what decides which program runs
+#: or where a program takes its configuration or code from (the agent's CLI itself runs
+#: outside its sandbox: such a variable would be a way around ``--sandbox``).
+RESERVED_ENV_NAMES = (
+    "RCD_.*", "PATH", "HOME", "SHELL", "ENV", "BASH_ENV", "ZDOTDIR", "TMPDIR", "IFS",
+    "PROMPT_COMMAND", "PS4", "LD_.*", "DYLD_.*", "NOTIFY_SOCKET", "LISTEN_.*", "CLAUDE_.*",
+    "NODE_.*", "BUN_.*", "NPM_CONFIG_.*", "PYTHON.*", "PERL5.*", "RUBY.*", "GIT_.*", "XDG_.*",
+    ".*_PROXY", "NO_PROXY", "SSL_CERT_.*",
+)  # fmt: skip
+RESERVED_ENV = re.compile("|".join(RESERVED_ENV_NAMES))
+
+
+def _any_case(pattern: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in pattern)
+
+
+#: The same, for a JSON Schema (whose patterns know no flags).
+RESERVED_ENV_PATTERN = "|".join(_any_case(name) for name in RESERVED_ENV_NAMES)
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
-HOST_PATTERN = rf"(\*\.)?{_LABEL}(\.{_LABEL})*"
+#: A name or address, or ``*.`` and a domain of two labels at least (``*.com`` is no host).
+HOST_PATTERN = rf"\*\.{_LABEL}(\.{_LABEL})+|{_LABEL}(\.{_LABEL})*"
+#: A rule that starts with "-" would be read by the agent's CLI as an option of its own.
+TOOL_RULE_PATTERN = r"(?!-)[^\n]*\S[^\n]*"
+#: The largest capacity a client may set (a relay may allow fewer).
+MAX_CAPACITY = 10_000
 #: A field's JSON Schema when its validator says more than its type (the OpenAPI document).
 SCHEMA_KEY = "rcd.schema"
 _ENV_SCHEMA = {
@@ -63,7 +83,7 @@ _TOOLS_SCHEMA = {
         {
             "type": "array",
             "maxItems": MAX_ALLOWED_TOOLS,
-            "items": {"type": "string", "maxLength": 500, "pattern": "^[^\\n]*\\S[^\\n]*$"},
+            "items": {"type": "string", "maxLength": 500, "pattern": f"^{TOOL_RULE_PATTERN}$"},
         },
         {"type": "null"},
     ]
@@ -72,7 +92,7 @@ _HOSTS_SCHEMA = {
     "anyOf": [
         {
             "type": "array",
-            "items": {"type": "string", "maxLength": 253, "pattern": f"^{HOST_PATTERN}$"},
+            "items": {"type": "string", "maxLength": 253, "pattern": f"^(?:{HOST_PATTERN})$"},
         },
         {"type": "null"},
     ]
@@ -87,7 +107,7 @@ def _env(_: object, attribute: attrs.Attribute[Any], value: dict[str, str | None
     for name, text in value.items():
         if not re.fullmatch(ENV_NAME_PATTERN, name):
             raise ValueError(f"{attribute.name}: {name!r} is not a variable name")
-        if RESERVED_ENV.fullmatch(name):
+        if RESERVED_ENV.fullmatch(name.upper()):
             raise ValueError(f"{attribute.name}: {name} is not for settings to change")
         if text is not None and (len(text) > MAX_ENV_VALUE or "\0" in text):
             raise ValueError(f"{attribute.name}: the value of {name} is too long or has a NUL")
@@ -99,7 +119,7 @@ def _tools(_: object, attribute: attrs.Attribute[Any], value: list[str] | None) 
     if len(value) > MAX_ALLOWED_TOOLS:
         raise ValueError(f"{attribute.name}: at most {MAX_ALLOWED_TOOLS} rules")
     for rule in value:
-        if not rule.strip() or len(rule) > 500 or "\n" in rule:
+        if len(rule) > 500 or not re.fullmatch(TOOL_RULE_PATTERN, rule):
             raise ValueError(f"{attribute.name}: {rule[:40]!r} is not a tool rule")
 
 
@@ -129,7 +149,18 @@ class SettingsUpdate:
         default=None, validator=_hosts, metadata={SCHEMA_KEY: _HOSTS_SCHEMA}
     )
     capacity: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.ge(1), attrs.validators.le(MAX_CAPACITY)]
+        ),
+        metadata={
+            SCHEMA_KEY: {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": MAX_CAPACITY},
+                    {"type": "null"},
+                ]
+            }
+        },
     )
 
 
@@ -159,6 +190,10 @@ class SettingsView:
     pinned: list[str]
     #: The newest changes, oldest first.
     changes: list[SettingsChange]
+    #: The last update the daemon took (:attr:`UpdateSettings.id`), and why it refused it
+    #: (None: applied).
+    last_update: str | None = None
+    last_refusal: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -166,5 +201,7 @@ class UpdateSettings:
     """Relay → daemon: apply ``update`` (asked for by ``origin``)."""
 
     type: Literal["update_settings"] = "update_settings"
+    #: Echoed as :attr:`SettingsView.last_update` once the daemon took it.
+    id: str
     update: SettingsUpdate
     origin: str = "relay"

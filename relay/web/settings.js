@@ -50,6 +50,8 @@ export function settingsView(root, environmentId) {
     error.hidden = !message;
   }
 
+  let lastUpdate = null;
+
   async function save(update, what) {
     showError('');
     status.textContent = `Saving ${what}…`;
@@ -57,9 +59,9 @@ export function settingsView(root, environmentId) {
       const view = await api('PUT', path, update);
       if (!alive) return;
       render(view);
-      status.textContent = view.changes.length && view.changes[view.changes.length - 1].at > Date.now() / 1000 - 60
-        ? `Saved ${what}.`
-        : `Sent ${what}; the daemon has not applied it yet.`;
+      // A view the daemon has not answered with yet is the one before (202).
+      status.textContent = view.last_update !== lastUpdate ? `Saved ${what}.` : `Sent ${what}; the daemon has not applied it yet.`;
+      lastUpdate = view.last_update;
     } catch (err) {
       if (!alive || err.status === 401) return;
       status.textContent = '';
@@ -179,6 +181,7 @@ export function settingsView(root, environmentId) {
         title.textContent = `Settings · ${env.name}`;
         document.title = `Settings · ${env.name} · rcd`;
       }
+      lastUpdate = view.last_update;
       render(view);
     } catch (err) {
       if (!alive || err.status === 401) return;

@@ -136,13 +136,42 @@ async def test_the_command_line_wins_and_bad_settings_are_refused(
     assert (await settings(relay, daemon, spawn="same-dir", allowed_tools=["Bash(ls)"])).is_success
     for bad, why in [
         ({"env": {"PATH": "/evil"}}, "PATH is not for settings"),
+        # What would run code or read configuration outside the agent's sandbox.
+        ({"env": {"claude_config_dir": "/tmp/x"}}, "claude_config_dir is not for settings"),
+        ({"env": {"NODE_OPTIONS": "--require x"}}, "NODE_OPTIONS is not for settings"),
+        ({"env": {"https_proxy": "http://x"}}, "https_proxy is not for settings"),
         ({"env": {"1X": "v"}}, "not a variable name"),
+        # An option of the agent's CLI dressed as a tool rule.
+        ({"allowed_tools": ["--dangerously-skip-permissions"]}, "is not a tool rule"),
         ({"sandbox_allow_hosts": ["http://x"]}, "is not a host"),
+        ({"sandbox_allow_hosts": ["*.com"]}, "is not a host"),
         ({"permission_mode": "yolo"}, "permission_mode"),
     ]:
         answer = await settings(relay, daemon, **bad)
         assert answer.status_code == 400 and why in answer.text, (bad, answer.text)
     assert (await settings(relay, daemon)).json()["allowed_tools"] == ["Bash(ls)"]
+    # What this machine cannot do, the daemon refuses, saying why; nothing changes.
+    refused = await settings(relay, daemon, spawn="worktree")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "settings_refused"
+    assert "no worktrees here" in refused.json()["error"]["message"]
+    assert (await settings(relay, daemon)).json()["spawn"] == "same-dir"
+
+
+async def test_a_sandbox_given_on_the_command_line_pins_its_hosts_too(
+    relay: Relay, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    daemon = await start_daemon(relay, tmp_path / "home", project, "--sandbox")
+    view = (await settings(relay, daemon)).json()
+    assert view["pinned"] == ["sandbox", "sandbox_allow_hosts"] and view["sandbox"] is True
+    for loosen in ({"sandbox": False}, {"sandbox_allow_hosts": ["example.com"]}):
+        answer = await settings(relay, daemon, **loosen)
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == "pinned"
+    # Over the relay's limit: refused before it reaches the daemon.
+    big = await settings(relay, daemon, capacity=9999)
+    assert big.status_code == 409 and big.json()["error"]["code"] == "capacity_too_large"
 
 
 def test_the_options_given_are_found_however_written() -> None:

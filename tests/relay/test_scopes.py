@@ -104,6 +104,7 @@ async def world(data_dir: Path) -> AsyncIterator[World]:
             for d in (daemon, other):
                 await storage.open_downlink(d.environment_id, f"link_{d.environment_id}")
                 await storage.save_settings(d.environment_id, SETTINGS)
+                await storage.save_features(d.environment_id, ["settings"])
             a = (await create_session(client, user, daemon.environment_id, prompt="a"))["id"]
             b = (await create_session(client, user, daemon.environment_id, prompt="b"))["id"]
             o = (await create_session(client, user, other.environment_id, prompt="o"))["id"]

@@ -37,7 +37,9 @@ SETTINGS_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         ENV_NAMES, st.none() | st.text(max_size=20).filter(lambda t: "\0" not in t), max_size=4
     ),
     "allowed_tools": st.lists(
-        st.text(min_size=1, max_size=30).filter(lambda t: t.strip() and "\n" not in t),
+        st.from_regex(wire.settings.TOOL_RULE_PATTERN, fullmatch=True).filter(
+            lambda t: len(t) < 100
+        ),
         max_size=3,
     ),
     "sandbox_allow_hosts": st.lists(
