@@ -30,9 +30,10 @@ ALL_TYPES: list[type[Any]] = [
 
 
 ENV_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True).filter(
-    lambda n: not wire.settings.RESERVED_ENV.fullmatch(n)
+    lambda n: not wire.settings.RESERVED_ENV.fullmatch(n.upper())
 )
 SETTINGS_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "capacity": st.integers(1, wire.settings.MAX_CAPACITY),
     "env": st.dictionaries(
         ENV_NAMES, st.none() | st.text(max_size=20).filter(lambda t: "\0" not in t), max_size=4
     ),
