@@ -56,6 +56,7 @@ STREAM_JSON_ARGS: tuple[str, ...] = (
 PARTIAL_ARGS: tuple[str, ...] = ("--include-partial-messages",)
 
 INSTALL_HINT = "install Claude Code (npm install -g @anthropic-ai/claude-code) or pass --agent-bin"
+SANDBOX_HINT = "the sandbox needs bubblewrap and socat: sudo apt install bubblewrap socat"
 
 
 @attrs.define(eq=False)
@@ -352,8 +353,9 @@ class ClaudeCode:
                     argv = await stack.enter_async_context(wrapper) + argv
             if options.allowed_tools:  # last: it takes every word after it
                 argv += ["--allowedTools", *options.allowed_tools]
+            hint = INSTALL_HINT if argv[0] == binary else SANDBOX_HINT
             proc = await open_agent_process(
-                argv, cwd=launch.cwd, env=launch.env, not_found_hint=INSTALL_HINT
+                argv, cwd=launch.cwd, env=launch.env, not_found_hint=hint
             )
             handle = ClaudeHandle(
                 proc=proc,

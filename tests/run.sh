@@ -20,6 +20,9 @@ command -v git >/dev/null || missing+=(git)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v chattr >/dev/null || missing+=(e2fsprogs)  # immutable files: git failure tests
 command -v ip >/dev/null || missing+=(iproute2)  # network namespaces: --expose lan
+command -v bwrap >/dev/null || missing+=(bubblewrap)  # --sandbox (Claude Code's and rcd's)
+command -v socat >/dev/null || missing+=(socat)  # --sandbox: the way to its proxy
+command -v curl >/dev/null || missing+=(curl)  # what sandboxed commands try to reach with
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${missing[*]} (apt-get)"
