@@ -7,6 +7,7 @@ import argparse
 import re
 
 __all__ = [
+    "HOST_PATTERN",
     "base_url",
     "count",
     "host_pattern",
@@ -16,9 +17,11 @@ __all__ = [
     "seconds",
 ]
 
-_HOST = re.compile(
-    r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+#: A name or address, or ``*.`` and a domain of two labels at least (``*.com`` is no host):
+#: what ``--sandbox-allow-host`` and the settings' allowed hosts take.
+HOST_PATTERN = rf"\*\.{_LABEL}(\.{_LABEL})+|{_LABEL}(\.{_LABEL})*"
+_HOST = re.compile(HOST_PATTERN)
 
 
 def _whole_number(text: str, minimum: int) -> int:

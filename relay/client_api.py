@@ -201,7 +201,8 @@ class ClientApi:
         title = _blank_to_none(body.title) or title_from_text(prompt)
         session_id = new_id("ses")
         environment_id = request.path_params["environment_id"]
-        _check_features(await self.storage.environment_features(environment_id), body)
+        if body.conversation or body.sandbox:  # a plain start needs no feature of a daemon
+            _check_features(await self.storage.environment_features(environment_id), body)
         start = StartSession(
             session_id=session_id,
             prompt=prompt,

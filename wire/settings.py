@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
+from common.argtypes import HOST_PATTERN
+
 from .events import Spawn
 
 __all__ = [
@@ -50,9 +52,6 @@ def _any_case(pattern: str) -> str:
 
 #: The same, for a JSON Schema (whose patterns know no flags).
 RESERVED_ENV_PATTERN = "|".join(_any_case(name) for name in RESERVED_ENV_NAMES)
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
-#: A name or address, or ``*.`` and a domain of two labels at least (``*.com`` is no host).
-HOST_PATTERN = rf"\*\.{_LABEL}(\.{_LABEL})+|{_LABEL}(\.{_LABEL})*"
 #: A rule that starts with "-" would be read by the agent's CLI as an option of its own.
 TOOL_RULE_PATTERN = r"(?!-)[^\n]*\S[^\n]*"
 #: The largest capacity a client may set (a relay may allow fewer).
