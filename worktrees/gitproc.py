@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -79,12 +79,21 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
 
 
 async def run_git(
-    args: Sequence[str], *, cwd: Path, check: bool = True, background: bool = False
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    check: bool = True,
+    background: bool = False,
+    stdin: bytes = b"",
+    env: Mapping[str, str] | None = None,
 ) -> GitResult:
     """Run ``git <args>`` in ``cwd`` and return its result.
 
     ``background`` runs git at the lowest CPU priority (``nice -n 19``): for work done
-    ahead of need (spare worktrees) that must not slow the agents down.
+    ahead of need (spare worktrees) that must not slow the agents down. ``stdin`` is fed
+    to git; ``env`` adds variables (e.g. ``GIT_INDEX_FILE``). The output is decoded as
+    UTF-8 with ``surrogateescape``: a path read from it names the same file when passed
+    back to git.
 
     Raises :class:`GitFailed` when git exits non-zero and ``check`` is true, or when git
     cannot be started at all (``returncode`` 127). Cancellation stops git and everything
@@ -106,7 +115,8 @@ async def run_git(
         completed = await trio.run_process(
             command,
             cwd=cwd,
-            env=git_env(),
+            env={**git_env(), **(env or {})},
+            stdin=stdin,
             check=False,
             capture_stdout=True,
             capture_stderr=True,
@@ -124,7 +134,7 @@ async def run_git(
     result = GitResult(
         argv=argv,
         returncode=completed.returncode,
-        stdout=completed.stdout.decode("utf-8", "replace"),
+        stdout=completed.stdout.decode("utf-8", "surrogateescape"),
         stderr=completed.stderr.decode("utf-8", "replace"),
     )
     if check and not result.ok:

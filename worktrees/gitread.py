@@ -234,12 +234,17 @@ def read_state(root: Path, common_dir: Path, worktree: Worktree) -> WorktreeStat
             )
     tip = head if on_branch == worktree.branch else _rev(root, "refs/heads/" + worktree.branch)
     ahead: int | None
-    if tip is None or tip == worktree.base_commit:
+    base = worktree.base_commit
+    if tip is not None and tip != base:
+        # A merge from the phone moves the recorded base to what it landed.
+        landed = _run(root, "config", "--get", f"branch.{worktree.branch}.{_BASE_KEY}", ok=(0, 1))
+        base = landed.strip() or base
+    if tip is None or tip == base:
         ahead = 0
-    elif worktree.base_commit is None:
+    elif base is None:
         ahead = None
     else:
-        ahead = int(_run(root, "rev-list", "--count", f"{worktree.base_commit}..{tip}").strip())
+        ahead = int(_run(root, "rev-list", "--count", f"{base}..{tip}").strip())
     return WorktreeState(
         exists=exists,
         registered=registered,

@@ -91,6 +91,15 @@ def _remove_half_made(path: Path, common_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+async def record_base(root: Path, branch: str, base: str) -> None:
+    """Record where ``branch`` starts (``rcdbase``) and the branch the main checkout had
+    then (``rcdfrom``: where its work merges back)."""
+    await run_git(["config", f"branch.{branch}.rcdbase", base], cwd=root)
+    current = await run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=root, check=False)
+    if current.stdout.strip():
+        await run_git(["config", f"branch.{branch}.rcdfrom", current.stdout.strip()], cwd=root)
+
+
 class _Collision(Exception):
     """Another process took the name between our check and git's (retry another)."""
 
@@ -331,7 +340,7 @@ class Worktrees:
                 raise result.error()
             # Recorded after the branch exists: if this process dies in between, the branch
             # merely has no recorded base and is then never deleted (the safe side).
-            await run_git(["config", f"branch.{worktree.branch}.rcdbase", base], cwd=self.root)
+            await record_base(self.root, worktree.branch, base)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 await self._undo_add(worktree, base, own_path=own_path, own_branch=own_branch)

@@ -31,7 +31,7 @@ from . import gitread
 from .errors import WorktreeError
 from .exclude import ensure_excluded
 from .gitproc import run_git
-from .manager import Worktrees, _remove_half_made
+from .manager import Worktrees, _remove_half_made, record_base
 from .models import Worktree
 from .slug import BRANCH_PREFIX, slugify, unique_slug
 
@@ -290,7 +290,7 @@ class SparePool:
             await trio.Path(manager.directory).mkdir(parents=True, exist_ok=True)
             await run_git(["worktree", "move", str(spare), str(path)], cwd=root)
             await run_git(["symbolic-ref", "HEAD", "refs/heads/" + branch], cwd=path)
-            await run_git(["config", f"branch.{branch}.rcdbase", base], cwd=root)
+            await record_base(root, branch, base)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(20):
                 if await trio.Path(path).exists():

@@ -1,0 +1,189 @@
+"""worktrees.landing: commit, merge, push and discard a session's work in real repositories,
+never touching the main checkout's own work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from worktrees import Worktree, Worktrees
+from worktrees.landing import (
+    LandingRefused,
+    commit_all,
+    discard,
+    discard_loss,
+    merge,
+    merge_target,
+    push,
+)
+
+from .gitrepo import TIMEOUT, commit_file, git, rcd_branches
+
+HOSTILE = ["with space.txt", "new\nline.txt", "-rf", "..x", "ünïcødé €.txt", ":(glob)*"]
+
+
+async def session(repo: Path, title: str = "task") -> tuple[Worktrees, Worktree]:
+    manager = await Worktrees.open(repo)
+    return manager, await manager.create(title, "s-" + title)
+
+
+async def main_status(repo: Path) -> tuple[str, str, str]:
+    """Everything a merge must leave alone when it refuses."""
+    return (
+        await git(repo, "status", "--porcelain=v2", "--branch", "--untracked-files=all"),
+        await git(repo, "rev-parse", "main"),
+        await git(repo, "stash", "list"),
+    )
+
+
+async def test_commit_takes_everything_uncommitted(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        _, wt = await session(repo)
+        await trio.Path(wt.path / "new.txt").write_text("new\n")
+        await trio.Path(wt.path / "README.md").write_text("changed\n")
+        landed = await commit_all(wt.path, "Add new.txt")
+        assert landed.commit == await git(wt.path, "rev-parse", "HEAD")
+        assert landed.summary.endswith(f"on {wt.branch}")
+        assert await git(wt.path, "status", "--porcelain") == ""
+        assert await git(wt.path, "log", "-1", "--format=%s") == "Add new.txt"
+        with pytest.raises(LandingRefused) as refused:
+            await commit_all(wt.path, "again")
+        assert refused.value.code == "nothing_to_commit"
+
+
+async def test_fast_forward_updates_the_main_checkout(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        assert await merge_target(manager, wt) == "main"
+        tip = await commit_file(wt.path, "feature.txt")
+        landed = await merge(manager, wt, "main")
+        assert landed.commit == tip and "fast-forwarded main" in landed.summary
+        assert await git(repo, "rev-parse", "main") == tip
+        assert (repo / "feature.txt").read_text() == "work\n"
+        assert await git(repo, "status", "--porcelain") == ""
+        # Landed: the usual rules now let the clean worktree and its branch go.
+        released = await manager.release(wt)
+        assert released.removed and released.branch_deleted
+        assert wt.branch not in await rcd_branches(repo)
+
+
+async def test_diverged_work_gets_a_merge_commit(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        tip = await commit_file(wt.path, "feature.txt")
+        main_tip = await commit_file(repo, "other.txt")
+        await trio.Path(repo / "notes.txt").write_text("mine, uncommitted\n")  # untouched by it
+        landed = await merge(manager, wt, "main")
+        merged = await git(repo, "rev-parse", "main")
+        assert landed.commit == merged and "merge commit" in landed.summary
+        assert (await git(repo, "log", "-1", "--format=%P", merged)).split() == [main_tip, tip]
+        assert (repo / "feature.txt").exists() and (
+            repo / "notes.txt"
+        ).read_text() == "mine, uncommitted\n"
+        assert await git(repo, "status", "--porcelain") == "?? notes.txt"
+        again = await merge(manager, wt, "main")
+        assert "already in main" in again.summary
+
+
+async def test_a_conflict_is_refused_with_its_files_and_nothing_moves(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        await commit_file(wt.path, "README.md", "theirs\n")
+        await commit_file(wt.path, "both.txt", "theirs\n")
+        await commit_file(repo, "README.md", "ours\n")
+        await commit_file(repo, "both.txt", "ours\n")
+        await trio.Path(repo / "scratch.txt").write_text("wip\n")
+        before = await main_status(repo)
+        with pytest.raises(LandingRefused) as refused:
+            await merge(manager, wt, "main")
+        assert refused.value.code == "conflicts"
+        assert refused.value.files == ["README.md", "both.txt"]
+        assert "README.md, both.txt" in str(refused.value)
+        assert await main_status(repo) == before
+        assert not (repo / ".git" / "MERGE_HEAD").exists()
+
+
+async def test_a_dirty_main_checkout_in_the_merged_files_is_refused(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        await commit_file(wt.path, "README.md", "theirs\n")
+        await trio.Path(repo / "README.md").write_text("my own edit\n")
+        before = await main_status(repo)
+        with pytest.raises(LandingRefused) as refused:
+            await merge(manager, wt, "main")
+        assert refused.value.code == "checkout_dirty" and refused.value.files == ["README.md"]
+        assert await main_status(repo) == before
+        assert (repo / "README.md").read_text() == "my own edit\n"
+
+
+async def test_uncommitted_session_work_must_be_committed_first(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        await trio.Path(wt.path / "wip.txt").write_text("wip\n")
+        with pytest.raises(LandingRefused) as refused:
+            await merge(manager, wt, "main")
+        assert refused.value.code == "uncommitted_changes"
+
+
+async def test_hostile_names_merge_safely(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        for name in HOSTILE:
+            await trio.Path(wt.path / name).write_text(f"{name!r}\n")
+        await commit_all(wt.path, "hostile names")
+        await commit_file(repo, "other.txt")  # a real merge, not a fast-forward
+        await merge(manager, wt, "main")
+        for name in HOSTILE:
+            assert (repo / name).read_text() == f"{name!r}\n"
+        assert await git(repo, "status", "--porcelain") == ""
+
+
+async def test_a_dirty_hostile_name_blocks_its_merge(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        await commit_file(wt.path, "new\nline.txt", "theirs\n")
+        await trio.Path(repo / "new\nline.txt").write_text("mine\n")
+        with pytest.raises(LandingRefused) as refused:
+            await merge(manager, wt, "main")
+        assert refused.value.files == ["new\nline.txt"]
+
+
+async def test_push_to_the_configured_remote(repo: Path, tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        _, wt = await session(repo)
+        with pytest.raises(LandingRefused) as refused:
+            await push(wt.path, wt.branch)
+        assert refused.value.code == "no_remote"
+        remote = tmp_path / "remote.git"
+        await git(tmp_path, "init", "-q", "--bare", str(remote))
+        await git(repo, "remote", "add", "origin", str(remote))
+        tip = await commit_file(wt.path, "feature.txt")
+        landed = await push(wt.path, wt.branch)
+        assert landed.commit == tip
+        assert await git(remote, "rev-parse", wt.branch) == tip
+
+
+async def test_discard_needs_the_token_of_what_it_loses(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        await commit_file(wt.path, "feature.txt")
+        await trio.Path(wt.path / "wip.txt").write_text("wip\n")
+        loss = await discard_loss(manager, wt)
+        assert "1 uncommitted file(s): wip.txt" in loss.text
+        assert f"1 commit(s) on {wt.branch} not landed" in loss.text
+        with pytest.raises(LandingRefused) as refused:
+            await discard(manager, wt, None)
+        assert refused.value.code == "confirmation_required" and loss.token in str(refused.value)
+        await trio.Path(wt.path / "more.txt").write_text("more\n")  # the work changed since
+        with pytest.raises(LandingRefused, match="changed since"):
+            await discard(manager, wt, loss.token)
+        assert wt.path.exists()
+        token = (await discard_loss(manager, wt)).token
+        landed = await discard(manager, wt, token)
+        assert "discarded" in landed.summary
+        assert not wt.path.exists()
+        assert wt.branch not in await rcd_branches(repo)
+        assert await git(repo, "config", "--get-regexp", "^branch\\.rcd/", check=False) == ""
+        assert (await manager.leftovers()) == []

@@ -1,0 +1,326 @@
+"""What a session changed: its work against the commit it started from, committed and not.
+
+The work is read as one snapshot tree: a copy of the worktree's index takes every change
+(``git add --all`` into the copy, so untracked files count and a file moved by hand is
+seen as renamed), and ``git write-tree`` names the result. The copy starts with the real
+index's stat data, so only changed files are read again: cheap on a 20,000-file
+repository. Nothing the agent sees changes: its own index, HEAD and files stay as they
+were (the snapshot's blobs land in the object store, unreferenced, for ``git gc``).
+
+Then ``git diff`` between the start commit and that tree lists the files (status, ``+``/
+``-`` counts, sizes) and gives one file's hunks. Binary and huge files are summarised by
+size, never sent. Paths travel NUL-separated and go back to git as literal pathspecs after
+``--``, so names with spaces, newlines, leading dashes or ``..`` are only names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+from pathlib import Path
+
+import attrs
+import trio
+
+from .errors import GitFailed, WorktreeError
+from .gitproc import run_git
+
+__all__ = [
+    "DIFF_LIMIT",
+    "FILES_LIMIT",
+    "FileChange",
+    "FileDiff",
+    "Hunk",
+    "Snapshot",
+    "file_diff",
+    "readable",
+    "snapshot",
+    "summary_of",
+]
+
+#: A file whose old or new version is larger than this (bytes) is summarised, not diffed.
+DIFF_LIMIT = 1024 * 1024
+#: The most files one listing carries (the rest are counted).
+FILES_LIMIT = 3000
+#: The most lines one file's diff carries.
+LINES_LIMIT = 20_000
+
+_STATUS = {
+    "A": "added",
+    "M": "modified",
+    "D": "deleted",
+    "R": "renamed",
+    "C": "copied",
+    "T": "type_changed",
+}
+_EMPTY_BLOB = "0" * 40
+_HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+#: Never pathspec magic, never globs: a path is a path.
+_LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}
+
+
+@attrs.frozen(kw_only=True)
+class FileChange:
+    """One changed file. ``added``/``removed`` are line counts (None for a binary file);
+    sizes are in bytes (None for a side that does not exist)."""
+
+    path: str
+    old_path: str | None
+    status: str
+    added: int | None
+    removed: int | None
+    binary: bool
+    size: int | None
+    old_size: int | None
+
+    @property
+    def too_large(self) -> bool:
+        return max(self.size or 0, self.old_size or 0) > DIFF_LIMIT
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """The work in a directory against ``base``: ``tree`` is its snapshot, ``head`` the
+    commit checked out, ``commits`` how many commits HEAD has beyond ``base``,
+    ``uncommitted`` whether the files differ from HEAD."""
+
+    base: str
+    head: str
+    tree: str
+    commits: int
+    uncommitted: bool
+    files: list[FileChange]
+    #: Files changed beyond :data:`FILES_LIMIT`, not listed.
+    more_files: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Hunk:
+    header: str
+    old_start: int
+    new_start: int
+    #: Each line as git writes it: a " ", "+", "-" or "\\" then the text.
+    lines: list[str]
+
+
+@attrs.frozen(kw_only=True)
+class FileDiff:
+    change: FileChange
+    #: None when the file is summarised (binary or too large): see ``summary``.
+    hunks: list[Hunk] | None
+    summary: str | None
+    #: Lines beyond :data:`LINES_LIMIT` were left out.
+    truncated: bool = False
+
+
+def readable(text: str) -> str:
+    """Text read from git as a client can show it: bytes that are not UTF-8 (kept as
+    surrogates so a path names its file) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _size_text(size: int | None) -> str:
+    if size is None:
+        return "none"
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def summary_of(change: FileChange) -> str | None:
+    """Why a file's content is not shown ("binary, 5.0 MB"), or None when it is."""
+    what = "binary" if change.binary else "large" if change.too_large else None
+    if what is None:
+        return None
+    sizes = _size_text(change.size)
+    if change.old_size is not None and change.size is not None and change.old_size != change.size:
+        sizes = f"{_size_text(change.old_size)} → {sizes}"
+    elif change.size is None:
+        sizes = f"was {_size_text(change.old_size)}"
+    return f"{what}, {sizes}"
+
+
+async def _git(cwd: Path, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> str:
+    return (await run_git(args, cwd=cwd, stdin=stdin, env={**_LITERAL, **(env or {})})).stdout
+
+
+async def top_level(cwd: Path) -> Path:
+    """The top of the working tree around ``cwd``."""
+    return Path((await _git(cwd, "rev-parse", "--show-toplevel")).strip())
+
+
+async def snapshot_tree(top: Path) -> str:
+    """The tree of everything in the working tree at ``top`` (see the module docstring)."""
+    index = Path(
+        (await _git(top, "rev-parse", "--path-format=absolute", "--git-path", "index")).strip()
+    )
+    with tempfile.TemporaryDirectory(prefix="rcd-changes-") as scratch:
+        copy = Path(scratch) / "index"
+        with contextlib.suppress(FileNotFoundError):  # no index yet: git starts an empty one
+            await trio.to_thread.run_sync(_copy, index, copy)
+        env = {"GIT_INDEX_FILE": str(copy)}
+        await _git(top, "add", "--all", "--", ".", env=env)
+        return (await _git(top, "write-tree", env=env)).strip()
+
+
+def _copy(source: Path, target: Path) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while block := src.read(1 << 20):
+            dst.write(block)
+
+
+def _fields(out: str) -> list[str]:
+    return out.split("\0")[:-1] if out else []
+
+
+def _parse_raw(out: str) -> list[tuple[str, str | None, str, str, str]]:
+    """``git diff --raw -z`` → (path, old path, status letter, old blob, new blob)."""
+    fields, i = _fields(out), 0
+    entries: list[tuple[str, str | None, str, str, str]] = []
+    while i < len(fields):
+        meta = fields[i].lstrip(":").split()
+        letter, old_blob, new_blob = meta[4][0], meta[2], meta[3]
+        if letter in "RC":
+            entries.append((fields[i + 2], fields[i + 1], letter, old_blob, new_blob))
+            i += 3
+        else:
+            entries.append((fields[i + 1], None, letter, old_blob, new_blob))
+            i += 2
+    return entries
+
+
+def _parse_numstat(out: str) -> dict[str, tuple[int | None, int | None]]:
+    """``git diff --numstat -z`` → counts by (new) path; None, None for a binary file."""
+    fields, i = _fields(out), 0
+    counts: dict[str, tuple[int | None, int | None]] = {}
+    while i < len(fields):
+        added, removed, path = fields[i].split("\t", 2)
+        if not path:  # a rename: the old and new paths follow
+            path = fields[i + 2]
+            i += 3
+        else:
+            i += 1
+        counts[path] = (None, None) if added == "-" else (int(added), int(removed))
+    return counts
+
+
+async def _sizes(top: Path, blobs: set[str]) -> dict[str, int]:
+    blobs.discard(_EMPTY_BLOB)
+    if not blobs:
+        return {}
+    ordered = sorted(blobs)
+    out = await _git(
+        top, "cat-file", "--batch-check=%(objectname) %(objectsize)",
+        stdin="".join(b + "\n" for b in ordered).encode(),
+    )  # fmt: skip
+    sizes = {}
+    for line in out.splitlines():
+        name, _, size = line.partition(" ")
+        if size.isdigit():
+            sizes[name] = int(size)
+    return sizes
+
+
+async def snapshot(cwd: Path, base: str) -> Snapshot:
+    """The work at ``cwd`` against commit ``base``: the changed files, sorted by path.
+
+    Raises :class:`~worktrees.GitFailed` when git cannot read it (``base`` gone, say).
+    """
+    top = await top_level(cwd)
+    head = (await _git(top, "rev-parse", "--verify", "HEAD^{commit}")).strip()
+    tree = await snapshot_tree(top)
+    base_tree = (await _git(top, "rev-parse", "--verify", base + "^{tree}")).strip()
+    head_tree = (await _git(top, "rev-parse", "--verify", "HEAD^{tree}")).strip()
+    raw = numstat = commits = ""
+
+    async def read_raw() -> None:
+        nonlocal raw
+        raw = await _git(top, "diff-tree", "-r", "-z", "-M", "--raw", base_tree, tree)
+
+    async def read_numstat() -> None:
+        nonlocal numstat
+        numstat = await _git(top, "diff-tree", "-r", "-z", "-M", "--numstat", base_tree, tree)
+
+    async def count() -> None:
+        nonlocal commits
+        commits = await _git(top, "rev-list", "--count", f"{base}..{head}")
+
+    async with trio.open_nursery() as nursery:
+        for task in (read_raw, read_numstat, count):
+            nursery.start_soon(task)
+    entries = _parse_raw(raw)
+    counts = _parse_numstat(numstat)
+    sizes = await _sizes(top, {blob for e in entries[:FILES_LIMIT] for blob in e[3:]})
+    files = []
+    for path, old_path, letter, old_blob, new_blob in entries[:FILES_LIMIT]:
+        added, removed = counts.get(path, (None, None))
+        files.append(
+            FileChange(
+                path=path,
+                old_path=old_path,
+                status=_STATUS.get(letter, "modified"),
+                added=added,
+                removed=removed,
+                binary=added is None,
+                size=sizes.get(new_blob, 0) if new_blob != _EMPTY_BLOB else None,
+                old_size=sizes.get(old_blob, 0) if old_blob != _EMPTY_BLOB else None,
+            )
+        )
+    files.sort(key=lambda f: f.path)
+    return Snapshot(
+        base=base,
+        head=head,
+        tree=tree,
+        commits=int(commits.strip() or 0),
+        uncommitted=tree != head_tree,
+        files=files,
+        more_files=max(0, len(entries) - FILES_LIMIT),
+    )
+
+
+def _hunks(text: str) -> tuple[list[Hunk], bool]:
+    hunks: list[Hunk] = []
+    lines = 0
+    for line in text.split("\n"):
+        match = _HUNK.match(line)
+        if match:
+            hunks.append(
+                Hunk(header=line, old_start=int(match[1]), new_start=int(match[2]), lines=[])
+            )
+        elif hunks and line[:1] in (" ", "+", "-", "\\"):
+            if lines >= LINES_LIMIT:
+                return hunks, True
+            hunks[-1].lines.append(line)
+            lines += 1
+    return hunks, False
+
+
+async def file_diff(cwd: Path, base: str, path: str) -> FileDiff:
+    """One changed file's hunks against ``base`` (3 lines of context), or its summary.
+
+    ``path`` (as :func:`readable` shows it) must be one the :func:`snapshot` lists (the
+    new path of a rename): any other is refused with :class:`~worktrees.WorktreeError`,
+    so only changed files are ever read.
+    """
+    now = await snapshot(cwd, base)
+    change = next((f for f in now.files if readable(f.path) == path), None)
+    if change is None:
+        raise WorktreeError(f"{path!r} is not among the changed files")
+    summary = summary_of(change)
+    if summary is not None:
+        return FileDiff(change=change, hunks=None, summary=summary)
+    top = await top_level(cwd)
+    base_tree = (await _git(top, "rev-parse", "--verify", base + "^{tree}")).strip()
+    paths = [change.path] if change.old_path is None else [change.old_path, change.path]
+    try:
+        text = await _git(
+            top, "diff-tree", "-p", "-M", "--no-color", "--no-ext-diff", "--no-textconv",
+            "--unified=3", base_tree, now.tree, "--", *paths,
+        )  # fmt: skip
+    except GitFailed as exc:
+        raise WorktreeError(f"git could not diff {path!r}: {exc.summary}") from exc
+    hunks, truncated = _hunks(readable(text))
+    return FileDiff(change=change, hunks=hunks, summary=None, truncated=truncated)

@@ -1,0 +1,335 @@
+"""Landing a session's work: commit it, merge its branch, push it, or discard it.
+
+The rules that keep everyone's work safe:
+
+- A merge is made without a working tree (``git merge-tree --write-tree``, then
+  ``git commit-tree``), so a conflict is found before anything moves: it is refused with
+  the conflicting files and nothing is written. The branch it lands on is then moved by a
+  fast-forward: ``git merge --ff-only`` in the checkout that has it (the main checkout,
+  usually), which never leaves a merge half-done, and never before checking that none of
+  that checkout's uncommitted or untracked files is one the merge changes; or
+  ``git update-ref`` with the old value when no checkout has it.
+- A merge needs the session's work committed; a discard needs the caller to repeat the
+  token that names exactly what will be lost (:func:`discard_loss`): if the work changed
+  since, the token no longer matches and nothing is removed.
+- Mutations of the repository's refs take the repository's lock, as worktree creations do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import attrs
+import trio
+
+from .changes import readable, snapshot, top_level
+from .errors import GitFailed, WorktreeError
+from .gitproc import run_git
+from .manager import Worktrees
+from .models import Worktree
+
+__all__ = [
+    "Landed",
+    "LandingRefused",
+    "Loss",
+    "commit_all",
+    "discard",
+    "discard_loss",
+    "merge",
+    "merge_target",
+    "push",
+    "remote_of",
+    "start_commit",
+]
+
+#: Seconds a push may take (a remote over the network).
+PUSH_TIMEOUT = 120.0
+_LISTED = 10
+
+
+class LandingRefused(WorktreeError):
+    """The action was not done, for a reason the user can act on: ``code`` names it
+    (``conflicts``, ``checkout_dirty``, ``uncommitted_changes``, ``nothing_to_commit``,
+    ``no_target``, ``no_remote``, ``confirmation_required``, ``push_failed``...), ``files``
+    lists the files concerned."""
+
+    def __init__(self, code: str, message: str, files: list[str] | None = None) -> None:
+        self.code = code
+        self.files = [readable(f) for f in files or []]
+        super().__init__(message)
+
+
+@attrs.frozen(kw_only=True)
+class Landed:
+    action: str
+    #: One sentence for the session log and the client.
+    summary: str
+    #: The commit the action made or moved a branch to (None for a discard).
+    commit: str | None = None
+
+
+def _listing(files: list[str]) -> str:
+    shown = ", ".join(readable(f) for f in files[:_LISTED])
+    return shown + (f" and {len(files) - _LISTED} more" if len(files) > _LISTED else "")
+
+
+def _short(commit: str) -> str:
+    return commit[:10]
+
+
+async def _git(cwd: Path, *args: str, check: bool = True) -> str:
+    return (await run_git(args, cwd=cwd, check=check, env={"GIT_LITERAL_PATHSPECS": "1"})).stdout
+
+
+async def _rev(cwd: Path, ref: str) -> str | None:
+    result = await run_git(
+        ["rev-parse", "--verify", "--quiet", ref + "^{commit}"], cwd=cwd, check=False
+    )
+    return result.stdout.strip() or None
+
+
+async def _is_ancestor(cwd: Path, older: str, newer: str) -> bool:
+    result = await run_git(["merge-base", "--is-ancestor", older, newer], cwd=cwd, check=False)
+    if result.returncode not in (0, 1):
+        raise result.error()
+    return result.returncode == 0
+
+
+async def commit_all(cwd: Path, message: str) -> Landed:
+    """Commit everything uncommitted at ``cwd`` (untracked files too) with ``message``;
+    the repository's hooks run as for any commit."""
+    top = await top_level(cwd)
+    await _git(top, "add", "--all", "--", ".")
+    staged = await run_git(["diff", "--cached", "--quiet"], cwd=top, check=False)
+    if staged.returncode == 0:
+        raise LandingRefused("nothing_to_commit", "nothing to commit: the work is committed")
+    try:
+        await _git(top, "commit", "--quiet", "--no-edit", "-m", message)
+    except GitFailed as exc:
+        raise LandingRefused("commit_failed", f"git refused the commit: {exc.summary}") from exc
+    head = (await _git(top, "rev-parse", "HEAD")).strip()
+    branch = (await _git(top, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)).strip()
+    where = f" on {branch}" if branch else ""
+    return Landed(action="commit", summary=f"committed {_short(head)}{where}", commit=head)
+
+
+async def merge_target(manager: Worktrees, worktree: Worktree) -> str | None:
+    """The branch a session's work merges into: the one the main checkout had when the
+    worktree was made, else the one it has now."""
+    recorded = await _git(
+        manager.root, "config", "--get", f"branch.{worktree.branch}.rcdfrom", check=False
+    )
+    if recorded.strip():
+        return recorded.strip()
+    current = await _git(manager.root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    return current.strip() or None
+
+
+async def _checkouts_of(root: Path, branch: str) -> list[Path]:
+    found, path = [], None
+    for line in (await _git(root, "worktree", "list", "--porcelain", "-z")).split("\0"):
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}" and path is not None:
+            found.append(path)
+    return found
+
+
+async def _dirty(checkout: Path) -> set[str]:
+    out = await _git(checkout, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    fields, paths, i = out.split("\0"), set(), 0
+    while i < len(fields) and fields[i]:
+        entry = fields[i]
+        paths.add(entry[3:])
+        i += 2 if entry[0] in "RC" else 1  # a rename's source follows
+        if entry[0] in "RC":
+            paths.add(fields[i - 1])
+    return paths
+
+
+async def merge(manager: Worktrees, worktree: Worktree, target: str) -> Landed:
+    """Merge the session's branch into ``target`` (see the module docstring); afterwards
+    the branch counts as landed (its recorded base moves to its tip), so the usual
+    release rules remove it once its worktree is clean."""
+    root, branch = manager.root, worktree.branch
+    async with manager._lock:
+        if (await snapshot(worktree.path, "HEAD")).files:
+            raise LandingRefused(
+                "uncommitted_changes",
+                "the session has uncommitted changes: commit them (or discard them) first",
+            )
+        tip = await _rev(root, "refs/heads/" + branch)
+        onto = await _rev(root, "refs/heads/" + target)
+        if tip is None:
+            raise LandingRefused("no_branch", f"the branch {branch} is gone")
+        if onto is None:
+            raise LandingRefused("no_target", f"there is no branch {target} to merge into")
+        if await _is_ancestor(root, tip, onto):
+            await _landed(root, worktree, tip)
+            return Landed(action="merge", summary=f"{branch} is already in {target}", commit=onto)
+        if await _is_ancestor(root, onto, tip):
+            new, how = tip, f"fast-forwarded {target} to {_short(tip)} ({branch})"
+        else:
+            result = await run_git(
+                ["merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", onto, tip],
+                cwd=root,
+                check=False,
+            )
+            fields = result.stdout.split("\0")
+            if result.returncode == 1:
+                conflicts = sorted({f for f in fields[1:] if f})
+                raise LandingRefused(
+                    "conflicts",
+                    f"{branch} does not merge cleanly into {target}: {len(conflicts)}"
+                    f" conflicting file(s): {_listing(conflicts)}. Nothing was changed.",
+                    conflicts,
+                )
+            if not result.ok:
+                raise result.error()
+            message = f"Merge branch '{branch}' into {target}"
+            new = (
+                await _git(root, "commit-tree", fields[0], "-p", onto, "-p", tip, "-m", message)
+            ).strip()
+            how = f"merged {branch} into {target} (merge commit {_short(new)})"
+        await _move(root, target, onto, new)
+        await _landed(root, worktree, tip)
+        return Landed(action="merge", summary=how, commit=new)
+
+
+async def _move(root: Path, target: str, old: str, new: str) -> None:
+    """Move ``target`` from ``old`` to ``new`` (a descendant), with its checkouts."""
+    checkouts = await _checkouts_of(root, target)
+    if not checkouts:
+        await _git(root, "update-ref", "refs/heads/" + target, new, old)
+        return
+    changed = set((await _git(root, "diff-tree", "-r", "-z", "--name-only", old, new)).split("\0"))
+    changed.discard("")
+    for checkout in checkouts:
+        touched = sorted(await _dirty(checkout) & changed)
+        if touched:
+            raise LandingRefused(
+                "checkout_dirty",
+                f"{checkout} has uncommitted changes in {len(touched)} file(s) the merge"
+                f" changes: {_listing(touched)}. Commit or stash them there first;"
+                " nothing was changed.",
+                touched,
+            )
+    for checkout in checkouts:
+        try:
+            await _git(checkout, "merge", "--ff-only", "--quiet", "--no-stat", new)
+        except GitFailed as exc:
+            raise LandingRefused(
+                "checkout_moved", f"git would not move {target} in {checkout}: {exc.summary}"
+            ) from exc
+
+
+async def _landed(root: Path, worktree: Worktree, tip: str) -> None:
+    """Record that the branch's work through ``tip`` is landed: it counts from there."""
+    key = f"branch.{worktree.branch}"
+    if worktree.base_commit is not None:
+        started = await _git(root, "config", "--get", key + ".rcdstart", check=False)
+        if not started.strip():
+            await _git(root, "config", key + ".rcdstart", worktree.base_commit)
+    await _git(root, "config", key + ".rcdbase", tip)
+
+
+async def start_commit(manager: Worktrees, worktree: Worktree) -> str | None:
+    """The commit the session's work started from (before any merge moved its base)."""
+    started = await _git(
+        manager.root, "config", "--get", f"branch.{worktree.branch}.rcdstart", check=False
+    )
+    return started.strip() or worktree.base_commit
+
+
+async def remote_of(cwd: Path, branch: str | None) -> str | None:
+    """Where ``branch`` pushes: its configured remote, else ``origin``, else the only one."""
+    if branch:
+        configured = await _git(cwd, "config", "--get", f"branch.{branch}.remote", check=False)
+        if configured.strip():
+            return configured.strip()
+    remotes = (await _git(cwd, "remote")).split()
+    if "origin" in remotes:
+        return "origin"
+    return remotes[0] if len(remotes) == 1 else None
+
+
+async def push(cwd: Path, branch: str) -> Landed:
+    """Push ``branch`` to its remote (see :func:`remote_of`); no prompt, ever."""
+    remote = await remote_of(cwd, branch)
+    if remote is None:
+        raise LandingRefused("no_remote", "this repository has no remote to push to")
+    ref = f"refs/heads/{branch}"
+    with trio.move_on_after(PUSH_TIMEOUT) as scope:
+        result = await run_git(
+            ["push", "--porcelain", remote, f"{ref}:{ref}"], cwd=cwd, check=False
+        )
+    if scope.cancelled_caught:
+        raise LandingRefused("push_failed", f"pushing to {remote} took over {PUSH_TIMEOUT:.0f}s")
+    if not result.ok:
+        raise LandingRefused(
+            "push_failed", f"git push to {remote} failed: {result.error().summary}"
+        )
+    return Landed(
+        action="push", summary=f"pushed {branch} to {remote}", commit=await _rev(cwd, ref)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Loss:
+    """What a discard loses, in words, and the token that confirms exactly that."""
+
+    #: What goes, e.g. "2 uncommitted file(s): a.py, b.py".
+    lost: str
+    token: str
+
+    @property
+    def text(self) -> str:
+        return f"discarding loses {self.lost}"
+
+
+async def discard_loss(manager: Worktrees, worktree: Worktree) -> Loss:
+    state = await manager.inspect(worktree)
+    parts = []
+    uncommitted: list[str] = []
+    tree = tip = ""
+    if state.exists and state.registered:
+        now = await snapshot(worktree.path, "HEAD")
+        uncommitted, tree = [f.path for f in now.files], now.tree
+        if uncommitted:
+            parts.append(f"{len(uncommitted)} uncommitted file(s): {_listing(uncommitted)}")
+    if state.branch_exists:
+        tip = await _rev(manager.root, "refs/heads/" + worktree.branch) or ""
+        if state.commits_ahead:
+            parts.append(f"{state.commits_ahead} commit(s) on {worktree.branch} not landed")
+    lost = " and ".join(parts) or f"nothing beyond its base ({worktree.branch} and its worktree go)"
+    token = hashlib.sha256(f"{worktree.path}\0{tree}\0{tip}".encode()).hexdigest()[:16]
+    return Loss(lost=lost, token=token)
+
+
+async def discard(manager: Worktrees, worktree: Worktree, confirm: str | None) -> Landed:
+    """Remove the worktree and its branch, work and all, when ``confirm`` is the token of
+    :func:`discard_loss` for the work as it is now."""
+    async with manager._lock:
+        loss = await discard_loss(manager, worktree)
+        if confirm != loss.token:
+            raise LandingRefused(
+                "confirmation_required",
+                f"{loss.text}. To discard, confirm with {loss.token!r}"
+                + (" (the work changed since the token you sent)" if confirm else ""),
+            )
+        if await trio.Path(worktree.path).exists() or await _registered(
+            manager.root, worktree.path
+        ):
+            await _git(manager.root, "worktree", "remove", "--force", "--force", str(worktree.path))
+        if await _rev(manager.root, "refs/heads/" + worktree.branch) is not None:
+            await _git(manager.root, "branch", "-D", worktree.branch)
+        await _git(
+            manager.root, "config", "--remove-section", f"branch.{worktree.branch}", check=False
+        )
+        return Landed(action="discard", summary=f"discarded {worktree.branch}: {loss.lost}")
+
+
+async def _registered(root: Path, path: Path) -> bool:
+    out = await _git(root, "worktree", "list", "--porcelain", "-z")
+    return f"worktree {path}" in out.split("\0")
