@@ -35,6 +35,7 @@ from . import sdnotify
 from .agent_env import agent_environment
 from .agents_record import AgentsRecord, RecordedAdapter, take_over
 from .applied import AppliedStore
+from .changes import WorkspaceDesk
 from .checks import (
     agent_missing_message,
     check_credential,
@@ -47,10 +48,17 @@ from .errors import ConfigError, DaemonError, NotPaired
 from .exits import EXIT_ERROR, EXIT_RELAY_OUTAGE
 from .link import OutageTimeout, RelayLink
 from .options import StartOptions, publishing_conflict
-from .paths import agents_record_path, control_socket_path, load_credential, state_dir
+from .paths import (
+    agents_record_path,
+    control_socket_path,
+    directory_key,
+    load_credential,
+    state_dir,
+)
 from .registration import default_name, machine_id, register
 from .relay_client import RelayClient
 from .settings import EnvironmentSettings, SettingsKeeper
+from .starts import SameDirStarts
 from .status import Identity, display_state, status_report
 from .stopper import Stopper
 from .supervisor import Supervisor
@@ -304,6 +312,13 @@ class Daemon:
         )
         keeper.configure()
         supervisor.on_settings = keeper.update
+        supervisor.worktrees.starts = SameDirStarts(
+            state_dir() / "starts" / f"{directory_key(self.directory)}.json"
+        )
+        desk = WorkspaceDesk(
+            supervisor=supervisor, client=self.client, uplink=uplink, nursery=self._root
+        )
+        supervisor.on_workspace = desk.handle
         self._root.start_soon(keeper.report)
         # Work the last run applied is not applied again; its sessions are over.
         self._applied = applied = AppliedStore(state_dir(), env_id)

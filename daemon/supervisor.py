@@ -87,6 +87,8 @@ class Supervisor:
     options: AgentOptions = attrs.Factory(AgentOptions)
     #: Where an :class:`wire.UpdateSettings` goes (the daemon keeps the settings).
     on_settings: Callable[[wire.UpdateSettings], None] = lambda _: None
+    #: Where a :class:`wire.WorkspaceRequest` goes (a session's changes, landing them).
+    on_workspace: Callable[[wire.WorkspaceRequest], None] = lambda _: None
     _nursery: trio.Nursery | None = None
     _accepting: bool = True
     worktrees: SessionWorktrees = attrs.field(init=False)
@@ -120,6 +122,8 @@ class Supervisor:
             self._resume(directive)
         elif isinstance(directive, wire.UpdateSettings):
             self.on_settings(directive)
+        elif isinstance(directive, wire.WorkspaceRequest):
+            self.on_workspace(directive)
         else:
             runtime = self.sessions.get(directive.session_id)
             if runtime is None:
@@ -295,7 +299,7 @@ class Supervisor:
                 raise WorkspaceError(f"the session's directory {cwd} no longer exists")
             if spawn == "worktree":
                 return await self.worktrees.create(session_id, title)
-            return Workspace(cwd=str(self.directory), spawn="same-dir")
+            return await self.worktrees.same_dir(session_id)
 
         async def release(workspace: Workspace) -> Kept:
             return await self.worktrees.release(session_id, workspace)

@@ -219,6 +219,11 @@ class Uplink:
             log.info("spool_recovered", session_id=session_id, events=box.pending())
         return found
 
+    def last_seq(self, session_id: str) -> int:
+        """The highest seq buffered or acknowledged for the session here (0: none)."""
+        box = self._outboxes.get(session_id)
+        return box.last_seq() if box is not None else 0
+
     def pending(self) -> int:
         return sum(box.pending() for box in self._outboxes.values())
 

@@ -8,6 +8,7 @@ Never loses work: a worktree (or branch) that holds any is kept and listed for `
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from worktrees import (
     WorktreeError,
     Worktrees,
 )
+
+from .starts import SameDirStarts
 
 __all__ = ["KeptWorktree", "SessionWorktrees"]
 
@@ -61,6 +64,8 @@ class SessionWorktrees:
     _stopping: bool = False
     #: Clean worktrees left in place by sessions ended while stopping.
     _left_to_next_start: int = 0
+    #: Where same-dir sessions started (their changes are shown against it).
+    starts: SameDirStarts = attrs.Factory(lambda: SameDirStarts(None))
 
     def stop(self) -> None:
         """Stopping: no more spares are made (one being made is left half-made, and
@@ -153,6 +158,33 @@ class SessionWorktrees:
             delete_branch = state.branch_exists and not state.branch_reasons
             recycled += await pool.recycle(left.worktree, delete_branch=delete_branch)
         log.info("clean_worktrees_reclaimed", recycled=recycled, found=len(leftovers))
+
+    async def same_dir(self, session_id: str) -> Workspace:
+        """A same-dir session's workspace; the commit it starts from is recorded (once)."""
+        if self.starts.get(session_id) is None:
+            # Not a repository (or no commit yet): no changes to show.
+            with contextlib.suppress(WorktreeError):
+                self.starts.record(session_id, await (await self.manager()).head())
+        return Workspace(cwd=str(self.directory), spawn="same-dir")
+
+    def worktree_of(self, session_id: str) -> Worktree | None:
+        """The worktree of a running session (None: same-dir, or not made yet)."""
+        return self._worktree_of.get(session_id)
+
+    async def refresh_kept(self) -> list[KeptWorktree]:
+        """The kept worktrees, each inspected again: one that holds nothing any more (its
+        work landed or was discarded) leaves the list."""
+        manager = await self.manager()
+        still: list[KeptWorktree] = []
+        for kept in {k.path: k for k in self.kept}.values():
+            worktree = await manager.find(kept.path)
+            if worktree is None:
+                continue
+            state = await manager.inspect(worktree)
+            if state.kept_reasons:
+                still.append(attrs.evolve(kept, reasons=state.kept_reasons))
+        self.kept = still
+        return still
 
     async def restore(self, session_id: str, cwd: str) -> Workspace:
         """A resumed session's worktree, removed when the session ended: made again at the

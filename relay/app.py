@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from .changes_api import ChangesApi
 from .client_api import ClientApi
 from .config import RelayConfig
 from .daemon_api import DaemonApi
@@ -88,6 +89,7 @@ def create_app(
         *ClientApi(storage, hub, config).routes(),
         *SignInsApi(storage, config).routes(),
         *SettingsApi(storage, hub, config).routes(),
+        *ChangesApi(storage, hub, config, tokens).routes(),
         *DaemonApi(storage, hub, config, tokens, pairing).routes(),
     ]
     return Starlette(

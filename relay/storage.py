@@ -22,6 +22,7 @@ from wire import (
     SettingsView,
     StartSession,
     UpdateSettings,
+    WorkspaceRequest,
 )
 
 from .errors import ApiError
@@ -155,6 +156,9 @@ class Storage(Protocol):
 
     async def queue_settings(self, environment_id: str, update: UpdateSettings) -> int:
         """Queue ``update`` for the daemon. Raises NotFound or EnvironmentOffline."""
+
+    async def queue_directive(self, environment_id: str, directive: WorkspaceRequest) -> int:
+        """Queue a question for the daemon (it must be online: EnvironmentOffline)."""
 
     async def save_features(self, environment_id: str, features: list[str]) -> None:
         """What the environment's daemon said it does (at its registration)."""

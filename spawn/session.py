@@ -163,6 +163,10 @@ class SessionRuntime:
 
     # -- the log -------------------------------------------------------------------------
 
+    def record(self, payload: wire.EventData) -> None:
+        """Write an event from outside the agent (work landed from a client) to the log."""
+        self._emit(payload)
+
     def _emit(self, payload: wire.EventData) -> None:
         # seq is taken and the event handed over with no await in between: the log has
         # one writer, and concurrent tasks of this session can never reorder it.

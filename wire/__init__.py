@@ -17,6 +17,22 @@ from .api import (
     ShownSessionState,
     SignInInfo,
 )
+from .changes import (
+    ACTIONS,
+    Action,
+    Changes,
+    DiscardLoss,
+    FileChange,
+    FileDiff,
+    Hunk,
+    KeptWorktree,
+    KeptWorktrees,
+    Landed,
+    LandRequest,
+    WorkspaceAnswer,
+    WorkspaceError,
+    WorkspaceRequest,
+)
 from .control import (
     ControlRequest,
     EnvironmentStatus,
@@ -37,6 +53,7 @@ from .events import (
     Error,
     Event,
     EventData,
+    GitAction,
     PermissionRequest,
     PermissionResolved,
     SessionEnded,
@@ -108,6 +125,21 @@ from .settings import (
 )
 
 __all__ = [
+    "ACTIONS",
+    "Action",
+    "Changes",
+    "DiscardLoss",
+    "FileChange",
+    "FileDiff",
+    "GitAction",
+    "Hunk",
+    "KeptWorktree",
+    "KeptWorktrees",
+    "LandRequest",
+    "Landed",
+    "WorkspaceAnswer",
+    "WorkspaceError",
+    "WorkspaceRequest",
     "PermissionMode",
     "SettingsChange",
     "SettingsUpdate",

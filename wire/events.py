@@ -21,6 +21,7 @@ __all__ = [
     "Error",
     "Event",
     "EventData",
+    "GitAction",
     "PermissionRequest",
     "PermissionResolved",
     "SessionEnded",
@@ -122,6 +123,17 @@ class SessionEnded:
     kept_reasons: list[str] = attrs.Factory(list)
 
 
+@attrs.frozen(kw_only=True)
+class GitAction:
+    """Work landed or thrown away from a client: ``action`` is commit, merge, push or
+    discard; ``summary`` says what happened ("merged rcd/fix into main (merge commit …)")."""
+
+    action: str
+    origin: str
+    summary: str
+    commit: str | None = None
+
+
 EventData = (
     SessionStarted
     | UserMessage
@@ -134,6 +146,7 @@ EventData = (
     | Status
     | Error
     | SessionEnded
+    | GitAction
 )
 
 _KINDS: dict[type[Any], str] = {
@@ -148,6 +161,7 @@ _KINDS: dict[type[Any], str] = {
     Status: "status",
     Error: "error",
     SessionEnded: "session_ended",
+    GitAction: "git_action",
 }
 _TYPES: dict[str, type[Any]] = {kind: cls for cls, kind in _KINDS.items()}
 

@@ -44,6 +44,7 @@ import attrs
 import cattrs.gen
 
 from .api import CONVERSATION_ID_PATTERN, CreateSession
+from .changes import WorkspaceRequest
 from .converter import converter
 from .events import Decision, Event, Spawn
 from .partial import SessionPartial
@@ -228,6 +229,7 @@ Directive = (
     | DecidePermission
     | Interrupt
     | UpdateSettings
+    | WorkspaceRequest
 )
 
 
@@ -303,9 +305,11 @@ FEATURES_HEADER = "Rcd-Features"
 #: What a daemon does beyond protocol 1's first form, in its registration's
 #: :data:`FEATURES_HEADER`: ``conversations`` (:attr:`StartSession.conversation`),
 #: ``sandbox`` (:attr:`StartSession.sandbox`), ``settings`` (:class:`UpdateSettings`,
-#: and the daemon reports a :class:`~wire.settings.SettingsView`). The
-#: relay refuses to send a daemon what it did not list.
-DAEMON_FEATURES = ("conversations", "sandbox", "settings")
+#: and the daemon reports a :class:`~wire.settings.SettingsView`), ``changes``
+#: (:class:`~wire.changes.WorkspaceRequest`, answered with a
+#: :class:`~wire.changes.WorkspaceAnswer`). The relay refuses to send a daemon what it did
+#: not list.
+DAEMON_FEATURES = ("conversations", "sandbox", "settings", "changes")
 
 
 @attrs.frozen(kw_only=True)

@@ -224,16 +224,18 @@ async def _sizes(top: Path, blobs: set[str]) -> dict[str, int]:
     return sizes
 
 
-async def snapshot(cwd: Path, base: str) -> Snapshot:
+async def snapshot(cwd: Path, base: str, *, commit: str | None = None) -> Snapshot:
     """The work at ``cwd`` against commit ``base``: the changed files, sorted by path.
+    With ``commit`` (a branch whose worktree is gone), that commit's work, the files on
+    disk left out.
 
     Raises :class:`~worktrees.GitFailed` when git cannot read it (``base`` gone, say).
     """
     top = await top_level(cwd)
-    head = (await _git(top, "rev-parse", "--verify", "HEAD^{commit}")).strip()
-    tree = await snapshot_tree(top)
+    head = (await _git(top, "rev-parse", "--verify", (commit or "HEAD") + "^{commit}")).strip()
+    head_tree = (await _git(top, "rev-parse", "--verify", head + "^{tree}")).strip()
+    tree = head_tree if commit is not None else await snapshot_tree(top)
     base_tree = (await _git(top, "rev-parse", "--verify", base + "^{tree}")).strip()
-    head_tree = (await _git(top, "rev-parse", "--verify", "HEAD^{tree}")).strip()
     raw = numstat = commits = ""
 
     async def read_raw() -> None:
@@ -298,14 +300,14 @@ def _hunks(text: str) -> tuple[list[Hunk], bool]:
     return hunks, False
 
 
-async def file_diff(cwd: Path, base: str, path: str) -> FileDiff:
+async def file_diff(cwd: Path, base: str, path: str, *, commit: str | None = None) -> FileDiff:
     """One changed file's hunks against ``base`` (3 lines of context), or its summary.
 
     ``path`` (as :func:`readable` shows it) must be one the :func:`snapshot` lists (the
     new path of a rename): any other is refused with :class:`~worktrees.WorktreeError`,
     so only changed files are ever read.
     """
-    now = await snapshot(cwd, base)
+    now = await snapshot(cwd, base, commit=commit)
     change = next((f for f in now.files if readable(f.path) == path), None)
     if change is None:
         raise WorktreeError(f"{path!r} is not among the changed files")

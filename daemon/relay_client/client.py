@@ -206,6 +206,15 @@ class RelayClient:
             auth=TokenAuth(self._tokens, None),
         )
 
+    async def post_answer(self, answer: wire.WorkspaceAnswer) -> None:
+        """Answer a :class:`wire.WorkspaceRequest` (the relay hands it to the client)."""
+        await self._calls.call(
+            "POST",
+            f"/daemon/v1/environments/{self.environment_id}/answers",
+            answer,
+            auth=TokenAuth(self._tokens, None),
+        )
+
     async def goodbye(self, environment_id: str) -> None:
         await self._calls.call(
             "POST",

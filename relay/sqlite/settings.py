@@ -4,7 +4,7 @@ daemon last reported, the updates queued for it, and what its daemon said it doe
 
 from __future__ import annotations
 
-from wire import SettingsView, UpdateSettings, decode_json, encode_json
+from wire import SettingsView, UpdateSettings, WorkspaceRequest, decode_json, encode_json
 
 from ..errors import EnvironmentOffline, NotFound
 from .connection import SqliteConnection
@@ -39,10 +39,12 @@ def read_settings(db: SqliteConnection, environment_id: str) -> SettingsView | N
     return None if row[0] is None else decode_json(SettingsView, row[0])
 
 
-def queue_settings(db: SqliteConnection, environment_id: str, update: UpdateSettings) -> int:
-    """Queue ``update`` for the environment's daemon; its dseq. NotFound, or
-    EnvironmentOffline: settings are the daemon's to keep, so it must be there to take
-    them."""
+def queue_settings(
+    db: SqliteConnection, environment_id: str, update: UpdateSettings | WorkspaceRequest
+) -> int:
+    """Queue ``update`` (or a question about a session's work) for the environment's
+    daemon; its dseq. NotFound, or EnvironmentOffline: settings are the daemon's to keep,
+    so it must be there to take them (and to answer)."""
     with db.write():
         row = db.execute(
             "SELECT name, link_id FROM environments WHERE id = ?", (environment_id,)

@@ -240,6 +240,7 @@ class SqliteStorage:
     save_settings = _call(settings.save_settings)
     read_settings = _call(settings.read_settings)
     queue_settings = _call(settings.queue_settings)
+    queue_directive = _call(settings.queue_settings)
     save_features = _call(settings.save_features)
     environment_features = _call(settings.environment_features)
 

@@ -1,0 +1,354 @@
+"""The daemon's answers about sessions' work: its changes, a file's diff, kept worktrees,
+and the actions that land it (commit, merge, push) or discard it.
+
+Each :class:`wire.WorkspaceRequest` runs in its own task and ends in exactly one
+:class:`wire.WorkspaceAnswer` posted to the relay. The workspace is found here, never
+taken from the request as given: a running session's own, else the ``cwd`` the relay's log
+has (or a kept worktree's slug), accepted only when it is this environment's directory or
+one of its worktrees. Every action done goes into the session's log as a ``git_action``
+event (who, what, the commit): through the running session, or after the last event the
+relay holds for an ended one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import structlog
+import trio
+
+import wire
+from worktrees import Worktree, WorktreeError, Worktrees, landing
+from worktrees import changes as git_changes
+from worktrees.gitproc import run_git
+
+from .errors import DaemonError
+from .relay_client import RelayClient
+from .supervisor import Supervisor
+from .uplink import Uplink
+
+__all__ = ["WorkspaceDesk"]
+
+log = structlog.get_logger("daemon.changes")
+
+#: States in which the agent may be writing files: no commit then.
+_WORKING = frozenset({"queued", "starting", "busy", "awaiting_permission", "ending"})
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@attrs.frozen(kw_only=True)
+class _Place:
+    """A session's workspace as found here."""
+
+    cwd: Path
+    spawn: wire.Spawn
+    worktree: Worktree | None
+    #: The worktree's directory is gone (its branch is what is left).
+    gone: bool = False
+    running: bool = False
+    state: str | None = None
+
+
+def _file(change: git_changes.FileChange) -> wire.FileChange:
+    readable = git_changes.readable
+    return wire.FileChange(
+        path=readable(change.path),
+        old_path=readable(change.old_path) if change.old_path is not None else None,
+        status=change.status,  # type: ignore[arg-type]
+        added=change.added,
+        removed=change.removed,
+        binary=change.binary,
+        size=change.size,
+        old_size=change.old_size,
+    )
+
+
+@attrs.define(eq=False)
+class WorkspaceDesk:
+    supervisor: Supervisor
+    client: RelayClient
+    uplink: Uplink
+    nursery: trio.Nursery
+    clock: Callable[[], float] = time.time
+    #: The last seq written to an ended session's log from here.
+    _written: dict[str, int] = attrs.Factory(dict)
+    #: One action at a time per workspace.
+    _locks: dict[str, trio.Lock] = attrs.Factory(dict)
+
+    def handle(self, request: wire.WorkspaceRequest) -> None:
+        self.nursery.start_soon(self._answer, request)
+
+    async def _answer(self, request: wire.WorkspaceRequest) -> None:
+        try:
+            answer = await self.answer(request)
+        except landing.LandingRefused as exc:
+            error = wire.WorkspaceError(code=exc.code, message=str(exc), files=exc.files)
+            answer = wire.WorkspaceAnswer(id=request.id, error=error)
+        except Refused as exc:
+            error = wire.WorkspaceError(code=exc.code, message=str(exc))
+            answer = wire.WorkspaceAnswer(id=request.id, error=error)
+        except WorktreeError as exc:
+            error = wire.WorkspaceError(code="git_failed", message=str(exc))
+            answer = wire.WorkspaceAnswer(id=request.id, error=error)
+        log.info(
+            "workspace_answered",
+            ask=request.ask,
+            session_id=request.session_id,
+            slug=request.slug,
+            error=answer.error.code if answer.error else None,
+        )
+        try:
+            await self.client.post_answer(answer)
+        except DaemonError as exc:
+            log.warning("workspace_answer_not_sent", id=request.id, error=str(exc))
+
+    async def answer(self, request: wire.WorkspaceRequest) -> wire.WorkspaceAnswer:
+        """The answer to ``request`` (raises Refused, LandingRefused or WorktreeError)."""
+        manager = await self._manager()
+        if request.ask == "worktrees":
+            return wire.WorkspaceAnswer(id=request.id, worktrees=await self._kept())
+        place = await self._place(request, manager)
+        key = str(place.cwd)
+        if request.ask == "changes":
+            return wire.WorkspaceAnswer(
+                id=request.id, changes=await self._changes(place, manager, request)
+            )
+        if request.ask == "diff":
+            return wire.WorkspaceAnswer(
+                id=request.id, diff=await self._diff(place, manager, request)
+            )
+        async with self._locks.setdefault(key, trio.Lock()):
+            landed = await self._act(place, manager, request)
+        self._log(request, landed)
+        if place.worktree is not None and not place.running:
+            await self._release(manager, place.worktree)
+        return wire.WorkspaceAnswer(id=request.id, landed=landed)
+
+    async def _manager(self) -> Worktrees:
+        try:
+            return await self.supervisor.worktrees.manager()
+        except WorktreeError as exc:
+            raise Refused("not_a_repository", f"no changes to show: {exc}") from exc
+
+    # -- finding the workspace ---------------------------------------------------------------
+
+    async def _place(self, request: wire.WorkspaceRequest, manager: Worktrees) -> _Place:
+        runtime = self.supervisor.sessions.get(request.session_id or "")
+        if runtime is not None and runtime.workspace is not None:
+            worktree = self.supervisor.worktrees.worktree_of(runtime.session_id)
+            if worktree is None and runtime.workspace.spawn == "worktree":
+                worktree = await manager.find(runtime.workspace.cwd)
+            return _Place(
+                cwd=Path(runtime.workspace.cwd),
+                spawn=runtime.workspace.spawn,
+                worktree=worktree,
+                running=True,
+                state=runtime.state,
+            )
+        if runtime is not None:
+            raise Refused("not_started", "the session has not started yet: nothing to show")
+        if request.slug is not None:
+            if request.slug in ("", ".", "..") or "/" in request.slug:
+                raise Refused("not_here", f"{request.slug!r} is not a worktree name")
+            cwd = str(manager.directory / request.slug)
+        elif request.cwd is not None:
+            cwd = request.cwd
+        else:
+            raise Refused("not_started", "the session never started: nothing to show")
+        worktree = await manager.find(cwd)
+        if worktree is not None:
+            gone = not await trio.Path(worktree.path).is_dir()
+            return _Place(cwd=manager.root if gone else worktree.path, spawn="worktree",
+                          worktree=worktree, gone=gone)  # fmt: skip
+        here = await trio.Path(self.supervisor.directory).resolve()
+        if await trio.Path(cwd).resolve() == here:
+            return _Place(cwd=Path(cwd), spawn="same-dir", worktree=None)
+        if Path(cwd).is_relative_to(manager.directory):
+            raise Refused(
+                "workspace_gone",
+                "the session's worktree and branch are gone: its work was clean, landed or"
+                " discarded",
+            )
+        raise Refused("not_here", f"{cwd} is not this environment's directory or worktree")
+
+    async def _base(self, place: _Place, manager: Worktrees, session_id: str | None) -> str:
+        if place.worktree is not None:
+            start = await landing.start_commit(manager, place.worktree)
+            if start is not None:
+                return start
+        elif session_id is not None and (start := self.supervisor.worktrees.starts.get(session_id)):
+            return start
+        return "HEAD"  # unknown start: the uncommitted work alone
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _changes(
+        self, place: _Place, manager: Worktrees, request: wire.WorkspaceRequest
+    ) -> wire.Changes:
+        base = await self._base(place, manager, request.session_id)
+        worktree = place.worktree
+        commit = worktree.branch if worktree is not None and place.gone else None
+        now = await git_changes.snapshot(place.cwd, base, commit=commit)
+        branch = worktree.branch if worktree is not None else await _branch_of(place.cwd)
+        target = await landing.merge_target(manager, worktree) if worktree is not None else None
+        remote = await landing.remote_of(place.cwd, branch) if branch else None
+        actions: list[wire.Action] = []
+        if now.uncommitted and not place.gone:
+            actions.append("commit")
+        if worktree is not None and target is not None and now.commits and not now.uncommitted:
+            actions.append("merge")
+        if remote is not None and branch is not None:
+            actions.append("push")
+        loss = None
+        if worktree is not None and not place.running:
+            actions.append("discard")
+            found = await landing.discard_loss(manager, worktree)
+            loss = wire.DiscardLoss(lost=found.lost, confirm=found.token)
+        return wire.Changes(
+            cwd=str(place.cwd),
+            spawn=place.spawn,
+            base=await _resolve(place.cwd, base),
+            head=now.head,
+            branch=branch,
+            target=target,
+            commits=now.commits,
+            uncommitted=now.uncommitted,
+            files=[_file(f) for f in now.files],
+            more_files=now.more_files,
+            actions=actions,
+            remote=remote,
+            discard=loss,
+        )
+
+    async def _diff(
+        self, place: _Place, manager: Worktrees, request: wire.WorkspaceRequest
+    ) -> wire.FileDiff:
+        if request.path is None:
+            raise Refused("path_required", "which file? give its path")
+        base = await self._base(place, manager, request.session_id)
+        commit = place.worktree.branch if place.worktree is not None and place.gone else None
+        try:
+            found = await git_changes.file_diff(place.cwd, base, request.path, commit=commit)
+        except WorktreeError as exc:
+            if "not among the changed files" in str(exc):
+                raise Refused("not_changed", str(exc)) from exc
+            raise
+        hunks = None
+        if found.hunks is not None:
+            hunks = [
+                wire.Hunk(
+                    header=h.header, old_start=h.old_start, new_start=h.new_start, lines=h.lines
+                )
+                for h in found.hunks
+            ]
+        return wire.FileDiff(
+            file=_file(found.change), hunks=hunks, summary=found.summary, truncated=found.truncated
+        )
+
+    async def _kept(self) -> wire.KeptWorktrees:
+        kept = await self.supervisor.worktrees.refresh_kept()
+        return wire.KeptWorktrees(
+            worktrees=[
+                wire.KeptWorktree(
+                    slug=Path(k.path).name,
+                    branch=k.branch or "",
+                    path=k.path,
+                    exists=await trio.Path(k.path).exists(),
+                    reasons=list(k.reasons),
+                )
+                for k in kept
+            ]
+        )
+
+    # -- acting ------------------------------------------------------------------------------
+
+    async def _act(
+        self, place: _Place, manager: Worktrees, request: wire.WorkspaceRequest
+    ) -> wire.Landed:
+        worktree = place.worktree
+        if request.ask == "commit":
+            if not request.message or not request.message.strip():
+                raise Refused("message_required", "a commit needs a message")
+            if place.gone:
+                raise landing.LandingRefused("nothing_to_commit", "the worktree is gone")
+            if place.state in _WORKING:
+                raise Refused(
+                    "session_busy",
+                    "the agent is working in this directory: wait for its turn to end,"
+                    " or interrupt it, then commit",
+                )
+            done = await landing.commit_all(place.cwd, request.message)
+        elif request.ask == "push":
+            branch = worktree.branch if worktree is not None else await _branch_of(place.cwd)
+            if branch is None:
+                raise Refused("no_branch", "the directory is on no branch: nothing to push")
+            done = await landing.push(place.cwd, branch)
+        elif worktree is None:
+            raise Refused(
+                "not_a_worktree",
+                f"a same-dir session works in {place.cwd} itself: there is no branch of its"
+                f" own to {request.ask}",
+            )
+        elif request.ask == "merge":
+            target = await landing.merge_target(manager, worktree)
+            if target is None:
+                raise landing.LandingRefused(
+                    "no_target", "the session started from a detached HEAD: no branch to merge into"
+                )
+            done = await landing.merge(manager, worktree, target)
+        else:
+            if place.running:
+                raise Refused("session_running", "the session is running: stop it first")
+            done = await landing.discard(manager, worktree, request.confirm)
+        return wire.Landed(action=done.action, summary=done.summary, commit=done.commit)  # type: ignore[arg-type]
+
+    async def _release(self, manager: Worktrees, worktree: Worktree) -> None:
+        """After an action on an ended session's worktree: what holds no work goes, by the
+        usual rules, and the kept list says what stays."""
+        try:
+            await manager.release(worktree)
+            await self.supervisor.worktrees.refresh_kept()
+        except WorktreeError as exc:
+            log.warning("worktree_not_released", path=str(worktree.path), error=str(exc))
+
+    def _log(self, request: wire.WorkspaceRequest, landed: wire.Landed) -> None:
+        payload = wire.GitAction(
+            action=landed.action,
+            origin=request.origin,
+            summary=landed.summary,
+            commit=landed.commit,
+        )
+        log.info("work_landed", action=landed.action, origin=request.origin, summary=landed.summary)
+        session_id = request.session_id
+        if session_id is None:
+            return
+        runtime = self.supervisor.sessions.get(session_id)
+        if runtime is not None:
+            runtime.record(payload)
+            return
+        seq = (
+            max(
+                request.last_seq, self.uplink.last_seq(session_id), self._written.get(session_id, 0)
+            )
+            + 1
+        )
+        self._written[session_id] = seq
+        self.uplink.publish(session_id, wire.make_event(seq, self.clock(), payload))
+
+
+async def _branch_of(cwd: Path) -> str | None:
+    result = await run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=cwd, check=False)
+    return result.stdout.strip() or None
+
+
+async def _resolve(cwd: Path, rev: str) -> str:
+    result = await run_git(["rev-parse", "--verify", rev + "^{commit}"], cwd=cwd)
+    return result.stdout.strip()
