@@ -133,6 +133,9 @@ def schema_of(cl: type[Any]) -> dict[str, Any]:
         max_length = _setting(field.validator, "max_length")
         if isinstance(max_length, int):
             properties[field.name] = _with_string(properties[field.name], {"maxLength": max_length})
+        min_length = _setting(field.validator, "min_length")
+        if isinstance(min_length, int):
+            properties[field.name] = _with_string(properties[field.name], {"minLength": min_length})
         pattern = _setting(field.validator, "pattern")
         if isinstance(pattern, re.Pattern):  # matched whole (re.fullmatch)
             anchored = {"pattern": f"^(?:{pattern.pattern})$"}
@@ -470,6 +473,8 @@ def _paths() -> dict[str, Any]:
 
 
 def openapi_document(server_url: str) -> dict[str, Any]:
+    from .openapi_changes import CHANGES_COMPONENTS, changes_paths  # it uses the helpers here
+
     error = _json(_ref("ErrorBody"), "An error.")
     return {
         "openapi": "3.1.0",
@@ -480,7 +485,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": _paths(),
+        "paths": _paths() | changes_paths(),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -490,7 +495,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 },
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "rcd_session"},
             },
-            "schemas": {cl.__name__: schema_of(cl) for cl in _COMPONENTS},
+            "schemas": {cl.__name__: schema_of(cl) for cl in _COMPONENTS + CHANGES_COMPONENTS},
             "responses": {
                 f"Error{status}": error | {"description": meaning}
                 for status, meaning in {
@@ -503,7 +508,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "(`unknown_permission_request`).",
                     409: "Conflicts with the current state: `at_capacity`, `environment_offline`, "
                     "`session_ended`, `not_resumable`, `permission_already_resolved`, `pinned`, "
-                    "`settings_unsupported`, `conversation_unsupported`, `sandbox_unsupported`.",
+                    "`settings_unsupported`, `conversation_unsupported`, `sandbox_unsupported`, "
+                    "`changes_unsupported`, `no_answer`; for changes: `conflicts`, "
+                    "`checkout_dirty`, `uncommitted_changes`, `confirmation_required`, "
+                    "`session_busy`, `session_running`, `nothing_to_commit`, `no_remote`...",
                     413: "Too large (`body_too_large`, `message_too_large`).",
                     429: "Too many failed attempts from this caller (`rate_limited`); see "
                     "`Retry-After`.",

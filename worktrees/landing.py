@@ -154,7 +154,8 @@ async def merge(manager: Worktrees, worktree: Worktree, target: str) -> Landed:
     release rules remove it once its worktree is clean."""
     root, branch = manager.root, worktree.branch
     async with manager._lock:
-        if (await snapshot(worktree.path, "HEAD")).files:
+        exists = await trio.Path(worktree.path).is_dir()  # a kept branch may have none
+        if exists and (await snapshot(worktree.path, "HEAD")).files:
             raise LandingRefused(
                 "uncommitted_changes",
                 "the session has uncommitted changes: commit them (or discard them) first",

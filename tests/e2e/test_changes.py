@@ -110,7 +110,9 @@ async def test_a_real_session_s_work_is_shown_committed_and_merged(tmp_path: Pat
             assert files["logo.png"]["binary"] and files["logo.png"]["added"] is None
             assert files["big.log"]["size"] == 5242880
             assert (seen["commits"], seen["uncommitted"], seen["target"]) == (1, True, "main")
-            assert seen["branch"] == "rcd/land-me" and seen["base"] == git(repo, "rev-parse", "HEAD")
+            assert seen["branch"] == "rcd/land-me" and seen["base"] == git(
+                repo, "rev-parse", "HEAD"
+            )
             assert seen["actions"] == ["commit"]  # running: no discard; nothing to merge yet
 
             lib = await changes(relay, session_id, path="lib.py")

@@ -87,6 +87,9 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
             fields[field.name] = json_objects
         elif cls is wire.SettingsUpdate and field.name in SETTINGS_FIELDS:
             fields[field.name] = st.none() | SETTINGS_FIELDS[field.name]
+        elif cls is wire.LandRequest and field.name == "confirm":
+            tokens = st.from_regex(wire.changes.CONFIRM_PATTERN, fullmatch=True)
+            fields[field.name] = st.none() | tokens
         elif field.name == "conversation":
             ids = st.from_regex(wire.api.CONVERSATION_ID_PATTERN, fullmatch=True)
             fields[field.name] = st.none() | ids
