@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from . import (
+    changes,
     cli_startup,
     fleet,
     idle,
@@ -247,6 +248,11 @@ async def _fleet(options: Options) -> Section:
     return Section(lines=fleet.section(result), checks=fleet.checks(result))
 
 
+async def _changes(options: Options) -> Section:
+    result = await changes.measure_changes(trials=max(5, options.trials))
+    return Section(lines=changes.section(result), checks=changes.checks(result))
+
+
 async def _relay_scale(options: Options) -> Section:
     result = await relay_scale.measure_relay_scale(options.links)
     return Section(lines=relay_scale.section(result), checks=relay_scale.checks(result))
@@ -295,6 +301,7 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
     "streaming": _streaming,
     "session-start": _session_start,
     "fleet": _fleet,
+    "changes": _changes,
     "idle": _idle,
     "relay-scale": _relay_scale,
     "unread-bodies": _unread_bodies,

@@ -215,7 +215,7 @@ class WorkspaceDesk:
         return wire.Changes(
             cwd=str(place.cwd),
             spawn=place.spawn,
-            base=await _resolve(place.cwd, base),
+            base=now.base,
             head=now.head,
             branch=branch,
             target=target,
@@ -347,8 +347,3 @@ class WorkspaceDesk:
 async def _branch_of(cwd: Path) -> str | None:
     result = await run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=cwd, check=False)
     return result.stdout.strip() or None
-
-
-async def _resolve(cwd: Path, rev: str) -> str:
-    result = await run_git(["rev-parse", "--verify", rev + "^{commit}"], cwd=cwd)
-    return result.stdout.strip()

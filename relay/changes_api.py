@@ -43,9 +43,6 @@ __all__ = ["ChangesApi"]
 
 #: An answer may carry a file's diff (the daemon caps it near 1 MiB of text, JSON-escaped).
 ANSWER_BODY_LIMIT = 16 * 1024 * 1024
-#: Seconds a client waits for the daemon: reads and local actions, and a push.
-ANSWER_WAIT = 30.0
-PUSH_WAIT = 150.0
 _NOT_THERE = frozenset({"workspace_gone", "not_started", "not_changed", "not_here"})
 _BAD_REQUEST = frozenset({"message_required", "path_required"})
 
@@ -192,7 +189,8 @@ class ChangesApi:
         try:
             await self.storage.queue_directive(environment_id, question)
             self.hub.notify(environment_key(environment_id))
-            with trio.move_on_after(PUSH_WAIT if question.ask == "push" else ANSWER_WAIT):
+            wait = self.config.changes_wait * (5 if question.ask == "push" else 1)
+            with trio.move_on_after(wait):
                 await pending.done.wait()
         finally:
             del self._pending[question.id]

@@ -74,6 +74,9 @@ class RelayConfig:
     #: Seconds a settings change waits for the daemon to apply it before the answer says
     #: "queued" (``202``).
     settings_wait: float = 10.0
+    #: Seconds a client's call about a session's work waits for its daemon's answer (a
+    #: push waits five times as long: a remote over the network).
+    changes_wait: float = 30.0
     #: Seconds a request body may take to arrive in full, once its caller is
     #: authenticated; past it the answer is 408 ``body_timeout`` and the connection closes.
     body_deadline: float = 30.0

@@ -81,11 +81,13 @@ class FileChange:
 
 @attrs.frozen(kw_only=True)
 class Snapshot:
-    """The work in a directory against ``base``: ``tree`` is its snapshot, ``head`` the
-    commit checked out, ``commits`` how many commits HEAD has beyond ``base``,
-    ``uncommitted`` whether the files differ from HEAD."""
+    """The work in a directory against ``base`` (a commit): ``tree`` is its snapshot,
+    ``head`` the commit checked out, ``commits`` how many commits HEAD has beyond ``base``,
+    ``uncommitted`` whether the files differ from HEAD; ``top`` is the working tree's top."""
 
+    top: Path
     base: str
+    base_tree: str
     head: str
     tree: str
     commits: int
@@ -152,11 +154,9 @@ async def top_level(cwd: Path) -> Path:
     return Path((await _git(cwd, "rev-parse", "--show-toplevel")).strip())
 
 
-async def snapshot_tree(top: Path) -> str:
-    """The tree of everything in the working tree at ``top`` (see the module docstring)."""
-    index = Path(
-        (await _git(top, "rev-parse", "--path-format=absolute", "--git-path", "index")).strip()
-    )
+async def snapshot_tree(top: Path, index: Path) -> str:
+    """The tree of everything in the working tree at ``top``, whose index is ``index``
+    (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="rcd-changes-") as scratch:
         copy = Path(scratch) / "index"
         with contextlib.suppress(FileNotFoundError):  # no index yet: git starts an empty one
@@ -231,11 +231,14 @@ async def snapshot(cwd: Path, base: str, *, commit: str | None = None) -> Snapsh
 
     Raises :class:`~worktrees.GitFailed` when git cannot read it (``base`` gone, say).
     """
-    top = await top_level(cwd)
-    head = (await _git(top, "rev-parse", "--verify", (commit or "HEAD") + "^{commit}")).strip()
-    head_tree = (await _git(top, "rev-parse", "--verify", head + "^{tree}")).strip()
-    tree = head_tree if commit is not None else await snapshot_tree(top)
-    base_tree = (await _git(top, "rev-parse", "--verify", base + "^{tree}")).strip()
+    rev = commit or "HEAD"
+    found = await _git(
+        cwd, "rev-parse", "--show-toplevel", "--path-format=absolute", "--git-path", "index",
+        rev + "^{commit}", rev + "^{tree}", base + "^{commit}", base + "^{tree}",
+    )  # fmt: skip
+    top_text, index, head, head_tree, base_commit, base_tree = found.split("\n")[:6]
+    top = Path(top_text)
+    tree = head_tree if commit is not None else await snapshot_tree(top, Path(index))
     raw = numstat = commits = ""
 
     async def read_raw() -> None:
@@ -273,7 +276,9 @@ async def snapshot(cwd: Path, base: str, *, commit: str | None = None) -> Snapsh
         )
     files.sort(key=lambda f: f.path)
     return Snapshot(
-        base=base,
+        top=top,
+        base=base_commit,
+        base_tree=base_tree,
         head=head,
         tree=tree,
         commits=int(commits.strip() or 0),
@@ -314,8 +319,7 @@ async def file_diff(cwd: Path, base: str, path: str, *, commit: str | None = Non
     summary = summary_of(change)
     if summary is not None:
         return FileDiff(change=change, hunks=None, summary=summary)
-    top = await top_level(cwd)
-    base_tree = (await _git(top, "rev-parse", "--verify", base + "^{tree}")).strip()
+    top, base_tree = now.top, now.base_tree
     paths = [change.path] if change.old_path is None else [change.old_path, change.path]
     try:
         text = await _git(

@@ -18,6 +18,10 @@ from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
 from testkit.harness import Relay, start_daemon, start_relay
 
 
+#: File content that must never be stored by the relay.
+SECRET = "zebra-quartz-7781 the session's code"
+
+
 def git(cwd: Path, *args: str) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
@@ -178,11 +182,17 @@ async def test_refusals_leave_the_main_checkout_alone(tmp_path: Path) -> None:
             started = await relay.wait_kind(session_id, "session_started")
             cwd = Path(next(e for e in started if e["kind"] == "session_started")["data"]["cwd"])
             # The session's work (its hands: this test) and the user's own, in the same file.
-            (cwd / "lib.py").write_text("session\n")
+            (cwd / "lib.py").write_text(f"{SECRET}\n")
             (cwd / "-rf new\nline ü.txt").write_text("hostile\n")
             assert (await act(relay, session_id, "commit", message="theirs")).status_code == 200
             (repo / "lib.py").write_text("mine, not committed\n")
             before = main_checkout(repo)
+            shown = await changes(relay, session_id, path="lib.py")
+            assert f"+{SECRET}" in shown["hunks"][0]["lines"]
+            # The code went through the relay's memory only.
+            for stored in (tmp_path / "relay").rglob("*"):
+                if stored.is_file():
+                    assert SECRET.encode() not in stored.read_bytes(), stored
 
             dirty = await act(relay, session_id, "merge")
             assert dirty.status_code == 409, dirty.text

@@ -222,6 +222,16 @@ CLIENT_ROWS: dict[tuple[str, str], Row] = {
         "client", 202, lambda w: {"env": {"A": "b"}}
     ),
     ("DELETE", "/api/sign-ins/{sign_in_id}"): Row("client", 204),
+    # No daemon here says it shows changes: past the credential, 409 changes_unsupported.
+    ("GET", "/api/sessions/{session_id}/changes"): Row("client", 409),
+    ("POST", "/api/sessions/{session_id}/changes/{action}"): Row(
+        "client", 409, lambda w: {"message": "x"}
+    ),
+    ("GET", "/api/environments/{environment_id}/worktrees"): Row("client", 409),
+    ("GET", "/api/environments/{environment_id}/worktrees/{slug}/changes"): Row("client", 409),
+    ("POST", "/api/environments/{environment_id}/worktrees/{slug}/changes/{action}"): Row(
+        "client", 409, lambda w: {"message": "x"}
+    ),
 }
 
 DAEMON_ROWS: dict[tuple[str, str], Row] = {
@@ -241,6 +251,9 @@ DAEMON_ROWS: dict[tuple[str, str], Row] = {
         "link", 204, lambda w: {"through": 1}
     ),
     ("POST", "/daemon/v1/environments/{environment_id}/goodbye"): Row("link", 204),
+    ("POST", "/daemon/v1/environments/{environment_id}/answers"): Row(
+        "link", 204, lambda w: {"id": "ws_nobody_asked", "landed": None}
+    ),
     ("POST", "/daemon/v1/environments/{environment_id}/settings"): Row(
         "link", 204, lambda w: wire.encode(SETTINGS)
     ),
@@ -435,6 +448,8 @@ async def test_cell(tmp_path: Path, method: str, path: str, kind: str) -> None:
             session_id=session,
             request_id="req-1",
             sign_in_id=w.sign_in_id,
+            slug="kept",
+            action="commit",
         )
         if path == "/login" and kind == "right":
             url += f"?code={w.login_code}"
