@@ -126,3 +126,23 @@ async def test_a_name_that_is_not_utf8_is_shown_and_diffed(seeded: Path) -> None
         assert shown == "caf\ufffd.txt"
         diff = await file_diff(seeded, base, shown)
         assert diff.hunks is not None and diff.hunks[0].lines == ["+caf\ufffd"]
+
+
+async def test_a_racily_clean_file_is_still_seen(seeded: Path) -> None:
+    """A file rewritten at the same size in the second its index was written: git's stat
+    data cannot tell, so git reads it — and so must the snapshot's copy of the index."""
+    with trio.fail_after(TIMEOUT):
+        base = await git(seeded, "rev-parse", "HEAD")
+        index = seeded / ".git" / "index"
+        lib = seeded / "lib.py"
+        # As on many machines (and as within one second anyway): ctime is not compared.
+        await git(seeded, "config", "core.trustctime", "false")
+        long_ago = os.stat(lib).st_mtime_ns - 100 * 10**9
+        os.utime(lib, ns=(long_ago, long_ago))
+        await git(seeded, "update-index", "--refresh")  # the index vouches for lib.py
+        await trio.Path(lib).write_text("one\nTWO\nthree\n")  # the same size...
+        for path in (lib, index):  # ...and in the second the index was written
+            os.utime(path, ns=(long_ago, long_ago))
+        assert "lib.py" in await git(seeded, "--no-optional-locks", "status", "--porcelain")
+        now = await snapshot(seeded, base)
+        assert [f.path for f in now.files] == ["lib.py"]
