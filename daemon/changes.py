@@ -24,6 +24,7 @@ import wire
 from worktrees import Worktree, WorktreeError, Worktrees, landing
 from worktrees import changes as git_changes
 from worktrees.gitproc import run_git
+from worktrees.snapshots import Snapshots
 
 from .errors import DaemonError
 from .relay_client import RelayClient
@@ -77,6 +78,8 @@ class WorkspaceDesk:
     client: RelayClient
     uplink: Uplink
     nursery: trio.Nursery
+    #: Keeps each workspace's snapshot up to date (None: read every workspace in full).
+    snapshots: Snapshots | None = None
     clock: Callable[[], float] = time.time
     #: The last seq written to an ended session's log from here.
     _written: dict[str, int] = attrs.Factory(dict)
@@ -179,27 +182,31 @@ class WorkspaceDesk:
             )
         raise Refused("not_here", f"{cwd} is not this environment's directory or worktree")
 
-    async def _base(self, place: _Place, manager: Worktrees, session_id: str | None) -> str:
-        if place.worktree is not None:
-            start = await landing.start_commit(manager, place.worktree)
-            if start is not None:
-                return start
-        elif session_id is not None and (start := self.supervisor.worktrees.starts.get(session_id)):
-            return start
-        return "HEAD"  # unknown start: the uncommitted work alone
+    async def _facts(
+        self, place: _Place, manager: Worktrees, session_id: str | None
+    ) -> tuple[str, str | None, landing.BranchFacts]:
+        """The commit the work started from, the branch, and what config says of it."""
+        worktree = place.worktree
+        branch = worktree.branch if worktree is not None else await _branch_of(place.cwd)
+        facts = await landing.branch_facts(manager.root, branch)
+        if worktree is not None:
+            start = facts.start or worktree.base_commit
+            if facts.target is None:  # a worktree older than the record
+                facts = attrs.evolve(facts, target=await landing.merge_target(manager, worktree))
+        else:
+            start = self.supervisor.worktrees.starts.get(session_id) if session_id else None
+        return start or "HEAD", branch, facts  # unknown start: the uncommitted work alone
 
     # -- reading -----------------------------------------------------------------------------
 
     async def _changes(
         self, place: _Place, manager: Worktrees, request: wire.WorkspaceRequest
     ) -> wire.Changes:
-        base = await self._base(place, manager, request.session_id)
+        base, branch, facts = await self._facts(place, manager, request.session_id)
         worktree = place.worktree
         commit = worktree.branch if worktree is not None and place.gone else None
-        now = await git_changes.snapshot(place.cwd, base, commit=commit)
-        branch = worktree.branch if worktree is not None else await _branch_of(place.cwd)
-        target = await landing.merge_target(manager, worktree) if worktree is not None else None
-        remote = await landing.remote_of(place.cwd, branch) if branch else None
+        now = await git_changes.snapshot(place.cwd, base, commit=commit, snapshots=self.snapshots)
+        target, remote = facts.target if worktree is not None else None, facts.remote
         actions: list[wire.Action] = []
         if now.uncommitted and not place.gone:
             actions.append("commit")
@@ -233,10 +240,12 @@ class WorkspaceDesk:
     ) -> wire.FileDiff:
         if request.path is None:
             raise Refused("path_required", "which file? give its path")
-        base = await self._base(place, manager, request.session_id)
+        base, _, _ = await self._facts(place, manager, request.session_id)
         commit = place.worktree.branch if place.worktree is not None and place.gone else None
         try:
-            found = await git_changes.file_diff(place.cwd, base, request.path, commit=commit)
+            found = await git_changes.file_diff(
+                place.cwd, base, request.path, commit=commit, snapshots=self.snapshots
+            )
         except WorktreeError as exc:
             if "not among the changed files" in str(exc):
                 raise Refused("not_changed", str(exc)) from exc
@@ -314,7 +323,9 @@ class WorkspaceDesk:
         """After an action on an ended session's worktree: what holds no work goes, by the
         usual rules, and the kept list says what stays."""
         try:
-            await manager.release(worktree)
+            released = await manager.release(worktree)
+            if released.removed and self.snapshots is not None:
+                self.snapshots.forget(worktree.path)
             await self.supervisor.worktrees.refresh_kept()
         except WorktreeError as exc:
             log.warning("worktree_not_released", path=str(worktree.path), error=str(exc))

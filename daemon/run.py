@@ -30,6 +30,7 @@ import wire
 from spawn import AgentAdapter, ClaudeCode
 from spawn.sandbox import missing_tools
 from worktrees import WorktreeError, Worktrees
+from worktrees.snapshots import Snapshots
 
 from . import sdnotify
 from .agent_env import agent_environment
@@ -316,7 +317,11 @@ class Daemon:
             state_dir() / "starts" / f"{directory_key(self.directory)}.json"
         )
         desk = WorkspaceDesk(
-            supervisor=supervisor, client=self.client, uplink=uplink, nursery=self._root
+            supervisor=supervisor,
+            client=self.client,
+            uplink=uplink,
+            nursery=self._root,
+            snapshots=Snapshots(state_dir() / "snapshots" / directory_key(self.directory)),
         )
         supervisor.on_workspace = desk.handle
         self._root.start_soon(keeper.report)

@@ -20,9 +20,13 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
+
+if TYPE_CHECKING:
+    from .snapshots import Snapshots
 
 from .errors import GitFailed, WorktreeError
 from .gitproc import run_git
@@ -146,8 +150,22 @@ def summary_of(change: FileChange) -> str | None:
     return f"{what}, {sizes}"
 
 
-async def _git(cwd: Path, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> str:
-    return (await run_git(args, cwd=cwd, stdin=stdin, env={**_LITERAL, **(env or {})})).stdout
+async def run_git_text(
+    cwd: Path,
+    *args: str,
+    stdin: bytes = b"",
+    env: dict[str, str] | None = None,
+    ok: tuple[int, ...] = (0,),
+) -> str:
+    """``git ARGS`` in ``cwd`` with every pathspec literal; its output. Raises GitFailed
+    for an exit status not in ``ok``."""
+    result = await run_git(args, cwd=cwd, stdin=stdin, env={**_LITERAL, **(env or {})}, check=False)
+    if result.returncode not in ok:
+        raise result.error()
+    return result.stdout
+
+
+_git = run_git_text
 
 
 async def top_level(cwd: Path) -> Path:
@@ -161,13 +179,13 @@ async def snapshot_tree(top: Path, index: Path) -> str:
     with tempfile.TemporaryDirectory(prefix="rcd-changes-") as scratch:
         copy = Path(scratch) / "index"
         with contextlib.suppress(FileNotFoundError):  # no index yet: git starts an empty one
-            await trio.to_thread.run_sync(_copy, index, copy)
+            await trio.to_thread.run_sync(copy_index, index, copy)
         env = {"GIT_INDEX_FILE": str(copy)}
         await _git(top, "add", "--all", "--", ".", env=env)
         return (await _git(top, "write-tree", env=env)).strip()
 
 
-def _copy(source: Path, target: Path) -> None:
+def copy_index(source: Path, target: Path) -> None:
     # With the index's own mtime: git trusts a file's stat data only when the file is older
     # than the index ("racily clean" otherwise), and a copy made now would vouch for a file
     # rewritten at the same size in the second the index was written.
@@ -178,11 +196,15 @@ def _fields(out: str) -> list[str]:
     return out.split("\0")[:-1] if out else []
 
 
-def _parse_raw(out: str) -> list[tuple[str, str | None, str, str, str]]:
-    """``git diff --raw -z`` → (path, old path, status letter, old blob, new blob)."""
+Entry = tuple[str, str | None, str, str, str]
+
+
+def _parse(out: str) -> tuple[list[Entry], dict[str, tuple[int | None, int | None]]]:
+    """``git diff-tree --raw --numstat -z`` → the raw entries (path, old path, status
+    letter, old blob, new blob), then the line counts by (new) path (None, None: binary)."""
     fields, i = _fields(out), 0
-    entries: list[tuple[str, str | None, str, str, str]] = []
-    while i < len(fields):
+    entries: list[Entry] = []
+    while i < len(fields) and fields[i].startswith(":"):
         meta = fields[i].lstrip(":").split()
         letter, old_blob, new_blob = meta[4][0], meta[2], meta[3]
         if letter in "RC":
@@ -191,12 +213,6 @@ def _parse_raw(out: str) -> list[tuple[str, str | None, str, str, str]]:
         else:
             entries.append((fields[i + 1], None, letter, old_blob, new_blob))
             i += 2
-    return entries
-
-
-def _parse_numstat(out: str) -> dict[str, tuple[int | None, int | None]]:
-    """``git diff --numstat -z`` → counts by (new) path; None, None for a binary file."""
-    fields, i = _fields(out), 0
     counts: dict[str, tuple[int | None, int | None]] = {}
     while i < len(fields):
         added, removed, path = fields[i].split("\t", 2)
@@ -206,7 +222,7 @@ def _parse_numstat(out: str) -> dict[str, tuple[int | None, int | None]]:
         else:
             i += 1
         counts[path] = (None, None) if added == "-" else (int(added), int(removed))
-    return counts
+    return entries, counts
 
 
 async def _sizes(top: Path, blobs: set[str]) -> dict[str, int]:
@@ -226,7 +242,9 @@ async def _sizes(top: Path, blobs: set[str]) -> dict[str, int]:
     return sizes
 
 
-async def snapshot(cwd: Path, base: str, *, commit: str | None = None) -> Snapshot:
+async def snapshot(
+    cwd: Path, base: str, *, commit: str | None = None, snapshots: Snapshots | None = None
+) -> Snapshot:
     """The work at ``cwd`` against commit ``base``: the changed files, sorted by path.
     With ``commit`` (a branch whose worktree is gone), that commit's work, the files on
     disk left out.
@@ -240,26 +258,26 @@ async def snapshot(cwd: Path, base: str, *, commit: str | None = None) -> Snapsh
     )  # fmt: skip
     top_text, index, head, head_tree, base_commit, base_tree = found.split("\n")[:6]
     top = Path(top_text)
-    tree = head_tree if commit is not None else await snapshot_tree(top, Path(index))
-    raw = numstat = commits = ""
+    if commit is not None:
+        tree = head_tree
+    elif snapshots is not None:
+        tree = await snapshots.tree(top, Path(index))
+    else:
+        tree = await snapshot_tree(top, Path(index))
+    diff = commits = ""
 
-    async def read_raw() -> None:
-        nonlocal raw
-        raw = await _git(top, "diff-tree", "-r", "-z", "-M", "--raw", base_tree, tree)
-
-    async def read_numstat() -> None:
-        nonlocal numstat
-        numstat = await _git(top, "diff-tree", "-r", "-z", "-M", "--numstat", base_tree, tree)
+    async def read_diff() -> None:
+        nonlocal diff
+        diff = await _git(top, "diff-tree", "-r", "-z", "-M", "--raw", "--numstat", base_tree, tree)
 
     async def count() -> None:
         nonlocal commits
-        commits = await _git(top, "rev-list", "--count", f"{base}..{head}")
+        commits = await _git(top, "rev-list", "--count", f"{base_commit}..{head}")
 
     async with trio.open_nursery() as nursery:
-        for task in (read_raw, read_numstat, count):
+        for task in (read_diff, count):
             nursery.start_soon(task)
-    entries = _parse_raw(raw)
-    counts = _parse_numstat(numstat)
+    entries, counts = _parse(diff)
     sizes = await _sizes(top, {blob for e in entries[:FILES_LIMIT] for blob in e[3:]})
     files = []
     for path, old_path, letter, old_blob, new_blob in entries[:FILES_LIMIT]:
@@ -307,14 +325,21 @@ def _hunks(text: str) -> tuple[list[Hunk], bool]:
     return hunks, False
 
 
-async def file_diff(cwd: Path, base: str, path: str, *, commit: str | None = None) -> FileDiff:
+async def file_diff(
+    cwd: Path,
+    base: str,
+    path: str,
+    *,
+    commit: str | None = None,
+    snapshots: Snapshots | None = None,
+) -> FileDiff:
     """One changed file's hunks against ``base`` (3 lines of context), or its summary.
 
     ``path`` (as :func:`readable` shows it) must be one the :func:`snapshot` lists (the
     new path of a rename): any other is refused with :class:`~worktrees.WorktreeError`,
     so only changed files are ever read.
     """
-    now = await snapshot(cwd, base, commit=commit)
+    now = await snapshot(cwd, base, commit=commit, snapshots=snapshots)
     change = next((f for f in now.files if readable(f.path) == path), None)
     if change is None:
         raise WorktreeError(f"{path!r} is not among the changed files")

@@ -30,9 +30,11 @@ from .manager import Worktrees
 from .models import Worktree
 
 __all__ = [
+    "BranchFacts",
     "Landed",
     "LandingRefused",
     "Loss",
+    "branch_facts",
     "commit_all",
     "discard",
     "discard_loss",
@@ -241,6 +243,40 @@ async def start_commit(manager: Worktrees, worktree: Worktree) -> str | None:
         manager.root, "config", "--get", f"branch.{worktree.branch}.rcdstart", check=False
     )
     return started.strip() or worktree.base_commit
+
+
+@attrs.frozen(kw_only=True)
+class BranchFacts:
+    """What the repository's config says of a branch, read in one call."""
+
+    #: The commit its work started from (rcd's record; None: none).
+    start: str | None = None
+    #: The branch its work merges into (rcd's record; None: none).
+    target: str | None = None
+    #: Where it pushes (see :func:`remote_of`).
+    remote: str | None = None
+
+
+async def branch_facts(cwd: Path, branch: str | None) -> BranchFacts:
+    """:class:`BranchFacts` of ``branch`` (one ``git config --list``)."""
+    config: dict[str, str] = {}
+    remotes: list[str] = []
+    for entry in (await _git(cwd, "config", "-z", "--list")).split("\0"):
+        key, _, value = entry.partition("\n")
+        config[key] = value
+        if key.startswith("remote.") and key.endswith(".url"):
+            remotes.append(key.removeprefix("remote.").removesuffix(".url"))
+    prefix = f"branch.{branch}." if branch else None
+    remote = config.get(prefix + "remote") if prefix else None
+    if remote is None:
+        remote = "origin" if "origin" in remotes else remotes[0] if len(remotes) == 1 else None
+    if prefix is None:
+        return BranchFacts(remote=remote)
+    return BranchFacts(
+        start=config.get(prefix + "rcdstart") or config.get(prefix + "rcdbase"),
+        target=config.get(prefix + "rcdfrom"),
+        remote=remote if branch else None,
+    )
 
 
 async def remote_of(cwd: Path, branch: str | None) -> str | None:

@@ -15,6 +15,7 @@ import trio.testing
 
 import wire
 from relay import Hub, RelayConfig, SqliteStorage, create_app
+from testkit.waiting import eventually
 
 from .conftest import PUBLIC_URL, Daemon, create_session, register, started, uplink
 
@@ -42,14 +43,16 @@ async def _setup(
 
 async def _question(storage: SqliteStorage, env_id: str) -> wire.WorkspaceRequest:
     """The newest workspace directive queued for ``env_id``, once there is one."""
-    while True:
+
+    async def queued() -> wire.WorkspaceRequest | None:
         read = await storage.read_downlink(env_id, f"link_{env_id}", 0, 100)
         asked = [
             q.directive for q in read.directives if isinstance(q.directive, wire.WorkspaceRequest)
         ]
-        if asked:
-            return asked[-1]
-        await trio.sleep(0.01)
+        return asked[-1] if asked else None
+
+    found: wire.WorkspaceRequest = await eventually(queued, timeout=5, what="the question")
+    return found
 
 
 def _answer(question: wire.WorkspaceRequest) -> dict[str, Any]:

@@ -1,0 +1,155 @@
+"""worktrees.snapshots: a snapshot that reads only what changed is always the one a full
+read gives — whatever the session did to its files in between."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worktrees import Worktrees
+from worktrees.changes import snapshot, snapshot_tree
+from worktrees.snapshots import Snapshots
+from worktrees.watch import TreeWatcher
+
+from .gitrepo import TIMEOUT, git, make_repo
+
+pytestmark = pytest.mark.skipif(
+    not TreeWatcher().available, reason="inotify is Linux's: elsewhere every read is full"
+)
+
+NAMES = ["a.py", "b b.txt", "-rf", "ünï.txt", ":(glob)*", "x.log"]
+DIRS = ["", "src", "src/deep", "new dir", "build"]
+
+
+async def _full_tree(top: Path) -> str:
+    index = Path(await git(top, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    return await snapshot_tree(top, index)
+
+
+async def _apply(top: Path, op: tuple[str, int, int]) -> None:
+    kind, d, n = op
+    folder = top / DIRS[d % len(DIRS)]
+    path = folder / NAMES[n % len(NAMES)]
+    if kind == "write":
+        await trio.Path(folder).mkdir(parents=True, exist_ok=True)
+        await trio.Path(path).write_text(f"{kind} {d} {n}\n")
+    elif kind == "same-size":
+        if await trio.Path(path).is_file():
+            text = await trio.Path(path).read_text()
+            await trio.Path(path).write_text(text[::-1])
+    elif kind == "delete":
+        if await trio.Path(path).is_file():
+            await trio.Path(path).unlink()
+    elif kind == "rmdir":
+        if d % len(DIRS) and await trio.Path(folder).is_dir():
+            await trio.to_thread.run_sync(shutil.rmtree, folder)
+    elif kind == "rename":
+        if await trio.Path(path).is_file():
+            target = top / DIRS[(d + 1) % len(DIRS)]
+            await trio.Path(target).mkdir(parents=True, exist_ok=True)
+            await trio.Path(path).rename(target / f"moved {n}")
+    elif kind == "chmod":
+        if await trio.Path(path).is_file():
+            os.chmod(path, 0o755)
+    elif kind == "ignore":
+        await trio.Path(top / ".gitignore").write_text(f"*.log\n{DIRS[d % len(DIRS)] or 'x'}/\n")
+    elif kind == "commit":
+        await git(top, "add", "-A")
+        await git(top, "commit", "-q", "--allow-empty", "-m", "step")
+
+
+OPS = st.tuples(
+    st.sampled_from(
+        ["write", "same-size", "delete", "rmdir", "rename", "chmod", "ignore", "commit"]
+    ),
+    st.integers(0, 10),
+    st.integers(0, 10),
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=st.lists(st.lists(OPS, min_size=1, max_size=4), min_size=2, max_size=5))
+def test_a_read_of_what_changed_equals_a_full_read(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[list[tuple[str, int, int]]]
+) -> None:
+    root = tmp_path_factory.mktemp("snap")
+    repo = make_repo(root / "repo")
+    (repo / ".gitignore").write_text("*.log\nbuild/\n")
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT * 4):
+            snaps = Snapshots(scratch=root / "scratch")
+            base = await git(repo, "rev-parse", "HEAD")
+            try:
+                await _steps(snaps, base)
+            finally:
+                snaps.close()
+
+    async def _steps(snaps: Snapshots, base: str) -> None:
+        for batch in ops:
+            for op in batch:
+                await _apply(repo, op)
+            watched = await snaps.tree(repo, Path(await _index(repo)))
+            assert watched == await _full_tree(repo), repr(ops)  # every batch so far
+        seen = await snapshot(repo, base, snapshots=snaps)
+        plain = await snapshot(repo, base)
+        assert seen.files == plain.files
+        assert snaps.partial_reads > 0
+
+    trio.run(main)
+
+
+async def _index(top: Path) -> str:
+    return await git(top, "rev-parse", "--path-format=absolute", "--git-path", "index")
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Snapshots]]:
+    made: list[Snapshots] = []
+    yield made
+    for snaps in made:
+        snaps.close()
+
+
+async def test_a_worktree_made_again_at_the_same_path_is_read_anew(
+    repo: Path, tmp_path: Path, closing: list[Snapshots]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager = await Worktrees.open(repo)
+        first = await manager.create("again", "s1")
+        snaps = Snapshots(scratch=tmp_path / "scratch")
+        closing.append(snaps)
+        base = await git(repo, "rev-parse", "HEAD")
+        assert (await snapshot(first.path, base, snapshots=snaps)).files == []
+        await manager.release(first)
+        second = await manager.create("again", "s2")
+        assert second.path == first.path
+        await trio.Path(second.path / "README.md").write_text("hello\n")  # unchanged size...
+        await trio.Path(second.path / "new.txt").write_text("new\n")
+        seen = await snapshot(second.path, base, snapshots=snaps)
+        assert [f.path for f in seen.files] == ["new.txt"]
+        assert snaps.full_reads == 2
+
+
+async def test_too_many_directories_are_read_in_full(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closing: list[Snapshots]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        monkeypatch.setattr("worktrees.watch.MAX_WATCHES", 2)
+        for n in range(4):
+            await trio.Path(repo / f"d{n}").mkdir()
+        snaps = Snapshots(scratch=tmp_path / "scratch")
+        closing.append(snaps)
+        base = await git(repo, "rev-parse", "HEAD")
+        for n in range(3):
+            await trio.Path(repo / f"d{n}" / "f.txt").write_text(f"{n}\n")
+            seen = await snapshot(repo, base, snapshots=snaps)
+            assert len(seen.files) == n + 1
+        assert (snaps.full_reads, snaps.partial_reads) == (3, 0)

@@ -1,0 +1,145 @@
+"""Snapshots of working trees kept up to date by reading only what changed.
+
+Each tree gets an index of its own (in ``scratch``, never the agent's): the first snapshot
+copies the tree's index and adds everything (``git add --all``, a stat of every file); later
+ones add only the paths :class:`~worktrees.watch.TreeWatcher` saw change — ignored ones
+left out, removed ones dropped with ``git rm --cached`` — and ``git write-tree`` names the
+result. Anything unexpected (git refusing a path, a nested repository) falls back to a full
+read at once, so a snapshot is never less than right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import attrs
+import structlog
+import trio
+
+from .changes import copy_index, run_git_text, snapshot_tree
+from .errors import GitFailed
+from .gitproc import run_git
+from .watch import Tracked, TreeWatcher
+
+__all__ = ["Snapshots"]
+
+log = structlog.get_logger("worktrees.snapshots")
+
+
+@attrs.define(eq=False)
+class Snapshots:
+    """Snapshot trees of working trees (see the module docstring). ``scratch`` holds one
+    index per tree, private to this process (removed and made again at its start)."""
+
+    scratch: Path
+    watcher: TreeWatcher = attrs.Factory(TreeWatcher)
+    _locks: dict[Path, trio.Lock] = attrs.Factory(dict)
+    _ready: bool = False
+    #: Snapshots read in full, and by their changed paths only (for tests and status).
+    full_reads: int = 0
+    partial_reads: int = 0
+
+    def _index_of(self, top: Path) -> Path:
+        return self.scratch / (hashlib.sha256(str(top).encode()).hexdigest()[:24] + ".index")
+
+    async def tree(self, top: Path, index: Path) -> str:
+        """The tree of everything at ``top`` now (``index``: the tree's own index)."""
+        if not self.watcher.available:
+            return await snapshot_tree(top, index)
+        if not self._ready:
+            await trio.to_thread.run_sync(self._clear_scratch)
+        async with self._locks.setdefault(top, trio.Lock()):
+            first = not await trio.to_thread.run_sync(self.watcher.known, top)
+            ignored = await self._ignored_dirs(top) if first else frozenset()
+            tracked = await trio.to_thread.run_sync(self.watcher.tracked, top, ignored)
+            await trio.to_thread.run_sync(self.watcher.drain)
+            if tracked.full and not first:
+                # What git ignores may have changed (a .gitignore, or events lost): the
+                # directories it no longer ignores are watched from now on.
+                ignored = await self._ignored_dirs(top)
+                await trio.to_thread.run_sync(self.watcher.rewatch, tracked, ignored)
+            own = self._index_of(top)
+            env = {"GIT_INDEX_FILE": str(own)}
+            if tracked.new_dirs:
+                unwatched = await self._ignored(top, sorted(tracked.new_dirs), env)
+                await trio.to_thread.run_sync(self.watcher.adopt, tracked, unwatched)
+            paths = tracked.take()
+            try:
+                if paths is not None:
+                    await self._add(top, paths, env)
+                    self.partial_reads += 1
+                    return (await run_git_text(top, "write-tree", env=env)).strip()
+            except GitFailed as exc:
+                log.info("snapshot_read_in_full", top=str(top), reason=exc.summary)
+            return await self._full(top, index, own, tracked)
+
+    async def _full(self, top: Path, index: Path, own: Path, tracked: Tracked) -> str:
+        try:
+            await trio.to_thread.run_sync(copy_index, index, own)
+            env = {"GIT_INDEX_FILE": str(own)}
+            await run_git_text(top, "add", "--all", "--", ".", env=env)
+            self.full_reads += 1
+            return (await run_git_text(top, "write-tree", env=env)).strip()
+        except BaseException:
+            tracked.full = True  # whatever was half done, the next one starts over
+            raise
+
+    async def _add(self, top: Path, paths: list[str], env: dict[str, str]) -> None:
+        if not paths:
+            return
+        ignored = await self._ignored(top, paths, env)
+        there: list[str] = []
+        gone: list[str] = []
+        for path in paths:
+            if path in ignored:
+                continue
+            (there if await trio.Path(top / path).exists() else gone).append(path)
+        if gone:
+            await run_git_text(
+                top, "rm", "-r", "-q", "--cached", "--ignore-unmatch",
+                "--pathspec-from-file=-", "--pathspec-file-nul",
+                stdin=_nul(gone), env=env,
+            )  # fmt: skip
+        if there:
+            await run_git_text(
+                top, "add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul",
+                stdin=_nul(there), env=env,
+            )  # fmt: skip
+
+    async def _ignored_dirs(self, top: Path) -> frozenset[str]:
+        """The directories git ignores whole ("build/"), not worth a watch."""
+        listed = await run_git_text(
+            top, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"
+        )
+        return frozenset(p for p in listed.split("\0") if p.endswith("/"))
+
+    async def _ignored(self, top: Path, paths: list[str], env: dict[str, str]) -> set[str]:
+        """Those of ``paths`` git ignores (a path the index tracks never is)."""
+        # check-ignore takes no literal pathspecs: "./" keeps a leading ":" a name.
+        result = await run_git(
+            ["check-ignore", "-z", "--stdin"],
+            cwd=top, stdin=_nul(["./" + p for p in paths]), env=env, check=False,
+        )  # fmt: skip
+        if result.returncode not in (0, 1):
+            raise result.error()
+        return {p.removeprefix("./") for p in result.stdout.split("\0") if p}
+
+    def _clear_scratch(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._ready = True
+
+    def close(self) -> None:
+        self.watcher.close()
+
+    def forget(self, top: Path) -> None:
+        """Stop following ``top`` (its worktree is gone)."""
+        self.watcher.forget(top)
+        self._locks.pop(top, None)
+        self._index_of(top).unlink(missing_ok=True)
+
+
+def _nul(paths: list[str]) -> bytes:
+    return b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
