@@ -9,9 +9,9 @@ retrying); a 401 is :class:`TokenRejected` and a 404 ``not_found`` is :class:`No
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import httpx
@@ -32,8 +32,13 @@ __all__ = [
     "raise_for_relay_error",
 ]
 
+T = TypeVar("T")
+
 #: Most events one ``GET .../events`` returns (the relay's cap).
 PAGE = 1000
+#: Seconds to wait for a session's changes or a file's diff: longer than the relay waits for
+#: the environment's daemon (30 s), so that what one sees is the relay's ``no_answer``.
+CHANGES_WAIT = 40.0
 
 
 class NoSuchSession(DaemonError):
@@ -115,17 +120,21 @@ async def call_relay(
     url: str,
     body: Any = None,
     within: float = 15.0,
+    params: Mapping[str, str] | None = None,
 ) -> Any:
     """One call of the client API with a device token: the answer's JSON (None when empty);
     :class:`RelayUnreachable` when it failed on its way or took over ``within`` s, else what
-    :func:`raise_for_relay_error` says of an error answer."""
+    :func:`raise_for_relay_error` says of an error answer. ``params`` go in the query string,
+    encoded (a file's path may hold any character)."""
     try:
         with trio.fail_after(within):
             response = await http.request(
                 method,
                 url,
+                params=params,
                 content=None if body is None else wire.encode_json(body),
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                timeout=within,
             )
     except trio.TooSlowError:
         raise RelayUnreachable(relay, f"no answer within {within:g}s") from None
@@ -152,10 +161,25 @@ class SessionApi:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        within: float | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
         try:
             return await call_relay(
-                self.http, self.relay, self.token, method, self._base + path, body, self.timeout
+                self.http,
+                self.relay,
+                self.token,
+                method,
+                self._base + path,
+                body,
+                within or self.timeout,
+                params,
             )
         except RelayRejected as exc:
             if exc.status == 404 and exc.code == "not_found":
@@ -235,6 +259,29 @@ class SessionApi:
 
     async def resume(self) -> None:
         await self._call("POST", "/resume")
+
+    async def changes(self) -> wire.Changes:
+        """The session's work against the commit it started from (its files, no content).
+
+        The relay asks the environment's daemon: a refusal (``workspace_gone``,
+        ``environment_offline``, ``no_answer``...) is :class:`RelayRejected`."""
+        data = await self._call("GET", "/changes", within=max(self.timeout, CHANGES_WAIT))
+        return _decoded(wire.Changes, data)
+
+    async def file_diff(self, path: str) -> wire.FileDiff:
+        """One changed file's hunks (or its summary, for a binary or large file); ``path`` is
+        as :meth:`changes` lists it. A file not among the changes is ``not_changed``."""
+        data = await self._call(
+            "GET", "/changes", within=max(self.timeout, CHANGES_WAIT), params={"path": path}
+        )
+        return _decoded(wire.FileDiff, data)
+
+
+def _decoded(cls: type[T], data: Any) -> T:
+    try:
+        return wire.decode(cls, data)
+    except wire.DecodeError as exc:
+        raise RelayRejected(200, "bad_answer", f"the relay's answer does not read: {exc}") from None
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,7 +5,7 @@ stream, resuming with ``Last-Event-ID`` after a drop (events at or below the las
 are dropped, so none is printed twice). Everything shown comes from the event log, so any
 number of clients on one session stay in sync: a message typed here appears when the
 session echoes it. Parts: :mod:`.auth` (relay and token), :mod:`.api` (HTTP),
-:mod:`.state` (what the log says), :mod:`.render` (lines),
+:mod:`.state` (what the log says), :mod:`.render` (lines), :mod:`.diffview` (``/diff``),
 :mod:`.term` (prompt line and keys).
 
 The command itself (options, terminal set-up) is :mod:`.command`.
@@ -27,6 +27,7 @@ from common.backoff import equal_jitter
 from daemon.errors import CertificateRejected, DaemonError, RelayRejected, RelayUnreachable
 
 from .api import PAGE, LogEntry, NoSuchSession, SessionApi, TokenRejected
+from .diffview import diff_lines
 from .parser import KEYS_HELP
 from .render import Style, clean, render_entry, render_header, writing_preview
 from .state import Gap, SessionView
@@ -280,6 +281,8 @@ class Attach:
             self._spawn(self._action, "stop", self.api.stop)
         elif name == "/resume":
             self._spawn(self._action, "resume", self.api.resume)
+        elif name == "/diff":
+            self._spawn(self._diff, line[len(name) :].strip() or None)
         elif name == "/help":
             self._say(*KEYS_HELP.split("\n\n")[0].splitlines())
         else:
@@ -369,6 +372,13 @@ class Attach:
             self._say(self.style.red(f"{name} refused: {exc.message}"))
         else:
             self._say(self.style.dim(f"{name} sent"))
+
+    async def _diff(self, path: str | None) -> None:
+        lines = await diff_lines(self.api, self.style, path)
+        # In one go once every file's diff is in, as the history is (live events do not
+        # land in the middle of it), and after the history (`rcd attach S <<< /diff`).
+        await self._history_shown.wait()
+        self._say(*lines)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:

@@ -24,6 +24,8 @@ keys and commands (in the session):
   /interrupt     stop the agent's current turn (the session stays)
   /stop          end the session (its worktree is kept if it holds work)
   /resume        start an ended session again
+  /diff [PATH]   the session's changes since it started: its files, then each one's diff
+                 (or PATH's alone: its path as the list shows it)
   /help          list these
   /quit, Ctrl-D  leave; the session goes on without you
   //TEXT         send a message that starts with "/"

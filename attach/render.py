@@ -196,6 +196,8 @@ def render_entry(entry: LogEntry, view: SessionView, style: Style, width: int = 
             elif p.branch:
                 kept = f" (branch {one(p.branch)})"
             return [style.bold(f"■ session ended: {one(p.reason)}{kept}")]
+        case wire.GitAction():
+            return [style.cyan(f"⎇ {one(p.summary)} (from {one(p.origin)})")]
         case _:
             data = json.dumps(entry.data, ensure_ascii=False)
             return [style.dim(f"· {one(entry.kind)} {_one_line(data, width - 20)}")]

@@ -1,11 +1,13 @@
 // The relay's client API over fetch, authenticated by the HttpOnly session cookie.
 
-/** A refused request: `status` 0 means the relay could not be reached at all. */
+/** A refused request: `status` 0 means the relay could not be reached at all; `files` are
+ * the files a refusal concerns (a merge's conflicts), when it names any. */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, files = []) {
     super(message);
     this.status = status;
     this.code = code;
+    this.files = files;
   }
 }
 
@@ -53,6 +55,7 @@ export async function api(method, path, body) {
       response.status,
       error.code ?? `http_${response.status}`,
       error.message ?? `The relay answered ${response.status} ${response.statusText}`,
+      Array.isArray(error.files) ? error.files : [],
     );
   }
   return data;

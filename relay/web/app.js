@@ -3,11 +3,14 @@
 //   /?new      the new-session form
 //   /?devices  the browsers signed in, each with "sign out"
 //   /?settings=<environment id>  what the environment's new sessions start with
+//   /?changes=<session id>[&file=<path>]  a session's work: its files, a diff, landing it
+//   /?worktree=<slug>&env=<environment id>[&file=<path>]  the same for a kept worktree
 //   /s/<id>    one session, live
 // Signed-in state lives in an HttpOnly cookie set by /login?code=... (a one-time link from
 // `rcd relay login-link`); any 401 from the API shows the signed-out screen.
 
 import { onSignedOut } from './api.js';
+import { changesTarget, changesView } from './changes.js';
 import { fill, h } from './dom.js';
 import { devicesView } from './devices.js';
 import { homeView, newSessionView } from './home.js';
@@ -20,6 +23,8 @@ let current = null;
 let isSignedOut = false;
 
 function route() {
+  // A view that can show the new location itself (another file of the same changes) does.
+  if (current && current.reroute && !isSignedOut && current.reroute()) return;
   if (current) current.destroy();
   current = null;
   if (isSignedOut) {
@@ -34,6 +39,7 @@ function route() {
   else if (new URLSearchParams(location.search).has('settings')) {
     current = settingsView(root, new URLSearchParams(location.search).get('settings'));
   }
+  else if (changesTarget(location.search)) current = changesView(root, changesTarget(location.search));
   else current = homeView(root);
 }
 

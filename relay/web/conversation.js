@@ -216,6 +216,14 @@ export class Timeline {
           ': ',
           String(data.message ?? ''),
         );
+      case 'git_action':
+        // Work landed or thrown away from a device: "merged rcd/x into main — from laptop".
+        return h(
+          'div',
+          { class: 'note git-action', dataset: { action: String(data.action ?? '') } },
+          h('span', { class: 'note-strong' }, String(data.summary ?? data.action ?? 'git')),
+          data.origin ? ` — from ${data.origin === 'web' ? 'the web app' : data.origin}` : '',
+        );
       case 'status':
         return null; // shown by the state badge
       default:

@@ -1,10 +1,14 @@
 // Home (/): environments and sessions; the new-session form (/?new).
 
 import { api, signedOut } from './api.js';
-import { ago, badge, fill, h, onlineDot, pathText } from './dom.js';
+import { changesHref } from './changes.js';
+import { ago, append, badge, fill, h, onlineDot, pathText } from './dom.js';
 import { navigate } from './nav.js';
 
 const REFRESH_MS = 4000;
+/** Kept worktrees are read by the daemon with git: asked again at most this often, unless
+ * something on the page changed (a session ended). */
+const KEPT_REFRESH_MS = 30000;
 
 function brand() {
   return h(
@@ -108,6 +112,86 @@ function sessionRow(session, names) {
   );
 }
 
+/** The environments' kept worktrees (worktrees kept because they hold work): each online
+ * environment is asked (never an offline one); a refusal (409: offline, a daemon without
+ * changes) or any failure just shows none. */
+function keptWorktrees() {
+  const known = new Map(); // environment id → its kept worktrees
+  const asked = new Map(); // environment id → when last asked
+  const boxes = new Map(); // environment id → the section in its card
+  const inFlight = new Set();
+  let stopped = false;
+
+  function render(environmentId) {
+    const box = boxes.get(environmentId);
+    if (!box) return;
+    const worktrees = known.get(environmentId) ?? [];
+    box.hidden = worktrees.length === 0;
+    fill(
+      box,
+      worktrees.length ? h('h3', { class: 'kept-title' }, 'Kept worktrees') : null,
+      worktrees.length ? h('ul', { class: 'kept-list' }, worktrees.map((w) => row(environmentId, w))) : null,
+    );
+  }
+
+  function row(environmentId, worktree) {
+    const target = worktree.session_id ? { sessionId: worktree.session_id } : { environmentId, slug: worktree.slug };
+    const reasons = [...worktree.reasons, worktree.exists ? null : 'its directory is gone'].filter(Boolean);
+    return h(
+      'li',
+      { class: 'kept-row', dataset: { slug: worktree.slug } },
+      h(
+        'div',
+        { class: 'kept-main' },
+        h('span', { class: 'kept-branch mono' }, worktree.branch || worktree.slug),
+        h('span', { class: 'kept-reasons' }, reasons.join(' · ')),
+      ),
+      h('a', { class: 'btn small', href: changesHref(target), 'data-nav': '', 'aria-label': `Review ${worktree.branch || worktree.slug}` }, 'Review'),
+    );
+  }
+
+  async function ask(env, force) {
+    if (!env.online) {
+      known.delete(env.id);
+      render(env.id);
+      return;
+    }
+    if (inFlight.has(env.id) || (!force && Date.now() - (asked.get(env.id) ?? 0) < KEPT_REFRESH_MS)) return;
+    inFlight.add(env.id);
+    asked.set(env.id, Date.now());
+    try {
+      const { worktrees } = await api('GET', `/api/environments/${encodeURIComponent(env.id)}/worktrees`);
+      known.set(env.id, worktrees);
+    } catch {
+      known.delete(env.id);
+    } finally {
+      inFlight.delete(env.id);
+    }
+    if (!stopped) render(env.id);
+  }
+
+  return {
+    /** The section for an environment's card (filled now from what is known). */
+    box(environmentId) {
+      const box = h('div', { class: 'kept', hidden: true });
+      boxes.set(environmentId, box);
+      render(environmentId);
+      return box;
+    },
+    /** Drop the sections of cards no longer shown. */
+    clear() {
+      boxes.clear();
+    },
+    /** Ask the environments (`force`: now, not after the usual while). */
+    refresh(environments, force) {
+      for (const env of environments) ask(env, force);
+    },
+    stop() {
+      stopped = true;
+    },
+  };
+}
+
 export function homeView(root) {
   const envList = h('div', { class: 'env-list' }, h('div', { class: 'skeleton' }));
   const sessionList = h('div', { class: 'session-list' }, h('div', { class: 'skeleton' }));
@@ -131,6 +215,7 @@ export function homeView(root) {
   );
   document.title = 'rcd';
 
+  const kept = keptWorktrees();
   let shown = '';
   const stop = poller(async () => {
     let environments, sessions;
@@ -145,11 +230,14 @@ export function homeView(root) {
     }
     loadError.hidden = true;
     const key = JSON.stringify([environments, sessions.map((s) => [s.id, s.title, s.state, s.branch, ago(s.updated_at)])]);
+    // Something changed (a session ended, a machine came online): its kept worktrees may have.
+    kept.refresh(environments, key !== shown);
     if (key === shown) return;
     shown = key;
+    kept.clear();
     fill(envList, 
       ...(environments.length
-        ? environments.map((e) => environmentCard(e, environments, true))
+        ? environments.map((e) => append(environmentCard(e, environments, true), [kept.box(e.id)]))
         : [h('div', { class: 'empty' }, 'No environments yet. Run ', h('code', null, 'rcd start'), ' in a project on your machine.')]),
     );
     const names = new Map(environments.map((e) => [e.id, environmentLabel(e, environments)]));
@@ -159,7 +247,12 @@ export function homeView(root) {
         : [h('div', { class: 'empty' }, 'No sessions yet. Start one with “New session”.')]),
     );
   });
-  return { destroy: stop };
+  return {
+    destroy() {
+      stop();
+      kept.stop();
+    },
+  };
 }
 
 const SPAWN_CHOICES = [

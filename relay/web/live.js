@@ -20,6 +20,7 @@ export const EVENT_KINDS = [
   'status',
   'error',
   'session_ended',
+  'git_action',
 ];
 
 /** The SSE event of the reply being written (no id:, never stored; see docs/api.md). */

@@ -2,6 +2,7 @@
 // the message box.
 
 import { api, ApiError, sessionPath } from './api.js';
+import { changesHref } from './changes.js';
 import { Timeline } from './conversation.js';
 import { badge, basename, fill, h, setBadge, toast, uuid } from './dom.js';
 import { environmentLabel } from './home.js';
@@ -28,6 +29,7 @@ export function sessionView(root, sessionId) {
   const title = h('h1', { class: 'title session-title' }, 'Session');
   const stateBadge = badge('queued');
   const meta = h('div', { class: 'session-meta' });
+  const changesLink = h('a', { class: 'btn small ghost', href: changesHref({ sessionId }), 'data-nav': '' }, 'Changes');
   const renameButton = h('button', { type: 'button', class: 'btn small ghost', onclick: startRename }, 'Rename');
   const interruptButton = h('button', { type: 'button', class: 'btn small ghost', onclick: interrupt, disabled: true }, 'Interrupt');
   const stopButton = h('button', { type: 'button', class: 'btn small ghost danger', onclick: stop }, 'Stop');
@@ -46,7 +48,7 @@ export function sessionView(root, sessionId) {
       'div',
       { class: 'bar-inner stacked' },
       titleRow,
-      h('div', { class: 'bar-row sub' }, meta, h('div', { class: 'actions' }, renameButton, interruptButton, stopButton, resumeButton)),
+      h('div', { class: 'bar-row sub' }, meta, h('div', { class: 'actions' }, changesLink, renameButton, interruptButton, stopButton, resumeButton)),
     ),
     banner,
   );

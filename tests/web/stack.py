@@ -170,11 +170,15 @@ def start_stack(
     name: str = "laptop",
     agent_bin: str = TINY_AGENT,
     agent_env: dict[str, str] | None = None,
+    prepare_project: Callable[[Path], None] | None = None,
 ) -> Stack:
     """Relay, paired daemon (the tiny agent, or ``agent_bin`` with ``agent_env``) online,
-    and an API client; :meth:`Stack.close` it."""
+    and an API client; :meth:`Stack.close` it. ``prepare_project`` fills the (new, empty)
+    project directory before the daemon starts in it (a git repository for worktrees)."""
     project = tmp / "project"
     project.mkdir()
+    if prepare_project is not None:
+        prepare_project(project)
     relay = RelayProcess(data_dir=tmp / "relay", log_path=tmp / "relay.log")
     relay.start()
     daemon: DaemonProcess | None = None
