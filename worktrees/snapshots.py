@@ -109,11 +109,17 @@ class Snapshots:
             )  # fmt: skip
 
     async def _ignored_dirs(self, top: Path) -> frozenset[str]:
-        """The directories git ignores whole ("build/"), not worth a watch."""
+        """The directories git ignores as such ("build/", "node_modules"), not worth a
+        watch. Not those whose files only happen to be ignored now ("logs/" holding only
+        *.log files): a file made there later may count."""
         listed = await run_git_text(
             top, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"
         )
-        return frozenset(p for p in listed.split("\0") if p.endswith("/"))
+        candidates = [p.rstrip("/") for p in listed.split("\0") if p.endswith("/")]
+        if not candidates:
+            return frozenset()
+        ignored = await self._ignored(top, candidates, {})
+        return frozenset(p + "/" for p in ignored)
 
     async def _ignored(self, top: Path, paths: list[str], env: dict[str, str]) -> set[str]:
         """Those of ``paths`` git ignores (a path the index tracks never is)."""

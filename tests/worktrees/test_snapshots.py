@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worktrees import Worktrees
@@ -75,6 +75,10 @@ OPS = st.tuples(
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+# Found: a directory holding only ignored files is not an ignored directory.
+@example(ops=[[("write", 3, 5)], [("write", 3, 2)]])
+# Found: a directory git ignored, then no longer does.
+@example(ops=[[("ignore", 1, 0), ("write", 2, 1)], [("ignore", 0, 0)], [("write", 1, 2)]])
 @given(ops=st.lists(st.lists(OPS, min_size=1, max_size=4), min_size=2, max_size=5))
 def test_a_read_of_what_changed_equals_a_full_read(
     tmp_path_factory: pytest.TempPathFactory, ops: list[list[tuple[str, int, int]]]
