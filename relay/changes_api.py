@@ -35,7 +35,7 @@ from .errors import BadRequest, Conflict, NotFound
 from .fanout import Hub, environment_key
 from .httputil import CLIENT_BODY_LIMIT, decode_body, json_response
 from .ids import new_id
-from .records import SessionRecord, owned_environment
+from .records import ClientPrincipal, SessionRecord, owned_environment
 from .storage import Storage
 from .tokens import TokenIssuer
 
@@ -78,6 +78,15 @@ class ChangesApi:
 
     # -- clients -------------------------------------------------------------------------------
 
+    async def _origin(self, client: ClientPrincipal) -> str:
+        """Who acts, for the session log: a device token's name, or for the web app the
+        browser that signed in ("web (Chrome on Android)")."""
+        if client.via == "cookie":
+            for sign_in in await self.storage.list_sign_ins():
+                if sign_in.session_hash == client.session_hash:
+                    return f"{client.name} ({sign_in.name})"
+        return client.name
+
     async def _session(self, request: Request) -> SessionRecord:
         session_id = request.path_params["session_id"]
         session = await self.storage.get_session(session_id)
@@ -114,7 +123,7 @@ class ChangesApi:
                 cwd=session.cwd,
                 message=body.message,
                 confirm=body.confirm,
-                origin=client.name,
+                origin=await self._origin(client),
                 last_seq=session.last_seq,
             ),
         )
@@ -171,7 +180,7 @@ class ChangesApi:
                 session_id=owner.id if owner is not None and owner.state == "ended" else None,
                 message=body.message,
                 confirm=body.confirm,
-                origin=client.name,
+                origin=await self._origin(client),
                 last_seq=owner.last_seq if owner is not None else 0,
             ),
         )

@@ -11,6 +11,7 @@ read at once, so a snapshot is never less than right.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -87,25 +88,26 @@ class Snapshots:
             raise
 
     async def _add(self, top: Path, paths: list[str], env: dict[str, str]) -> None:
+        """Bring the paths' entries up to date: a directory's files are listed (a
+        directory holding only ignored files is no error, and entries of files gone from
+        it go), ignored files left out, what is gone dropped."""
         if not paths:
             return
-        ignored = await self._ignored(top, paths, env)
-        there: list[str] = []
-        gone: list[str] = []
-        for path in paths:
-            if path in ignored:
-                continue
-            (there if await trio.Path(top / path).exists() else gone).append(path)
-        if gone:
+        files, dropped = await trio.to_thread.run_sync(_expand, top, paths)
+        # Asked before any entry is dropped: a file the index tracks is never "ignored".
+        ignored = await self._ignored(top, files, env) if files else set()
+        if dropped:
             await run_git_text(
                 top, "rm", "-r", "-q", "--cached", "--ignore-unmatch",
                 "--pathspec-from-file=-", "--pathspec-file-nul",
-                stdin=_nul(gone), env=env,
+                stdin=_nul(dropped), env=env,
             )  # fmt: skip
-        if there:
+        kept = [f for f in files if f not in ignored]
+        if kept:
+            # --force: what check-ignore kept is tracked, or not ignored at all.
             await run_git_text(
-                top, "add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul",
-                stdin=_nul(there), env=env,
+                top, "add", "--force", "--pathspec-from-file=-", "--pathspec-file-nul",
+                stdin=_nul(kept), env=env,
             )  # fmt: skip
 
     async def _ignored_dirs(self, top: Path) -> frozenset[str]:
@@ -145,6 +147,32 @@ class Snapshots:
         self.watcher.forget(top)
         self._locks.pop(top, None)
         self._index_of(top).unlink(missing_ok=True)
+
+
+def _expand(top: Path, paths: list[str]) -> tuple[list[str], list[str]]:
+    """(files to add, paths whose entries go first): a directory's files, recursively
+    (not into a nested repository); a path that is gone, or a directory, is dropped first.
+    BLOCKS."""
+    files: list[str] = []
+    dropped: list[str] = []
+    for path in paths:
+        full = top / path
+        if full.is_symlink() or full.is_file():
+            files.append(path)
+        elif full.is_dir():
+            dropped.append(path)
+            for directory, subdirs, names in os.walk(full):
+                here = os.path.relpath(directory, top)
+                # A link to a directory, or a nested repository, is one entry, not a tree.
+                whole = [
+                    d for d in subdirs
+                    if (Path(directory) / d).is_symlink() or (Path(directory) / d / ".git").exists()
+                ]  # fmt: skip
+                subdirs[:] = [d for d in subdirs if d not in whole]
+                files.extend(f"{here}/{name}" for name in [*names, *whole] if name != ".git")
+        else:
+            dropped.append(path)
+    return files, dropped
 
 
 def _nul(paths: list[str]) -> bytes:

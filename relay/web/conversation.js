@@ -222,7 +222,7 @@ export class Timeline {
           'div',
           { class: 'note git-action', dataset: { action: String(data.action ?? '') } },
           h('span', { class: 'note-strong' }, String(data.summary ?? data.action ?? 'git')),
-          data.origin ? ` — from ${data.origin === 'web' ? 'the web app' : data.origin}` : '',
+          data.origin ? ` — from ${data.origin === 'web' ? 'the web app' : data.origin.replace(/^web \((.*)\)$/, 'the web app on $1')}` : '',
         );
       case 'status':
         return null; // shown by the state badge

@@ -273,9 +273,12 @@ def test_a_session_s_work_is_reviewed_committed_and_merged_from_the_phone(
     notes = phone.locator(".note.git-action")
     expect(notes).to_have_count(3)
     expect(notes).to_have_text([
-        re.compile(r"^committed [0-9a-f]{7,} on rcd/land-me — from the web app$"),
-        "pushed rcd/land-me to origin — from the web app",
-        re.compile(r"^fast-forwarded main to [0-9a-f]{7,} \(rcd/land-me\) — from the web app$"),
+        # The browser that acted, named as on the sign-ins page.
+        re.compile(r"^committed [0-9a-f]{7,} on rcd/land-me — from the web app on (Headless )?Chrome on \w+$"),
+        re.compile(r"^pushed rcd/land-me to origin — from the web app on (Headless )?Chrome on \w+$"),
+        re.compile(
+            r"^fast-forwarded main to [0-9a-f]{7,} \(rcd/land-me\) — from the web app on (Headless )?Chrome"
+        ),
     ])  # fmt: skip
     phone.screenshot(path=artifacts / "phone-git-actions.png")
 

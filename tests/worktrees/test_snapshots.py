@@ -60,6 +60,11 @@ async def _apply(top: Path, op: tuple[str, int, int]) -> None:
             os.chmod(path, 0o755)
     elif kind == "ignore":
         await trio.Path(top / ".gitignore").write_text(f"*.log\n{DIRS[d % len(DIRS)] or 'x'}/\n")
+    elif kind == "link":  # a link to a directory is one entry, never followed
+        await trio.Path(folder).mkdir(parents=True, exist_ok=True)
+        link = folder / f"link {n}"
+        if not os.path.lexists(link):
+            os.symlink("..", link)
     elif kind == "commit":
         await git(top, "add", "-A")
         await git(top, "commit", "-q", "--allow-empty", "-m", "step")
@@ -67,7 +72,7 @@ async def _apply(top: Path, op: tuple[str, int, int]) -> None:
 
 OPS = st.tuples(
     st.sampled_from(
-        ["write", "same-size", "delete", "rmdir", "rename", "chmod", "ignore", "commit"]
+        ["write", "same-size", "delete", "rmdir", "rename", "chmod", "ignore", "link", "commit"]
     ),
     st.integers(0, 10),
     st.integers(0, 10),
