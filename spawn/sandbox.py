@@ -97,6 +97,12 @@ def claude_settings(policy: SandboxPolicy, writable: Sequence[str] = ()) -> str:
     }
     if writable:
         sandbox["filesystem"] = {"allowWrite": list(writable)}
+        # The repository's hooks and config, which the daemon's own git (a merge or
+        # commit from the phone, a snapshot) runs unsandboxed. The pinned CLI already
+        # refuses those writes on its own (tested); said here, it does not rest on that.
+        guards = _git_guards(writable)
+        if guards:
+            sandbox["filesystem"]["denyWrite"] = guards
     return json.dumps({"sandbox": sandbox}, separators=(",", ":"))
 
 

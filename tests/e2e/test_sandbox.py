@@ -119,6 +119,13 @@ async def test_what_an_approved_command_may_do(
     commit = "git -c user.name=T -c user.email=t@example.org commit -q --allow-empty -m mine"
     committed = await run_approved(relay, session_id, commit)
     assert not committed["is_error"], committed
+    # But not its hooks or config, which the daemon's own git (a merge or a commit from
+    # the phone) would run outside the sandbox.
+    hook = repo / ".git" / "hooks" / "post-merge"
+    await run_approved(relay, session_id, f"echo 'touch {tmp_path}/escaped' > {hook}")
+    assert hook.exists() is writes_outside
+    await run_approved(relay, session_id, f"git config core.hooksPath {tmp_path}")
+    assert ("hooksPath" in (repo / ".git" / "config").read_text()) is writes_outside
 
     # Through the sandbox's proxy (a loopback address is otherwise never proxied).
     fetched = await run_approved(
