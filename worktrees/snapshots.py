@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import structlog
@@ -26,6 +28,8 @@ from .watch import Tracked, TreeWatcher
 
 __all__ = ["Snapshots"]
 
+_T = TypeVar("_T")
+
 log = structlog.get_logger("worktrees.snapshots")
 
 
@@ -37,6 +41,8 @@ class Snapshots:
     scratch: Path
     watcher: TreeWatcher = attrs.Factory(TreeWatcher)
     _locks: dict[Path, trio.Lock] = attrs.Factory(dict)
+    _excludes: dict[Path, Path] = attrs.Factory(dict)
+    _limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
     _ready: bool = False
     #: Snapshots read in full, and by their changed paths only (for tests and status).
     full_reads: int = 0
@@ -45,6 +51,11 @@ class Snapshots:
     def _index_of(self, top: Path) -> Path:
         return self.scratch / (hashlib.sha256(str(top).encode()).hexdigest()[:24] + ".index")
 
+    async def _watcher(self, fn: Callable[..., _T], *args: object) -> _T:
+        # One thread at a time: the watcher's maps and its inotify descriptor are not
+        # thread-safe, and a caller waiting here holds no thread of trio's.
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
     async def tree(self, top: Path, index: Path) -> str:
         """The tree of everything at ``top`` now (``index``: the tree's own index)."""
         if not self.watcher.available:
@@ -52,20 +63,22 @@ class Snapshots:
         if not self._ready:
             await trio.to_thread.run_sync(self._clear_scratch)
         async with self._locks.setdefault(top, trio.Lock()):
-            first = not await trio.to_thread.run_sync(self.watcher.known, top)
+            first = not await self._watcher(self.watcher.known, top)
             ignored = await self._ignored_dirs(top) if first else frozenset()
-            tracked = await trio.to_thread.run_sync(self.watcher.tracked, top, ignored)
-            await trio.to_thread.run_sync(self.watcher.drain)
+            tracked = await self._watcher(self.watcher.tracked, top, ignored)
+            await self._watcher(self.watcher.drain)
+            own = self._index_of(top)
+            env = {"GIT_INDEX_FILE": str(own)}
+            if await self._ignore_rules_moved(top, index, own, tracked):
+                tracked.full = True
             if tracked.full and not first:
                 # What git ignores may have changed (a .gitignore, or events lost): the
                 # directories it no longer ignores are watched from now on.
                 ignored = await self._ignored_dirs(top)
-                await trio.to_thread.run_sync(self.watcher.rewatch, tracked, ignored)
-            own = self._index_of(top)
-            env = {"GIT_INDEX_FILE": str(own)}
+                await self._watcher(self.watcher.rewatch, tracked, ignored)
             if tracked.new_dirs:
                 unwatched = await self._ignored(top, sorted(tracked.new_dirs), env)
-                await trio.to_thread.run_sync(self.watcher.adopt, tracked, unwatched)
+                await self._watcher(self.watcher.adopt, tracked, unwatched)
             paths = tracked.take()
             try:
                 if paths is not None:
@@ -75,6 +88,29 @@ class Snapshots:
             except GitFailed as exc:
                 log.info("snapshot_read_in_full", top=str(top), reason=exc.summary)
             return await self._full(top, index, own, tracked)
+
+    async def _ignore_rules_moved(
+        self, top: Path, index: Path, own: Path, tracked: Tracked
+    ) -> bool:
+        """Whether what git tracks-though-ignored, or ignores by ``info/exclude``, changed
+        outside the tree's files: the agent's ``git add -f`` / ``git rm --cached`` of an
+        ignored file, an exclude added. Watched files never tell."""
+        exclude = self._excludes.get(top)
+        if exclude is None:
+            where = await run_git_text(
+                top, "rev-parse", "--path-format=absolute", "--git-path", "info/exclude"
+            )
+            exclude = self._excludes[top] = Path(where.strip())
+        stamps = (_stamp(index), _stamp(exclude))
+        before, tracked.stamps = tracked.stamps, stamps
+        if before is None or before == stamps:
+            return False
+        if before[1] != stamps[1]:
+            return True
+        listing = ("ls-files", "-z", "--cached", "--ignored", "--exclude-standard")
+        real = await run_git_text(top, *listing)
+        mine = await run_git_text(top, *listing, env={"GIT_INDEX_FILE": str(own)})
+        return real != mine
 
     async def _full(self, top: Path, index: Path, own: Path, tracked: Tracked) -> str:
         try:
@@ -173,6 +209,14 @@ def _expand(top: Path, paths: list[str]) -> tuple[list[str], list[str]]:
         else:
             dropped.append(path)
     return files, dropped
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _nul(paths: list[str]) -> bytes:

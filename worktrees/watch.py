@@ -54,6 +54,8 @@ class Tracked:
     given_up: bool = False
     #: The directory's device and inode when watching began.
     ident: tuple[int, int] = (0, 0)
+    #: The tree's own index and its exclude file as last seen (see worktrees.snapshots).
+    stamps: tuple[object, object] | None = None
 
     def take(self) -> list[str] | None:
         """The paths to read now (None: all), and start collecting anew."""
@@ -117,12 +119,19 @@ class TreeWatcher:
 
     def forget(self, top: Path) -> None:
         tree = self._trees.pop(top, None)
-        if tree is None or self._inotify is None:
-            return
+        if tree is not None:
+            self._unwatch(tree)
+
+    def _unwatch(self, tree: Tracked) -> None:
+        """Remove the tree's watches (those another tree took over stay theirs)."""
         for wd in list(tree.watches):
-            self._by_wd.pop(wd, None)
-            with contextlib.suppress(OSError):  # the directory is gone, its watch with it
-                self._inotify.rm_watch(wd)  # type: ignore[attr-defined]
+            tree.watches.pop(wd, None)
+            if self._by_wd.get(wd, (None, ""))[0] is not tree:
+                continue
+            del self._by_wd[wd]
+            if self._inotify is not None:
+                with contextlib.suppress(OSError):  # the directory is gone, its watch too
+                    self._inotify.rm_watch(wd)  # type: ignore[attr-defined]
 
     def _watch_tree(
         self, tree: Tracked, relative: str, ignored: frozenset[str] = frozenset()
@@ -146,35 +155,46 @@ class TreeWatcher:
             if len(tree.watches) >= MAX_WATCHES:
                 log.info("tree_too_large_to_watch", top=str(tree.top), watches=len(tree.watches))
                 tree.given_up = True
+                self._unwatch(tree)  # the kernel's watches are everyone's: give them back
                 return
             try:
                 wd = inotify.add_watch(directory, mask)  # type: ignore[attr-defined]
             except OSError:  # gone already, or out of watches
                 tree.full = True
                 continue
+            # The same directory has the same watch: moved here from another tree (a spare
+            # taken, a worktree recycled), it is this tree's now, and the other's is stale.
+            owner = self._by_wd.get(wd, (tree, ""))[0]
+            if owner is not tree:
+                owner.watches.pop(wd, None)
+                owner.full = True
             tree.watches[wd] = here
             self._by_wd[wd] = (tree, here)
 
     def drain(self) -> None:
-        """Read every queued event into the trees' dirty paths. BLOCKS briefly (a read of
-        a file descriptor that has data, and a walk of new directories)."""
+        """Read every queued event into the trees' dirty paths (never waits for one).
+
+        Not thread-safe, like everything here: one caller at a time (the snapshots run
+        every call through a limiter of one thread)."""
         inotify = self._inotify
         if inotify is None:
             return
         for event in inotify.read(timeout=0):  # type: ignore[attr-defined]
             if event.mask & flags.Q_OVERFLOW:
+                # Each tree is read in full next, and watched again then (with what git
+                # ignores left out) for the directories made while events were lost.
                 log.info("inotify_overflow")
                 for tree in self._trees.values():
                     tree.full = True
-                    self._watch_tree(tree, "")  # directories made while events were lost
                 continue
             found = self._by_wd.get(event.wd)
             if found is None:
                 continue
             tree, directory = found
             if event.mask & (flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF):
-                self._by_wd.pop(event.wd, None)
-                tree.watches.pop(event.wd, None)
+                if event.mask & flags.IGNORED:  # the watch is gone (not on a move)
+                    self._by_wd.pop(event.wd, None)
+                    tree.watches.pop(event.wd, None)
                 if directory:
                     tree.dirty.add(directory)
                 else:

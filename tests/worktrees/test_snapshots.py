@@ -65,6 +65,16 @@ async def _apply(top: Path, op: tuple[str, int, int]) -> None:
         link = folder / f"link {n}"
         if not os.path.lexists(link):
             os.symlink("..", link)
+    elif kind == "force":  # the agent's index takes an ignored file, or lets it go
+        await trio.Path(top / "forced.log").write_text(f"{d}\n")
+        if n % 2:
+            await git(top, "add", "-f", "forced.log")
+        else:
+            await git(top, "rm", "-q", "-f", "--cached", "--ignore-unmatch", "forced.log")
+    elif kind == "exclude":
+        exclude = Path(await git(top, "rev-parse", "--path-format=absolute", "--git-path",
+                                 "info/exclude"))  # fmt: skip
+        await trio.Path(exclude).write_text(f"{NAMES[n % len(NAMES)]}\n")
     elif kind == "commit":
         await git(top, "add", "-A")
         await git(top, "commit", "-q", "--allow-empty", "-m", "step")
@@ -72,7 +82,19 @@ async def _apply(top: Path, op: tuple[str, int, int]) -> None:
 
 OPS = st.tuples(
     st.sampled_from(
-        ["write", "same-size", "delete", "rmdir", "rename", "chmod", "ignore", "link", "commit"]
+        [
+            "write",
+            "same-size",
+            "delete",
+            "rmdir",
+            "rename",
+            "chmod",
+            "ignore",
+            "link",
+            "force",
+            "exclude",
+            "commit",
+        ]
     ),
     st.integers(0, 10),
     st.integers(0, 10),
@@ -162,3 +184,35 @@ async def test_too_many_directories_are_read_in_full(
             seen = await snapshot(repo, base, snapshots=snaps)
             assert len(seen.files) == n + 1
         assert (snaps.full_reads, snaps.partial_reads) == (3, 0)
+
+
+async def test_a_moved_worktree_keeps_its_watches_and_its_old_path_gets_new_ones(
+    repo: Path, tmp_path: Path, closing: list[Snapshots]
+) -> None:
+    """A spare moved into place (or a worktree recycled) is the same directory, with the
+    same watches: they follow it, and whatever is made at the old path is watched anew."""
+    with trio.fail_after(TIMEOUT):
+        manager = await Worktrees.open(repo)
+        first = await manager.create("moving", "s1")
+        snaps = Snapshots(scratch=tmp_path / "scratch")
+        closing.append(snaps)
+        base = await git(repo, "rev-parse", "HEAD")
+        assert (await snapshot(first.path, base, snapshots=snaps)).files == []
+        moved = first.path.with_name("moved")
+        await git(repo, "worktree", "move", str(first.path), str(moved))
+        assert (await snapshot(moved, base, snapshots=snaps)).files == []
+        await trio.Path(moved / "root.txt").write_text("at the top\n")
+        seen = await snapshot(moved, base, snapshots=snaps)
+        assert [f.path for f in seen.files] == ["root.txt"]
+        await git(repo, "worktree", "add", "-q", "--detach", str(first.path), "HEAD")
+        again = first
+        assert (await snapshot(again.path, base, snapshots=snaps)).files == []
+        await trio.Path(moved / "more.txt").write_text("more\n")
+        await trio.Path(again.path / "other.txt").write_text("other\n")
+        assert [f.path for f in (await snapshot(moved, base, snapshots=snaps)).files] == [
+            "more.txt",
+            "root.txt",
+        ]
+        assert [f.path for f in (await snapshot(again.path, base, snapshots=snaps)).files] == [
+            "other.txt"
+        ]
