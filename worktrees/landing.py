@@ -18,12 +18,15 @@ The rules that keep everyone's work safe:
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 from pathlib import Path
 
 import attrs
 import trio
 
 from .changes import readable, snapshot, top_level
+from .checkouts import checkouts_of, dirty_paths, hook_options, in_the_middle
 from .errors import GitFailed, WorktreeError
 from .gitproc import run_git
 from .manager import Worktrees
@@ -100,20 +103,49 @@ async def _is_ancestor(cwd: Path, older: str, newer: str) -> bool:
 
 async def commit_all(cwd: Path, message: str) -> Landed:
     """Commit everything uncommitted at ``cwd`` (untracked files too) with ``message``;
-    the repository's hooks run as for any commit."""
+    the repository's hooks run as for any commit (see :func:`_hook_options`). When git
+    refuses (a hook says no), the index is put back as it was: nothing stays staged."""
+    if "\0" in message:
+        raise LandingRefused("bad_message", "a commit message cannot hold a NUL character")
     top = await top_level(cwd)
-    await _git(top, "add", "--all", "--", ".")
-    staged = await run_git(["diff", "--cached", "--quiet"], cwd=top, check=False)
-    if staged.returncode == 0:
-        raise LandingRefused("nothing_to_commit", "nothing to commit: the work is committed")
-    try:
-        await _git(top, "commit", "--quiet", "--no-edit", "-m", message)
-    except GitFailed as exc:
-        raise LandingRefused("commit_failed", f"git refused the commit: {exc.summary}") from exc
+    index = Path(
+        (await _git(top, "rev-parse", "--path-format=absolute", "--git-path", "index")).strip()
+    )
+    with tempfile.TemporaryDirectory(prefix="rcd-commit-") as scratch:
+        saved = Path(scratch) / "index"
+        had_index = await trio.to_thread.run_sync(_save, index, saved)
+        try:
+            await _git(top, "add", "--all", "--", ".")
+            staged = await run_git(["diff", "--cached", "--quiet"], cwd=top, check=False)
+            if staged.returncode == 0:
+                raise LandingRefused(
+                    "nothing_to_commit", "nothing to commit: the work is committed"
+                )
+            hooks = await hook_options(top)
+            try:
+                await _git(top, *hooks, "commit", "--quiet", "--no-edit", "-m", message)
+            except GitFailed as exc:
+                raise LandingRefused(
+                    "commit_failed", f"git refused the commit: {exc.summary}"
+                ) from exc
+        except BaseException:
+            if had_index:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(shutil.copy2, saved, index)
+            raise
     head = (await _git(top, "rev-parse", "HEAD")).strip()
     branch = (await _git(top, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)).strip()
     where = f" on {branch}" if branch else ""
-    return Landed(action="commit", summary=f"committed {_short(head)}{where}", commit=head)
+    skipped = " (its hooks not run: they live in a working tree)" if hooks else ""
+    return Landed(action="commit", summary=f"committed {_short(head)}{where}{skipped}", commit=head)
+
+
+def _save(index: Path, saved: Path) -> bool:
+    try:
+        shutil.copy2(index, saved)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 async def merge_target(manager: Worktrees, worktree: Worktree) -> str | None:
@@ -126,28 +158,6 @@ async def merge_target(manager: Worktrees, worktree: Worktree) -> str | None:
         return recorded.strip()
     current = await _git(manager.root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     return current.strip() or None
-
-
-async def _checkouts_of(root: Path, branch: str) -> list[Path]:
-    found, path = [], None
-    for line in (await _git(root, "worktree", "list", "--porcelain", "-z")).split("\0"):
-        if line.startswith("worktree "):
-            path = Path(line.removeprefix("worktree "))
-        elif line == f"branch refs/heads/{branch}" and path is not None:
-            found.append(path)
-    return found
-
-
-async def _dirty(checkout: Path) -> set[str]:
-    out = await _git(checkout, "status", "--porcelain=v1", "-z", "--untracked-files=all")
-    fields, paths, i = out.split("\0"), set(), 0
-    while i < len(fields) and fields[i]:
-        entry = fields[i]
-        paths.add(entry[3:])
-        i += 2 if entry[0] in "RC" else 1  # a rename's source follows
-        if entry[0] in "RC":
-            paths.add(fields[i - 1])
-    return paths
 
 
 async def merge(manager: Worktrees, worktree: Worktree, target: str) -> Landed:
@@ -202,14 +212,19 @@ async def merge(manager: Worktrees, worktree: Worktree, target: str) -> Landed:
 
 async def _move(root: Path, target: str, old: str, new: str) -> None:
     """Move ``target`` from ``old`` to ``new`` (a descendant), with its checkouts."""
-    checkouts = await _checkouts_of(root, target)
+    busy = await in_the_middle(root, target)
+    if busy:
+        raise LandingRefused(
+            "checkout_busy", f"{target} is {busy}: finish or abort that first; nothing was changed"
+        )
+    checkouts = await checkouts_of(root, target)
     if not checkouts:
         await _git(root, "update-ref", "refs/heads/" + target, new, old)
         return
     changed = set((await _git(root, "diff-tree", "-r", "-z", "--name-only", old, new)).split("\0"))
     changed.discard("")
     for checkout in checkouts:
-        touched = sorted(await _dirty(checkout) & changed)
+        touched = sorted(await dirty_paths(checkout) & changed)
         if touched:
             raise LandingRefused(
                 "checkout_dirty",
@@ -219,11 +234,17 @@ async def _move(root: Path, target: str, old: str, new: str) -> None:
                 touched,
             )
     for checkout in checkouts:
+        hooks = await hook_options(checkout)
         try:
-            await _git(checkout, "merge", "--ff-only", "--quiet", "--no-stat", new)
+            # Ignored files are the user's too (a local config, say): never overwritten.
+            await _git(
+                checkout, *hooks, "merge", "--ff-only", "--no-overwrite-ignore", "--quiet",
+                "--no-stat", new,
+            )  # fmt: skip
         except GitFailed as exc:
+            code = "checkout_dirty" if "overwritten" in exc.stderr else "checkout_moved"
             raise LandingRefused(
-                "checkout_moved", f"git would not move {target} in {checkout}: {exc.summary}"
+                code, f"git would not move {target} in {checkout}: {exc.summary}"
             ) from exc
 
 
@@ -335,12 +356,15 @@ async def discard_loss(manager: Worktrees, worktree: Worktree) -> Loss:
         uncommitted, tree = [f.path for f in now.files], now.tree
         if uncommitted:
             parts.append(f"{len(uncommitted)} uncommitted file(s): {_listing(uncommitted)}")
+    if state.detached_commits:
+        parts.append(f"{state.detached_commits} commit(s) on a detached HEAD no branch holds")
     if state.branch_exists:
         tip = await _rev(manager.root, "refs/heads/" + worktree.branch) or ""
         if state.commits_ahead:
             parts.append(f"{state.commits_ahead} commit(s) on {worktree.branch} not landed")
     lost = " and ".join(parts) or f"nothing beyond its base ({worktree.branch} and its worktree go)"
-    token = hashlib.sha256(f"{worktree.path}\0{tree}\0{tip}".encode()).hexdigest()[:16]
+    pinned = f"{worktree.path}\0{tree}\0{tip}\0{state.head}"
+    token = hashlib.sha256(pinned.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return Loss(lost=lost, token=token)
 
 

@@ -187,3 +187,86 @@ async def test_discard_needs_the_token_of_what_it_loses(repo: Path) -> None:
         assert wt.branch not in await rcd_branches(repo)
         assert await git(repo, "config", "--get-regexp", "^branch\\.rcd/", check=False) == ""
         assert (await manager.leftovers()) == []
+
+
+async def test_a_merge_never_overwrites_the_user_s_ignored_files(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        await commit_file(repo, ".gitignore", "config.local\n")
+        manager, wt = await session(repo)
+        await trio.Path(repo / "config.local").write_text("my secret\n")
+        await trio.Path(wt.path / ".gitignore").write_text("")
+        await trio.Path(wt.path / "config.local").write_text("the agent's template\n")
+        await commit_all(wt.path, "un-ignore and add config.local")
+        with pytest.raises(LandingRefused) as refused:
+            await merge(manager, wt, "main")
+        assert refused.value.code == "checkout_dirty"
+        assert (repo / "config.local").read_text() == "my secret\n"
+
+
+async def test_a_rebase_of_the_target_in_progress_stops_the_merge(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        await commit_file(wt.path, "feature.txt")
+        await commit_file(repo, "a.txt")
+        await commit_file(repo, "b.txt")
+        before = await git(repo, "rev-parse", "main")
+        await git(
+            repo, "-c", "sequence.editor=sed -i s/^pick/edit/", "rebase", "-q", "-i", "HEAD~2"
+        )
+        with pytest.raises(LandingRefused) as refused:
+            await merge(manager, wt, "main")
+        assert refused.value.code == "checkout_busy" and "rebased" in str(refused.value)
+        assert await git(repo, "rev-parse", "main") == before
+        await git(repo, "rebase", "--abort")
+
+
+async def test_a_failed_commit_leaves_the_index_as_it_was(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        hook = repo / ".git" / "hooks" / "pre-commit"
+        hook.write_text("#!/bin/sh\necho no >&2\nexit 1\n")
+        hook.chmod(0o755)
+        await trio.Path(repo / "README.md").write_text("staged\n")
+        await git(repo, "add", "README.md")
+        await trio.Path(repo / "README.md").write_text("staged, then more\n")
+        await trio.Path(repo / "private notes.txt").write_text("mine\n")
+        before = await git(repo, "status", "--porcelain")
+        with pytest.raises(LandingRefused) as refused:
+            await commit_all(repo, "from the phone")
+        assert refused.value.code == "commit_failed"
+        assert await git(repo, "status", "--porcelain") == before
+
+
+async def test_hooks_in_a_working_tree_are_not_run_from_the_phone(
+    repo: Path, tmp_path: Path
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        await git(repo, "config", "core.hooksPath", ".hooks")  # as husky sets it
+        _, wt = await session(repo)
+        ran = tmp_path / "ran"
+        hooks = wt.path / ".hooks"
+        await trio.Path(hooks).mkdir()
+        (hooks / "pre-commit").write_text(f"#!/bin/sh\ntouch {ran}\n")
+        (hooks / "pre-commit").chmod(0o755)
+        landed = await commit_all(wt.path, "with hooks the agent wrote")
+        assert not ran.exists()
+        assert "hooks not run" in landed.summary
+        # A hook of the repository's own git directory runs, as for any commit.
+        own = repo / ".git" / "hooks" / "pre-commit"
+        own.write_text(f"#!/bin/sh\ntouch {ran}\n")
+        own.chmod(0o755)
+        await git(repo, "config", "--unset", "core.hooksPath")
+        await trio.Path(wt.path / "more.txt").write_text("more\n")
+        await commit_all(wt.path, "with the repository's hook")
+        assert ran.exists()
+
+
+async def test_discard_names_commits_on_a_detached_head(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        manager, wt = await session(repo)
+        await git(wt.path, "checkout", "-q", "--detach")
+        await commit_file(wt.path, "lost.txt")
+        loss = await discard_loss(manager, wt)
+        assert "1 commit(s) on a detached HEAD no branch holds" in loss.lost
+        await commit_file(wt.path, "later.txt")  # made after the token: it no longer holds
+        with pytest.raises(LandingRefused, match="changed since"):
+            await discard(manager, wt, loss.token)
