@@ -12,6 +12,7 @@ relay holds for an ended one.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ import trio
 import wire
 from worktrees import Worktree, WorktreeError, Worktrees, landing
 from worktrees import changes as git_changes
+from worktrees.changes import readable
 from worktrees.gitproc import run_git
 from worktrees.snapshots import Snapshots
 
@@ -35,6 +37,8 @@ __all__ = ["WorkspaceDesk"]
 
 log = structlog.get_logger("daemon.changes")
 
+#: Seconds a daemon's clock may be behind the relay's before a request counts as expired.
+CLOCK_SLACK = 120.0
 #: States in which the agent may be writing files: no commit then.
 _WORKING = frozenset({"queued", "starting", "busy", "awaiting_permission", "ending"})
 
@@ -101,6 +105,11 @@ class WorkspaceDesk:
         except WorktreeError as exc:
             error = wire.WorkspaceError(code="git_failed", message=str(exc))
             answer = wire.WorkspaceAnswer(id=request.id, error=error)
+        except Exception as exc:  # a bug, or input nobody foresaw: said, never fatal
+            log.exception("workspace_failed", ask=request.ask, id=request.id)
+            message = f"the daemon could not answer: {type(exc).__name__}: {exc}"
+            error = wire.WorkspaceError(code="daemon_failed", message=readable(message))
+            answer = wire.WorkspaceAnswer(id=request.id, error=error)
         log.info(
             "workspace_answered",
             ask=request.ask,
@@ -115,6 +124,12 @@ class WorkspaceDesk:
 
     async def answer(self, request: wire.WorkspaceRequest) -> wire.WorkspaceAnswer:
         """The answer to ``request`` (raises Refused, LandingRefused or WorktreeError)."""
+        if request.expires_at is not None and self.clock() > request.expires_at + CLOCK_SLACK:
+            # Its caller was told "no answer" long ago: an action must not happen now.
+            raise Refused("expired", "this request came too late (the daemon was away)")
+        for text in (request.slug, request.cwd, request.path, request.message):
+            if text is not None and "\0" in text:
+                raise Refused("bad_request", "a name or message cannot hold a NUL character")
         manager = await self._manager()
         if request.ask == "worktrees":
             return wire.WorkspaceAnswer(id=request.id, worktrees=await self._kept())
@@ -129,11 +144,27 @@ class WorkspaceDesk:
                 id=request.id, diff=await self._diff(place, manager, request)
             )
         async with self._locks.setdefault(key, trio.Lock()):
+            # Looked at again now: a session may have started there while this waited.
+            running, state = self._activity(place.cwd)
+            place = attrs.evolve(place, running=running, state=state)
             landed = await self._act(place, manager, request)
-        self._log(request, landed)
-        if place.worktree is not None and not place.running:
-            await self._release(manager, place.worktree)
+            self._log(request, landed)
+            if place.worktree is not None and not self._activity(place.cwd)[0]:
+                await self._release(manager, place.worktree)
         return wire.WorkspaceAnswer(id=request.id, landed=landed)
+
+    def _activity(self, cwd: Path) -> tuple[bool, str | None]:
+        """Whether a session runs in ``cwd`` (whichever asked), and the busiest state of
+        those that do."""
+        states: list[str] = [
+            runtime.state
+            for runtime in self.supervisor.sessions.values()
+            if runtime.workspace is not None
+            and os.path.realpath(runtime.workspace.cwd) == os.path.realpath(cwd)
+        ]
+        working = [state for state in states if state in _WORKING]
+        busiest = working or states
+        return bool(states), busiest[0] if busiest else None
 
     async def _manager(self) -> Worktrees:
         try:
@@ -154,7 +185,7 @@ class WorkspaceDesk:
                 spawn=runtime.workspace.spawn,
                 worktree=worktree,
                 running=True,
-                state=runtime.state,
+                state=self._activity(Path(runtime.workspace.cwd))[1],
             )
         if runtime is not None:
             raise Refused("not_started", "the session has not started yet: nothing to show")
@@ -168,9 +199,17 @@ class WorkspaceDesk:
             raise Refused("not_started", "the session never started: nothing to show")
         worktree = await manager.find(cwd)
         if worktree is not None:
+            owner = (await landing.branch_facts(manager.root, worktree.branch)).session
+            if request.session_id is not None and owner not in (None, request.session_id):
+                raise Refused(
+                    "workspace_gone",
+                    "the session's worktree is gone: another session's works at that path now",
+                )
             gone = not await trio.Path(worktree.path).is_dir()
-            return _Place(cwd=manager.root if gone else worktree.path, spawn="worktree",
-                          worktree=worktree, gone=gone)  # fmt: skip
+            cwd_now = manager.root if gone else worktree.path
+            running, state = self._activity(worktree.path)
+            return _Place(cwd=cwd_now, spawn="worktree", worktree=worktree, gone=gone,
+                          running=running, state=state)  # fmt: skip
         here = await trio.Path(self.supervisor.directory).resolve()
         if await trio.Path(cwd).resolve() == here:
             return _Place(cwd=Path(cwd), spawn="same-dir", worktree=None)
@@ -224,14 +263,14 @@ class WorkspaceDesk:
             spawn=place.spawn,
             base=now.base,
             head=now.head,
-            branch=branch,
-            target=target,
+            branch=readable(branch) if branch else None,
+            target=readable(target) if target else None,
             commits=now.commits,
             uncommitted=now.uncommitted,
             files=[_file(f) for f in now.files],
             more_files=now.more_files,
             actions=actions,
-            remote=remote,
+            remote=readable(remote) if remote else None,
             discard=loss,
         )
 
@@ -267,13 +306,14 @@ class WorkspaceDesk:
         return wire.KeptWorktrees(
             worktrees=[
                 wire.KeptWorktree(
-                    slug=Path(k.path).name,
-                    branch=k.branch or "",
-                    path=k.path,
+                    slug=readable(Path(k.path).name),
+                    branch=readable(k.branch or ""),
+                    path=readable(k.path),
                     exists=await trio.Path(k.path).exists(),
                     reasons=list(k.reasons),
                 )
                 for k in kept
+                if not self._activity(Path(k.path))[0]  # a resumed one is a session's again
             ]
         )
 

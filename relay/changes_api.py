@@ -20,6 +20,8 @@ event then says so in the session's log.
 
 from __future__ import annotations
 
+import time
+
 import attrs
 import trio
 from starlette.requests import Request
@@ -44,7 +46,7 @@ __all__ = ["ChangesApi"]
 #: An answer may carry a file's diff (the daemon caps it near 1 MiB of text, JSON-escaped).
 ANSWER_BODY_LIMIT = 16 * 1024 * 1024
 _NOT_THERE = frozenset({"workspace_gone", "not_started", "not_changed", "not_here"})
-_BAD_REQUEST = frozenset({"message_required", "path_required"})
+_BAD_REQUEST = frozenset({"message_required", "path_required", "bad_request", "bad_message"})
 
 
 @attrs.define(eq=False)
@@ -189,16 +191,20 @@ class ChangesApi:
         return _response(await self._wait(environment_id, question))
 
     async def _wait(self, environment_id: str, question: WorkspaceRequest) -> WorkspaceAnswer:
+        for text in (question.slug, question.path, question.message):
+            if text is not None and "\0" in text:
+                raise BadRequest("invalid_parameter", "a name or message cannot hold NUL")
         if "changes" not in await self.storage.environment_features(environment_id):
             raise Conflict(
                 "changes_unsupported",
                 "this environment's daemon cannot show or land changes: upgrade rcd on its machine",
             )
+        wait = self.config.changes_wait * (5 if question.ask == "push" else 1)
+        question = attrs.evolve(question, expires_at=time.time() + wait)
         pending = self._pending[question.id] = _Pending(environment_id=environment_id)
         try:
             await self.storage.queue_directive(environment_id, question)
             self.hub.notify(environment_key(environment_id))
-            wait = self.config.changes_wait * (5 if question.ask == "push" else 1)
             with trio.move_on_after(wait):
                 await pending.done.wait()
         finally:

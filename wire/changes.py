@@ -172,6 +172,9 @@ class WorkspaceRequest:
     #: The highest seq the relay holds for the session (an ended session's log continues
     #: after it).
     last_seq: int = 0
+    #: When the asking client stopped waiting (the relay's clock, seconds since the epoch):
+    #: a daemon that gets it much later (it was away) does nothing.
+    expires_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -276,6 +276,8 @@ class BranchFacts:
     target: str | None = None
     #: Where it pushes (see :func:`remote_of`).
     remote: str | None = None
+    #: The session it was made for (rcd's record; None: none).
+    session: str | None = None
 
 
 async def branch_facts(cwd: Path, branch: str | None) -> BranchFacts:
@@ -296,6 +298,7 @@ async def branch_facts(cwd: Path, branch: str | None) -> BranchFacts:
     return BranchFacts(
         start=config.get(prefix + "rcdstart") or config.get(prefix + "rcdbase"),
         target=config.get(prefix + "rcdfrom"),
+        session=config.get(prefix + "rcdsession"),
         remote=remote if branch else None,
     )
 

@@ -91,10 +91,12 @@ def _remove_half_made(path: Path, common_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-async def record_base(root: Path, branch: str, base: str) -> None:
-    """Record where ``branch`` starts (``rcdbase``) and the branch the main checkout had
-    then (``rcdfrom``: where its work merges back)."""
+async def record_base(root: Path, branch: str, base: str, session_id: str | None = None) -> None:
+    """Record where ``branch`` starts (``rcdbase``), the branch the main checkout had then
+    (``rcdfrom``: where its work merges back) and the session it is for (``rcdsession``)."""
     await run_git(["config", f"branch.{branch}.rcdbase", base], cwd=root)
+    if session_id is not None:
+        await run_git(["config", f"branch.{branch}.rcdsession", session_id], cwd=root)
     current = await run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=root, check=False)
     if current.stdout.strip():
         await run_git(["config", f"branch.{branch}.rcdfrom", current.stdout.strip()], cwd=root)
@@ -206,7 +208,7 @@ class Worktrees:
                     base_commit=base,
                 )
                 try:
-                    await self._add(worktree, base)
+                    await self._add(worktree, base, session_id)
                 except _Collision:
                     continue
                 break
@@ -307,7 +309,7 @@ class Worktrees:
             log.info("worktree_restored", path=str(path), branch=name, new_branch=tip is None)
             return worktree
 
-    async def _add(self, worktree: Worktree, base: str) -> None:
+    async def _add(self, worktree: Worktree, base: str, session_id: str | None = None) -> None:
         # Under the lock, the slug is free: the directory and the branch this call makes
         # are its own, so undoing them on failure cannot touch anything else.
         own_path = own_branch = True
@@ -340,7 +342,7 @@ class Worktrees:
                 raise result.error()
             # Recorded after the branch exists: if this process dies in between, the branch
             # merely has no recorded base and is then never deleted (the safe side).
-            await record_base(self.root, worktree.branch, base)
+            await record_base(self.root, worktree.branch, base, session_id)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 await self._undo_add(worktree, base, own_path=own_path, own_branch=own_branch)

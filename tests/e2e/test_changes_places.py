@@ -138,3 +138,53 @@ async def test_a_worktree_left_by_an_earlier_run_is_reviewed_and_landed_by_slug(
         finally:
             await relay.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_session_never_acts_on_a_worktree_that_is_not_its_own(tmp_path: Path) -> None:
+    """The path of an ended session's worktree, made again for a newer session (same
+    title, same slug), is that session's: the old one sees nothing there and can discard
+    nothing. A running session's worktree is never discarded by its slug. Hostile input
+    is refused, and the daemon stays up."""
+    repo, home = project_repo(tmp_path / "project"), tmp_path / "home"
+    async with trio.open_nursery() as nursery:
+        base_url: str = await nursery.start(FakeMessagesAPI().run)
+        relay = await start_relay(nursery, tmp_path / "relay")
+        try:
+            daemon = await start_daemon(
+                relay, home, repo, "--spawn", "worktree", "--spare-worktrees", "0",
+                agent_bin=find_claude(), extra_env=claude_env(home, base_url),
+            )  # fmt: skip
+            env_id = daemon.environment_id
+            old = (await relay.create_session(env_id, title="fix tests")).json()["id"]
+            await relay.wait_kind(old, "session_started")
+            assert (await relay.client.post(f"/api/sessions/{old}/stop")).status_code == 202
+            await relay.wait_kind(old, "session_ended")  # clean: released
+            new = (await relay.create_session(env_id, title="fix tests")).json()["id"]
+            started = await relay.wait_kind(new, "session_started")
+            cwd = Path(next(e for e in started if e["kind"] == "session_started")["data"]["cwd"])
+            assert cwd.name == "fix-tests"
+            (cwd / "b_work.py").write_text("the new session's\n")
+
+            for call in (
+                relay.client.get(f"/api/sessions/{old}/changes"),
+                act(relay, old, "discard", confirm="0" * 16),
+            ):
+                refused = await call
+                assert refused.status_code == 404, refused.text
+                assert refused.json()["error"]["code"] == "workspace_gone"
+            by_slug = f"/api/environments/{env_id}/worktrees/fix-tests/changes"
+            running = await relay.client.post(by_slug + "/discard", json={"confirm": "0" * 16})
+            assert running.status_code == 409
+            assert running.json()["error"]["code"] == "session_running"
+            assert (cwd / "b_work.py").exists()
+            assert [f["path"] for f in (await changes(relay, new))["files"]] == ["b_work.py"]
+
+            nul = await relay.client.get(f"/api/environments/{env_id}/worktrees/a%00b/changes")
+            assert nul.status_code == 400
+            nul_message = await act(relay, new, "commit", message="a\u0000b")
+            assert nul_message.status_code == 400
+            assert (await relay.environments())[0]["online"]
+            assert (await changes(relay, new))["uncommitted"]
+        finally:
+            await relay.aclose()
+            nursery.cancel_scope.cancel()
