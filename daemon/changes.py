@@ -250,7 +250,14 @@ class WorkspaceDesk:
         if now.uncommitted and not place.gone:
             actions.append("commit")
         if worktree is not None and target is not None and now.commits and not now.uncommitted:
-            actions.append("merge")
+            # Not once it is all there (a merge counts the work from its start still).
+            landed = await run_git(
+                ["merge-base", "--is-ancestor", now.head, "refs/heads/" + target],
+                cwd=manager.root,
+                check=False,
+            )
+            if landed.returncode != 0:
+                actions.append("merge")
         if remote is not None and branch is not None:
             actions.append("push")
         loss = None

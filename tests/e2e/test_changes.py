@@ -146,6 +146,7 @@ async def test_a_real_session_s_work_is_shown_committed_and_merged(tmp_path: Pat
             assert git(repo, "rev-parse", "main") == git(cwd, "rev-parse", "HEAD")
             assert (repo / "notes.md").read_text() == "hello"
             assert git(repo, "status", "--porcelain") == ""
+            assert "merge" not in (await changes(relay, session_id))["actions"]  # landed
 
             log = await relay.wait_kind(session_id, "git_action", 2)
             actions = [e["data"] for e in log if e["kind"] == "git_action"]
