@@ -37,6 +37,8 @@ class ChangesResult:
     one_git: Figure
     many: Figure
     many_git: Figure
+    #: The very first listing of all 32 (each workspace read in full), in ms.
+    first: float
     files_per_session: int
 
 
@@ -62,6 +64,13 @@ async def _work(cwd: Path, n: int) -> None:
     await _git(cwd, "commit", "-qm", "move and delete")
     for f in range(3):
         await trio.Path(cwd / f"new_{n}_{f}.py").write_text(f"NEW = {n}\n" * (f + 1))
+
+
+async def _more_work(cwd: Path, n: int, trial: int) -> None:
+    """What an agent does between two looks: one more file edited, one more added."""
+    path = cwd / f"pkg{n:03d}" / f"mod{20 + trial:03d}.py"
+    await trio.Path(path).write_text((await trio.Path(path).read_text()) + f"\n# {trial}\n")
+    await trio.Path(cwd / f"more_{trial}.py").write_text(f"MORE = {trial}\n")
 
 
 async def _timed_all(calls: list[object]) -> float:
@@ -98,23 +107,28 @@ async def _measure(root: Path, trials: int) -> ChangesResult:
             async with trio.open_nursery() as work:
                 for n, cwd in enumerate(cwds):
                     work.start_soon(_work, cwd, n)
-            first = await relay.client.get(f"/api/sessions/{ids[0]}/changes", timeout=60)
-            assert first.status_code == 200, first.text
-            files = len(first.json()["files"])
 
             async def rcd(session_id: str) -> None:
                 got = await relay.client.get(f"/api/sessions/{session_id}/changes", timeout=60)
                 assert got.status_code == 200, got.text
 
+            first = await _timed_all([lambda s=s: rcd(s) for s in ids])
+
             async def bare(cwd: Path) -> None:
                 await _git(cwd, "diff", "--stat", base)
 
             one, one_git, many, many_git = [], [], [], []
-            for _ in range(trials):
+            for trial in range(trials):
+                # The agents work on between two looks from the phone.
+                async with trio.open_nursery() as work:
+                    for n, cwd in enumerate(cwds):
+                        work.start_soon(_more_work, cwd, n, trial)
                 many.append(await _timed_all([lambda s=s: rcd(s) for s in ids]))
                 many_git.append(await _timed_all([lambda c=c: bare(c) for c in cwds]))
                 one.append(await _timed_all([lambda: rcd(ids[0])]))
                 one_git.append(await _timed_all([lambda: bare(cwds[0])]))
+            last = await relay.client.get(f"/api/sessions/{ids[0]}/changes", timeout=60)
+            files = len(last.json()["files"])
         finally:
             await relay.aclose()
             nursery.cancel_scope.cancel()
@@ -127,6 +141,7 @@ async def _measure(root: Path, trials: int) -> ChangesResult:
         one_git=figure("1 worktree: git diff --stat BASE", one_git),
         many=figure(f"{SESSIONS} sessions at once: GET …/changes", many),
         many_git=figure(f"{SESSIONS} worktrees at once: git diff --stat BASE", many_git),
+        first=first * 1000,
         files_per_session=files,
     )
 
@@ -153,7 +168,8 @@ def checks(result: ChangesResult) -> list[Check]:
             target=f"< {TARGET_S:.0f} s",
             measured=f"{seconds:.2f} s (git diff --stat: {result.many_git.median / 1000:.2f} s)",
             ok=seconds < TARGET_S,
-            limit="git processes per listing on 2 cores; see Changes",
+            limit="about nine git processes per listing, two reading and writing a 20,000-entry"
+            " index, on 2 cores; see Changes",
         )
     ]
 
@@ -170,11 +186,17 @@ def section(result: ChangesResult) -> list[str]:
         result.many.row(),
         result.many_git.row(),
         "",
-        f"Each session lists {result.files_per_session} files (committed and uncommitted"
-        " work, untracked files included, renames found). All 32 at once take"
-        f" **{ratio:.1f}x** the bare `git diff --stat` of the same worktrees, which reads"
-        " less: no untracked files, no sizes, no rename of an untracked file. The daemon"
-        " reads each worktree as a snapshot (a copy of its index, `git add --all`,"
-        " `git write-tree`), then two tree-to-tree diffs.",
+        f"Before each trial every session's agent edits one more file and adds one (by the"
+        f" end each session lists {result.files_per_session} files: committed and"
+        " uncommitted work, untracked files included, renames found). All 32 at once take"
+        f" **{ratio:.2f}x** the bare `git diff --stat` of the same worktrees, which reads"
+        " less (no untracked files, no sizes, no rename of an untracked file) but stats all"
+        " 20,000 files of each worktree every time. The daemon reads only the files"
+        " inotify saw change since its last read of that worktree (into an index of its"
+        " own, then `git write-tree` and one tree-to-tree diff).",
+        "",
+        f"The first listing after the daemon starts reads every worktree in full (a copy of"
+        f" its index, `git add --all`): all 32 at once took {result.first:.0f} ms in this run,"
+        " once; every later one reads what changed.",
         "",
     ]
