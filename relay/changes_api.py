@@ -32,6 +32,7 @@ import wire
 from wire import LandRequest, WorkspaceAnswer, WorkspaceRequest, encode
 
 from .auth import authenticate_access, authenticate_client
+from .client_api import session_named
 from .config import RelayConfig
 from .errors import BadRequest, Conflict, NotFound
 from .fanout import Hub, environment_key
@@ -90,11 +91,7 @@ class ChangesApi:
         return client.name
 
     async def _session(self, request: Request) -> SessionRecord:
-        session_id = request.path_params["session_id"]
-        session = await self.storage.get_session(session_id)
-        if session is None:
-            raise NotFound(f"no session {session_id}")
-        return session
+        return await session_named(self.storage, request)
 
     async def session_changes(self, request: Request) -> Response:
         await authenticate_client(request, self.storage)

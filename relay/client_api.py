@@ -62,7 +62,7 @@ from .records import EnvironmentRecord, NewSession, SessionInput, SessionRecord
 from .storage import Storage
 from .streams import session_events_response
 
-__all__ = ["ClientApi", "environment_info", "session_info"]
+__all__ = ["ClientApi", "environment_info", "session_info", "session_named"]
 
 T = TypeVar("T")
 
@@ -108,6 +108,15 @@ def session_info(
         updated_at=session.updated_at,
         url=f"{base_url}/s/{session.id}",
     )
+
+
+async def session_named(storage: Storage, request: Request) -> SessionRecord:
+    """The session the path's ``{session_id}`` names (NotFound when there is none)."""
+    session_id = request.path_params["session_id"]
+    session = await storage.get_session(session_id)
+    if session is None:
+        raise NotFound(f"no session {session_id}")
+    return session
 
 
 def _check_text_size(text: str, what: str) -> None:
@@ -174,11 +183,7 @@ class ClientApi:
         return await decode_body(request, cl, CLIENT_BODY_LIMIT, self.config.body_deadline)
 
     async def _session(self, request: Request) -> SessionRecord:
-        session_id = request.path_params["session_id"]
-        session = await self.storage.get_session(session_id)
-        if session is None:
-            raise NotFound(f"no session {session_id}")
-        return session
+        return await session_named(self.storage, request)
 
     def _info(self, session: SessionRecord) -> dict[str, Any]:
         info = session_info(

@@ -17,7 +17,6 @@ import trio
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
 from testkit.harness import Relay, start_daemon, start_relay
 
-
 #: File content that must never be stored by the relay.
 SECRET = "zebra-quartz-7781 the session's code"
 

@@ -41,6 +41,10 @@ EXPECTED = {
 }
 
 
+#: How the conversation names the web app on this test's browser.
+FROM_BROWSER = r"from the web app on (Headless )?Chrome on \w+"
+
+
 def git(cwd: Path, *args: str) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
@@ -274,11 +278,9 @@ def test_a_session_s_work_is_reviewed_committed_and_merged_from_the_phone(
     expect(notes).to_have_count(3)
     expect(notes).to_have_text([
         # The browser that acted, named as on the sign-ins page.
-        re.compile(r"^committed [0-9a-f]{7,} on rcd/land-me — from the web app on (Headless )?Chrome on \w+$"),
-        re.compile(r"^pushed rcd/land-me to origin — from the web app on (Headless )?Chrome on \w+$"),
-        re.compile(
-            r"^fast-forwarded main to [0-9a-f]{7,} \(rcd/land-me\) — from the web app on (Headless )?Chrome"
-        ),
+        re.compile(rf"^committed [0-9a-f]{{7,}} on rcd/land-me — {FROM_BROWSER}$"),
+        re.compile(rf"^pushed rcd/land-me to origin — {FROM_BROWSER}$"),
+        re.compile(rf"^fast-forwarded main to [0-9a-f]{{7,}} \(rcd/land-me\) — {FROM_BROWSER}$"),
     ])  # fmt: skip
     phone.screenshot(path=artifacts / "phone-git-actions.png")
 
