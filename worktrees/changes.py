@@ -264,19 +264,33 @@ async def snapshot(
         tree = await snapshots.tree(top, Path(index))
     else:
         tree = await snapshot_tree(top, Path(index))
+    # A directory below the top (a same-dir session of a daemon started in a subdirectory)
+    # sees only its own part of the repository.
+    here = Path(await trio.Path(cwd).resolve())
+    within = "." if commit is not None or here == top else str(here.relative_to(top))
+    limit = [] if within == "." else ["--", within]
     diff = commits = ""
+    uncommitted = tree != head_tree
 
     async def read_diff() -> None:
         nonlocal diff
-        diff = await _git(top, "diff-tree", "-r", "-z", "-M", "--raw", "--numstat", base_tree, tree)
+        diff = await _git(
+            top, "diff-tree", "-r", "-z", "-M", "--raw", "--numstat", base_tree, tree, *limit
+        )
 
     async def count() -> None:
         nonlocal commits
-        commits = await _git(top, "rev-list", "--count", f"{base_commit}..{head}")
+        commits = await _git(top, "rev-list", "--count", f"{base_commit}..{head}", *limit)
 
     async with trio.open_nursery() as nursery:
         for task in (read_diff, count):
             nursery.start_soon(task)
+    if limit and uncommitted:
+        result = await run_git(
+            ["diff-tree", "--quiet", head_tree, tree, *limit],
+            cwd=top, env=dict(_LITERAL), check=False,
+        )  # fmt: skip
+        uncommitted = result.returncode == 1
     entries, counts = _parse(diff)
     sizes = await _sizes(top, {blob for e in entries[:FILES_LIMIT] for blob in e[3:]})
     files = []
@@ -302,7 +316,7 @@ async def snapshot(
         head=head,
         tree=tree,
         commits=int(commits.strip() or 0),
-        uncommitted=tree != head_tree,
+        uncommitted=uncommitted,
         files=files,
         more_files=max(0, len(entries) - FILES_LIMIT),
     )

@@ -114,16 +114,24 @@ async def commit_all(cwd: Path, message: str) -> Landed:
     with tempfile.TemporaryDirectory(prefix="rcd-commit-") as scratch:
         saved = Path(scratch) / "index"
         had_index = await trio.to_thread.run_sync(_save, index, saved)
+        # A daemon started in a subdirectory commits that directory's work only, and
+        # nothing else the index holds.
+        here = Path(await trio.Path(cwd).resolve())
+        within = "." if here == top else str(here.relative_to(top))
         try:
-            await _git(top, "add", "--all", "--", ".")
-            staged = await run_git(["diff", "--cached", "--quiet"], cwd=top, check=False)
+            await _git(top, "add", "--all", "--", within)
+            staged = await run_git(
+                ["diff", "--cached", "--quiet", "--", within],
+                cwd=top, check=False, env={"GIT_LITERAL_PATHSPECS": "1"},
+            )  # fmt: skip
             if staged.returncode == 0:
                 raise LandingRefused(
                     "nothing_to_commit", "nothing to commit: the work is committed"
                 )
             hooks = await hook_options(top)
+            only = [] if within == "." else ["--", within]
             try:
-                await _git(top, *hooks, "commit", "--quiet", "--no-edit", "-m", message)
+                await _git(top, *hooks, "commit", "--quiet", "--no-edit", "-m", message, *only)
             except GitFailed as exc:
                 raise LandingRefused(
                     "commit_failed", f"git refused the commit: {exc.summary}"

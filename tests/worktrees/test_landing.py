@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from worktrees import Worktree, Worktrees
+from worktrees.changes import snapshot
 from worktrees.landing import (
     LandingRefused,
     commit_all,
@@ -270,3 +271,26 @@ async def test_discard_names_commits_on_a_detached_head(repo: Path) -> None:
         await commit_file(wt.path, "later.txt")  # made after the token: it no longer holds
         with pytest.raises(LandingRefused, match="changed since"):
             await discard(manager, wt, loss.token)
+
+
+async def test_a_subdirectory_sees_and_commits_only_its_own_work(repo: Path) -> None:
+    """A daemon started in a subdirectory of a repository: its same-dir sessions' work is
+    that directory's, and a commit from the phone takes nothing else."""
+    with trio.fail_after(TIMEOUT):
+        for name in ("sub/a.txt", "other/b.txt"):
+            await trio.Path(repo / name).parent.mkdir(exist_ok=True)
+            await commit_file(repo, name, "first\n")
+        base = await git(repo, "rev-parse", "HEAD")
+        await trio.Path(repo / "sub" / "a.txt").write_text("the session's\n")
+        await trio.Path(repo / "sub" / "new.txt").write_text("new\n")
+        await trio.Path(repo / "other" / "b.txt").write_text("the user's, staged\n")
+        await git(repo, "add", "other/b.txt")
+        await trio.Path(repo / "outside.txt").write_text("the user's, untracked\n")
+        seen = await snapshot(repo / "sub", base)
+        assert [f.path for f in seen.files] == ["sub/a.txt", "sub/new.txt"]
+        assert seen.uncommitted
+        await commit_all(repo / "sub", "the session's work")
+        shown = await git(repo, "show", "--name-only", "--format=", "HEAD")
+        assert shown.splitlines() == ["sub/a.txt", "sub/new.txt"]
+        assert await git(repo, "status", "--porcelain") == "M  other/b.txt\n?? outside.txt"
+        assert not (await snapshot(repo / "sub", base)).uncommitted
