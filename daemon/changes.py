@@ -37,7 +37,8 @@ __all__ = ["WorkspaceDesk"]
 
 log = structlog.get_logger("daemon.changes")
 
-#: Seconds a daemon's clock may be behind the relay's before a request counts as expired.
+#: Seconds an action may arrive after its caller stopped waiting (by the relay's clock,
+#: so clocks set a little apart do no harm) before it is refused as expired.
 CLOCK_SLACK = 120.0
 #: States in which the agent may be writing files: no commit then.
 _WORKING = frozenset({"queued", "starting", "busy", "awaiting_permission", "ending"})
@@ -124,9 +125,6 @@ class WorkspaceDesk:
 
     async def answer(self, request: wire.WorkspaceRequest) -> wire.WorkspaceAnswer:
         """The answer to ``request`` (raises Refused, LandingRefused or WorktreeError)."""
-        if request.expires_at is not None and self.clock() > request.expires_at + CLOCK_SLACK:
-            # Its caller was told "no answer" long ago: an action must not happen now.
-            raise Refused("expired", "this request came too late (the daemon was away)")
         for text in (request.slug, request.cwd, request.path, request.message):
             if text is not None and "\0" in text:
                 raise Refused("bad_request", "a name or message cannot hold a NUL character")
@@ -143,24 +141,36 @@ class WorkspaceDesk:
             return wire.WorkspaceAnswer(
                 id=request.id, diff=await self._diff(place, manager, request)
             )
+        self._check_fresh(request)
+        where = place.worktree.path if place.worktree is not None else place.cwd
         async with self._locks.setdefault(key, trio.Lock()):
-            # Looked at again now: a session may have started there while this waited.
-            running, state = self._activity(place.cwd)
+            # Looked at again now: a session may have started there while this waited, and
+            # the caller may have given up.
+            self._check_fresh(request)
+            running, state = self._activity(where)
             place = attrs.evolve(place, running=running, state=state)
             landed = await self._act(place, manager, request)
             self._log(request, landed)
-            if place.worktree is not None and not self._activity(place.cwd)[0]:
+            if place.worktree is not None and not self._activity(where)[0]:
                 await self._release(manager, place.worktree)
         return wire.WorkspaceAnswer(id=request.id, landed=landed)
+
+    def _check_fresh(self, request: wire.WorkspaceRequest) -> None:
+        """An action its caller stopped waiting for long ago (the daemon was away, or it
+        waited behind another) must not happen now. Reads are answered whenever."""
+        if request.expires_at is not None and self.clock() > request.expires_at + CLOCK_SLACK:
+            raise Refused("expired", "this request came too late: nothing was done")
 
     def _activity(self, cwd: Path) -> tuple[bool, str | None]:
         """Whether a session runs in ``cwd`` (whichever asked), and the busiest state of
         those that do."""
+        # A session still preparing its workspace (a resume making its worktree again)
+        # could be making this one: it counts as here.
         states: list[str] = [
             runtime.state
             for runtime in self.supervisor.sessions.values()
-            if runtime.workspace is not None
-            and os.path.realpath(runtime.workspace.cwd) == os.path.realpath(cwd)
+            if runtime.workspace is None
+            or os.path.realpath(runtime.workspace.cwd) == os.path.realpath(cwd)
         ]
         working = [state for state in states if state in _WORKING]
         busiest = working or states
@@ -372,7 +382,7 @@ class WorkspaceDesk:
         try:
             released = await manager.release(worktree)
             if released.removed and self.snapshots is not None:
-                self.snapshots.forget(worktree.path)
+                await self.snapshots.forget(worktree.path)
             await self.supervisor.worktrees.refresh_kept()
         except WorktreeError as exc:
             log.warning("worktree_not_released", path=str(worktree.path), error=str(exc))

@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from .changes import run_git_text as _git
+from .errors import GitFailed
 
 __all__ = ["checkouts_of", "dirty_paths", "hook_options", "in_the_middle"]
 
@@ -19,10 +20,13 @@ async def hook_options(cwd: Path) -> list[str]:
     (a relative ``core.hooksPath``, as husky sets): a session's agent could have written
     them, and the daemon runs them outside any sandbox. Hooks in the repository's git
     directory (the sandbox keeps those read only) or outside the repository run."""
-    found = await _git(
-        cwd, "rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir",
-        "--git-path", "hooks",
-    )  # fmt: skip
+    try:
+        found = await _git(
+            cwd, "rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir",
+            "--git-path", "hooks",
+        )  # fmt: skip
+    except GitFailed:  # a hooks path git cannot even name here: none run, the safe side
+        return ["-c", "core.hooksPath=/dev/null"]
     top, common, hooks = (Path(p) for p in found.splitlines()[:3])
     main_top = common.parent if common.name == ".git" else top
     inside = any(h.is_relative_to(t) for h in (hooks,) for t in (top, main_top))

@@ -18,16 +18,16 @@ The rules that keep everyone's work safe:
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import attrs
+import structlog
 import trio
 
-from .changes import readable, snapshot, top_level
+from .changes import readable, snapshot
 from .checkouts import checkouts_of, dirty_paths, hook_options, in_the_middle
-from .errors import GitFailed, WorktreeError
+from .commit import Landed, LandingRefused, commit_all, short_commit
+from .errors import GitFailed
 from .gitproc import run_git
 from .manager import Worktrees
 from .models import Worktree
@@ -48,39 +48,16 @@ __all__ = [
     "start_commit",
 ]
 
+log = structlog.get_logger("worktrees.landing")
+
 #: Seconds a push may take (a remote over the network).
 PUSH_TIMEOUT = 120.0
 _LISTED = 10
 
 
-class LandingRefused(WorktreeError):
-    """The action was not done, for a reason the user can act on: ``code`` names it
-    (``conflicts``, ``checkout_dirty``, ``uncommitted_changes``, ``nothing_to_commit``,
-    ``no_target``, ``no_remote``, ``confirmation_required``, ``push_failed``...), ``files``
-    lists the files concerned."""
-
-    def __init__(self, code: str, message: str, files: list[str] | None = None) -> None:
-        self.code = code
-        self.files = [readable(f) for f in files or []]
-        super().__init__(message)
-
-
-@attrs.frozen(kw_only=True)
-class Landed:
-    action: str
-    #: One sentence for the session log and the client.
-    summary: str
-    #: The commit the action made or moved a branch to (None for a discard).
-    commit: str | None = None
-
-
 def _listing(files: list[str]) -> str:
     shown = ", ".join(readable(f) for f in files[:_LISTED])
     return shown + (f" and {len(files) - _LISTED} more" if len(files) > _LISTED else "")
-
-
-def _short(commit: str) -> str:
-    return commit[:10]
 
 
 async def _git(cwd: Path, *args: str, check: bool = True) -> str:
@@ -99,61 +76,6 @@ async def _is_ancestor(cwd: Path, older: str, newer: str) -> bool:
     if result.returncode not in (0, 1):
         raise result.error()
     return result.returncode == 0
-
-
-async def commit_all(cwd: Path, message: str) -> Landed:
-    """Commit everything uncommitted at ``cwd`` (untracked files too) with ``message``;
-    the repository's hooks run as for any commit (see :func:`_hook_options`). When git
-    refuses (a hook says no), the index is put back as it was: nothing stays staged."""
-    if "\0" in message:
-        raise LandingRefused("bad_message", "a commit message cannot hold a NUL character")
-    top = await top_level(cwd)
-    index = Path(
-        (await _git(top, "rev-parse", "--path-format=absolute", "--git-path", "index")).strip()
-    )
-    with tempfile.TemporaryDirectory(prefix="rcd-commit-") as scratch:
-        saved = Path(scratch) / "index"
-        had_index = await trio.to_thread.run_sync(_save, index, saved)
-        # A daemon started in a subdirectory commits that directory's work only, and
-        # nothing else the index holds.
-        here = Path(await trio.Path(cwd).resolve())
-        within = "." if here == top else str(here.relative_to(top))
-        try:
-            await _git(top, "add", "--all", "--", within)
-            staged = await run_git(
-                ["diff", "--cached", "--quiet", "--", within],
-                cwd=top, check=False, env={"GIT_LITERAL_PATHSPECS": "1"},
-            )  # fmt: skip
-            if staged.returncode == 0:
-                raise LandingRefused(
-                    "nothing_to_commit", "nothing to commit: the work is committed"
-                )
-            hooks = await hook_options(top)
-            only = [] if within == "." else ["--", within]
-            try:
-                await _git(top, *hooks, "commit", "--quiet", "--no-edit", "-m", message, *only)
-            except GitFailed as exc:
-                raise LandingRefused(
-                    "commit_failed", f"git refused the commit: {exc.summary}"
-                ) from exc
-        except BaseException:
-            if had_index:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(shutil.copy2, saved, index)
-            raise
-    head = (await _git(top, "rev-parse", "HEAD")).strip()
-    branch = (await _git(top, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)).strip()
-    where = f" on {branch}" if branch else ""
-    skipped = " (its hooks not run: they live in a working tree)" if hooks else ""
-    return Landed(action="commit", summary=f"committed {_short(head)}{where}{skipped}", commit=head)
-
-
-def _save(index: Path, saved: Path) -> bool:
-    try:
-        shutil.copy2(index, saved)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 async def merge_target(manager: Worktrees, worktree: Worktree) -> str | None:
@@ -190,7 +112,7 @@ async def merge(manager: Worktrees, worktree: Worktree, target: str) -> Landed:
             await _landed(root, worktree, tip)
             return Landed(action="merge", summary=f"{branch} is already in {target}", commit=onto)
         if await _is_ancestor(root, onto, tip):
-            new, how = tip, f"fast-forwarded {target} to {_short(tip)} ({branch})"
+            new, how = tip, f"fast-forwarded {target} to {short_commit(tip)} ({branch})"
         else:
             result = await run_git(
                 ["merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", onto, tip],
@@ -212,7 +134,7 @@ async def merge(manager: Worktrees, worktree: Worktree, target: str) -> Landed:
             new = (
                 await _git(root, "commit-tree", fields[0], "-p", onto, "-p", tip, "-m", message)
             ).strip()
-            how = f"merged {branch} into {target} (merge commit {_short(new)})"
+            how = f"merged {branch} into {target} (merge commit {short_commit(new)})"
         await _move(root, target, onto, new)
         await _landed(root, worktree, tip)
         return Landed(action="merge", summary=how, commit=new)

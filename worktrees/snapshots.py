@@ -102,15 +102,20 @@ class Snapshots:
             )
             exclude = self._excludes[top] = Path(where.strip())
         stamps = (_stamp(index), _stamp(exclude))
-        before, tracked.stamps = tracked.stamps, stamps
+        before = tracked.stamps
         if before is None or before == stamps:
+            tracked.stamps = stamps
             return False
-        if before[1] != stamps[1]:
-            return True
-        listing = ("ls-files", "-z", "--cached", "--ignored", "--exclude-standard")
-        real = await run_git_text(top, *listing)
-        mine = await run_git_text(top, *listing, env={"GIT_INDEX_FILE": str(own)})
-        return real != mine
+        if before[1] == stamps[1]:
+            listing = ("ls-files", "-z", "--cached", "--ignored", "--exclude-standard")
+            real = await run_git_text(top, *listing)
+            mine = await run_git_text(top, *listing, env={"GIT_INDEX_FILE": str(own)})
+            if real == mine:
+                tracked.stamps = stamps
+                return False
+        # Taken as seen only by the full read this asks for (or the next one, if it fails).
+        tracked.stamps = stamps
+        return True
 
     async def _full(self, top: Path, index: Path, own: Path, tracked: Tracked) -> str:
         try:
@@ -178,11 +183,11 @@ class Snapshots:
     def close(self) -> None:
         self.watcher.close()
 
-    def forget(self, top: Path) -> None:
+    async def forget(self, top: Path) -> None:
         """Stop following ``top`` (its worktree is gone)."""
-        self.watcher.forget(top)
-        self._locks.pop(top, None)
-        self._index_of(top).unlink(missing_ok=True)
+        async with self._locks.setdefault(top, trio.Lock()):
+            await self._watcher(self.watcher.forget, top)
+            self._index_of(top).unlink(missing_ok=True)
 
 
 def _expand(top: Path, paths: list[str]) -> tuple[list[str], list[str]]:

@@ -294,3 +294,24 @@ async def test_a_subdirectory_sees_and_commits_only_its_own_work(repo: Path) -> 
         assert shown.splitlines() == ["sub/a.txt", "sub/new.txt"]
         assert await git(repo, "status", "--porcelain") == "M  other/b.txt\n?? outside.txt"
         assert not (await snapshot(repo / "sub", base)).uncommitted
+
+
+async def test_staging_done_meanwhile_is_never_undone(repo: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        hook = repo / ".git" / "hooks" / "pre-commit"
+        # Someone stages a file while the commit runs, and the commit fails.
+        hook.write_text("#!/bin/sh\necho theirs > theirs.txt\ngit add theirs.txt\nexit 1\n")
+        hook.chmod(0o755)
+        await trio.Path(repo / "README.md").write_text("mine\n")
+        with pytest.raises(LandingRefused):
+            await commit_all(repo, "from the phone")
+        assert "A  theirs.txt" in (await git(repo, "status", "--porcelain")).splitlines()
+
+
+async def test_a_hooks_path_git_cannot_name_runs_no_hook(repo: Path, tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        await git(repo, "config", "core.hooksPath", ".git/hooks")  # a file in a worktree
+        _, wt = await session(repo)
+        await trio.Path(wt.path / "work.txt").write_text("work\n")
+        landed = await commit_all(wt.path, "committed anyway")
+        assert "hooks not run" in landed.summary
