@@ -161,16 +161,18 @@ class WorkspaceDesk:
         if request.expires_at is not None and self.clock() > request.expires_at + CLOCK_SLACK:
             raise Refused("expired", "this request came too late: nothing was done")
 
-    def _activity(self, cwd: Path) -> tuple[bool, str | None]:
+    def _activity(self, cwd: Path, *, preparing: bool = True) -> tuple[bool, str | None]:
         """Whether a session runs in ``cwd`` (whichever asked), and the busiest state of
-        those that do."""
-        # A session still preparing its workspace (a resume making its worktree again)
-        # could be making this one: it counts as here.
+        those that do. With ``preparing``, a session still making its workspace (a resume
+        making its worktree again) could be making this one: it counts as here."""
         states: list[str] = [
             runtime.state
             for runtime in self.supervisor.sessions.values()
-            if runtime.workspace is None
-            or os.path.realpath(runtime.workspace.cwd) == os.path.realpath(cwd)
+            if (runtime.workspace is None and preparing)
+            or (
+                runtime.workspace is not None
+                and os.path.realpath(runtime.workspace.cwd) == os.path.realpath(cwd)
+            )
         ]
         working = [state for state in states if state in _WORKING]
         busiest = working or states
@@ -330,7 +332,8 @@ class WorkspaceDesk:
                     reasons=list(k.reasons),
                 )
                 for k in kept
-                if not self._activity(Path(k.path))[0]  # a resumed one is a session's again
+                # A resumed one is a session's again.
+                if not self._activity(Path(k.path), preparing=False)[0]
             ]
         )
 
