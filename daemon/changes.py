@@ -239,7 +239,7 @@ class WorkspaceDesk:
         """The commit the work started from, the branch, and what config says of it."""
         worktree = place.worktree
         branch = worktree.branch if worktree is not None else await _branch_of(place.cwd)
-        facts = await landing.branch_facts(manager.root, branch)
+        facts = await landing.branch_facts(manager.root, branch, manager.common_dir)
         if worktree is not None:
             start = facts.start or worktree.base_commit
             if facts.target is None:  # a worktree older than the record

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -225,21 +225,32 @@ def _parse(out: str) -> tuple[list[Entry], dict[str, tuple[int | None, int | Non
     return entries, counts
 
 
+#: What never changes, kept between listings (a blob's size; the commits between two
+#: commits), each up to :data:`_REMEMBERED` entries.
+_SIZES: dict[str, int] = {}
+_COUNTS: dict[tuple[str, ...], str] = {}
+_REMEMBERED = 100_000
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _REMEMBERED:
+        cache.clear()
+    cache[key] = value
+
+
 async def _sizes(top: Path, blobs: set[str]) -> dict[str, int]:
     blobs.discard(_EMPTY_BLOB)
-    if not blobs:
-        return {}
-    ordered = sorted(blobs)
-    out = await _git(
-        top, "cat-file", "--batch-check=%(objectname) %(objectsize)",
-        stdin="".join(b + "\n" for b in ordered).encode(),
-    )  # fmt: skip
-    sizes = {}
-    for line in out.splitlines():
-        name, _, size = line.partition(" ")
-        if size.isdigit():
-            sizes[name] = int(size)
-    return sizes
+    unknown = sorted(b for b in blobs if b not in _SIZES)
+    if unknown:
+        out = await _git(
+            top, "cat-file", "--batch-check=%(objectname) %(objectsize)",
+            stdin="".join(b + "\n" for b in unknown).encode(),
+        )  # fmt: skip
+        for line in out.splitlines():
+            name, _, size = line.partition(" ")
+            if size.isdigit():
+                _remember(_SIZES, name, int(size))
+    return {b: _SIZES[b] for b in blobs if b in _SIZES}
 
 
 async def snapshot(
@@ -280,7 +291,11 @@ async def snapshot(
 
     async def count() -> None:
         nonlocal commits
-        commits = await _git(top, "rev-list", "--count", f"{base_commit}..{head}", *limit)
+        key = (str(top), base_commit, head, *limit)
+        if key not in _COUNTS:
+            found = await _git(top, "rev-list", "--count", f"{base_commit}..{head}", *limit)
+            _remember(_COUNTS, key, found)
+        commits = _COUNTS[key]
 
     async with trio.open_nursery() as nursery:
         for task in (read_diff, count):

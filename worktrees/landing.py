@@ -18,6 +18,7 @@ The rules that keep everyone's work safe:
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import attrs
@@ -210,11 +211,40 @@ class BranchFacts:
     session: str | None = None
 
 
-async def branch_facts(cwd: Path, branch: str | None) -> BranchFacts:
-    """:class:`BranchFacts` of ``branch`` (one ``git config --list``)."""
+#: ``git config --list`` by repository, with the stamps of the files it read.
+_CONFIGS: dict[Path, tuple[object, str]] = {}
+
+
+async def _config_list(cwd: Path, config_files: list[Path]) -> str:
+    """``git config -z --list`` at ``cwd``, read again only when one of ``config_files``
+    (the repository's own: what rcd records) changed."""
+    stamps = await trio.to_thread.run_sync(lambda: [_stamp(f) for f in config_files])
+    known = _CONFIGS.get(cwd)
+    if config_files and known is not None and known[0] == stamps:
+        return known[1]
+    listed = await _git(cwd, "config", "-z", "--list")
+    if config_files:
+        _CONFIGS[cwd] = (stamps, listed)
+    return listed
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+async def branch_facts(
+    cwd: Path, branch: str | None, common_dir: Path | None = None
+) -> BranchFacts:
+    """:class:`BranchFacts` of ``branch`` (one ``git config --list``; given the repository's
+    ``common_dir``, none while its config and the user's are as they were)."""
     config: dict[str, str] = {}
     remotes: list[str] = []
-    for entry in (await _git(cwd, "config", "-z", "--list")).split("\0"):
+    files = [common_dir / "config", Path.home() / ".gitconfig"] if common_dir else []
+    for entry in (await _config_list(cwd, files)).split("\0"):
         key, _, value = entry.partition("\n")
         config[key] = value
         if key.startswith("remote.") and key.endswith(".url"):
