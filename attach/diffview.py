@@ -12,6 +12,7 @@ from __future__ import annotations
 import trio
 
 import wire
+from common.sizes import file_summary
 from daemon.errors import DaemonError, RelayRejected, RelayUnreachable
 
 from .api import SessionApi
@@ -23,8 +24,6 @@ __all__ = ["diff_lines", "render_changes", "render_file_diff", "sizes_of"]
 MAX_DIFFS = 40
 #: Diffs asked for at once.
 CONCURRENT_DIFFS = 4
-#: A file over this many bytes (either side) is summarised, not diffed (the daemon's limit).
-LARGE = 1024 * 1024
 
 _WORDS = {"type_changed": "type changed"}
 
@@ -154,26 +153,7 @@ def render_file_diff(diff: wire.FileDiff, style: Style) -> list[str]:
 
 def sizes_of(change: wire.FileChange) -> str | None:
     """What stands for the line counts of a binary or large file ("binary, 6 B"), else None."""
-    largest = max(change.size or 0, change.old_size or 0)
-    what = "binary" if change.binary else "large" if largest > LARGE else None
-    if what is None:
-        return None
-    sizes = _size(change.size)
-    if change.size is None:
-        sizes = f"was {_size(change.old_size)}"
-    elif change.old_size is not None and change.old_size != change.size:
-        sizes = f"{_size(change.old_size)} → {sizes}"
-    return f"{what}, {sizes}"
-
-
-def _size(size: int | None) -> str:
-    if size is None:
-        return "none"
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
+    return file_summary(change.binary, change.size, change.old_size)
 
 
 def _word(change: wire.FileChange) -> str:

@@ -28,6 +28,8 @@ import trio
 if TYPE_CHECKING:
     from .snapshots import Snapshots
 
+from common.sizes import SHOWN_LIMIT, file_summary
+
 from .errors import GitFailed, WorktreeError
 from .gitproc import run_git
 
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 #: A file whose old or new version is larger than this (bytes) is summarised, not diffed.
-DIFF_LIMIT = 1024 * 1024
+DIFF_LIMIT = SHOWN_LIMIT
 #: The most files one listing carries (the rest are counted).
 FILES_LIMIT = 3000
 #: The most lines one file's diff carries.
@@ -127,27 +129,9 @@ def readable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _size_text(size: int | None) -> str:
-    if size is None:
-        return "none"
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
-
-
 def summary_of(change: FileChange) -> str | None:
     """Why a file's content is not shown ("binary, 5.0 MB"), or None when it is."""
-    what = "binary" if change.binary else "large" if change.too_large else None
-    if what is None:
-        return None
-    sizes = _size_text(change.size)
-    if change.old_size is not None and change.size is not None and change.old_size != change.size:
-        sizes = f"{_size_text(change.old_size)} → {sizes}"
-    elif change.size is None:
-        sizes = f"was {_size_text(change.old_size)}"
-    return f"{what}, {sizes}"
+    return file_summary(change.binary, change.size, change.old_size)
 
 
 async def run_git_text(
