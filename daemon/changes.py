@@ -64,7 +64,6 @@ class _Place:
 
 
 def _file(change: git_changes.FileChange) -> wire.FileChange:
-    readable = git_changes.readable
     return wire.FileChange(
         path=readable(change.path),
         old_path=readable(change.old_path) if change.old_path is not None else None,
@@ -211,7 +210,8 @@ class WorkspaceDesk:
             raise Refused("not_started", "the session never started: nothing to show")
         worktree = await manager.find(cwd)
         if worktree is not None:
-            owner = (await landing.branch_facts(manager.root, worktree.branch)).session
+            facts = await landing.branch_facts(manager.root, worktree.branch, manager.common_dir)
+            owner = facts.session
             if request.session_id is not None and owner not in (None, request.session_id):
                 raise Refused(
                     "workspace_gone",

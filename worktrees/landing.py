@@ -45,8 +45,6 @@ __all__ = [
     "merge",
     "merge_target",
     "push",
-    "remote_of",
-    "start_commit",
 ]
 
 log = structlog.get_logger("worktrees.landing")
@@ -189,14 +187,6 @@ async def _landed(root: Path, worktree: Worktree, tip: str) -> None:
     await _git(root, "config", key + ".rcdbase", tip)
 
 
-async def start_commit(manager: Worktrees, worktree: Worktree) -> str | None:
-    """The commit the session's work started from (before any merge moved its base)."""
-    started = await _git(
-        manager.root, "config", "--get", f"branch.{worktree.branch}.rcdstart", check=False
-    )
-    return started.strip() or worktree.base_commit
-
-
 @attrs.frozen(kw_only=True)
 class BranchFacts:
     """What the repository's config says of a branch, read in one call."""
@@ -205,7 +195,7 @@ class BranchFacts:
     start: str | None = None
     #: The branch its work merges into (rcd's record; None: none).
     target: str | None = None
-    #: Where it pushes (see :func:`remote_of`).
+    #: Where it pushes: its configured remote, else ``origin``, else the only one.
     remote: str | None = None
     #: The session it was made for (rcd's record; None: none).
     session: str | None = None
@@ -259,25 +249,13 @@ async def branch_facts(
         start=config.get(prefix + "rcdstart") or config.get(prefix + "rcdbase"),
         target=config.get(prefix + "rcdfrom"),
         session=config.get(prefix + "rcdsession"),
-        remote=remote if branch else None,
+        remote=remote,
     )
 
 
-async def remote_of(cwd: Path, branch: str | None) -> str | None:
-    """Where ``branch`` pushes: its configured remote, else ``origin``, else the only one."""
-    if branch:
-        configured = await _git(cwd, "config", "--get", f"branch.{branch}.remote", check=False)
-        if configured.strip():
-            return configured.strip()
-    remotes = (await _git(cwd, "remote")).split()
-    if "origin" in remotes:
-        return "origin"
-    return remotes[0] if len(remotes) == 1 else None
-
-
 async def push(cwd: Path, branch: str) -> Landed:
-    """Push ``branch`` to its remote (see :func:`remote_of`); no prompt, ever."""
-    remote = await remote_of(cwd, branch)
+    """Push ``branch`` to its remote (see :class:`BranchFacts`); no prompt, ever."""
+    remote = (await branch_facts(cwd, branch)).remote
     if remote is None:
         raise LandingRefused("no_remote", "this repository has no remote to push to")
     ref = f"refs/heads/{branch}"
