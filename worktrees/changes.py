@@ -15,7 +15,6 @@ size, never sent. Paths travel NUL-separated and go back to git as literal paths
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ __all__ = [
     "Hunk",
     "Snapshot",
     "file_diff",
+    "read_all",
     "readable",
     "snapshot",
     "summary_of",
@@ -161,12 +161,23 @@ async def snapshot_tree(top: Path, index: Path) -> str:
     """The tree of everything in the working tree at ``top``, whose index is ``index``
     (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="rcd-changes-") as scratch:
-        copy = Path(scratch) / "index"
-        with contextlib.suppress(FileNotFoundError):  # no index yet: git starts an empty one
-            await trio.to_thread.run_sync(copy_index, index, copy)
-        env = {"GIT_INDEX_FILE": str(copy)}
-        await _git(top, "add", "--all", "--", ".", env=env)
-        return (await _git(top, "write-tree", env=env)).strip()
+        return await read_all(top, index, Path(scratch) / "index")
+
+
+async def read_all(top: Path, index: Path, into: Path) -> str:
+    """The tree of everything at ``top``: its ``index`` copied to ``into`` (an index of
+    ours), every file added there, and the tree written."""
+
+    def copy() -> None:
+        try:
+            copy_index(index, into)
+        except FileNotFoundError:  # no index yet: git starts an empty one
+            into.unlink(missing_ok=True)
+
+    await trio.to_thread.run_sync(copy)
+    env = {"GIT_INDEX_FILE": str(into)}
+    await _git(top, "add", "--all", "--", ".", env=env)
+    return (await _git(top, "write-tree", env=env)).strip()
 
 
 def copy_index(source: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ import attrs
 import structlog
 import trio
 
-from .changes import copy_index, run_git_text, snapshot_tree
+from .changes import read_all, run_git_text, snapshot_tree
 from .errors import GitFailed
 from .gitproc import run_git
 from .watch import Tracked, TreeWatcher
@@ -119,11 +119,9 @@ class Snapshots:
 
     async def _full(self, top: Path, index: Path, own: Path, tracked: Tracked) -> str:
         try:
-            await trio.to_thread.run_sync(copy_index, index, own)
-            env = {"GIT_INDEX_FILE": str(own)}
-            await run_git_text(top, "add", "--all", "--", ".", env=env)
+            tree = await read_all(top, index, own)
             self.full_reads += 1
-            return (await run_git_text(top, "write-tree", env=env)).strip()
+            return tree
         except BaseException:
             tracked.full = True  # whatever was half done, the next one starts over
             raise
