@@ -60,6 +60,12 @@ async def changes(relay: Relay, session_id: str, **params: str) -> dict[str, Any
     return data
 
 
+async def session_cwd(relay: Relay, session_id: str) -> Path:
+    """Where the session runs, once it has started."""
+    started = await relay.wait_kind(session_id, "session_started")
+    return Path(next(e for e in started if e["kind"] == "session_started")["data"]["cwd"])
+
+
 async def act(relay: Relay, session_id: str, action: str, **body: Any) -> httpx.Response:
     return await relay.client.post(f"/api/sessions/{session_id}/changes/{action}", json=body)
 
@@ -81,8 +87,7 @@ async def test_a_real_session_s_work_is_shown_committed_and_merged(tmp_path: Pat
             )
             assert allowed.status_code == 200, allowed.text
             session_id = (await relay.create_session(env_id, title="land me")).json()["id"]
-            started = await relay.wait_kind(session_id, "session_started")
-            cwd = Path(next(e for e in started if e["kind"] == "session_started")["data"]["cwd"])
+            cwd = await session_cwd(relay, session_id)
             await turn(relay, session_id, f"write {cwd}/lib.py one TWO three", 1)
             await turn(
                 relay, session_id,
@@ -179,8 +184,7 @@ async def test_refusals_leave_the_main_checkout_alone(tmp_path: Path) -> None:
             session_id = (await relay.create_session(daemon.environment_id, title="clash")).json()[
                 "id"
             ]
-            started = await relay.wait_kind(session_id, "session_started")
-            cwd = Path(next(e for e in started if e["kind"] == "session_started")["data"]["cwd"])
+            cwd = await session_cwd(relay, session_id)
             # The session's work (its hands: this test) and the user's own, in the same file.
             (cwd / "lib.py").write_text(f"{SECRET}\n")
             (cwd / "-rf new\nline ü.txt").write_text("hostile\n")

@@ -13,7 +13,7 @@ import trio
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
 from testkit.harness import start_daemon, start_relay
 
-from .test_changes import act, changes, git, project_repo
+from .test_changes import act, changes, git, project_repo, session_cwd
 
 
 async def test_a_same_dir_session_shows_its_own_work_and_commits_it(tmp_path: Path) -> None:
@@ -90,8 +90,7 @@ async def test_a_worktree_left_by_an_earlier_run_is_reviewed_and_landed_by_slug(
             )
             env_id = daemon.environment_id
             session_id = (await relay.create_session(env_id, title="left over")).json()["id"]
-            started = await relay.wait_kind(session_id, "session_started")
-            cwd = Path(next(e for e in started if e["kind"] == "session_started")["data"]["cwd"])
+            cwd = await session_cwd(relay, session_id)
             (cwd / "half done.txt").write_text("wip\n")
             assert await daemon.stop(signal.SIGTERM) == 0
             offline = await relay.client.get(f"/api/sessions/{session_id}/changes")
@@ -160,8 +159,7 @@ async def test_a_session_never_acts_on_a_worktree_that_is_not_its_own(tmp_path: 
             assert (await relay.client.post(f"/api/sessions/{old}/stop")).status_code == 202
             await relay.wait_kind(old, "session_ended")  # clean: released
             new = (await relay.create_session(env_id, title="fix tests")).json()["id"]
-            started = await relay.wait_kind(new, "session_started")
-            cwd = Path(next(e for e in started if e["kind"] == "session_started")["data"]["cwd"])
+            cwd = await session_cwd(relay, new)
             assert cwd.name == "fix-tests"
             (cwd / "b_work.py").write_text("the new session's\n")
 
