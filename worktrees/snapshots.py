@@ -1,11 +1,12 @@
 """Snapshots of working trees kept up to date by reading only what changed.
 
-Each tree gets an index of its own (in ``scratch``, never the agent's): the first snapshot
-copies the tree's index and adds everything (``git add --all``, a stat of every file); later
-ones add only the paths :class:`~worktrees.watch.TreeWatcher` saw change — ignored ones
-left out, removed ones dropped with ``git rm --cached`` — and ``git write-tree`` names the
-result. Anything unexpected (git refusing a path, a nested repository) falls back to a full
-read at once, so a snapshot is never less than right.
+The first snapshot of a tree copies its index into one of our own (in ``scratch``, never the
+agent's) and adds everything (``git add --all``, a stat of every file). Later ones start
+from the previous snapshot's tree and take only the paths :class:`~worktrees.watch.TreeWatcher`
+saw change — ignored ones left out, removed ones dropped — with no index at all
+(:mod:`worktrees.trees`). Anything unexpected (git refusing a path, a nested repository, the
+agent's index taking or letting go of an ignored file) falls back to a full read at once,
+so a snapshot is never less than right.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import trio
 from .changes import read_all, run_git_text, snapshot_tree
 from .errors import GitFailed
 from .gitproc import run_git
+from .trees import Change, TreeStore, Unsupported
 from .watch import Tracked, TreeWatcher
 
 __all__ = ["Snapshots"]
@@ -31,6 +33,21 @@ __all__ = ["Snapshots"]
 _T = TypeVar("_T")
 
 log = structlog.get_logger("worktrees.snapshots")
+
+_TRACKED_IGNORED = ("ls-files", "-z", "--cached", "--ignored", "--exclude-standard")
+
+
+@attrs.define(eq=False)
+class _Known:
+    """What the last snapshot of a tree left to start the next one from."""
+
+    #: The repository's settings that decide how a file is taken.
+    filemode: bool
+    #: Whether the tree can be made here (sha1 object names, links kept as links).
+    partial: bool
+    tree: str | None = None
+    #: The agent's tracked-though-ignored files as its index listed them just before.
+    tracked_ignored: str | None = None
 
 
 @attrs.define(eq=False)
@@ -42,6 +59,8 @@ class Snapshots:
     watcher: TreeWatcher = attrs.Factory(TreeWatcher)
     _locks: dict[Path, trio.Lock] = attrs.Factory(dict)
     _excludes: dict[Path, Path] = attrs.Factory(dict)
+    _known: dict[Path, _Known] = attrs.Factory(dict)
+    store: TreeStore = attrs.Factory(TreeStore)
     _limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
     _ready: bool = False
     #: Snapshots read in full, and by their changed paths only (for tests and status).
@@ -67,9 +86,10 @@ class Snapshots:
             ignored = await self._ignored_dirs(top) if first else frozenset()
             tracked = await self._watcher(self.watcher.tracked, top, ignored)
             await self._watcher(self.watcher.drain)
+            if first:
+                self._known.pop(top, None)  # whatever was at this path before
             own = self._index_of(top)
-            env = {"GIT_INDEX_FILE": str(own)}
-            if await self._ignore_rules_moved(top, index, own, tracked):
+            if await self._ignore_rules_moved(top, index, tracked):
                 tracked.full = True
             if tracked.full and not first:
                 # What git ignores may have changed (a .gitignore, or events lost): the
@@ -77,21 +97,38 @@ class Snapshots:
                 ignored = await self._ignored_dirs(top)
                 await self._watcher(self.watcher.rewatch, tracked, ignored)
             if tracked.new_dirs:
-                unwatched = await self._ignored(top, sorted(tracked.new_dirs), env)
+                unwatched = await self._ignored(top, sorted(tracked.new_dirs))
                 await self._watcher(self.watcher.adopt, tracked, unwatched)
             paths = tracked.take()
+            known = await self._known_of(top)
             try:
-                if paths is not None:
-                    await self._add(top, paths, env)
+                if paths is not None and known.partial and known.tree is not None:
+                    known.tree = await self._apply(top, known.tree, paths, known.filemode)
                     self.partial_reads += 1
-                    return (await run_git_text(top, "write-tree", env=env)).strip()
-            except GitFailed as exc:
-                log.info("snapshot_read_in_full", top=str(top), reason=exc.summary)
-            return await self._full(top, index, own, tracked)
+                    return known.tree
+            except (GitFailed, Unsupported, OSError, ValueError) as exc:
+                log.info("snapshot_read_in_full", top=str(top), reason=str(exc))
+            except BaseException:
+                tracked.full = True  # the paths taken are not in any tree: start over
+                raise
+            return await self._full(top, index, own, tracked, known)
 
-    async def _ignore_rules_moved(
-        self, top: Path, index: Path, own: Path, tracked: Tracked
-    ) -> bool:
+    async def _known_of(self, top: Path) -> _Known:
+        known = self._known.get(top)
+        if known is None:
+            found = await run_git_text(
+                top, "config", "--type=bool", "--get-regexp", r"^core\.(filemode|symlinks)$",
+                ok=(0, 1),
+            )  # fmt: skip
+            settings = dict(line.split(" ", 1) for line in found.splitlines())
+            sha1 = (await run_git_text(top, "rev-parse", "--show-object-format")).strip()
+            known = self._known[top] = _Known(
+                filemode=settings.get("core.filemode", "true") == "true",
+                partial=settings.get("core.symlinks", "true") == "true" and sha1 == "sha1",
+            )
+        return known
+
+    async def _ignore_rules_moved(self, top: Path, index: Path, tracked: Tracked) -> bool:
         """Whether what git tracks-though-ignored, or ignores by ``info/exclude``, changed
         outside the tree's files: the agent's ``git add -f`` / ``git rm --cached`` of an
         ignored file, an exclude added. Watched files never tell."""
@@ -106,48 +143,49 @@ class Snapshots:
         if before is None or before == stamps:
             tracked.stamps = stamps
             return False
-        if before[1] == stamps[1]:
-            listing = ("ls-files", "-z", "--cached", "--ignored", "--exclude-standard")
-            real = await run_git_text(top, *listing)
-            mine = await run_git_text(top, *listing, env={"GIT_INDEX_FILE": str(own)})
-            if real == mine:
-                tracked.stamps = stamps
-                return False
+        known = self._known.get(top)
+        if (
+            before[1] == stamps[1]
+            and known is not None
+            and known.tracked_ignored is not None
+            and await run_git_text(top, *_TRACKED_IGNORED) == known.tracked_ignored
+        ):
+            tracked.stamps = stamps
+            return False
         # Taken as seen only by the full read this asks for (or the next one, if it fails).
         tracked.stamps = stamps
         return True
 
-    async def _full(self, top: Path, index: Path, own: Path, tracked: Tracked) -> str:
+    async def _full(
+        self, top: Path, index: Path, own: Path, tracked: Tracked, known: _Known
+    ) -> str:
+        known.tree = known.tracked_ignored = None
         try:
+            # Listed before the index is copied: a file the agent takes in between makes
+            # the next look read in full again, never miss it.
+            listed = await run_git_text(top, *_TRACKED_IGNORED)
             tree = await read_all(top, index, own)
-            self.full_reads += 1
-            return tree
         except BaseException:
             tracked.full = True  # whatever was half done, the next one starts over
             raise
+        known.tree, known.tracked_ignored = tree, listed
+        self.full_reads += 1
+        return tree
 
-    async def _add(self, top: Path, paths: list[str], env: dict[str, str]) -> None:
-        """Bring the paths' entries up to date: a directory's files are listed (a
+    async def _apply(self, top: Path, tree: str, paths: list[str], filemode: bool) -> str:
+        """``tree`` with the paths brought up to date: a directory's files are listed (a
         directory holding only ignored files is no error, and entries of files gone from
-        it go), ignored files left out, what is gone dropped."""
+        it go), ignored files left out (a file the tree holds is never ignored, as a file
+        the index tracks), what is gone dropped."""
         if not paths:
-            return
+            return tree
         files, dropped = await trio.to_thread.run_sync(_expand, top, paths)
-        # Asked before any entry is dropped: a file the index tracks is never "ignored".
-        ignored = await self._ignored(top, files, env) if files else set()
-        if dropped:
-            await run_git_text(
-                top, "rm", "-r", "-q", "--cached", "--ignore-unmatch",
-                "--pathspec-from-file=-", "--pathspec-file-nul",
-                stdin=_nul(dropped), env=env,
-            )  # fmt: skip
-        kept = [f for f in files if f not in ignored]
-        if kept:
-            # --force: what check-ignore kept is tracked, or not ignored at all.
-            await run_git_text(
-                top, "add", "--force", "--pathspec-from-file=-", "--pathspec-file-nul",
-                stdin=_nul(kept), env=env,
-            )  # fmt: skip
+        if files:
+            new = set(files) - await self.store.tracked(top, tree, files)
+            if new:
+                ignored = await self._ignored(top, sorted(new))
+                files = [f for f in files if f not in ignored]
+        return await self.store.apply(top, tree, Change(dropped, files), filemode=filemode)
 
     async def _ignored_dirs(self, top: Path) -> frozenset[str]:
         """The directories git ignores as such ("build/", "node_modules"), not worth a
@@ -159,15 +197,15 @@ class Snapshots:
         candidates = [p.rstrip("/") for p in listed.split("\0") if p.endswith("/")]
         if not candidates:
             return frozenset()
-        ignored = await self._ignored(top, candidates, {})
+        ignored = await self._ignored(top, candidates)
         return frozenset(p + "/" for p in ignored)
 
-    async def _ignored(self, top: Path, paths: list[str], env: dict[str, str]) -> set[str]:
-        """Those of ``paths`` git ignores (a path the index tracks never is)."""
+    async def _ignored(self, top: Path, paths: list[str]) -> set[str]:
+        """Those of ``paths`` git's rules ignore, tracked or not (no index is read)."""
         # check-ignore takes no literal pathspecs: "./" keeps a leading ":" a name.
         result = await run_git(
-            ["check-ignore", "-z", "--stdin"],
-            cwd=top, stdin=_nul(["./" + p for p in paths]), env=env, check=False,
+            ["check-ignore", "-z", "--no-index", "--stdin"],
+            cwd=top, stdin=_nul(["./" + p for p in paths]), check=False,
         )  # fmt: skip
         if result.returncode not in (0, 1):
             raise result.error()
@@ -185,6 +223,7 @@ class Snapshots:
         """Stop following ``top`` (its worktree is gone)."""
         async with self._locks.setdefault(top, trio.Lock()):
             await self._watcher(self.watcher.forget, top)
+            self._known.pop(top, None)
             self._index_of(top).unlink(missing_ok=True)
 
 
