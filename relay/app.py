@@ -24,6 +24,7 @@ from .errors import ApiError, RateLimited
 from .fanout import Hub
 from .httputil import error_response, http_status
 from .pages import Pages
+from .push_api import PushApi
 from .ratelimit import AttemptLimiter
 from .settings_api import SettingsApi
 from .sign_ins import SignInsApi
@@ -89,6 +90,7 @@ def create_app(
         *ClientApi(storage, hub, config).routes(),
         *SignInsApi(storage, config).routes(),
         *SettingsApi(storage, hub, config).routes(),
+        *PushApi(storage, config).routes(),
         *ChangesApi(storage, hub, config, tokens).routes(),
         *DaemonApi(storage, hub, config, tokens, pairing).routes(),
     ]

@@ -93,6 +93,15 @@ class RelayConfig:
     #: Reverse proxies (addresses or networks) whose ``X-Forwarded-For`` names the client
     #: that failed-attempt limits count against; from anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_proxies)
+    #: Who runs this relay, as push services are told (a ``mailto:`` or ``https:`` URL;
+    #: they may write to it about abuse). Default: the relay's URL when it is https.
+    push_contact: str | None = None
+
+    @property
+    def push_subject(self) -> str:
+        if self.push_contact:
+            return self.push_contact
+        return self.url if self.url.startswith("https://") else "mailto:rcd-relay@localhost"
 
     @property
     def tls(self) -> bool:

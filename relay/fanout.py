@@ -35,7 +35,7 @@ from __future__ import annotations
 import collections
 import itertools
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 import trio
@@ -255,6 +255,9 @@ class Hub:
     #: Session → its reply being written (None: ended), the newest seq published, and
     #: ``trio.current_time()`` when the reply last grew.
     _partials: dict[str, tuple[Shown | None, int, float]] = attrs.field(factory=dict, init=False)
+    #: Called with every batch :meth:`publish_events` hands on (the notifier); each must
+    #: return at once.
+    listeners: list[Callable[[str, Sequence[Event]], None]] = attrs.field(factory=list, init=False)
 
     def watch(self, key: str) -> trio.Event:
         """The event the next ``notify(key)`` will set. Take it *before* reading storage."""
@@ -293,6 +296,9 @@ class Hub:
                 grew,
             )
         self.notify(session_key(session_id))
+        if events:
+            for listener in self.listeners:
+                listener(session_id, events)
 
     def publish_partial(self, session_id: str, partial: AssistantPartial) -> None:
         """A piece of the session's reply being written: joined to what the hub holds

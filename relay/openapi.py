@@ -473,7 +473,9 @@ def _paths() -> dict[str, Any]:
 
 
 def openapi_document(server_url: str) -> dict[str, Any]:
-    from .openapi_changes import CHANGES_COMPONENTS, changes_paths  # it uses the helpers here
+    # They use the helpers here.
+    from .openapi_changes import CHANGES_COMPONENTS, changes_paths
+    from .openapi_push import PUSH_COMPONENTS, push_paths
 
     error = _json(_ref("ErrorBody"), "An error.")
     return {
@@ -485,7 +487,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": _paths() | changes_paths(),
+        "paths": _paths() | changes_paths() | push_paths(),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -495,7 +497,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 },
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "rcd_session"},
             },
-            "schemas": {cl.__name__: schema_of(cl) for cl in _COMPONENTS + CHANGES_COMPONENTS},
+            "schemas": {
+                cl.__name__: schema_of(cl)
+                for cl in _COMPONENTS + CHANGES_COMPONENTS + PUSH_COMPONENTS
+            },
             "responses": {
                 f"Error{status}": error | {"description": meaning}
                 for status, meaning in {

@@ -10,6 +10,7 @@ from wire import (
     DecidePermission,
     Directive,
     Interrupt,
+    PushSettings,
     SendMessage,
     SessionState,
     Spawn,
@@ -211,3 +212,16 @@ class Enqueued:
     dseq: int
     #: As queued: its ``origin`` is the client's name when storage authenticated the client.
     directive: SessionInput
+
+
+@attrs.frozen(kw_only=True)
+class PushSubscriptionRecord:
+    """A device's Web Push subscription: where to send and the keys to encrypt for."""
+
+    id: str
+    endpoint: str
+    p256dh: str
+    auth: str
+    settings: PushSettings
+    created_at: float
+    last_sent_at: float | None

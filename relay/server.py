@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import attrs
+import httpx
 import hypercorn.trio
 import structlog
 import trio
@@ -26,6 +27,8 @@ from .config import RelayConfig, is_loopback
 from .errors import RelayError
 from .fanout import Hub
 from .inprocess import InProcessTransport
+from .notify import Notifier
+from .push import PushSender, load_vapid_key
 from .storage import SqliteStorage
 from .tokens import TokenIssuer
 
@@ -239,6 +242,7 @@ async def serve_relay(
                 lan.close()
             raise
         hub = Hub()
+        key = await trio.to_thread.run_sync(load_vapid_key, config.data_dir)
         app = create_app(storage, hub, bound, tokens=tokens)
         hconfig = _hypercorn_config(bound, sock, lan)
 
@@ -247,28 +251,36 @@ async def serve_relay(
             log.info("relay stopping", grace=config.stop_timeout)
             hub.stopping.set()
 
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    hypercorn.trio.serve,
-                    _drop_unread(cast(ASGIFramework, app)),
-                    hconfig,
-                    shutdown_trigger=shutdown_trigger and partial(stopping, shutdown_trigger),
-                    mode="asgi",
+        async with (
+            httpx.AsyncClient(follow_redirects=False) as push_client,
+            trio.open_nursery() as background,
+        ):
+            notifier = Notifier(storage, PushSender(key, bound.push_subject, push_client))
+            hub.listeners.append(notifier.offer)
+            background.start_soon(notifier.run)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        hypercorn.trio.serve,
+                        _drop_unread(cast(ASGIFramework, app)),
+                        hconfig,
+                        shutdown_trigger=shutdown_trigger and partial(stopping, shutdown_trigger),
+                        mode="asgi",
+                    )
                 )
-            )
-            log.info("relay listening", url=bound.url, port=port, tls=bound.tls)
-            local = InProcessTransport(app, nursery, server=(bound.host, port))
-            task_status.started(
-                RunningRelay(
-                    url=bound.url,
-                    local_url=bound.local_url,
-                    port=port,
-                    storage=storage,
-                    hub=hub,
-                    local=local,
+                log.info("relay listening", url=bound.url, port=port, tls=bound.tls)
+                local = InProcessTransport(app, nursery, server=(bound.host, port))
+                task_status.started(
+                    RunningRelay(
+                        url=bound.url,
+                        local_url=bound.local_url,
+                        port=port,
+                        storage=storage,
+                        hub=hub,
+                        local=local,
+                    )
                 )
-            )
+            background.cancel_scope.cancel()  # pushes not sent yet are lost with the relay
     if shutdown_trigger is None:
         raise RelayError("the relay stopped serving")
     log.info("relay stopped")

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from wire import (
     Event,
+    PushSettings,
     RegisterRequest,
     RegisterResponse,
     SettingsView,
@@ -35,6 +36,7 @@ from .records import (
     Enqueued,
     EnvironmentRecord,
     NewSession,
+    PushSubscriptionRecord,
     SessionInput,
     SessionRecord,
     SignInRecord,
@@ -88,6 +90,37 @@ class Storage(Protocol):
 
     async def revoke_all_sign_ins(self) -> int:
         """End every sign-in at once; returns how many there were."""
+
+    # -- Web Push subscriptions (each held by the signed-in device that made it)
+
+    async def add_push_subscription(
+        self,
+        client: ClientPrincipal,
+        endpoint: str,
+        p256dh: str,
+        auth: str,
+        settings: PushSettings | None,
+    ) -> PushSubscriptionRecord:
+        """Keep a subscription for ``client``'s device (the same endpoint replaces)."""
+
+    async def device_push_subscriptions(
+        self, client: ClientPrincipal
+    ) -> list[PushSubscriptionRecord]: ...
+
+    async def set_push_settings(
+        self, client: ClientPrincipal, subscription_id: str, settings: PushSettings
+    ) -> PushSubscriptionRecord:
+        """NotFound unless the subscription is ``client``'s device's."""
+
+    async def delete_push_subscription(self, client: ClientPrincipal, subscription_id: str) -> None:
+        """NotFound unless the subscription is ``client``'s device's."""
+
+    async def live_push_subscriptions(self) -> list[PushSubscriptionRecord]:
+        """Those of devices still signed in (the others are deleted)."""
+
+    async def drop_push_subscription(self, endpoint: str) -> None: ...
+
+    async def push_sent(self, endpoint: str) -> None: ...
 
     # -- daemon credentials
 

@@ -116,6 +116,14 @@ from .protocol import (
     UplinkRequest,
     UplinkResponse,
 )
+from .push import (
+    PushKey,
+    PushKeys,
+    PushSettings,
+    PushSubscribe,
+    PushSubscriptionInfo,
+    PushSubscriptions,
+)
 from .settings import (
     PermissionMode,
     SettingsChange,
@@ -125,6 +133,12 @@ from .settings import (
 )
 
 __all__ = [
+    "PushKey",
+    "PushKeys",
+    "PushSettings",
+    "PushSubscribe",
+    "PushSubscriptionInfo",
+    "PushSubscriptions",
     "ACTIONS",
     "Action",
     "Changes",

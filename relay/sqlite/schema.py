@@ -14,7 +14,8 @@ __all__ = ["SCHEMA_VERSION", "migrate", "name_unnamed_sign_ins"]
 
 #: 2: web sessions have a public id, when and from where they signed in, and when they were
 #: last used; environments keep the host name their daemon reports.
-SCHEMA_VERSION = 3
+#: 4: Web Push subscriptions.
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device_tokens (
     name TEXT PRIMARY KEY,
@@ -101,6 +102,17 @@ CREATE TABLE IF NOT EXISTS message_inputs (
     PRIMARY KEY (session_id, input_id)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS web_sessions_by_id ON web_sessions (id);
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    endpoint TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    owner_kind TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    p256dh TEXT NOT NULL,
+    auth TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_sent_at REAL
+);
 CREATE TABLE IF NOT EXISTS permission_requests (
     session_id TEXT NOT NULL,
     request_id TEXT NOT NULL,

@@ -22,7 +22,7 @@ import trio
 
 from ..auth import issue_environment_credential
 from ..errors import RelayError
-from . import clients, credentials, directives, environments, events, sessions, settings
+from . import clients, credentials, directives, environments, events, push, sessions, settings
 from .connection import SqliteConnection, database_path, is_busy
 
 __all__ = [
@@ -243,6 +243,14 @@ class SqliteStorage:
     queue_directive = _call(settings.queue_settings)
     save_features = _call(settings.save_features)
     environment_features = _call(settings.environment_features)
+
+    add_push_subscription = _call(push.add_push_subscription)
+    device_push_subscriptions = _call(push.device_push_subscriptions)
+    set_push_settings = _call(push.set_push_settings)
+    delete_push_subscription = _call(push.delete_push_subscription)
+    live_push_subscriptions = _call(push.live_push_subscriptions)
+    drop_push_subscription = _call(push.drop_push_subscription)
+    push_sent = _call(push.push_sent)
 
     read_downlink = _call(directives.read_downlink)
     acknowledge_directives = _call(directives.acknowledge_directives)

@@ -92,6 +92,7 @@ async def test_the_relay_logs_json_lines_only_and_stops_on_sigterm(tmp_path: Pat
     assert hypercorn["event"].startswith("Running on http://127.0.0.1:")
     assert {"level", "timestamp"} <= hypercorn.keys()
     assert [line["event"] for line in lines if "logger" not in line] == [
+        "vapid_key_made",  # a new data dir: the relay's Web Push key is made once
         "relay listening",
         "relay stopping",
         "relay stopped",

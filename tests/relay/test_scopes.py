@@ -36,6 +36,7 @@ import wire
 from relay import Hub, RelayConfig, SqliteStorage, create_app
 from relay.auth import hash_secret
 from relay.openapi import openapi_document
+from relay.records import ClientPrincipal
 from relay.tokens import TokenIssuer
 
 from .conftest import (
@@ -222,6 +223,14 @@ CLIENT_ROWS: dict[tuple[str, str], Row] = {
         "client", 202, lambda w: {"env": {"A": "b"}}
     ),
     ("DELETE", "/api/sign-ins/{sign_in_id}"): Row("client", 204),
+    ("GET", "/api/push/key"): Row("client", 200),
+    ("GET", "/api/push/subscriptions"): Row("client", 200),
+    ("POST", "/api/push/subscriptions"): Row("client", 201, lambda w: SUBSCRIPTION),
+    # The subscription asked about is the asking device's own (see ``test_cell``).
+    ("PUT", "/api/push/subscriptions/{subscription_id}/settings"): Row(
+        "client", 200, lambda w: {"permission": False}
+    ),
+    ("DELETE", "/api/push/subscriptions/{subscription_id}"): Row("client", 204),
     # No daemon here says it shows changes: past the credential, 409 changes_unsupported.
     ("GET", "/api/sessions/{session_id}/changes"): Row("client", 409),
     ("POST", "/api/sessions/{session_id}/changes/{action}"): Row(
@@ -232,6 +241,12 @@ CLIENT_ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/environments/{environment_id}/worktrees/{slug}/changes/{action}"): Row(
         "client", 409, lambda w: {"message": "x"}
     ),
+}
+
+#: A browser's ``PushSubscription.toJSON()`` (its key a real P-256 point's shape).
+SUBSCRIPTION: dict[str, Any] = {
+    "endpoint": "https://push.example/sub/1",
+    "keys": {"p256dh": "B" + "A" * 85 + "Q", "auth": "A" * 21 + "g"},
 }
 
 DAEMON_ROWS: dict[tuple[str, str], Row] = {
@@ -443,7 +458,20 @@ async def test_cell(tmp_path: Path, method: str, path: str, kind: str) -> None:
         ):
             assert await w.storage.revoke_environment(w.daemon.environment_id)
         session = w.session_b if row.session == "b" else w.session_a
+        subscription_id = "push_none"
+        if "{subscription_id}" in path and credential in ("device", "cookie"):
+            owner = (
+                ClientPrincipal(name="phone", via="token")
+                if credential == "device"
+                else ClientPrincipal(name="web", via="cookie", session_hash=hash_secret("good"))
+            )
+            keys = SUBSCRIPTION["keys"]
+            made = await w.storage.add_push_subscription(
+                owner, SUBSCRIPTION["endpoint"], keys["p256dh"], keys["auth"], None
+            )
+            subscription_id = made.id
         url = path.format(
+            subscription_id=subscription_id,
             environment_id=w.daemon.environment_id,
             session_id=session,
             request_id="req-1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import types
 import typing
@@ -90,6 +91,18 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
         elif cls is wire.LandRequest and field.name == "confirm":
             tokens = st.from_regex(wire.changes.CONFIRM_PATTERN, fullmatch=True)
             fields[field.name] = st.none() | tokens
+        elif cls is wire.PushKeys:
+            size = 64 if field.name == "p256dh" else 16
+            prefix = b"\x04" if field.name == "p256dh" else b""
+            fields[field.name] = st.binary(min_size=size, max_size=size).map(
+                lambda raw, p=prefix: base64.urlsafe_b64encode(p + raw).decode().rstrip("=")
+            )
+        elif cls is wire.PushSubscribe and field.name == "endpoint":
+            fields[field.name] = st.from_regex(wire.push.ENDPOINT_PATTERN, fullmatch=True).filter(
+                lambda e: len(e) <= wire.push.MAX_ENDPOINT_LENGTH
+            )
+        elif cls is wire.PushSettings and field.name == "long_turn_seconds":
+            fields[field.name] = st.integers(*wire.push.LONG_TURN_RANGE)
         elif field.name == "conversation":
             ids = st.from_regex(wire.api.CONVERSATION_ID_PATTERN, fullmatch=True)
             fields[field.name] = st.none() | ids
@@ -160,6 +173,9 @@ def test_types_are_not_coerced() -> None:
         wire.decode(wire.PostMessage, {"id": "a", "text": 5})
     with pytest.raises(wire.DecodeError, match="expected an integer"):
         wire.decode(wire.Ack, {"through": True})
+    with pytest.raises(wire.DecodeError, match="expected an integer"):
+        wire.decode(wire.Ack, {"through": 3.5})
+    assert wire.decode(wire.Ack, {"through": 3.0}).through == 3  # JSON's 3.0 is 3
     with pytest.raises(wire.DecodeError, match="not valid JSON"):
         wire.decode_json(wire.Ack, b"{")
     with pytest.raises(wire.DecodeError, match="must not be empty"):

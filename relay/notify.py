@@ -1,0 +1,212 @@
+"""What wakes a phone: the events that notify, made into Web Push notifications.
+
+The hub hands every stored batch of events to :meth:`Notifier.offer` (never blocking the
+append); a task of the relay's turns the few that notify — a permission request, a long
+turn ended, an error, a session that ended by itself — into one notification each, sent to
+every subscription whose device is still signed in and whose settings want it. A session
+has one notification on a device (its ``tag``), replaced as things happen, not stacked;
+the push service is told the same (``Topic``), so an undelivered one is replaced there too.
+A subscription its push service calls gone (404, 410) is forgotten.
+
+The payload carries no more than the notification shows: the session's title, the tool
+and a short summary of its input, never the conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from wire import Event, PushSettings
+
+from .push import PushOutcome, PushSender
+from .records import PushSubscriptionRecord
+from .storage import Storage
+
+__all__ = ["Note", "Notifier"]
+
+log = structlog.get_logger("relay.notify")
+
+#: Batches waiting for the notifier at most; past it, the oldest notifications are lost
+#: (a phone woken late is worth less than an append that never waits).
+BACKLOG = 256
+#: Pushes in flight at once.
+CONCURRENT_PUSHES = 8
+#: The longest summary of a tool's input carried.
+SUMMARY_LENGTH = 160
+#: Seconds the push service keeps an undelivered notification, by what it is about.
+_TTL = {"permission": 3600, "long_turn": 6 * 3600, "error": 6 * 3600, "session_ended": 86400}
+#: Endings asked for by somebody: nothing to tell.
+_EXPECTED_ENDINGS = frozenset({"stopped", "daemon_stopped"})
+_SHORTEST_LONG_TURN_MS = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class Note:
+    """One notification: ``kind`` names the setting that lets it through."""
+
+    kind: str
+    session_id: str
+    title: str
+    body: str
+    #: For a long turn: its length, checked against each device's threshold.
+    duration_ms: int = 0
+    request: dict[str, str] | None = None
+
+    def wanted_by(self, settings: PushSettings) -> bool:
+        if not getattr(settings, self.kind):
+            return False
+        return self.kind != "long_turn" or self.duration_ms >= settings.long_turn_seconds * 1000
+
+    def payload(self) -> bytes:
+        body: dict[str, Any] = {
+            "kind": self.kind,
+            "tag": f"session-{self.session_id}",
+            "session_id": self.session_id,
+            "title": self.title,
+            "body": self.body,
+            "url": f"/?session={self.session_id}",
+        }
+        if self.request is not None:
+            body["request"] = self.request
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    @property
+    def topic(self) -> str:
+        # At most 32 base64url characters (RFC 8030): one per session.
+        return hashlib.sha256(self.session_id.encode()).hexdigest()[:32]
+
+
+def summary(tool: str, data: dict[str, Any]) -> str:
+    """A tool's input in one short line: its command, file or pattern, else its JSON."""
+    for key in ("command", "file_path", "path", "pattern", "url", "description"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            text = " ".join(value.split())
+            break
+    else:
+        text = json.dumps(data, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def _worth_a_look(event: Event) -> bool:
+    """Whether the event may notify at all (cheap, on the append's path)."""
+    if event.kind == "turn_result":
+        return bool(event.data.get("duration_ms", 0) >= _SHORTEST_LONG_TURN_MS)
+    if event.kind == "session_ended":
+        return event.data.get("reason") not in _EXPECTED_ENDINGS
+    return event.kind in ("permission_request", "error")
+
+
+@attrs.define(eq=False)
+class Notifier:
+    """Turns stored events into pushes (see the module docstring); :meth:`run` sends."""
+
+    storage: Storage
+    sender: PushSender
+    _send: trio.MemorySendChannel[tuple[str, list[Event]]] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[tuple[str, list[Event]]] = attrs.field(init=False)
+    #: Pushes the push services took, and notifications lost to a full backlog.
+    sent: int = 0
+    dropped: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel(BACKLOG)
+
+    @property
+    def public_key(self) -> str:
+        return self.sender.public_key
+
+    def offer(self, session_id: str, events: Sequence[Event]) -> None:
+        """Events just stored for a session (called by the hub; never blocks)."""
+        wanted = [e for e in events if _worth_a_look(e)]
+        if not wanted:
+            return
+        try:
+            self._send.send_nowait((session_id, wanted))
+        except trio.WouldBlock:
+            self.dropped += len(wanted)
+            log.warning("notifications_dropped", session_id=session_id, events=len(wanted))
+
+    async def run(self) -> None:
+        """Send what is offered, until cancelled."""
+        limit = trio.CapacityLimiter(CONCURRENT_PUSHES)
+        async for session_id, events in self._receive:
+            for event in events:
+                note = await self._note(session_id, event)
+                if note is None:
+                    continue
+                # One event's pushes all answered before the next's: a device gets a
+                # session's notifications in order (the newest is the one it keeps).
+                async with trio.open_nursery() as nursery:
+                    for subscription in await self.storage.live_push_subscriptions():
+                        if note.wanted_by(subscription.settings):
+                            nursery.start_soon(self._push, subscription, note, limit)
+
+    async def _note(self, session_id: str, event: Event) -> Note | None:
+        session = await self.storage.get_session(session_id)
+        if session is None:
+            return None
+        name = session.title or "A session"
+        data = event.data
+        if event.kind == "permission_request":
+            tool = str(data.get("tool", "a tool"))
+            text = summary(tool, data.get("input") or {})
+            return Note(
+                kind="permission",
+                session_id=session_id,
+                title=f"{name}: allow {tool}?",
+                body=text,
+                request={"id": str(data.get("request_id", "")), "tool": tool, "summary": text},
+            )
+        if event.kind == "turn_result":
+            ms = int(data.get("duration_ms", 0))
+            done = "done" if data.get("ok") else "stopped with an error"
+            return Note(
+                kind="long_turn",
+                session_id=session_id,
+                title=f"{name}: turn {done}",
+                body=f"after {_duration(ms / 1000)}",
+                duration_ms=ms,
+            )
+        if event.kind == "error":
+            return Note(
+                kind="error",
+                session_id=session_id,
+                title=f"{name}: error",
+                body=str(data.get("message", ""))[:SUMMARY_LENGTH],
+            )
+        return Note(
+            kind="session_ended",
+            session_id=session_id,
+            title=f"{name}: ended",
+            body=str(data.get("reason", "ended")).replace("_", " "),
+        )
+
+    async def _push(
+        self, subscription: PushSubscriptionRecord, note: Note, limit: trio.CapacityLimiter
+    ) -> None:
+        async with limit:
+            outcome = await self.sender.send(
+                subscription,
+                note.payload(),
+                ttl=_TTL[note.kind],
+                topic=note.topic,
+                urgency="high" if note.kind == "permission" else "normal",
+            )
+        if outcome is PushOutcome.GONE:
+            await self.storage.drop_push_subscription(subscription.endpoint)
+        elif outcome is PushOutcome.SENT:
+            self.sent += 1
+            await self.storage.push_sent(subscription.endpoint)
