@@ -258,6 +258,8 @@ class Hub:
     #: Called with every batch :meth:`publish_events` hands on (the notifier); each must
     #: return at once.
     listeners: list[Callable[[str, Sequence[Event]], None]] = attrs.field(factory=list, init=False)
+    #: Called with an environment whose link just closed (the notifier); must return at once.
+    offline_listeners: list[Callable[[str], None]] = attrs.field(factory=list, init=False)
 
     def watch(self, key: str) -> trio.Event:
         """The event the next ``notify(key)`` will set. Take it *before* reading storage."""
@@ -299,6 +301,11 @@ class Hub:
         if events:
             for listener in self.listeners:
                 listener(session_id, events)
+
+    def went_offline(self, environment_id: str) -> None:
+        """The environment's link closed and nothing replaced it."""
+        for listener in self.offline_listeners:
+            listener(environment_id)
 
     def publish_partial(self, session_id: str, partial: AssistantPartial) -> None:
         """A piece of the session's reply being written: joined to what the hub holds

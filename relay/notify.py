@@ -8,6 +8,9 @@ has one notification on a device (its ``tag``), replaced as things happen, not s
 the push service is told the same (``Topic``), so an undelivered one is replaced there too.
 A subscription its push service calls gone (404, 410) is forgotten.
 
+An environment whose link closes notifies (those who asked) only if it is still offline
+after the relay's grace: a daemon renewing its link or restarting wakes nobody.
+
 The payload carries no more than the notification shows: the session's title, the tool
 and a short summary of its input, never the conversation.
 """
@@ -41,7 +44,13 @@ CONCURRENT_PUSHES = 8
 #: The longest summary of a tool's input carried.
 SUMMARY_LENGTH = 160
 #: Seconds the push service keeps an undelivered notification, by what it is about.
-_TTL = {"permission": 3600, "long_turn": 6 * 3600, "error": 6 * 3600, "session_ended": 86400}
+_TTL = {
+    "permission": 3600,
+    "long_turn": 6 * 3600,
+    "error": 6 * 3600,
+    "session_ended": 86400,
+    "offline": 86400,
+}
 #: Endings asked for by somebody: nothing to tell.
 _EXPECTED_ENDINGS = frozenset({"stopped", "daemon_stopped"})
 _SHORTEST_LONG_TURN_MS = 10_000
@@ -49,12 +58,15 @@ _SHORTEST_LONG_TURN_MS = 10_000
 
 @attrs.frozen(kw_only=True)
 class Note:
-    """One notification: ``kind`` names the setting that lets it through."""
+    """One notification: ``kind`` names the setting that lets it through; ``tag`` what it
+    replaces on the device (the session's, or the environment's, earlier one)."""
 
     kind: str
-    session_id: str
+    tag: str
     title: str
     body: str
+    url: str
+    session_id: str | None = None
     #: For a long turn: its length, checked against each device's threshold.
     duration_ms: int = 0
     request: dict[str, str] | None = None
@@ -67,20 +79,21 @@ class Note:
     def payload(self) -> bytes:
         body: dict[str, Any] = {
             "kind": self.kind,
-            "tag": f"session-{self.session_id}",
-            "session_id": self.session_id,
+            "tag": self.tag,
             "title": self.title,
             "body": self.body,
-            "url": f"/?session={self.session_id}",
+            "url": self.url,
         }
+        if self.session_id is not None:
+            body["session_id"] = self.session_id
         if self.request is not None:
             body["request"] = self.request
         return json.dumps(body, ensure_ascii=False).encode()
 
     @property
     def topic(self) -> str:
-        # At most 32 base64url characters (RFC 8030): one per session.
-        return hashlib.sha256(self.session_id.encode()).hexdigest()[:32]
+        # At most 32 base64url characters (RFC 8030): one per tag.
+        return hashlib.sha256(self.tag.encode()).hexdigest()[:32]
 
 
 def summary(tool: str, data: dict[str, Any]) -> str:
@@ -109,14 +122,24 @@ def _worth_a_look(event: Event) -> bool:
     return event.kind in ("permission_request", "error")
 
 
+@attrs.frozen
+class _Offline:
+    environment_id: str
+
+
+_Item = tuple[str, list[Event]] | _Offline
+
+
 @attrs.define(eq=False)
 class Notifier:
     """Turns stored events into pushes (see the module docstring); :meth:`run` sends."""
 
     storage: Storage
     sender: PushSender
-    _send: trio.MemorySendChannel[tuple[str, list[Event]]] = attrs.field(init=False)
-    _receive: trio.MemoryReceiveChannel[tuple[str, list[Event]]] = attrs.field(init=False)
+    #: Seconds an environment must stay offline before it notifies.
+    offline_grace: float = 30.0
+    _send: trio.MemorySendChannel[_Item] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[_Item] = attrs.field(init=False)
     #: Pushes the push services took, and notifications lost to a full backlog.
     sent: int = 0
     dropped: int = 0
@@ -133,26 +156,54 @@ class Notifier:
         wanted = [e for e in events if _worth_a_look(e)]
         if not wanted:
             return
+        self._offer((session_id, wanted), len(wanted))
+
+    def offline(self, environment_id: str) -> None:
+        """An environment's link closed (called by the hub; never blocks)."""
+        self._offer(_Offline(environment_id), 1)
+
+    def _offer(self, item: _Item, count: int) -> None:
         try:
-            self._send.send_nowait((session_id, wanted))
+            self._send.send_nowait(item)
         except trio.WouldBlock:
-            self.dropped += len(wanted)
-            log.warning("notifications_dropped", session_id=session_id, events=len(wanted))
+            self.dropped += count
+            log.warning("notifications_dropped", count=count)
 
     async def run(self) -> None:
         """Send what is offered, until cancelled."""
         limit = trio.CapacityLimiter(CONCURRENT_PUSHES)
-        async for session_id, events in self._receive:
-            for event in events:
-                note = await self._note(session_id, event)
-                if note is None:
+        async with trio.open_nursery() as later:
+            async for item in self._receive:
+                if isinstance(item, _Offline):
+                    later.start_soon(self._offline_later, item.environment_id, limit)
                     continue
-                # One event's pushes all answered before the next's: a device gets a
-                # session's notifications in order (the newest is the one it keeps).
-                async with trio.open_nursery() as nursery:
-                    for subscription in await self.storage.live_push_subscriptions():
-                        if note.wanted_by(subscription.settings):
-                            nursery.start_soon(self._push, subscription, note, limit)
+                session_id, events = item
+                for event in events:
+                    note = await self._note(session_id, event)
+                    if note is not None:
+                        await self._send_note(note, limit)
+
+    async def _send_note(self, note: Note, limit: trio.CapacityLimiter) -> None:
+        # One note's pushes all answered before the next's: a device gets a session's
+        # notifications in order (the newest is the one it keeps).
+        async with trio.open_nursery() as nursery:
+            for subscription in await self.storage.live_push_subscriptions():
+                if note.wanted_by(subscription.settings):
+                    nursery.start_soon(self._push, subscription, note, limit)
+
+    async def _offline_later(self, environment_id: str, limit: trio.CapacityLimiter) -> None:
+        await trio.sleep(self.offline_grace)
+        env = await self.storage.get_environment(environment_id)
+        if env is None or env.online:
+            return
+        note = Note(
+            kind="offline",
+            tag=f"environment-{environment_id}",
+            title=f"{env.name} is offline",
+            body=f"on {env.machine_name}: its daemon stopped or lost the network",
+            url="/",
+        )
+        await self._send_note(note, limit)
 
     async def _note(self, session_id: str, event: Event) -> Note | None:
         session = await self.storage.get_session(session_id)
@@ -160,12 +211,15 @@ class Notifier:
             return None
         name = session.title or "A session"
         data = event.data
+        tag, url = f"session-{session_id}", f"/?session={session_id}"
         if event.kind == "permission_request":
             tool = str(data.get("tool", "a tool"))
             text = summary(tool, data.get("input") or {})
             return Note(
                 kind="permission",
                 session_id=session_id,
+                tag=tag,
+                url=url,
                 title=f"{name}: allow {tool}?",
                 body=text,
                 request={"id": str(data.get("request_id", "")), "tool": tool, "summary": text},
@@ -176,6 +230,8 @@ class Notifier:
             return Note(
                 kind="long_turn",
                 session_id=session_id,
+                tag=tag,
+                url=url,
                 title=f"{name}: turn {done}",
                 body=f"after {_duration(ms / 1000)}",
                 duration_ms=ms,
@@ -184,12 +240,16 @@ class Notifier:
             return Note(
                 kind="error",
                 session_id=session_id,
+                tag=tag,
+                url=url,
                 title=f"{name}: error",
                 body=str(data.get("message", ""))[:SUMMARY_LENGTH],
             )
         return Note(
             kind="session_ended",
             session_id=session_id,
+            tag=tag,
+            url=url,
             title=f"{name}: ended",
             body=str(data.get("reason", "ended")).replace("_", " "),
         )

@@ -255,8 +255,13 @@ async def serve_relay(
             httpx.AsyncClient(follow_redirects=False) as push_client,
             trio.open_nursery() as background,
         ):
-            notifier = Notifier(storage, PushSender(key, bound.push_subject, push_client))
+            notifier = Notifier(
+                storage,
+                PushSender(key, bound.push_subject, push_client),
+                offline_grace=config.offline_grace,
+            )
             hub.listeners.append(notifier.offer)
+            hub.offline_listeners.append(notifier.offline)
             background.start_soon(notifier.run)
             async with trio.open_nursery() as nursery:
                 await nursery.start(

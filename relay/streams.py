@@ -145,6 +145,7 @@ def downlink_response(
             with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT):
                 if await storage.close_downlink(environment_id, link_id):
                     log.info("downlink closed; environment offline", environment_id=environment_id)
+                    hub.went_offline(environment_id)
 
     return EventStreamResponse(produce, until=hub.stopping)
 

@@ -4,6 +4,7 @@ checks the VAPID signature and decrypts each payload with the subscribed browser
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,10 +13,14 @@ import trio
 
 from relay import RelayConfig, RunningRelay, serve_relay
 from relay.auth import hash_secret
+from relay.notify import Note
 from testkit.fakes.push_service import PushService, Subscription, open_push_service
+from testkit.sse import sse
+from wire import PushSettings
 
 from .conftest import (
     GUARD,
+    PUBLIC_URL,
     Daemon,
     create_session,
     event,
@@ -225,3 +230,40 @@ async def test_the_relay_keeps_its_key_across_restarts(config: RelayConfig) -> N
                 nursery.cancel_scope.cancel()
     assert keys[0] == keys[1] and len(keys[0]["public_key"]) == 87
     assert (config.data_dir / "vapid.pem").stat().st_mode & 0o077 == 0
+
+
+async def test_an_environment_still_offline_after_the_grace_notifies(
+    data_dir: Path, push_service: PushService
+) -> None:
+    config = RelayConfig(
+        data_dir=data_dir, port=0, public_url=PUBLIC_URL, keepalive_interval=0.2, offline_grace=0.2
+    )
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            relay: RunningRelay = await nursery.start(serve_relay, config)
+            url = f"http://127.0.0.1:{relay.port}"
+            async with httpx.AsyncClient(base_url=url, timeout=GUARD) as http:
+                user = await make_device_token(relay.storage)
+                watching, _ = await _subscribe(
+                    http, push_service, user, settings={"offline": True, "permission": False}
+                )
+                daemon = await register(http, relay.storage)
+                downlink = f"/daemon/v1/environments/{daemon.environment_id}/downlink"
+                async with sse(http, downlink, daemon.headers) as (response, _):
+                    assert response.status_code == 200
+                # The daemon's link is gone (the connection closed) and stays gone.
+                [delivery] = await push_service.wait_for(watching.id)
+            nursery.cancel_scope.cancel()
+    note = delivery.json()
+    assert note["kind"] == "offline"
+    assert note["title"] == "laptop is offline"
+    assert note["tag"] == f"environment-{daemon.environment_id}"
+    assert push_service.rejections == []
+
+
+def test_offline_notifies_only_who_asked() -> None:
+    note = Note(kind="offline", tag="environment-e", title="t", body="b", url="/")
+    assert not note.wanted_by(PushSettings())
+    assert note.wanted_by(PushSettings(offline=True))
+    turn = Note(kind="long_turn", tag="session-s", title="t", body="b", url="/", duration_ms=61_000)
+    assert turn.wanted_by(PushSettings()) and not turn.wanted_by(PushSettings(long_turn_seconds=62))
