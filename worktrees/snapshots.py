@@ -35,6 +35,11 @@ _T = TypeVar("_T")
 log = structlog.get_logger("worktrees.snapshots")
 
 _TRACKED_IGNORED = ("ls-files", "-z", "--cached", "--ignored", "--exclude-standard")
+#: Files of the repository whose change makes the next read a full one.
+_RULES = ("info/exclude", "info/attributes", "config", "config.worktree")
+#: Settings a read of the changed files cannot follow exactly (``git add`` keeps CRLF in a
+#: file whose indexed blob has it, for "auto" text; with no index, that is not known).
+_SETTINGS = r"^core\.(filemode|symlinks|autocrlf|attributesfile)$"
 
 
 @attrs.define(eq=False)
@@ -43,11 +48,20 @@ class _Known:
 
     #: The repository's settings that decide how a file is taken.
     filemode: bool
-    #: Whether the tree can be made here (sha1 object names, links kept as links).
+    #: Whether the tree can be made here (sha1 object names, links kept as links, no
+    #: "auto" text conversion by the config).
     partial: bool
+    #: Whether attributes may apply (a ``.gitattributes``, ``info/attributes``, a global
+    #: attributes file): each read then asks which files are "auto" text.
+    attributes: bool = False
     tree: str | None = None
     #: The agent's tracked-though-ignored files as its index listed them just before.
     tracked_ignored: str | None = None
+
+    @property
+    def forced(self) -> set[str]:
+        """The agent's tracked-though-ignored files (never left out as ignored)."""
+        return set((self.tracked_ignored or "").split("\0")) - {""}
 
 
 @attrs.define(eq=False)
@@ -58,7 +72,7 @@ class Snapshots:
     scratch: Path
     watcher: TreeWatcher = attrs.Factory(TreeWatcher)
     _locks: dict[Path, trio.Lock] = attrs.Factory(dict)
-    _excludes: dict[Path, Path] = attrs.Factory(dict)
+    _rules: dict[Path, list[Path]] = attrs.Factory(dict)
     _known: dict[Path, _Known] = attrs.Factory(dict)
     store: TreeStore = attrs.Factory(TreeStore)
     _limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
@@ -97,13 +111,20 @@ class Snapshots:
                 ignored = await self._ignored_dirs(top)
                 await self._watcher(self.watcher.rewatch, tracked, ignored)
             if tracked.new_dirs:
-                unwatched = await self._ignored(top, sorted(tracked.new_dirs))
+                # A directory holding a file the agent's index tracks though ignored is
+                # watched all the same.
+                forced = self._known[top].forced if top in self._known else set()
+                unwatched = {
+                    d
+                    for d in await self._ignored(top, sorted(tracked.new_dirs))
+                    if not any(f.startswith(d + "/") for f in forced)
+                }
                 await self._watcher(self.watcher.adopt, tracked, unwatched)
             paths = tracked.take()
             known = await self._known_of(top)
             try:
                 if paths is not None and known.partial and known.tree is not None:
-                    known.tree = await self._apply(top, known.tree, paths, known.filemode)
+                    known.tree = await self._apply(top, known, paths)
                     self.partial_reads += 1
                     return known.tree
             except (GitFailed, Unsupported, OSError, ValueError) as exc:
@@ -117,36 +138,40 @@ class Snapshots:
         known = self._known.get(top)
         if known is None:
             found = await run_git_text(
-                top, "config", "--type=bool", "--get-regexp", r"^core\.(filemode|symlinks)$",
-                ok=(0, 1),
-            )  # fmt: skip
-            settings = dict(line.split(" ", 1) for line in found.splitlines())
+                top, "config", "--type=bool-or-str", "--get-regexp", _SETTINGS, ok=(0, 1)
+            )
+            settings = dict(line.split(" ", 1) for line in found.splitlines() if " " in line)
             sha1 = (await run_git_text(top, "rev-parse", "--show-object-format")).strip()
             known = self._known[top] = _Known(
                 filemode=settings.get("core.filemode", "true") == "true",
-                partial=settings.get("core.symlinks", "true") == "true" and sha1 == "sha1",
+                partial=settings.get("core.symlinks", "true") == "true"
+                and settings.get("core.autocrlf", "false") == "false"
+                and sha1 == "sha1",
+                attributes="core.attributesfile" in settings,
             )
         return known
 
     async def _ignore_rules_moved(self, top: Path, index: Path, tracked: Tracked) -> bool:
-        """Whether what git tracks-though-ignored, or ignores by ``info/exclude``, changed
-        outside the tree's files: the agent's ``git add -f`` / ``git rm --cached`` of an
-        ignored file, an exclude added. Watched files never tell."""
-        exclude = self._excludes.get(top)
-        if exclude is None:
+        """Whether what decides how files are taken changed outside the tree's files: the
+        agent's ``git add -f`` / ``git rm --cached`` of an ignored file, ``info/exclude``,
+        ``info/attributes``, the repository's config. Watched files never tell."""
+        rules = self._rules.get(top)
+        if rules is None:
             where = await run_git_text(
-                top, "rev-parse", "--path-format=absolute", "--git-path", "info/exclude"
-            )
-            exclude = self._excludes[top] = Path(where.strip())
-        stamps = (_stamp(index), _stamp(exclude))
+                top, "rev-parse", "--path-format=absolute",
+                *(arg for name in _RULES for arg in ("--git-path", name)),
+            )  # fmt: skip
+            rules = self._rules[top] = [Path(p) for p in where.splitlines()]
+        stamps = (_stamp(index), tuple(_stamp(p) for p in rules))
         before = tracked.stamps
         if before is None or before == stamps:
             tracked.stamps = stamps
             return False
         known = self._known.get(top)
-        if (
-            before[1] == stamps[1]
-            and known is not None
+        if before[1] != stamps[1]:
+            self._known.pop(top, None)  # the settings are read again
+        elif (
+            known is not None
             and known.tracked_ignored is not None
             and await run_git_text(top, *_TRACKED_IGNORED) == known.tracked_ignored
         ):
@@ -165,27 +190,53 @@ class Snapshots:
             # the next look read in full again, never miss it.
             listed = await run_git_text(top, *_TRACKED_IGNORED)
             tree = await read_all(top, index, own)
+            entries = await run_git_text(
+                top, "ls-files", "-z", "-v", env={"GIT_INDEX_FILE": str(own)}
+            )
         except BaseException:
             tracked.full = True  # whatever was half done, the next one starts over
             raise
+        # An entry the agent's index says not to look at (assume-unchanged: a lowercase
+        # tag; skip-worktree: "S") is taken from the index by a full read: so always read.
+        flagged = any(e[:1].islower() or e[:1] == "S" for e in entries.split("\0") if e)
+        rules = self._rules.get(top, [])
+        known.attributes = (
+            known.attributes
+            or any(e.endswith(".gitattributes") for e in entries.split("\0"))
+            or any(p.name == "attributes" and p.exists() for p in rules)
+        )
+        known.partial = known.partial and not flagged
         known.tree, known.tracked_ignored = tree, listed
         self.full_reads += 1
         return tree
 
-    async def _apply(self, top: Path, tree: str, paths: list[str], filemode: bool) -> str:
-        """``tree`` with the paths brought up to date: a directory's files are listed (a
-        directory holding only ignored files is no error, and entries of files gone from
-        it go), ignored files left out (a file the tree holds is never ignored, as a file
-        the index tracks), what is gone dropped."""
+    async def _apply(self, top: Path, known: _Known, paths: list[str]) -> str:
+        """The last tree with the paths brought up to date: a directory's files are listed
+        (a directory holding only ignored files is no error, and entries of files gone
+        from it go), ignored files left out but those the agent's index tracks, what is
+        gone dropped."""
+        assert known.tree is not None
         if not paths:
-            return tree
+            return known.tree
         files, dropped = await trio.to_thread.run_sync(_expand, top, paths)
         if files:
-            new = set(files) - await self.store.tracked(top, tree, files)
-            if new:
-                ignored = await self._ignored(top, sorted(new))
-                files = [f for f in files if f not in ignored]
-        return await self.store.apply(top, tree, Change(dropped, files), filemode=filemode)
+            ignored = await self._ignored(top, files) - known.forced
+            files = [f for f in files if f not in ignored]
+        if files and known.attributes:
+            auto = await self._auto_text(top, files)
+            if auto:
+                raise Unsupported(f"{auto!r} is 'auto' text: git add looks at its index")
+        change = Change(dropped, files)
+        return await self.store.apply(top, known.tree, change, filemode=known.filemode)
+
+    async def _auto_text(self, top: Path, files: list[str]) -> str | None:
+        """The first of ``files`` whose ``text`` attribute is "auto", if any."""
+        out = await run_git_text(top, "check-attr", "-z", "--stdin", "text", stdin=_nul(files))
+        fields = out.split("\0")
+        for at in range(0, len(fields) - 2, 3):
+            if fields[at + 2] == "auto":
+                return fields[at]
+        return None
 
     async def _ignored_dirs(self, top: Path) -> frozenset[str]:
         """The directories git ignores as such ("build/", "node_modules"), not worth a

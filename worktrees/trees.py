@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -56,10 +57,15 @@ class Change:
     files: list[str]
 
 
+#: Names git refuses anywhere in a path (``verify_path``, with its NTFS rules, which it
+#: applies on every system): ``.git`` and what Windows would take for it.
+_DOTGIT = re.compile(rb"(\.git|git~1)[. ]*([:\\].*)?", re.IGNORECASE | re.DOTALL)
+
+
 def _parts(path: str) -> Path_:
     parts = tuple(p.encode("utf-8", "surrogateescape") for p in path.split("/"))
     for part in parts:
-        if not part or part in (b".", b"..") or part.lower() == b".git":
+        if not part or part in (b".", b"..") or _DOTGIT.fullmatch(part):
             raise Unsupported(f"a name git does not take: {path!r}")
     return parts
 
@@ -106,14 +112,19 @@ def _quoted(path: str) -> bytes:
 class TreeStore:
     """Trees read from (or written to) the object store, by name: a tree never changes, so
     what one worktree's snapshot read serves every other's. Bounded: forgotten all at once
-    past :attr:`limit` trees."""
+    past :attr:`limit` entries."""
 
-    limit: int = 50_000
+    #: Entries held at most (about 150 bytes each).
+    limit: int = 200_000
     _trees: dict[str, Entries] = attrs.Factory(dict)
+    _held: int = 0
 
     def _keep(self, name: str, entries: Entries) -> None:
-        if len(self._trees) >= self.limit:
+        if self._held + len(entries) > self.limit:
             self._trees.clear()
+            self._held = 0
+        if name not in self._trees:
+            self._held += len(entries)
         self._trees[name] = entries
 
     async def _read(self, top: Path, names: set[str]) -> dict[str, Entries]:
@@ -159,17 +170,6 @@ class TreeStore:
                     level[d] = sha if mode == TREE and not gone else None
         return before
 
-    async def tracked(self, top: Path, root: str, files: list[str]) -> set[str]:
-        """Those of ``files`` that are entries of the tree ``root`` (as the index tracks
-        a file: such a file is never ignored)."""
-        paths = {_parts(f): f for f in files}
-        before = await self._before(top, root, _dirs(paths), set())
-        return {
-            f
-            for p, f in paths.items()
-            if (up := before[p[:-1]]) and up[1].get(p[-1], (TREE, ""))[0] != TREE
-        }
-
     async def apply(self, top: Path, root: str, change: Change, *, filemode: bool) -> str:
         """The tree of ``top`` now, given ``root`` (its tree before) and what changed."""
         dropped = {_parts(p) for p in change.dropped}
@@ -177,9 +177,15 @@ class TreeStore:
         dirs = _dirs(dropped) | _dirs(files)
         before = await self._before(top, root, dirs, dropped)
         work = {d: dict(b[1]) if (b := before[d]) else {} for d in dirs}
+        # Each file's mode before anything was dropped (as the index still holds it).
+        earlier = {p: b[1].get(p[-1], ("", ""))[0] if (b := before[p[:-1]]) else "" for p in files}
+        if dropped:
+            undropped = await self._before(top, root, _dirs(files), set())
+            for p in files:
+                up = undropped[p[:-1]]
+                earlier[p] = up[1].get(p[-1], ("", ""))[0] if up else ""
         for path in dropped:
             work[path[:-1]].pop(path[-1], None)
-        earlier = {p: work[p[:-1]].get(p[-1], ("", ""))[0] for p in files}
         modes = await trio.to_thread.run_sync(_modes, top, files, earlier, filemode)
         for path, entry in (await _blobs(top, files, modes)).items():
             work[path[:-1]][path[-1]] = entry
@@ -256,6 +262,8 @@ def _modes(
         except FileNotFoundError as exc:
             raise Unsupported(f"{name!r} went away while being read") from exc
         if stat.S_ISLNK(st.st_mode):
+            if path[-1].lower().startswith((b".gitmodules", b"gitmod~")):
+                raise Unsupported(f"{name!r}: git takes no link by that name")
             modes[path] = LINK
         elif not stat.S_ISREG(st.st_mode):
             raise Unsupported(f"{name!r} is a nested repository or not a file")

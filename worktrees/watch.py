@@ -205,8 +205,8 @@ class TreeWatcher:
                 continue
             if directory == "" and event.name in _SKIPPED:
                 continue
-            if event.name == ".gitignore":
-                tree.full = True  # what counts as work changed
+            if event.name in (".gitignore", ".gitattributes"):
+                tree.full = True  # what counts as work, or how a file is taken, changed
             tree.dirty.add(path)
             if event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):
                 tree.new_dirs.add(path)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from worktrees import Worktrees
 from worktrees.changes import snapshot, snapshot_tree
+from worktrees.errors import GitFailed
 from worktrees.snapshots import Snapshots
 from worktrees.trees import TreeStore
 from worktrees.watch import TreeWatcher
@@ -299,3 +300,92 @@ async def test_a_read_cancelled_midway_is_made_whole_by_the_next(
         monkeypatch.setattr(TreeStore, "apply", apply)
         seen = await snapshot(repo, base, snapshots=snaps)
         assert [f.path for f in seen.files] == ["made.txt"]
+
+
+#: (setup, steps): shell commands in a fresh repository; after the setup and after each
+#: step the read of what changed must give the full read's tree. Each one a case a
+#: review found where it did not.
+SCENARIOS = {
+    "a force-added ignored file deleted, then made again": (
+        "echo '*.log' > .gitignore && echo a > f.log && git add .gitignore"
+        " && git add -f f.log && git commit -qm x",
+        ["rm f.log", "echo b > f.log", "git update-index --refresh >/dev/null || true",
+         "echo c > f.log"],
+    ),
+    "an ignored directory holding a tracked file, made again": (
+        "echo 'dist/' > .gitignore && mkdir dist && echo v0 > dist/index.html"
+        " && git add .gitignore && git add -f dist/index.html && git commit -qm x",
+        ["rm -rf dist && mkdir dist && echo v1 > dist/index.html", "echo v2 > dist/index.html",
+         "echo v3 > dist/index.html"],
+    ),
+    "a .gitignore made in a new directory": (
+        "mkdir d && echo a > d/x.tmp",
+        ["rm -rf d && mkdir d && echo '*.tmp' > d/.gitignore && echo b > d/x.tmp"],
+    ),
+    "CRLF kept by core.autocrlf": (
+        "printf 'a\\r\\nb\\r\\n' > crlf.txt && git add crlf.txt && git commit -qm x"
+        " && git config core.autocrlf true",
+        ["printf 'a\\r\\nb\\r\\nc\\r\\n' > crlf.txt"],
+    ),
+    "CRLF kept by text=auto": (
+        "printf 'a\\r\\nb\\r\\n' > crlf.txt && git add -A && git commit -qm x"
+        " && echo '* text=auto' > .gitattributes && git add -A && git commit -qm y",
+        ["printf 'a\\r\\nb\\r\\nc\\r\\n' > crlf.txt"],
+    ),
+    "an executable mode kept with core.fileMode off, its directory touched": (
+        "git config core.fileMode false && mkdir src && echo x > src/run.sh && git add src"
+        " && git update-index --chmod=+x src/run.sh && git commit -qm x",
+        ["echo y >> src/run.sh", "touch src", "echo z >> src/run.sh"],
+    ),
+    "names git refuses": (
+        "",
+        ["echo x > 'git~1'", "echo x > '.git.'", "echo > '.git:x'", "echo > '.GIT..'",
+         "mkdir e && echo > 'e/GIT~1 .'", "ln -s README.md .gitmodules"],
+    ),
+    "core.fileMode turned off": (
+        "echo x > a.sh && git add a.sh && git commit -qm a",
+        ["git config core.fileMode false", "chmod +x a.sh"],
+    ),
+    "an assume-unchanged file": (
+        "git update-index --assume-unchanged README.md",
+        ["echo changed > README.md"],
+    ),
+    "odd names": (
+        "",
+        ["printf a > $'\"lead'; printf b > $'back\\\\slash'; printf c > $'cr\\r';"
+         " printf d > $'nl\\nx'; printf e > $'\\xff\\xfe'; printf f > $'tab\\there'",
+         "printf A >> $'\"lead'; printf C >> $'cr\\r'; ln -s $'\\xff\\xfe' $'link\\r'"],
+    ),
+}  # fmt: skip
+
+
+def _sh(cwd: Path, command: str) -> None:
+    import subprocess
+
+    subprocess.run(["bash", "-c", command], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_a_read_of_what_changed_follows_what_git_add_does(
+    name: str, tmp_path: Path, closing: list[Snapshots]
+) -> None:
+    setup, steps = SCENARIOS[name]
+    repo = make_repo(tmp_path / "repo")
+    if setup:
+        _sh(repo, setup)
+    snaps = Snapshots(scratch=tmp_path / "scratch")
+    closing.append(snaps)
+    index = Path(await _index(repo))
+    with trio.fail_after(TIMEOUT):
+        for step in ["", *steps]:
+            if step:
+                _sh(repo, step)
+            try:
+                full: str | Exception = await _full_tree(repo)
+            except GitFailed as exc:  # a name git refuses: the read must refuse it too
+                full = exc
+            if isinstance(full, Exception):
+                with pytest.raises(GitFailed):
+                    await snaps.tree(repo, index)
+            else:
+                assert await snaps.tree(repo, index) == full, step
