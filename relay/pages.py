@@ -120,6 +120,8 @@ class Pages:
             Route("/", self.index, methods=["GET"]),
             Route("/s/{session_id}", self.index, methods=["GET"]),
             Route("/assets/{path:path}", self.asset, methods=["GET"]),
+            # The service worker covers what is below its own path: served at the top.
+            Route("/sw.js", self.service_worker, methods=["GET"]),
             Route("/login", self.login, methods=["GET"]),
             Route("/logout", self.logout, methods=["POST"]),
         ]
@@ -127,9 +129,16 @@ class Pages:
     async def index(self, request: Request) -> Response:
         return HTMLResponse(self._index_html, headers=_PAGE_HEADERS)
 
+    async def service_worker(self, request: Request) -> Response:
+        # Its policy is the worker's own: it may show the app's icon and, later, talk to
+        # the relay, nothing else.
+        return self._serve("sw.js", request, csp=PAGE_CSP)
+
     async def asset(self, request: Request) -> Response:
         """A static file of the web app; 304 when ``If-None-Match`` has its ETag."""
-        path = request.path_params["path"]
+        return self._serve(request.path_params["path"], request)
+
+    def _serve(self, path: str, request: Request, *, csp: str = _ASSET_CSP) -> Response:
         asset = self._assets.get(path)
         if asset is None:
             raise NotFound(f"no asset {path}")
@@ -137,7 +146,7 @@ class Pages:
             "etag": asset.etag,
             "cache-control": "no-cache",
             "x-content-type-options": "nosniff",
-            "content-security-policy": _ASSET_CSP,
+            "content-security-policy": csp,
         }
         if asset.etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)

@@ -4,6 +4,7 @@
 
 import { api, signedOut } from './api.js';
 import { ago, fill, h } from './dom.js';
+import { notificationsPanel } from './notifications.js';
 
 function when(seconds) {
   return seconds ? ago(seconds) : 'unknown';
@@ -39,6 +40,7 @@ export function devicesView(root) {
       ),
       error,
       list,
+      notificationsPanel(),
     ),
   );
   document.title = 'Signed-in devices · rcd';

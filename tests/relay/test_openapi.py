@@ -11,7 +11,7 @@ from relay.openapi import openapi_document
 from .conftest import PUBLIC_URL
 
 #: Routes that are not part of the client API.
-NOT_CLIENT_API = {"/", "/s/{session_id}", "/assets/{path:path}"}
+NOT_CLIENT_API = {"/", "/s/{session_id}", "/assets/{path:path}", "/sw.js"}
 
 
 def client_routes(storage: SqliteStorage, hub: Hub, config: RelayConfig) -> set[tuple[str, str]]:
