@@ -22,6 +22,7 @@ from . import (
     cli_startup,
     fleet,
     idle,
+    push,
     real_cli,
     relay_scale,
     session_start,
@@ -253,6 +254,11 @@ async def _changes(options: Options) -> Section:
     return Section(lines=changes.section(result), checks=changes.checks(result))
 
 
+async def _push(options: Options) -> Section:
+    result = await push.measure_push(trials=max(30, options.trials))
+    return Section(lines=push.section(result), checks=push.checks(result))
+
+
 async def _relay_scale(options: Options) -> Section:
     result = await relay_scale.measure_relay_scale(options.links)
     return Section(lines=relay_scale.section(result), checks=relay_scale.checks(result))
@@ -302,6 +308,7 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
     "session-start": _session_start,
     "fleet": _fleet,
     "changes": _changes,
+    "push": _push,
     "idle": _idle,
     "relay-scale": _relay_scale,
     "unread-bodies": _unread_bodies,
