@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
+import shutil
 
 __all__ = [
     "HOST_PATTERN",
     "base_url",
     "count",
     "host_pattern",
+    "notify_command",
     "port",
     "positive_int",
     "positive_seconds",
@@ -99,3 +102,19 @@ def host_pattern(text: str) -> str:
             f"expected a host such as api.example.com, 10.0.0.5 or *.example.com, got {text!r}"
         )
     return host
+
+
+def notify_command(text: str) -> tuple[str, ...]:
+    """A ``--notify-command`` value: words as a shell would split them (no shell runs
+    them), its program found now rather than at the first notification."""
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a command: {exc}") from None
+    if not words:
+        raise argparse.ArgumentTypeError("the command is empty")
+    if shutil.which(words[0]) is None:
+        raise argparse.ArgumentTypeError(
+            f"{words[0]!r} is not a program on PATH (nor an executable file)"
+        )
+    return words

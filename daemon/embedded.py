@@ -187,6 +187,7 @@ async def start_embedded_relay(
         # Behind a proxy on this machine every phone comes from loopback: the proxy's
         # X-Forwarded-For names the one that failed-attempt limits count against.
         trusted_proxies=("127.0.0.1", "::1") if public else (),
+        notify_command=options.notify_command or (),
     )
     lan = None
     if options.expose == "lan":

@@ -13,6 +13,7 @@ in docs/cli.md): the parsers, the service files and the daemon's options follow.
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
@@ -22,6 +23,7 @@ from common.argtypes import (
     base_url,
     count,
     host_pattern,
+    notify_command,
     port,
     positive_int,
     positive_seconds,
@@ -209,6 +211,16 @@ class StartOptions:
         " (Caddy, nginx, tailscale serve, cloudflared) publishes it at; the sign-in link and"
         " QR code use it (see docs/phone.md)",
     )
+    notify_command: tuple[str, ...] | None = option(
+        "--notify-command",
+        parse=notify_command,
+        metavar="CMD",
+        help="embedded relay only: run CMD for every notification (a permission request, a"
+        " long turn, an error, a session that ended by itself, a machine offline), with it as"
+        " JSON on its standard input, to route them to ntfy or a chat webhook; CMD is split"
+        " as a shell would, not run by one",
+        render=shlex.join,
+    )
     relay_data_dir: Path | None = option(
         "--relay-data-dir",
         parse=Path,
@@ -257,8 +269,7 @@ def start_args(args: argparse.Namespace) -> list[str]:
     """
     if getattr(args, "relay", None):
         check_relay_url(args.relay, insecure_http=bool(getattr(args, "insecure_http", False)))
-    relay, expose = getattr(args, "relay", None), getattr(args, "expose", None)
-    problem = publishing_conflict(relay, expose, getattr(args, "public_url", None))
+    problem = publishing_conflict(args)
     if problem is not None:
         raise ConfigError(problem)
     if getattr(args, "sandbox", False) and getattr(args, "no_sandbox", False):
@@ -266,11 +277,12 @@ def start_args(args: argparse.Namespace) -> list[str]:
     return option_words(args, START_OPTIONS)
 
 
-def publishing_conflict(
-    relay: str | None, expose: str | None, public_url: str | None
-) -> str | None:
-    """Why ``--expose`` / ``--public-url`` cannot go with the other options (None: they can):
-    both are about the embedded relay, and each says where it is published."""
+def publishing_conflict(options: object) -> str | None:
+    """Why ``--expose`` / ``--public-url`` / ``--notify-command`` cannot go with the other
+    options (None: they can): each is about the embedded relay (``options``: StartOptions,
+    or the parsed command line)."""
+    relay, expose = getattr(options, "relay", None), getattr(options, "expose", None)
+    public_url = getattr(options, "public_url", None)
     if expose is not None and (relay or public_url):
         return f"--expose {expose} publishes the embedded relay: it means nothing with" + (
             " --relay (a relay you host is published by its own)"
@@ -281,5 +293,10 @@ def publishing_conflict(
         return (
             "--public-url is for the embedded relay; a relay you host is published by its"
             " own: rcd relay --public-url URL"
+        )
+    if relay is not None and getattr(options, "notify_command", None):
+        return (
+            "--notify-command is for the embedded relay; a relay you host runs its own:"
+            " rcd relay --notify-command CMD"
         )
     return None

@@ -191,7 +191,7 @@ class Daemon:
             raise ConfigError(f"{self.directory} is not a directory")
         self.settings = EnvironmentSettings.load(attrs.evolve(options, directory=self.directory))
         self.adapter = make_adapter(options)
-        problem = publishing_conflict(options.relay, options.expose, options.public_url)
+        problem = publishing_conflict(options)
         if problem is not None:
             raise ConfigError(problem)
         # The relay's URL, from --relay or config.toml: never plain HTTP to another machine

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.argtypes import port, positive_seconds
+from common.argtypes import notify_command, port, positive_seconds
 from common.dirs import data_dir
 from common.visible import visible
 
@@ -35,6 +35,7 @@ _CONFIG_FIELDS = {
     "access_token_ttl": "access_token_ttl",
     "keepalive": "keepalive_interval",
     "trusted_proxy": "trusted_proxies",
+    "notify_command": "notify_command",
 }
 
 
@@ -98,6 +99,15 @@ def add_relay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="a reverse proxy (address or network) whose X-Forwarded-For names the client "
         "that failed sign-in and pairing attempts count against; repeatable (default: none, "
         "the header is ignored)",
+    )
+    relay.add_argument(
+        "--notify-command",
+        type=notify_command,
+        metavar="CMD",
+        help="run CMD for every notification (a permission request, a long turn, an error, a"
+        " session that ended by itself, a machine offline), with it as JSON on its standard"
+        " input: to route them to ntfy, a chat webhook... CMD is split as a shell would, not"
+        " run by one",
     )
     relay.add_argument("--verbose", "-v", action="store_true", help="log more")
     relay_sub = relay.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")

@@ -96,6 +96,9 @@ class RelayConfig:
     #: Who runs this relay, as push services are told (a ``mailto:`` or ``https:`` URL;
     #: they may write to it about abuse). Default: the relay's URL when it is https.
     push_contact: str | None = None
+    #: A command run for every notification, with it as JSON on its standard input
+    #: (``--notify-command``): ntfy, a chat webhook, anything. Empty: none.
+    notify_command: tuple[str, ...] = ()
 
     @property
     def push_subject(self) -> str:

@@ -41,6 +41,8 @@ log = structlog.get_logger("relay.notify")
 BACKLOG = 256
 #: Pushes in flight at once.
 CONCURRENT_PUSHES = 8
+#: Seconds ``--notify-command`` may run for one notification before it is stopped.
+COMMAND_TIMEOUT = 30.0
 #: The longest summary of a tool's input carried.
 SUMMARY_LENGTH = 160
 #: Seconds the push service keeps an undelivered notification, by what it is about.
@@ -54,6 +56,8 @@ _TTL = {
 #: Endings asked for by somebody: nothing to tell.
 _EXPECTED_ENDINGS = frozenset({"stopped", "daemon_stopped"})
 _SHORTEST_LONG_TURN_MS = 10_000
+#: What ``--notify-command`` is run for: the defaults, and a machine offline.
+_COMMAND_SETTINGS = PushSettings(offline=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -138,6 +142,10 @@ class Notifier:
     sender: PushSender
     #: Seconds an environment must stay offline before it notifies.
     offline_grace: float = 30.0
+    #: Run for every note, with it as JSON on stdin (``--notify-command``); links in it
+    #: are made absolute with ``base_url``.
+    command: tuple[str, ...] = ()
+    base_url: str = ""
     _send: trio.MemorySendChannel[_Item] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[_Item] = attrs.field(init=False)
     #: Pushes the push services took, and notifications lost to a full backlog.
@@ -187,9 +195,36 @@ class Notifier:
         # One note's pushes all answered before the next's: a device gets a session's
         # notifications in order (the newest is the one it keeps).
         async with trio.open_nursery() as nursery:
+            if self.command and note.wanted_by(_COMMAND_SETTINGS):
+                nursery.start_soon(self._run_command, note)
             for subscription in await self.storage.live_push_subscriptions():
                 if note.wanted_by(subscription.settings):
                     nursery.start_soon(self._push, subscription, note, limit)
+
+    async def _run_command(self, note: Note) -> None:
+        """The ``--notify-command``, given the note (never fatal: a failure is logged)."""
+        body = json.loads(note.payload()) | {"url": self.base_url + note.url}
+        with trio.move_on_after(COMMAND_TIMEOUT) as waited:
+            try:
+                done = await trio.run_process(
+                    list(self.command),
+                    stdin=json.dumps(body, ensure_ascii=False).encode() + b"\n",
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+            except OSError as exc:
+                log.warning("notify_command_failed", command=self.command[0], error=str(exc))
+                return
+            if done.returncode != 0:
+                log.warning(
+                    "notify_command_failed",
+                    command=self.command[0],
+                    status=done.returncode,
+                    stderr=done.stderr.decode(errors="replace")[-500:],
+                )
+        if waited.cancelled_caught:
+            log.warning("notify_command_timed_out", command=self.command[0], after=COMMAND_TIMEOUT)
 
     async def _offline_later(self, environment_id: str, limit: trio.CapacityLimiter) -> None:
         await trio.sleep(self.offline_grace)

@@ -259,6 +259,8 @@ async def serve_relay(
                 storage,
                 PushSender(key, bound.push_subject, push_client),
                 offline_grace=config.offline_grace,
+                command=config.notify_command,
+                base_url=bound.url,
             )
             hub.listeners.append(notifier.offer)
             hub.offline_listeners.append(notifier.offline)

@@ -209,6 +209,23 @@ async def test_public_url_is_refused_where_it_means_nothing(tmp_path: Path) -> N
     assert "--public-url is for the embedded relay" in hosted.stderr.decode()
 
 
+async def test_notify_command_is_checked_and_refused_where_it_means_nothing(
+    tmp_path: Path,
+) -> None:
+    env = home_env(tmp_path / "home")
+    missing = await rcd(
+        env, "start", str(tmp_path), "--notify-command", "no-such-notifier --x", check=False
+    )
+    assert missing.returncode == 2
+    assert "'no-such-notifier' is not a program on PATH" in missing.stderr.decode()
+    hosted = await rcd(
+        env, "start", str(tmp_path), "--relay", "http://127.0.0.1:9",
+        "--notify-command", "cat", check=False,
+    )  # fmt: skip
+    assert hosted.returncode == 1
+    assert "--notify-command is for the embedded relay" in hosted.stderr.decode()
+
+
 async def test_a_second_embedded_relay_on_a_taken_port_says_what_to_do(tmp_path: Path) -> None:
     # Two `rcd start` on one machine both want port 7878: the second stops with a message
     # that says how to run several daemons, and the first is not disturbed.

@@ -3,6 +3,8 @@ checks the VAPID signature and decrypts each payload with the subscribed browser
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from relay.auth import hash_secret
 from relay.notify import Note
 from testkit.fakes.push_service import PushService, Subscription, open_push_service
 from testkit.sse import sse
+from testkit.waiting import eventually
 from wire import PushSettings
 
 from .conftest import (
@@ -267,3 +270,39 @@ def test_offline_notifies_only_who_asked() -> None:
     assert note.wanted_by(PushSettings(offline=True))
     turn = Note(kind="long_turn", tag="session-s", title="t", body="b", url="/", duration_ms=61_000)
     assert turn.wanted_by(PushSettings()) and not turn.wanted_by(PushSettings(long_turn_seconds=62))
+
+
+async def test_a_notify_command_gets_each_notification_as_json(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    received = tmp_path / "received.jsonl"
+    script = tmp_path / "notify.py"
+    script.write_text(
+        f"import sys\nwith open({str(received)!r}, 'a') as out:\n    out.write(sys.stdin.read())\n"
+    )
+    config = RelayConfig(
+        data_dir=data_dir,
+        port=0,
+        public_url=PUBLIC_URL,
+        notify_command=(sys.executable, str(script)),
+    )
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            relay: RunningRelay = await nursery.start(serve_relay, config)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{relay.port}") as http:
+                user = await make_device_token(relay.storage)
+                daemon, session_id = await _session(http, relay, user)
+                quick = event(3, "turn_result", ok=True, duration_ms=2_000, cost_usd=None)
+                ended = event(4, "session_ended", reason="agent_exited", worktree_kept=False,
+                              branch=None)  # fmt: skip
+                await uplink(http, daemon, session_id, _permission(2), quick, ended)
+
+                async def both() -> bool:
+                    return received.exists() and received.read_text().count("\n") == 2
+
+                await eventually(both, timeout=GUARD, what="two notifications")
+            nursery.cancel_scope.cancel()
+    first, second = (json.loads(line) for line in received.read_text().splitlines())
+    assert first["kind"] == "permission" and first["request"]["tool"] == "Bash"
+    assert first["url"] == f"{PUBLIC_URL}/?session={session_id}"
+    assert second["kind"] == "session_ended" and second["body"] == "agent exited"
