@@ -26,7 +26,7 @@ from .changes import read_all, run_git_text, snapshot_tree
 from .errors import GitFailed
 from .gitproc import run_git
 from .trees import Change, TreeStore, Unsupported
-from .watch import Tracked, TreeWatcher
+from .watch import MAX_DIRTY, Tracked, TreeWatcher
 
 __all__ = ["Snapshots"]
 
@@ -36,27 +36,32 @@ log = structlog.get_logger("worktrees.snapshots")
 
 _TRACKED_IGNORED = ("ls-files", "-z", "--cached", "--ignored", "--exclude-standard")
 #: Files of the repository whose change makes the next read a full one.
-_RULES = ("info/exclude", "info/attributes", "config", "config.worktree")
-#: Settings a read of the changed files cannot follow exactly (``git add`` keeps CRLF in a
-#: file whose indexed blob has it, for "auto" text; with no index, that is not known).
-_SETTINGS = r"^core\.(filemode|symlinks|autocrlf|attributesfile)$"
+_RULES = ("info/exclude", "info/attributes")
+#: The repository's config files: when one changes, the settings below are read again.
+_CONFIG = ("config", "config.worktree")
+#: Settings under which only a full read is right: core.fileMode off (a mode comes from the
+#: agent's index), links not kept as links, names matched regardless of case, HFS rules.
+_SETTINGS = r"^core\.(filemode|symlinks|ignorecase|protecthfs)$"
 
 
 @attrs.define(eq=False)
 class _Known:
     """What the last snapshot of a tree left to start the next one from."""
 
-    #: The repository's settings that decide how a file is taken.
-    filemode: bool
-    #: Whether the tree can be made here (sha1 object names, links kept as links, no
-    #: "auto" text conversion by the config).
-    partial: bool
-    #: Whether attributes may apply (a ``.gitattributes``, ``info/attributes``, a global
-    #: attributes file): each read then asks which files are "auto" text.
-    attributes: bool = False
+    #: The settings (``git config`` of :data:`_SETTINGS`, and the object format) as read.
+    settings: str
+    #: Whether they let the tree be made here (sha1 names, and none of :data:`_SETTINGS`).
+    settings_ok: bool
+    #: Whether the agent's index lets it too (no entry git must take from the index:
+    #: assume-unchanged, skip-worktree, a submodule), as of the last full read.
+    index_ok: bool = False
     tree: str | None = None
     #: The agent's tracked-though-ignored files as its index listed them just before.
     tracked_ignored: str | None = None
+
+    @property
+    def partial(self) -> bool:
+        return self.settings_ok and self.index_ok
 
     @property
     def forced(self) -> set[str]:
@@ -127,59 +132,66 @@ class Snapshots:
                     known.tree = await self._apply(top, known, paths)
                     self.partial_reads += 1
                     return known.tree
-            except (GitFailed, Unsupported, OSError, ValueError) as exc:
+            except (GitFailed, Unsupported, OSError, ValueError, KeyError) as exc:
                 log.info("snapshot_read_in_full", top=str(top), reason=str(exc))
             except BaseException:
                 tracked.full = True  # the paths taken are not in any tree: start over
                 raise
             return await self._full(top, index, own, tracked, known)
 
+    async def _settings(self, top: Path) -> str:
+        found = await run_git_text(
+            top, "config", "--type=bool-or-str", "--get-regexp", _SETTINGS, ok=(0, 1)
+        )
+        names = await run_git_text(top, "rev-parse", "--show-object-format")
+        return found + names
+
     async def _known_of(self, top: Path) -> _Known:
         known = self._known.get(top)
         if known is None:
-            found = await run_git_text(
-                top, "config", "--type=bool-or-str", "--get-regexp", _SETTINGS, ok=(0, 1)
-            )
-            settings = dict(line.split(" ", 1) for line in found.splitlines() if " " in line)
-            sha1 = (await run_git_text(top, "rev-parse", "--show-object-format")).strip()
+            settings = await self._settings(top)
+            lines = settings.splitlines()
             known = self._known[top] = _Known(
-                filemode=settings.get("core.filemode", "true") == "true",
-                partial=settings.get("core.symlinks", "true") == "true"
-                and settings.get("core.autocrlf", "false") == "false"
-                and sha1 == "sha1",
-                attributes="core.attributesfile" in settings,
+                settings=settings,
+                settings_ok=lines[-1:] == ["sha1"]
+                and all(
+                    line.endswith(("filemode true", "symlinks true", "case false", "hfs false"))
+                    for line in lines[:-1]
+                ),
             )
         return known
 
     async def _ignore_rules_moved(self, top: Path, index: Path, tracked: Tracked) -> bool:
         """Whether what decides how files are taken changed outside the tree's files: the
-        agent's ``git add -f`` / ``git rm --cached`` of an ignored file, ``info/exclude``,
-        ``info/attributes``, the repository's config. Watched files never tell."""
+        agent's index (an ignored file taken or let go, an entry flagged, a submodule),
+        ``info/exclude`` or ``info/attributes``, the settings. Watched files never tell."""
         rules = self._rules.get(top)
         if rules is None:
             where = await run_git_text(
                 top, "rev-parse", "--path-format=absolute",
-                *(arg for name in _RULES for arg in ("--git-path", name)),
+                *(arg for name in _RULES + _CONFIG for arg in ("--git-path", name)),
             )  # fmt: skip
             rules = self._rules[top] = [Path(p) for p in where.splitlines()]
         stamps = (_stamp(index), tuple(_stamp(p) for p in rules))
         before = tracked.stamps
+        tracked.stamps = stamps  # taken as seen only by the full read asked for, if one is
         if before is None or before == stamps:
-            tracked.stamps = stamps
             return False
         known = self._known.get(top)
-        if before[1] != stamps[1]:
-            self._known.pop(top, None)  # the settings are read again
-        elif (
-            known is not None
-            and known.tracked_ignored is not None
-            and await run_git_text(top, *_TRACKED_IGNORED) == known.tracked_ignored
-        ):
-            tracked.stamps = stamps
+        if known is None or before[1][: len(_RULES)] != stamps[1][: len(_RULES)]:
+            self._known.pop(top, None)
+            return True
+        if before[1] != stamps[1] and await self._settings(top) != known.settings:
+            self._known.pop(top, None)  # read again, and everything with them
+            return True
+        if before[0] == stamps[0]:
             return False
-        # Taken as seen only by the full read this asks for (or the next one, if it fails).
-        tracked.stamps = stamps
-        return True
+        # The agent's index changed: still the same tracked-though-ignored files, and none
+        # that only a full read takes right?
+        listed = await run_git_text(top, *_TRACKED_IGNORED)
+        return listed != known.tracked_ignored or not _index_ok(
+            await run_git_text(top, "ls-files", "-z", "-s", "-v")
+        )
 
     async def _full(
         self, top: Path, index: Path, own: Path, tracked: Tracked, known: _Known
@@ -191,21 +203,12 @@ class Snapshots:
             listed = await run_git_text(top, *_TRACKED_IGNORED)
             tree = await read_all(top, index, own)
             entries = await run_git_text(
-                top, "ls-files", "-z", "-v", env={"GIT_INDEX_FILE": str(own)}
+                top, "ls-files", "-z", "-s", "-v", env={"GIT_INDEX_FILE": str(own)}
             )
         except BaseException:
             tracked.full = True  # whatever was half done, the next one starts over
             raise
-        # An entry the agent's index says not to look at (assume-unchanged: a lowercase
-        # tag; skip-worktree: "S") is taken from the index by a full read: so always read.
-        flagged = any(e[:1].islower() or e[:1] == "S" for e in entries.split("\0") if e)
-        rules = self._rules.get(top, [])
-        known.attributes = (
-            known.attributes
-            or any(e.endswith(".gitattributes") for e in entries.split("\0"))
-            or any(p.name == "attributes" and p.exists() for p in rules)
-        )
-        known.partial = known.partial and not flagged
+        known.index_ok = _index_ok(entries)
         known.tree, known.tracked_ignored = tree, listed
         self.full_reads += 1
         return tree
@@ -221,22 +224,16 @@ class Snapshots:
         files, dropped = await trio.to_thread.run_sync(_expand, top, paths)
         if files:
             ignored = await self._ignored(top, files) - known.forced
+            # Tracked by the agent's index though ignored, and not so at the last full read
+            # (a .gitignore in a new directory, a global excludes file): only a full read.
+            if ignored and await run_git_text(top, "ls-files", "-z", "--cached", "--", *ignored):
+                raise Unsupported("an ignored file the agent's index tracks")
             files = [f for f in files if f not in ignored]
-        if files and known.attributes:
-            auto = await self._auto_text(top, files)
-            if auto:
-                raise Unsupported(f"{auto!r} is 'auto' text: git add looks at its index")
+            crlf = await trio.to_thread.run_sync(_carriage_return, top, files)
+            if crlf is not None:
+                raise Unsupported(f"{crlf!r} holds a CR: 'auto' text looks at the index")
         change = Change(dropped, files)
-        return await self.store.apply(top, known.tree, change, filemode=known.filemode)
-
-    async def _auto_text(self, top: Path, files: list[str]) -> str | None:
-        """The first of ``files`` whose ``text`` attribute is "auto", if any."""
-        out = await run_git_text(top, "check-attr", "-z", "--stdin", "text", stdin=_nul(files))
-        fields = out.split("\0")
-        for at in range(0, len(fields) - 2, 3):
-            if fields[at + 2] == "auto":
-                return fields[at]
-        return None
+        return await self.store.apply(top, known.tree, change, filemode=True)
 
     async def _ignored_dirs(self, top: Path) -> frozenset[str]:
         """The directories git ignores as such ("build/", "node_modules"), not worth a
@@ -281,7 +278,8 @@ class Snapshots:
 def _expand(top: Path, paths: list[str]) -> tuple[list[str], list[str]]:
     """(files to add, paths whose entries go first): a directory's files, recursively
     (not into a nested repository); a path that is gone, or a directory, is dropped first.
-    BLOCKS."""
+    Past :data:`~worktrees.watch.MAX_DIRTY` files, or at anything but files, links and
+    directories, :class:`Unsupported` (a full read is right, and cheaper). BLOCKS."""
     files: list[str] = []
     dropped: list[str] = []
     for path in paths:
@@ -289,6 +287,8 @@ def _expand(top: Path, paths: list[str]) -> tuple[list[str], list[str]]:
         if full.is_symlink() or full.is_file():
             files.append(path)
         elif full.is_dir():
+            if (full / ".git").exists():
+                raise Unsupported(f"{path!r} is a repository of its own")
             dropped.append(path)
             for directory, subdirs, names in os.walk(full):
                 here = os.path.relpath(directory, top)
@@ -299,9 +299,36 @@ def _expand(top: Path, paths: list[str]) -> tuple[list[str], list[str]]:
                 ]  # fmt: skip
                 subdirs[:] = [d for d in subdirs if d not in whole]
                 files.extend(f"{here}/{name}" for name in [*names, *whole] if name != ".git")
+                if len(files) > MAX_DIRTY:
+                    raise Unsupported(f"more than {MAX_DIRTY} files changed")
+        elif os.path.lexists(full):
+            raise Unsupported(f"{path!r} is no file, link or directory")
         else:
             dropped.append(path)
     return files, dropped
+
+
+def _index_ok(entries: str) -> bool:
+    """Whether ``ls-files -z -s -v`` lists no entry only a full read takes right: one
+    flagged assume-unchanged (a lowercase tag) or skip-worktree ("S"), or a submodule."""
+    for entry in entries.split("\0"):
+        if entry and (entry[0] != "H" or entry[2:8] == "160000"):
+            return False
+    return True
+
+
+def _carriage_return(top: Path, files: list[str]) -> str | None:
+    """The first of ``files`` that holds a CR and no NUL: text git may convert ("auto"
+    text keeps CRLF when the indexed blob has it, which only the index tells). BLOCKS."""
+    for name in files:
+        path = top / name
+        if path.is_symlink():
+            continue
+        with path.open("rb") as file:
+            content = file.read()
+        if b"\r" in content and b"\0" not in content:
+            return name
+    return None
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -65,7 +65,8 @@ _DOTGIT = re.compile(rb"(\.git|git~1)[. ]*([:\\].*)?", re.IGNORECASE | re.DOTALL
 def _parts(path: str) -> Path_:
     parts = tuple(p.encode("utf-8", "surrogateescape") for p in path.split("/"))
     for part in parts:
-        if not part or part in (b".", b"..") or _DOTGIT.fullmatch(part):
+        # A backslash: git's NTFS rules look at what follows it too; leave those to git.
+        if not part or part in (b".", b"..") or b"\\" in part or _DOTGIT.fullmatch(part):
             raise Unsupported(f"a name git does not take: {path!r}")
     return parts
 
@@ -86,13 +87,22 @@ def _name(body: bytes) -> str:
     return hashlib.sha1(b"tree %d\0" % len(body) + body, usedforsecurity=False).hexdigest()
 
 
+def _mode(text: str) -> str:
+    """A tree entry's mode as an index holds it (an old tree may say 100664 or 040000)."""
+    value = int(text, 8)
+    kind = value & 0o170000
+    if kind == 0o100000:
+        return EXECUTABLE if value & 0o100 else REGULAR
+    return {0o040000: TREE, 0o120000: LINK, 0o160000: GITLINK}.get(kind, text)
+
+
 def _parse(body: bytes) -> Entries:
     entries: Entries = {}
     at = 0
     while at < len(body):
         space = body.index(b" ", at)
         nul = body.index(b"\0", space)
-        mode = body[at:space].decode()
+        mode = _mode(body[at:space].decode())
         entries[body[space + 1 : nul]] = (mode, body[nul + 1 : nul + 21].hex())
         at = nul + 21
     return entries
@@ -262,7 +272,7 @@ def _modes(
         except FileNotFoundError as exc:
             raise Unsupported(f"{name!r} went away while being read") from exc
         if stat.S_ISLNK(st.st_mode):
-            if path[-1].lower().startswith((b".gitmodules", b"gitmod~")):
+            if path[-1].lower().startswith((b".gitmodules", b"gitmod~", b"gi7eba~")):
                 raise Unsupported(f"{name!r}: git takes no link by that name")
             modes[path] = LINK
         elif not stat.S_ISREG(st.st_mode):

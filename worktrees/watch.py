@@ -16,6 +16,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import attrs
 import structlog
@@ -54,8 +55,8 @@ class Tracked:
     given_up: bool = False
     #: The directory's device and inode when watching began.
     ident: tuple[int, int] = (0, 0)
-    #: The tree's own index and its exclude file as last seen (see worktrees.snapshots).
-    stamps: tuple[object, object] | None = None
+    #: The agent's index and the rules and config files as last seen (worktrees.snapshots).
+    stamps: tuple[Any, Any] | None = None
 
     def take(self) -> list[str] | None:
         """The paths to read now (None: all), and start collecting anew."""
