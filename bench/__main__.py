@@ -31,7 +31,7 @@ from . import (
     unread_bodies,
 )
 from .roundtrip import BUSY_RATE, Phase, measure_round_trips
-from .soak import SoakResult, soak
+from .soak import soak, soak_section
 from .stats import Check, machine_summary
 from .teardown import measure_teardown
 
@@ -50,28 +50,6 @@ class Options:
 class Section:
     lines: list[str]
     checks: list[Check] = attrs.Factory(list)
-
-
-def _soak_section(result: SoakResult) -> list[str]:
-    def row(who: str, a: object, b: object) -> list[str]:
-        return [
-            f"| {who} {name} | {getattr(a, name)} | {getattr(b, name)} |"
-            for name in ("rss_kib", "open_files", "tasks", "children")
-        ]
-
-    problems = result.grew()
-    return [
-        f"## Soak ({result.seconds:.0f} s: {result.cycles} sessions, 4 at a time, "
-        f"{result.events} events, {result.cuts} connections cut)",
-        "",
-        "| figure | start | end |",
-        "|---|---|---|",
-        *row("daemon", result.daemon_start, result.daemon_end),
-        *row("relay", result.relay_start, result.relay_end),
-        "",
-        "Nothing grows: **yes**." if not problems else "Grew: **" + "; ".join(problems) + "**.",
-        "",
-    ]
 
 
 async def _teardown(options: Options) -> Section:
@@ -205,7 +183,7 @@ async def _soak(options: Options) -> Section:
     result = await soak(options.soak_seconds)
     problems = result.grew()
     return Section(
-        lines=_soak_section(result),
+        lines=soak_section(result),
         checks=[
             Check(
                 name="soak: nothing grows",

@@ -19,7 +19,7 @@ from relay.config import RelayConfig
 from testkit.fakes.flaky_proxy import FlakyProxy
 from testkit.harness import Relay, start_daemon, start_relay
 
-__all__ = ["SoakResult", "soak"]
+__all__ = ["SoakResult", "soak", "soak_section"]
 
 #: Both samples are taken this long after a cut: past the relay's keep-alive timeout, so
 #: pooled connections that went idle (an ack sent just after the cut, say) are closed and
@@ -139,3 +139,25 @@ async def soak(seconds: float = 120.0) -> SoakResult:
             finally:
                 await relay.aclose()
                 nursery.cancel_scope.cancel()
+
+
+def soak_section(result: SoakResult) -> list[str]:
+    def row(who: str, a: object, b: object) -> list[str]:
+        return [
+            f"| {who} {name} | {getattr(a, name)} | {getattr(b, name)} |"
+            for name in ("rss_kib", "open_files", "tasks", "children")
+        ]
+
+    problems = result.grew()
+    return [
+        f"## Soak ({result.seconds:.0f} s: {result.cycles} sessions, 4 at a time, "
+        f"{result.events} events, {result.cuts} connections cut)",
+        "",
+        "| figure | start | end |",
+        "|---|---|---|",
+        *row("daemon", result.daemon_start, result.daemon_end),
+        *row("relay", result.relay_start, result.relay_end),
+        "",
+        "Nothing grows: **yes**." if not problems else "Grew: **" + "; ".join(problems) + "**.",
+        "",
+    ]

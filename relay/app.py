@@ -29,7 +29,7 @@ from .ratelimit import AttemptLimiter
 from .settings_api import SettingsApi
 from .sign_ins import SignInsApi
 from .storage import Storage
-from .tokens import TokenIssuer
+from .tokens import AnswerTokens, TokenIssuer
 
 __all__ = ["create_app"]
 
@@ -73,13 +73,19 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    storage: Storage, hub: Hub, config: RelayConfig, *, tokens: TokenIssuer | None = None
+    storage: Storage,
+    hub: Hub,
+    config: RelayConfig,
+    *,
+    tokens: TokenIssuer | None = None,
+    answers: AnswerTokens | None = None,
 ) -> Starlette:
     """The ASGI app over an *open* ``storage``.
 
     ``config.url`` is used for session URLs, so pass the bound port (``serve_relay`` does).
     ``tokens`` mints and checks daemons' access tokens (default: a fresh key and
-    ``config.access_token_ttl``).
+    ``config.access_token_ttl``). ``answers`` checks notifications' answer tokens (the
+    notifier's, which mints them; default: a fresh key).
     """
     if tokens is None:
         tokens = TokenIssuer(ttl=config.access_token_ttl)
@@ -87,7 +93,7 @@ def create_app(
     pairing = AttemptLimiter("pairing", limit=config.failed_attempts_per_minute, window=60.0)
     routes = [
         *Pages(storage, config, sign_in).routes(),
-        *ClientApi(storage, hub, config).routes(),
+        *ClientApi(storage, hub, config, answers=answers or AnswerTokens()).routes(),
         *SignInsApi(storage, config).routes(),
         *SettingsApi(storage, hub, config).routes(),
         *PushApi(storage, config).routes(),

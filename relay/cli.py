@@ -36,6 +36,7 @@ _CONFIG_FIELDS = {
     "keepalive": "keepalive_interval",
     "trusted_proxy": "trusted_proxies",
     "notify_command": "notify_command",
+    "push_loopback_http": "push_loopback_http",
 }
 
 
@@ -108,6 +109,13 @@ def add_relay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         " session that ended by itself, a machine offline), with it as JSON on its standard"
         " input: to route them to ntfy, a chat webhook... CMD is split as a shell would, not"
         " run by one",
+    )
+    relay.add_argument(
+        "--push-loopback-http",
+        action="store_true",
+        default=None,
+        help="take Web Push endpoints on plain HTTP at loopback addresses: a push service"
+        " on this machine, as the tests run one (never for a relay people use)",
     )
     relay.add_argument("--verbose", "-v", action="store_true", help="log more")
     relay_sub = relay.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")

@@ -43,7 +43,7 @@ from wire import (
     encode,
 )
 
-from .auth import ClientPrincipal, ClientProof, authenticate_client, client_proof
+from .auth import ClientPrincipal, ClientProof, authenticate_client, bearer_token, client_proof
 from .config import RelayConfig
 from .errors import BodyTooLarge, Conflict, NotFound, Unauthenticated
 from .fanout import Hub, environment_key
@@ -61,6 +61,7 @@ from .openapi import openapi_document
 from .records import EnvironmentRecord, NewSession, SessionInput, SessionRecord
 from .storage import Storage
 from .streams import session_events_response
+from .tokens import ANSWER_TOKEN_PREFIX, AnswerTokens
 
 __all__ = ["ClientApi", "environment_info", "session_info", "session_named"]
 
@@ -152,6 +153,8 @@ class ClientApi:
     config: RelayConfig
     #: Now, to tell how long environments have been offline (the storage uses time.time too).
     clock: Callable[[], float] = time.time
+    #: Checks notifications' answer tokens (the notifier mints them).
+    answers: AnswerTokens = attrs.Factory(AnswerTokens)
 
     def routes(self) -> list[Route]:
         session = "/api/sessions/{session_id}"
@@ -281,7 +284,7 @@ class ClientApi:
         await self.storage.authenticate_client(proof)
         return proof
 
-    async def _submit(self, proof: ClientProof, directive: SessionInput) -> None:
+    async def _submit(self, proof: ClientProof | None, directive: SessionInput) -> None:
         """Queue an input in one storage call, which authenticates the client (and makes it
         the ``origin``) and looks the session up (404)."""
         queued = await self.storage.submit_input(
@@ -309,15 +312,30 @@ class ClientApi:
         return json_response({"id": body.id}, status=202)
 
     async def decide_permission(self, request: Request) -> Response:
-        proof = await self._authenticated_proof(request)
+        """Allow or deny; with a device's credential, or a notification's answer token
+        (good for that one request, that device, an hour)."""
+        session_id, request_id = (
+            request.path_params["session_id"],
+            request.path_params["request_id"],
+        )
+        token = bearer_token(request)
+        proof: ClientProof | None = None
+        origin = _SET_BY_STORAGE
+        if token is not None and token.startswith(ANSWER_TOKEN_PREFIX):
+            claims = self.answers.verify(token, session_id, request_id)
+            answerer = await self.storage.push_answerer(claims.subscription_id)
+            if answerer is None:
+                raise Unauthenticated("this device is signed out: open the app and sign in")
+            origin = f"{answerer} (notification)"
+        else:
+            proof = await self._authenticated_proof(request)
         body = await self._body(request, PermissionDecision)
-        request_id = request.path_params["request_id"]
         decision = DecidePermission(
-            session_id=request.path_params["session_id"],
+            session_id=session_id,
             request_id=request_id,
             decision=body.decision,
             message=body.message,
-            origin=_SET_BY_STORAGE,
+            origin=origin,
         )
         await self._submit(proof, decision)
         return json_response({"request_id": request_id}, status=202)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -39,6 +41,19 @@ def _proxies(proxies: Iterable[str]) -> tuple[str, ...]:
     for proxy in values:
         proxy_network(proxy)
     return values
+
+
+_SUBJECT_HOST = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_CONTACT = re.compile(r"mailto:[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+|https://[A-Za-z0-9.-]+")
+
+
+def _push_contact(value: str | None) -> str | None:
+    """``--push-contact``: a ``mailto:`` address or an ``https://`` host (ValueError else)."""
+    if value is not None and not _CONTACT.fullmatch(value):
+        raise ValueError(
+            f"a push contact is mailto:you@example.com or https://example.com, not {value!r}"
+        )
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -95,16 +110,25 @@ class RelayConfig:
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_proxies)
     #: Who runs this relay, as push services are told (a ``mailto:`` or ``https:`` URL;
     #: they may write to it about abuse). Default: the relay's URL when it is https.
-    push_contact: str | None = None
+    push_contact: str | None = attrs.field(default=None, converter=_push_contact)
+    #: Take push endpoints on plain HTTP at a loopback address (a push service on this
+    #: machine: the tests' fake). Never for a relay people use.
+    push_loopback_http: bool = False
     #: A command run for every notification, with it as JSON on its standard input
     #: (``--notify-command``): ntfy, a chat webhook, anything. Empty: none.
     notify_command: tuple[str, ...] = ()
 
     @property
     def push_subject(self) -> str:
+        """The VAPID ``sub``: ``push_contact``, else the relay's https origin without a port
+        (as push services take it), else a placeholder address."""
         if self.push_contact:
             return self.push_contact
-        return self.url if self.url.startswith("https://") else "mailto:rcd-relay@localhost"
+        if self.url.startswith("https://"):
+            host = urlsplit(self.url).hostname or ""
+            if _SUBJECT_HOST.fullmatch(host):
+                return f"https://{host}"
+        return "mailto:rcd-relay@localhost"
 
     @property
     def tls(self) -> bool:

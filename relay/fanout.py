@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
+import structlog
 import trio
 
 from wire import (
@@ -66,6 +67,8 @@ __all__ = [
     "session_key",
     "settings_key",
 ]
+
+log = structlog.get_logger("relay")
 
 #: Items a tail keeps; a stream further behind reads storage.
 TAIL_ITEMS = 256
@@ -300,12 +303,21 @@ class Hub:
         self.notify(session_key(session_id))
         if events:
             for listener in self.listeners:
-                listener(session_id, events)
+                try:
+                    listener(session_id, events)
+                except Exception:  # stored and streamed already: a listener's bug stays its own
+                    log.exception("listener_failed", session_id=session_id)
 
     def went_offline(self, environment_id: str) -> None:
-        """The environment's link closed and nothing replaced it."""
+        """The environment's link closed and nothing replaced it (not when the relay itself
+        is stopping: every link closes then)."""
+        if self.stopping.is_set():
+            return
         for listener in self.offline_listeners:
-            listener(environment_id)
+            try:
+                listener(environment_id)
+            except Exception:
+                log.exception("listener_failed", environment_id=environment_id)
 
     def publish_partial(self, session_id: str, partial: AssistantPartial) -> None:
         """A piece of the session's reply being written: joined to what the hub holds

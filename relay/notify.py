@@ -12,7 +12,9 @@ An environment whose link closes notifies (those who asked) only if it is still 
 after the relay's grace: a daemon renewing its link or restarting wakes nobody.
 
 The payload carries no more than the notification shows: the session's title, the tool
-and a short summary of its input, never the conversation.
+and a short summary of its input, never the conversation; a permission's carries, for its
+Allow and Deny, a token good for that one request from that device for an hour, never the
+device's own credential.
 """
 
 from __future__ import annotations
@@ -31,20 +33,23 @@ from wire import Event, PushSettings
 from .push import PushOutcome, PushSender
 from .records import PushSubscriptionRecord
 from .storage import Storage
+from .tokens import AnswerTokens
 
 __all__ = ["Note", "Notifier"]
 
 log = structlog.get_logger("relay.notify")
 
-#: Batches waiting for the notifier at most; past it, the oldest notifications are lost
-#: (a phone woken late is worth less than an append that never waits).
+#: Batches waiting for the notifier at most; past it, the oldest are dropped (a phone woken
+#: late is worth less than an append that never waits).
 BACKLOG = 256
 #: Pushes in flight at once.
 CONCURRENT_PUSHES = 8
 #: Seconds ``--notify-command`` may run for one notification before it is stopped.
 COMMAND_TIMEOUT = 30.0
-#: The longest summary of a tool's input carried.
+#: The longest summary of a tool's input carried (a push holds about 4 KB).
 SUMMARY_LENGTH = 160
+#: The longest session title carried.
+TITLE_LENGTH = 100
 #: Seconds the push service keeps an undelivered notification, by what it is about.
 _TTL = {
     "permission": 3600,
@@ -80,7 +85,9 @@ class Note:
             return False
         return self.kind != "long_turn" or self.duration_ms >= settings.long_turn_seconds * 1000
 
-    def payload(self) -> bytes:
+    def payload(self, answer_token: str | None = None) -> bytes:
+        """The JSON a device gets; ``answer_token`` lets its Allow and Deny answer this one
+        request (a permission's push only)."""
         body: dict[str, Any] = {
             "kind": self.kind,
             "tag": self.tag,
@@ -92,6 +99,8 @@ class Note:
             body["session_id"] = self.session_id
         if self.request is not None:
             body["request"] = self.request
+            if answer_token is not None:
+                body["request"] = self.request | {"answer_token": answer_token}
         return json.dumps(body, ensure_ascii=False).encode()
 
     @property
@@ -100,16 +109,15 @@ class Note:
         return hashlib.sha256(self.tag.encode()).hexdigest()[:32]
 
 
-def summary(tool: str, data: dict[str, Any]) -> str:
+def summary(tool: str, data: object) -> str:
     """A tool's input in one short line: its command, file or pattern, else its JSON."""
+    if not isinstance(data, dict):
+        return _text(json.dumps(data, ensure_ascii=False), "")
     for key in ("command", "file_path", "path", "pattern", "url", "description"):
         value = data.get(key)
         if isinstance(value, str) and value.strip():
-            text = " ".join(value.split())
-            break
-    else:
-        text = json.dumps(data, ensure_ascii=False, sort_keys=True)
-    return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 1] + "…"
+            return _text(value, "")
+    return _text(json.dumps(data, ensure_ascii=False, sort_keys=True), "")
 
 
 def _duration(seconds: float) -> str:
@@ -118,17 +126,27 @@ def _duration(seconds: float) -> str:
 
 
 def _worth_a_look(event: Event) -> bool:
-    """Whether the event may notify at all (cheap, on the append's path)."""
+    """Whether the event may notify at all (cheap, on the append's path; ``data`` is the
+    agent's and the daemon's to fill, so nothing in it is trusted to be well formed)."""
     if event.kind == "turn_result":
-        return bool(event.data.get("duration_ms", 0) >= _SHORTEST_LONG_TURN_MS)
+        duration = event.data.get("duration_ms")
+        return isinstance(duration, int | float) and duration >= _SHORTEST_LONG_TURN_MS
     if event.kind == "session_ended":
         return event.data.get("reason") not in _EXPECTED_ENDINGS
     return event.kind in ("permission_request", "error")
 
 
+def _text(value: object, default: str, limit: int = SUMMARY_LENGTH) -> str:
+    """A field of an event's data as one short line of text."""
+    text = " ".join(value.split()) if isinstance(value, str) and value.strip() else default
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @attrs.frozen
 class _Offline:
     environment_id: str
+    #: Which closing of its link this is: only the last one's grace counts.
+    closing: int
 
 
 _Item = tuple[str, list[Event]] | _Offline
@@ -146,11 +164,14 @@ class Notifier:
     #: are made absolute with ``base_url``.
     command: tuple[str, ...] = ()
     base_url: str = ""
+    #: Mints the answer tokens of permission notifications (the client API checks them).
+    answers: AnswerTokens = attrs.Factory(AnswerTokens)
     _send: trio.MemorySendChannel[_Item] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[_Item] = attrs.field(init=False)
     #: Pushes the push services took, and notifications lost to a full backlog.
     sent: int = 0
     dropped: int = 0
+    _closings: dict[str, int] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel(BACKLOG)
@@ -168,28 +189,35 @@ class Notifier:
 
     def offline(self, environment_id: str) -> None:
         """An environment's link closed (called by the hub; never blocks)."""
-        self._offer(_Offline(environment_id), 1)
+        self._closings[environment_id] = self._closings.get(environment_id, 0) + 1
+        self._offer(_Offline(environment_id, self._closings[environment_id]), 1)
 
     def _offer(self, item: _Item, count: int) -> None:
         try:
             self._send.send_nowait(item)
         except trio.WouldBlock:
-            self.dropped += count
-            log.warning("notifications_dropped", count=count)
+            # The oldest waiting go: a phone wants what happens now.
+            oldest = self._receive.receive_nowait()
+            self.dropped += 1 if isinstance(oldest, _Offline) else len(oldest[1])
+            log.warning("notifications_dropped", dropped=self.dropped)
+            self._send.send_nowait(item)
 
     async def run(self) -> None:
         """Send what is offered, until cancelled."""
         limit = trio.CapacityLimiter(CONCURRENT_PUSHES)
         async with trio.open_nursery() as later:
             async for item in self._receive:
-                if isinstance(item, _Offline):
-                    later.start_soon(self._offline_later, item.environment_id, limit)
-                    continue
-                session_id, events = item
-                for event in events:
-                    note = await self._note(session_id, event)
-                    if note is not None:
-                        await self._send_note(note, limit)
+                try:
+                    if isinstance(item, _Offline):
+                        later.start_soon(self._offline_later, item, limit)
+                        continue
+                    session_id, events = item
+                    for event in events:
+                        note = await self._note(session_id, event)
+                        if note is not None:
+                            await self._send_note(note, limit)
+                except Exception:  # a notification lost, never the relay
+                    log.exception("notification_failed")
 
     async def _send_note(self, note: Note, limit: trio.CapacityLimiter) -> None:
         # One note's pushes all answered before the next's: a device gets a session's
@@ -226,30 +254,37 @@ class Notifier:
         if waited.cancelled_caught:
             log.warning("notify_command_timed_out", command=self.command[0], after=COMMAND_TIMEOUT)
 
-    async def _offline_later(self, environment_id: str, limit: trio.CapacityLimiter) -> None:
+    async def _offline_later(self, item: _Offline, limit: trio.CapacityLimiter) -> None:
+        environment_id = item.environment_id
         await trio.sleep(self.offline_grace)
-        env = await self.storage.get_environment(environment_id)
-        if env is None or env.online:
-            return
-        note = Note(
-            kind="offline",
-            tag=f"environment-{environment_id}",
-            title=f"{env.name} is offline",
-            body=f"on {env.machine_name}: its daemon stopped or lost the network",
-            url="/",
-        )
-        await self._send_note(note, limit)
+        if self._closings.get(environment_id) != item.closing:
+            return  # its link came back and closed again since: that closing's grace counts
+        del self._closings[environment_id]
+        try:
+            env = await self.storage.get_environment(environment_id)
+            if env is None or env.online:
+                return
+            note = Note(
+                kind="offline",
+                tag=f"environment-{environment_id}",
+                title=_text(env.name, "A machine", TITLE_LENGTH) + " is offline",
+                body=f"on {env.machine_name}: its daemon stopped or lost the network",
+                url="/",
+            )
+            await self._send_note(note, limit)
+        except Exception:
+            log.exception("notification_failed", environment_id=environment_id)
 
     async def _note(self, session_id: str, event: Event) -> Note | None:
         session = await self.storage.get_session(session_id)
         if session is None:
             return None
-        name = session.title or "A session"
+        name = _text(session.title, "A session", TITLE_LENGTH)
         data = event.data
         tag, url = f"session-{session_id}", f"/?session={session_id}"
         if event.kind == "permission_request":
-            tool = str(data.get("tool", "a tool"))
-            text = summary(tool, data.get("input") or {})
+            tool = _text(data.get("tool"), "a tool", 60)
+            text = summary(tool, data.get("input"))
             return Note(
                 kind="permission",
                 session_id=session_id,
@@ -257,10 +292,14 @@ class Notifier:
                 url=url,
                 title=f"{name}: allow {tool}?",
                 body=text,
-                request={"id": str(data.get("request_id", "")), "tool": tool, "summary": text},
+                request={
+                    "id": _text(data.get("request_id"), "", 200),
+                    "tool": tool,
+                    "summary": text,
+                },
             )
         if event.kind == "turn_result":
-            ms = int(data.get("duration_ms", 0))
+            ms = int(data.get("duration_ms") or 0)
             done = "done" if data.get("ok") else "stopped with an error"
             return Note(
                 kind="long_turn",
@@ -278,7 +317,7 @@ class Notifier:
                 tag=tag,
                 url=url,
                 title=f"{name}: error",
-                body=str(data.get("message", ""))[:SUMMARY_LENGTH],
+                body=_text(data.get("message"), "something went wrong"),
             )
         return Note(
             kind="session_ended",
@@ -286,22 +325,25 @@ class Notifier:
             tag=tag,
             url=url,
             title=f"{name}: ended",
-            body=str(data.get("reason", "ended")).replace("_", " "),
+            body=_text(data.get("reason"), "ended").replace("_", " "),
         )
 
     async def _push(
         self, subscription: PushSubscriptionRecord, note: Note, limit: trio.CapacityLimiter
     ) -> None:
+        token = None
+        if note.request is not None and note.session_id is not None:
+            token = self.answers.issue(subscription.id, note.session_id, note.request["id"])
         async with limit:
             outcome = await self.sender.send(
                 subscription,
-                note.payload(),
+                note.payload(token),
                 ttl=_TTL[note.kind],
                 topic=note.topic,
                 urgency="high" if note.kind == "permission" else "normal",
             )
         if outcome is PushOutcome.GONE:
-            await self.storage.drop_push_subscription(subscription.endpoint)
+            await self.storage.drop_push_subscription(subscription.id)
         elif outcome is PushOutcome.SENT:
             self.sent += 1
             await self.storage.push_sent(subscription.endpoint)

@@ -507,7 +507,9 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     400: "Malformed body or parameter (`invalid_body`, `invalid_parameter`).",
                     401: "Missing or invalid credentials (`unauthenticated`).",
                     403: "A write signed by the `rcd_session` cookie without the header "
-                    "`X-Requested-With: rcd` (`csrf`).",
+                    "`X-Requested-With: rcd` (`csrf`); a push endpoint that is no push "
+                    "service's (`endpoint_refused`); a notification's answer token used for "
+                    "another request (`wrong_scope`).",
                     404: "Unknown session, environment or sign-in (`not_found`), or permission "
                     "request "
                     "(`unknown_permission_request`).",

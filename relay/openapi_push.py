@@ -45,7 +45,7 @@ def push_paths() -> dict[str, Any]:
             "post": _operation(
                 "Subscribe this device: the browser's `PushSubscription.toJSON()`, with "
                 "`settings` (defaults when left out). The same endpoint again replaces it.",
-                {"201": one} | _errors(400, 401, 413),
+                {"201": one} | _errors(400, 401, 403, 413),
                 body="PushSubscribe",
             ),
         },

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import enum
 import os
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,12 +37,13 @@ log = structlog.get_logger("relay.push")
 VAPID_FILE = "vapid.pem"
 #: How long a VAPID signature is good for (RFC 8292 allows at most 24 h).
 SIGNATURE_TTL = 12 * 3600
-#: How long one push may take before it counts as failed.
-SEND_TIMEOUT = 10.0
+#: How long one push may take, all in, before it counts as failed.
+SEND_TIMEOUT = 5.0
 
 
 def load_vapid_key(data_dir: Path) -> Vapid02:
-    """The relay's VAPID key, made (and written owner-only) the first time. BLOCKS."""
+    """The relay's VAPID key, made (and written owner-only, whole or not at all) the first
+    time. BLOCKS."""
     path = data_dir / VAPID_FILE
     try:
         return Vapid02.from_pem(path.read_bytes())
@@ -49,12 +51,23 @@ def load_vapid_key(data_dir: Path) -> Vapid02:
         pass
     key = Vapid02()
     key.generate_keys()
+    fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".vapid-")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another relay on this data dir made it first
-        return Vapid02.from_pem(path.read_bytes())
-    with os.fdopen(fd, "wb") as out:
-        out.write(key.private_pem())
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.private_pem())
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)  # never replaces: another relay's key wins
+        except FileExistsError:
+            return Vapid02.from_pem(path.read_bytes())
+    finally:
+        os.unlink(temporary)
+    directory = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     log.info("vapid_key_made", path=str(path))
     return key
 
@@ -98,6 +111,8 @@ class PushSender:
     subject: str
     client: httpx.AsyncClient
     _signatures: dict[str, tuple[float, str]] = attrs.Factory(dict)
+    #: Signatures kept at most (one per push service's origin).
+    signatures_kept: int = 64
 
     @property
     def public_key(self) -> str:
@@ -108,6 +123,8 @@ class PushSender:
         now = time.time()
         made = self._signatures.get(origin)
         if made is None or made[0] < now + SIGNATURE_TTL / 2:
+            if len(self._signatures) >= self.signatures_kept:
+                self._signatures.clear()
             claims = {"aud": origin, "exp": int(now + SIGNATURE_TTL), "sub": self.subject}
             header = self.key.sign(claims)["Authorization"]
             made = self._signatures[origin] = (now + SIGNATURE_TTL, header)
@@ -124,32 +141,48 @@ class PushSender:
     ) -> PushOutcome:
         """Push ``payload`` to one subscription. ``topic`` replaces an undelivered push of
         the same topic at the push service."""
-        body = await trio.to_thread.run_sync(_encrypt, payload, subscription)
+        try:
+            body = _encrypt(payload, subscription)
+        except Exception as exc:  # a key that is no point on the curve: never deliverable
+            log.info("push_key_unusable", subscription=subscription.id, error=repr(exc))
+            return PushOutcome.GONE
+        try:
+            authorization = self._authorization(_origin(subscription.endpoint))
+        except Exception as exc:  # an origin VAPID cannot name
+            log.warning("push_unsigned", subscription=subscription.id, error=repr(exc))
+            return PushOutcome.FAILED
         headers = {
-            "authorization": self._authorization(_origin(subscription.endpoint)),
+            "authorization": authorization,
             "content-encoding": "aes128gcm",
             "content-type": "application/octet-stream",
+            "accept-encoding": "identity",
             "ttl": str(ttl),
             "urgency": urgency,
         }
         if topic is not None:
             headers["topic"] = topic
-        try:
-            answer = await self.client.post(
-                subscription.endpoint, content=body, headers=headers, timeout=SEND_TIMEOUT
-            )
-        except httpx.HTTPError as exc:
-            log.info("push_failed", subscription=subscription.id, error=repr(exc))
+        status, said = 0, b""
+        with trio.move_on_after(SEND_TIMEOUT) as waited:
+            try:
+                async with self.client.stream(
+                    "POST", subscription.endpoint, content=body, headers=headers
+                ) as answer:
+                    status = answer.status_code
+                    async for chunk in answer.aiter_raw():
+                        said += chunk
+                        if len(said) >= 512:  # enough to say why; the rest is not read
+                            break
+            except Exception as exc:  # the network, or an endpoint httpx cannot reach
+                log.info("push_failed", subscription=subscription.id, error=repr(exc))
+                return PushOutcome.FAILED
+        if waited.cancelled_caught:
+            log.info("push_timed_out", subscription=subscription.id, after=SEND_TIMEOUT)
             return PushOutcome.FAILED
-        if answer.status_code in (404, 410):
-            log.info("push_gone", subscription=subscription.id, status=answer.status_code)
+        if status in (404, 410):
+            log.info("push_gone", subscription=subscription.id, status=status)
             return PushOutcome.GONE
-        if not answer.is_success:
-            log.info(
-                "push_refused",
-                subscription=subscription.id,
-                status=answer.status_code,
-                body=answer.text[:200],
-            )
+        if not 200 <= status < 300:
+            text = said[:200].decode(errors="replace")
+            log.info("push_refused", subscription=subscription.id, status=status, body=text)
             return PushOutcome.FAILED
         return PushOutcome.SENT

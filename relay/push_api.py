@@ -7,14 +7,15 @@
 - ``PUT /api/push/subscriptions/{id}/settings``: what notifies it;
 - ``DELETE /api/push/subscriptions/{id}``: unsubscribe.
 
-A device sees and changes only its own subscriptions. An endpoint must be ``https://`` (a
-push service), or ``http://`` on loopback (a push service on this machine, for tests):
-:data:`wire.push.ENDPOINT_PATTERN`.
+A device sees and changes only its own subscriptions. An endpoint must be ``https://`` at a
+public host name (:func:`check_endpoint`): the relay posts to it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -27,12 +28,33 @@ from wire import PushKey, PushSettings, PushSubscribe, PushSubscriptionInfo, enc
 
 from .auth import authenticate_client
 from .config import RelayConfig
+from .errors import Forbidden
 from .httputil import CLIENT_BODY_LIMIT, decode_body, json_response
 from .push import load_vapid_key, public_key_text
 from .records import PushSubscriptionRecord
 from .storage import Storage
 
-__all__ = ["PushApi"]
+__all__ = ["PushApi", "check_endpoint"]
+
+
+def check_endpoint(endpoint: str, *, loopback_http: bool) -> None:
+    """Refuse (403 ``endpoint_refused``) an endpoint that is no push service's: the relay
+    posts to it, so an address (this machine, the LAN, a cloud's metadata service) or a
+    plain-HTTP URL never is one (``loopback_http``: the tests' push service on loopback)."""
+    host = urlsplit(endpoint).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if endpoint.startswith("http://"):
+        if loopback_http and address is not None and address.is_loopback:
+            return
+        why = "a push service is reached over https"
+    elif address is not None or "." not in host or host.endswith((".local", ".localhost")):
+        why = "a push service has a public host name, not an address or a local name"
+    else:
+        return
+    raise Forbidden("endpoint_refused", f"{why}: {endpoint[:100]!r} refused")
 
 
 def info(record: PushSubscriptionRecord) -> PushSubscriptionInfo:
@@ -74,6 +96,7 @@ class PushApi:
         body = await decode_body(
             request, PushSubscribe, CLIENT_BODY_LIMIT, self.config.body_deadline
         )
+        check_endpoint(body.endpoint, loopback_http=self.config.push_loopback_http)
         record = await self.storage.add_push_subscription(
             client, body.endpoint, body.keys.p256dh, body.keys.auth, body.settings
         )

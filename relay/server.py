@@ -30,7 +30,7 @@ from .inprocess import InProcessTransport
 from .notify import Notifier
 from .push import PushSender, load_vapid_key
 from .storage import SqliteStorage
-from .tokens import TokenIssuer
+from .tokens import AnswerTokens, TokenIssuer
 
 __all__ = [
     "RELAY_INFO_FILENAME",
@@ -243,7 +243,8 @@ async def serve_relay(
             raise
         hub = Hub()
         key = await trio.to_thread.run_sync(load_vapid_key, config.data_dir)
-        app = create_app(storage, hub, bound, tokens=tokens)
+        answers = AnswerTokens()
+        app = create_app(storage, hub, bound, tokens=tokens, answers=answers)
         hconfig = _hypercorn_config(bound, sock, lan)
 
         async def stopping(trigger: Callable[[], Awaitable[None]]) -> None:
@@ -259,6 +260,7 @@ async def serve_relay(
                 storage,
                 PushSender(key, bound.push_subject, push_client),
                 offline_grace=config.offline_grace,
+                answers=answers,
                 command=config.notify_command,
                 base_url=bound.url,
             )

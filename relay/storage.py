@@ -118,9 +118,12 @@ class Storage(Protocol):
     async def live_push_subscriptions(self) -> list[PushSubscriptionRecord]:
         """Those of devices still signed in (the others are deleted)."""
 
-    async def drop_push_subscription(self, endpoint: str) -> None: ...
+    async def drop_push_subscription(self, subscription_id: str) -> None: ...
 
     async def push_sent(self, endpoint: str) -> None: ...
+
+    async def push_answerer(self, subscription_id: str) -> str | None:
+        """Who answers from its notification (None: its device is no longer signed in)."""
 
     # -- daemon credentials
 

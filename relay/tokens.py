@@ -28,12 +28,15 @@ from typing import Literal
 
 import attrs
 
-from .errors import Unauthenticated
+from .errors import Forbidden, Unauthenticated
 
 __all__ = [
     "ACCESS_TOKEN_PREFIX",
+    "ANSWER_TOKEN_PREFIX",
     "DEFAULT_ACCESS_TOKEN_TTL",
     "AccessClaims",
+    "AnswerClaims",
+    "AnswerTokens",
     "TokenIssuer",
     "TokenKind",
 ]
@@ -119,5 +122,65 @@ class TokenIssuer:
             credential_id=credential_id,
             environment_id=environment_id,
             session_id=session_id,
+            expires_at=expires_at,
+        )
+
+
+ANSWER_TOKEN_PREFIX = "rcd_ans_"
+#: Seconds a notification's Allow / Deny stays usable (the push service keeps a
+#: permission notification as long).
+ANSWER_TOKEN_TTL = 3600.0
+
+
+@attrs.frozen(kw_only=True)
+class AnswerClaims:
+    """What a notification's answer token allows: one decision on one permission request,
+    by the device its push was for, until ``expires_at``."""
+
+    subscription_id: str
+    session_id: str
+    request_id: str
+    expires_at: float
+
+
+@attrs.define(eq=False)
+class AnswerTokens:
+    """Mints and checks the credentials a permission notification carries for its Allow and
+    Deny (never the device's own token), under a per-process random key: a relay restart
+    voids them (the notification then says to open the app)."""
+
+    ttl: float = ANSWER_TOKEN_TTL
+    clock: Callable[[], float] = time.time
+    _key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
+
+    def _mac(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:24])
+
+    def issue(self, subscription_id: str, session_id: str, request_id: str) -> str:
+        payload = [subscription_id, session_id, request_id, self.clock() + self.ttl]
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        return f"{ANSWER_TOKEN_PREFIX}{body}.{self._mac(body)}"
+
+    def verify(self, token: str, session_id: str, request_id: str) -> AnswerClaims:
+        """The claims of a genuine, unexpired token for exactly this request;
+        :class:`Unauthenticated` otherwise."""
+        body, _, mac = token.removeprefix(ANSWER_TOKEN_PREFIX).partition(".")
+        if not token.startswith(ANSWER_TOKEN_PREFIX) or not hmac.compare_digest(
+            mac.encode(), self._mac(body).encode()
+        ):
+            raise Unauthenticated(
+                "unknown answer token (the relay may have restarted): open the app",
+                code="invalid_token",
+            )
+        subscription_id, session, request, expires_at = json.loads(_unb64(body))
+        if self.clock() >= expires_at:
+            raise Unauthenticated("this notification's answer has expired: open the app",
+                                  "token_expired")  # fmt: skip
+        if (session, request) != (session_id, request_id):
+            raise Forbidden("wrong_scope", "this notification's answer is for another request")
+        return AnswerClaims(
+            subscription_id=subscription_id,
+            session_id=session,
+            request_id=request,
             expires_at=expires_at,
         )

@@ -34,8 +34,9 @@ def _strict_str(value: Any, _: Any) -> str:
 
 
 def _strict_int(value: Any, _: Any) -> int:
-    # JSON has one kind of number: 60.0 is the integer 60 (as JSON Schema says), 60.5 is not.
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+    # JSON has one kind of number: 60.0 is the integer 60 (as JSON Schema says), 60.5 is not;
+    # past 2**53 a float is no exact integer.
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {type(value).__name__}")

@@ -32,7 +32,7 @@ MAX_ENDPOINT_LENGTH = 2048
 #: A push service's endpoint: https, or http on loopback (a push service on this machine).
 ENDPOINT_PATTERN = (
     r"https://[^\s/?#@]+(/\S*)?"
-    r"|http://(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\])(:\d{1,5})?(/\S*)?"
+    r"|http://(localhost|127\.\d{1,3}\.\d{1,3}\.\d{1,3})(:\d{1,5})?(/\S*)?"
 )
 #: base64url of an uncompressed P-256 point (65 bytes, the first 0x04), padded or not.
 P256DH_PATTERN = r"B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]=?"

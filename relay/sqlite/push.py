@@ -12,7 +12,8 @@ from wire import PushSettings, decode_json, encode_json
 
 from ..errors import NotFound, Unauthenticated
 from ..ids import new_id
-from ..records import ClientPrincipal, PushSubscriptionRecord
+from ..records import WEB_ORIGIN, ClientPrincipal, PushSubscriptionRecord
+from ..useragent import describe_user_agent
 from .connection import SqliteConnection
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "device_push_subscriptions",
     "drop_push_subscription",
     "live_push_subscriptions",
+    "push_answerer",
     "push_sent",
     "set_push_settings",
 ]
@@ -141,10 +143,11 @@ def live_push_subscriptions(db: SqliteConnection) -> list[PushSubscriptionRecord
     return [_record(r) for r in rows]
 
 
-def drop_push_subscription(db: SqliteConnection, endpoint: str) -> None:
-    """Forget an endpoint its push service says is gone (404, 410)."""
+def drop_push_subscription(db: SqliteConnection, subscription_id: str) -> None:
+    """Forget a subscription its push service says is gone (404, 410), or whose key is
+    unusable (by id: the browser may have subscribed anew at the same endpoint since)."""
     with db.write():
-        db.execute("DELETE FROM push_subscriptions WHERE endpoint = ?", (endpoint,))
+        db.execute("DELETE FROM push_subscriptions WHERE id = ?", (subscription_id,))
 
 
 def push_sent(db: SqliteConnection, endpoint: str) -> None:
@@ -154,3 +157,20 @@ def push_sent(db: SqliteConnection, endpoint: str) -> None:
             "UPDATE push_subscriptions SET last_sent_at = ? WHERE endpoint = ?",
             (db.now(), endpoint),
         )
+
+
+def push_answerer(db: SqliteConnection, subscription_id: str) -> str | None:
+    """Who answers from a notification of this subscription, for the session log ("web
+    (Chrome on Android)", a device token's name); None when its device is signed out,
+    expired or revoked, or the subscription is gone."""
+    row = db.execute(
+        f"SELECT owner_kind, owner FROM push_subscriptions WHERE id = ? AND ({_LIVE})",
+        (subscription_id, db.now()),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] == "token":
+        name = db.execute("SELECT name FROM device_tokens WHERE token_hash = ?", (row[1],))
+        return str(name.fetchone()[0])
+    agent = db.execute("SELECT user_agent FROM web_sessions WHERE session_hash = ?", (row[1],))
+    return f"{WEB_ORIGIN} ({describe_user_agent(agent.fetchone()[0])})"

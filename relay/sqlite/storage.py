@@ -251,6 +251,7 @@ class SqliteStorage:
     live_push_subscriptions = _call(push.live_push_subscriptions)
     drop_push_subscription = _call(push.drop_push_subscription)
     push_sent = _call(push.push_sent)
+    push_answerer = _call(push.push_answerer)
 
     read_downlink = _call(directives.read_downlink)
     acknowledge_directives = _call(directives.acknowledge_directives)

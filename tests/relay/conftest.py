@@ -20,6 +20,7 @@ import trio
 from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, create_app, serve_relay
 from relay.auth import hash_secret, issue_environment_credential
 from relay.sqlite import database_path
+from testkit.fakes.push_service import PushService, open_push_service
 from testkit.waiting import eventually
 from wire import Directive, decode_json
 
@@ -40,13 +41,26 @@ async def storage(data_dir: Path) -> AsyncIterator[SqliteStorage]:
 
 
 @pytest.fixture
+async def push_service() -> AsyncIterator[PushService]:
+    """A Web Push service on loopback that checks VAPID and decrypts what it takes."""
+    async with open_push_service() as service:
+        yield service
+
+
+@pytest.fixture
 def hub() -> Hub:
     return Hub()
 
 
 @pytest.fixture
 def config(data_dir: Path) -> RelayConfig:
-    return RelayConfig(data_dir=data_dir, port=0, public_url=PUBLIC_URL, keepalive_interval=0.2)
+    return RelayConfig(
+        data_dir=data_dir,
+        port=0,
+        public_url=PUBLIC_URL,
+        keepalive_interval=0.2,
+        push_loopback_http=True,  # the fake push service is on loopback
+    )
 
 
 @pytest.fixture

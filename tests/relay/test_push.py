@@ -3,9 +3,6 @@ checks the VAPID signature and decrypts each payload with the subscribed browser
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,62 +13,19 @@ import trio
 from relay import RelayConfig, RunningRelay, serve_relay
 from relay.auth import hash_secret
 from relay.notify import Note
-from testkit.fakes.push_service import PushService, Subscription, open_push_service
+from testkit.fakes.push_service import PushService
 from testkit.sse import sse
-from testkit.waiting import eventually
 from wire import PushSettings
 
 from .conftest import (
     GUARD,
     PUBLIC_URL,
-    Daemon,
-    create_session,
     event,
     make_device_token,
     register,
-    started,
     uplink,
 )
-
-
-@pytest.fixture
-async def push_service() -> AsyncIterator[PushService]:
-    async with open_push_service() as service:
-        yield service
-
-
-async def _subscribe(
-    http: httpx.AsyncClient, service: PushService, headers: dict[str, str], **body: Any
-) -> tuple[Subscription, dict[str, Any]]:
-    key = await http.get("/api/push/key", headers=headers)
-    assert key.status_code == 200, key.text
-    subscription = service.subscribe(expected_key=key.json()["public_key"])
-    made = await http.post(
-        "/api/push/subscriptions", json=subscription.as_json() | body, headers=headers
-    )
-    assert made.status_code == 201, made.text
-    return subscription, made.json()
-
-
-async def _session(
-    http: httpx.AsyncClient, relay: RunningRelay, user: dict[str, str]
-) -> tuple[Daemon, str]:
-    daemon = await register(http, relay.storage)
-    await relay.storage.open_downlink(daemon.environment_id, "link_test")
-    session = await create_session(http, user, daemon.environment_id, title="fix the tests")
-    assert (await uplink(http, daemon, session["id"], started())).status_code == 200
-    return daemon, session["id"]
-
-
-def _permission(seq: int, request_id: str = "req-1") -> dict[str, Any]:
-    return event(
-        seq,
-        "permission_request",
-        request_id=request_id,
-        tool="Bash",
-        input={"command": "rm -rf build && make"},
-        description="run make",
-    )
+from .pushing import permission, session_with, subscribe
 
 
 async def test_a_permission_request_reaches_a_subscribed_device(
@@ -79,16 +33,19 @@ async def test_a_permission_request_reaches_a_subscribed_device(
 ) -> None:
     with trio.fail_after(GUARD):
         user = await make_device_token(relay.storage)
-        subscription, shown = await _subscribe(http, push_service, user)
+        subscription, shown = await subscribe(http, push_service, user)
         assert shown["settings"]["permission"] is True
-        daemon, session_id = await _session(http, relay, user)
+        daemon, session_id = await session_with(http, relay, user)
         raised = trio.current_time()
-        assert (await uplink(http, daemon, session_id, _permission(2))).status_code == 200
+        assert (await uplink(http, daemon, session_id, permission(2))).status_code == 200
         [delivery] = await push_service.wait_for(subscription.id)
     note = delivery.json()
     assert note["kind"] == "permission"
     assert note["title"] == "fix the tests: allow Bash?"
+    token = note["request"].pop("answer_token")
     assert note["request"] == {"id": "req-1", "tool": "Bash", "summary": "rm -rf build && make"}
+    # Its Allow and Deny answer with a credential for this one request, never the device's.
+    assert token.startswith("rcd_ans_") and user["authorization"].split()[1] not in token
     assert note["tag"] == f"session-{session_id}"
     assert note["url"] == f"/?session={session_id}"
     # Only what the notification shows: never the conversation, never a credential.
@@ -107,20 +64,20 @@ async def test_settings_choose_what_notifies(
 ) -> None:
     with trio.fail_after(GUARD):
         user = await make_device_token(relay.storage)
-        quiet, _ = await _subscribe(
+        quiet, _ = await subscribe(
             http, push_service, user, settings={"permission": False, "long_turn_seconds": 30}
         )
-        loud, made = await _subscribe(http, push_service, user)
+        loud, made = await subscribe(http, push_service, user)
         changed = await http.put(
             f"/api/push/subscriptions/{made['id']}/settings",
             json={"long_turn_seconds": 30},
             headers=user,
         )
         assert changed.status_code == 200, changed.text
-        daemon, session_id = await _session(http, relay, user)
+        daemon, session_id = await session_with(http, relay, user)
         short = event(3, "turn_result", ok=True, duration_ms=29_000, cost_usd=None)
         long = event(4, "turn_result", ok=True, duration_ms=95_000, cost_usd=None)
-        await uplink(http, daemon, session_id, _permission(2), short, long)
+        await uplink(http, daemon, session_id, permission(2), short, long)
         [turn] = await push_service.wait_for(quiet.id)
         first, second = await push_service.wait_for(loud.id, 2)
     assert turn.json()["kind"] == "long_turn"
@@ -133,15 +90,15 @@ async def test_a_gone_subscription_is_dropped(
 ) -> None:
     with trio.fail_after(GUARD):
         user = await make_device_token(relay.storage)
-        gone, _ = await _subscribe(http, push_service, user)
-        kept, _ = await _subscribe(http, push_service, user)
+        gone, _ = await subscribe(http, push_service, user)
+        kept, _ = await subscribe(http, push_service, user)
         push_service.expire(gone.id, status=410)
-        daemon, session_id = await _session(http, relay, user)
-        await uplink(http, daemon, session_id, _permission(2, "req-1"))
+        daemon, session_id = await session_with(http, relay, user)
+        await uplink(http, daemon, session_id, permission(2, "req-1"))
         await push_service.wait_for(kept.id)
         await push_service.wait_until(lambda: len(push_service.gone) == 1)
         # The next notification goes to the one left only.
-        await uplink(http, daemon, session_id, _permission(3, "req-2"))
+        await uplink(http, daemon, session_id, permission(3, "req-2"))
         await push_service.wait_for(kept.id, 2)
         listed = await http.get("/api/push/subscriptions", headers=user)
     assert [s["endpoint"] for s in listed.json()["subscriptions"]] == [kept.endpoint]
@@ -162,15 +119,15 @@ async def test_a_device_revoked_or_signed_out_gets_nothing(
                 hash_secret("login"), hash_secret("cookie"), 3600
             )
             leaving = {"cookie": "rcd_session=cookie", "x-requested-with": "rcd"}
-        left, _ = await _subscribe(http, push_service, leaving)
-        staying, _ = await _subscribe(http, push_service, user)
+        left, _ = await subscribe(http, push_service, leaving)
+        staying, _ = await subscribe(http, push_service, user)
         if how == "token revoked":
             assert await relay.storage.revoke_device_token("old-phone")
         else:
             assert (await http.post("/logout", headers=leaving)).status_code == 204
-        daemon, session_id = await _session(http, relay, user)
+        daemon, session_id = await session_with(http, relay, user)
         # Two notifications: each one's pushes are all answered before the next's.
-        await uplink(http, daemon, session_id, _permission(2, "req-1"), _permission(3, "req-2"))
+        await uplink(http, daemon, session_id, permission(2, "req-1"), permission(3, "req-2"))
         await push_service.wait_for(staying.id, 2)
     assert push_service.deliveries_to(left.id) == []
     assert push_service.gone == [] and push_service.rejections == []
@@ -182,7 +139,7 @@ async def test_a_device_sees_and_changes_only_its_own_subscriptions(
     with trio.fail_after(GUARD):
         phone = await make_device_token(relay.storage)
         tablet = await make_device_token(relay.storage, "tablet")
-        _, mine = await _subscribe(http, push_service, phone)
+        _, mine = await subscribe(http, push_service, phone)
         assert (await http.get("/api/push/subscriptions", headers=tablet)).json() == {
             "subscriptions": []
         }
@@ -197,9 +154,42 @@ async def test_a_device_sees_and_changes_only_its_own_subscriptions(
 
 
 @pytest.mark.parametrize(
+    ("endpoint", "says"),
+    [
+        ("https://localhost:8443/x", "not an address or a local name"),
+        ("https://10.0.0.1:8443/x", "not an address"),
+        ("https://169.254.169.254/latest", "not an address"),
+        ("https://0/x", "not an address"),
+        ("https://printer.local/x", "not an address or a local name"),
+    ],
+)
+async def test_endpoints_that_are_no_push_service_are_refused(
+    data_dir: Path, endpoint: str, says: str
+) -> None:
+    """The relay posts to what a device gives: never this machine, the LAN, a cloud's
+    metadata service, or plain HTTP (loopback HTTP only where a test says so)."""
+    config = RelayConfig(data_dir=data_dir, port=0, public_url=PUBLIC_URL)
+    keys = {"p256dh": "B" + "A" * 85 + "Q", "auth": "A" * 21 + "g"}
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            relay: RunningRelay = await nursery.start(serve_relay, config)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{relay.port}") as http:
+                user = await make_device_token(relay.storage)
+                for url, why in ((endpoint, says), ("http://127.0.0.1:9/push/1", "over https")):
+                    answer = await http.post(
+                        "/api/push/subscriptions", json={"endpoint": url, "keys": keys},
+                        headers=user,
+                    )  # fmt: skip
+                    assert answer.status_code == 403, answer.text
+                    assert answer.json()["error"]["code"] == "endpoint_refused"
+                    assert why in answer.json()["error"]["message"]
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
     ("body", "says"),
     [
-        ({"endpoint": "http://push.example/x"}, "endpoint must be an https:// URL"),
+        ({"endpoint": "ftp://push.example/x"}, "endpoint must be an https:// URL"),
         ({"keys": {"p256dh": "short", "auth": "A" * 21 + "g"}}, "p256dh must be"),
         ({"settings": {"long_turn_seconds": 5}}, "long_turn_seconds must be between"),
         ({"settings": {"loud": True}}, "loud"),
@@ -239,7 +229,12 @@ async def test_an_environment_still_offline_after_the_grace_notifies(
     data_dir: Path, push_service: PushService
 ) -> None:
     config = RelayConfig(
-        data_dir=data_dir, port=0, public_url=PUBLIC_URL, keepalive_interval=0.2, offline_grace=0.2
+        data_dir=data_dir,
+        port=0,
+        public_url=PUBLIC_URL,
+        keepalive_interval=0.2,
+        offline_grace=0.2,
+        push_loopback_http=True,
     )
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
@@ -247,7 +242,7 @@ async def test_an_environment_still_offline_after_the_grace_notifies(
             url = f"http://127.0.0.1:{relay.port}"
             async with httpx.AsyncClient(base_url=url, timeout=GUARD) as http:
                 user = await make_device_token(relay.storage)
-                watching, _ = await _subscribe(
+                watching, _ = await subscribe(
                     http, push_service, user, settings={"offline": True, "permission": False}
                 )
                 daemon = await register(http, relay.storage)
@@ -272,37 +267,24 @@ def test_offline_notifies_only_who_asked() -> None:
     assert turn.wanted_by(PushSettings()) and not turn.wanted_by(PushSettings(long_turn_seconds=62))
 
 
-async def test_a_notify_command_gets_each_notification_as_json(
-    data_dir: Path, tmp_path: Path
+async def test_a_key_that_is_no_point_drops_its_subscription_and_harms_no_other(
+    relay: RunningRelay, http: httpx.AsyncClient, push_service: PushService
 ) -> None:
-    received = tmp_path / "received.jsonl"
-    script = tmp_path / "notify.py"
-    script.write_text(
-        f"import sys\nwith open({str(received)!r}, 'a') as out:\n    out.write(sys.stdin.read())\n"
-    )
-    config = RelayConfig(
-        data_dir=data_dir,
-        port=0,
-        public_url=PUBLIC_URL,
-        notify_command=(sys.executable, str(script)),
-    )
+    """A key of the right shape that is not on the curve: its pushes cannot be made, so the
+    subscription goes; the relay and the other devices carry on."""
     with trio.fail_after(GUARD):
-        async with trio.open_nursery() as nursery:
-            relay: RunningRelay = await nursery.start(serve_relay, config)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{relay.port}") as http:
-                user = await make_device_token(relay.storage)
-                daemon, session_id = await _session(http, relay, user)
-                quick = event(3, "turn_result", ok=True, duration_ms=2_000, cost_usd=None)
-                ended = event(4, "session_ended", reason="agent_exited", worktree_kept=False,
-                              branch=None)  # fmt: skip
-                await uplink(http, daemon, session_id, _permission(2), quick, ended)
-
-                async def both() -> bool:
-                    return received.exists() and received.read_text().count("\n") == 2
-
-                await eventually(both, timeout=GUARD, what="two notifications")
-            nursery.cancel_scope.cancel()
-    first, second = (json.loads(line) for line in received.read_text().splitlines())
-    assert first["kind"] == "permission" and first["request"]["tool"] == "Bash"
-    assert first["url"] == f"{PUBLIC_URL}/?session={session_id}"
-    assert second["kind"] == "session_ended" and second["body"] == "agent exited"
+        user = await make_device_token(relay.storage)
+        broken = push_service.subscribe().as_json()
+        broken["keys"]["p256dh"] = "BA" + "A" * 84 + "Q"  # 0x04 then zeros: no P-256 point
+        made = await http.post("/api/push/subscriptions", json=broken, headers=user)
+        assert made.status_code == 201, made.text
+        good, _ = await subscribe(http, push_service, user)
+        daemon, session_id = await session_with(http, relay, user)
+        # Bad data in an event (the daemon's to fill) notifies nothing and fails nothing.
+        odd = event(2, "turn_result", ok=True, duration_ms="95000", cost_usd=None)
+        assert (await uplink(http, daemon, session_id, odd)).status_code == 200
+        assert (await uplink(http, daemon, session_id, permission(3))).status_code == 200
+        [delivery] = await push_service.wait_for(good.id)
+        listed = (await http.get("/api/push/subscriptions", headers=user)).json()
+    assert delivery.json()["kind"] == "permission"
+    assert [s["endpoint"] for s in listed["subscriptions"]] == [good.endpoint]

@@ -67,6 +67,7 @@ class RelayProcess:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
+                    "--push-loopback-http",  # the tests' push service is on loopback
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .browser import PHONE, Page, expect
 from .browsing import Browsing, no_horizontal_scroll
+from .push_thread import push_service_thread
 from .stack import Stack
 
 
@@ -162,3 +163,105 @@ def test_a_phone_turns_notifications_on_and_a_push_shows_one_per_session(
     panel.get_by_role("button", name="Turn off").click()
     expect(panel.locator(".notify-status")).to_contain_text("Off: turn on")
     assert _api(phone, "GET", "/api/push/subscriptions") == {"subscriptions": []}
+
+
+def test_allow_from_the_notification_makes_the_real_agent_write(
+    claude_stack: Stack, browsing: Browsing
+) -> None:
+    """The whole way: the real CLI asks to write, the relay pushes to the phone's push
+    service, the service worker shows Allow and Deny, and its Allow — with the request's own
+    credential, the app never opened — makes the agent write the file."""
+    stack = claude_stack
+    key = stack.api.get("/api/push/key").json()["public_key"]
+    with push_service_thread() as pushes:
+        subscription = pushes.subscribe(key)
+        phone = browsing.sign_in(stack, **PHONE)
+        phone.context.grant_permissions(["notifications"], origin=stack.relay.url)
+        phone.context.add_init_script(f"({STAND_IN})({json.dumps(subscription.as_json())})")
+        phone.goto(f"{stack.relay.url}/?devices")
+        panel = phone.locator("section.notify")
+        panel.get_by_role("button", name="Turn on").click()
+        expect(panel.locator(".notify-status")).to_contain_text("On: this device is woken")
+
+        target = stack.project / "from-the-notification.txt"
+        created = stack.api.post(
+            f"/api/environments/{stack.environment_id}/sessions",
+            json={"title": "notes", "prompt": f"write {target} allowed from a notification"},
+        )
+        assert created.status_code == 201, created.text
+        session_id = created.json()["id"]
+        [delivery] = pushes.wait_for(subscription.id)
+        note = delivery.json()
+        assert note["kind"] == "permission" and note["request"]["tool"] == "Write"
+
+        registration = _registration(phone)
+        _deliver(phone, stack, registration, note)
+        _shows(phone, [["notes: allow Write?", f"session-{session_id}", str(target)]])
+        actions = phone.evaluate(
+            """async () => (await (await navigator.serviceWorker.ready).getNotifications())
+                .map((n) => n.actions.map((a) => a.title))"""
+        )
+        assert actions == [["Allow", "Deny"]]
+        assert not target.exists()
+
+        _act(phone, f"session-{session_id}", "allow")
+        stack.wait_events(session_id, lambda events: any(
+            e["kind"] == "permission_resolved" for e in events))  # fmt: skip
+        events = stack.wait_events(session_id, lambda events: any(
+            e["kind"] == "turn_result" for e in events))  # fmt: skip
+        assert target.read_text() == "allowed from a notification"
+        [resolved] = [e for e in events if e["kind"] == "permission_resolved"]
+        assert resolved["data"]["decision"] == "allow"
+        assert resolved["data"]["origin"] == "web (Headless Chrome on Linux) (notification)"
+
+        # The same notification again (answered meanwhile): a quiet "already answered".
+        _deliver(phone, stack, registration, note)
+        _shows(phone, [["notes: allow Write?", f"session-{session_id}", str(target)]])
+        _act(phone, f"session-{session_id}", "deny")
+        _shows(phone, [["Already answered", f"session-{session_id}", "Write: answered elsewhere."]])
+
+
+def _registration(page: Page) -> dict[str, Any]:
+    cdp = page.context.new_cdp_session(page)
+    registrations: list[dict[str, Any]] = []
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda e: registrations.extend(r for r in e["registrations"] if not r["isDeleted"]),
+    )
+    cdp.send("ServiceWorker.enable")
+    for _ in range(250):
+        if registrations:
+            break
+        page.wait_for_timeout(20)  # clock: CDP events arrive only while the driver waits
+    [registration] = {r["registrationId"]: r for r in registrations}.values()
+    return registration | {"cdp": cdp}
+
+
+def _deliver(page: Page, stack: Stack, registration: dict[str, Any], note: dict[str, Any]) -> None:
+    registration["cdp"].send(
+        "ServiceWorker.deliverPushMessage",
+        {
+            "origin": stack.relay.url,
+            "registrationId": registration["registrationId"],
+            "data": json.dumps(note),
+        },
+    )
+
+
+def _act(page: Page, tag: str, action: str) -> None:
+    """What a tap on the notification's button does, through the worker's test hook."""
+    found = page.evaluate(
+        """async ([tag, action]) => {
+            const worker = (await navigator.serviceWorker.ready).active;
+            const done = new Promise((resolve) => {
+                navigator.serviceWorker.addEventListener('message', (event) => {
+                    const data = event.data;
+                    if (data?.type === 'rcd-notification-action-done') resolve(data.found);
+                });
+            });
+            worker.postMessage({ type: 'rcd-notification-action', tag, action });
+            return done;
+        }""",
+        [tag, action],
+    )
+    assert found, f"no notification tagged {tag}"

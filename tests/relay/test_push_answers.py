@@ -1,0 +1,150 @@
+"""Notifications answered and routed: a permission's Allow / Deny token, --notify-command,
+who the push services are told runs the relay, a backlog that drops the oldest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+import wire
+from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, create_app, serve_relay
+from relay.notify import BACKLOG, Notifier
+from relay.records import ClientPrincipal
+from relay.tokens import AnswerTokens
+from testkit.waiting import eventually
+
+from .conftest import (
+    GUARD,
+    PUBLIC_URL,
+    create_session,
+    event,
+    make_device_token,
+    queued_directives,
+    register,
+    started,
+    uplink,
+)
+from .pushing import permission, session_with
+
+
+async def test_a_notify_command_gets_each_notification_as_json(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    received = tmp_path / "received.jsonl"
+    script = tmp_path / "notify.py"
+    script.write_text(
+        f"import sys\nwith open({str(received)!r}, 'a') as out:\n    out.write(sys.stdin.read())\n"
+    )
+    config = RelayConfig(
+        data_dir=data_dir,
+        port=0,
+        public_url=PUBLIC_URL,
+        notify_command=(sys.executable, str(script)),
+    )
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            relay: RunningRelay = await nursery.start(serve_relay, config)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{relay.port}") as http:
+                user = await make_device_token(relay.storage)
+                daemon, session_id = await session_with(http, relay, user)
+                quick = event(3, "turn_result", ok=True, duration_ms=2_000, cost_usd=None)
+                ended = event(4, "session_ended", reason="agent_exited", worktree_kept=False,
+                              branch=None)  # fmt: skip
+                await uplink(http, daemon, session_id, permission(2), quick, ended)
+
+                async def both() -> bool:
+                    return received.exists() and received.read_text().count("\n") == 2
+
+                await eventually(both, timeout=GUARD, what="two notifications")
+            nursery.cancel_scope.cancel()
+    first, second = (json.loads(line) for line in received.read_text().splitlines())
+    assert first["kind"] == "permission" and first["request"]["tool"] == "Bash"
+    assert first["url"] == f"{PUBLIC_URL}/?session={session_id}"
+    assert second["kind"] == "session_ended" and second["body"] == "agent exited"
+
+
+def test_the_push_subject_is_one_push_services_take() -> None:
+    def subject(url: str) -> str:
+        return RelayConfig(data_dir=Path("/nonexistent"), public_url=url).push_subject
+
+    assert subject("https://relay.example.com:8443") == "https://relay.example.com"
+    assert subject("https://relay.example.com/rcd") == "https://relay.example.com"
+    assert subject("http://127.0.0.1:7878") == "mailto:rcd-relay@localhost"
+    config = RelayConfig(data_dir=Path("/nonexistent"), push_contact="mailto:me@example.com")
+    assert config.push_subject == "mailto:me@example.com"
+    with pytest.raises(ValueError, match="a push contact is"):
+        RelayConfig(data_dir=Path("/nonexistent"), push_contact="me@example.com")
+
+
+def test_a_full_backlog_drops_the_oldest() -> None:
+    notifier = Notifier(storage=None, sender=None)  # type: ignore[arg-type]
+    permission = wire.make_event(
+        1, 1.0, wire.PermissionRequest(request_id="r", tool="Bash", input={}, description="")
+    )
+    for n in range(BACKLOG + 1):
+        notifier.offer(f"ses_{n}", [permission])
+    assert notifier.dropped == 1
+    first = notifier._receive.receive_nowait()
+    assert first == (f"ses_{1}", [permission])
+
+
+async def test_a_notifications_answer_token_answers_its_one_request_until_it_expires(
+    storage: SqliteStorage, hub: Hub, config: RelayConfig, data_dir: Path
+) -> None:
+    clock = [1_000.0]
+    answers = AnswerTokens(ttl=3600, clock=lambda: clock[0])
+    app = create_app(storage, hub, config, answers=answers)
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
+        user = await make_device_token(storage)
+        phone = ClientPrincipal(name="phone", via="token")
+        subscription = await storage.add_push_subscription(
+            phone, "https://push.example/s/1", "B" + "A" * 85 + "Q", "A" * 21 + "g", None
+        )
+        daemon = await register(client, storage)
+        await storage.open_downlink(daemon.environment_id, "link_test")
+        session_id = (await create_session(client, user, daemon.environment_id))["id"]
+        other = (await create_session(client, user, daemon.environment_id))["id"]
+        for sid in (session_id, other):
+            await uplink(client, daemon, sid, started(), permission(2, "req-1"),
+                         permission(3, "req-2"))  # fmt: skip
+        token = answers.issue(subscription.id, session_id, "req-1")
+        bearer = {"authorization": f"Bearer {token}"}
+
+        def decide(sid: str, request_id: str) -> Awaitable[httpx.Response]:
+            return client.post(
+                f"/api/sessions/{sid}/permissions/{request_id}",
+                json={"decision": "allow"},
+                headers=bearer,
+            )
+
+        # Another request, of this session or another: refused.
+        for sid, request_id in ((session_id, "req-2"), (other, "req-1")):
+            refused = await decide(sid, request_id)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "wrong_scope"
+        # Nothing else of the client API takes it.
+        assert (await client.get("/api/sessions", headers=bearer)).status_code == 401
+        assert (await decide(session_id, "req-1")).status_code == 202
+        [decision] = [
+            d for d in queued_directives(data_dir, daemon.environment_id)
+            if isinstance(d, wire.DecidePermission)
+        ]  # fmt: skip
+        assert (decision.request_id, decision.decision) == ("req-1", "allow")
+        assert decision.origin == "phone (notification)"
+
+        # Past its hour, or once the device is revoked: refused.
+        late = answers.issue(subscription.id, session_id, "req-2")
+        clock[0] += 3600
+        bearer = {"authorization": f"Bearer {late}"}
+        expired = await decide(session_id, "req-2")
+        assert expired.status_code == 401 and expired.json()["error"]["code"] == "token_expired"
+        clock[0] -= 3600
+        assert await storage.revoke_device_token("phone")
+        gone = await decide(session_id, "req-2")
+        assert gone.status_code == 401 and "signed out" in gone.json()["error"]["message"]
