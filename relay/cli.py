@@ -37,6 +37,7 @@ _CONFIG_FIELDS = {
     "trusted_proxy": "trusted_proxies",
     "notify_command": "notify_command",
     "push_loopback_http": "push_loopback_http",
+    "push_contact": "push_contact",
 }
 
 
@@ -109,6 +110,13 @@ def add_relay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         " session that ended by itself, a machine offline), with it as JSON on its standard"
         " input: to route them to ntfy, a chat webhook... CMD is split as a shell would, not"
         " run by one",
+    )
+    relay.add_argument(
+        "--push-contact",
+        type=_push_contact,
+        metavar="mailto:YOU@HOST|https://HOST",
+        help="who runs this relay, as Web Push services are told (Apple's wants a real"
+        " one); default: the relay's https host, else a placeholder address",
     )
     relay.add_argument(
         "--push-loopback-http",
@@ -198,6 +206,15 @@ def _trusted_proxy(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text.strip()
+
+
+def _push_contact(text: str) -> str:
+    from .config import push_contact as check
+
+    try:
+        return check(text) or text
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _relay_data_dir(path: Path | None) -> Path:

@@ -13,7 +13,7 @@ import attrs
 
 import wire
 
-__all__ = ["RelayConfig", "is_loopback", "proxy_network"]
+__all__ = ["RelayConfig", "is_loopback", "proxy_network", "push_contact"]
 
 
 def is_loopback(host: str) -> bool:
@@ -47,7 +47,7 @@ _SUBJECT_HOST = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 _CONTACT = re.compile(r"mailto:[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+|https://[A-Za-z0-9.-]+")
 
 
-def _push_contact(value: str | None) -> str | None:
+def push_contact(value: str | None) -> str | None:
     """``--push-contact``: a ``mailto:`` address or an ``https://`` host (ValueError else)."""
     if value is not None and not _CONTACT.fullmatch(value):
         raise ValueError(
@@ -110,7 +110,7 @@ class RelayConfig:
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_proxies)
     #: Who runs this relay, as push services are told (a ``mailto:`` or ``https:`` URL;
     #: they may write to it about abuse). Default: the relay's URL when it is https.
-    push_contact: str | None = attrs.field(default=None, converter=_push_contact)
+    push_contact: str | None = attrs.field(default=None, converter=push_contact)
     #: Take push endpoints on plain HTTP at a loopback address (a push service on this
     #: machine: the tests' fake). Never for a relay people use.
     push_loopback_http: bool = False
