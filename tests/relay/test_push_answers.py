@@ -17,6 +17,7 @@ from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, create_app, ser
 from relay.notify import BACKLOG, Notifier
 from relay.records import ClientPrincipal
 from relay.tokens import AnswerTokens
+from testkit.fakes.push_service import PushService
 from testkit.waiting import eventually
 
 from .conftest import (
@@ -30,7 +31,7 @@ from .conftest import (
     started,
     uplink,
 )
-from .pushing import permission, session_with
+from .pushing import permission, session_with, subscribe
 
 
 async def test_a_notify_command_gets_each_notification_as_json(
@@ -148,3 +149,28 @@ async def test_a_notifications_answer_token_answers_its_one_request_until_it_exp
         assert await storage.revoke_device_token("phone")
         gone = await decide(session_id, "req-2")
         assert gone.status_code == 401 and "signed out" in gone.json()["error"]["message"]
+
+
+async def test_a_devices_notification_settings_survive_a_relay_restart(
+    config: RelayConfig, push_service: PushService
+) -> None:
+    shown = []
+    for n in range(2):
+        with trio.fail_after(GUARD):
+            async with trio.open_nursery() as nursery:
+                relay: RunningRelay = await nursery.start(serve_relay, config)
+                url = f"http://127.0.0.1:{relay.port}"
+                async with httpx.AsyncClient(base_url=url) as http:
+                    if n == 0:
+                        user = await make_device_token(relay.storage)
+                        await subscribe(
+                            http, push_service, user,
+                            settings={"offline": True, "error": False, "long_turn_seconds": 300},
+                        )  # fmt: skip
+                    shown.append((await http.get("/api/push/subscriptions", headers=user)).json())
+                nursery.cancel_scope.cancel()
+    assert shown[0] == shown[1]
+    [settings] = [s["settings"] for s in shown[1]["subscriptions"]]
+    assert (settings["offline"], settings["error"], settings["long_turn_seconds"]) == (
+        True, False, 300,
+    )  # fmt: skip

@@ -25,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 
 __all__ = [
     "CHROMIUM",
+    "CHROMIUM_ARGS",
     "DESKTOP",
     "INSTALL_HINT",
     "PHONE",

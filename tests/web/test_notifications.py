@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .browser import PHONE, Page, expect
+from .browser import CHROMIUM, CHROMIUM_ARGS, PHONE, Browser, Page, expect
 from .browsing import Browsing, no_horizontal_scroll
 from .push_thread import push_service_thread
 from .stack import Stack
@@ -265,3 +265,27 @@ def _act(page: Page, tag: str, action: str) -> None:
         [tag, action],
     )
     assert found, f"no notification tagged {tag}"
+
+
+def test_the_app_installs_to_the_home_screen(
+    stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
+    """What Chromium checks before it offers "Install app" (a manifest with a name, a start
+    URL, a standalone display and an icon it can use), through the DevTools protocol, in a
+    profile of its own (Chromium installs nothing from an incognito one)."""
+    context = browser.browser_type.launch_persistent_context(
+        tmp_path / "profile", executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, **PHONE
+    )
+    try:
+        page = context.new_page()
+        page.goto(stack.relay.login_link())
+        expect(page.get_by_role("heading", name="Environments")).to_be_visible()
+        cdp = context.new_cdp_session(page)
+        manifest = cdp.send("Page.getAppManifest")
+        assert manifest["errors"] == [], manifest["errors"]
+        errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
+        assert errors == [], errors
+        fields = json.loads(manifest["data"])
+        assert fields["display"] == "standalone" and fields["start_url"] == "/"
+    finally:
+        context.close()
