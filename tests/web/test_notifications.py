@@ -195,8 +195,9 @@ def test_allow_from_the_notification_makes_the_real_agent_write(
         assert note["kind"] == "permission" and note["request"]["tool"] == "Write"
 
         registration = _registration(phone)
+        shown = [["notes: allow Write?", f"session-{session_id}", str(target)]]
         _deliver(phone, stack, registration, note)
-        _shows(phone, [["notes: allow Write?", f"session-{session_id}", str(target)]])
+        _shows(phone, shown)
         actions = phone.evaluate(
             """async () => (await (await navigator.serviceWorker.ready).getNotifications())
                 .map((n) => n.actions.map((a) => a.title))"""
@@ -204,7 +205,7 @@ def test_allow_from_the_notification_makes_the_real_agent_write(
         assert actions == [["Allow", "Deny"]]
         assert not target.exists()
 
-        _act(phone, f"session-{session_id}", "allow")
+        _act(phone, stack, registration, note, shown, "allow")
         stack.wait_events(session_id, lambda events: any(
             e["kind"] == "permission_resolved" for e in events))  # fmt: skip
         events = stack.wait_events(session_id, lambda events: any(
@@ -215,9 +216,7 @@ def test_allow_from_the_notification_makes_the_real_agent_write(
         assert resolved["data"]["origin"] == "web (Headless Chrome on Linux) (notification)"
 
         # The same notification again (answered meanwhile): a quiet "already answered".
-        _deliver(phone, stack, registration, note)
-        _shows(phone, [["notes: allow Write?", f"session-{session_id}", str(target)]])
-        _act(phone, f"session-{session_id}", "deny")
+        _act(phone, stack, registration, note, shown, "deny")
         _shows(phone, [["Already answered", f"session-{session_id}", "Write: answered elsewhere."]])
 
 
@@ -248,23 +247,51 @@ def _deliver(page: Page, stack: Stack, registration: dict[str, Any], note: dict[
     )
 
 
-def _act(page: Page, tag: str, action: str) -> None:
-    """What a tap on the notification's button does, through the worker's test hook."""
-    found = page.evaluate(
-        """async ([tag, action]) => {
-            const worker = (await navigator.serviceWorker.ready).active;
-            const done = new Promise((resolve) => {
-                navigator.serviceWorker.addEventListener('message', (event) => {
-                    const data = event.data;
-                    if (data?.type === 'rcd-notification-action-done') resolve(data.found);
+def _act(
+    page: Page,
+    stack: Stack,
+    registration: dict[str, Any],
+    note: dict[str, Any],
+    shown: list[list[str]],
+    action: str,
+) -> None:
+    """What a tap on the notification's button does, through the worker's test hook. A
+    headless browser may take a shown notification down again before the hook finds it:
+    then it is pushed again (the relay's push, as the push service would redeliver it)."""
+    for _ in range(5):
+        if not _shows_now(page, shown):
+            _deliver(page, stack, registration, note)
+            _shows(page, shown)
+        found = page.evaluate(
+            """async ([tag, action]) => {
+                const worker = (await navigator.serviceWorker.ready).active;
+                const done = new Promise((resolve) => {
+                    navigator.serviceWorker.addEventListener('message', (event) => {
+                        const data = event.data;
+                        if (data?.type === 'rcd-notification-action-done') resolve(data.found);
+                    });
                 });
-            });
-            worker.postMessage({ type: 'rcd-notification-action', tag, action });
-            return done;
-        }""",
-        [tag, action],
+                worker.postMessage({ type: 'rcd-notification-action', tag, action });
+                return done;
+            }""",
+            [note["tag"], action],
+        )
+        if found:
+            return
+    raise AssertionError(f"no notification tagged {note['tag']} to act on")
+
+
+def _shows_now(page: Page, expected: list[list[str]]) -> bool:
+    return bool(
+        page.evaluate(
+            """async (expected) => {
+                const reg = await navigator.serviceWorker.ready;
+                const shown = (await reg.getNotifications()).map((n) => [n.title, n.tag, n.body]);
+                return JSON.stringify(shown) === JSON.stringify(expected);
+            }""",
+            expected,
+        )
     )
-    assert found, f"no notification tagged {tag}"
 
 
 def test_the_app_installs_to_the_home_screen(
