@@ -5,9 +5,16 @@
 import { api } from './api.js';
 import { fill, h } from './dom.js';
 
+const LONG_TURNS = [
+  [30, '30 s'],
+  [60, '1 min'],
+  [300, '5 min'],
+  [900, '15 min'],
+];
+
 const CHOICES = [
   ['permission', 'A tool waits for your answer'],
-  ['long_turn', 'A long turn ended'],
+  ['long_turn', 'A turn ended after'],
   ['error', 'An error'],
   ['session_ended', 'A session ended by itself'],
   ['offline', 'A machine went offline'],
@@ -60,19 +67,36 @@ export function notificationsPanel() {
     }
   }
 
+  async function change(changes, undo) {
+    const settings = { ...subscription.settings, ...changes };
+    try {
+      subscription = await api('PUT', `/api/push/subscriptions/${encodeURIComponent(subscription.id)}/settings`, settings);
+    } catch (err) {
+      undo();
+      showError(err.message);
+    }
+  }
+
   function choice(key, label) {
     const box = h('input', { type: 'checkbox', name: key });
     box.checked = Boolean(subscription.settings[key]);
-    box.addEventListener('change', async () => {
-      const settings = { ...subscription.settings, [key]: box.checked };
-      try {
-        subscription = await api('PUT', `/api/push/subscriptions/${encodeURIComponent(subscription.id)}/settings`, settings);
-      } catch (err) {
-        box.checked = !box.checked;
-        showError(err.message);
-      }
+    box.addEventListener('change', () => change({ [key]: box.checked }, () => (box.checked = !box.checked)));
+    if (key !== 'long_turn') return h('label', { class: 'notify-choice' }, box, ' ', label);
+    // How long a turn must run to be worth a notification.
+    const current = subscription.settings.long_turn_seconds;
+    const choices = LONG_TURNS.some(([seconds]) => seconds === current) ? LONG_TURNS : [...LONG_TURNS, [current, `${current} s`]];
+    const select = h(
+      'select',
+      { name: 'long_turn_seconds', 'aria-label': 'How long a turn must run' },
+      ...choices.map(([seconds, text]) => h('option', { value: String(seconds) }, text)),
+    );
+    select.value = String(current);
+    let before = select.value;
+    select.addEventListener('change', async () => {
+      await change({ long_turn_seconds: Number(select.value) }, () => (select.value = before));
+      before = select.value;
     });
-    return h('label', { class: 'notify-choice' }, box, ' ', label);
+    return h('div', { class: 'notify-choice' }, h('label', { class: 'notify-inline' }, box, ' ', label), select);
   }
 
   async function registration() {

@@ -20,6 +20,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from testkit.waiting import eventually_sync
+
 from .browser import CHROMIUM, CHROMIUM_ARGS, PHONE, Browser, Page, expect
 from .browsing import Browsing, no_horizontal_scroll
 from .push_thread import push_service_thread
@@ -105,10 +107,13 @@ def test_a_phone_turns_notifications_on_and_a_push_shows_one_per_session(
     # A device token's list is its own: the phone's subscription is not in it.
     assert stack.api.get("/api/push/subscriptions").json() == {"subscriptions": []}
 
+    def setting(name: str) -> Any:
+        return _api(phone, "GET", "/api/push/subscriptions")["subscriptions"][0]["settings"][name]
+
     panel.get_by_label("A machine went offline").check()
-    expect(panel.get_by_label("A machine went offline")).to_be_checked()
-    listed = _api(phone, "GET", "/api/push/subscriptions")["subscriptions"]
-    assert listed[0]["settings"]["offline"] is True
+    eventually_sync(lambda: setting("offline") is True, timeout=15, what="offline on")
+    panel.get_by_label("How long a turn must run").select_option("300")
+    eventually_sync(lambda: setting("long_turn_seconds") == 300, timeout=15, what="5 min")
     no_horizontal_scroll(phone)
     phone.screenshot(path=artifacts / "phone-notifications.png", full_page=True)
 
