@@ -27,13 +27,13 @@ import structlog
 import trio
 
 import wire
+from common.agent_env import agent_environment
 from spawn import AgentAdapter, ClaudeCode
 from spawn.sandbox import missing_tools
 from worktrees import WorktreeError, Worktrees
 from worktrees.snapshots import Snapshots
 
 from . import sdnotify
-from .agent_env import agent_environment
 from .agents_record import AgentsRecord, RecordedAdapter, take_over
 from .applied import AppliedStore
 from .changes import WorkspaceDesk

@@ -18,6 +18,7 @@ import structlog
 import trio
 
 import wire
+from common.agent_env import agent_environment
 from spawn import (
     AgentAdapter,
     AgentOptions,
@@ -33,7 +34,6 @@ from worktrees import (
     PoolStatistics,
 )
 
-from .agent_env import agent_environment
 from .workspaces import KeptWorktree, SessionWorktrees
 
 __all__ = ["EventPublisher", "KeptWorktree", "Supervisor", "SupervisorStats"]

@@ -19,8 +19,13 @@ device's own credential.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +33,7 @@ import attrs
 import structlog
 import trio
 
+from common.agent_env import agent_environment
 from wire import Event, PushSettings
 
 from .push import PushOutcome, PushSender
@@ -136,6 +142,21 @@ def _worth_a_look(event: Event) -> bool:
     return event.kind in ("permission_request", "error")
 
 
+def _tail(file: Any, limit: int = 500) -> str:
+    file.seek(max(0, file.seek(0, os.SEEK_END) - limit))
+    return str(file.read().decode(errors="replace"))
+
+
+async def _kill_group(process: trio.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _request_id(value: object) -> str:
+    """A permission request's id as it must be answered (exactly, or not at all)."""
+    return value if isinstance(value, str) else ""
+
+
 def _text(value: object, default: str, limit: int = SUMMARY_LENGTH) -> str:
     """A field of an event's data as one short line of text."""
     text = " ".join(value.split()) if isinstance(value, str) and value.strip() else default
@@ -168,6 +189,8 @@ class Notifier:
     answers: AnswerTokens = attrs.Factory(AnswerTokens)
     _send: trio.MemorySendChannel[_Item] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[_Item] = attrs.field(init=False)
+    _commands: trio.MemorySendChannel[Note] = attrs.field(init=False)
+    _commands_out: trio.MemoryReceiveChannel[Note] = attrs.field(init=False)
     #: Pushes the push services took, and notifications lost to a full backlog.
     sent: int = 0
     dropped: int = 0
@@ -175,6 +198,7 @@ class Notifier:
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel(BACKLOG)
+        self._commands, self._commands_out = trio.open_memory_channel[Note](BACKLOG)
 
     @property
     def public_key(self) -> str:
@@ -206,6 +230,8 @@ class Notifier:
         """Send what is offered, until cancelled."""
         limit = trio.CapacityLimiter(CONCURRENT_PUSHES)
         async with trio.open_nursery() as later:
+            if self.command:
+                later.start_soon(self._run_commands)
             async for item in self._receive:
                 try:
                     if isinstance(item, _Offline):
@@ -222,24 +248,39 @@ class Notifier:
     async def _send_note(self, note: Note, limit: trio.CapacityLimiter) -> None:
         # One note's pushes all answered before the next's: a device gets a session's
         # notifications in order (the newest is the one it keeps).
+        if self.command and note.wanted_by(_COMMAND_SETTINGS):
+            try:  # its own queue: a slow command never holds a push back
+                self._commands.send_nowait(note)
+            except trio.WouldBlock:
+                self.dropped += 1
+                log.warning("notify_command_backlog_full")
         async with trio.open_nursery() as nursery:
-            if self.command and note.wanted_by(_COMMAND_SETTINGS):
-                nursery.start_soon(self._run_command, note)
             for subscription in await self.storage.live_push_subscriptions():
                 if note.wanted_by(subscription.settings):
                     nursery.start_soon(self._push, subscription, note, limit)
 
+    async def _run_commands(self) -> None:
+        async for note in self._commands_out:
+            await self._run_command(note)
+
     async def _run_command(self, note: Note) -> None:
         """The ``--notify-command``, given the note (never fatal: a failure is logged)."""
         body = json.loads(note.payload()) | {"url": self.base_url + note.url}
-        with trio.move_on_after(COMMAND_TIMEOUT) as waited:
+        with tempfile.TemporaryFile() as errors, trio.move_on_after(COMMAND_TIMEOUT) as waited:
             try:
+                # Only its exit is waited for (a child it leaves behind holds no pipe of
+                # ours); it gets the environment an agent would, never rcd's own secrets.
                 done = await trio.run_process(
                     list(self.command),
                     stdin=json.dumps(body, ensure_ascii=False).encode() + b"\n",
-                    capture_stdout=True,
-                    capture_stderr=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    env=agent_environment(os.environ),
                     check=False,
+                    # Its own process group: stopped (past its time, or with the relay),
+                    # everything it started goes with it.
+                    start_new_session=True,
+                    deliver_cancel=_kill_group,
                 )
             except OSError as exc:
                 log.warning("notify_command_failed", command=self.command[0], error=str(exc))
@@ -249,7 +290,7 @@ class Notifier:
                     "notify_command_failed",
                     command=self.command[0],
                     status=done.returncode,
-                    stderr=done.stderr.decode(errors="replace")[-500:],
+                    stderr=_tail(errors),
                 )
         if waited.cancelled_caught:
             log.warning("notify_command_timed_out", command=self.command[0], after=COMMAND_TIMEOUT)
@@ -293,7 +334,9 @@ class Notifier:
                 title=f"{name}: allow {tool}?",
                 body=text,
                 request={
-                    "id": _text(data.get("request_id"), "", 200),
+                    "id": request_id
+                    if isinstance(request_id := data.get("request_id"), str)
+                    else "",
                     "tool": tool,
                     "summary": text,
                 },
@@ -329,6 +372,14 @@ class Notifier:
         )
 
     async def _push(
+        self, subscription: PushSubscriptionRecord, note: Note, limit: trio.CapacityLimiter
+    ) -> None:
+        try:
+            await self._push_one(subscription, note, limit)
+        except Exception:  # this device's push lost, never the others'
+            log.exception("push_failed", subscription=subscription.id)
+
+    async def _push_one(
         self, subscription: PushSubscriptionRecord, note: Note, limit: trio.CapacityLimiter
     ) -> None:
         token = None

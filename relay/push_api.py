@@ -14,6 +14,7 @@ public host name (:func:`check_endpoint`): the relay posts to it.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,11 +42,16 @@ def check_endpoint(endpoint: str, *, loopback_http: bool) -> None:
     """Refuse (403 ``endpoint_refused``) an endpoint that is no push service's: the relay
     posts to it, so an address (this machine, the LAN, a cloud's metadata service) or a
     plain-HTTP URL never is one (``loopback_http``: the tests' push service on loopback)."""
-    host = urlsplit(endpoint).hostname or ""
+    host = (urlsplit(endpoint).hostname or "").rstrip(".")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
+    if address is None:
+        try:  # what the system's resolver reads as an address: 127.1, 0x7f.1, 10.1
+            address = ipaddress.ip_address(socket.inet_aton(host))
+        except OSError:
+            address = None
     if endpoint.startswith("http://"):
         if loopback_http and address is not None and address.is_loopback:
             return

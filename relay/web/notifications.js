@@ -30,7 +30,8 @@ function supported() {
 }
 
 function appleWithoutInstall() {
-  const apple = /iPhone|iPad|iPod/.test(navigator.userAgent);
+  // iPadOS Safari says it is a Mac; a Mac with a touch screen is an iPad.
+  const apple = /iPhone|iPad|iPod/.test(navigator.userAgent) || (/Macintosh/.test(navigator.userAgent) && navigator.maxTouchPoints > 1);
   const installed = window.matchMedia?.('(display-mode: standalone)').matches || navigator.standalone;
   return apple && !installed;
 }
@@ -134,7 +135,11 @@ export function notificationsPanel() {
   async function turnOff() {
     const reg = await navigator.serviceWorker.getRegistration('/');
     const pushed = await reg?.pushManager.getSubscription();
-    await api('DELETE', `/api/push/subscriptions/${encodeURIComponent(subscription.id)}`);
+    try {
+      await api('DELETE', `/api/push/subscriptions/${encodeURIComponent(subscription.id)}`);
+    } catch (err) {
+      if (err.status !== 404) throw err; // the relay dropped it already: off is off
+    }
     subscription = null;
     if (pushed) await pushed.unsubscribe();
     render();

@@ -9,7 +9,13 @@ self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
 
 function safeUrl(url) {
-  return typeof url === 'string' && url.startsWith('/') && !url.startsWith('//') ? url : '/';
+  if (typeof url !== 'string') return '/';
+  try {
+    const parsed = new URL(url, self.location.origin);
+    return parsed.origin === self.location.origin ? parsed.pathname + parsed.search + parsed.hash : '/';
+  } catch {
+    return '/';
+  }
 }
 
 self.addEventListener('push', (event) => {
@@ -116,8 +122,11 @@ self.addEventListener('message', (event) => {
   event.waitUntil(
     (async () => {
       const [notification] = await self.registration.getNotifications({ tag: message.tag });
-      if (notification) await act(notification, message.action);
-      event.source?.postMessage({ type: 'rcd-notification-action-done', found: Boolean(notification) });
+      try {
+        if (notification) await act(notification, message.action);
+      } finally {
+        event.source?.postMessage({ type: 'rcd-notification-action-done', found: Boolean(notification) });
+      }
     })(),
   );
 });

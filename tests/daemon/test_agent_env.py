@@ -8,7 +8,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.agent_env import agent_environment, withheld
+from common.agent_env import agent_environment, withheld
 from testkit.harness import start_daemon, start_relay
 
 SECRET = "rcd_dev_not-for-agents-0123456789"

@@ -3,8 +3,11 @@ who the push services are told runs the relay, a backlog that drops the oldest."
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import types
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -15,10 +18,12 @@ import trio
 import wire
 from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, create_app, serve_relay
 from relay.notify import BACKLOG, Notifier
-from relay.records import ClientPrincipal
+from relay.push import PushOutcome
+from relay.records import ClientPrincipal, PushSubscriptionRecord
 from relay.tokens import AnswerTokens
 from testkit.fakes.push_service import PushService
 from testkit.waiting import eventually
+from wire import PushSettings
 
 from .conftest import (
     GUARD,
@@ -174,3 +179,76 @@ async def test_a_devices_notification_settings_survive_a_relay_restart(
     assert (settings["offline"], settings["error"], settings["long_turn_seconds"]) == (
         True, False, 300,
     )  # fmt: skip
+
+
+class _Sessions:
+    """The notifier's storage, as far as a note needs it: one titled session, one device."""
+
+    async def get_session(self, session_id: str) -> object:
+        return types.SimpleNamespace(title="fix the tests")
+
+    async def live_push_subscriptions(self) -> list[PushSubscriptionRecord]:
+        return [
+            PushSubscriptionRecord(
+                id="push_1", endpoint="https://push.example/1", p256dh="x", auth="y",
+                settings=PushSettings(), created_at=0.0, last_sent_at=None,
+            )
+        ]  # fmt: skip
+
+    async def push_sent(self, endpoint: str) -> None:
+        pass
+
+
+class _Sender:
+    public_key = ""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, subscription: object, payload: bytes, **_: object) -> PushOutcome:
+        self.sent.append(payload)
+        return PushOutcome.SENT
+
+
+async def test_a_notify_command_holds_no_push_back_and_gets_no_secret_of_rcds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command runs beside the pushes, not before them: one that never ends (or leaves
+    a child behind) delays no device; and it gets the environment an agent would, without
+    RCD_TOKEN or the service manager's handles."""
+    monkeypatch.setenv("RCD_TOKEN", "rcd_dev_secret")
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    seen, child = tmp_path / "env.txt", tmp_path / "child.pid"
+    script = f"env > {seen}; sleep 600 & echo $! > {child}; exec sleep 600"
+    sender = _Sender()
+    notifier = Notifier(storage=_Sessions(), sender=sender, command=("sh", "-c", script))  # type: ignore[arg-type]
+    permission = wire.PermissionRequest(request_id="r", tool="Bash", input={}, description="")
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(notifier.run)
+            notifier.offer("ses_a", [wire.make_event(1, 1.0, permission)])
+            notifier.offer("ses_b", [wire.make_event(1, 1.0, permission)])
+            await eventually(lambda: _true(len(sender.sent) == 2 and child.exists()),
+                             timeout=GUARD, what="both pushes, the command started")  # fmt: skip
+            nursery.cancel_scope.cancel()
+        # Stopped with the relay, the command takes what it started with it.
+        pid = int(child.read_text())
+        await eventually(lambda: _true(not _alive(pid)), timeout=GUARD, what="the child gone")
+    names = {line.split("=", 1)[0] for line in seen.read_text().splitlines()}
+    assert "RCD_TOKEN" not in names and "NOTIFY_SOCKET" not in names
+    assert "PATH" in names
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A child killed but not yet reaped by its (gone) parent's adopter is a zombie: gone.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
