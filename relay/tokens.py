@@ -24,7 +24,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -69,6 +69,27 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _seal(key: bytes, prefix: str, payload: list[Any]) -> str:
+    """``payload`` as a token: ``prefix``, the payload's JSON (base64url), its MAC."""
+    body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+    return f"{prefix}{body}.{_mac(key, body)}"
+
+
+def _unseal(key: bytes, prefix: str, token: str) -> list[Any] | None:
+    """The payload of a genuine token made by :func:`_seal` with ``key``; None otherwise."""
+    body, _, mac = token.removeprefix(prefix).partition(".")
+    if not token.startswith(prefix) or not hmac.compare_digest(
+        mac.encode(), _mac(key, body).encode()
+    ):
+        return None
+    payload: list[Any] = json.loads(_unb64(body))
+    return payload
+
+
+def _mac(key: bytes, body: str) -> str:
+    return _b64(hmac.new(key, body.encode(), hashlib.sha256).digest()[:24])
+
+
 @attrs.define(eq=False)
 class TokenIssuer:
     """Mints and checks access tokens under a per-process random key."""
@@ -76,9 +97,6 @@ class TokenIssuer:
     ttl: float = DEFAULT_ACCESS_TOKEN_TTL
     clock: Callable[[], float] = time.time
     _key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
-
-    def _mac(self, body: str) -> str:
-        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:24])
 
     def rotate(self) -> None:
         """Invalidate every token issued so far, as a restart does (daemons get 401 on their
@@ -97,8 +115,7 @@ class TokenIssuer:
             expires_at=self.clock() + self.ttl,
         )
         payload = [kind, credential_id, environment_id, session_id, claims.expires_at]
-        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-        return f"{ACCESS_TOKEN_PREFIX}{body}.{self._mac(body)}", claims
+        return _seal(self._key, ACCESS_TOKEN_PREFIX, payload), claims
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a genuine, unexpired token; :class:`Unauthenticated` otherwise.
@@ -106,15 +123,13 @@ class TokenIssuer:
         ``token_expired`` and ``invalid_token`` both tell a daemon to mint a new token with
         its environment credential and retry once.
         """
-        body, _, mac = token.removeprefix(ACCESS_TOKEN_PREFIX).partition(".")
-        if not token.startswith(ACCESS_TOKEN_PREFIX) or not hmac.compare_digest(
-            mac.encode(), self._mac(body).encode()
-        ):
+        payload = _unseal(self._key, ACCESS_TOKEN_PREFIX, token)
+        if payload is None:
             raise Unauthenticated(
                 "unknown access token (the relay may have restarted); mint a new one",
                 code="invalid_token",
             )
-        kind, credential_id, environment_id, session_id, expires_at = json.loads(_unb64(body))
+        kind, credential_id, environment_id, session_id, expires_at = payload
         if self.clock() >= expires_at:
             raise Unauthenticated("the access token has expired; mint a new one", "token_expired")
         return AccessClaims(
@@ -153,26 +168,20 @@ class AnswerTokens:
     clock: Callable[[], float] = time.time
     _key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
 
-    def _mac(self, body: str) -> str:
-        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:24])
-
     def issue(self, subscription_id: str, session_id: str, request_id: str) -> str:
         payload = [subscription_id, session_id, request_id, self.clock() + self.ttl]
-        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-        return f"{ANSWER_TOKEN_PREFIX}{body}.{self._mac(body)}"
+        return _seal(self._key, ANSWER_TOKEN_PREFIX, payload)
 
     def verify(self, token: str, session_id: str, request_id: str) -> AnswerClaims:
         """The claims of a genuine, unexpired token for exactly this request;
         :class:`Unauthenticated` otherwise."""
-        body, _, mac = token.removeprefix(ANSWER_TOKEN_PREFIX).partition(".")
-        if not token.startswith(ANSWER_TOKEN_PREFIX) or not hmac.compare_digest(
-            mac.encode(), self._mac(body).encode()
-        ):
+        payload = _unseal(self._key, ANSWER_TOKEN_PREFIX, token)
+        if payload is None:
             raise Unauthenticated(
                 "unknown answer token (the relay may have restarted): open the app",
                 code="invalid_token",
             )
-        subscription_id, session, request, expires_at = json.loads(_unb64(body))
+        subscription_id, session, request, expires_at = payload
         if self.clock() >= expires_at:
             raise Unauthenticated("this notification's answer has expired: open the app",
                                   "token_expired")  # fmt: skip

@@ -118,29 +118,11 @@ def test_a_phone_turns_notifications_on_and_a_push_shows_one_per_session(
     phone.screenshot(path=artifacts / "phone-notifications.png", full_page=True)
 
     # The service worker shows what the relay pushes, one notification per session.
-    cdp = phone.context.new_cdp_session(phone)
-    registrations: list[dict[str, Any]] = []
-    cdp.on(
-        "ServiceWorker.workerRegistrationUpdated",
-        lambda e: registrations.extend(r for r in e["registrations"] if not r["isDeleted"]),
-    )
-    cdp.send("ServiceWorker.enable")
-    for _ in range(250):
-        if registrations:
-            break
-        phone.wait_for_timeout(20)  # clock: CDP events arrive only while the driver waits
-    [registration] = {r["registrationId"]: r for r in registrations}.values()
+    registration = _registration(phone)
     assert registration["scopeURL"] == f"{stack.relay.url}/"
 
     def push(note: dict[str, Any]) -> None:
-        cdp.send(
-            "ServiceWorker.deliverPushMessage",
-            {
-                "origin": stack.relay.url,
-                "registrationId": registration["registrationId"],
-                "data": json.dumps(note),
-            },
-        )
+        _deliver(phone, stack, registration, note)
 
     asks = {
         "kind": "permission",
