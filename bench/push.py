@@ -3,16 +3,17 @@ phone waits to be woken, through a real relay (its own event loop, SQLite on dis
 push service on loopback (``testkit.fakes.push_service``, which checks the VAPID signature
 and decrypts the payload as a real one would).
 
-The daemon's side is stood in for by its HTTP calls (register, mint a session token, post
-the events), so the figure is what the relay adds; the daemon's own part of a permission
-round trip is measured by the round-trip benchmarks. Baseline, in the same run: the same
-uplink request's own answer (the event stored and acknowledged), which every notification
-comes after.
+First with the daemon's side stood in for by its HTTP calls (register, mint a session
+token, post the events): what the relay adds, beside its baseline in the same run, the
+same uplink request's own answer (the event stored and acknowledged), which every
+notification comes after. Then the user's scenario: a real ``rcd start`` whose agent asks
+to write, from the request's timestamp to the push taken.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import attrs
@@ -21,7 +22,8 @@ import trio
 
 from relay import RelayConfig, RunningRelay, serve_relay
 from relay.auth import hash_secret, issue_environment_credential
-from testkit.fakes.push_service import open_push_service
+from testkit.fakes.push_service import PushService, open_push_service
+from testkit.harness import start_daemon, start_relay
 
 from .stats import Check, Figure
 
@@ -34,25 +36,74 @@ TARGET_S = 1.0
 class PushResult:
     woken: Figure
     stored: Figure
+    #: The user's scenario: a real daemon, its agent asking to write.
+    daemon_woken: Figure
 
 
 async def measure_push(trials: int = 30) -> PushResult:
     with tempfile.TemporaryDirectory(prefix="rcd-bench-push-") as root:
-        config = RelayConfig(data_dir=Path(root) / "relay", port=0)
+        config = RelayConfig(data_dir=Path(root) / "relay", port=0, push_loopback_http=True)
         async with open_push_service() as service, trio.open_nursery() as nursery:
             relay: RunningRelay = await nursery.start(serve_relay, config)
             try:
-                return await _measure(relay, service, trials)
+                woken, stored = await _measure(relay, service, trials)
             finally:
                 nursery.cancel_scope.cancel()
+        async with open_push_service() as service, trio.open_nursery() as nursery:
+            try:
+                daemon_woken = await _measure_daemon(Path(root), service, trials, nursery)
+            finally:
+                nursery.cancel_scope.cancel()
+    return PushResult(woken=woken, stored=stored, daemon_woken=daemon_woken)
 
 
-async def _measure(relay: RunningRelay, service: object, trials: int) -> PushResult:
+async def _measure_daemon(
+    root: Path, service: PushService, trials: int, nursery: trio.Nursery
+) -> Figure:
+    """A real ``rcd start`` whose (stand-in) agent asks to write: from the permission
+    request's own timestamp (the daemon's clock) to the push taken by the push service."""
+    relay = await start_relay(nursery, root / "relay2", push_loopback_http=True)
+    project = root / "project"
+    project.mkdir()
+    await start_daemon(relay, root / "home", project)
+    env_id = (await relay.client.get("/api/environments")).json()["environments"][0]["id"]
+    key = (await relay.client.get("/api/push/key")).json()["public_key"]
+    subscription = service.subscribe(expected_key=key)
+    made = await relay.client.post("/api/push/subscriptions", json=subscription.as_json())
+    assert made.status_code == 201, made.text
+    created = await relay.create_session(env_id, title="bench")
+    session_id = created.json()["id"]
+    await relay.wait_kind(session_id, "session_started")
+    # The push service's clock is trio's; the event's is the daemon's wall clock.
+    offset = time.time() - trio.current_time()
+    woken = []
+    for n in range(trials):
+        sent = await relay.post_message(session_id, f"write {project}/f{n}.txt {n}", f"m{n}")
+        assert sent.status_code == 202, sent.text
+        [*_, delivery] = await service.wait_for(subscription.id, n + 1)
+        events = await relay.wait_kind(session_id, "permission_request", n + 1)
+        raised = [e for e in events if e["kind"] == "permission_request"][n]["at"]
+        woken.append(delivery.received_at + offset - raised)
+        request_id = delivery.json()["request"]["id"]
+        decided = await relay.client.post(
+            f"/api/sessions/{session_id}/permissions/{request_id}", json={"decision": "deny"}
+        )
+        assert decided.status_code == 202, decided.text
+        await relay.wait_kind(session_id, "turn_result", n + 1)
+    assert service.rejections == [], service.rejections
+    return Figure(
+        name="the user's scenario: a real daemon's agent asks → push taken",
+        unit="ms",
+        samples=tuple(s * 1000 for s in woken),
+    )
+
+
+async def _measure(relay: RunningRelay, service: PushService, trials: int) -> tuple[Figure, Figure]:
     await relay.storage.add_device_token("bench", hash_secret("rcd_dev_bench"))
     user = {"authorization": "Bearer rcd_dev_bench"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{relay.port}", timeout=30) as http:
         key = (await http.get("/api/push/key", headers=user)).json()["public_key"]
-        subscription = service.subscribe(expected_key=key)  # type: ignore[attr-defined]
+        subscription = service.subscribe(expected_key=key)
         made = await http.post("/api/push/subscriptions", json=subscription.as_json(), headers=user)
         assert made.status_code == 201, made.text
         credential = await issue_environment_credential(relay.storage, "bench-machine")
@@ -96,16 +147,16 @@ async def _measure(relay: RunningRelay, service: object, trials: int) -> PushRes
                 input={"command": f"make test-{n}"}, description="run the tests",
             )  # fmt: skip
             stored.append(trio.current_time() - raised)
-            [*_, delivery] = await service.wait_for(subscription.id, n + 1)  # type: ignore[attr-defined]
+            [*_, delivery] = await service.wait_for(subscription.id, n + 1)
             woken.append(delivery.received_at - raised)
-        assert service.rejections == [], service.rejections  # type: ignore[attr-defined]
+        assert service.rejections == [], service.rejections
 
     def figure(name: str, seconds: list[float]) -> Figure:
         return Figure(name=name, unit="ms", samples=tuple(s * 1000 for s in seconds))
 
-    return PushResult(
-        woken=figure("permission request raised → push taken by the push service", woken),
-        stored=figure("baseline: the same event's uplink request answered", stored),
+    return (
+        figure("permission request raised → push taken by the push service", woken),
+        figure("baseline: the same event's uplink request answered", stored),
     )
 
 
@@ -114,8 +165,9 @@ def checks(result: PushResult) -> list[Check]:
         Check(
             name="a permission request reaches a subscribed device (Web Push), p99",
             target=f"< {TARGET_S:.0f} s",
-            measured=f"{result.woken.p99:.0f} ms (median {result.woken.median:.0f} ms)",
-            ok=result.woken.p99 < TARGET_S * 1000,
+            measured=f"{result.daemon_woken.p99:.0f} ms (median"
+            f" {result.daemon_woken.median:.0f} ms; relay alone {result.woken.p99:.0f} ms)",
+            ok=result.daemon_woken.p99 < TARGET_S * 1000 and result.woken.p99 < TARGET_S * 1000,
         )
     ]
 
@@ -128,12 +180,15 @@ def section(result: PushResult) -> list[str]:
         "|---|---|---|---|",
         result.stored.row(),
         result.woken.row(),
+        result.daemon_woken.row(),
         "",
         "A real relay (in this process) and a push service on loopback that verifies the"
         " VAPID signature and decrypts each payload; the daemon is stood in for by its HTTP"
         " calls. The push goes out after the event is stored, from the relay's notifier task,"
         f" so it adds **{result.woken.median - result.stored.median:.1f} ms** at the median"
-        " to the event's own uplink answer. A phone's real push service adds its own delivery"
-        " time, outside rcd.",
+        " to the event's own uplink answer. The last row is the user's scenario: a real"
+        " `rcd start` (its stand-in agent asking to write), from the permission request's own"
+        " timestamp (the daemon's clock) to the push taken. A phone's real push service adds"
+        " its own delivery time, outside rcd.",
         "",
     ]
