@@ -200,10 +200,6 @@ class Notifier:
         self._send, self._receive = trio.open_memory_channel(BACKLOG)
         self._commands, self._commands_out = trio.open_memory_channel[Note](BACKLOG)
 
-    @property
-    def public_key(self) -> str:
-        return self.sender.public_key
-
     def offer(self, session_id: str, events: Sequence[Event]) -> None:
         """Events just stored for a session (called by the hub; never blocks)."""
         wanted = [e for e in events if _worth_a_look(e)]

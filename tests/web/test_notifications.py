@@ -11,7 +11,6 @@ when its push service delivers one."""
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from pathlib import Path
@@ -20,16 +19,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from testkit.fakes.push_service import b64url
 from testkit.waiting import eventually_sync
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, PHONE, Browser, Page, expect
 from .browsing import Browsing, no_horizontal_scroll
 from .push_thread import push_service_thread
 from .stack import Stack
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _subscription() -> dict[str, Any]:
@@ -41,7 +37,7 @@ def _subscription() -> dict[str, Any]:
     return {
         "endpoint": f"https://push.example/send/{secrets.token_hex(8)}",
         "expirationTime": None,
-        "keys": {"p256dh": _b64(point), "auth": _b64(secrets.token_bytes(16))},
+        "keys": {"p256dh": b64url(point), "auth": b64url(secrets.token_bytes(16))},
     }
 
 
