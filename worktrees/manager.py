@@ -93,13 +93,23 @@ def _remove_half_made(path: Path, common_dir: Path) -> None:
 
 async def record_base(root: Path, branch: str, base: str, session_id: str | None = None) -> None:
     """Record where ``branch`` starts (``rcdbase``), the branch the main checkout had then
-    (``rcdfrom``: where its work merges back) and the session it is for (``rcdsession``)."""
-    await run_git(["config", f"branch.{branch}.rcdbase", base], cwd=root)
-    if session_id is not None:
-        await run_git(["config", f"branch.{branch}.rcdsession", session_id], cwd=root)
-    current = await run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=root, check=False)
-    if current.stdout.strip():
-        await run_git(["config", f"branch.{branch}.rcdfrom", current.stdout.strip()], cwd=root)
+    (``rcdfrom``: where its work merges back) and the session it is for (``rcdsession``).
+
+    Shielded from cancellation: git writes its config through ``config.lock``, and a git
+    stopped between taking that lock and renaming it would leave a lock that fails every
+    later config write in the repository (the undo's ``--remove-section`` too). A
+    cancellation takes effect once the writes are done, as this returns.
+    """
+    with trio.CancelScope(shield=True):
+        await run_git(["config", f"branch.{branch}.rcdbase", base], cwd=root)
+        if session_id is not None:
+            await run_git(["config", f"branch.{branch}.rcdsession", session_id], cwd=root)
+        current = await run_git(
+            ["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=root, check=False
+        )
+        if current.stdout.strip():
+            await run_git(["config", f"branch.{branch}.rcdfrom", current.stdout.strip()], cwd=root)
+    await trio.lowlevel.checkpoint_if_cancelled()
 
 
 class _Collision(Exception):

@@ -16,6 +16,7 @@ from worktrees import (
     Worktree,
     Worktrees,
 )
+from worktrees import manager as manager_module
 
 from .gitrepo import (
     TIMEOUT,
@@ -252,3 +253,35 @@ async def test_cancellation_at_any_moment_is_all_or_nothing(repo: Path, delay: f
         assert await registered_worktrees(repo) == {wt.path for wt in made}
         assert await worktree_dirs(repo) == {wt.slug for wt in made}
         assert set(await recorded_bases(repo)) == {wt.branch for wt in made}
+        # A git stopped while writing its config would leave a lock failing every later
+        # config write in the repository.
+        assert not (repo / ".git" / "config.lock").exists()
+
+
+@pytest.mark.parametrize("key", ["rcdbase", "rcdsession", "rcdfrom"])
+async def test_cancelled_while_recording_the_base_undoes_all_and_leaves_no_lock(
+    repo: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = manager_module.run_git  # type: ignore[attr-defined]
+    scope = trio.CancelScope()
+
+    finished: list[int] = []
+
+    async def cancel_on_write(args, **kwargs):  # type: ignore[no-untyped-def]
+        if not (args[0] == "config" and args[1].endswith("." + key)):
+            return await real(args, **kwargs)
+        scope.cancel()
+        result = await real(args, **kwargs)  # a git stopped midway raises Cancelled here
+        finished.append(result.returncode)
+        return result
+
+    monkeypatch.setattr(manager_module, "run_git", cancel_on_write)
+    with trio.fail_after(TIMEOUT):
+        manager = await Worktrees.open(repo)
+        with scope:
+            await manager.create("timed", "s1")
+        assert scope.cancelled_caught
+        assert finished == [0]  # the write was not stopped midway: it holds config.lock
+        await assert_nothing_made(repo)
+        assert await git(repo, "config", "--get-regexp", r"^branch\.rcd/", check=False) == ""
+        assert not (repo / ".git" / "config.lock").exists()
