@@ -313,6 +313,8 @@ class Daemon:
         )
         keeper.configure()
         supervisor.on_settings = keeper.update
+        supervisor.approve = keeper.approve
+        self._root.start_soon(keeper.expire_grants)
         supervisor.worktrees.starts = SameDirStarts(
             state_dir() / "starts" / f"{directory_key(self.directory)}.json"
         )

@@ -8,6 +8,8 @@ else the stored one when a client set it, else the command line's default.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from spawn import AgentOptions
 from spawn.sandbox import SandboxPolicy, missing_tools
 from worktrees import WorktreeError, Worktrees
 
+from . import grants
 from .errors import ConfigError, DaemonError
 from .options import START_OPTIONS, StartOptions
 from .paths import config_dir, directory_key, read_private_json, write_private_json
@@ -77,6 +80,8 @@ class Stored:
     sandbox_allow_hosts: list[str] | None = None
     capacity: int | None = None
     changes: list[wire.SettingsChange] = attrs.Factory(list)
+    #: Approval grants taken (see :mod:`daemon.grants`); expired ones are dropped as seen.
+    grants: list[wire.Grant] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -176,7 +181,59 @@ class EnvironmentSettings:
             self.stored = stored
         return changed
 
-    def view(self) -> wire.SettingsView:
+    def take_grant(self, grant_id: str, request: wire.GrantRequest, by: str, now: float) -> str:
+        """Take the grant ``request`` asks for and keep it; what changed, for the log.
+        ConfigError (nothing taken) when it cannot be."""
+        current = grants.in_force(self.stored.grants, now)
+        if any(g.id == grant_id for g in current):
+            return ""  # the same directive again: taken already
+        if len(current) >= wire.grants.MAX_GRANTS:
+            raise ConfigError(
+                f"{len(current)} grants are in force already (at most {wire.grants.MAX_GRANTS}):"
+                " revoke one first"
+            )
+        grant = grants.new_grant(grant_id, request, by, now)
+        change = f"grant {grant_id}: {grant.describe()}"
+        self._keep(attrs.evolve(self.stored, grants=[*current, grant]), by, now, change)
+        return change
+
+    def revoke_grant(self, grant_id: str, by: str, now: float) -> str:
+        """Drop grant ``grant_id``; what changed. ConfigError when there is none in force."""
+        current = grants.in_force(self.stored.grants, now)
+        if not any(g.id == grant_id for g in current):
+            raise ConfigError(f"no grant {grant_id} in force: it ended, or was revoked")
+        change = f"revoked grant {grant_id}"
+        kept = [g for g in current if g.id != grant_id]
+        self._keep(attrs.evolve(self.stored, grants=kept), by, now, change)
+        return change
+
+    def _keep(self, stored: Stored, by: str, now: float, change: str) -> None:
+        entry = wire.SettingsChange(at=now, by=by, changed=[change])
+        stored = attrs.evolve(stored, changes=[*stored.changes, entry][-MAX_CHANGES:])
+        write_private_json(self.path, wire.encode(stored))
+        self.stored = stored
+
+    def drop_expired(self, now: float) -> int:
+        """Forget the grants ended by ``now`` (kept on disk when it can be); how many."""
+        current = grants.in_force(self.stored.grants, now)
+        dropped = len(self.stored.grants) - len(current)
+        if dropped:
+            log.info("grants_expired", count=dropped)
+            self.stored.grants = current
+            with contextlib.suppress(OSError):  # they are ended either way
+                write_private_json(self.path, wire.encode(self.stored))
+        return dropped
+
+    def grant_for(
+        self, session_id: str, cwd: str, request: wire.PermissionRequest, now: float
+    ) -> str | None:
+        """The id of the grant in force that covers ``request``, or None (ask)."""
+        grant = grants.find(
+            self.stored.grants, session_id=session_id, cwd=cwd, request=request, now=now
+        )
+        return None if grant is None else grant.id
+
+    def view(self, now: float | None = None) -> wire.SettingsView:
         sandbox = self.sandbox
         return wire.SettingsView(
             env_names=sorted(self.stored.env),
@@ -190,6 +247,7 @@ class EnvironmentSettings:
             changes=list(self.stored.changes),
             last_update=self.last_update[0] if self.last_update else None,
             last_refusal=self.last_update[1] if self.last_update else None,
+            grants=grants.in_force(self.stored.grants, time.time() if now is None else now),
         )
 
 
@@ -209,6 +267,7 @@ class SettingsKeeper:
     clock: Callable[[], float] = time.time
 
     _lock: trio.Lock = attrs.Factory(trio.Lock)
+    _grants_changed: trio.Event = attrs.Factory(trio.Event)
 
     def configure(self, changed: Sequence[str] | None = None) -> None:
         """What new sessions start with, from the settings (after a change: what it
@@ -231,6 +290,7 @@ class SettingsKeeper:
             if refusal is None:
                 try:
                     changed = self.settings.apply(directive.update, directive.origin, self.clock())
+                    changed += self._grants(directive)
                 except (ConfigError, OSError) as exc:
                     refusal = str(exc)
             self.settings.last_update = (directive.id, refusal)
@@ -239,6 +299,40 @@ class SettingsKeeper:
             if {"spawn", "capacity"} & set(changed):
                 await self.reregister()
             await self.report()
+
+    def _grants(self, directive: wire.UpdateSettings) -> list[str]:
+        """Take or revoke the grant ``directive`` carries; what changed."""
+        settings, by, now = self.settings, directive.origin, self.clock()
+        changed = []
+        if directive.grant is not None:
+            if directive.grant_id is None:
+                raise ConfigError("a grant came without its id")
+            changed.append(settings.take_grant(directive.grant_id, directive.grant, by, now))
+        if directive.revoke_grant is not None:
+            changed.append(settings.revoke_grant(directive.revoke_grant, by, now))
+        if changed:
+            self._grants_changed.set()
+        return [c for c in changed if c]
+
+    def approve(self, session_id: str, cwd: str, request: wire.PermissionRequest) -> str | None:
+        """For :attr:`Supervisor.approve`: the grant covering ``request``, by this
+        daemon's clock."""
+        return self.settings.grant_for(session_id, cwd, request, self.clock())
+
+    async def expire_grants(self) -> None:
+        """Report the grants in force again as each one ends (they end where they are
+        decided, at once: this only keeps the clients' list true)."""
+        while True:
+            self._grants_changed = trio.Event()
+            ends = [g.expires_at for g in self.settings.stored.grants]
+            wait = min(ends) - self.clock() if ends else math.inf
+            with trio.move_on_after(max(wait, 0) + 0.5):
+                await self._grants_changed.wait()
+            now = self.clock()
+            if ends and min(ends) <= now:
+                async with self._lock:
+                    if self.settings.drop_expired(now):
+                        await self.report()
 
     async def _refusal(self, update: wire.SettingsUpdate) -> str | None:
         """Why this machine cannot take ``update`` (None: it can)."""
@@ -256,6 +350,9 @@ class SettingsKeeper:
         if not self.client.takes_settings:
             return
         try:
-            await self.client.post_settings(self.settings.view())
+            view = self.settings.view(self.clock())
+            if not self.client.takes_grants:
+                view = attrs.evolve(view, grants=[])  # a relay of before grants refuses them
+            await self.client.post_settings(view)
         except DaemonError as exc:
             log.warning("settings_not_reported", error=str(exc))

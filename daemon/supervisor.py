@@ -87,6 +87,11 @@ class Supervisor:
     options: AgentOptions = attrs.Factory(AgentOptions)
     #: Where an :class:`wire.UpdateSettings` goes (the daemon keeps the settings).
     on_settings: Callable[[wire.UpdateSettings], None] = lambda _: None
+    #: The approval grant covering a session's permission request: (session id, its
+    #: directory, the request) → the grant's id, or None (see :mod:`daemon.grants`).
+    approve: Callable[[str, str, wire.PermissionRequest], str | None] = (
+        lambda _session, _cwd, _request: None
+    )
     #: Where a :class:`wire.WorkspaceRequest` goes (a session's changes, landing them).
     on_workspace: Callable[[wire.WorkspaceRequest], None] = lambda _: None
     _nursery: trio.Nursery | None = None
@@ -327,6 +332,7 @@ class Supervisor:
             seq=seq,
             clock=self.clock,
             earlier=earlier if resume is not None else None,
+            approve=lambda cwd, request: self.approve(session_id, cwd, request),
             options=attrs.evolve(self.options, sandbox=self._sandbox.tightened(sandbox)),
         )
         self.sessions[session_id] = runtime

@@ -22,6 +22,7 @@ from .config import RelayConfig
 from .daemon_api import DaemonApi
 from .errors import ApiError, RateLimited
 from .fanout import Hub
+from .grants_api import GrantsApi
 from .httputil import error_response, http_status
 from .pages import Pages
 from .push_api import PushApi
@@ -95,7 +96,8 @@ def create_app(
         *Pages(storage, config, sign_in).routes(),
         *ClientApi(storage, hub, config, answers=answers or AnswerTokens()).routes(),
         *SignInsApi(storage, config).routes(),
-        *SettingsApi(storage, hub, config).routes(),
+        *(settings := SettingsApi(storage, hub, config)).routes(),
+        *GrantsApi(storage, settings, config).routes(),
         *PushApi(storage, config).routes(),
         *ChangesApi(storage, hub, config, tokens).routes(),
         *DaemonApi(storage, hub, config, tokens, pairing).routes(),

@@ -42,7 +42,7 @@ class SettingsApi:
         path = "/api/environments/{environment_id}/settings"
         return [Route(path, self.settings, methods=["GET", "PUT"])]
 
-    async def _view(self, environment_id: str) -> SettingsView:
+    async def view(self, environment_id: str) -> SettingsView:
         view = await self.storage.read_settings(environment_id)
         if view is None:
             raise Conflict(
@@ -55,7 +55,7 @@ class SettingsApi:
     async def settings(self, request: Request) -> Response:
         client = await authenticate_client(request, self.storage)
         environment_id = request.path_params["environment_id"]
-        before = await self._view(environment_id)
+        before = await self.view(environment_id)
         if request.method == "GET":
             return json_response(encode(before))
         update = await decode_body(
@@ -63,18 +63,27 @@ class SettingsApi:
         )
         self._check(update, before, await self.storage.environment_features(environment_id))
         directive = UpdateSettings(id=new_id("set"), update=update, origin=client.name)
+        view = await self.send(environment_id, directive, "settings_refused")
+        return json_response(encode(view or before), status=202 if view is None else 200)
+
+    async def send(
+        self, environment_id: str, directive: UpdateSettings, refused: str
+    ) -> SettingsView | None:
+        """Queue ``directive`` for the daemon and wait (up to ``config.settings_wait``) for
+        the view that says it took it: that view, or None when it has not answered yet;
+        Conflict ``refused`` with the daemon's reason when it refused."""
         await self.storage.queue_settings(environment_id, directive)
         self.hub.notify(environment_key(environment_id))
         with trio.move_on_after(self.config.settings_wait):
             while True:
                 reported = self.hub.watch(settings_key(environment_id))
-                view = await self._view(environment_id)
+                view = await self.view(environment_id)
                 if view.last_update == directive.id:
                     if view.last_refusal is not None:
-                        raise Conflict("settings_refused", view.last_refusal)
-                    return json_response(encode(view))
+                        raise Conflict(refused, view.last_refusal)
+                    return view
                 await reported.wait()
-        return json_response(encode(before), status=202)
+        return None
 
     def _check(
         self, update: SettingsUpdate, before: SettingsView, features: frozenset[str]

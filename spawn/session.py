@@ -109,6 +109,9 @@ class SessionRuntime:
     #: For a conversation continued (``rcd import``, a resume): its earlier events to show
     #: after ``session_started`` (none for a resume); raises when it cannot be continued.
     earlier: Callable[[], Awaitable[list[wire.EventData]]] | None = None
+    #: The approval grant that answers a permission request of this session in its
+    #: directory (the daemon's grants), or None: the request is asked.
+    approve: Callable[[str, wire.PermissionRequest], str | None] = lambda _cwd, _request: None
 
     state: wire.SessionState = "queued"
     workspace: Workspace | None = None
@@ -320,6 +323,8 @@ class SessionRuntime:
         elif isinstance(event, wire.TurnResult):
             self.activity = None
         if isinstance(event, wire.PermissionRequest):
+            if await self._granted(event):
+                return
             self.activity = f"waiting for approval: {event.description}"
             self._permissions.add(event.request_id)
             self._emit(event)
@@ -338,6 +343,25 @@ class SessionRuntime:
             self._permissions.clear()
             self._refresh_state()
             await self._send_next()
+
+    async def _granted(self, request: wire.PermissionRequest) -> bool:
+        """Answer ``request`` "allow" if an approval grant covers it (logged as by that
+        grant); False when it must be asked."""
+        if self.handle is None or self.workspace is None:
+            return False
+        grant = self.approve(self.workspace.cwd, request)
+        if grant is None:
+            return False
+        log.info(
+            "permission_granted", request_id=request.request_id, tool=request.tool, grant=grant
+        )
+        await self.handle.answer_permission(request.request_id, "allow", None)
+        self._emit(
+            wire.PermissionResolved(
+                request_id=request.request_id, decision="allow", origin="grant", grant=grant
+            )
+        )
+        return True
 
     def _streaming(self, piece: Streaming) -> None:
         """Hand a piece of the block being written on, placed after the log's last event

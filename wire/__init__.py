@@ -69,6 +69,7 @@ from .events import (
     event_kind,
     make_event,
 )
+from .grants import GRANT_ID_PATTERN, Grant, GrantRequest, Grants
 from .limits import (
     KEEPALIVE_INTERVAL,
     MAX_EVENTS_PER_BATCH,
@@ -133,6 +134,10 @@ from .settings import (
 )
 
 __all__ = [
+    "GRANT_ID_PATTERN",
+    "Grant",
+    "GrantRequest",
+    "Grants",
     "PushKey",
     "PushKeys",
     "PushSettings",

@@ -92,7 +92,11 @@ class PermissionRequest:
 class PermissionResolved:
     request_id: str
     decision: Decision
+    #: Who answered: a client's name, ``grant`` (then :attr:`grant` names it),
+    #: ``turn_ended``, ``agent_cancelled``...
     origin: str
+    #: The approval grant that answered it (:mod:`wire.grants`); left out when None.
+    grant: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -46,9 +46,9 @@ import cattrs.gen
 from .api import CONVERSATION_ID_PATTERN, CreateSession
 from .changes import WorkspaceRequest
 from .converter import converter
-from .events import Decision, Event, Spawn
+from .events import Decision, Event, PermissionResolved, Spawn
 from .partial import SessionPartial
-from .settings import UpdateSettings
+from .settings import SettingsView, UpdateSettings
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -295,6 +295,9 @@ def _omit_when_empty(cls: type[Any], *names: str) -> None:
 _omit_when_empty(UplinkRequest, "partials")
 _omit_when_empty(StartSession, "conversation", "sandbox")
 _omit_when_empty(ResumeSession, "sandbox")
+_omit_when_empty(UpdateSettings, "grant", "grant_id", "revoke_grant")
+_omit_when_empty(SettingsView, "grants")
+_omit_when_empty(PermissionResolved, "grant")
 # A client of before it talks to a relay of before it as ever.
 _omit_when_empty(CreateSession, "conversation", "sandbox")
 
@@ -307,9 +310,10 @@ FEATURES_HEADER = "Rcd-Features"
 #: ``sandbox`` (:attr:`StartSession.sandbox`), ``settings`` (:class:`UpdateSettings`,
 #: and the daemon reports a :class:`~wire.settings.SettingsView`), ``changes``
 #: (:class:`~wire.changes.WorkspaceRequest`, answered with a
-#: :class:`~wire.changes.WorkspaceAnswer`). The relay refuses to send a daemon what it did
-#: not list.
-DAEMON_FEATURES = ("conversations", "sandbox", "settings", "changes")
+#: :class:`~wire.changes.WorkspaceAnswer`), ``grants`` (:attr:`UpdateSettings.grant`,
+#: ``permission_resolved`` naming a grant; :mod:`wire.grants`). The relay refuses to send
+#: a daemon what it did not list.
+DAEMON_FEATURES = ("conversations", "sandbox", "settings", "changes", "grants")
 
 
 @attrs.frozen(kw_only=True)

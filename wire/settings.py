@@ -17,6 +17,7 @@ import attrs
 from common.argtypes import HOST_PATTERN
 
 from .events import Spawn
+from .grants import GRANT_ID_PATTERN, Grant, GrantRequest
 
 __all__ = [
     "ENV_NAME_PATTERN",
@@ -193,6 +194,8 @@ class SettingsView:
     #: (None: applied).
     last_update: str | None = None
     last_refusal: str | None = None
+    #: The approval grants in force (:mod:`wire.grants`); left out when none.
+    grants: list[Grant] = attrs.Factory(list)
 
 
 @attrs.frozen(kw_only=True)
@@ -204,3 +207,11 @@ class UpdateSettings:
     id: str
     update: SettingsUpdate
     origin: str = "relay"
+    #: A grant to take (its id made by the relay), or one to revoke; each left out when
+    #: None, and sent only to a daemon that listed ``grants`` in its features.
+    grant: GrantRequest | None = None
+    grant_id: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.matches_re(GRANT_ID_PATTERN)),
+    )
+    revoke_grant: str | None = None

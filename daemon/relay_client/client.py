@@ -33,6 +33,8 @@ class RelayClient:
     environment_id: str | None = None
     #: The relay keeps environments' settings (its registration answer said so).
     takes_settings: bool = attrs.field(default=False, init=False)
+    #: ... and approval grants in their settings and in ``permission_resolved``.
+    takes_grants: bool = attrs.field(default=False, init=False)
     _calls: Calls = attrs.field(init=False)
     _tokens: Tokens = attrs.field(init=False)
     _uplink: UplinkRequests = attrs.field(init=False)
@@ -141,6 +143,7 @@ class RelayClient:
             features = listed.replace(" ", "").split(",")
             self._uplink.takes_partials = "partials" in features
             self.takes_settings = "settings" in features
+            self.takes_grants = "grants" in features
 
         data = await self._calls.call(
             "POST",

@@ -51,6 +51,16 @@ SETTINGS_FIELDS: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+GRANT_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "tools": st.lists(
+        st.from_regex(wire.grants.TOOL_NAME_PATTERN, fullmatch=True), min_size=1, max_size=3
+    ),
+    "minutes": st.integers(1, wire.grants.MAX_MINUTES),
+    "path": st.none() | st.from_regex(r"[a-z]{1,8}(/[a-z][a-z._-]{0,7}){0,3}/?", fullmatch=True),
+    "command": st.none() | st.from_regex(r"[a-z]{1,8}( [a-z-]{1,8}){0,2}", fullmatch=True),
+}
+
+
 def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     origin = get_origin(tp)
     if tp is str:
@@ -103,6 +113,11 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
             )
         elif cls is wire.PushSettings and field.name == "long_turn_seconds":
             fields[field.name] = st.integers(*wire.push.LONG_TURN_RANGE)
+        elif cls is wire.GrantRequest and field.name in GRANT_FIELDS:
+            fields[field.name] = GRANT_FIELDS[field.name]
+        elif field.name == "grant_id" or (cls is wire.Grant and field.name == "id"):
+            ids = st.from_regex(wire.grants.GRANT_ID_PATTERN, fullmatch=True)
+            fields[field.name] = ids if field.name == "id" else st.none() | ids
         elif field.name == "conversation":
             ids = st.from_regex(wire.api.CONVERSATION_ID_PATTERN, fullmatch=True)
             fields[field.name] = st.none() | ids

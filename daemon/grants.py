@@ -1,0 +1,134 @@
+"""Approval grants at the daemon (see :mod:`wire.grants`): taken, kept, revoked, and asked
+whether they cover a permission request.
+
+The daemon alone decides, by its own clock: a grant's end is its ``expires_at`` as this
+machine counts time, whatever the relay's or the phone's clock says. Grants are kept with
+the environment's settings (``daemon/settings.py``), so a restarted daemon still has them;
+an expired one is dropped at the next look.
+
+What a grant covers is deliberately narrow, and anything it cannot be sure of is asked:
+
+* a tool that names a file must name one inside the grant's path, inside the session's
+  directory, with symbolic links resolved (``src/link -> /etc`` is outside);
+* Bash must be a simple command — none of ``; & | < > ` $ ( )`` or a new line — whose
+  first words (split as the shell would) are the grant's command's;
+* any other tool is covered by its name alone, unless the grant has a path or a command,
+  which it then cannot check (asked).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+import wire
+
+__all__ = ["FILE_TOOLS", "covers", "new_grant"]
+
+#: Tools that name a file or directory, and the input key that names it.
+FILE_TOOLS = {
+    "Read": "file_path",
+    "Edit": "file_path",
+    "MultiEdit": "file_path",
+    "Write": "file_path",
+    "NotebookEdit": "notebook_path",
+    "NotebookRead": "notebook_path",
+    "Glob": "path",
+    "Grep": "path",
+    "LS": "path",
+}
+_SHELL_SPECIAL = frozenset(";&|<>`$()\n\r{}")
+
+
+def new_grant(grant_id: str, request: wire.GrantRequest, by: str, now: float) -> wire.Grant:
+    """The grant ``request`` asks for, taken at ``now`` (the daemon's clock)."""
+    return wire.Grant(
+        id=grant_id,
+        tools=sorted(set(request.tools)),
+        path=wire.grants.normal_path(request.path),
+        command=" ".join(shlex.split(request.command)) if request.command else None,
+        session_id=request.session_id,
+        granted_at=now,
+        expires_at=now + request.minutes * 60,
+        by=by,
+    )
+
+
+def covers(
+    grant: wire.Grant,
+    *,
+    session_id: str,
+    cwd: str,
+    tool: str,
+    tool_input: Mapping[str, Any],
+    now: float,
+) -> bool:
+    """Whether ``grant`` answers "allow" for ``tool`` with ``tool_input`` in session
+    ``session_id``, whose directory is ``cwd``, at ``now``."""
+    if now >= grant.expires_at or tool not in grant.tools:
+        return False
+    if grant.session_id is not None and grant.session_id != session_id:
+        return False
+    if tool in FILE_TOOLS:
+        return _path_covered(grant, cwd, tool_input.get(FILE_TOOLS[tool]), tool)
+    if tool == "Bash":
+        return grant.path is None and _command_covered(grant.command, tool_input.get("command"))
+    return grant.path is None and grant.command is None
+
+
+def _path_covered(grant: wire.Grant, cwd: str, named: object, tool: str) -> bool:
+    if named is None and tool in ("Glob", "Grep", "LS"):
+        named = "."  # they search the session's directory when given no path
+    if not isinstance(named, str) or not named or "\0" in named or grant.command is not None:
+        return False
+    top = os.path.realpath(cwd)
+    target = os.path.realpath(os.path.join(top, os.path.expanduser(named)))
+    scope = os.path.realpath(os.path.join(top, grant.path)) if grant.path else top
+    return _within(target, top) and _within(scope, top) and _within(target, scope)
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _command_covered(prefix: str | None, command: object) -> bool:
+    if not isinstance(command, str) or not command.strip():
+        return False
+    if _SHELL_SPECIAL & set(command):
+        return False
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    if prefix is None:
+        return True
+    wanted = shlex.split(prefix)
+    return words[: len(wanted)] == wanted
+
+
+def find(
+    grants: list[wire.Grant],
+    *,
+    session_id: str,
+    cwd: str,
+    request: wire.PermissionRequest,
+    now: float,
+) -> wire.Grant | None:
+    """The first grant that covers ``request`` (oldest first), or None."""
+    for grant in grants:
+        if covers(
+            grant,
+            session_id=session_id,
+            cwd=cwd,
+            tool=request.tool,
+            tool_input=request.input,
+            now=now,
+        ):
+            return grant
+    return None
+
+
+def in_force(grants: list[wire.Grant], now: float) -> list[wire.Grant]:
+    return [g for g in grants if g.expires_at > now]
