@@ -265,6 +265,8 @@ class SettingsKeeper:
     reregister: Callable[[], Awaitable[None]]
     nursery: trio.Nursery
     clock: Callable[[], float] = time.time
+    #: Seconds between looks for grants that ended (see :meth:`expire_grants`).
+    recheck: float = 30.0
 
     _lock: trio.Lock = attrs.Factory(trio.Lock)
     _grants_changed: trio.Event = attrs.Factory(trio.Event)
@@ -326,7 +328,9 @@ class SettingsKeeper:
             self._grants_changed = trio.Event()
             ends = [g.expires_at for g in self.settings.stored.grants]
             wait = min(ends) - self.clock() if ends else math.inf
-            with trio.move_on_after(max(wait, 0) + 0.5):
+            # Looked at again at least every ``recheck`` s: the clock may jump (a machine
+            # that slept: trio's clock stood still while the wall clock went on).
+            with trio.move_on_after(min(max(wait, 0) + 0.1, self.recheck)):
                 await self._grants_changed.wait()
             now = self.clock()
             if ends and min(ends) <= now:

@@ -4,6 +4,10 @@ A :class:`SessionRuntime` prepares the session's directory, starts the agent thr
 :class:`~spawn.adapter.AgentAdapter`, applies the inputs delivered to it exactly once, and
 numbers every event it writes with a dense ``seq``. Events leave through ``publish``, a
 non-blocking callable (the daemon's uplink buffer).
+
+It runs over 400 lines on purpose: the session's one writer holds its state machine,
+inputs, permission requests (asked, or answered by a grant) and streaming together, and
+splitting them would hand the log's order to more than one place.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ revokes it, names itself in the log, and outlives a daemon restart and a relay r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,15 @@ async def _turn(relay: Relay, session_id: str, text: str, n: int) -> Events:
     while True:
         events = await relay.wait_events(
             session_id,
-            lambda evs: sum(e["kind"] == "turn_result" for e in evs) >= n
-            or _open_request(evs) is not None,
+            lambda evs: (
+                sum(e["kind"] == "turn_result" for e in evs) >= n or _open_request(evs) is not None
+            ),
         )
         request = _open_request(events)
         if request is None:
             return events[before:]
         assert (await relay.decide(session_id, request, "deny")).status_code == 202
-        await relay.wait_events(session_id, lambda evs, r=request: _resolved(evs, r))
+        await relay.wait_events(session_id, _resolved(request))
 
 
 def _open_request(events: Events) -> str | None:
@@ -41,11 +43,14 @@ def _open_request(events: Events) -> str | None:
     return next((r for r in asked if r not in answered), None)
 
 
-def _resolved(events: Events, request_id: str) -> bool:
-    return any(
-        e["kind"] == "permission_resolved" and e["data"]["request_id"] == request_id
-        for e in events
-    )
+def _resolved(request_id: str) -> Callable[[Events], bool]:
+    def holds(events: Events) -> bool:
+        return any(
+            e["kind"] == "permission_resolved" and e["data"]["request_id"] == request_id
+            for e in events
+        )
+
+    return holds
 
 
 def _asked(events: Events) -> list[str]:
@@ -124,16 +129,16 @@ async def test_grants_outlive_a_daemon_restart_and_a_relay_restart(tmp_path: Pat
     async with trio.open_nursery() as nursery:
         base_url: str = await nursery.start(FakeMessagesAPI().run)
         relay = await start_relay(nursery, tmp_path / "relay")
-        env = claude_env(home, base_url)
+        env, claude = claude_env(home, base_url), find_claude()
         try:
-            daemon = await start_daemon(relay, home, project, agent_bin=find_claude(), extra_env=env)
+            daemon = await start_daemon(relay, home, project, agent_bin=claude, extra_env=env)
             grants = f"/api/environments/{daemon.environment_id}/grants"
             made = await relay.client.post(
                 grants, json={"tools": ["Write"], "path": "src", "minutes": 30}
             )
             assert made.status_code == 201, made.text
             await daemon.stop()
-            daemon = await start_daemon(relay, home, project, agent_bin=find_claude(), extra_env=env)
+            daemon = await start_daemon(relay, home, project, agent_bin=claude, extra_env=env)
             assert [g["id"] for g in (await relay.client.get(grants)).json()["grants"]] == [
                 made.json()["id"]
             ]
