@@ -60,7 +60,7 @@ class GrantsApi:
             session = await self.storage.get_session(asked.session_id)
             if session is None or session.environment_id != environment_id:
                 raise NotFound(
-                    "unknown_session", f"no session {asked.session_id} in this environment"
+                    f"no session {asked.session_id} in this environment", "unknown_session"
                 )
             if session.state == "ended":
                 raise Conflict("session_ended", f"session {asked.session_id} has ended")

@@ -475,6 +475,7 @@ def _paths() -> dict[str, Any]:
 def openapi_document(server_url: str) -> dict[str, Any]:
     # They use the helpers here.
     from .openapi_changes import CHANGES_COMPONENTS, changes_paths
+    from .openapi_grants import GRANTS_COMPONENTS, grants_paths
     from .openapi_push import PUSH_COMPONENTS, push_paths
 
     error = _json(_ref("ErrorBody"), "An error.")
@@ -487,7 +488,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         },
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}, {"cookie": []}],
-        "paths": _paths() | changes_paths() | push_paths(),
+        "paths": _paths() | changes_paths() | push_paths() | grants_paths(),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -499,7 +500,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             },
             "schemas": {
                 cl.__name__: schema_of(cl)
-                for cl in _COMPONENTS + CHANGES_COMPONENTS + PUSH_COMPONENTS
+                for cl in _COMPONENTS + CHANGES_COMPONENTS + PUSH_COMPONENTS + GRANTS_COMPONENTS
             },
             "responses": {
                 f"Error{status}": error | {"description": meaning}
@@ -512,11 +513,12 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "another request (`wrong_scope`).",
                     404: "Unknown session, environment or sign-in (`not_found`), or permission "
                     "request "
-                    "(`unknown_permission_request`).",
+                    "(`unknown_permission_request`), or grant (`unknown_grant`).",
                     409: "Conflicts with the current state: `at_capacity`, `environment_offline`, "
                     "`session_ended`, `not_resumable`, `permission_already_resolved`, `pinned`, "
                     "`settings_unsupported`, `conversation_unsupported`, `sandbox_unsupported`, "
-                    "`changes_unsupported`, `no_answer`; for changes: `conflicts`, "
+                    "`changes_unsupported`, `no_answer`, `grants_unsupported`, `grant_refused`; "
+                    "for changes: `conflicts`, "
                     "`checkout_dirty`, `uncommitted_changes`, `confirmation_required`, "
                     "`session_busy`, `session_running`, `nothing_to_commit`, `no_remote`...",
                     413: "Too large (`body_too_large`, `message_too_large`).",

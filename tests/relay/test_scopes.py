@@ -223,6 +223,13 @@ CLIENT_ROWS: dict[tuple[str, str], Row] = {
         "client", 202, lambda w: {"env": {"A": "b"}}
     ),
     ("DELETE", "/api/sign-ins/{sign_in_id}"): Row("client", 204),
+    ("GET", "/api/environments/{environment_id}/grants"): Row("client", 200),
+    # No daemon here keeps grants: past the credential, 409 grants_unsupported.
+    ("POST", "/api/environments/{environment_id}/grants"): Row(
+        "client", 409, lambda w: {"tools": ["Write"], "minutes": 5}
+    ),
+    # None in force: past the credential, 404 unknown_grant.
+    ("DELETE", "/api/environments/{environment_id}/grants/{grant_id}"): Row("client", 404),
     ("GET", "/api/push/key"): Row("client", 200),
     ("GET", "/api/push/subscriptions"): Row("client", 200),
     ("POST", "/api/push/subscriptions"): Row("client", 201, lambda w: SUBSCRIPTION),
@@ -478,6 +485,7 @@ async def test_cell(tmp_path: Path, method: str, path: str, kind: str) -> None:
             sign_in_id=w.sign_in_id,
             slug="kept",
             action="commit",
+            grant_id="grt_none",
         )
         if path == "/login" and kind == "right":
             url += f"?code={w.login_code}"
