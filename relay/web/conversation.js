@@ -3,6 +3,7 @@
 // All agent and tool text goes in through text nodes (dom.js): never as HTML.
 
 import { duration, fill, h, pathText } from './dom.js';
+import { grantOffer } from './grants.js';
 
 const FENCE = /```[^\n`]*\n([\s\S]*?)```/g;
 const INLINE_CODE = /`([^`\n]+)`/g;
@@ -102,9 +103,15 @@ export function applyPartial(shown, partial, lastSeq) {
 }
 
 export class Timeline {
-  /** onDecide(requestId, decision, card) answers a permission request. */
-  constructor({ onDecide }) {
+  /** onDecide(requestId, decision, card) answers a permission request; onGrant(request,
+   * grant, everywhere, card, button) asks for an approval grant and answers "allow";
+   * grantText(id) says what a grant allows (null when unknown). */
+  constructor({ onDecide, onGrant = null, grantText = () => null }) {
     this.onDecide = onDecide;
+    this.onGrant = onGrant;
+    this.grantText = grantText;
+    this.cwd = null; // the session's directory, for the grants a card offers
+    this.grantNotes = [];
     this.events = h('div', { class: 'events' });
     this.pendingBox = h('div', { class: 'pending' });
     this.empty = h('div', { class: 'empty-conversation' }, 'Nothing here yet.');
@@ -280,17 +287,38 @@ export class Timeline {
 
   permissionRequest(data) {
     const card = new PermissionCard(data, (decision) => this.onDecide(data.request_id, decision, card));
+    if (this.onGrant) {
+      card.offer(grantOffer(data, this.cwd, (grant, everywhere, button) =>
+        this.onGrant(data, grant, everywhere, card, button)));
+    }
     this.permissions.set(data.request_id, card);
     return card.el;
   }
 
   permissionResolved(event, data) {
     const card = this.permissions.get(data.request_id);
+    if (!card && data.origin === 'grant') {
+      // Answered by an approval grant at the daemon: the agent was never stopped to ask.
+      const note = h('div', { class: 'note granted', dataset: { grant: String(data.grant ?? '') } });
+      this.grantNotes.push(note);
+      this.describeGrant(note);
+      return note;
+    }
     if (!card) {
       return h('div', { class: 'note' }, `Permission ${data.decision === 'allow' ? 'allowed' : 'denied'}`);
     }
     card.resolve(data.decision, data.origin, event.seq);
     return null;
+  }
+
+  /** Say again what each grant that answered allows (once the grants are read). */
+  grantsKnown() {
+    for (const note of this.grantNotes) this.describeGrant(note);
+  }
+
+  describeGrant(note) {
+    const what = this.grantText(note.dataset.grant);
+    fill(note, h('span', { class: 'perm-mark', 'aria-hidden': 'true' }, '✓'), ' Allowed by a grant', what ? `: ${what}` : '');
   }
 
   withdrawPermissions(why) {
@@ -363,6 +391,7 @@ class PermissionCard {
     this.allow = h('button', { type: 'button', class: 'btn allow', onclick: () => decide('allow') }, 'Allow');
     this.deny = h('button', { type: 'button', class: 'btn deny', onclick: () => decide('deny') }, 'Deny');
     this.footer = h('div', { class: 'perm-actions' }, this.deny, this.allow);
+    this.grant = null;
     this.el = h(
       'section',
       { class: 'perm', role: 'group', 'aria-label': `Permission request: ${data.tool}` },
@@ -377,6 +406,13 @@ class PermissionCard {
       this.footer,
     );
     this.done = false;
+  }
+
+  /** Add the "Allow for a while" part (grants.js), when one can be offered. */
+  offer(node) {
+    if (!node) return;
+    this.grant = node;
+    this.footer.after(node);
   }
 
   busy(decision) {
@@ -406,6 +442,7 @@ class PermissionCard {
     );
     this.footer.replaceWith(outcome);
     this.footer = outcome;
+    this.grant?.remove();
   }
 
   withdraw(why) {
@@ -415,5 +452,6 @@ class PermissionCard {
     const note = h('div', { class: 'perm-outcome' }, why);
     this.footer.replaceWith(note);
     this.footer = note;
+    this.grant?.remove();
   }
 }

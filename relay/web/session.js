@@ -5,6 +5,7 @@ import { api, ApiError, sessionPath } from './api.js';
 import { changesHref } from './changes.js';
 import { Timeline } from './conversation.js';
 import { badge, basename, fill, h, setBadge, toast, uuid } from './dom.js';
+import { describeGrant, GrantsList, makeGrant } from './grants.js';
 import { environmentLabel } from './home.js';
 import { LiveEvents } from './live.js';
 
@@ -54,7 +55,16 @@ export function sessionView(root, sessionId) {
   );
 
   // Conversation and composer ------------------------------------------------------------
-  const timeline = new Timeline({ onDecide: decide });
+  let grants = null; // GrantsList, once the session's environment is known
+  const grantsSlot = h('div', { class: 'grants-slot' });
+  const timeline = new Timeline({
+    onDecide: decide,
+    onGrant: grantAndAllow,
+    grantText: (id) => {
+      const grant = grants?.byId(id);
+      return grant ? describeGrant(grant) : null;
+    },
+  });
   const input = h('textarea', {
     class: 'composer-input',
     rows: 1,
@@ -78,7 +88,7 @@ export function sessionView(root, sessionId) {
   });
   input.addEventListener('input', autosize);
 
-  fill(root, header, h('main', { class: 'page conversation' }, timeline.el), composer);
+  fill(root, header, h('main', { class: 'page conversation' }, grantsSlot, timeline.el), composer);
 
   let bannerTimer = 0;
   const live = new LiveEvents(sessionId, {
@@ -120,6 +130,10 @@ export function sessionView(root, sessionId) {
     if (!alive) return;
     showSession();
     setState(session.state);
+    timeline.cwd = session.cwd ?? null;
+    grants = new GrantsList(session.environment_id, sessionId);
+    fill(grantsSlot, grants.el);
+    grants.refresh().then(() => timeline.grantsKnown());
     live.start();
     api('GET', '/api/environments').then(
       ({ environments }) => {
@@ -157,6 +171,7 @@ export function sessionView(root, sessionId) {
     else if (event.kind === 'session_ended') setState('ended');
     else if (event.kind === 'session_started' && session) {
       session.cwd = data.cwd ?? session.cwd;
+      timeline.cwd = session.cwd;
       session.branch = data.branch ?? session.branch;
       showSession();
     }
@@ -240,6 +255,26 @@ export function sessionView(root, sessionId) {
       card.idle();
       if (error.status !== 401) toast(error.message);
     }
+  }
+
+  /** "Allow for a while" on a permission card: ask the daemon for the grant, then allow
+   * this request (the grant covers the ones after it). */
+  async function grantAndAllow(request, grant, everywhere, card, button) {
+    if (!everywhere) grant.session_id = sessionId;
+    button.disabled = true;
+    button.textContent = 'Allowing…';
+    try {
+      await makeGrant(session.environment_id, grant);
+    } catch (error) {
+      if (!alive) return;
+      button.disabled = false;
+      button.textContent = 'Allow for this long';
+      if (error.status !== 401) toast(error.message);
+      return;
+    }
+    if (!alive) return;
+    grants?.refresh();
+    await decide(request.request_id, 'allow', card);
   }
 
   async function post(action, button, busyLabel) {
@@ -359,6 +394,7 @@ export function sessionView(root, sessionId) {
     destroy() {
       alive = false;
       live.stop();
+      grants?.close();
       clearTimeout(bannerTimer);
       clearTimeout(refreshTimer);
       for (const id of timers) clearTimeout(id);

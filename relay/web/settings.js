@@ -4,6 +4,7 @@
 
 import { api } from './api.js';
 import { ago, fill, h } from './dom.js';
+import { GrantsList } from './grants.js';
 
 const MODES = [
   ['default', 'Ask for each tool (default)'],
@@ -168,8 +169,11 @@ export function settingsView(root, environmentId) {
       choice(view, 'spawn', 'Spawn mode', [['same-dir', 'In the project directory'], ['worktree', 'In a git worktree of its own']]),
       sandbox(view),
       capacity(view),
+      grants.el,
       changes(view),
     );
+    grants.grants = view.grants ?? [];
+    grants.render();
   }
 
   async function load() {
@@ -190,10 +194,13 @@ export function settingsView(root, environmentId) {
     }
   }
 
+  // The approval grants in force here (every session's), revocable.
+  const grants = new GrantsList(environmentId, null);
   load();
   return {
     destroy() {
       alive = false;
+      grants.close();
     },
   };
 }
