@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing, suppress
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import attrs
 import httpx
@@ -275,6 +276,19 @@ class SessionApi:
             "GET", "/changes", within=max(self.timeout, CHANGES_WAIT), params={"path": path}
         )
         return _decoded(wire.FileDiff, data)
+
+    async def grants(self, environment_id: str) -> wire.Grants:
+        """The approval grants in force in the session's environment (every session's)."""
+        data = await self._call_env("GET", environment_id, "/grants")
+        return _decoded(wire.Grants, data)
+
+    async def revoke_grant(self, environment_id: str, grant_id: str) -> None:
+        """Revoke a grant (``unknown_grant`` when none is in force by that id)."""
+        await self._call_env("DELETE", environment_id, f"/grants/{quote(grant_id, safe='')}")
+
+    async def _call_env(self, method: str, environment_id: str, path: str) -> Any:
+        url = f"{self.relay}/api/environments/{quote(environment_id, safe='')}{path}"
+        return await call_relay(self.http, self.relay, self.token, method, url, None, self.timeout)
 
 
 def _decoded(cls: type[T], data: Any) -> T:

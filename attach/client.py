@@ -28,6 +28,7 @@ from daemon.errors import CertificateRejected, DaemonError, RelayRejected, Relay
 
 from .api import PAGE, LogEntry, NoSuchSession, SessionApi, TokenRejected
 from .diffview import diff_lines
+from .grants import grant_lines, revoke_lines
 from .parser import KEYS_HELP
 from .render import Style, clean, render_entry, render_header, writing_preview
 from .state import Gap, SessionView
@@ -282,7 +283,13 @@ class Attach:
         elif name == "/resume":
             self._spawn(self._action, "resume", self.api.resume)
         elif name == "/diff":
-            self._spawn(self._diff, line[len(name) :].strip() or None)
+            path = line[len(name) :].strip() or None
+            self._spawn(self._after_history, diff_lines, self.api, self.style, path)
+        elif name == "/grants":
+            self._spawn(self._after_history, grant_lines, self.api, self.style)
+        elif name == "/revoke":
+            grant_id = line[len(name) :].strip()
+            self._spawn(self._after_history, revoke_lines, self.api, self.style, grant_id)
         elif name == "/help":
             self._say(*KEYS_HELP.split("\n\n")[0].splitlines())
         else:
@@ -373,12 +380,14 @@ class Attach:
         else:
             self._say(self.style.dim(f"{name} sent"))
 
-    async def _diff(self, path: str | None) -> None:
-        lines = await diff_lines(self.api, self.style, path)
-        # In one go once every file's diff is in, as the history is (live events do not
-        # land in the middle of it), and after the history (`rcd attach S <<< /diff`).
+    async def _after_history(
+        self, lines: Callable[..., Awaitable[list[str]]], *args: object
+    ) -> None:
+        said = await lines(*args)
+        # In one go once every part is in (live events do not land in the middle of it),
+        # and after the history (`rcd attach S <<< /diff`).
         await self._history_shown.wait()
-        self._say(*lines)
+        self._say(*said)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:

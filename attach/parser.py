@@ -26,6 +26,9 @@ keys and commands (in the session):
   /resume        start an ended session again
   /diff [PATH]   the session's changes since it started: its files, then each one's diff
                  (or PATH's alone: its path as the list shows it)
+  /grants        the approval grants in force here (made in the web app or the API):
+                 what each allows without asking, for how long, its id
+  /revoke ID     end grant ID at once
   /help          list these
   /quit, Ctrl-D  leave; the session goes on without you
   //TEXT         send a message that starts with "/"

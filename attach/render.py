@@ -174,6 +174,8 @@ def render_entry(entry: LogEntry, view: SessionView, style: Style, width: int = 
             request = view.requests.get(p.request_id)
             tool = f"{one(request.tool)} " if request else ""
             by = one(p.origin)
+            if p.origin == "grant" and p.grant:
+                by = f"grant {one(p.grant)}"  # the daemon answered: nobody was asked
             if p.decision == "allow":
                 return [style.green(f"✓ {tool}allowed by {by}")]
             return [style.red(f"✗ {tool}denied by {by}")]
