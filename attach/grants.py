@@ -33,7 +33,9 @@ async def grant_lines(api: SessionApi, style: Style, now: float | None = None) -
     except DaemonError as exc:
         return [style.red(f"no grants: {exc}")]
     now = time.time() if now is None else now
-    mine = [g for g in grants if g.expires_at > now and g.session_id in (None, api.session_id)]
+    # The daemon's list (it reports again as one ends): this machine's clock says how long
+    # is left, never whether one is in force.
+    mine = [g for g in grants if g.session_id in (None, api.session_id)]
     if not mine:
         return [style.dim("no grants in force for this session: every tool use asks")]
     lines = [style.bold("allowed without asking:")]
@@ -73,6 +75,8 @@ def describe(grant: wire.Grant) -> str:
 
 
 def _left(seconds: float) -> str:
+    if seconds <= 0:
+        return "ending"
     if seconds < 60:
         return "less than a minute left"
     minutes = round(seconds / 60)

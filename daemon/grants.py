@@ -39,7 +39,14 @@ FILE_TOOLS = {
     "Grep": "path",
     "LS": "path",
 }
-_SHELL_SPECIAL = frozenset(";&|<>`$()\n\r{}")
+#: Glob's and Grep's inputs that are paths too (a pattern may name another directory).
+PATTERN_KEYS = {"Glob": ("pattern",), "Grep": ("glob",)}
+#: What no grant covers, anywhere in a session's directory, whatever its scope: files the
+#: agent's CLI, git or the shell read as settings, hooks or code to run. A write there
+#: would outlast the grant (``.claude/settings.local.json`` allowing Bash for good, a git
+#: hook), so it is always asked, as Claude Code itself asks for its own settings.
+PROTECTED = frozenset({".git", ".claude", ".mcp.json", ".envrc", ".rcd"})
+_SHELL_SPECIAL = wire.grants.SHELL_SPECIAL
 
 
 def new_grant(grant_id: str, request: wire.GrantRequest, by: str, now: float) -> wire.Grant:
@@ -48,7 +55,7 @@ def new_grant(grant_id: str, request: wire.GrantRequest, by: str, now: float) ->
         id=grant_id,
         tools=sorted(set(request.tools)),
         path=wire.grants.normal_path(request.path),
-        command=" ".join(shlex.split(request.command)) if request.command else None,
+        command=shlex.join(shlex.split(request.command)) if request.command else None,
         session_id=request.session_id,
         granted_at=now,
         expires_at=now + request.minutes * 60,
@@ -72,7 +79,9 @@ def covers(
     if grant.session_id is not None and grant.session_id != session_id:
         return False
     if tool in FILE_TOOLS:
-        return _path_covered(grant, cwd, tool_input.get(FILE_TOOLS[tool]), tool)
+        named = tool_input.get(FILE_TOOLS[tool])
+        patterns = [tool_input.get(key) for key in PATTERN_KEYS.get(tool, ())]
+        return _path_covered(grant, cwd, named, tool) and all(map(_inside_pattern, patterns))
     if tool == "Bash":
         return grant.path is None and _command_covered(grant.command, tool_input.get("command"))
     return grant.path is None and grant.command is None
@@ -86,7 +95,20 @@ def _path_covered(grant: wire.Grant, cwd: str, named: object, tool: str) -> bool
     top = os.path.realpath(cwd)
     target = os.path.realpath(os.path.join(top, os.path.expanduser(named)))
     scope = os.path.realpath(os.path.join(top, grant.path)) if grant.path else top
-    return _within(target, top) and _within(scope, top) and _within(target, scope)
+    if not (_within(target, top) and _within(scope, top) and _within(target, scope)):
+        return False
+    parts = os.path.relpath(target, top).split(os.sep)
+    return not any(part.lower() in PROTECTED for part in parts)
+
+
+def _inside_pattern(pattern: object) -> bool:
+    """A glob pattern that stays below the directory it is searched from (or none)."""
+    if pattern is None:
+        return True
+    if not isinstance(pattern, str) or pattern.startswith(("/", "~", "\\")):
+        return False
+    parts = pattern.replace("\\", "/").split("/")
+    return ".." not in parts and not any(p.lower() in PROTECTED for p in parts)
 
 
 def _within(path: str, directory: str) -> bool:
@@ -100,12 +122,10 @@ def _command_covered(prefix: str | None, command: object) -> bool:
         return False
     try:
         words = shlex.split(command)
-    except ValueError:
+        wanted = shlex.split(prefix) if prefix is not None else []
+    except ValueError:  # unbalanced quotes: not a command it can judge
         return False
-    if prefix is None:
-        return True
-    wanted = shlex.split(prefix)
-    return words[: len(wanted)] == wanted
+    return bool(words) and words[: len(wanted)] == wanted
 
 
 def find(

@@ -293,7 +293,7 @@ class SettingsKeeper:
                 try:
                     changed = self.settings.apply(directive.update, directive.origin, self.clock())
                     changed += self._grants(directive)
-                except (ConfigError, OSError) as exc:
+                except (ConfigError, OSError, ValueError) as exc:
                     refusal = str(exc)
             self.settings.last_update = (directive.id, refusal)
             log.info("settings_changed", origin=directive.origin, changed=changed, refused=refusal)

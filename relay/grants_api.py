@@ -82,16 +82,21 @@ class GrantsApi:
         client = await authenticate_client(request, self.storage)
         environment_id = request.path_params["environment_id"]
         grant_id = request.path_params["grant_id"]
-        before = await self.settings.view(environment_id)
-        if not re.fullmatch(GRANT_ID_PATTERN, grant_id) or not any(
-            g.id == grant_id for g in before.grants
-        ):
+        await self.settings.view(environment_id)
+        if not re.fullmatch(GRANT_ID_PATTERN, grant_id):
             raise NotFound(f"no grant {grant_id[:80]} in force here", "unknown_grant")
         await self._check_daemon(environment_id)
+        # Sent whether or not the last list names it: the daemon may hold one it took but
+        # could not report yet (it refuses one it does not hold).
         directive = UpdateSettings(
             id=new_id("set"), update=SettingsUpdate(), origin=client.name, revoke_grant=grant_id
         )
-        view = await self.settings.send(environment_id, directive, "grant_refused")
+        try:
+            view = await self.settings.send(environment_id, directive, "grant_refused")
+        except Conflict as exc:
+            if exc.code == "grant_refused" and exc.message.startswith("no grant"):
+                raise NotFound(exc.message, "unknown_grant") from None
+            raise
         if view is None:
             return json_response({"id": grant_id}, status=202)
         return json_response(encode(Grants(grants=view.grants)))

@@ -353,7 +353,11 @@ class SessionRuntime:
         grant); False when it must be asked."""
         if self.handle is None or self.workspace is None:
             return False
-        grant = self.approve(self.workspace.cwd, request)
+        try:
+            grant = self.approve(self.workspace.cwd, request)
+        except Exception:  # a grant it cannot judge must not end the daemon: ask
+            log.exception("grant_check_failed", request=request.request_id, tool=request.tool)
+            return False
         if grant is None:
             return False
         log.info(

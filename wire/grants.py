@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from typing import Any
 
 import attrs
@@ -37,6 +38,9 @@ MAX_COMMAND = 1024
 #: The most grants in force at once in one environment.
 MAX_GRANTS = 100
 _SCHEMA = "rcd.schema"
+#: What makes a shell command more than one simple command (or a word computed): a Bash
+#: command holding any of these is never covered, and a grant's prefix may hold none.
+SHELL_SPECIAL = frozenset(";&|<>`$(){}\n\r")
 
 
 def _tools(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None:
@@ -50,6 +54,7 @@ def _tools(_: object, attribute: attrs.Attribute[Any], value: list[str]) -> None
 def _path(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is None:
         return
+    value = value.strip()  # as it is kept (normal_path)
     if len(value) > MAX_PATH or "\0" in value or "\\" in value:
         raise ValueError(f"{attribute.name}: {value[:40]!r} is not a path")
     if value.startswith("/") or value.startswith("~"):
@@ -64,7 +69,18 @@ def _path(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None
 def _command(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is None:
         return
-    if not value.strip() or len(value) > MAX_COMMAND or any(c in value for c in "\0\n\r"):
+    if len(value) > MAX_COMMAND or "\0" in value:
+        raise ValueError(f"{attribute.name}: {value[:40]!r} is not a command prefix")
+    if SHELL_SPECIAL & set(value):
+        raise ValueError(
+            f"{attribute.name}: {value[:40]!r} holds shell syntax (; & | < > ` $ ( ) {{ }}"
+            " or a new line): a grant covers a simple command's first words"
+        )
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {value[:40]!r} does not split: {exc}") from None
+    if not words:
         raise ValueError(f"{attribute.name}: {value[:40]!r} is not a command prefix")
 
 

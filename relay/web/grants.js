@@ -7,6 +7,7 @@ import { fill, h, toast } from './dom.js';
 
 const FILE_TOOLS = { Read: 'file_path', Edit: 'file_path', MultiEdit: 'file_path', Write: 'file_path', NotebookEdit: 'notebook_path' };
 const EDITS = ['Edit', 'MultiEdit', 'Write'];
+const PROTECTED = new Set(['.git', '.claude', '.mcp.json', '.envrc', '.rcd']); // daemon/grants.py
 export const DURATIONS = [
   [10, '10 minutes'],
   [30, '30 minutes'],
@@ -39,6 +40,7 @@ export function suggestGrant(request, cwd) {
 /** `file`'s directory relative to `cwd` ('' for `cwd` itself); undefined when outside it. */
 function directoryWithin(file, cwd) {
   const top = String(cwd ?? '').replace(/\/+$/, '');
+  if (file.startsWith('~')) return undefined;
   let relative = file;
   if (file.startsWith('/')) {
     if (!top || !(file === top || file.startsWith(`${top}/`))) return undefined;
@@ -46,6 +48,8 @@ function directoryWithin(file, cwd) {
   }
   const parts = relative.split('/').filter((p) => p && p !== '.');
   if (parts.includes('..')) return undefined;
+  // What no grant covers (the agent's settings, git's, .envrc...): nothing to offer.
+  if (parts.some((p) => PROTECTED.has(p.toLowerCase()))) return undefined;
   return parts.slice(0, -1).join('/');
 }
 
@@ -54,7 +58,8 @@ function directoryWithin(file, cwd) {
 function commandPrefix(command) {
   if (/[;&|<>`$(){}\n\r]/.test(command)) return null;
   const words = command.trim().split(/\s+/);
-  if (!words[0]) return null;
+  // Plain words only: a quoted one would need the shell's splitting to be offered right.
+  if (!/^[A-Za-z0-9_./:=@%+-]+$/.test(words[0] ?? '')) return null;
   return words.length > 1 && /^[a-z][a-z0-9-]*$/.test(words[1]) ? `${words[0]} ${words[1]}` : words[0];
 }
 
@@ -66,7 +71,8 @@ export function describeGrant(grant) {
 }
 
 function timeLeft(grant) {
-  const seconds = Math.max(0, grant.expires_at - Date.now() / 1000);
+  const seconds = grant.expires_at - Date.now() / 1000;
+  if (seconds <= 0) return 'ending';
   if (seconds < 60) return 'less than a minute left';
   const minutes = Math.round(seconds / 60);
   return minutes < 90 ? `${minutes} min left` : `${Math.round(minutes / 60)} h left`;
@@ -113,9 +119,10 @@ export class GrantsList {
   }
 
   render() {
-    const now = Date.now() / 1000;
+    // The daemon's list, as it reported it (it reports again as one ends): this device's
+    // clock says only how long is left, never whether one is in force.
     const shown = this.grants.filter(
-      (g) => g.expires_at > now && (this.sessionId === null || g.session_id === null || g.session_id === this.sessionId),
+      (g) => this.sessionId === null || g.session_id === null || g.session_id === this.sessionId,
     );
     this.el.hidden = shown.length === 0;
     fill(this.list, ...shown.map((grant) => {

@@ -123,6 +123,56 @@ def test_bash_is_covered_as_a_simple_command_starting_with_its_words(tmp_path: P
     assert not allowed(grant(tools=["Bash"], path="src"), "Bash", tmp_path, command="ls")
 
 
+def test_what_would_outlast_a_grant_is_always_asked(tmp_path: Path) -> None:
+    """The agent's settings, git's hooks and config, .envrc, .mcp.json: a write there would
+    keep allowing things after the grant ends, so no grant covers them."""
+    top = tmp_path / "project"
+    (top / "src").mkdir(parents=True)
+    (top / "src" / "hooks").symlink_to(top / ".git")
+    whole = grant(tools=["Write", "Edit", "Read"])
+    for named in (
+        ".claude/settings.local.json",
+        ".claude/settings.json",
+        ".CLAUDE/settings.json",
+        ".git/hooks/pre-commit",
+        ".git/config",
+        "src/.git/config",
+        "src/hooks/pre-commit",  # a link into .git
+        ".mcp.json",
+        ".envrc",
+        ".rcd/worktrees/x/a.py",
+    ):
+        assert not allowed(whole, "Write", top, file_path=str(top / named)), named
+    assert allowed(whole, "Write", top, file_path=str(top / "claude.md"))
+    assert allowed(whole, "Write", top, file_path=str(top / "src" / "git.py"))
+
+
+def test_glob_and_grep_patterns_stay_inside(tmp_path: Path) -> None:
+    search = grant(tools=["Glob", "Grep"], path="src")
+    (tmp_path / "src").mkdir()
+    assert allowed(search, "Glob", tmp_path, path="src", pattern="**/*.py")
+    assert allowed(search, "Grep", tmp_path, path="src", pattern="TODO", glob="*.py")
+    assert not allowed(search, "Glob", tmp_path, path="src", pattern="/etc/**/*")
+    assert not allowed(search, "Glob", tmp_path, path="src", pattern="../../**/*.pem")
+    assert not allowed(search, "Glob", tmp_path, path="src", pattern="~/.ssh/*")
+    assert not allowed(search, "Grep", tmp_path, path="src", pattern="x", glob="../*")
+    assert not allowed(search, "Glob", tmp_path, path="src", pattern=["not", "text"])
+
+
+def test_a_command_prefix_keeps_its_words_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    quoted = grant(tools=["Bash"], command="git 'commit -m'")
+    assert quoted.command == "git 'commit -m'"  # two words, as the shell splits it
+    assert allowed(quoted, "Bash", tmp_path, command="git 'commit -m' x")
+    assert not allowed(quoted, "Bash", tmp_path, command="git commit -m x")
+    for bad in ("'", "ls; rm", "a && b", "$(x)", "  ", "ls\nrm"):
+        with pytest.raises(ValueError):
+            wire.GrantRequest(tools=["Bash"], minutes=1, command=bad)
+    # One kept before these checks: it covers nothing and breaks nothing.
+    odd = attrs.evolve(grant(tools=["Bash"]), command="'")
+    assert not allowed(odd, "Bash", tmp_path, command="ls")
+    assert not allowed(grant(tools=["Bash"]), "Bash", tmp_path, command="echo 'unclosed")
+
+
 def test_other_tools_by_name_and_scope_by_session_and_time(tmp_path: Path) -> None:
     web = grant(tools=["WebFetch"])
     assert allowed(web, "WebFetch", tmp_path, url="https://example.org")

@@ -117,6 +117,18 @@ async def test_a_grant_answers_what_it_covers_asks_the_rest_and_ends_when_revoke
             assert not (project / "src" / "d.txt").exists()
             again = await other.delete(f"{grants}/{grant['id']}")
             assert again.status_code == 404 and again.json()["error"]["code"] == "unknown_grant"
+
+            # A grant for the whole directory still asks for what would outlast it: the
+            # agent's own settings (allowing Bash for good), git's hooks.
+            whole = await relay.client.post(grants, json={"tools": ["Write"], "minutes": 10})
+            assert whole.status_code == 201, whole.text
+            settings = project / ".claude" / "settings.local.json"
+            escalate = await _turn(
+                relay, session_id, f'write {settings} {{"permissions":{{"allow":["Bash"]}}}}', 6
+            )
+            assert _asked(escalate) == ["Write"] and not settings.exists()
+            top = await _turn(relay, session_id, f"write {project}/top.txt fine", 7)
+            assert _asked(top) == [] and _granted(top) == [whole.json()["id"]]
         finally:
             await other.aclose()
             await relay.aclose()

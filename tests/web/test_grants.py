@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import wire
+from daemon.grants import covers, new_grant
 from testkit.waiting import eventually_sync
 
-from .browser import PHONE, expect
+from .browser import DESKTOP, PHONE, expect
 from .browsing import Browsing, no_horizontal_scroll
 from .stack import Stack
 from .test_web_app import start_from_phone
@@ -70,3 +72,68 @@ def test_allow_for_a_while_from_the_card_then_revoke_it_on_the_phone(
     box.press("Enter")
     expect(card).to_have_count(2)  # asked again
     assert not (src / "c.txt").exists()
+
+
+def test_every_grant_a_card_offers_is_valid_and_covers_its_request(
+    stack: Stack, browsing: Browsing, tmp_path: Path
+) -> None:
+    """``suggestGrant`` in grants.js against the relay's check and the daemon's rule: what
+    a card offers is a grant the relay takes, and it covers the request it is offered for;
+    for what no grant could cover (a file outside the directory, the agent's settings, a
+    command with shell syntax or quotes) it offers nothing."""
+    cwd = tmp_path / "work"
+    (cwd / "src").mkdir(parents=True)
+    requests = [
+        ("Write", {"file_path": f"{cwd}/src/a.py"}),
+        ("Edit", {"file_path": f"{cwd}/top.py"}),
+        ("Write", {"file_path": "src/deep/b.py"}),
+        ("Read", {"file_path": f"{cwd}/src/a.py"}),
+        ("Write", {"file_path": "~/.bashrc"}),
+        ("Write", {"file_path": "/etc/passwd"}),
+        ("Write", {"file_path": f"{cwd}/../x"}),
+        ("Write", {"file_path": f"{cwd}/.claude/settings.local.json"}),
+        ("Edit", {"file_path": f"{cwd}/.git/hooks/pre-commit"}),
+        ("Bash", {"command": "git status -s"}),
+        ("Bash", {"command": "pytest -q tests"}),
+        ("Bash", {"command": "'./run tests.sh' --fast"}),
+        ("Bash", {"command": "make; rm -rf /"}),
+        ("Bash", {"command": "echo $HOME"}),
+        ("WebFetch", {"url": "https://example.org"}),
+    ]
+    page = browsing.sign_in(stack, **DESKTOP)
+    offers = page.evaluate(
+        """async ([requests, cwd]) => {
+          const { suggestGrant } = await import('/assets/grants.js');
+          return requests.map(([tool, input]) => suggestGrant({ tool, input }, cwd));
+        }""",
+        [requests, str(cwd)],
+    )
+    offered = {}
+    for (tool, tool_input), offer in zip(requests, offers, strict=True):
+        key = f"{tool} {next(iter(tool_input.values()))}"
+        offered[key] = offer and {k: offer[k] for k in ("tools", "path", "command") if k in offer}
+        if offer is None:
+            continue
+        body = {k: offer[k] for k in ("tools", "path", "command") if offer.get(k)}
+        grant = new_grant("grt_t", wire.GrantRequest(minutes=1, **body), "web", 0.0)
+        assert covers(
+            grant, session_id="s", cwd=str(cwd), tool=tool, tool_input=tool_input, now=1.0
+        ), (key, offer)
+    edits = ["Edit", "MultiEdit", "Write"]
+    assert offered == {
+        f"Write {cwd}/src/a.py": {"tools": edits, "path": "src"},
+        f"Edit {cwd}/top.py": {"tools": edits, "path": ""},
+        "Write src/deep/b.py": {"tools": edits, "path": "src/deep"},
+        f"Read {cwd}/src/a.py": {"tools": ["Read"], "path": "src"},
+        "Write ~/.bashrc": None,
+        "Write /etc/passwd": None,
+        f"Write {cwd}/../x": None,
+        f"Write {cwd}/.claude/settings.local.json": None,
+        f"Edit {cwd}/.git/hooks/pre-commit": None,
+        "Bash git status -s": {"tools": ["Bash"], "command": "git status"},
+        "Bash pytest -q tests": {"tools": ["Bash"], "command": "pytest"},
+        "Bash './run tests.sh' --fast": None,
+        "Bash make; rm -rf /": None,
+        "Bash echo $HOME": None,
+        "WebFetch https://example.org": {"tools": ["WebFetch"]},
+    }
