@@ -1,7 +1,8 @@
 """Approval grants with the real ``claude`` CLI (against the fake Messages API), a real
 ``rcd start`` and the relay: "Edit/Write under src/ for 10 minutes" writes under src/
 without asking, asks for a file outside it and for Bash, stops at once when another client
-revokes it, names itself in the log, and outlives a daemon restart and a relay restart."""
+revokes it, names itself in the log, and outlives a daemon restart and a relay restart
+(with what notifies a subscribed device: both kinds of settings the walk-away needs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import trio
 
 from relay import admin
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
+from testkit.fakes.push_service import open_push_service
 from testkit.harness import Relay, start_daemon, start_relay
 
 Events = list[dict[str, Any]]
@@ -135,12 +137,21 @@ async def test_a_grant_answers_what_it_covers_asks_the_rest_and_ends_when_revoke
             nursery.cancel_scope.cancel()
 
 
-async def test_grants_outlive_a_daemon_restart_and_a_relay_restart(tmp_path: Path) -> None:
+async def test_grants_and_notification_settings_outlive_daemon_and_relay_restarts(
+    tmp_path: Path,
+) -> None:
     project, home = tmp_path / "project", tmp_path / "home"
     (project / "src").mkdir(parents=True)
-    async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery, open_push_service() as push:
         base_url: str = await nursery.start(FakeMessagesAPI().run)
-        relay = await start_relay(nursery, tmp_path / "relay")
+        relay = await start_relay(nursery, tmp_path / "relay", push_loopback_http=True)
+        key = (await relay.client.get("/api/push/key")).json()["public_key"]
+        settings = {"permission": False, "long_turn_seconds": 300, "offline": True}
+        subscribed = await relay.client.post(
+            "/api/push/subscriptions",
+            json=push.subscribe(expected_key=key).as_json() | {"settings": settings},
+        )
+        assert subscribed.status_code == 201, subscribed.text
         env, claude = claude_env(home, base_url), find_claude()
         try:
             daemon = await start_daemon(relay, home, project, agent_bin=claude, extra_env=env)
@@ -162,9 +173,15 @@ async def test_grants_outlive_a_daemon_restart_and_a_relay_restart(tmp_path: Pat
             # while the daemon is away.
             await daemon.stop()
             await relay.aclose()
-            relay = await start_relay(nursery, tmp_path / "relay", token=relay.token)
+            relay = await start_relay(
+                nursery, tmp_path / "relay", token=relay.token, push_loopback_http=True
+            )
             listed = (await relay.client.get(grants)).json()["grants"]
             assert [g["id"] for g in listed] == [made.json()["id"]]
+            # What notifies this device, kept through both restarts as it was set.
+            (kept,) = (await relay.client.get("/api/push/subscriptions")).json()["subscriptions"]
+            assert kept["id"] == subscribed.json()["id"]
+            assert {k: kept["settings"][k] for k in settings} == settings
         finally:
             await relay.aclose()
             nursery.cancel_scope.cancel()
