@@ -74,8 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail: list[str] = []
     if words[:1] == ["attach"] and "--resume-locally" in words:
         words, tail = split_claude_args(words)
+    elif words[:1] == ["start"]:
+        words, tail = split_claude_args(words)  # --agent acp -- CMD ARGS...
     args = build_parser().parse_args(words)
-    if tail:
+    if tail and args.command == "start":
+        args.agent_command = tail
+    elif tail:
         args.claude_args = tail
     try:
         return _run(args)

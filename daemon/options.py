@@ -53,6 +53,13 @@ __all__ = [
 
 
 SANDBOX_CONFLICT = "--sandbox and --no-sandbox say opposite things: give one"
+#: Agents that speak the Agent Client Protocol, and the command each runs.
+ACP_PRESETS: dict[str, tuple[str, ...]] = {
+    "claude-acp": ("claude-agent-acp",),
+    "codex": ("codex-acp",),
+    "gemini": ("gemini", "--acp"),
+}
+AGENTS = ("claude", *ACP_PRESETS, "acp")
 
 
 def _format_seconds(value: float) -> str:
@@ -126,7 +133,15 @@ class StartOptions:
         ),
     )
     agent: str = option(
-        "--agent", default="claude", choices=("claude",), help="agent to run (default: claude)"
+        "--agent",
+        default="claude",
+        choices=AGENTS,
+        help=(
+            "agent to run: claude (Claude Code's CLI, stream-json), or one speaking the Agent"
+            " Client Protocol: claude-acp (claude-agent-acp), codex (codex-acp), gemini"
+            " (gemini --acp), or acp with its command after `--` (rcd start --agent acp --"
+            " CMD ARGS...); --agent-bin replaces a preset's program (default: claude)"
+        ),
     )
     agent_bin: str | None = option(
         "--agent-bin",
@@ -229,6 +244,8 @@ class StartOptions:
         render=_absolute,
     )
     verbose: bool = option("--verbose", "-v", store_true=True, help="log more")
+    #: ``--agent acp -- CMD ARGS...``: the words after the first ``--`` (not an option).
+    agent_command: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     @property
     def spares(self) -> int:
@@ -241,7 +258,24 @@ class StartOptions:
         values = {o.dest: getattr(args, o.dest) for o in options_of(cls)}
         if values.get("sandbox") and values.get("no_sandbox"):
             raise ConfigError(SANDBOX_CONFLICT)
-        return cls(directory=args.directory, **values)
+        command = tuple(getattr(args, "agent_command", None) or ())
+        if values.get("agent") == "acp" and not command:
+            raise ConfigError(
+                "--agent acp needs the agent's command after `--`: rcd start"
+                " --agent acp -- CMD ARGS..."
+            )
+        if command and values.get("agent") != "acp":
+            raise ConfigError(
+                f"words after `--` ({shlex.join(command)[:80]}) are the command of --agent acp"
+            )
+        return cls(directory=args.directory, agent_command=command, **values)
+
+    def agent_argv(self) -> list[str]:
+        """The command of an ACP agent (--agent other than claude), --agent-bin first."""
+        argv = list(self.agent_command) if self.agent == "acp" else list(ACP_PRESETS[self.agent])
+        if self.agent_bin and self.agent != "acp":
+            argv[0] = self.agent_bin
+        return argv
 
 
 START_OPTIONS: tuple[Option, ...] = options_of(StartOptions)

@@ -29,6 +29,7 @@ import trio
 import wire
 from common.agent_env import agent_environment
 from spawn import AgentAdapter, ClaudeCode
+from spawn.acp import AcpAgent
 from spawn.sandbox import missing_tools
 from worktrees import WorktreeError, Worktrees
 from worktrees.snapshots import Snapshots
@@ -76,9 +77,9 @@ log = structlog.get_logger("daemon")
 
 
 def make_adapter(options: StartOptions) -> AgentAdapter:
-    if options.agent != "claude":
-        raise ConfigError(f"unknown agent {options.agent!r}; available: claude")
-    return ClaudeCode(binary=options.agent_bin or "claude", partial=not options.no_stream)
+    if options.agent == "claude":
+        return ClaudeCode(binary=options.agent_bin or "claude", partial=not options.no_stream)
+    return AcpAgent(argv=options.agent_argv(), name=options.agent, partial=not options.no_stream)
 
 
 async def run_daemon(
@@ -209,13 +210,20 @@ class Daemon:
         if self.settings.sandbox.enabled and (missing := missing_tools()):
             raise ConfigError(sandbox_missing_message(missing))
         # The agent last: a bad option is named before a missing prerequisite.
-        if not options.no_agent_check and find_agent(options.agent_bin) is None:
-            raise ConfigError(
+        claude = options.agent == "claude"
+        program = options.agent_bin if claude else options.agent_argv()[0]
+        if not options.no_agent_check and find_agent(program) is None:
+            absent = (
                 agent_missing_message(options.agent_bin)
-                + " (`rcd doctor` checks the rest; --no-agent-check starts anyway)"
+                if claude
+                else f"the agent's program {program!r} (--agent {options.agent}) was not found:"
+                " install it, or give its path with --agent-bin"
+            )
+            raise ConfigError(
+                absent + " (`rcd doctor` checks the rest; --no-agent-check starts anyway)"
             )
         credential = check_credential(os.environ, Path.home())
-        if credential.status == "problem":
+        if claude and credential.status == "problem":
             print(f"rcd: warning: {credential.detail}: {credential.fix}", file=sys.stderr)
         if self._remote is not None and self._remote.startswith("https://"):
             return tls_context(options.ca_cert)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import trio
 
@@ -19,7 +19,7 @@ class LineTooLong(Exception):
 
 async def iter_lines(
     stream: trio.abc.ReceiveStream, *, max_bytes: int = MAX_LINE_BYTES
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield each ``\\n``-terminated line (without the newline) until EOF.
 
     A last line without a newline is yielded too. Raises :class:`LineTooLong` when a line

@@ -1,0 +1,473 @@
+"""The Agent Client Protocol adapter: any agent that speaks ACP on its stdio.
+
+ACP is JSON-RPC 2.0, one message per line, both ways (https://agentclientprotocol.com).
+rcd is the *client*: it starts the agent, sends ``initialize`` and ``session/new`` (or
+``session/load`` to resume), then one ``session/prompt`` per user message; the agent
+reports its work as ``session/update`` notifications and asks before a tool runs with a
+``session/request_permission`` request, which waits for the phone's answer.
+
+The small JSON-RPC layer is written here, on trio, rather than taken from the Python SDK
+(``agent-client-protocol``), which runs on asyncio: rcd's daemon is trio throughout, and
+the client side needs a dozen lines of framing, not a second event loop.
+
+Mapping onto rcd's events:
+
+* ``agent_message_chunk`` → the reply being written (:class:`~spawn.adapter.Streaming`),
+  and ``assistant_text`` once a tool call or the turn's end closes it;
+* ``tool_call`` → ``tool_use`` (its id, a short name, ``rawInput``); a ``tool_call_update``
+  with status ``completed`` or ``failed`` → ``tool_result``;
+* ``plan`` → ``assistant_text`` listing its entries;
+* ``session/request_permission`` → ``permission_request`` (the options the agent offers
+  are named in its description); "allow" selects the agent's ``allow_once`` option (else
+  ``allow_always``), "deny" its ``reject_once`` (else ``reject_always``); an interrupt
+  (``session/cancel``) answers every open one ``cancelled``;
+* the ``session/prompt`` answer → ``turn_result`` (``ok`` for ``end_turn``).
+
+What breaks the protocol — a line that is not JSON, a request or notification rcd does
+not know (other than the ``_``-prefixed extensions, which are refused and ignored), a
+line past 64 MiB, the agent exiting mid-turn — gives an ``error`` event and ends the
+session: never one left waiting on an agent that will not answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import aclosing
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+import wire
+
+from .adapter import (
+    AgentExited,
+    AgentHandle,
+    AgentLaunch,
+    EventSink,
+    PermissionCancelled,
+    Streaming,
+)
+from .lines import LineTooLong, iter_lines
+from .process import AgentProcess, open_agent_process
+
+__all__ = ["AcpAgent", "AcpHandle", "PROTOCOL_VERSION"]
+
+log = structlog.get_logger("spawn.acp")
+
+PROTOCOL_VERSION = 1
+#: Seconds the agent gets to answer ``initialize`` and to open (or load) its session.
+HANDSHAKE_TIMEOUT = 60.0
+#: The modes an agent may offer in which it asks before acting (Claude's ACP adapter
+#: starts some versions in a mode that does not): the session is put in the first found.
+ASKING_MODES = ("default", "ask")
+_ALLOW = ("allow_once", "allow_always")
+_REJECT = ("reject_once", "reject_always")
+#: Tool call kinds (ACP ``ToolKind``) as a short tool name.
+_KIND_NAMES = {
+    "read": "Read",
+    "edit": "Edit",
+    "delete": "Delete",
+    "move": "Move",
+    "search": "Search",
+    "execute": "Execute",
+    "think": "Think",
+    "fetch": "Fetch",
+}
+
+
+class ProtocolBroken(Exception):
+    """The agent said something ACP does not allow: the session ends with this message."""
+
+
+class AgentRefused(Exception):
+    """The agent answered a request of ours with a JSON-RPC error."""
+
+    def __init__(self, method: str, error: Any) -> None:
+        message = error.get("message") if isinstance(error, dict) else None
+        super().__init__(f"{method}: {message or error}")
+
+
+@attrs.define(eq=False)
+class _Permission:
+    rpc_id: Any
+    options: list[dict[str, Any]]
+
+
+@attrs.define(eq=False)
+class AcpHandle:
+    """One running ACP agent and its one session."""
+
+    proc: AgentProcess
+    name: str
+    sink: EventSink
+    partial: bool = True
+    stopping: bool = False
+    session: str | None = None
+    _ids: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
+    #: Our requests waiting for their answer: id → (method, where the answer goes).
+    _calls: dict[int, tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = attrs.Factory(dict)
+    #: The prompt in flight (its request id) and when it went.
+    _prompt: tuple[int, float] | None = None
+    #: Open permission requests, by the request id rcd shows.
+    _permissions: dict[str, _Permission] = attrs.Factory(dict)
+    #: The reply being written in this turn: its block number and its text so far.
+    _block: int = 0
+    _text: list[str] = attrs.Factory(list)
+    #: ``session/load`` replays the conversation: nothing of it is new.
+    _loading: bool = False
+
+    @property
+    def agent_session_id(self) -> str | None:
+        return self.session
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    # -- JSON-RPC ---------------------------------------------------------------------
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        line = json.dumps({"jsonrpc": "2.0", **message}, ensure_ascii=False, separators=(",", ":"))
+        try:
+            await self.proc.write_line(line.encode())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("agent_stdin_closed", pid=self.proc.pid)
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """Send a request and wait for its result (AgentRefused for an error answer)."""
+        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        request_id = next(self._ids)
+        self._calls[request_id] = (method, send)
+        await self._write({"id": request_id, "method": method, "params": params})
+        answer = await receive.receive()
+        if "error" in answer:
+            raise AgentRefused(method, answer["error"])
+        return answer.get("result")
+
+    async def _answer(self, rpc_id: Any, result: Any = None, error: Any = None) -> None:
+        body = {"error": error} if error is not None else {"result": result}
+        await self._write({"id": rpc_id, **body})
+
+    # -- what the session runtime calls ---------------------------------------------
+
+    async def send_message(self, text: str) -> None:
+        if self.session is None:
+            return
+        request_id = next(self._ids)
+        self._prompt = (request_id, time.monotonic())
+        self._block += 1
+        self._text.clear()
+        params = {"sessionId": self.session, "prompt": [{"type": "text", "text": text}]}
+        await self._write({"id": request_id, "method": "session/prompt", "params": params})
+
+    async def answer_permission(
+        self, request_id: str, decision: wire.Decision, message: str | None
+    ) -> None:
+        asked = self._permissions.pop(request_id, None)
+        if asked is None:
+            return
+        kinds = _ALLOW if decision == "allow" else _REJECT
+        chosen = next((o for kind in kinds for o in asked.options if o.get("kind") == kind), None)
+        if chosen is None:
+            outcome: dict[str, Any] = {"outcome": "cancelled"}
+        else:
+            outcome = {"outcome": "selected", "optionId": chosen.get("optionId")}
+        await self._answer(asked.rpc_id, {"outcome": outcome})
+
+    async def interrupt(self) -> None:
+        if self.session is None:
+            return
+        await self._write({"method": "session/cancel", "params": {"sessionId": self.session}})
+        # The protocol: once cancelled, every open permission request is answered cancelled.
+        for request_id, asked in list(self._permissions.items()):
+            del self._permissions[request_id]
+            await self._answer(asked.rpc_id, {"outcome": {"outcome": "cancelled"}})
+            await self.sink(PermissionCancelled(request_id=request_id))
+
+    async def stop(self, grace: float) -> None:
+        self.stopping = True
+        await self.proc.terminate(grace)
+
+    # -- what the agent says --------------------------------------------------------
+
+    async def pump(self) -> None:
+        """Read the agent's messages until it closes stdout; ProtocolBroken when one
+        breaks the protocol."""
+        stdout = self.proc.process.stdout
+        assert stdout is not None
+        try:
+            async with aclosing(iter_lines(stdout)) as lines:
+                async for raw in lines:
+                    if not raw.strip():
+                        continue
+                    try:
+                        message = json.loads(raw)
+                    except (ValueError, UnicodeDecodeError) as exc:
+                        snippet = raw[:200].decode("utf-8", "replace")
+                        raise ProtocolBroken(
+                            f"a line that is not JSON ({exc}): {snippet}"
+                        ) from None
+                    if not isinstance(message, dict):
+                        raise ProtocolBroken(
+                            f"a message that is not an object: {str(message)[:200]}"
+                        )
+                    await self._receive(message)
+        except LineTooLong as exc:
+            raise ProtocolBroken(str(exc)) from None
+
+    async def _receive(self, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        if method is None:
+            await self._response(message)
+        elif not isinstance(method, str):
+            raise ProtocolBroken(f"a method that is not a name: {str(method)[:80]}")
+        elif "id" in message:
+            await self._request(message["id"], method, message.get("params"))
+        else:
+            await self._notification(method, message.get("params"))
+
+    async def _response(self, message: dict[str, Any]) -> None:
+        rpc_id = message.get("id")
+        if self._prompt is not None and rpc_id == self._prompt[0]:
+            await self._turn_ended(message)
+            return
+        waiting = self._calls.pop(rpc_id, None) if isinstance(rpc_id, int) else None
+        if waiting is None:
+            raise ProtocolBroken(f"an answer to no request of rcd's (id {str(rpc_id)[:40]})")
+        waiting[1].send_nowait(message)
+
+    async def _request(self, rpc_id: Any, method: str, params: Any) -> None:
+        if method == "session/request_permission" and isinstance(params, dict):
+            await self._permission(rpc_id, params)
+        elif method.startswith("_") or method.startswith(("fs/", "terminal/")):
+            # Extensions, and what rcd did not offer in its capabilities: refused, harmless.
+            error = {"code": -32601, "message": f"rcd does not offer {method}"}
+            await self._answer(rpc_id, error=error)
+        else:
+            await self._answer(
+                rpc_id, error={"code": -32601, "message": f"unknown method {method}"}
+            )
+            raise ProtocolBroken(f"a request rcd does not know: {method[:80]}")
+
+    async def _notification(self, method: str, params: Any) -> None:
+        if method == "session/update" and isinstance(params, dict):
+            update = params.get("update")
+            if isinstance(update, dict) and not self._loading:
+                await self._update(update)
+        elif not method.startswith("_"):
+            raise ProtocolBroken(f"a notification rcd does not know: {method[:80]}")
+
+    async def _update(self, update: dict[str, Any]) -> None:
+        kind = update.get("sessionUpdate")
+        if kind == "agent_message_chunk":
+            text = _text_of(update.get("content"))
+            if text:
+                first = not self._text
+                self._text.append(text)
+                if self.partial:
+                    await self.sink(
+                        Streaming(block=self._block, kind="text", text=text, start=first)
+                    )
+        elif kind == "tool_call":
+            await self._flush()
+            await self.sink(_tool_use(update))
+        elif kind == "tool_call_update" and update.get("status") in ("completed", "failed"):
+            await self.sink(
+                wire.ToolResult(
+                    tool_use_id=str(update.get("toolCallId", "")),
+                    content=_tool_output(update),
+                    is_error=update.get("status") == "failed",
+                )
+            )
+        elif kind == "plan":
+            await self._flush()
+            entries = update.get("entries")
+            entries = entries if isinstance(entries, list) else []
+            lines = [
+                f"- [{'x' if e.get('status') == 'completed' else ' '}] {e.get('content', '')}"
+                for e in entries
+                if isinstance(e, dict)
+            ]
+            if lines:
+                await self.sink(wire.AssistantText(text="Plan:\n" + "\n".join(lines)))
+        # Thoughts, usage, available commands, mode changes: nothing rcd shows yet.
+
+    async def _flush(self) -> None:
+        if self._text:
+            text = "".join(self._text)
+            self._text.clear()
+            self._block += 1
+            await self.sink(wire.AssistantText(text=text))
+
+    async def _turn_ended(self, message: dict[str, Any]) -> None:
+        assert self._prompt is not None
+        started = self._prompt[1]
+        self._prompt = None
+        await self._flush()
+        ms = int((time.monotonic() - started) * 1000)
+        if "error" in message:
+            error = message["error"]
+            text = error.get("message") if isinstance(error, dict) else str(error)
+            await self.sink(wire.Error(code="agent_error", message=f"{self.name}: {text}"))
+            await self.sink(wire.TurnResult(ok=False, duration_ms=ms, cost_usd=None))
+            return
+        result = message.get("result")
+        reason = result.get("stopReason") if isinstance(result, dict) else None
+        await self.sink(wire.TurnResult(ok=reason == "end_turn", duration_ms=ms, cost_usd=None))
+
+    async def _permission(self, rpc_id: Any, params: dict[str, Any]) -> None:
+        call = params.get("toolCall")
+        call = call if isinstance(call, dict) else {}
+        options = [o for o in params.get("options") or [] if isinstance(o, dict)]
+        request_id = f"acp-{rpc_id}"
+        self._permissions[request_id] = _Permission(rpc_id=rpc_id, options=options)
+        await self._flush()
+        title = str(call.get("title") or "")
+        named = ", ".join(str(o.get("name", o.get("optionId", "?"))) for o in options)
+        use = _tool_use(call)
+        await self.sink(
+            wire.PermissionRequest(
+                request_id=request_id,
+                tool=use.name,
+                input=use.input,
+                description=f"{title} (the agent offers: {named})" if named else title,
+            )
+        )
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, dict) and content.get("type") == "text":
+        return str(content.get("text", ""))
+    return ""
+
+
+def _tool_use(call: dict[str, Any]) -> wire.ToolUse:
+    meta = call.get("_meta") if isinstance(call.get("_meta"), dict) else {}
+    named = (meta.get("claudeCode") or {}).get("toolName") if isinstance(meta, dict) else None
+    kind = call.get("kind")
+    fallback = _KIND_NAMES.get(kind, "") if isinstance(kind, str) else ""
+    name = named if isinstance(named, str) and named else fallback
+    raw = call.get("rawInput")
+    return wire.ToolUse(
+        id=str(call.get("toolCallId", "")),
+        name=name or str(call.get("title") or "tool")[:60],
+        input=raw if isinstance(raw, dict) else ({} if raw is None else {"input": raw}),
+    )
+
+
+def _tool_output(update: dict[str, Any]) -> str:
+    parts = []
+    for item in update.get("content") or []:
+        if isinstance(item, dict):
+            if item.get("type") == "content":
+                parts.append(_text_of(item.get("content")))
+            elif item.get("type") == "diff":
+                parts.append(f"edited {item.get('path', '')}")
+    if not any(parts) and update.get("rawOutput") is not None:
+        raw = update["rawOutput"]
+        parts.append(raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False))
+    return "\n".join(p for p in parts if p)
+
+
+@attrs.define(kw_only=True)
+class AcpAgent:
+    """Agents that speak ACP: ``argv`` starts one (``npx … claude-agent-acp``, ``gemini
+    --acp``); ``name`` is what ``session_started.agent`` says."""
+
+    argv: Sequence[str]
+    name: str = "acp"
+    partial: bool = True
+
+    async def run(
+        self,
+        launch: AgentLaunch,
+        sink: EventSink,
+        *,
+        task_status: trio.TaskStatus[AgentHandle] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        argv = list(self.argv)
+        argv[0] = shutil.which(argv[0], path=launch.env.get("PATH")) or argv[0]
+        hint = f"rcd start --agent {self.name} runs `{' '.join(self.argv)[:200]}`: install it"
+        proc = await open_agent_process(argv, cwd=launch.cwd, env=launch.env, not_found_hint=hint)
+        handle = AcpHandle(proc=proc, name=self.name, sink=sink, partial=self.partial)
+        log.info("agent_started", pid=proc.pid, cwd=launch.cwd, resume=launch.resume)
+        broken: str | None = None
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(proc.drain_stderr)
+                pumping = trio.Event()
+
+                async def pump() -> None:
+                    nonlocal broken
+                    try:
+                        await handle.pump()
+                    except ProtocolBroken as exc:
+                        broken = str(exc)
+                    finally:
+                        pumping.set()
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(pump)
+                try:
+                    with trio.fail_after(HANDSHAKE_TIMEOUT):
+                        await self._open(handle, launch)
+                except (AgentRefused, trio.TooSlowError) as exc:
+                    why = str(exc) or f"no answer within {HANDSHAKE_TIMEOUT:g} s"
+                    broken = broken or f"the agent did not open a session: {why}"
+                    nursery.cancel_scope.cancel()
+                task_status.started(handle)
+                started = True
+                await pumping.wait()
+        finally:
+            returncode = await proc.terminate()
+        if not started:  # the agent went before its session was open
+            task_status.started(handle)
+        if broken is not None:
+            await sink(wire.Error(code="agent_protocol", message=f"{self.name}: {broken}"))
+        detail = "; ".join(proc.stderr_tail)
+        expected = handle.stopping and broken is None
+        await sink(AgentExited(returncode=returncode, expected=expected, detail=detail))
+
+    async def _open(self, handle: AcpHandle, launch: AgentLaunch) -> None:
+        capabilities = {"fs": {"readTextFile": False, "writeTextFile": False}, "terminal": False}
+        hello = await handle.call(
+            "initialize",
+            {"protocolVersion": PROTOCOL_VERSION, "clientCapabilities": capabilities},
+        )
+        agent_caps = hello.get("agentCapabilities", {}) if isinstance(hello, dict) else {}
+        params = {"cwd": launch.cwd, "mcpServers": []}
+        if launch.resume is not None:
+            if not agent_caps.get("loadSession"):
+                raise AgentRefused("session/load", f"{self.name} cannot resume a session")
+            handle._loading = True
+            try:
+                opened = await handle.call("session/load", {**params, "sessionId": launch.resume})
+            finally:
+                handle._loading = False
+            handle.session = launch.resume
+        else:
+            opened = await handle.call("session/new", params)
+            session = opened.get("sessionId") if isinstance(opened, dict) else None
+            if not isinstance(session, str):
+                raise AgentRefused("session/new", "no sessionId in its answer")
+            handle.session = session
+        await self._asking_mode(handle, opened)
+
+    async def _asking_mode(self, handle: AcpHandle, opened: Any) -> None:
+        """Put the session in a mode that asks before acting, when the agent has modes
+        and starts in another: the phone decides, not the agent's default."""
+        modes = opened.get("modes") if isinstance(opened, dict) else None
+        if not isinstance(modes, dict):
+            return
+        offered = [m.get("id") for m in modes.get("availableModes") or [] if isinstance(m, dict)]
+        asking = next((m for m in ASKING_MODES if m in offered), None)
+        if asking is not None and modes.get("currentModeId") != asking:
+            await handle.call("session/set_mode", {"sessionId": handle.session, "modeId": asking})
+            log.info("agent_mode_set", mode=asking, was=modes.get("currentModeId"))

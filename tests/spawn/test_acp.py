@@ -1,0 +1,241 @@
+"""The Agent Client Protocol adapter against a scripted ACP agent (a real subprocess on
+stdio, ``testkit/fakes/acp_agent.py``), through the daemon's supervisor as ``rcd start
+--agent acp -- CMD`` runs it: a reply streamed then whole, a permission with several
+options answered allow or deny exactly once, the session put in the mode that asks, a
+cancel during a permission request and during a slow turn, a plan, a huge update, and
+what breaks the protocol (garbage, an unknown method, a crash mid-turn) ending the session
+with an error instead of leaving it stuck; ``session/load`` resumes without replaying."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import wire
+from daemon import Supervisor
+from spawn.acp import AcpAgent
+from testkit.harness import REPO
+
+TIMEOUT = 20
+AGENT = [sys.executable, str(REPO / "testkit" / "fakes" / "acp_agent.py")]
+
+
+@attrs.define
+class Log:
+    events: dict[str, list[wire.Event]] = attrs.Factory(lambda: defaultdict(list))
+    partials: list[wire.AssistantPartial] = attrs.Factory(list)
+    _changed: trio.Event = attrs.Factory(trio.Event)
+
+    def publish(self, session_id: str, event: wire.Event) -> None:
+        self.events[session_id].append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def publish_partial(self, session_id: str, piece: wire.AssistantPartial) -> None:
+        self.partials.append(piece)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def of(self, session_id: str, kind: str) -> list[dict[str, Any]]:
+        return [e.data for e in self.events[session_id] if e.kind == kind]
+
+    def kinds(self, session_id: str) -> list[str]:
+        return [e.kind for e in self.events[session_id]]
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        with trio.fail_after(TIMEOUT):
+            while not condition():
+                await self._changed.wait()
+
+
+@attrs.define
+class World:
+    supervisor: Supervisor
+    log: Log
+    project: Path
+    dseq: int = 0
+
+    def apply(self, directive: wire.Directive) -> None:
+        self.dseq += 1
+        self.supervisor.apply(self.dseq, directive)
+
+    def say(self, session_id: str, text: str) -> None:
+        n = self.dseq + 1
+        self.apply(wire.SendMessage(session_id=session_id, input_id=f"m{n}", text=text, origin="t"))
+
+    async def turns(self, session_id: str, count: int) -> None:
+        await self.log.until(lambda: len(self.log.of(session_id, "turn_result")) >= count)
+
+    async def asked(self, session_id: str, count: int = 1) -> dict[str, Any]:
+        await self.log.until(lambda: len(self.log.of(session_id, "permission_request")) >= count)
+        return self.log.of(session_id, "permission_request")[count - 1]
+
+    async def ended(self, session_id: str) -> None:
+        await self.log.until(lambda: "session_ended" in self.log.kinds(session_id))
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "state").mkdir()
+    log = Log()
+    supervisor = Supervisor(
+        adapter=AcpAgent(argv=AGENT, name="acp"),
+        directory=project,
+        spawn="same-dir",
+        capacity=8,
+        uplink=log,
+        env={"PATH": "/usr/bin:/bin", "ACP_FAKE_STATE": str(tmp_path / "state")},
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        yield World(supervisor=supervisor, log=log, project=project)
+        with trio.fail_after(TIMEOUT):
+            await supervisor.stop_all()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_streams_then_arrives_whole(world: World) -> None:
+    world.apply(wire.StartSession(session_id="s", prompt="hello there"))
+    await world.turns("s", 1)
+    (started,) = world.log.of("s", "session_started")
+    assert started["agent"] == "acp" and started["agent_session_id"].startswith("fake-")
+    assert [t["text"] for t in world.log.of("s", "assistant_text")] == ["echo: hello there"]
+    assert world.log.of("s", "turn_result")[0]["ok"] is True
+    assert "".join(p.text for p in world.log.partials) == "echo: hello there"
+    world.say("s", "again")
+    await world.turns("s", 2)
+    assert world.log.of("s", "assistant_text")[-1]["text"] == "echo: again"
+
+
+async def test_a_permission_is_asked_in_the_mode_that_asks_and_answered_once(
+    world: World,
+) -> None:
+    # The agent starts in "auto" (it would write unasked): rcd puts it in "default".
+    target = world.project / "a.txt"
+    world.apply(wire.StartSession(session_id="s", prompt=f"write {target} hello"))
+    asked = await world.asked("s")
+    assert asked["tool"] == "Edit" and asked["input"] == {
+        "file_path": str(target),
+        "content": "hello",
+    }
+    assert asked["description"] == f"Write {target} (the agent offers: Allow, Always allow, Reject)"
+    (use,) = world.log.of("s", "tool_use")
+    assert use["name"] == "Edit" and use["input"]["file_path"] == str(target)
+    decide = wire.DecidePermission(
+        session_id="s", request_id=asked["request_id"], decision="allow", origin="phone"
+    )
+    world.apply(decide)
+    world.apply(attrs.evolve(decide, decision="deny"))  # answered once: this one is moot
+    await world.turns("s", 1)
+    assert target.read_text() == "hello"
+    (result,) = world.log.of("s", "tool_result")
+    assert result == {"tool_use_id": use["id"], "content": f"wrote {target}", "is_error": False}
+    assert [r["decision"] for r in world.log.of("s", "permission_resolved")] == ["allow"]
+
+    refused = world.project / "b.txt"
+    world.say("s", f"write {refused} no")
+    asked = await world.asked("s", 2)
+    world.apply(
+        wire.DecidePermission(
+            session_id="s", request_id=asked["request_id"], decision="deny", origin="phone"
+        )
+    )
+    await world.turns("s", 2)
+    assert not refused.exists()
+    assert world.log.of("s", "assistant_text")[-1]["text"] == "denied"
+    assert world.log.of("s", "tool_result")[-1]["is_error"] is True
+
+
+async def test_an_interrupt_cancels_a_waiting_permission_and_a_slow_turn(world: World) -> None:
+    target = world.project / "never.txt"
+    world.apply(wire.StartSession(session_id="s", prompt=f"write {target} x"))
+    asked = await world.asked("s")
+    world.apply(wire.Interrupt(session_id="s"))
+    await world.turns("s", 1)
+    assert not target.exists()
+    (resolved,) = world.log.of("s", "permission_resolved")
+    assert resolved["request_id"] == asked["request_id"] and resolved["origin"] == "agent_cancelled"
+    assert world.log.of("s", "turn_result")[0]["ok"] is False
+
+    before = len(world.log.partials)
+    world.say("s", "slow 100")
+    await world.log.until(lambda: len(world.log.partials) >= before + 2)
+    world.apply(wire.Interrupt(session_id="s"))
+    await world.turns("s", 2)
+    assert world.log.of("s", "turn_result")[-1]["ok"] is False
+    world.say("s", "after")  # the session goes on
+    await world.turns("s", 3)
+    assert world.log.of("s", "assistant_text")[-1]["text"] == "echo: after"
+
+
+async def test_a_plan_and_a_huge_update_are_shown(world: World) -> None:
+    world.apply(wire.StartSession(session_id="s", prompt="plan"))
+    await world.turns("s", 1)
+    assert [t["text"] for t in world.log.of("s", "assistant_text")] == [
+        "Plan:\n- [x] read the code\n- [ ] fix it",
+        "planned",
+    ]
+    world.say("s", "huge 3000000")
+    await world.turns("s", 2)
+    assert len(world.log.of("s", "assistant_text")[-1]["text"]) == 3_000_000
+
+
+@pytest.mark.parametrize(
+    ("prompt", "says"),
+    [
+        ("garbage", "a line that is not JSON"),
+        ("unknown", "a request rcd does not know: foo/bar"),
+    ],
+)
+async def test_what_breaks_the_protocol_ends_the_session_with_an_error(
+    world: World, prompt: str, says: str
+) -> None:
+    world.apply(wire.StartSession(session_id="s", prompt=prompt))
+    await world.ended("s")
+    errors = world.log.of("s", "error")
+    assert errors[0]["code"] == "agent_protocol" and says in errors[0]["message"]
+    assert world.log.kinds("s")[-1] == "session_ended"
+
+
+async def test_a_crash_mid_turn_ends_the_session(world: World) -> None:
+    world.apply(wire.StartSession(session_id="s", prompt="crash"))
+    await world.ended("s")
+    (error,) = world.log.of("s", "error")
+    assert error["code"] == "agent_exited" and "code 3" in error["message"]
+
+
+async def test_a_session_is_resumed_with_session_load_without_replaying_it(
+    world: World,
+) -> None:
+    world.apply(wire.StartSession(session_id="s", prompt="first words"))
+    await world.turns("s", 1)
+    (started,) = world.log.of("s", "session_started")
+    world.apply(wire.StopSession(session_id="s"))
+    await world.ended("s")
+    seen = len(world.log.events["s"])
+    world.apply(
+        wire.ResumeSession(
+            session_id="s",
+            agent_session_id=started["agent_session_id"],
+            cwd=str(world.project),
+            spawn="same-dir",
+            last_seq=world.log.events["s"][-1].seq,
+        )
+    )
+    await world.log.until(lambda: world.log.kinds("s")[seen:].count("status") >= 2)
+    world.say("s", "second")
+    await world.turns("s", 2)
+    again = world.log.events["s"][seen:]
+    texts = [e.data["text"] for e in again if e.kind == "assistant_text"]
+    assert texts == ["echo: second"]  # nothing of the first turn again
+    resumed = [e.data for e in again if e.kind == "session_started"]
+    assert resumed[0]["agent_session_id"] == started["agent_session_id"]
