@@ -308,6 +308,12 @@ def start_args(args: argparse.Namespace) -> list[str]:
         raise ConfigError(problem)
     if getattr(args, "sandbox", False) and getattr(args, "no_sandbox", False):
         raise ConfigError(SANDBOX_CONFLICT)
+    if getattr(args, "agent", None) == "acp":
+        raise ConfigError(
+            "a service cannot run --agent acp (its command follows `--`, which a service's"
+            " options do not carry yet): use a preset (--agent claude-acp, codex, gemini"
+            " with --agent-bin), or run rcd start --agent acp -- CMD yourself"
+        )
     return option_words(args, START_OPTIONS)
 
 

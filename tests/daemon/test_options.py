@@ -8,10 +8,12 @@ import argparse
 from pathlib import Path
 
 import attrs
+import pytest
 
 import cli
 from common.options import add_options, option, option_words, options_of
-from daemon.options import START_OPTIONS, StartOptions, add_start_options
+from daemon.errors import ConfigError
+from daemon.options import START_OPTIONS, StartOptions, add_start_options, start_args
 
 
 def _start_parser() -> argparse.ArgumentParser:
@@ -22,8 +24,11 @@ def _start_parser() -> argparse.ArgumentParser:
 
 
 def test_every_field_but_the_directory_is_an_option_of_rcd_start() -> None:
-    # (and ``given``: which of them its command line gave)
-    fields = [f.name for f in attrs.fields(StartOptions) if f.name != "given"]
+    # (and ``given``: which of them its command line gave; ``agent_command``: the words
+    # after ``--``)
+    fields = [
+        f.name for f in attrs.fields(StartOptions) if f.name not in ("given", "agent_command")
+    ]
     assert fields[0] == "directory"
     assert [o.dest for o in START_OPTIONS] == fields[1:]
     flags = {a.dest: a for a in _start_parser()._actions}
@@ -74,3 +79,24 @@ def test_the_service_parser_takes_the_same_options() -> None:
     add_start_options(ours)
     theirs = {a.dest: (a.option_strings, a.default) for a in _start_parser()._actions}
     assert {a.dest: (a.option_strings, a.default) for a in ours._actions} == theirs
+
+
+def test_an_acp_agent_takes_its_command_after_the_double_dash() -> None:
+    def parsed(*words: str) -> StartOptions:
+        cut = words.index("--") if "--" in words else len(words)
+        args = _start_parser().parse_args(list(words[:cut]))
+        args.agent_command = list(words[cut + 1 :])
+        return StartOptions.from_args(args)
+
+    acp = parsed("--agent", "acp", "--", "my-agent", "--flag")
+    assert acp.agent_argv() == ["my-agent", "--flag"]
+    assert parsed("--agent", "gemini").agent_argv() == ["gemini", "--acp"]
+    assert parsed("--agent", "codex", "--agent-bin", "/opt/codex-acp").agent_argv() == [
+        "/opt/codex-acp"
+    ]
+    with pytest.raises(ConfigError, match="needs the agent's command after `--`"):
+        parsed("--agent", "acp")
+    with pytest.raises(ConfigError, match="are the command of --agent acp"):
+        parsed("--", "stray")
+    with pytest.raises(ConfigError, match="a service cannot run --agent acp"):
+        start_args(_start_parser().parse_args(["--agent", "acp"]))
