@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import shutil
 import time
 from collections.abc import Sequence
@@ -121,6 +122,12 @@ class AcpHandle:
     _text: list[str] = attrs.Factory(list)
     #: ``session/load`` replays the conversation: nothing of it is new.
     _loading: bool = False
+    #: Tool names by tool call id, as ``tool_call`` gave them (a permission request's own
+    #: copy of the call may lack it).
+    _tools: dict[str, str] = attrs.Factory(dict)
+    #: Makes this process's permission request ids unique in the session's log (a resumed
+    #: session's new agent process counts its JSON-RPC ids from the start again).
+    _nonce: str = attrs.Factory(lambda: secrets.token_hex(4))
 
     @property
     def agent_session_id(self) -> str | None:
@@ -276,7 +283,9 @@ class AcpHandle:
                     )
         elif kind == "tool_call":
             await self._flush()
-            await self.sink(_tool_use(update))
+            use = _tool_use(update)
+            self._tools[use.id] = use.name
+            await self.sink(use)
         elif kind == "tool_call_update" and update.get("status") in ("completed", "failed"):
             await self.sink(
                 wire.ToolResult(
@@ -325,7 +334,7 @@ class AcpHandle:
         call = params.get("toolCall")
         call = call if isinstance(call, dict) else {}
         options = [o for o in params.get("options") or [] if isinstance(o, dict)]
-        request_id = f"acp-{rpc_id}"
+        request_id = f"acp-{self._nonce}-{rpc_id}"
         self._permissions[request_id] = _Permission(rpc_id=rpc_id, options=options)
         await self._flush()
         title = str(call.get("title") or "")
@@ -334,7 +343,7 @@ class AcpHandle:
         await self.sink(
             wire.PermissionRequest(
                 request_id=request_id,
-                tool=use.name,
+                tool=self._tools.get(use.id, use.name),
                 input=use.input,
                 description=f"{title} (the agent offers: {named})" if named else title,
             )

@@ -118,7 +118,10 @@ def write(session: str, path: str, content: str) -> str:
     call = f"call_{uuid.uuid4().hex[:8]}"
     raw = {"file_path": path, "content": content}
     tool = {"toolCallId": call, "title": f"Write {path}", "kind": "edit", "rawInput": raw}
-    update(session, {"sessionUpdate": "tool_call", "status": "pending", **tool})
+    # As Claude's ACP adapter does: the tool's own name in the call's _meta, which the
+    # permission request's copy of the call leaves out.
+    meta = {"_meta": {"claudeCode": {"toolName": "Write"}}}
+    update(session, {"sessionUpdate": "tool_call", "status": "pending", **tool, **meta})
     if _mode["id"] != "auto":
         options = [
             {"optionId": "yes", "name": "Allow", "kind": "allow_once"},

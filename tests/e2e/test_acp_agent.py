@@ -53,7 +53,7 @@ async def test_acp_sessions_through_the_relay_and_nothing_left_after_sigterm(
             await relay.wait_kind(first, "turn_result", 2)
             assert target.read_text() == "yes"
 
-            grant = {"tools": ["Edit"], "minutes": 5, "session_id": first}
+            grant = {"tools": ["Write"], "minutes": 5, "session_id": first}
             made = await relay.client.post(
                 f"/api/environments/{daemon.environment_id}/grants", json=grant
             )

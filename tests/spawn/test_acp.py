@@ -123,13 +123,13 @@ async def test_a_permission_is_asked_in_the_mode_that_asks_and_answered_once(
     target = world.project / "a.txt"
     world.apply(wire.StartSession(session_id="s", prompt=f"write {target} hello"))
     asked = await world.asked("s")
-    assert asked["tool"] == "Edit" and asked["input"] == {
+    assert asked["tool"] == "Write" and asked["input"] == {
         "file_path": str(target),
         "content": "hello",
     }
     assert asked["description"] == f"Write {target} (the agent offers: Allow, Always allow, Reject)"
     (use,) = world.log.of("s", "tool_use")
-    assert use["name"] == "Edit" and use["input"]["file_path"] == str(target)
+    assert use["name"] == "Write" and use["input"]["file_path"] == str(target)
     decide = wire.DecidePermission(
         session_id="s", request_id=asked["request_id"], decision="allow", origin="phone"
     )
