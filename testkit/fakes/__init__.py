@@ -7,6 +7,7 @@ from testkit.fakes.claude_cli import (
     STREAM_JSON_ARGS,
     claude_env,
     find_claude,
+    find_claude_acp,
     local_conversation,
     open_conversation,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "echo_rule",
     "recall_rule",
     "find_claude",
+    "find_claude_acp",
     "local_conversation",
     "open_conversation",
     "is_side_request",

@@ -51,6 +51,19 @@ def find_claude() -> str:
     return str(path)
 
 
+def find_claude_acp() -> str:
+    """Path of the pinned ``claude-agent-acp`` (Claude Code through the Agent Client
+    Protocol), ``<repo>/node_modules/.bin/claude-agent-acp``. Raises ``RuntimeError``
+    (telling to run ``npm ci``) when it is not there."""
+    path = REPO_ROOT / "node_modules" / ".bin" / "claude-agent-acp"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise RuntimeError(
+            f"claude-agent-acp not found at {path}. Run `npm ci` in the repo root"
+            f" ({REPO_ROOT}) to install the pinned version (package-lock.json)."
+        )
+    return str(path)
+
+
 def claude_env(home: Path, base_url: str) -> dict[str, str]:
     """A complete environment for running the CLI offline against a fake Messages API.
 

@@ -39,7 +39,8 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import attrs
@@ -354,7 +355,7 @@ class _Answer:
             )
         return blocks
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncGenerator[bytes, None]:
         """The SSE events of a streamed answer, paced as the reply asks."""
         yield _sse("message_start", {"type": "message_start", "message": self.message([], None, 1)})
         index = 0
@@ -518,11 +519,14 @@ class FakeMessagesAPI:
     async def _timed(self, answer: _Answer) -> AsyncIterator[bytes]:
         """``answer.stream()``, noting when each text delta goes out (see ``deltas``)."""
         n = 0
-        async for chunk in answer.stream():
-            if b'"text_delta"' in chunk:
-                self.deltas.append((answer.message_id, n, time.monotonic()))
-                n += 1
-            yield chunk
+        # Closed when the client goes away mid-stream (an interrupted turn), not left to
+        # the garbage collector.
+        async with aclosing(answer.stream()) as chunks:
+            async for chunk in chunks:
+                if b'"text_delta"' in chunk:
+                    self.deltas.append((answer.message_id, n, time.monotonic()))
+                    n += 1
+                yield chunk
 
     async def _count_tokens(self, request: Request) -> Response:
         record = await self._record(request, side=True)
