@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from . import (
+    acp,
     changes,
     cli_startup,
     fleet,
@@ -212,6 +213,11 @@ async def _streaming(options: Options) -> Section:
     return Section(lines=streaming.section(result), checks=streaming.checks(result))
 
 
+async def _acp(options: Options) -> Section:
+    result = await acp.measure_acp(turns=100, permissions=20)
+    return Section(lines=acp.section(result), checks=acp.checks(result))
+
+
 async def _session_start(options: Options) -> Section:
     result = await session_start.measure_session_start(trials=options.trials)
     return Section(lines=session_start.section(result), checks=session_start.checks(result))
@@ -283,6 +289,7 @@ BENCHMARKS: dict[str, Callable[[Options], Awaitable[Section]]] = {
     "roundtrip": _roundtrip,
     "real-cli": _real_cli,
     "streaming": _streaming,
+    "acp": _acp,
     "session-start": _session_start,
     "fleet": _fleet,
     "changes": _changes,

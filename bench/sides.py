@@ -360,10 +360,17 @@ class Embedded(LoggedProcess):
         return code
 
 
-async def start_embedded(root: Path, project: Path, claude: str, env: dict[str, str]) -> Embedded:
-    """``rcd start PROJECT --relay-port 0`` (relay data in ``root/embedded-relay``), and a
-    device token of its relay for the benchmark's client."""
-    relay_dir, log_path = root / "embedded-relay", root / "embedded.log"
+async def start_embedded(
+    root: Path,
+    project: Path,
+    claude: str,
+    env: dict[str, str],
+    *extra: str,
+    name: str = "embedded",
+) -> Embedded:
+    """``rcd start PROJECT --relay-port 0 EXTRA...`` (relay data in ``root/NAME-relay``),
+    and a device token of its relay for the benchmark's client."""
+    relay_dir, log_path = root / f"{name}-relay", root / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = await trio.lowlevel.open_process(
             [
@@ -380,6 +387,7 @@ async def start_embedded(root: Path, project: Path, claude: str, env: dict[str, 
                 claude,
                 "--capacity",
                 "4",
+                *extra,
             ],
             env=env,
             stdout=log_file,
