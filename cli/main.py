@@ -74,10 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail: list[str] = []
     if words[:1] == ["attach"] and "--resume-locally" in words:
         words, tail = split_claude_args(words)
-    elif words[:1] == ["start"]:
+    elif words[:1] in (["start"], ["doctor"]):
         words, tail = split_claude_args(words)  # --agent acp -- CMD ARGS...
     args = build_parser().parse_args(words)
-    if tail and args.command == "start":
+    if tail and args.command in ("start", "doctor"):
         args.agent_command = tail
     elif tail:
         args.claude_args = tail

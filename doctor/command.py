@@ -12,6 +12,7 @@ import attrs
 
 from daemon.checks import (
     Finding,
+    check_acp_agent,
     check_agent,
     check_credential,
     check_git,
@@ -38,9 +39,13 @@ def findings(args: argparse.Namespace) -> list[Finding]:
     if options.relay is None:
         options = attrs.evolve(options, relay=default_relay())
     directory = options.directory.expanduser().resolve()
+    claude = options.agent == "claude"
     return [
-        check_agent(options.agent_bin),
-        check_credential(os.environ, Path.home()),
+        check_agent(options.agent_bin)
+        if claude
+        else check_acp_agent(options.agent_argv()[0], options.agent),
+        # Claude Code's model credential; an ACP agent's credentials are its own.
+        *([check_credential(os.environ, Path.home())] if claude else []),
         check_git(directory, options.spawn),
         *([check_sandbox()] if options.sandbox else []),
         *check_relay(

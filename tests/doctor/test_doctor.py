@@ -236,3 +236,23 @@ async def test_tailscale_is_checked_when_it_is_to_publish_the_relay(machine: Mac
     assert code == 0, document
     found = by_name(document)["tailscale"]
     assert found["detail"] == "the relay would be published at https://box.tail1234.ts.net"
+
+
+async def test_an_acp_agent_is_checked_by_its_own_program(machine: Machine) -> None:
+    """``--agent codex`` checks ``codex-acp``, not claude, and no Anthropic credential
+    (an ACP agent's credentials are its own); ``--agent acp -- CMD`` checks CMD."""
+    del machine.env["ANTHROPIC_API_KEY"]
+    machine.remove("claude")
+    problem, _ = await failing(machine, "agent", "--agent", "codex")
+    assert problem["detail"] == "the agent's program 'codex-acp' (--agent codex) was not found"
+    assert "--agent-bin" in problem["fix"]
+    machine.tool("codex-acp", "exit 0\n")
+    code, document, _ = await machine.doctor("--agent", "codex")
+    assert code == 0, document
+    checks = by_name(document)
+    assert checks["agent"]["status"] == "ok" and "over ACP" in checks["agent"]["detail"]
+    assert "model credential" not in checks
+    machine.tool("my-agent", "exit 0\n")
+    code, document, _ = await machine.doctor("--agent", "acp", "--", "my-agent", "--flag")
+    assert code == 0, document
+    assert by_name(document)["agent"]["detail"].startswith(str(machine.bin / "my-agent"))
