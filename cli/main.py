@@ -9,6 +9,7 @@ Hypercorn) or the supervisor (GitPython).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail: list[str] = []
     if words[:1] == ["attach"] and "--resume-locally" in words:
         words, tail = split_claude_args(words)
-    elif words[:1] in (["start"], ["doctor"]):
+    elif words[:1] in (["start"], ["doctor"]) and _agent_is_acp(words):
         words, tail = split_claude_args(words)  # --agent acp -- CMD ARGS...
     args = build_parser().parse_args(words)
     if tail and args.command in ("start", "doctor"):
@@ -97,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(inner, KeyboardInterrupt):
             return 130
         raise
+
+
+def _agent_is_acp(words: list[str]) -> bool:
+    """Whether ``--agent acp`` comes before the first ``--`` (whose words are then its
+    command; otherwise ``--`` keeps its usual meaning, e.g. a directory named ``-x``)."""
+    before = words[: words.index("--")] if "--" in words else words
+    return "--agent=acp" in before or any(
+        pair == ("--agent", "acp") for pair in itertools.pairwise(before)
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ in docs/cli.md): the parsers, the service files and the daemon's options follow.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -268,6 +269,15 @@ class StartOptions:
             raise ConfigError(
                 f"words after `--` ({shlex.join(command)[:80]}) are the command of --agent acp"
             )
+        if command and values.get("agent_bin"):
+            raise ConfigError(
+                "--agent-bin replaces a preset's program; with --agent acp the program is"
+                " the first word after `--`"
+            )
+        if command and "/" in command[0] and not os.path.isabs(command[0]):
+            # Sessions start in their own directories: a relative program is made
+            # absolute from where rcd start was run.
+            command = (os.path.abspath(os.path.expanduser(command[0])), *command[1:])
         return cls(directory=args.directory, agent_command=command, **values)
 
     def agent_argv(self) -> list[str]:

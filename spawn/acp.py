@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import secrets
 import shutil
 import time
 from collections.abc import Sequence
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
 import attrs
@@ -54,8 +55,11 @@ from .adapter import (
     PermissionCancelled,
     Streaming,
 )
+from .claude import load_line
+from .errors import AgentProtocolError
 from .lines import LineTooLong, iter_lines
 from .process import AgentProcess, open_agent_process
+from .sandbox import git_dirs, wrapped
 
 __all__ = ["AcpAgent", "AcpHandle", "PROTOCOL_VERSION"]
 
@@ -122,6 +126,11 @@ class AcpHandle:
     _text: list[str] = attrs.Factory(list)
     #: ``session/load`` replays the conversation: nothing of it is new.
     _loading: bool = False
+    #: The turn was interrupted and its answer has not come yet.
+    _cancelled: bool = False
+    #: Tool calls announced without their input yet (Claude's adapter sends it in a later
+    #: ``tool_call_update``): shown once it comes, or when anything about them happens.
+    _held: dict[str, dict[str, Any]] = attrs.Factory(dict)
     #: Tool names by tool call id, as ``tool_call`` gave them (a permission request's own
     #: copy of the call may lack it).
     _tools: dict[str, str] = attrs.Factory(dict)
@@ -188,10 +197,17 @@ class AcpHandle:
         await self._answer(asked.rpc_id, {"outcome": outcome})
 
     async def interrupt(self) -> None:
-        if self.session is None:
+        if self.session is None or self._prompt is None:
             return
+        # Until the prompt's answer comes, whatever the agent still asks is answered
+        # cancelled at once: it crossed the cancel, and the turn is over for the phone.
+        self._cancelled = True
         await self._write({"method": "session/cancel", "params": {"sessionId": self.session}})
-        # The protocol: once cancelled, every open permission request is answered cancelled.
+        await self._cancel_open()
+
+    async def _cancel_open(self) -> None:
+        """Answer every open permission request ``cancelled`` (the protocol's rule once a
+        turn is cancelled or over), and withdraw it from the session."""
         for request_id, asked in list(self._permissions.items()):
             del self._permissions[request_id]
             await self._answer(asked.rpc_id, {"outcome": {"outcome": "cancelled"}})
@@ -211,22 +227,27 @@ class AcpHandle:
         try:
             async with aclosing(iter_lines(stdout)) as lines:
                 async for raw in lines:
-                    if not raw.strip():
-                        continue
-                    try:
-                        message = json.loads(raw)
-                    except (ValueError, UnicodeDecodeError) as exc:
-                        snippet = raw[:200].decode("utf-8", "replace")
-                        raise ProtocolBroken(
-                            f"a line that is not JSON ({exc}): {snippet}"
-                        ) from None
-                    if not isinstance(message, dict):
-                        raise ProtocolBroken(
-                            f"a message that is not an object: {str(message)[:200]}"
-                        )
-                    await self._receive(message)
+                    if raw.strip():
+                        await self._line(raw)
         except LineTooLong as exc:
             raise ProtocolBroken(str(exc)) from None
+
+    async def _line(self, raw: bytes) -> None:
+        try:
+            # As the relay will store it (no NaN, integers that fit: see claude.load_line).
+            message = load_line(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            snippet = raw[:200].decode("utf-8", "replace")
+            raise ProtocolBroken(f"a line that is not JSON ({exc}): {snippet}") from None
+        if not isinstance(message, dict):
+            raise ProtocolBroken(f"a message that is not an object: {str(message)[:200]}")
+        try:
+            await self._receive(message)
+        except ProtocolBroken:
+            raise
+        except Exception as exc:  # a shape rcd cannot read: the session ends, not the daemon
+            what = f"{type(exc).__name__}: {exc}"[:200]
+            raise ProtocolBroken(f"a message rcd cannot read ({what})") from exc
 
     async def _receive(self, message: dict[str, Any]) -> None:
         method = message.get("method")
@@ -250,7 +271,9 @@ class AcpHandle:
         waiting[1].send_nowait(message)
 
     async def _request(self, rpc_id: Any, method: str, params: Any) -> None:
-        if method == "session/request_permission" and isinstance(params, dict):
+        if method == "session/request_permission":
+            if not isinstance(params, dict):
+                raise ProtocolBroken("session/request_permission without its params")
             await self._permission(rpc_id, params)
         elif method.startswith("_") or method.startswith(("fs/", "terminal/")):
             # Extensions, and what rcd did not offer in its capabilities: refused, harmless.
@@ -285,8 +308,18 @@ class AcpHandle:
             await self._flush()
             use = _tool_use(update)
             self._tools[use.id] = use.name
-            await self.sink(use)
-        elif kind == "tool_call_update" and update.get("status") in ("completed", "failed"):
+            if use.input:
+                await self.sink(use)
+            else:
+                self._held[use.id] = dict(update)
+        elif kind == "tool_call_update":
+            call_id = str(update.get("toolCallId", ""))
+            if call_id in self._held and update.get("rawInput") not in (None, {}):
+                self._held[call_id]["rawInput"] = update["rawInput"]
+                await self._release_tools(call_id)
+            if update.get("status") not in ("completed", "failed"):
+                return
+            await self._release_tools(call_id)
             await self.sink(
                 wire.ToolResult(
                     tool_use_id=str(update.get("toolCallId", "")),
@@ -307,6 +340,14 @@ class AcpHandle:
                 await self.sink(wire.AssistantText(text="Plan:\n" + "\n".join(lines)))
         # Thoughts, usage, available commands, mode changes: nothing rcd shows yet.
 
+    async def _release_tools(self, call_id: str | None = None) -> None:
+        """Show the held tool call ``call_id`` (every one, with None) as it is now."""
+        for held in [call_id] if call_id is not None else list(self._held):
+            call = self._held.pop(held, None)
+            if call is not None:
+                use = _tool_use(call)
+                await self.sink(attrs.evolve(use, name=self._tools.get(use.id, use.name)))
+
     async def _flush(self) -> None:
         if self._text:
             text = "".join(self._text)
@@ -318,6 +359,9 @@ class AcpHandle:
         assert self._prompt is not None
         started = self._prompt[1]
         self._prompt = None
+        self._cancelled = False
+        await self._cancel_open()
+        await self._release_tools()
         await self._flush()
         ms = int((time.monotonic() - started) * 1000)
         if "error" in message:
@@ -331,10 +375,17 @@ class AcpHandle:
         await self.sink(wire.TurnResult(ok=reason == "end_turn", duration_ms=ms, cost_usd=None))
 
     async def _permission(self, rpc_id: Any, params: dict[str, Any]) -> None:
+        if self._cancelled:
+            await self._answer(rpc_id, {"outcome": {"outcome": "cancelled"}})
+            return
         call = params.get("toolCall")
         call = call if isinstance(call, dict) else {}
-        options = [o for o in params.get("options") or [] if isinstance(o, dict)]
-        request_id = f"acp-{self._nonce}-{rpc_id}"
+        offered = params.get("options")
+        options = [o for o in offered if isinstance(o, dict)] if isinstance(offered, list) else []
+        # 1 and "1" are two ids: kept apart.
+        kind = "n" if isinstance(rpc_id, int) else "s"
+        request_id = f"acp-{self._nonce}-{kind}{rpc_id}"
+        await self._release_tools(str(call.get("toolCallId", "")))
         self._permissions[request_id] = _Permission(rpc_id=rpc_id, options=options)
         await self._flush()
         title = str(call.get("title") or "")
@@ -357,8 +408,9 @@ def _text_of(content: Any) -> str:
 
 
 def _tool_use(call: dict[str, Any]) -> wire.ToolUse:
-    meta = call.get("_meta") if isinstance(call.get("_meta"), dict) else {}
-    named = (meta.get("claudeCode") or {}).get("toolName") if isinstance(meta, dict) else None
+    meta = call.get("_meta")
+    claude = meta.get("claudeCode") if isinstance(meta, dict) else None
+    named = claude.get("toolName") if isinstance(claude, dict) else None
     kind = call.get("kind")
     fallback = _KIND_NAMES.get(kind, "") if isinstance(kind, str) else ""
     name = named if isinstance(named, str) and named else fallback
@@ -372,7 +424,8 @@ def _tool_use(call: dict[str, Any]) -> wire.ToolUse:
 
 def _tool_output(update: dict[str, Any]) -> str:
     parts = []
-    for item in update.get("content") or []:
+    content = update.get("content")
+    for item in content if isinstance(content, list) else []:
         if isinstance(item, dict):
             if item.get("type") == "content":
                 parts.append(_text_of(item.get("content")))
@@ -403,15 +456,41 @@ class AcpAgent:
         argv = list(self.argv)
         argv[0] = shutil.which(argv[0], path=launch.env.get("PATH")) or argv[0]
         hint = f"rcd start --agent {self.name} runs `{' '.join(self.argv)[:200]}`: install it"
-        proc = await open_agent_process(argv, cwd=launch.cwd, env=launch.env, not_found_hint=hint)
+        options = launch.options
+        sandbox = (
+            options.sandbox if options.sandbox is not None and options.sandbox.enabled else None
+        )
+        async with AsyncExitStack() as stack:
+            if sandbox is not None:
+                # An ACP agent has no sandbox rcd can configure: the whole process is
+                # wrapped, as --sandbox promises (spawn/sandbox.py).
+                writable = await trio.to_thread.run_sync(git_dirs, launch.cwd)
+                own = [os.path.dirname(argv[0])] if argv[0].startswith("/tmp/") else []
+                argv = (
+                    await stack.enter_async_context(wrapped(sandbox, launch.cwd, writable, own))
+                    + argv
+                )
+            proc = await open_agent_process(
+                argv, cwd=launch.cwd, env=launch.env, not_found_hint=hint
+            )
+            await self._run(proc, launch, sink, task_status)
+
+    async def _run(
+        self,
+        proc: AgentProcess,
+        launch: AgentLaunch,
+        sink: EventSink,
+        task_status: trio.TaskStatus[AgentHandle],
+    ) -> None:
         handle = AcpHandle(proc=proc, name=self.name, sink=sink, partial=self.partial)
         log.info("agent_started", pid=proc.pid, cwd=launch.cwd, resume=launch.resume)
         broken: str | None = None
-        started = False
+        failure: AgentProtocolError | None = None
+        opened = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(proc.drain_stderr)
-                pumping = trio.Event()
+                pumped = trio.Event()
 
                 async def pump() -> None:
                     nonlocal broken
@@ -420,27 +499,42 @@ class AcpAgent:
                     except ProtocolBroken as exc:
                         broken = str(exc)
                     finally:
-                        pumping.set()
+                        pumped.set()
                         nursery.cancel_scope.cancel()
 
                 nursery.start_soon(pump)
                 try:
                     with trio.fail_after(HANDSHAKE_TIMEOUT):
                         await self._open(handle, launch)
-                except (AgentRefused, trio.TooSlowError) as exc:
-                    why = str(exc) or f"no answer within {HANDSHAKE_TIMEOUT:g} s"
-                    broken = broken or f"the agent did not open a session: {why}"
-                    nursery.cancel_scope.cancel()
-                task_status.started(handle)
-                started = True
-                await pumping.wait()
+                except AgentProtocolError as exc:
+                    failure = exc
+                except AgentRefused as exc:
+                    failure = AgentProtocolError(f"{self.name} did not open a session: {exc}")
+                except trio.TooSlowError:
+                    failure = AgentProtocolError(
+                        f"{self.name} did not open a session within {HANDSHAKE_TIMEOUT:g} s"
+                    )
+                else:
+                    opened = True
+                    task_status.started(handle)
+                    await pumped.wait()
+                nursery.cancel_scope.cancel()
         finally:
             returncode = await proc.terminate()
-        if not started:  # the agent went before its session was open
-            task_status.started(handle)
+        detail = "; ".join(proc.stderr_tail)
+        if not opened:
+            # Raised before started(): the session says why at once and ends (never a
+            # session left waiting on an agent that is gone).
+            why = failure or AgentProtocolError(
+                f"{self.name}: {broken}"
+                if broken
+                else f"{self.name} exited (code {returncode}) before its session was open"
+            )
+            if detail:
+                why = AgentProtocolError(f"{why}; it said: {detail[-500:]}", code=why.code)
+            raise why
         if broken is not None:
             await sink(wire.Error(code="agent_protocol", message=f"{self.name}: {broken}"))
-        detail = "; ".join(proc.stderr_tail)
         expected = handle.stopping and broken is None
         await sink(AgentExited(returncode=returncode, expected=expected, detail=detail))
 
@@ -450,11 +544,21 @@ class AcpAgent:
             "initialize",
             {"protocolVersion": PROTOCOL_VERSION, "clientCapabilities": capabilities},
         )
-        agent_caps = hello.get("agentCapabilities", {}) if isinstance(hello, dict) else {}
+        hello = hello if isinstance(hello, dict) else {}
+        version = hello.get("protocolVersion")
+        if version != PROTOCOL_VERSION:
+            raise AgentProtocolError(
+                f"{self.name} speaks ACP version {str(version)[:20]}; rcd speaks {PROTOCOL_VERSION}"
+            )
+        agent_caps = hello.get("agentCapabilities")
+        agent_caps = agent_caps if isinstance(agent_caps, dict) else {}
         params = {"cwd": launch.cwd, "mcpServers": []}
         if launch.resume is not None:
             if not agent_caps.get("loadSession"):
-                raise AgentRefused("session/load", f"{self.name} cannot resume a session")
+                raise AgentProtocolError(
+                    f"{self.name} cannot resume a session: it offers no session/load",
+                    code="not_resumable",
+                )
             handle._loading = True
             try:
                 opened = await handle.call("session/load", {**params, "sessionId": launch.resume})
@@ -467,16 +571,23 @@ class AcpAgent:
             if not isinstance(session, str):
                 raise AgentRefused("session/new", "no sessionId in its answer")
             handle.session = session
-        await self._asking_mode(handle, opened)
+        await self._asking_mode(handle, opened, launch.options.permission_mode)
 
-    async def _asking_mode(self, handle: AcpHandle, opened: Any) -> None:
-        """Put the session in a mode that asks before acting, when the agent has modes
-        and starts in another: the phone decides, not the agent's default."""
+    async def _asking_mode(self, handle: AcpHandle, opened: Any, wanted: str | None) -> None:
+        """Put the session in the mode the environment's settings name (its permission
+        mode, when the agent has a mode of that id), else in one that asks before acting,
+        when the agent has modes and starts in another: the phone decides, not the
+        agent's default."""
         modes = opened.get("modes") if isinstance(opened, dict) else None
         if not isinstance(modes, dict):
             return
-        offered = [m.get("id") for m in modes.get("availableModes") or [] if isinstance(m, dict)]
-        asking = next((m for m in ASKING_MODES if m in offered), None)
+        available = modes.get("availableModes")
+        offered = [
+            m.get("id") for m in (available if isinstance(available, list) else [])
+            if isinstance(m, dict)
+        ]  # fmt: skip
+        preferred = ((wanted,) if wanted else ()) + ASKING_MODES
+        asking = next((m for m in preferred if m in offered), None)
         if asking is not None and modes.get("currentModeId") != asking:
             await handle.call("session/set_mode", {"sessionId": handle.session, "modeId": asking})
             log.info("agent_mode_set", mode=asking, was=modes.get("currentModeId"))

@@ -130,7 +130,7 @@ def _int(text: str) -> int | float | str:
     return as_float if as_float not in (float("inf"), float("-inf")) else text
 
 
-def _loads(raw: bytes) -> Any:
+def load_line(raw: bytes) -> Any:
     """Parse one line the way the relay will accept it (see :func:`_int`)."""
     return wire.strict_json.loads(raw, parse_int=_int, parse_float=float)
 
@@ -390,7 +390,7 @@ class ClaudeCode:
                 if not raw.strip():
                     continue
                 try:
-                    payloads = parse_line(_loads(raw))
+                    payloads = parse_line(load_line(raw))
                 except (ValueError, UnicodeDecodeError) as exc:
                     snippet = raw[:200].decode("utf-8", "replace")
                     await sink(

@@ -19,10 +19,13 @@ class AgentNotFound(SpawnError):
 
 
 class AgentProtocolError(SpawnError):
-    """The agent wrote something that is not its protocol (kept as ``line``)."""
+    """The agent wrote something that is not its protocol (kept as ``line``), or could not
+    open its session; ``code`` is the session's ``error`` event's (``agent_protocol``,
+    ``not_resumable``)."""
 
-    def __init__(self, message: str, line: str = "") -> None:
+    def __init__(self, message: str, line: str = "", code: str = "agent_protocol") -> None:
         self.line = line
+        self.code = code
         super().__init__(message)
 
 

@@ -34,7 +34,7 @@ from .adapter import (
     Streaming,
     tool_summary,
 )
-from .errors import AgentNotFound, ImportRefused, SpawnError
+from .errors import AgentNotFound, AgentProtocolError, ImportRefused, SpawnError
 
 __all__ = ["Kept", "SessionRuntime", "SessionSnapshot", "Workspace", "WorkspaceError"]
 
@@ -235,6 +235,10 @@ class SessionRuntime:
             except AgentNotFound as exc:
                 self._emit(wire.Error(code="agent_not_found", message=str(exc)))
                 self.end_reason = "agent_not_found"
+                return
+            except AgentProtocolError as exc:  # it started, but could not open its session
+                self._emit(wire.Error(code=exc.code, message=str(exc)))
+                self.end_reason = exc.code
                 return
             self.handle = handle
             self._emit(

@@ -237,13 +237,14 @@ async def start_daemon(
     home: Path,
     directory: Path,
     *args: str,
-    agent_bin: str = TINY_AGENT,
+    agent_bin: str | None = TINY_AGENT,
     extra_env: dict[str, str] | None = None,
     via: str | None = None,
 ) -> Daemon:
     """Pair a throwaway home with ``relay``, start ``rcd start`` and wait until it is online.
 
     ``via`` is the URL the daemon uses to reach the relay (e.g. a flaky proxy in front of it).
+    ``agent_bin`` None gives no ``--agent-bin`` (``--agent acp -- CMD`` names its program).
     """
     relay_url = via or relay.url
     env = home_env(home, extra_env)
@@ -263,8 +264,7 @@ async def start_daemon(
             str(directory),
             "--relay",
             relay_url,
-            "--agent-bin",
-            agent_bin,
+            *(("--agent-bin", agent_bin) if agent_bin is not None else ()),
             *args,
         ],
         env=env,

@@ -11,11 +11,13 @@ what it does:
   (``cancelled``);
 * ``plan`` — a plan of two entries, then ``planned``;
 * ``crash`` — exits with status 3 in the middle of the turn;
-* ``garbage`` — writes a line that is not JSON;
+* ``garbage`` — writes a line that is not JSON; ``deep`` — JSON nested 100,000 deep;
 * ``unknown`` — sends a request rcd does not know (``foo/bar``);
 * ``huge N`` — one chunk of N characters;
 * anything else — ``echo: TEXT``, in two chunks.
 
+With ``$ACP_FAKE_ASK_AGAIN`` set, a write whose request was answered ``cancelled`` asks
+again at once (a request crossing the cancel) and writes if that one is allowed.
 ``session/load`` replays the conversation kept in ``$ACP_FAKE_STATE/<session>.json`` (a
 user chunk and an agent chunk per turn); ``initialize`` says it can load sessions.
 """
@@ -97,6 +99,11 @@ def prompt(session: str, text: str) -> str:
         chunk(session, "about to go")
         sys.stdout.flush()
         os._exit(3)
+    if text == "deep":
+        with _out_lock:
+            sys.stdout.write("[" * 100_000 + "]" * 100_000 + "\n")
+            sys.stdout.flush()
+        return "end_turn"
     if text == "garbage":
         with _out_lock:
             sys.stdout.write("this is not json\n")
@@ -118,10 +125,13 @@ def write(session: str, path: str, content: str) -> str:
     call = f"call_{uuid.uuid4().hex[:8]}"
     raw = {"file_path": path, "content": content}
     tool = {"toolCallId": call, "title": f"Write {path}", "kind": "edit", "rawInput": raw}
-    # As Claude's ACP adapter does: the tool's own name in the call's _meta, which the
-    # permission request's copy of the call leaves out.
+    # As Claude's ACP adapter does: the call announced with an empty input and the tool's
+    # own name in its _meta (which the permission request's copy leaves out), its input
+    # in a later update with no status.
     meta = {"_meta": {"claudeCode": {"toolName": "Write"}}}
-    update(session, {"sessionUpdate": "tool_call", "status": "pending", **tool, **meta})
+    announced = {**tool, "rawInput": {}, **meta}
+    update(session, {"sessionUpdate": "tool_call", "status": "pending", **announced})
+    update(session, {"sessionUpdate": "tool_call_update", "toolCallId": call, "rawInput": raw})
     if _mode["id"] != "auto":
         options = [
             {"optionId": "yes", "name": "Allow", "kind": "allow_once"},
@@ -136,13 +146,26 @@ def write(session: str, path: str, content: str) -> str:
         if outcome.get("outcome") == "cancelled":
             update(session, {"sessionUpdate": "tool_call_update", "toolCallId": call,
                              "status": "failed"})  # fmt: skip
+            if os.environ.get("ACP_FAKE_ASK_AGAIN"):
+                # A request that crosses the client's session/cancel: it must be answered
+                # cancelled at once, never shown.
+                asked = {"sessionId": session, "toolCall": tool, "options": options}
+                again = ask("session/request_permission", asked)
+                if again.get("result", {}).get("outcome", {}).get("outcome") != "cancelled":
+                    Path(path).write_text(content)  # what the client must never let happen
             return "cancelled"
         if outcome.get("optionId") not in ("yes", "always"):
             update(session, {"sessionUpdate": "tool_call_update", "toolCallId": call,
                              "status": "failed", "rawOutput": "rejected"})  # fmt: skip
             chunk(session, "denied")
             return "end_turn"
-    Path(path).write_text(content)
+    try:
+        Path(path).write_text(content)
+    except OSError as exc:  # e.g. outside the sandbox's writable places
+        update(session, {"sessionUpdate": "tool_call_update", "toolCallId": call,
+                         "status": "failed", "rawOutput": str(exc)})  # fmt: skip
+        chunk(session, f"failed: {exc}")
+        return "end_turn"
     update(session, {"sessionUpdate": "tool_call_update", "toolCallId": call,
                      "status": "completed", "content": [{"type": "content",
                      "content": {"type": "text", "text": f"wrote {path}"}}]})  # fmt: skip

@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 import cli
+from cli.main import _agent_is_acp
 from common.options import add_options, option, option_words, options_of
 from daemon.errors import ConfigError
 from daemon.options import START_OPTIONS, StartOptions, add_start_options, start_args
@@ -98,5 +99,14 @@ def test_an_acp_agent_takes_its_command_after_the_double_dash() -> None:
         parsed("--agent", "acp")
     with pytest.raises(ConfigError, match="are the command of --agent acp"):
         parsed("--", "stray")
+    with pytest.raises(ConfigError, match="with --agent acp the program is the first word"):
+        parsed("--agent", "acp", "--agent-bin", "x", "--", "my-agent")
+    relative = parsed("--agent", "acp", "--", "./bin/agent", "--acp")
+    assert relative.agent_argv() == [str(Path("bin/agent").absolute()), "--acp"]
+    # Without --agent acp, `--` keeps its meaning: the words after it are not split off.
+    assert not _agent_is_acp(["start", "--", "-proj"])
+    assert _agent_is_acp(["start", "--agent=acp", "--", "x"])
+    assert _agent_is_acp(["start", "--agent", "acp", "--", "x"])
+    assert not _agent_is_acp(["start", "--agent", "codex", "--", "x"])
     with pytest.raises(ConfigError, match="a service cannot run --agent acp"):
         start_args(_start_parser().parse_args(["--agent", "acp"]))

@@ -27,7 +27,7 @@ async def test_acp_sessions_through_the_relay_and_nothing_left_after_sigterm(
         try:
             daemon = await start_daemon(
                 relay, home, project, "--capacity", "4", "--agent", "acp", "--",
-                sys.executable, AGENT,
+                sys.executable, AGENT, agent_bin=None,
             )  # fmt: skip
             sessions = []
             for n in range(4):

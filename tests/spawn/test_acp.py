@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,18 @@ import trio
 
 import wire
 from daemon import Supervisor
+from spawn import AgentOptions
 from spawn.acp import AcpAgent
+from spawn.sandbox import SandboxPolicy
 from testkit.harness import REPO
 
 TIMEOUT = 20
 AGENT = [sys.executable, str(REPO / "testkit" / "fakes" / "acp_agent.py")]
+#: Only the test that runs bubblewrap (on Linux a missing bwrap fails it: tests/run.sh
+#: installs it).
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="bubblewrap is Linux's"
+)
 
 
 @attrs.define
@@ -81,19 +89,26 @@ class World:
         await self.log.until(lambda: "session_ended" in self.log.kinds(session_id))
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@asynccontextmanager
+async def _world(
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    *,
+    argv: list[str] = AGENT,
+    options: AgentOptions | None = None,
+) -> AsyncIterator[World]:
     project = tmp_path / "project"
     project.mkdir()
     (tmp_path / "state").mkdir()
     log = Log()
     supervisor = Supervisor(
-        adapter=AcpAgent(argv=AGENT, name="acp"),
+        adapter=AcpAgent(argv=argv, name="acp"),
         directory=project,
         spawn="same-dir",
         capacity=8,
         uplink=log,
-        env={"PATH": "/usr/bin:/bin", "ACP_FAKE_STATE": str(tmp_path / "state")},
+        env={"PATH": "/usr/bin:/bin", "ACP_FAKE_STATE": str(tmp_path / "state"), **(env or {})},
+        options=options or AgentOptions(),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
@@ -101,6 +116,12 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         with trio.fail_after(TIMEOUT):
             await supervisor.stop_all()
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with _world(tmp_path) as world:
+        yield world
 
 
 async def test_a_reply_streams_then_arrives_whole(world: World) -> None:
@@ -239,3 +260,93 @@ async def test_a_session_is_resumed_with_session_load_without_replaying_it(
     assert texts == ["echo: second"]  # nothing of the first turn again
     resumed = [e.data for e in again if e.kind == "session_started"]
     assert resumed[0]["agent_session_id"] == started["agent_session_id"]
+
+
+async def test_a_request_crossing_the_cancel_is_answered_cancelled_unseen(
+    tmp_path: Path,
+) -> None:
+    async with _world(tmp_path, {"ACP_FAKE_ASK_AGAIN": "1"}) as world:
+        target = world.project / "crossed.txt"
+        world.apply(wire.StartSession(session_id="s", prompt=f"write {target} x"))
+        await world.asked("s")
+        world.apply(wire.Interrupt(session_id="s"))
+        await world.turns("s", 1)
+        world.say("s", "after")  # its turn comes after the agent's answer to the second
+        await world.turns("s", 2)
+        assert len(world.log.of("s", "permission_request")) == 1  # the second never shown
+        assert not target.exists()
+
+
+async def test_json_nested_too_deep_ends_the_session_not_the_daemon(world: World) -> None:
+    world.apply(wire.StartSession(session_id="s", prompt="deep"))
+    await world.ended("s")
+    error = world.log.of("s", "error")[0]
+    assert error["code"] == "agent_protocol" and "not JSON" in error["message"]
+    world.apply(wire.StartSession(session_id="t", prompt="still here"))  # the daemon goes on
+    await world.turns("t", 1)
+
+
+@pytest.mark.parametrize(
+    ("script", "says"),
+    [
+        ("import sys; sys.exit(2)", "exited (code 2) before its session was open"),
+        ("import sys\nfor line in sys.stdin: print(line, end='', flush=True)", "rcd does not know"),
+        (
+            "import json, sys\nline = sys.stdin.readline()\n"
+            "print(json.dumps({'jsonrpc': '2.0', 'id': json.loads(line)['id'],"
+            " 'result': {'protocolVersion': 9}}), flush=True)\nsys.stdin.read()",
+            "speaks ACP version 9; rcd speaks 1",
+        ),
+    ],
+    ids=["exits", "echoes", "another-version"],
+)
+async def test_an_agent_that_cannot_open_its_session_ends_it_at_once(
+    tmp_path: Path, script: str, says: str
+) -> None:
+    async with _world(tmp_path, argv=[sys.executable, "-c", script]) as world:
+        world.apply(wire.StartSession(session_id="s", prompt="hello"))
+        await world.ended("s")
+        (error,) = world.log.of("s", "error")
+        assert error["code"] == "agent_protocol" and says in error["message"], error
+        assert "session_started" not in world.log.kinds("s")
+
+
+async def test_an_agent_without_session_load_is_not_resumable(tmp_path: Path) -> None:
+    script = (
+        "import json, sys\nfor line in sys.stdin:\n    m = json.loads(line)\n"
+        "    print(json.dumps({'jsonrpc': '2.0', 'id': m['id'], 'result':"
+        " {'protocolVersion': 1, 'agentCapabilities': {}}}), flush=True)"
+    )
+    async with _world(tmp_path, argv=[sys.executable, "-c", script]) as world:
+        world.apply(
+            wire.ResumeSession(
+                session_id="s", agent_session_id="gone", cwd=str(world.project),
+                spawn="same-dir", last_seq=0,
+            )
+        )  # fmt: skip
+        await world.ended("s")
+        (error,) = world.log.of("s", "error")
+        assert error["code"] == "not_resumable" and "offers no session/load" in error["message"]
+
+
+@linux_only
+async def test_a_sandboxed_acp_agent_writes_only_in_its_directory(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    policy = SandboxPolicy(enabled=True)
+    async with _world(tmp_path, options=AgentOptions(sandbox=policy)) as world:
+        inside = world.project / "inside.txt"
+        for n, target in enumerate((inside, outside), 1):
+            if n == 1:
+                world.apply(wire.StartSession(session_id="s", prompt=f"write {target} x"))
+            else:
+                world.say("s", f"write {target} x")
+            asked = await world.asked("s", n)
+            world.apply(
+                wire.DecidePermission(
+                    session_id="s", request_id=asked["request_id"], decision="allow", origin="t"
+                )
+            )
+            await world.turns("s", n)
+        assert inside.read_text() == "x"
+        # Refused, or written into the sandbox's own private /tmp: never on this machine.
+        assert not outside.exists()
