@@ -144,6 +144,18 @@ class StartOptions:
             " CMD ARGS...); --agent-bin replaces a preset's program (default: claude)"
         ),
     )
+    allow_agent: tuple[str, ...] = option(
+        "--allow-agent",
+        repeat=True,
+        choices=("claude", *ACP_PRESETS),
+        metavar="NAME",
+        help=(
+            "another agent a session may ask for (the web app offers them at New session;"
+            ' the API\'s create body takes "agent"), found on PATH: claude or an ACP preset;'
+            " repeat for more (default: only --agent)"
+        ),
+        render=str,
+    )
     agent_bin: str | None = option(
         "--agent-bin",
         metavar="PATH",
@@ -279,6 +291,11 @@ class StartOptions:
             # absolute from where rcd start was run.
             command = (os.path.abspath(os.path.expanduser(command[0])), *command[1:])
         return cls(directory=args.directory, agent_command=command, **values)
+
+    @property
+    def agents(self) -> list[str]:
+        """The agents sessions may ask for, the default first."""
+        return list(dict.fromkeys([self.agent, *self.allow_agent]))
 
     def agent_argv(self) -> list[str]:
         """The command of an ACP agent (--agent other than claude), --agent-bin first."""

@@ -49,7 +49,7 @@ from .display import TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired
 from .exits import EXIT_ERROR, EXIT_RELAY_OUTAGE
 from .link import OutageTimeout, RelayLink
-from .options import StartOptions, publishing_conflict
+from .options import ACP_PRESETS, StartOptions, publishing_conflict
 from .paths import (
     agents_record_path,
     control_socket_path,
@@ -80,6 +80,14 @@ def make_adapter(options: StartOptions) -> AgentAdapter:
     if options.agent == "claude":
         return ClaudeCode(binary=options.agent_bin or "claude", partial=not options.no_stream)
     return AcpAgent(argv=options.agent_argv(), name=options.agent, partial=not options.no_stream)
+
+
+def other_adapters(options: StartOptions) -> dict[str, AgentAdapter]:
+    """The agents of ``--allow-agent``, each found on PATH (``--agent-bin`` is the
+    default's)."""
+    others = [name for name in options.agents if name != options.agent]
+    plain = attrs.evolve(options, agent_bin=None, agent_command=())
+    return {name: make_adapter(attrs.evolve(plain, agent=name)) for name in others}
 
 
 async def run_daemon(
@@ -222,6 +230,13 @@ class Daemon:
             raise ConfigError(
                 absent + " (`rcd doctor` checks the rest; --no-agent-check starts anyway)"
             )
+        for other in options.agents[1:]:
+            program = "claude" if other == "claude" else ACP_PRESETS[other][0]
+            if not options.no_agent_check and find_agent(program) is None:
+                raise ConfigError(
+                    f"--allow-agent {other}: its program {program!r} is not on PATH: install"
+                    " it, or leave it out (--no-agent-check starts anyway)"
+                )
         credential = check_credential(os.environ, Path.home())
         if claude and credential.status == "problem":
             print(f"rcd: warning: {credential.detail}: {credential.fix}", file=sys.stderr)
@@ -305,6 +320,10 @@ class Daemon:
         await self._root.start(uplink.run)
         self.supervisor = supervisor = Supervisor(
             adapter=RecordedAdapter(inner=self.adapter, record=agents),
+            adapters={
+                name: RecordedAdapter(inner=adapter, record=agents)
+                for name, adapter in other_adapters(self.options).items()
+            },
             directory=self.directory,
             spawn=self.settings.spawn,
             capacity=self.settings.capacity,

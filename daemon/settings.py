@@ -248,6 +248,7 @@ class EnvironmentSettings:
             last_update=self.last_update[0] if self.last_update else None,
             last_refusal=self.last_update[1] if self.last_update else None,
             grants=grants.in_force(self.stored.grants, time.time() if now is None else now),
+            agents=self.options.agents,
         )
 
 
@@ -357,6 +358,8 @@ class SettingsKeeper:
             view = self.settings.view(self.clock())
             if not self.client.takes_grants:
                 view = attrs.evolve(view, grants=[])  # a relay of before grants refuses them
+            if not self.client.takes_agents:
+                view = attrs.evolve(view, agents=[])  # ... and one of before agents these
             await self.client.post_settings(view)
         except DaemonError as exc:
             log.warning("settings_not_reported", error=str(exc))

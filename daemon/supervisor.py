@@ -87,6 +87,9 @@ class Supervisor:
     options: AgentOptions = attrs.Factory(AgentOptions)
     #: Where an :class:`wire.UpdateSettings` goes (the daemon keeps the settings).
     on_settings: Callable[[wire.UpdateSettings], None] = lambda _: None
+    #: Other agents a session may ask for by name (``rcd start --allow-agent``), beside
+    #: ``adapter`` (the default, under its own name too).
+    adapters: dict[str, AgentAdapter] = attrs.Factory(dict)
     #: The approval grant covering a session's permission request: (session id, its
     #: directory, the request) → the grant's id, or None (see :mod:`daemon.grants`).
     approve: Callable[[str, str, wire.PermissionRequest], str | None] = (
@@ -231,10 +234,25 @@ class Supervisor:
             return False
         return True
 
+    def _agent(self, session_id: str, seq: int, name: str | None) -> AgentAdapter | None:
+        """The adapter of agent ``name`` (None: the default); refuses (and ends) a session
+        that asked for one this daemon does not run."""
+        if name is None or name == self.adapter.name:
+            return self.adapter
+        adapter = self.adapters.get(name)
+        if adapter is None:
+            allowed = ", ".join([self.adapter.name, *self.adapters])
+            why = f"this daemon does not run {name!r} (it allows: {allowed})"
+            self._refuse(session_id, seq, "agent_not_allowed", why)
+        return adapter
+
     def _start(self, d: wire.StartSession) -> None:
         if not self._admit(d.session_id, 0):
             return
         if self._cannot_sandbox(d.session_id, 0, d.sandbox):
+            return
+        adapter = self._agent(d.session_id, 0, d.agent)
+        if adapter is None:
             return
         spawn = d.spawn or self.spawn
         prompt = None
@@ -256,6 +274,7 @@ class Supervisor:
             branch=None,
             carried_over=d.conversation is not None,
             sandbox=d.sandbox,
+            adapter=adapter,
         )
 
     def _resume(self, d: wire.ResumeSession) -> None:
@@ -263,6 +282,9 @@ class Supervisor:
         if not self._admit(d.session_id, d.last_seq):
             return
         if self._cannot_sandbox(d.session_id, d.last_seq, d.sandbox):
+            return
+        adapter = self._agent(d.session_id, d.last_seq, d.agent)
+        if adapter is None:
             return
         self._launch(
             d.session_id,
@@ -274,6 +296,7 @@ class Supervisor:
             cwd=d.cwd,
             branch=d.branch,
             sandbox=d.sandbox,
+            adapter=adapter,
         )
 
     def _launch(
@@ -289,11 +312,14 @@ class Supervisor:
         branch: str | None,
         carried_over: bool = False,
         sandbox: bool = False,
+        adapter: AgentAdapter | None = None,
     ) -> None:
         """Run a session; ``carried_over``: ``resume`` is a conversation made outside rcd,
         whose earlier turns the session shows first; ``sandbox``: the session asked for
-        one (it can only tighten the environment's policy)."""
+        one (it can only tighten the environment's policy); ``adapter``: its agent (the
+        default when None)."""
         assert self._nursery is not None, "Supervisor.run() is not running"
+        agent = adapter or self.adapter
 
         async def prepare() -> Workspace:
             if cwd is not None:
@@ -314,13 +340,11 @@ class Supervisor:
             # resume: only the check that no local claude has the conversation open.
             assert resume is not None
             directory = str(self.directory) if carried_over else None
-            return await trio.to_thread.run_sync(
-                earlier_of, self.adapter, resume, self.env, directory
-            )
+            return await trio.to_thread.run_sync(earlier_of, agent, resume, self.env, directory)
 
         runtime = SessionRuntime(
             session_id=session_id,
-            adapter=self.adapter,
+            adapter=agent,
             publish=lambda event: self.uplink.publish(session_id, event),
             publish_partial=lambda piece: self.uplink.publish_partial(session_id, piece),
             prepare=prepare,

@@ -108,6 +108,7 @@ def session_info(
         created_at=session.created_at,
         updated_at=session.updated_at,
         url=f"{base_url}/s/{session.id}",
+        agent=session.agent,
     )
 
 
@@ -134,6 +135,11 @@ def _check_features(features: frozenset[str], body: CreateSession) -> None:
             "conversation_unsupported",
             "the daemon of this environment cannot continue a conversation made outside rcd:"
             " upgrade rcd on its machine",
+        )
+    if body.agent and "agents" not in features:
+        raise Conflict(
+            "agents_unsupported",
+            "the daemon of this environment runs one agent: upgrade rcd on its machine",
         )
     if body.sandbox and "sandbox" not in features:
         raise Conflict(
@@ -209,8 +215,10 @@ class ClientApi:
         title = _blank_to_none(body.title) or title_from_text(prompt)
         session_id = new_id("ses")
         environment_id = request.path_params["environment_id"]
-        if body.conversation or body.sandbox:  # a plain start needs no feature of a daemon
+        if body.conversation or body.sandbox or body.agent:  # a plain start needs none
             _check_features(await self.storage.environment_features(environment_id), body)
+        if body.agent is not None:
+            await self._check_agent(environment_id, body.agent)
         start = StartSession(
             session_id=session_id,
             prompt=prompt,
@@ -220,6 +228,7 @@ class ClientApi:
             origin=client.name,
             conversation=body.conversation,
             sandbox=body.sandbox,
+            agent=body.agent,
         )
         new = NewSession(
             id=session_id, environment_id=environment_id, title=title, spawn=body.spawn
@@ -227,6 +236,17 @@ class ClientApi:
         session = await self.storage.create_session(new, start)
         self.hub.notify(environment_key(environment_id))
         return json_response(self._info(session), status=201)
+
+    async def _check_agent(self, environment_id: str, agent: str) -> None:
+        view = await self.storage.read_settings(environment_id)
+        allowed = view.agents if view is not None else []
+        if agent not in allowed:
+            named = ", ".join(allowed) or "only its default"
+            raise Conflict(
+                "agent_not_allowed",
+                f"this environment's daemon does not run {agent!r} (it allows: {named});"
+                " rcd start --allow-agent NAME adds one",
+            )
 
     async def list_sessions(self, request: Request) -> Response:
         await self._client(request)

@@ -191,7 +191,7 @@ class DaemonApi:
         features = [f.strip() for f in said.split(",") if f.strip()]
         await self.storage.save_features(registration.environment_id, features)
         response = json_response(encode(registration))
-        response.headers[wire.FEATURES_HEADER] = "partials, settings, grants"
+        response.headers[wire.FEATURES_HEADER] = "partials, settings, grants, agents"
         return response
 
     async def mint_token(self, request: Request) -> Response:

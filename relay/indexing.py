@@ -115,6 +115,7 @@ def index_events(session: SessionRecord, events: Iterable[Event], now: float) ->
                 spawn=payload.spawn,
                 branch=payload.branch,
                 agent_session_id=payload.agent_session_id,
+                agent=payload.agent,
             )
             if fields["state"] in ("queued", "starting"):
                 fields["state"] = "idle"

@@ -153,6 +153,9 @@ class SessionRecord:
     environment_offline_since: float | None = None
     #: Asked to run sandboxed at its start (and so at every resume).
     sandbox: bool = False
+    #: The agent it runs: asked for at its start, then as its ``session_started`` said;
+    #: None: its environment's default, not started yet.
+    agent: str | None = None
 
 
 def owned_environment(

@@ -26,6 +26,8 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_TITLE_LENGTH = 500
 #: What an agent's conversation id may look like (:attr:`CreateSession.conversation`).
 CONVERSATION_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}"
+#: An agent's name as ``rcd start --agent`` and ``--allow-agent`` know it.
+AGENT_NAME_PATTERN = r"[a-z][a-z0-9-]{0,39}"
 
 #: A session's state as the client API shows it: the state its events say
 #: (:data:`wire.SessionState`), or ``disconnected`` while its environment has been offline
@@ -58,6 +60,12 @@ class CreateSession:
     #: True: the session runs sandboxed even where its environment does not sandbox (a
     #: session can tighten its environment's policy, never loosen it).
     sandbox: bool = False
+    #: The agent to run (``claude``, ``codex``...): one its environment allows (its
+    #: settings' ``agents``); None: the environment's default.
+    agent: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.matches_re(AGENT_NAME_PATTERN)),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -107,6 +115,8 @@ class SessionInfo:
     created_at: float
     updated_at: float
     url: str
+    #: The agent it runs, once it started (``session_started``); None before.
+    agent: str | None = None
 
 
 @attrs.frozen(kw_only=True)

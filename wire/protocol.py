@@ -172,6 +172,9 @@ class StartSession:
     )
     #: Sandboxed whatever the environment's policy (``sandbox`` in ``DAEMON_FEATURES``).
     sandbox: bool = False
+    #: The agent to run, one the daemon allows (``agents`` in ``DAEMON_FEATURES``); None:
+    #: its default.
+    agent: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -186,6 +189,8 @@ class ResumeSession:
     last_seq: int = 0
     #: It was started sandboxed (:attr:`StartSession.sandbox`), so it resumes so.
     sandbox: bool = False
+    #: The agent it ran (:attr:`StartSession.agent`), so it resumes with it.
+    agent: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -293,13 +298,13 @@ def _omit_when_empty(cls: type[Any], *names: str) -> None:
 
 
 _omit_when_empty(UplinkRequest, "partials")
-_omit_when_empty(StartSession, "conversation", "sandbox")
-_omit_when_empty(ResumeSession, "sandbox")
+_omit_when_empty(StartSession, "conversation", "sandbox", "agent")
+_omit_when_empty(ResumeSession, "sandbox", "agent")
 _omit_when_empty(UpdateSettings, "grant", "grant_id", "revoke_grant")
-_omit_when_empty(SettingsView, "grants")
+_omit_when_empty(SettingsView, "grants", "agents")
 _omit_when_empty(PermissionResolved, "grant")
 # A client of before it talks to a relay of before it as ever.
-_omit_when_empty(CreateSession, "conversation", "sandbox")
+_omit_when_empty(CreateSession, "conversation", "sandbox", "agent")
 
 #: The header of the relay's answer to a registration that lists what it takes beyond
 #: protocol 1's first form, comma-separated: ``partials`` (:class:`UplinkRequest`). The
@@ -311,9 +316,10 @@ FEATURES_HEADER = "Rcd-Features"
 #: and the daemon reports a :class:`~wire.settings.SettingsView`), ``changes``
 #: (:class:`~wire.changes.WorkspaceRequest`, answered with a
 #: :class:`~wire.changes.WorkspaceAnswer`), ``grants`` (:attr:`UpdateSettings.grant`,
-#: ``permission_resolved`` naming a grant; :mod:`wire.grants`). The relay refuses to send
+#: ``permission_resolved`` naming a grant; :mod:`wire.grants`), ``agents``
+#: (:attr:`StartSession.agent`, and the settings' ``agents``). The relay refuses to send
 #: a daemon what it did not list.
-DAEMON_FEATURES = ("conversations", "sandbox", "settings", "changes", "grants")
+DAEMON_FEATURES = ("conversations", "sandbox", "settings", "changes", "grants", "agents")
 
 
 @attrs.frozen(kw_only=True)

@@ -196,6 +196,9 @@ class SettingsView:
     last_refusal: str | None = None
     #: The approval grants in force (:mod:`wire.grants`); left out when none.
     grants: list[Grant] = attrs.Factory(list)
+    #: The agents a session may ask for (:attr:`wire.CreateSession.agent`), the default
+    #: first (``rcd start --agent``, ``--allow-agent``); left out when none.
+    agents: list[str] = attrs.Factory(list)
 
 
 @attrs.frozen(kw_only=True)

@@ -35,6 +35,8 @@ class RelayClient:
     takes_settings: bool = attrs.field(default=False, init=False)
     #: ... and approval grants in their settings and in ``permission_resolved``.
     takes_grants: bool = attrs.field(default=False, init=False)
+    #: ... and the agents sessions may ask for.
+    takes_agents: bool = attrs.field(default=False, init=False)
     _calls: Calls = attrs.field(init=False)
     _tokens: Tokens = attrs.field(init=False)
     _uplink: UplinkRequests = attrs.field(init=False)
@@ -144,6 +146,7 @@ class RelayClient:
             self._uplink.takes_partials = "partials" in features
             self.takes_settings = "settings" in features
             self.takes_grants = "grants" in features
+            self.takes_agents = "agents" in features
 
         data = await self._calls.call(
             "POST",

@@ -96,7 +96,7 @@ def _append(
     s = update.session
     db.execute(
         "UPDATE sessions SET title = ?, state = ?, spawn = ?, cwd = ?, branch = ?,"
-        " agent_session_id = ?, last_seq = ?, updated_at = ? WHERE id = ?",
+        " agent_session_id = ?, agent = ?, last_seq = ?, updated_at = ? WHERE id = ?",
         (
             s.title,
             s.state,
@@ -104,6 +104,7 @@ def _append(
             s.cwd,
             s.branch,
             s.agent_session_id,
+            s.agent,
             s.last_seq,
             s.updated_at,
             session_id,

@@ -15,7 +15,7 @@ __all__ = ["SCHEMA_VERSION", "migrate", "name_unnamed_sign_ins"]
 #: 2: web sessions have a public id, when and from where they signed in, and when they were
 #: last used; environments keep the host name their daemon reports.
 #: 4: Web Push subscriptions.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device_tokens (
     name TEXT PRIMARY KEY,
@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     agent_session_id TEXT,
     last_seq INTEGER NOT NULL DEFAULT 0,
     sandbox INTEGER NOT NULL DEFAULT 0,
+    agent TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -136,6 +137,10 @@ _COLUMNS_OF_VERSION_3: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Columns version 5 added: the agent a session runs (None: its environment's default).
+_COLUMNS_OF_VERSION_5: dict[str, tuple[str, ...]] = {"sessions": ("agent TEXT",)}
+
+
 def _add_columns(db: SqliteConnection, columns: dict[str, tuple[str, ...]]) -> None:
     """Add the ``columns`` (table → definitions) that an existing table lacks."""
     for table, definitions in columns.items():
@@ -158,6 +163,8 @@ def migrate(db: SqliteConnection) -> None:
         _add_columns(db, _COLUMNS_OF_VERSION_2)
     if version < 3:
         _add_columns(db, _COLUMNS_OF_VERSION_3)
+    if version < 5:
+        _add_columns(db, _COLUMNS_OF_VERSION_5)
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)

@@ -31,7 +31,7 @@ _SESSION_COLUMNS = (
     "id, environment_id, title, state, spawn, cwd, branch, agent_session_id,"
     " created_at, updated_at, last_seq,"
     f" (SELECT {OFFLINE_SINCE} FROM environments e WHERE e.id = sessions.environment_id),"
-    " sandbox"
+    " sandbox, agent"
 )
 
 
@@ -50,6 +50,7 @@ def _session(row: Sequence[Any]) -> SessionRecord:
         last_seq=row[10],
         environment_offline_since=row[11],
         sandbox=bool(row[12]),
+        agent=row[13],
     )
 
 
@@ -86,14 +87,15 @@ def create_session(db: SqliteConnection, new: NewSession, start: StartSession) -
         # creates can never exceed the environment's capacity.
         default_spawn = check_room(db, new.environment_id)
         db.execute(
-            "INSERT INTO sessions (id, environment_id, title, state, spawn, sandbox,"
-            " created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, environment_id, title, state, spawn, sandbox, agent,"
+            " created_at, updated_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
             (
                 new.id,
                 new.environment_id,
                 new.title,
                 new.spawn or default_spawn,
                 int(start.sandbox),
+                start.agent,
                 now,
                 now,
             ),
@@ -175,6 +177,12 @@ def resume_session(db: SqliteConnection, session_id: str) -> SessionRecord:
             "UPDATE sessions SET state = 'queued', updated_at = ? WHERE id = ?",
             (db.now(), session_id),
         )
+        # Its agent goes along only to a daemon that takes the key (one of before agents
+        # ran its one agent anyway).
+        (features,) = db.execute(
+            "SELECT features FROM environments WHERE id = ?", (session.environment_id,)
+        ).fetchone()
+        agent = session.agent if "agents" in (features or "").split(",") else None
         enqueue(
             db,
             session.environment_id,
@@ -186,6 +194,7 @@ def resume_session(db: SqliteConnection, session_id: str) -> SessionRecord:
                 branch=session.branch,
                 last_seq=session.last_seq,
                 sandbox=session.sandbox,
+                agent=agent,
             ),
         )
         return find_session(db, session_id)

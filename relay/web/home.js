@@ -106,7 +106,7 @@ function sessionRow(session, names) {
     h(
       'div',
       { class: 'session-row-meta' },
-      h('span', { class: 'session-row-where' }, [env, session.branch].filter(Boolean).join(' · ')),
+      h('span', { class: 'session-row-where' }, [env, session.branch, session.agent && session.agent !== 'claude' ? session.agent : null].filter(Boolean).join(' · ')),
       h('span', { class: 'session-row-when' }, ago(session.updated_at)),
     ),
   );
@@ -276,6 +276,11 @@ export function newSessionView(root) {
       h('label', { class: 'seg' }, spawnInputs[i], h('span', { class: 'seg-label' }, label, value === '' ? defaultHint : null)),
     ),
   );
+  // The agents the selected environment's daemon allows (rcd start --allow-agent): a
+  // choice only when there is more than one.
+  const agentSelect = h('select', { id: 'agent', class: 'agent-select', 'aria-label': 'Agent' });
+  const agentField = h('fieldset', { hidden: true }, h('legend', null, 'Agent'), agentSelect);
+  const agentsOf = new Map(); // environment id → its agents (the default first)
   const prompt = h('textarea', {
     id: 'first-prompt',
     name: 'prompt',
@@ -290,6 +295,7 @@ export function newSessionView(root) {
     { class: 'page form', onsubmit: start, novalidate: true },
     h('fieldset', null, h('legend', null, 'Environment'), envChoices),
     h('fieldset', null, h('legend', null, 'Spawn mode'), spawnChoices),
+    agentField,
     h('label', { class: 'field-label', for: 'first-prompt' }, 'First prompt'),
     prompt,
     h(
@@ -342,6 +348,24 @@ export function newSessionView(root) {
   function showDefault() {
     const env = environments.find((e) => e.id === selected);
     defaultHint.textContent = env ? ` (${env.spawn})` : '';
+    showAgents();
+  }
+
+  async function showAgents() {
+    const id = selected;
+    if (id && !agentsOf.has(id)) {
+      agentsOf.set(id, []);
+      try {
+        const view = await api('GET', `/api/environments/${encodeURIComponent(id)}/settings`);
+        agentsOf.set(id, Array.isArray(view.agents) ? view.agents : []);
+      } catch {
+        agentsOf.delete(id); // an older daemon, or offline: its one agent; asked again later
+      }
+    }
+    if (id !== selected) return;
+    const agents = agentsOf.get(id) ?? [];
+    agentField.hidden = agents.length < 2;
+    fill(agentSelect, ...agents.map((name, i) => h('option', { value: i ? name : '' }, i ? name : `${name} (default)`)));
   }
 
   // The form works at once; a submit before the environments arrive waits for them.
@@ -390,12 +414,13 @@ export function newSessionView(root) {
     if (prompt.value.trim()) body.prompt = prompt.value;
     const spawn = spawnInputs.find((i) => i.checked)?.value;
     if (spawn) body.spawn = spawn;
+    if (!agentField.hidden && agentSelect.value) body.agent = agentSelect.value;
     try {
       const session = await api('POST', `/api/environments/${encodeURIComponent(selected)}/sessions`, body);
       navigate(`/s/${encodeURIComponent(session.id)}`, { replace: true });
     } catch (err) {
       if (err.status === 401) return;
-      const headline = { at_capacity: 'At capacity', environment_offline: 'Environment offline' }[err.code];
+      const headline = { at_capacity: 'At capacity', environment_offline: 'Environment offline', agent_not_allowed: 'Agent not allowed' }[err.code];
       showError(err.message, headline);
     }
   }

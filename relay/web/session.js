@@ -157,6 +157,8 @@ export function sessionView(root, sessionId) {
       environmentName ? h('span', { class: 'env-name' }, environmentName) : null,
       environmentName && where ? ' · ' : null,
       where ? h('span', { class: 'mono' }, where) : null,
+      session.agent ? ' · ' : null,
+      session.agent ? h('span', { class: 'session-agent' }, session.agent) : null,
     );
     meta.title = session.cwd ?? '';
   }
@@ -171,6 +173,7 @@ export function sessionView(root, sessionId) {
     else if (event.kind === 'session_ended') setState('ended');
     else if (event.kind === 'session_started' && session) {
       session.cwd = data.cwd ?? session.cwd;
+      session.agent = data.agent ?? session.agent;
       timeline.cwd = session.cwd;
       session.branch = data.branch ?? session.branch;
       showSession();

@@ -216,6 +216,7 @@ class Reports:
 
     takes_settings: bool = True
     takes_grants: bool = True
+    takes_agents: bool = True
     views: list[wire.SettingsView] = attrs.Factory(list)
 
     async def post_settings(self, view: wire.SettingsView) -> None:

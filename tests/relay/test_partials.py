@@ -98,7 +98,7 @@ async def test_registration_says_the_relay_takes_partials(
         headers={"authorization": f"Bearer {credential}"},
     )  # fmt: skip
     assert response.status_code == 200, response.text
-    assert response.headers[wire.FEATURES_HEADER] == "partials, settings, grants"
+    assert response.headers[wire.FEATURES_HEADER] == "partials, settings, grants, agents"
 
 
 def test_a_stream_is_sent_what_it_lacks() -> None:

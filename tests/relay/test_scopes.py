@@ -228,8 +228,8 @@ CLIENT_ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/environments/{environment_id}/grants"): Row(
         "client", 409, lambda w: {"tools": ["Write"], "minutes": 5}
     ),
-    # None in force: past the credential, 404 unknown_grant.
-    ("DELETE", "/api/environments/{environment_id}/grants/{grant_id}"): Row("client", 404),
+    # Past the credential, the same: a revoke goes to the daemon, and none here keeps grants.
+    ("DELETE", "/api/environments/{environment_id}/grants/{grant_id}"): Row("client", 409),
     ("GET", "/api/push/key"): Row("client", 200),
     ("GET", "/api/push/subscriptions"): Row("client", 200),
     ("POST", "/api/push/subscriptions"): Row("client", 201, lambda w: SUBSCRIPTION),

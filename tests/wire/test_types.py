@@ -118,6 +118,9 @@ def builds(cls: type[Any]) -> st.SearchStrategy[Any]:
         elif field.name == "grant_id" or (cls is wire.Grant and field.name == "id"):
             ids = st.from_regex(wire.grants.GRANT_ID_PATTERN, fullmatch=True)
             fields[field.name] = ids if field.name == "id" else st.none() | ids
+        elif cls is wire.CreateSession and field.name == "agent":
+            names = st.from_regex(wire.api.AGENT_NAME_PATTERN, fullmatch=True)
+            fields[field.name] = st.none() | names
         elif field.name == "conversation":
             ids = st.from_regex(wire.api.CONVERSATION_ID_PATTERN, fullmatch=True)
             fields[field.name] = st.none() | ids
