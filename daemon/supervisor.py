@@ -235,8 +235,7 @@ class Supervisor:
         return True
 
     def _agent(self, session_id: str, seq: int, name: str | None) -> AgentAdapter | None:
-        """The adapter of agent ``name`` (None: the default); refuses (and ends) a session
-        that asked for one this daemon does not run."""
+        """The adapter of agent ``name`` (None: the default), or None: refused."""
         if name is None or name == self.adapter.name:
             return self.adapter
         adapter = self.adapters.get(name)
