@@ -112,21 +112,6 @@ def check_agent(agent_bin: str | None) -> Finding:
     return Finding(name="agent", status="ok", detail=f"{version} ({found})")
 
 
-def check_acp_agent(program: str, agent: str) -> Finding:
-    """An Agent Client Protocol agent's program (``--agent NAME``): found or not. Not run:
-    an ACP agent speaks on its stdio, and may have no ``--version``; its credentials
-    (OPENAI_API_KEY, GEMINI_API_KEY...) are its own."""
-    found = find_agent(program)
-    if found is None:
-        return Finding(
-            name="agent",
-            status="problem",
-            detail=f"the agent's program {program!r} (--agent {agent}) was not found",
-            fix="install it, or give its path with --agent-bin",
-        )
-    return Finding(name="agent", status="ok", detail=f"{found} (--agent {agent}, over ACP)")
-
-
 def sandbox_missing_message(missing: list[str]) -> str:
     """What ``rcd start --sandbox`` says when the sandbox's tools are not installed."""
     fix = (

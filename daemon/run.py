@@ -28,20 +28,18 @@ import trio
 
 import wire
 from common.agent_env import agent_environment
-from spawn import AgentAdapter, ClaudeCode
-from spawn.acp import AcpAgent
+from spawn import AgentAdapter
 from spawn.sandbox import missing_tools
 from worktrees import WorktreeError, Worktrees
 from worktrees.snapshots import Snapshots
 
 from . import sdnotify
+from .agents import check_agents, make_adapter, other_adapters
 from .agents_record import AgentsRecord, RecordedAdapter, take_over
 from .applied import AppliedStore
 from .changes import WorkspaceDesk
 from .checks import (
-    agent_missing_message,
     check_credential,
-    find_agent,
     sandbox_missing_message,
 )
 from .control import serve_control
@@ -49,7 +47,7 @@ from .display import TerminalDisplay
 from .errors import ConfigError, DaemonError, NotPaired
 from .exits import EXIT_ERROR, EXIT_RELAY_OUTAGE
 from .link import OutageTimeout, RelayLink
-from .options import ACP_PRESETS, StartOptions, publishing_conflict
+from .options import StartOptions, publishing_conflict
 from .paths import (
     agents_record_path,
     control_socket_path,
@@ -74,20 +72,6 @@ if TYPE_CHECKING:
     from .expose import Tailscale
 
 log = structlog.get_logger("daemon")
-
-
-def make_adapter(options: StartOptions) -> AgentAdapter:
-    if options.agent == "claude":
-        return ClaudeCode(binary=options.agent_bin or "claude", partial=not options.no_stream)
-    return AcpAgent(argv=options.agent_argv(), name=options.agent, partial=not options.no_stream)
-
-
-def other_adapters(options: StartOptions) -> dict[str, AgentAdapter]:
-    """The agents of ``--allow-agent``, each found on PATH (``--agent-bin`` is the
-    default's)."""
-    others = [name for name in options.agents if name != options.agent]
-    plain = attrs.evolve(options, agent_bin=None, agent_command=())
-    return {name: make_adapter(attrs.evolve(plain, agent=name)) for name in others}
 
 
 async def run_daemon(
@@ -219,24 +203,8 @@ class Daemon:
             raise ConfigError(sandbox_missing_message(missing))
         # The agent last: a bad option is named before a missing prerequisite.
         claude = options.agent == "claude"
-        program = options.agent_bin if claude else options.agent_argv()[0]
-        if not options.no_agent_check and find_agent(program) is None:
-            absent = (
-                agent_missing_message(options.agent_bin)
-                if claude
-                else f"the agent's program {program!r} (--agent {options.agent}) was not found:"
-                " install it, or give its path with --agent-bin"
-            )
-            raise ConfigError(
-                absent + " (`rcd doctor` checks the rest; --no-agent-check starts anyway)"
-            )
-        for other in options.agents[1:]:
-            program = "claude" if other == "claude" else ACP_PRESETS[other][0]
-            if not options.no_agent_check and find_agent(program) is None:
-                raise ConfigError(
-                    f"--allow-agent {other}: its program {program!r} is not on PATH: install"
-                    " it, or leave it out (--no-agent-check starts anyway)"
-                )
+        if not options.no_agent_check:
+            check_agents(options)
         credential = check_credential(os.environ, Path.home())
         if claude and credential.status == "problem":
             print(f"rcd: warning: {credential.detail}: {credential.fix}", file=sys.stderr)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import attrs
 
+from daemon.agents import check_acp_agent
 from daemon.checks import (
     Finding,
-    check_acp_agent,
     check_agent,
     check_credential,
     check_git,
