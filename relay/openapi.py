@@ -517,7 +517,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     409: "Conflicts with the current state: `at_capacity`, `environment_offline`, "
                     "`session_ended`, `not_resumable`, `permission_already_resolved`, `pinned`, "
                     "`settings_unsupported`, `conversation_unsupported`, `sandbox_unsupported`, "
-                    "`changes_unsupported`, `no_answer`, `grants_unsupported`, `grant_refused`; "
+                    "`changes_unsupported`, `no_answer`, `grants_unsupported`, `grant_refused`, "
+                    "`agent_not_allowed`, `agents_unsupported`; "
                     "for changes: `conflicts`, "
                     "`checkout_dirty`, `uncommitted_changes`, `confirmation_required`, "
                     "`session_busy`, `session_running`, `nothing_to_commit`, `no_remote`...",
