@@ -12,7 +12,7 @@ from .checks import Finding, agent_missing_message, find_agent
 from .errors import ConfigError
 from .options import ACP_PRESETS, StartOptions
 
-__all__ = ["check_acp_agent", "check_agents", "make_adapter", "other_adapters"]
+__all__ = ["allowed_agent", "check_acp_agent", "check_agents", "make_adapter", "other_adapters"]
 
 
 def make_adapter(options: StartOptions) -> AgentAdapter:
@@ -52,6 +52,17 @@ def check_agents(options: StartOptions) -> None:
                 f"--allow-agent {other}: its program {program!r} is not on PATH: install"
                 " it, or leave it out (--no-agent-check starts anyway)"
             )
+
+
+def allowed_agent(name: str) -> Finding:
+    """``rcd doctor``'s check of an agent of ``--allow-agent``: its program on PATH."""
+    program = "claude" if name == "claude" else ACP_PRESETS[name][0]
+    found = find_agent(program)
+    check = f"agent {name}"
+    if found is None:
+        fix = "install it, or leave it out of --allow-agent"
+        return Finding(name=check, status="problem", detail=f"{program!r} is not on PATH", fix=fix)
+    return Finding(name=check, status="ok", detail=f"{found} (--allow-agent {name})")
 
 
 def check_acp_agent(program: str, agent: str) -> Finding:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import attrs
 
-from daemon.agents import check_acp_agent
+from daemon.agents import allowed_agent, check_acp_agent
 from daemon.checks import (
     Finding,
     check_agent,
@@ -44,6 +44,8 @@ def findings(args: argparse.Namespace) -> list[Finding]:
         check_agent(options.agent_bin)
         if claude
         else check_acp_agent(options.agent_argv()[0], options.agent),
+        # Each agent a session may ask for (--allow-agent).
+        *(allowed_agent(name) for name in options.agents[1:]),
         # Claude Code's model credential; an ACP agent's credentials are its own.
         *([check_credential(os.environ, Path.home())] if claude else []),
         check_git(directory, options.spawn),

@@ -256,3 +256,8 @@ async def test_an_acp_agent_is_checked_by_its_own_program(machine: Machine) -> N
     code, document, _ = await machine.doctor("--agent", "acp", "--", "my-agent", "--flag")
     assert code == 0, document
     assert by_name(document)["agent"]["detail"].startswith(str(machine.bin / "my-agent"))
+    # Each agent a session may ask for is checked too.
+    problem, _ = await failing(
+        machine, "agent gemini", "--agent", "codex", "--allow-agent", "gemini"
+    )
+    assert problem["detail"] == "'gemini' is not on PATH"
