@@ -63,6 +63,17 @@ HANDSHAKE_TIMEOUT = 60.0
 #: The modes an agent may offer in which it asks before acting (Claude's ACP adapter
 #: starts some versions in a mode that does not): the session is put in the first found.
 ASKING_MODES = ("default", "ask")
+#: ACP's error code for "authenticate first".
+AUTH_REQUIRED = -32000
+
+
+def _set_in(method: dict[str, Any], env: dict[str, str]) -> bool:
+    """Whether every variable an ``env_var`` auth method names is set in ``env``."""
+    wanted = method.get("vars")
+    names = (
+        [v.get("name") for v in wanted if isinstance(v, dict)] if isinstance(wanted, list) else []
+    )
+    return bool(names) and all(isinstance(n, str) and env.get(n) for n in names)
 
 
 @attrs.define(kw_only=True)
@@ -189,17 +200,56 @@ class AcpAgent:
                 )
             handle._loading = True
             try:
-                opened = await handle.call("session/load", {**params, "sessionId": launch.resume})
+                opened = await self._signed_in(
+                    handle, hello, launch, "session/load", {**params, "sessionId": launch.resume}
+                )
             finally:
                 handle._loading = False
             handle.session = launch.resume
         else:
-            opened = await handle.call("session/new", params)
+            opened = await self._signed_in(handle, hello, launch, "session/new", params)
             session = opened.get("sessionId") if isinstance(opened, dict) else None
             if not isinstance(session, str):
                 raise AgentRefused("session/new", "no sessionId in its answer")
             handle.session = session
         await self._asking_mode(handle, opened, launch.options.permission_mode)
+
+    async def _signed_in(
+        self,
+        handle: AcpHandle,
+        hello: dict[str, Any],
+        launch: AgentLaunch,
+        method: str,
+        params: dict[str, Any],
+    ) -> Any:
+        """``method`` (opening the session); when the agent answers that it needs a login
+        (ACP's ``auth_required``, -32000), ``authenticate`` with the first of its methods
+        read from environment variables that the agent's environment sets (an API key:
+        ``OPENAI_API_KEY``, ``GEMINI_API_KEY``...), then once again."""
+        try:
+            return await handle.call(method, params)
+        except AgentRefused as refused:
+            if refused.code != AUTH_REQUIRED:
+                raise
+            offered = hello.get("authMethods")
+            usable = [
+                m for m in (offered if isinstance(offered, list) else [])
+                if isinstance(m, dict) and m.get("type") == "env_var" and _set_in(m, launch.env)
+            ]  # fmt: skip
+            if not usable:
+                names = [
+                    str(m.get("name", m.get("id")))
+                    for m in (offered if isinstance(offered, list) else [])
+                    if isinstance(m, dict)
+                ]
+                raise AgentProtocolError(
+                    f"{self.name} needs a login rcd cannot give it: set what one of its ways"
+                    f" needs in the daemon's environment ({'; '.join(names) or 'none named'})",
+                    code="agent_login_required",
+                ) from None
+            await handle.call("authenticate", {"methodId": usable[0].get("id")})
+            log.info("agent_authenticated", method=usable[0].get("id"))
+            return await handle.call(method, params)
 
     async def _asking_mode(self, handle: AcpHandle, opened: Any, wanted: str | None) -> None:
         """Put the session in the mode the environment's settings name (its permission

@@ -56,6 +56,8 @@ class AgentRefused(Exception):
 
     def __init__(self, method: str, error: Any) -> None:
         message = error.get("message") if isinstance(error, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        self.code: int | None = code if isinstance(code, int) else None
         super().__init__(f"{method}: {message or error}")
 
 

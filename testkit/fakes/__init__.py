@@ -8,6 +8,7 @@ from testkit.fakes.claude_cli import (
     claude_env,
     find_claude,
     find_claude_acp,
+    find_codex_acp,
     local_conversation,
     open_conversation,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "recall_rule",
     "find_claude",
     "find_claude_acp",
+    "find_codex_acp",
     "local_conversation",
     "open_conversation",
     "is_side_request",

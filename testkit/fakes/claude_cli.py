@@ -64,6 +64,19 @@ def find_claude_acp() -> str:
     return str(path)
 
 
+def find_codex_acp() -> str:
+    """Path of the pinned ``codex-acp`` (OpenAI's Codex through the Agent Client
+    Protocol), ``<repo>/node_modules/.bin/codex-acp``; RuntimeError (run ``npm ci``) when
+    it is not there."""
+    path = REPO_ROOT / "node_modules" / ".bin" / "codex-acp"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise RuntimeError(
+            f"codex-acp not found at {path}. Run `npm ci` in the repo root ({REPO_ROOT})"
+            " to install the pinned version (package-lock.json)."
+        )
+    return str(path)
+
+
 def claude_env(home: Path, base_url: str) -> dict[str, str]:
     """A complete environment for running the CLI offline against a fake Messages API.
 
