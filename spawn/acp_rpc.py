@@ -91,6 +91,10 @@ class AcpHandle:
     _loading: bool = False
     #: The turn was interrupted and its answer has not come yet.
     _cancelled: bool = False
+    #: What the agent's ``usage_update`` says the session has cost so far (USD), and what
+    #: of it earlier turns' results counted: a turn's cost is the difference.
+    _cost: float | None = None
+    _cost_counted: float = 0.0
     #: Tool calls announced without their input yet (Claude's adapter sends it in a later
     #: ``tool_call_update``): shown once it comes, or when anything about them happens.
     _held: dict[str, dict[str, Any]] = attrs.Factory(dict)
@@ -301,7 +305,12 @@ class AcpHandle:
             ]
             if lines:
                 await self.sink(wire.AssistantText(text="Plan:\n" + "\n".join(lines)))
-        # Thoughts, usage, available commands, mode changes: nothing rcd shows yet.
+        elif kind == "usage_update":
+            cost = update.get("cost")
+            amount = cost.get("amount") if isinstance(cost, dict) else None
+            if isinstance(amount, int | float) and cost.get("currency") == "USD":  # type: ignore[union-attr]
+                self._cost = float(amount)
+        # Thoughts, available commands, mode changes: nothing rcd shows yet.
 
     async def _release_tools(self, call_id: str | None = None) -> None:
         """Show the held tool call ``call_id`` (every one, with None) as it is now."""
@@ -335,7 +344,11 @@ class AcpHandle:
             return
         result = message.get("result")
         reason = result.get("stopReason") if isinstance(result, dict) else None
-        await self.sink(wire.TurnResult(ok=reason == "end_turn", duration_ms=ms, cost_usd=None))
+        cost = None
+        if self._cost is not None:  # the session's total so far: this turn's share
+            cost = round(max(0.0, self._cost - self._cost_counted), 9)
+            self._cost_counted = self._cost
+        await self.sink(wire.TurnResult(ok=reason == "end_turn", duration_ms=ms, cost_usd=cost))
 
     async def _permission(self, rpc_id: Any, params: dict[str, Any]) -> None:
         if self._cancelled:

@@ -40,6 +40,7 @@ _answers: dict[int, queue.Queue[dict[str, Any]]] = {}
 _cancelled = threading.Event()
 _ids = iter(range(1000, 10**9))
 _mode = {"id": "auto"}
+_spent = {"usd": 0.0}
 
 
 def send(message: dict[str, Any]) -> None:
@@ -118,6 +119,10 @@ def prompt(session: str, text: str) -> str:
     chunk(session, "echo: ")
     chunk(session, text)
     _remember(session, text, f"echo: {text}")
+    # What the session has cost so far, as Claude's ACP adapter says it (a total).
+    _spent["usd"] += 0.01
+    cost = {"amount": round(_spent["usd"], 4), "currency": "USD"}
+    update(session, {"sessionUpdate": "usage_update", "used": 100, "size": 1000, "cost": cost})
     return "end_turn"
 
 

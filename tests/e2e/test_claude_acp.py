@@ -45,6 +45,8 @@ async def test_claude_through_acp_echoes_asks_writes_and_is_interrupted(tmp_path
             assert [e["data"]["text"] for e in events if e["kind"] == "assistant_text"] == [
                 "echo: hello"
             ]
+            (result,) = [e["data"] for e in events if e["kind"] == "turn_result"]
+            assert result["ok"] is True and result["cost_usd"] > 0  # from its usage_update
 
             allowed = project / "allowed.txt"
             assert (await relay.post_message(session_id, f"write {allowed} yes", "w1")).is_success

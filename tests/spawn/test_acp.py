@@ -135,6 +135,8 @@ async def test_a_reply_streams_then_arrives_whole(world: World) -> None:
     world.say("s", "again")
     await world.turns("s", 2)
     assert world.log.of("s", "assistant_text")[-1]["text"] == "echo: again"
+    # The agent says what the session has cost so far: each turn's result, its share.
+    assert [t["cost_usd"] for t in world.log.of("s", "turn_result")] == [0.01, 0.01]
 
 
 async def test_a_permission_is_asked_in_the_mode_that_asks_and_answered_once(
