@@ -67,6 +67,11 @@ ASKING_MODES = ("default", "ask")
 AUTH_REQUIRED = -32000
 
 
+def _under_tmp(argv: list[str]) -> list[str]:
+    """The directories of ``argv``'s words that are files under /tmp (blocking)."""
+    return sorted({os.path.dirname(a) for a in argv if a.startswith("/tmp/") and os.path.exists(a)})
+
+
 def _set_in(method: dict[str, Any], env: dict[str, str]) -> bool:
     """Whether every variable an ``env_var`` auth method names is set in ``env``."""
     wanted = method.get("vars")
@@ -104,7 +109,8 @@ class AcpAgent:
                 # An ACP agent has no sandbox rcd can configure: the whole process is
                 # wrapped, as --sandbox promises (spawn/sandbox.py).
                 writable = await trio.to_thread.run_sync(git_dirs, launch.cwd)
-                own = [os.path.dirname(argv[0])] if argv[0].startswith("/tmp/") else []
+                # Its programs and scripts may live under /tmp, which is private there.
+                own = await trio.to_thread.run_sync(_under_tmp, argv)
                 argv = (
                     await stack.enter_async_context(wrapped(sandbox, launch.cwd, writable, own))
                     + argv

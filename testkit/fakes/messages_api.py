@@ -421,6 +421,21 @@ class _Answer:
 # -- the service -------------------------------------------------------------------------
 
 
+class ClosingStream(StreamingResponse):
+    """A streamed answer whose generator is closed however the stream ends: a client that
+    goes away mid-answer (an interrupted turn) leaves none for the garbage collector."""
+
+    async def stream_response(self, send: Any) -> None:
+        body = self.body_iterator
+        try:
+            await super().stream_response(send)
+        finally:
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                with trio.CancelScope(shield=True):
+                    await close()
+
+
 @attrs.define(eq=False)
 class FakeMessagesAPI:
     """The fake server (a resource: one per test, or shared by concurrent sessions).
@@ -554,7 +569,7 @@ class FakeMessagesAPI:
             input_tokens=max(1, len(messages_json) // 4),
         )
         if body.get("stream"):
-            return StreamingResponse(
+            return ClosingStream(
                 self._timed(answer),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},

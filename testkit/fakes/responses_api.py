@@ -27,8 +27,10 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from .messages_api import ClosingStream
 
 __all__ = ["FakeResponsesAPI", "codex_home"]
 
@@ -100,7 +102,7 @@ class FakeResponsesAPI:
     async def _responses(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.requests.append(body)
-        return StreamingResponse(self._stream(body), media_type="text/event-stream")
+        return ClosingStream(self._stream(body), media_type="text/event-stream")
 
     async def _stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         n = next(_ids)
