@@ -421,6 +421,26 @@ class _Answer:
 # -- the service -------------------------------------------------------------------------
 
 
+async def serve_fake(
+    app: Starlette, started: Callable[[str], None], *, host: str = "127.0.0.1", port: int = 0
+) -> None:
+    """Serve ``app`` (a fake service) with Hypercorn until cancelled, calling
+    ``started(base_url)`` once it listens; cancelling drops open streams at once."""
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 0.0
+
+    async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        # hypercorn reports its binds ("http://127.0.0.1:<port>") once its sockets listen.
+        binds: list[str] = await nursery.start(serving)
+        started(binds[0])
+
+
 class ClosingStream(StreamingResponse):
     """A streamed answer whose generator is closed however the stream ends: a client that
     goes away mid-answer (an interrupted turn) leaves none for the garbage collector."""
@@ -490,20 +510,12 @@ class FakeMessagesAPI:
         ``base_url`` is ``"http://127.0.0.1:<bound port>"`` (no trailing slash). Cancelling
         stops at once: open streams are dropped, with no graceful wait.
         """
-        config = Config()
-        config.bind = [f"{host}:{port}"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 0.0
 
-        async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            await serve(self.app(), config, task_status=task_status)  # type: ignore[arg-type]
+        def started(base_url: str) -> None:
+            self.base_url = base_url
+            task_status.started(base_url)
 
-        async with trio.open_nursery() as nursery:
-            # hypercorn reports its binds ("http://127.0.0.1:<port>") once its sockets listen.
-            binds: list[str] = await nursery.start(serving)
-            self.base_url = binds[0]
-            task_status.started(self.base_url)
+        await serve_fake(self.app(), started, host=host, port=port)
 
     async def _record(self, request: Request, *, side: bool | None = None) -> RecordedRequest:
         raw = await request.body()

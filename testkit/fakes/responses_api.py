@@ -23,14 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .messages_api import ClosingStream
+from .messages_api import ClosingStream, serve_fake
 
 __all__ = ["FakeResponsesAPI", "codex_home"]
 
@@ -83,18 +81,7 @@ class FakeResponsesAPI:
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status.started(base_url)`` once listening."""
-        config = Config()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 0.0
-
-        async def serving(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            await serve(self.app(), config, task_status=task_status)  # type: ignore[arg-type]
-
-        async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(serving)
-            task_status.started(binds[0])
+        await serve_fake(self.app(), task_status.started)
 
     async def _other(self, request: Request) -> Response:
         return JSONResponse({"error": {"message": "not here"}}, status_code=404)

@@ -6,21 +6,14 @@ interrupted in a slow turn, and ends cleanly with its agent gone."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import trio
 
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude_acp
-from testkit.harness import Relay, count_processes, start_daemon, start_relay
-from testkit.waiting import eventually
+from testkit.harness import start_daemon, start_relay
 
-
-async def _answer(relay: Relay, session_id: str, n: int, decision: str) -> dict[str, object]:
-    events = await relay.wait_kind(session_id, "permission_request", n, timeout=60)
-    request = [e for e in events if e["kind"] == "permission_request"][n - 1]["data"]
-    assert (await relay.decide(session_id, request["request_id"], decision)).status_code == 202
-    return request
+from .agent_rounds import answer, interrupt_slow_turn, stop_leaving_nothing
 
 
 async def test_claude_through_acp_echoes_asks_writes_and_is_interrupted(tmp_path: Path) -> None:
@@ -50,7 +43,7 @@ async def test_claude_through_acp_echoes_asks_writes_and_is_interrupted(tmp_path
 
             allowed = project / "allowed.txt"
             assert (await relay.post_message(session_id, f"write {allowed} yes", "w1")).is_success
-            request = await _answer(relay, session_id, 1, "allow")
+            request = await answer(relay, session_id, 1, "allow")
             assert request["tool"] == "Write"
             assert request["input"] == {"file_path": str(allowed), "content": "yes"}
             await relay.wait_kind(session_id, "turn_result", 2, timeout=60)
@@ -58,30 +51,13 @@ async def test_claude_through_acp_echoes_asks_writes_and_is_interrupted(tmp_path
 
             denied = project / "denied.txt"
             assert (await relay.post_message(session_id, f"write {denied} no", "w2")).is_success
-            await _answer(relay, session_id, 2, "deny")
+            await answer(relay, session_id, 2, "deny")
             events = await relay.wait_kind(session_id, "turn_result", 3, timeout=60)
             assert not denied.exists()
 
-            assert (await relay.post_message(session_id, "slow 30", "s1")).is_success
-            await relay.wait_events(
-                session_id,
-                lambda evs: evs[-1]["kind"] == "status" and evs[-1]["data"]["state"] == "busy",
-            )
-            interrupted = await relay.client.post(f"/api/sessions/{session_id}/interrupt")
-            assert interrupted.status_code == 202
-            events = await relay.wait_kind(session_id, "turn_result", 4, timeout=20)
-            assert [e for e in events if e["kind"] == "turn_result"][-1]["data"]["ok"] is False
-
-            daemon.process.send_signal(signal.SIGTERM)
-            with trio.fail_after(30):
-                assert await daemon.process.wait() == 0
-            assert (await relay.session(session_id))["state"] == "ended"
-            # The adapter (node) and the Claude Code it runs (the SDK's own binary) both.
-            await eventually(
-                lambda: count_processes(adapter) + count_processes("claude-agent-sdk") == 0,
-                timeout=10,
-                what="the adapter and its claude gone",
-            )
+            await interrupt_slow_turn(relay, session_id, 4)
+            # The adapter and the agent it runs, both.
+            await stop_leaving_nothing(daemon, relay, session_id, adapter, "claude-agent-sdk")
         finally:
             await relay.aclose()
             nursery.cancel_scope.cancel()

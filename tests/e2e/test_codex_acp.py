@@ -7,26 +7,17 @@ writes a file (one tool call that needs approval), writes after "allow" and not 
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 import trio
 
 from testkit.fakes import REPO_ROOT, find_codex_acp
 from testkit.fakes.responses_api import FakeResponsesAPI, codex_home
-from testkit.harness import Relay, count_processes, start_daemon, start_relay
-from testkit.waiting import eventually
+from testkit.harness import start_daemon, start_relay
+
+from .agent_rounds import answer, interrupt_slow_turn, stop_leaving_nothing
 
 NATIVE = str(REPO_ROOT / "node_modules" / "@zed-industries")
-
-
-async def _answer(relay: Relay, session_id: str, n: int, decision: str) -> dict[str, object]:
-    events = await relay.wait_kind(session_id, "permission_request", n, timeout=60)
-    request: dict[str, object] = [e for e in events if e["kind"] == "permission_request"][n - 1][
-        "data"
-    ]
-    assert (await relay.decide(session_id, str(request["request_id"]), decision)).status_code == 202
-    return request
 
 
 def _texts(events: list[dict[str, object]]) -> str:
@@ -57,7 +48,7 @@ async def test_codex_through_acp_echoes_asks_writes_and_is_interrupted(tmp_path:
 
             allowed = project / "allowed.txt"
             assert (await relay.post_message(session_id, f"write {allowed} yes", "w1")).is_success
-            request = await _answer(relay, session_id, 1, "allow")
+            request = await answer(relay, session_id, 1, "allow")
             assert str(allowed) in str(request["input"])
             events = await relay.wait_kind(session_id, "turn_result", 2, timeout=60)
             assert allowed.read_text() == "yes"
@@ -65,30 +56,13 @@ async def test_codex_through_acp_echoes_asks_writes_and_is_interrupted(tmp_path:
 
             denied = project / "denied.txt"
             assert (await relay.post_message(session_id, f"write {denied} no", "w2")).is_success
-            await _answer(relay, session_id, 2, "deny")
+            await answer(relay, session_id, 2, "deny")
             await relay.wait_kind(session_id, "turn_result", 3, timeout=60)
             assert not denied.exists()
 
-            assert (await relay.post_message(session_id, "slow 30", "s1")).is_success
-            await relay.wait_events(
-                session_id,
-                lambda evs: evs[-1]["kind"] == "status" and evs[-1]["data"]["state"] == "busy",
-            )
-            interrupted = await relay.client.post(f"/api/sessions/{session_id}/interrupt")
-            assert interrupted.status_code == 202
-            events = await relay.wait_kind(session_id, "turn_result", 4, timeout=20)
-            assert [e for e in events if e["kind"] == "turn_result"][-1]["data"]["ok"] is False
-
-            daemon.process.send_signal(signal.SIGTERM)
-            with trio.fail_after(30):
-                assert await daemon.process.wait() == 0
-            assert (await relay.session(session_id))["state"] == "ended"
-            # The adapter's node wrapper and the Codex binary it runs, both from node_modules.
-            await eventually(
-                lambda: count_processes(adapter) + count_processes(NATIVE) == 0,
-                timeout=10,
-                what="codex gone",
-            )
+            await interrupt_slow_turn(relay, session_id, 4)
+            # The adapter and the agent it runs, both.
+            await stop_leaving_nothing(daemon, relay, session_id, adapter, NATIVE)
         finally:
             await relay.aclose()
             nursery.cancel_scope.cancel()
