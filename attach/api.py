@@ -197,6 +197,10 @@ class SessionApi:
     async def session(self) -> wire.SessionInfo:
         data = await self._call("GET", "")
         try:
+            # Keys of a newer relay are not this client's business: read what it knows.
+            known = {field.name for field in attrs.fields(wire.SessionInfo)}
+            if isinstance(data, dict):
+                data = {key: value for key, value in data.items() if key in known}
             return wire.decode(wire.SessionInfo, data)
         except wire.DecodeError as exc:
             raise RelayRejected(200, "bad_session", str(exc)) from None

@@ -108,7 +108,9 @@ def session_info(
         created_at=session.created_at,
         updated_at=session.updated_at,
         url=f"{base_url}/s/{session.id}",
-        agent=session.agent,
+        # Only another agent than its environment's default is said (and the key left out
+        # otherwise): a client of before agents reads every session of one agent as ever.
+        agent=session.agent if session.agent != session.environment_agent else None,
     )
 
 
@@ -215,10 +217,9 @@ class ClientApi:
         title = _blank_to_none(body.title) or title_from_text(prompt)
         session_id = new_id("ses")
         environment_id = request.path_params["environment_id"]
-        if body.conversation or body.sandbox or body.agent:  # a plain start needs none
+        if body.conversation or body.sandbox:  # a plain start needs no feature of a daemon
             _check_features(await self.storage.environment_features(environment_id), body)
-        if body.agent is not None:
-            await self._check_agent(environment_id, body.agent)
+        agent = await self._agent(environment_id, body.agent)
         start = StartSession(
             session_id=session_id,
             prompt=prompt,
@@ -228,7 +229,7 @@ class ClientApi:
             origin=client.name,
             conversation=body.conversation,
             sandbox=body.sandbox,
-            agent=body.agent,
+            agent=agent,
         )
         new = NewSession(
             id=session_id, environment_id=environment_id, title=title, spawn=body.spawn
@@ -237,16 +238,26 @@ class ClientApi:
         self.hub.notify(environment_key(environment_id))
         return json_response(self._info(session), status=201)
 
-    async def _check_agent(self, environment_id: str, agent: str) -> None:
+    async def _agent(self, environment_id: str, agent: str | None) -> str | None:
+        """The agent to ask the daemon for: None for its default (asked by name or not);
+        Conflict when its daemon does not run ``agent``."""
+        if agent is None:
+            return None
+        env = await self.storage.get_environment(environment_id)
+        if env is not None and agent == env.agent:
+            return None  # its default: any daemon runs it, with or without the feature
+        _check_features(
+            await self.storage.environment_features(environment_id), CreateSession(agent=agent)
+        )
         view = await self.storage.read_settings(environment_id)
-        allowed = view.agents if view is not None else []
+        allowed = view.agents if view is not None and view.agents else [env.agent] if env else []
         if agent not in allowed:
-            named = ", ".join(allowed) or "only its default"
             raise Conflict(
                 "agent_not_allowed",
-                f"this environment's daemon does not run {agent!r} (it allows: {named});"
-                " rcd start --allow-agent NAME adds one",
+                f"this environment's daemon does not run {agent!r} (it allows:"
+                f" {', '.join(allowed)}); rcd start --allow-agent NAME adds one",
             )
+        return agent
 
     async def list_sessions(self, request: Request) -> Response:
         await self._client(request)
@@ -380,6 +391,10 @@ class ClientApi:
         if session.sandbox:
             features = await self.storage.environment_features(session.environment_id)
             _check_features(features, CreateSession(sandbox=True))
+        # It resumes with the agent it ran: refused here, not by the daemon, when that one is
+        # no longer allowed (or the daemon runs only its default, another one).
+        if session.agent != session.environment_agent:
+            await self._agent(session.environment_id, session.agent)
         resumed = await self.storage.resume_session(session.id)
         self.hub.notify(environment_key(session.environment_id))
         return json_response(self._info(resumed), status=202)

@@ -156,6 +156,8 @@ class SessionRecord:
     #: The agent it runs: asked for at its start, then as its ``session_started`` said;
     #: None: its environment's default, not started yet.
     agent: str | None = None
+    #: Its environment's default agent (as its daemon registered).
+    environment_agent: str | None = None
 
 
 def owned_environment(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from daemon.errors import ConfigError, DaemonError, NotPaired
+from daemon.options import ACP_PRESETS
 from daemon.paths import default_relay, load_credential, normalise_relay_url
 
 from .launchd import Launchd
@@ -84,13 +85,21 @@ def _check_startable(opts: ServiceOptions, args: argparse.Namespace) -> None:
     relay = args.relay or default_relay()
     if relay is not None and load_credential(relay) is None:
         raise NotPaired(normalise_relay_url(relay))
-    agent = args.agent_bin or args.agent
-    if shutil.which(os.path.expanduser(agent), path=opts.path) is None:
+    default = args.agent_bin or ("claude" if args.agent == "claude" else ACP_PRESETS[args.agent][0])
+    if shutil.which(os.path.expanduser(default), path=opts.path) is None:
         print(
-            f"rcd service: warning: {agent} is not found on PATH ({opts.path}); sessions "
+            f"rcd service: warning: {default} is not found on PATH ({opts.path}); sessions "
             "will fail to start until it is (or pass --agent-bin)",
             file=sys.stderr,
         )
+    for other in getattr(args, "allow_agent", None) or ():
+        program = "claude" if other == "claude" else ACP_PRESETS[other][0]
+        if shutil.which(program, path=opts.path) is None:
+            # rcd start refuses then: the service would only restart again and again.
+            raise ConfigError(
+                f"--allow-agent {other}: its program {program!r} is not on the service's PATH"
+                f" ({opts.path}): install it, or leave it out"
+            )
 
 
 def _install(manager: Manager, opts: ServiceOptions, args: argparse.Namespace) -> int:

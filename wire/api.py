@@ -115,7 +115,8 @@ class SessionInfo:
     created_at: float
     updated_at: float
     url: str
-    #: The agent it runs, once it started (``session_started``); None before.
+    #: The agent it runs when it is not its environment's default (``rcd start
+    #: --allow-agent``); left out for one of the default agent.
     agent: str | None = None
 
 

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import attrs
 import cattrs.gen
 
-from .api import CONVERSATION_ID_PATTERN, CreateSession
+from .api import CONVERSATION_ID_PATTERN, CreateSession, SessionInfo
 from .changes import WorkspaceRequest
 from .converter import converter
 from .events import Decision, Event, PermissionResolved, Spawn
@@ -305,6 +305,7 @@ _omit_when_empty(SettingsView, "grants", "agents")
 _omit_when_empty(PermissionResolved, "grant")
 # A client of before it talks to a relay of before it as ever.
 _omit_when_empty(CreateSession, "conversation", "sandbox", "agent")
+_omit_when_empty(SessionInfo, "agent")
 
 #: The header of the relay's answer to a registration that lists what it takes beyond
 #: protocol 1's first form, comma-separated: ``partials`` (:class:`UplinkRequest`). The

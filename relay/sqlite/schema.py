@@ -170,6 +170,13 @@ def migrate(db: SqliteConnection) -> None:
             db.execute(statement)
     if version < 2:
         name_unnamed_sign_ins(db)
+    if version < 5:
+        # Each session so far ran the one agent its environment's daemon ran: kept, so that
+        # a daemon started later with another default resumes it with that one.
+        db.execute(
+            "UPDATE sessions SET agent = (SELECT agent FROM environments e"
+            " WHERE e.id = sessions.environment_id) WHERE agent IS NULL"
+        )
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

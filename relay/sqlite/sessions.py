@@ -31,7 +31,8 @@ _SESSION_COLUMNS = (
     "id, environment_id, title, state, spawn, cwd, branch, agent_session_id,"
     " created_at, updated_at, last_seq,"
     f" (SELECT {OFFLINE_SINCE} FROM environments e WHERE e.id = sessions.environment_id),"
-    " sandbox, agent"
+    " sandbox, agent,"
+    " (SELECT agent FROM environments e WHERE e.id = sessions.environment_id)"
 )
 
 
@@ -51,6 +52,7 @@ def _session(row: Sequence[Any]) -> SessionRecord:
         environment_offline_since=row[11],
         sandbox=bool(row[12]),
         agent=row[13],
+        environment_agent=row[14],
     )
 
 
@@ -177,12 +179,9 @@ def resume_session(db: SqliteConnection, session_id: str) -> SessionRecord:
             "UPDATE sessions SET state = 'queued', updated_at = ? WHERE id = ?",
             (db.now(), session_id),
         )
-        # Its agent goes along only to a daemon that takes the key (one of before agents
-        # ran its one agent anyway).
-        (features,) = db.execute(
-            "SELECT features FROM environments WHERE id = ?", (session.environment_id,)
-        ).fetchone()
-        agent = session.agent if "agents" in (features or "").split(",") else None
+        # Its agent goes along when it is not the daemon's default (the client API checked
+        # that this daemon runs it).
+        agent = session.agent if session.agent != session.environment_agent else None
         enqueue(
             db,
             session.environment_id,

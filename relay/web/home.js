@@ -106,7 +106,7 @@ function sessionRow(session, names) {
     h(
       'div',
       { class: 'session-row-meta' },
-      h('span', { class: 'session-row-where' }, [env, session.branch, session.agent && session.agent !== 'claude' ? session.agent : null].filter(Boolean).join(' · ')),
+      h('span', { class: 'session-row-where' }, [env, session.branch, session.agent].filter(Boolean).join(' · ')),
       h('span', { class: 'session-row-when' }, ago(session.updated_at)),
     ),
   );
@@ -365,7 +365,9 @@ export function newSessionView(root) {
     if (id !== selected) return;
     const agents = agentsOf.get(id) ?? [];
     agentField.hidden = agents.length < 2;
+    const picked = agentSelect.value; // kept when the list is drawn again (a poll)
     fill(agentSelect, ...agents.map((name, i) => h('option', { value: i ? name : '' }, i ? name : `${name} (default)`)));
+    if (agents.slice(1).includes(picked)) agentSelect.value = picked;
   }
 
   // The form works at once; a submit before the environments arrive waits for them.

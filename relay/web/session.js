@@ -173,7 +173,7 @@ export function sessionView(root, sessionId) {
     else if (event.kind === 'session_ended') setState('ended');
     else if (event.kind === 'session_started' && session) {
       session.cwd = data.cwd ?? session.cwd;
-      session.agent = data.agent ?? session.agent;
+      session.agent = data.agent ?? session.agent; // every session's, its default's too
       timeline.cwd = session.cwd;
       session.branch = data.branch ?? session.branch;
       showSession();

@@ -52,14 +52,26 @@ async def test_an_allowed_agent_is_started_shown_and_resumed_with(
     resume = (await _directives(storage, allowing))[-1]
     assert isinstance(resume, wire.ResumeSession) and resume.agent == "codex"
 
-    # The default: no agent asked for, none sent; the session says which ran once started.
-    plain = await create_session(client, user, allowing.environment_id)
-    assert plain["agent"] is None
-    start = (await _directives(storage, allowing))[-1]
-    assert isinstance(start, wire.StartSession) and start.agent is None
-    assert (await uplink(client, allowing, plain["id"], started())).status_code == 200
-    got = await client.get(f"/api/sessions/{plain['id']}", headers=user)
-    assert got.json()["agent"] == "claude"
+    # The default, asked for by name or not: none sent; and a session of the default says
+    # nothing of it (a client of before agents reads it as ever).
+    for body in ({}, {"agent": "claude"}):
+        plain = await create_session(client, user, allowing.environment_id, **body)
+        assert "agent" not in plain
+        start = (await _directives(storage, allowing))[-1]
+        assert isinstance(start, wire.StartSession) and start.agent is None
+        assert (await uplink(client, allowing, plain["id"], started())).status_code == 200
+        got = await client.get(f"/api/sessions/{plain['id']}", headers=user)
+        assert "agent" not in got.json()
+
+    # The daemon no longer runs codex: the codex session's resume is refused here.
+    stop = event(3, "session_ended", reason="done", worktree_kept=False, branch=None)
+    assert (await uplink(client, allowing, sid, started(agent="codex"), stop)).status_code == 200
+    await storage.save_settings(allowing.environment_id, attrs.evolve(VIEW, agents=["claude"]))
+    refused = await client.post(f"/api/sessions/{sid}/resume", headers=user)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "agent_not_allowed"
+    await storage.save_features(allowing.environment_id, ["settings"])
+    older = await client.post(f"/api/sessions/{sid}/resume", headers=user)
+    assert older.status_code == 409 and older.json()["error"]["code"] == "agents_unsupported"
 
 
 async def test_agents_the_daemon_does_not_run_are_refused(
@@ -75,3 +87,15 @@ async def test_agents_the_daemon_does_not_run_are_refused(
     old = await client.post(path, json={"agent": "codex"}, headers=user)
     assert old.status_code == 409 and old.json()["error"]["code"] == "agents_unsupported"
     assert await _directives(storage, allowing) == []
+
+
+async def test_before_its_daemon_reports_agents_only_the_default_runs(
+    client: httpx.AsyncClient, user: dict[str, str], storage: SqliteStorage, daemon: Daemon
+) -> None:
+    await storage.save_features(daemon.environment_id, ["settings", "agents"])
+    path = f"/api/environments/{daemon.environment_id}/sessions"
+    named = await client.post(path, json={"agent": "claude"}, headers=user)
+    assert named.status_code == 201, named.text
+    other = await client.post(path, json={"agent": "codex"}, headers=user)
+    assert other.status_code == 409
+    assert "it allows: claude" in other.json()["error"]["message"]

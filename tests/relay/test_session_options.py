@@ -130,3 +130,25 @@ def test_bodies_without_the_new_fields_are_what_peers_of_before_read() -> None:
     resume = wire.ResumeSession(session_id="s", agent_session_id="a", cwd="/", spawn="same-dir")
     assert "sandbox" not in wire.encode(resume)
     assert wire.encode(attrs.evolve(resume, sandbox=True))["sandbox"] is True
+
+
+async def test_a_version_4_database_keeps_each_sessions_agent(data_dir: Path) -> None:
+    """Sessions from before per-session agents ran their environment's one agent: the
+    migration says so, so a daemon with another default later resumes them with it."""
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        pass  # a current database, made
+    with closing(sqlite3.connect(database_path(data_dir))) as old:
+        old.executescript(
+            """
+            ALTER TABLE sessions DROP COLUMN agent;
+            INSERT INTO environments (id, credential_id, name, machine, directory, spawn,
+                capacity, agent, created_at, updated_at)
+                VALUES ('env_1', 'cred', 'laptop', 'm1', '/p', 'same-dir', 4, 'claude', 1, 1);
+            INSERT INTO sessions (id, environment_id, state, created_at, updated_at)
+                VALUES ('ses_old', 'env_1', 'ended', 1, 1);
+            PRAGMA user_version = 4;
+            """
+        )
+    async with SqliteStorage.in_data_dir(data_dir) as storage:
+        (old_session,) = await storage.list_sessions()
+    assert (old_session.agent, old_session.environment_agent) == ("claude", "claude")

@@ -242,6 +242,11 @@ def test_options_are_validated_like_rcd_start(
     unpaired = parse("install", str(machine.project), "--relay=https://r.example")
     assert run_service_command(unpaired) == 1
     assert "not paired with https://r.example" in capsys.readouterr().err
+    # An allowed agent whose program the service's PATH lacks: rcd start would refuse it,
+    # and the service restart again and again.
+    allowing = parse("install", str(machine.project), "--allow-agent=gemini", "--platform=linux")
+    assert run_service_command(allowing) == 1
+    assert "--allow-agent gemini: its program 'gemini' is not on" in capsys.readouterr().err
     assert machine.calls() == []  # nothing was started
 
 
