@@ -69,10 +69,13 @@ def run_status(args: argparse.Namespace) -> int:
         f"  {v(env.directory)}  spawn={v(env.spawn)}  "
         f"{len(report.sessions)}/{env.capacity} sessions"
     )
+    # Each session's agent, when they are not all the same one.
+    mixed = len({s.agent for s in report.sessions}) > 1
     for s in report.sessions:
         where = v(s.branch or s.cwd or "")
         title = v(s.title or "(untitled)")
-        print(f"  {v(s.id)}  {v(s.state):<20} {title}  {where}  pid={s.pid}")
+        agent = f"  agent={v(s.agent or '?')}" if mixed else ""
+        print(f"  {v(s.id)}  {v(s.state):<20} {title}  {where}  pid={s.pid}{agent}")
     if report.uplink.buffered_events:
         print(f"  {report.uplink.buffered_events} events waiting to go up to the relay")
     if report.kept_worktrees:

@@ -55,7 +55,13 @@ def status_report(
         ),
         sessions=[
             wire.SessionStatus(
-                id=s.id, title=s.title, state=s.state, cwd=s.cwd, branch=s.branch, pid=s.pid
+                id=s.id,
+                title=s.title,
+                state=s.state,
+                cwd=s.cwd,
+                branch=s.branch,
+                pid=s.pid,
+                agent=s.agent,
             )
             for s in stats.sessions
         ],

@@ -80,6 +80,8 @@ class SessionSnapshot:
     last_seq: int
     #: What the agent is doing right now, for displays ("Bash: pytest -q"), or None.
     activity: str | None = None
+    #: The agent it runs (its adapter's name).
+    agent: str | None = None
 
 
 #: Prepares the workspace (may create a worktree); raises WorkspaceError.
@@ -166,6 +168,7 @@ class SessionRuntime:
             pid=self.handle.pid if self.handle and not self.ended.is_set() else None,
             last_seq=self.seq,
             activity=self.activity,
+            agent=self.adapter.name,
         )
 
     # -- the log -------------------------------------------------------------------------

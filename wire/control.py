@@ -56,6 +56,8 @@ class SessionStatus:
     cwd: str | None
     branch: str | None
     pid: int | None
+    #: The agent it runs (``claude``, ``codex``...); None from a daemon of before agents.
+    agent: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -19,7 +19,7 @@ from testkit.fakes import (
     find_claude,
     find_claude_acp,
 )
-from testkit.harness import count_processes, start_daemon, start_relay
+from testkit.harness import count_processes, rcd, start_daemon, start_relay
 from testkit.waiting import eventually
 
 
@@ -61,6 +61,9 @@ async def test_four_claude_and_four_acp_sessions_then_sigterm_leaves_nothing(
                 # Said only for the one that is not the environment's default.
                 shown = (await relay.session(session_id)).get("agent")
                 assert shown == (None if agent == "claude" else agent)
+            # rcd status says which agent runs each session when they are not all one.
+            status = (await rcd(daemon.env, "status", str(project))).stdout.decode()
+            assert status.count("agent=claude-acp") == 4 and status.count("agent=claude\n") == 4
             assert count_processes(adapter) == 4
             assert count_processes(cli_marker) == 4  # the stream-json CLIs
 
