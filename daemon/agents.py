@@ -10,7 +10,7 @@ from spawn.acp import AcpAgent
 
 from .checks import Finding, agent_missing_message, find_agent
 from .errors import ConfigError
-from .options import ACP_PRESETS, StartOptions
+from .options import StartOptions, agent_program
 
 __all__ = ["allowed_agent", "check_acp_agent", "check_agents", "make_adapter", "other_adapters"]
 
@@ -46,7 +46,7 @@ def check_agents(options: StartOptions) -> None:
             absent + " (`rcd doctor` checks the rest; --no-agent-check starts anyway)"
         )
     for other in options.agents[1:]:
-        program = "claude" if other == "claude" else ACP_PRESETS[other][0]
+        program = agent_program(other)
         if find_agent(program) is None:
             raise ConfigError(
                 f"--allow-agent {other}: its program {program!r} is not on PATH: install"
@@ -56,7 +56,7 @@ def check_agents(options: StartOptions) -> None:
 
 def allowed_agent(name: str) -> Finding:
     """``rcd doctor``'s check of an agent of ``--allow-agent``: its program on PATH."""
-    program = "claude" if name == "claude" else ACP_PRESETS[name][0]
+    program = agent_program(name)
     found = find_agent(program)
     check = f"agent {name}"
     if found is None:

@@ -46,7 +46,6 @@ PATTERN_KEYS = {"Glob": ("pattern",), "Grep": ("glob",)}
 #: would outlast the grant (``.claude/settings.local.json`` allowing Bash for good, a git
 #: hook), so it is always asked, as Claude Code itself asks for its own settings.
 PROTECTED = frozenset({".git", ".claude", ".mcp.json", ".envrc", ".rcd"})
-_SHELL_SPECIAL = wire.grants.SHELL_SPECIAL
 
 
 def new_grant(grant_id: str, request: wire.GrantRequest, by: str, now: float) -> wire.Grant:
@@ -118,7 +117,7 @@ def _within(path: str, directory: str) -> bool:
 def _command_covered(prefix: str | None, command: object) -> bool:
     if not isinstance(command, str) or not command.strip():
         return False
-    if _SHELL_SPECIAL & set(command):
+    if wire.grants.SHELL_SPECIAL & set(command):
         return False
     try:
         words = shlex.split(command)

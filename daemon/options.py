@@ -63,6 +63,11 @@ ACP_PRESETS: dict[str, tuple[str, ...]] = {
 AGENTS = ("claude", *ACP_PRESETS, "acp")
 
 
+def agent_program(name: str) -> str:
+    """The program agent ``name`` runs: ``claude``, or an ACP preset's first word."""
+    return "claude" if name == "claude" else ACP_PRESETS[name][0]
+
+
 def _format_seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 

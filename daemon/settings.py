@@ -329,9 +329,10 @@ class SettingsKeeper:
             self._grants_changed = trio.Event()
             ends = [g.expires_at for g in self.settings.stored.grants]
             wait = min(ends) - self.clock() if ends else math.inf
-            # Looked at again at least every ``recheck`` s: the clock may jump (a machine
-            # that slept: trio's clock stood still while the wall clock went on).
-            with trio.move_on_after(min(max(wait, 0) + 0.1, self.recheck)):
+            # Looked at again at least every ``recheck`` s while grants are in force: the
+            # clock may jump (a machine that slept: trio's clock stood still meanwhile).
+            # With none, nothing wakes an idle daemon but a new grant.
+            with trio.move_on_after(min(max(wait, 0) + 0.1, self.recheck) if ends else math.inf):
                 await self._grants_changed.wait()
             now = self.clock()
             if ends and min(ends) <= now:

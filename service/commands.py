@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from daemon.errors import ConfigError, DaemonError, NotPaired
-from daemon.options import ACP_PRESETS
+from daemon.options import agent_program
 from daemon.paths import default_relay, load_credential, normalise_relay_url
 
 from .launchd import Launchd
@@ -85,7 +85,7 @@ def _check_startable(opts: ServiceOptions, args: argparse.Namespace) -> None:
     relay = args.relay or default_relay()
     if relay is not None and load_credential(relay) is None:
         raise NotPaired(normalise_relay_url(relay))
-    default = args.agent_bin or ("claude" if args.agent == "claude" else ACP_PRESETS[args.agent][0])
+    default = args.agent_bin or agent_program(args.agent)
     if shutil.which(os.path.expanduser(default), path=opts.path) is None:
         print(
             f"rcd service: warning: {default} is not found on PATH ({opts.path}); sessions "
@@ -93,7 +93,7 @@ def _check_startable(opts: ServiceOptions, args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     for other in getattr(args, "allow_agent", None) or ():
-        program = "claude" if other == "claude" else ACP_PRESETS[other][0]
+        program = agent_program(other)
         if shutil.which(program, path=opts.path) is None:
             # rcd start refuses then: the service would only restart again and again.
             raise ConfigError(
