@@ -23,8 +23,7 @@ from .adapter import (
     PermissionCancelled,
     Streaming,
 )
-from .claude import load_line
-from .lines import LineTooLong, iter_lines
+from .lines import LineTooLong, iter_lines, json_line, load_line
 from .process import AgentProcess
 
 __all__ = ["AcpHandle", "AgentRefused", "PROTOCOL_VERSION", "ProtocolBroken"]
@@ -116,9 +115,8 @@ class AcpHandle:
     # -- JSON-RPC ---------------------------------------------------------------------
 
     async def _write(self, message: dict[str, Any]) -> None:
-        line = json.dumps({"jsonrpc": "2.0", **message}, ensure_ascii=False, separators=(",", ":"))
         try:
-            await self.proc.write_line(line.encode())
+            await self.proc.write_line(json_line({"jsonrpc": "2.0", **message}))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("agent_stdin_closed", pid=self.proc.pid)
 
@@ -138,6 +136,9 @@ class AcpHandle:
         await self._write({"id": rpc_id, **body})
 
     # -- what the session runtime calls ---------------------------------------------
+
+    def send_message_now(self, text: str) -> bool:
+        return False  # a prompt is a request whose answer ends the turn: it goes in order
 
     async def send_message(self, text: str) -> None:
         if self.session is None:
@@ -201,7 +202,7 @@ class AcpHandle:
 
     async def _line(self, raw: bytes) -> None:
         try:
-            # As the relay will store it (no NaN, integers that fit: see claude.load_line).
+            # As the relay will store it (no NaN, integers that fit: see lines.load_line).
             message = load_line(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             snippet = raw[:200].decode("utf-8", "replace")

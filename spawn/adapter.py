@@ -112,6 +112,11 @@ class AgentHandle(Protocol):
 
     async def send_message(self, text: str) -> None: ...
 
+    def send_message_now(self, text: str) -> bool:
+        """Hand ``text`` to the agent at once, without waiting, when that can be done
+        (True); else nothing happened (False) and :meth:`send_message` is the way."""
+        ...
+
     async def answer_permission(
         self, request_id: str, decision: wire.Decision, message: str | None
     ) -> None: ...

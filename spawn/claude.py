@@ -30,7 +30,7 @@ from .adapter import (
     PermissionCancelled,
     Streaming,
 )
-from .lines import LineTooLong, iter_lines
+from .lines import LineTooLong, iter_lines, json_line, load_line
 from .process import AgentProcess, open_agent_process
 from .sandbox import claude_settings, git_dirs, wrapped
 
@@ -59,6 +59,10 @@ INSTALL_HINT = "install Claude Code (npm install -g @anthropic-ai/claude-code) o
 SANDBOX_HINT = "the sandbox needs bubblewrap and socat: sudo apt install bubblewrap socat"
 
 
+def _user_message(text: str) -> dict[str, Any]:
+    return {"type": "user", "message": {"role": "user", "content": text}}
+
+
 @attrs.define(eq=False)
 class ClaudeHandle:
     """Controls one ``claude`` process (see :class:`spawn.adapter.AgentHandle`)."""
@@ -79,14 +83,16 @@ class ClaudeHandle:
         return self.proc.pid
 
     async def _send(self, obj: dict[str, Any]) -> None:
-        line = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            await self.proc.write_line(line)
+            await self.proc.write_line(json_line(obj))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("agent_stdin_closed", pid=self.proc.pid)
 
     async def send_message(self, text: str) -> None:
-        await self._send({"type": "user", "message": {"role": "user", "content": text}})
+        await self._send(_user_message(text))
+
+    def send_message_now(self, text: str) -> bool:
+        return self.proc.write_line_now(json_line(_user_message(text)))
 
     async def answer_permission(
         self, request_id: str, decision: wire.Decision, message: str | None
@@ -118,21 +124,6 @@ class ClaudeHandle:
     async def stop(self, grace: float) -> None:
         self.stopping = True
         await self.proc.terminate(grace)
-
-
-def _int(text: str) -> int | float | str:
-    # The relay stores strict JSON (signed 64-bit integers, no NaN): an agent's larger
-    # integer becomes a float, or its digits as text, rather than a rejected event.
-    value = int(text)
-    if -wire.strict_json.INT64_LIMIT <= value < wire.strict_json.INT64_LIMIT:
-        return value
-    as_float = float(value) if len(text) < 300 else float("inf")
-    return as_float if as_float not in (float("inf"), float("-inf")) else text
-
-
-def load_line(raw: bytes) -> Any:
-    """Parse one line the way the relay will accept it (see :func:`_int`)."""
-    return wire.strict_json.loads(raw, parse_int=_int, parse_float=float)
 
 
 def _tool_result_text(content: Any) -> str:

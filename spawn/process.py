@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -49,9 +50,32 @@ class AgentProcess:
 
         Raises ``trio.BrokenResourceError`` or ``trio.ClosedResourceError`` once the agent is gone.
         """
+        # A line the pipe takes whole goes now: trio's send_all (and an uncontended lock)
+        # would first let every other ready task run, and the agent waits for it.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.write_line_now(line):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         assert self.process.stdin is not None
         async with self._send_lock:
             await self.process.stdin.send_all(line + b"\n")
+
+    def write_line_now(self, line: bytes) -> bool:
+        """Write one line at once if the pipe takes it whole without waiting and nobody else
+        is writing (True); else nothing was written (False: :meth:`write_line` is the way,
+        and says what went wrong). Lines up to ``PIPE_BUF`` go whole or not at all."""
+        stdin = self.process.stdin
+        data = line + b"\n"
+        if (
+            not isinstance(stdin, trio.lowlevel.FdStream)
+            or self._send_lock.locked()
+            or len(data) > select.PIPE_BUF
+        ):
+            return False
+        try:
+            return os.write(stdin.fileno(), data) == len(data)
+        except OSError:  # full (EAGAIN), closed, broken: the waiting write reports it
+            return False
 
     async def drain_stderr(self) -> None:
         """Read stderr until EOF, keeping the last lines (an unread pipe would block the agent)."""

@@ -130,6 +130,9 @@ class SessionRuntime:
     _applied: set[str] = attrs.field(factory=set)
     _permissions: set[str] = attrs.field(factory=set)
     _in_turn: bool = False
+    #: The inputs' task waits for the next one, nothing is queued ahead: a message may go
+    #: to an idle agent straight from :meth:`deliver`.
+    _inbox_idle: bool = False
     _exited: AgentExited | None = None
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _agent_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
@@ -152,6 +155,9 @@ class SessionRuntime:
         if self.ended.is_set():
             log.info("input_after_end", session_id=self.session_id, type=item.type)
             return
+        if self._inbox_idle and isinstance(item, wire.SendMessage) and self._send_now(item):
+            return
+        self._inbox_idle = False
         self._inbox_send.send_nowait(item)
 
     def request_stop(self, reason: str) -> None:
@@ -261,13 +267,44 @@ class SessionRuntime:
             nursery.start_soon(self._apply_inputs)
 
     async def _apply_inputs(self) -> None:
-        async for item in self._inbox_recv:
+        while True:
+            try:
+                item = self._inbox_recv.receive_nowait()
+            except trio.WouldBlock:
+                self._inbox_idle = True
+                try:
+                    item = await self._inbox_recv.receive()
+                except trio.EndOfChannel:
+                    return
+                finally:
+                    self._inbox_idle = False
+            except trio.EndOfChannel:
+                return
             await self._apply(item)
+
+    def _send_now(self, item: wire.SendMessage) -> bool:
+        """Apply a message to an idle agent here and now, its line written without waiting
+        for a scheduler pass (the agent is what waits for it); False when it must take the
+        inputs' task (a turn runs, or the line does not go at once): nothing happened."""
+        handle = self.handle
+        if handle is None or self._in_turn or self._queued:
+            return False
+        if item.input_id in self._applied:
+            return True
+        if not handle.send_message_now(item.text):
+            return False
+        self._applied.add(item.input_id)
+        self._start_turn(item)
+        return True
 
     async def _apply(self, item: UserInput) -> None:
         handle = self.handle
         assert handle is not None
         if isinstance(item, wire.SendMessage):
+            if self._stop_asked:
+                # The session ends: the agent would never answer (the stop came first).
+                log.info("input_after_stop", session_id=self.session_id, input_id=item.input_id)
+                return
             if item.input_id in self._applied:
                 return
             self._applied.add(item.input_id)
@@ -305,10 +342,13 @@ class SessionRuntime:
         if self._in_turn or not self._queued or self.handle is None:
             return
         item = self._queued.popleft()
+        self._start_turn(item)
+        await self.handle.send_message(item.text)
+
+    def _start_turn(self, item: wire.SendMessage) -> None:
         self._in_turn = True
         self._emit(wire.UserMessage(text=item.text, input_id=item.input_id, origin=item.origin))
         self._refresh_state()
-        await self.handle.send_message(item.text)
 
     async def _on_agent(self, event: AgentEvent) -> None:
         if isinstance(event, AgentExited):

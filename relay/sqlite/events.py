@@ -51,14 +51,13 @@ def append_many(
             if not registered_by(db, environment_id, credential_id):
                 raise NotFound(f"no environment {environment_id}")
             acknowledge(db, environment_id, through)
-        for i, (session_id, events) in enumerate(batches):
-            db.execute(f"SAVEPOINT s{i}")
+        for session_id, events in batches:
+            # A session refused (unknown, not this credential's) is refused before anything
+            # of it is written: no savepoint to roll back to.
             try:
                 results.append(_append(db, session_id, events, credential_id))
             except ApiError as exc:
-                db.execute(f"ROLLBACK TO s{i}")
                 results.append(exc)
-            db.execute(f"RELEASE s{i}")
     return results
 
 
@@ -110,15 +109,17 @@ def _append(
             session_id,
         ),
     )
-    db.executemany(
-        "INSERT OR IGNORE INTO permission_requests (session_id, request_id) VALUES (?, ?)",
-        [(session_id, r) for r in update.permission_requests],
-    )
-    db.executemany(
-        "INSERT INTO permission_requests (session_id, request_id, resolved)"
-        " VALUES (?, ?, 1) ON CONFLICT (session_id, request_id) DO UPDATE SET resolved = 1",
-        [(session_id, r) for r in update.permission_resolutions],
-    )
+    if update.permission_requests:
+        db.executemany(
+            "INSERT OR IGNORE INTO permission_requests (session_id, request_id) VALUES (?, ?)",
+            [(session_id, r) for r in update.permission_requests],
+        )
+    if update.permission_resolutions:
+        db.executemany(
+            "INSERT INTO permission_requests (session_id, request_id, resolved)"
+            " VALUES (?, ?, 1) ON CONFLICT (session_id, request_id) DO UPDATE SET resolved = 1",
+            [(session_id, r) for r in update.permission_resolutions],
+        )
     return Appended(acked=held, first_new=first_new)
 
 
