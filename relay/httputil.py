@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import re
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -203,6 +204,13 @@ async def decode_body(request: Request, cl: type[T], limit: int, deadline: float
     return decode_bytes(await read_body(request, limit, deadline), cl)
 
 
+#: How a lone surrogate comes in a UTF-8 body: a ``\\u`` escape of one, or its (invalid)
+#: UTF-8 bytes, which Python's JSON parser lets through. Only a body holding either (or in
+#: another encoding) is encoded again to look; a match that is none (``"\\\\ud800"``)
+#: only costs that.
+_MAY_HOLD_A_SURROGATE = re.compile(rb"\\u[dD][89abcdefABCDEF]|\xed[\xa0-\xbf]")
+
+
 def decode_bytes(raw: bytes, cl: type[T]) -> T:
     """Decode JSON ``raw`` as ``cl``; a mismatch is 400 ``invalid_body``.
 
@@ -211,7 +219,8 @@ def decode_bytes(raw: bytes, cl: type[T]) -> T:
     """
     try:
         data = strict_json.loads(raw)
-        json.dumps(data, ensure_ascii=False).encode()
+        if json.detect_encoding(raw) != "utf-8" or _MAY_HOLD_A_SURROGATE.search(raw):
+            json.dumps(data, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         raise BadRequest("invalid_body", "$: a string holds a lone UTF-16 surrogate") from None
     except (ValueError, RecursionError) as exc:  # incl. JSONDecodeError, UnicodeDecodeError

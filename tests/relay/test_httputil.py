@@ -14,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
+import wire
 from relay import errors
 from relay.errors import BodyTooLarge
-from relay.httputil import http_status, read_lines
+from relay.httputil import decode_bytes, http_status, read_lines
 
 
 class Chunks:
@@ -84,3 +85,31 @@ def test_a_line_over_the_limit_is_413_even_before_it_ends(size: int, cuts: list[
 )
 def test_each_kind_of_refusal_has_its_status(error: errors.ApiError, status: int) -> None:
     assert http_status(error) == status
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"session_id": "\\ud800x"}',
+        b'{"session_id": "\\uDC00"}',
+        '{"session_id": "\ud800"}'.encode("utf-8", "surrogatepass"),
+        '{"session_id": "\udfff"}'.encode("utf-16", "surrogatepass"),
+        '{"session_id": "\ud800"}'.encode("utf-32-le", "surrogatepass"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_however_it_is_spelled(raw: bytes) -> None:
+    with pytest.raises(errors.BadRequest, match="lone UTF-16 surrogate"):
+        decode_bytes(raw, wire.Interrupt)
+
+
+@pytest.mark.parametrize(
+    ("raw", "session_id"),
+    [
+        (b'{"session_id": "\\\\ud800"}', "\\ud800"),  # an escaped backslash: no surrogate
+        (b'{"session_id": "\\ud7ff\\ue000"}', "\ud7ff\ue000"),  # either side of them
+        ('{"session_id": "\ud55c"}'.encode(), "\ud55c"),  # UTF-8 starting with 0xED
+        ('{"session_id": "ok"}'.encode("utf-16"), "ok"),
+    ],
+)
+def test_what_only_looks_like_a_surrogate_is_taken(raw: bytes, session_id: str) -> None:
+    assert decode_bytes(raw, wire.Interrupt).session_id == session_id
