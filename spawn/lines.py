@@ -70,5 +70,10 @@ def load_line(raw: bytes) -> Any:
 
 
 def json_line(obj: dict[str, Any]) -> bytes:
-    """``obj`` as one compact line of JSON (without the newline)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    """``obj`` as one compact line of JSON (without the newline); a lone surrogate (not
+    UTF-8) goes as its ``\\u`` escape."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()

@@ -73,9 +73,12 @@ class AgentProcess:
         ):
             return False
         try:
-            return os.write(stdin.fileno(), data) == len(data)
+            written = os.write(stdin.fileno(), data)
         except OSError:  # full (EAGAIN), closed, broken: the waiting write reports it
             return False
+        if written != len(data):  # a pipe never does this under PIPE_BUF (POSIX)
+            raise RuntimeError(f"the agent's stdin took {written} of a {len(data)}-byte line")
+        return True
 
     async def drain_stderr(self) -> None:
         """Read stderr until EOF, keeping the last lines (an unread pipe would block the agent)."""

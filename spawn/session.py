@@ -287,7 +287,15 @@ class SessionRuntime:
         for a scheduler pass (the agent is what waits for it); False when it must take the
         inputs' task (a turn runs, or the line does not go at once): nothing happened."""
         handle = self.handle
-        if handle is None or self._in_turn or self._queued:
+        if (
+            handle is None
+            or self._in_turn
+            or self._queued
+            or self._stop_asked
+            or self._exited is not None
+            or self._scope.cancel_called
+            or self._agent_scope.cancel_called
+        ):
             return False
         if item.input_id in self._applied:
             return True
@@ -302,8 +310,7 @@ class SessionRuntime:
         assert handle is not None
         if isinstance(item, wire.SendMessage):
             if self._stop_asked:
-                # The session ends: the agent would never answer (the stop came first).
-                log.info("input_after_stop", session_id=self.session_id, input_id=item.input_id)
+                self._not_sent(item)
                 return
             if item.input_id in self._applied:
                 return
@@ -342,8 +349,24 @@ class SessionRuntime:
         if self._in_turn or not self._queued or self.handle is None:
             return
         item = self._queued.popleft()
+        if self._stop_asked:
+            self._not_sent(item, *self._queued)
+            self._queued.clear()
+            return
         self._start_turn(item)
         await self.handle.send_message(item.text)
+
+    def _not_sent(self, *items: wire.SendMessage) -> None:
+        """Messages that came, or waited, until a stop: the agent never gets them, and the
+        session's log says so (the relay took them)."""
+        for item in items:
+            log.info("input_after_stop", session_id=self.session_id, input_id=item.input_id)
+            self._emit(
+                wire.Error(
+                    code="message_not_sent",
+                    message=f"not sent to the agent, the session was stopping: {item.text[:200]}",
+                )
+            )
 
     def _start_turn(self, item: wire.SendMessage) -> None:
         self._in_turn = True

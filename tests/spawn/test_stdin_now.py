@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 import wire
+from spawn.lines import json_line
 from spawn.process import AgentProcess, open_agent_process
 
 from .test_session import Log, make_runtime, message
@@ -50,7 +51,7 @@ async def test_a_line_the_pipe_takes_goes_whole_or_not_at_all(tmp_path: Path) ->
         await agent.terminate(1.0)
 
 
-async def test_a_long_line_and_a_full_pipe_take_the_waiting_write(tmp_path: Path) -> None:
+async def test_a_line_over_pipe_buf_takes_the_waiting_write(tmp_path: Path) -> None:
     agent = await _agent(["cat"], tmp_path)
     assert agent.process.stdout is not None
     try:
@@ -103,6 +104,41 @@ async def test_a_message_after_a_stop_never_overtakes_it(tmp_path: Path) -> None
         assert log.of("user_message") == []
         await log.wait_kind("session_ended")
     assert log.of("user_message") == []
+    [error] = log.of("error")  # the relay took it: the log says it never went
+    assert error.data["code"] == "message_not_sent"
+    assert "too late" in error.data["message"]
+    assert log.events[-1].data["reason"] == "stopped"
+
+
+async def test_a_message_on_a_session_forced_down_is_not_sent(tmp_path: Path) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.run)
+        await _idle(log)
+        runtime.cancel()
+        runtime.deliver(message("too late", "m1"))
+        await log.wait_kind("session_ended")
+    assert log.of("user_message") == []
+
+
+async def test_messages_waiting_behind_a_turn_when_a_stop_comes_are_not_sent(
+    tmp_path: Path,
+) -> None:
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.run)
+        await _idle(log)
+        runtime.deliver(message("sleep 30", "m1"))  # the tiny agent's slow turn
+        runtime.deliver(message("second", "m2"))
+        runtime.deliver(message("third", "m3"))
+        runtime.request_stop("test")
+        await log.wait_kind("session_ended")
+    assert [e.data["input_id"] for e in log.of("user_message")] == ["m1"]
+    not_sent = [e.data["message"] for e in log.of("error") if e.data["code"] == "message_not_sent"]
+    assert len(not_sent) == 2
+    assert "second" in not_sent[0] and "third" in not_sent[1]
     assert log.events[-1].data["reason"] == "stopped"
 
 
@@ -119,3 +155,8 @@ async def test_a_long_message_to_an_idle_agent_is_answered(tmp_path: Path) -> No
         runtime.request_stop("test")
     [answer] = log.of("assistant_text")
     assert answer.data["text"] == f"echo: {text}"
+
+
+def test_a_lone_surrogate_goes_to_the_agent_escaped() -> None:
+    assert json_line({"t": "é"}) == '{"t":"é"}'.encode()
+    assert json_line({"t": "a\ud800é"}) == b'{"t":"a\\ud800\\u00e9"}'
