@@ -325,9 +325,12 @@ class ClientApi:
             tail = self.hub.publish_directive(queued.environment_id, queued.dseq, queued.directive)
             if tail is not None and tail.link_id is not None:
                 # The input is queued; the daemon gets it before the client hears so (both
-                # would compete for the CPU, and the agent is the one waiting for it).
+                # would compete for the CPU, and the agent is the one waiting for it). A
+                # daemon in this process reads it in the loop's next pass: the answer
+                # goes in the one after.
                 with trio.move_on_after(HANDOFF_WAIT):
                     await tail.wait_sent(queued.dseq)
+                await trio.lowlevel.checkpoint()
 
     async def post_message(self, request: Request) -> Response:
         proof = await self._authenticated_proof(request)

@@ -13,8 +13,11 @@ import pytest
 import trio
 import trio.testing
 
+from relay import RunningRelay
 from relay.inprocess import InProcessTransport
 from testkit.harness import start_relay
+
+from .conftest import GUARD, create_session, make_device_token, register
 
 
 def transport(app: Any, nursery: trio.Nursery) -> InProcessTransport:
@@ -122,4 +125,55 @@ async def test_the_relays_app_answers_in_process_as_over_loopback(tmp_path: Path
             refused = await local.get("/api/sessions", headers={"Authorization": "Bearer no"})
             assert refused.status_code == 401
         await relay.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_daemon_in_process_has_an_input_before_its_post_is_answered(
+    relay: RunningRelay,
+) -> None:
+    """The relay answers a client's POST once the open downlink took the input, and, for a
+    daemon in its own process, only in the event loop's pass after the one in which the
+    daemon reads it: the two would otherwise run in the same pass, in either order, and the
+    agent is what waits for the input."""
+    order: list[str] = []
+
+    def recording(app: Any) -> Any:
+        async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+            async def sending(message: Any) -> None:
+                if message["type"] == "http.response.start" and scope["path"].endswith("/messages"):
+                    order.append("answered")
+                await send(message)
+
+            await app(scope, receive, sending)
+
+        return wrapped
+
+    base = relay.local_url
+    async with (
+        trio.open_nursery() as nursery,
+        httpx.AsyncClient(transport=relay.local, base_url=base, timeout=GUARD) as daemon_side,
+        httpx.AsyncClient(
+            transport=InProcessTransport(recording(relay.local.app), nursery, relay.local.server),
+            base_url=base,
+            timeout=GUARD,
+            headers=await make_device_token(relay.storage),
+        ) as phone,
+    ):
+        daemon = await register(daemon_side, relay.storage)
+
+        async def read_downlink(task_status: trio.TaskStatus[None]) -> None:
+            url = f"/daemon/v1/environments/{daemon.environment_id}/downlink"
+            async with daemon_side.stream("GET", url, headers=daemon.headers) as downlink:
+                task_status.started()
+                async for chunk in downlink.aiter_raw():
+                    order.extend("read" for _ in range(chunk.count(b'"type":"message"')))
+
+        await nursery.start(read_downlink)
+        session = await create_session(phone, {}, daemon.environment_id)
+        for i in range(20):
+            posted = await phone.post(
+                f"/api/sessions/{session['id']}/messages", json={"id": f"m{i}", "text": "hi"}
+            )
+            assert posted.status_code == 202
+            assert order[-2:] == ["read", "answered"], (i, order)
         nursery.cancel_scope.cancel()
