@@ -108,6 +108,12 @@ class _Exchange(httpx.AsyncByteStream):
                 self._complete = True
                 self._started.set()
                 self._more.set()
+                # The app may leave the body's (empty) end unread: close the iterator here
+                # rather than leave it to the garbage collector.
+                close = getattr(self._body_iter, "aclose", None)
+                if close is not None:
+                    with trio.CancelScope(shield=True):
+                        await close()
 
     async def wait_started(self) -> None:
         with _timeout(self.read_timeout):

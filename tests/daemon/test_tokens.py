@@ -24,6 +24,7 @@ from daemon.relay_client import RelayClient
 from relay import Hub, RelayConfig, SqliteStorage, create_app
 from relay.auth import hash_secret, issue_environment_credential
 from relay.tokens import TokenIssuer
+from testkit.asgi import ASGITransport
 
 URL = "http://relay.test"
 TTL = 300.0
@@ -78,7 +79,7 @@ async def setup(clock: trio.testing.MockClock, tmp_path: Path) -> AsyncIterator[
     async with SqliteStorage.in_data_dir(tmp_path) as storage:
         app = create_app(storage, Hub(), RelayConfig(data_dir=tmp_path), tokens=issuer)
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
+            transport=ASGITransport(app),
             event_hooks={"request": [network], "response": [record]},
         ) as http:
             credential = await issue_environment_credential(storage, "m1")

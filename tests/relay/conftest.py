@@ -1,7 +1,8 @@
 """Shared fixtures for the relay tests.
 
-Plain requests go through ``httpx.ASGITransport`` against an app on a real SQLite file in
-``tmp_path``; streaming (SSE) tests start the real server with ``serve_relay`` on port 0.
+Plain requests go through httpx's ASGI transport (``testkit.asgi``) against an app on a
+real SQLite file in ``tmp_path``; streaming (SSE) tests start the real server with
+``serve_relay`` on port 0.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import trio
 from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, create_app, serve_relay
 from relay.auth import hash_secret, issue_environment_credential
 from relay.sqlite import database_path
+from testkit.asgi import ASGITransport
 from testkit.fakes.push_service import PushService, open_push_service
 from testkit.waiting import eventually
 from wire import Directive, decode_json
@@ -69,7 +71,7 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An unauthenticated client of an in-process app (no SSE: ASGITransport buffers)."""
     app = create_app(storage, hub, config)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=PUBLIC_URL) as c:
+    async with httpx.AsyncClient(transport=ASGITransport(app), base_url=PUBLIC_URL) as c:
         yield c
 
 

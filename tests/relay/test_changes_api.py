@@ -15,6 +15,7 @@ import trio.testing
 
 import wire
 from relay import Hub, RelayConfig, SqliteStorage, create_app
+from testkit.asgi import ASGITransport
 from testkit.waiting import eventually
 
 from .conftest import PUBLIC_URL, Daemon, create_session, register, started, uplink
@@ -69,7 +70,7 @@ async def test_only_the_asked_environment_answers_and_nothing_is_stored(
     user: dict[str, str],
 ) -> None:  # fmt: skip
     app = create_app(storage, hub, quick_config)
-    transport = httpx.ASGITransport(app)
+    transport = ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
         mine, other, session = await _setup(storage, client, user)
         got: list[httpx.Response] = []
@@ -116,7 +117,7 @@ async def test_refusals_keep_their_files_and_silence_is_said(
     storage: SqliteStorage, hub: Hub, quick_config: RelayConfig, user: dict[str, str]
 ) -> None:
     app = create_app(storage, hub, attrs.evolve(quick_config, changes_wait=0.2))
-    transport = httpx.ASGITransport(app)
+    transport = ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
         mine, _, session = await _setup(storage, client, user)
         got: list[httpx.Response] = []

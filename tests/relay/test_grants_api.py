@@ -14,6 +14,7 @@ import trio
 import wire
 from relay import Hub, RelayConfig, SqliteStorage, create_app
 from relay.fanout import settings_key
+from testkit.asgi import ASGITransport
 
 from .conftest import Daemon, create_session
 
@@ -94,7 +95,7 @@ async def test_a_refusal_and_a_silent_daemon_are_said(
 
     # A daemon that does not answer in time: 202 with the id the grant will have.
     app = create_app(storage, hub, attrs.evolve(config, settings_wait=0))
-    transport = httpx.ASGITransport(app)
+    transport = ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url=client.base_url) as hurried:
         queued = await hurried.post(path, json={"tools": ["Write"], "minutes": 1}, headers=user)
     assert queued.status_code == 202

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from relay import Hub, RelayConfig, SqliteStorage, create_app
 from relay.sqlite import database_path
+from testkit.asgi import ASGITransport
 from wire import encode
 
 from .conftest import (
@@ -67,7 +68,7 @@ async def world(data_dir: Path) -> AsyncIterator[World]:
     async with SqliteStorage.in_data_dir(data_dir) as storage:
         config = RelayConfig(data_dir=data_dir, port=0, public_url=PUBLIC_URL)
         app = create_app(storage, Hub(), config)
-        transport = httpx.ASGITransport(app)
+        transport = ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
             user = await make_device_token(storage)
             daemon = await register(client, storage)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 import wire
 from relay import errors
 from relay.errors import BodyTooLarge
-from relay.httputil import decode_bytes, http_status, read_lines
+from relay.httputil import decode_bytes, http_status, read_body, read_lines
 
 
 class Chunks:
@@ -113,3 +113,34 @@ def test_a_lone_surrogate_is_refused_however_it_is_spelled(raw: bytes) -> None:
 )
 def test_what_only_looks_like_a_surrogate_is_taken(raw: bytes, session_id: str) -> None:
     assert decode_bytes(raw, wire.Interrupt).session_id == session_id
+
+
+class Unended:
+    """A request whose body came whole, as declared, but whose end never does."""
+
+    def __init__(self, chunks: list[bytes], declared: int | None) -> None:
+        self.chunks = chunks
+        self.headers = {} if declared is None else {"content-length": str(declared)}
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        await trio.sleep_forever()
+
+
+@given(body=st.binary(max_size=64), cuts=st.lists(st.integers(0, 100), max_size=4))
+def test_a_body_of_its_declared_length_is_read_without_waiting_for_its_end(
+    body: bytes, cuts: list[int]
+) -> None:
+    async def read() -> bytes:
+        request = cast(Request, cast(Any, Unended(split(body, cuts) or [b""], len(body))))
+        with trio.fail_after(5):
+            return await read_body(request, 1024, deadline=60.0)
+
+    assert trio.run(read) == body
+
+
+async def test_a_body_without_its_length_is_read_to_its_end() -> None:
+    request = cast(Request, cast(Any, Unended([b"abc"], None)))
+    with pytest.raises(errors.BodyTimeout):
+        await read_body(request, 1024, deadline=0.05)  # clock: the end never comes

@@ -21,6 +21,7 @@ from relay.notify import BACKLOG, Notifier
 from relay.push import PushOutcome
 from relay.records import ClientPrincipal, PushSubscriptionRecord
 from relay.tokens import AnswerTokens
+from testkit.asgi import ASGITransport
 from testkit.fakes.push_service import PushService
 from testkit.waiting import eventually
 from wire import PushSettings
@@ -106,7 +107,7 @@ async def test_a_notifications_answer_token_answers_its_one_request_until_it_exp
     clock = [1_000.0]
     answers = AnswerTokens(ttl=3600, clock=lambda: clock[0])
     app = create_app(storage, hub, config, answers=answers)
-    transport = httpx.ASGITransport(app)
+    transport = ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
         user = await make_device_token(storage)
         phone = ClientPrincipal(name="phone", via="token")

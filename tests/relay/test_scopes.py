@@ -38,6 +38,7 @@ from relay.auth import hash_secret
 from relay.openapi import openapi_document
 from relay.records import ClientPrincipal
 from relay.tokens import TokenIssuer
+from testkit.asgi import ASGITransport
 
 from .conftest import (
     PUBLIC_URL,
@@ -88,7 +89,7 @@ async def world(data_dir: Path) -> AsyncIterator[World]:
         # No daemon answers a settings change here: it is queued (202) at once.
         config = RelayConfig(data_dir=data_dir, port=0, public_url=PUBLIC_URL, settings_wait=0)
         app = create_app(storage, Hub(), config, tokens=TokenIssuer(ttl=TTL, clock=clock))
-        transport = httpx.ASGITransport(app)
+        transport = ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL) as client:
             user = await make_device_token(storage)
             revoked_device = await make_device_token(storage, "old-phone")

@@ -19,6 +19,7 @@ from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, admin, create_a
 from relay.errors import AdminError
 from relay.sqlite import SqliteConnection, clients, database_path
 from relay.useragent import describe_user_agent
+from testkit.asgi import ASGITransport
 from testkit.harness import REPO
 from testkit.sse import sse
 
@@ -298,6 +299,6 @@ async def test_the_app_without_sign_ins_lists_none(
     storage: SqliteStorage, hub: Hub, config: RelayConfig, user: dict[str, str]
 ) -> None:
     app = create_app(storage, hub, config)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=PUBLIC_URL) as c:
+    async with httpx.AsyncClient(transport=ASGITransport(app), base_url=PUBLIC_URL) as c:
         response = await c.get("/api/sign-ins", headers=user)
     assert response.json() == {"sign_ins": []}

@@ -12,6 +12,7 @@ import pytest
 
 from relay import Hub, RelayConfig, SqliteStorage, create_app
 from relay.pages import load_assets
+from testkit.asgi import ASGITransport
 
 WEB = Path(__file__).resolve().parents[2] / "relay" / "web"
 
@@ -21,7 +22,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     config = RelayConfig(data_dir=tmp_path, port=0, public_url="http://relay.test")
     async with SqliteStorage.in_data_dir(tmp_path) as storage:
         app = create_app(storage, Hub(), config)
-        transport = httpx.ASGITransport(app)
+        transport = ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url=config.url) as c:
             yield c
 
