@@ -34,6 +34,10 @@ class Log:
     def of(self, kind: str) -> list[wire.Event]:
         return [e for e in self.events if e.kind == kind]
 
+    def replies(self) -> list[str]:
+        """The agent's ``assistant_text``s, in order."""
+        return [e.data["text"] for e in self.of("assistant_text")]
+
     async def wait_for(self, predicate: Callable[[list[wire.Event]], bool]) -> None:
         with trio.fail_after(10):
             while not predicate(self.events):
@@ -96,12 +100,7 @@ async def test_messages_sent_before_the_agent_is_ready_are_answered_in_order(
         nursery.start_soon(runtime.run)
         await log.wait_kind("turn_result", 3)
         runtime.request_stop("test")
-    texts = [wire.decode_event_data(e) for e in log.of("assistant_text")]
-    assert [t.text for t in texts if isinstance(t, wire.AssistantText)] == [
-        "echo: prompt",
-        "echo: first",
-        "echo: second",
-    ]
+    assert log.replies() == ["echo: prompt", "echo: first", "echo: second"]
     assert [e.data["input_id"] for e in log.of("user_message")] == ["p", "m1", "m2"]
     assert log.kinds()[:3] == ["status", "session_started", "status"]
     assert log.events[-1].kind == "session_ended"

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-import wire
+from spawn import SessionRuntime
 from spawn.lines import json_line
 from spawn.process import AgentProcess, open_agent_process
 
@@ -25,12 +27,19 @@ async def _agent(argv: list[str], tmp_path: Path) -> AgentProcess:
     )
 
 
-async def _idle(log: Log) -> None:
-    """The agent has started and waits; so does every task (the inputs' one included)."""
-    await log.wait_for(
-        lambda evs: any(e.kind == "status" and e.data["state"] == "idle" for e in evs)
-    )
-    await trio.testing.wait_all_tasks_blocked()
+@asynccontextmanager
+async def _idle_session(tmp_path: Path) -> AsyncIterator[tuple[Log, SessionRuntime]]:
+    """A session of the tiny agent, started: the agent waits, and so does every task (the
+    inputs' one included)."""
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.run)
+        await log.wait_for(
+            lambda evs: any(e.kind == "status" and e.data["state"] == "idle" for e in evs)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        yield log, runtime
 
 
 async def test_a_line_the_pipe_takes_goes_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -71,11 +80,7 @@ async def test_a_line_over_pipe_buf_takes_the_waiting_write(tmp_path: Path) -> N
 async def test_a_message_to_an_idle_agent_is_applied_as_it_is_delivered(
     tmp_path: Path,
 ) -> None:
-    log = Log()
-    runtime = make_runtime(log, tmp_path)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run)
-        await _idle(log)
+    async with _idle_session(tmp_path) as (log, runtime):
         runtime.deliver(message("now", "m1"))
         # No scheduler pass in between: the turn began, its line is the agent's.
         assert [e.data["input_id"] for e in log.of("user_message")] == ["m1"]
@@ -85,20 +90,12 @@ async def test_a_message_to_an_idle_agent_is_applied_as_it_is_delivered(
         assert len(log.of("user_message")) == 1
         await log.wait_kind("turn_result", 2)
         runtime.request_stop("test")
-    texts = [wire.decode_event_data(e) for e in log.of("assistant_text")]
-    assert [t.text for t in texts if isinstance(t, wire.AssistantText)] == [
-        "echo: now",
-        "echo: next",
-    ]
+    assert log.replies() == ["echo: now", "echo: next"]
     assert [e.data["input_id"] for e in log.of("user_message")] == ["m1", "m2"]
 
 
 async def test_a_message_after_a_stop_never_overtakes_it(tmp_path: Path) -> None:
-    log = Log()
-    runtime = make_runtime(log, tmp_path)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run)
-        await _idle(log)
+    async with _idle_session(tmp_path) as (log, runtime):
         runtime.request_stop("test")
         runtime.deliver(message("too late", "m1"))
         assert log.of("user_message") == []
@@ -111,11 +108,7 @@ async def test_a_message_after_a_stop_never_overtakes_it(tmp_path: Path) -> None
 
 
 async def test_a_message_on_a_session_forced_down_is_not_sent(tmp_path: Path) -> None:
-    log = Log()
-    runtime = make_runtime(log, tmp_path)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run)
-        await _idle(log)
+    async with _idle_session(tmp_path) as (log, runtime):
         runtime.cancel()
         runtime.deliver(message("too late", "m1"))
         await log.wait_kind("session_ended")
@@ -125,11 +118,7 @@ async def test_a_message_on_a_session_forced_down_is_not_sent(tmp_path: Path) ->
 async def test_messages_waiting_behind_a_turn_when_a_stop_comes_are_not_sent(
     tmp_path: Path,
 ) -> None:
-    log = Log()
-    runtime = make_runtime(log, tmp_path)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run)
-        await _idle(log)
+    async with _idle_session(tmp_path) as (log, runtime):
         runtime.deliver(message("sleep 30", "m1"))  # the tiny agent's slow turn
         runtime.deliver(message("second", "m2"))
         runtime.deliver(message("third", "m3"))
@@ -143,18 +132,13 @@ async def test_messages_waiting_behind_a_turn_when_a_stop_comes_are_not_sent(
 
 
 async def test_a_long_message_to_an_idle_agent_is_answered(tmp_path: Path) -> None:
-    log = Log()
-    runtime = make_runtime(log, tmp_path)
     text = "long " * select.PIPE_BUF
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(runtime.run)
-        await _idle(log)
+    async with _idle_session(tmp_path) as (log, runtime):
         runtime.deliver(message(text, "m1"))
         assert log.of("user_message") == []  # too long to go at once: the inputs' task
         await log.wait_kind("turn_result")
         runtime.request_stop("test")
-    [answer] = log.of("assistant_text")
-    assert answer.data["text"] == f"echo: {text}"
+    assert log.replies() == [f"echo: {text}"]
 
 
 def test_a_lone_surrogate_goes_to_the_agent_escaped() -> None:
