@@ -150,8 +150,10 @@ class SessionRuntime:
     # -- what the supervisor calls -------------------------------------------------------
 
     def deliver(self, item: UserInput) -> None:
-        """Queue an input. Inputs that arrive before the agent is ready wait for it;
-        a message whose ``input_id`` was already applied is ignored (exactly once)."""
+        """Apply an input in order: a message to an idle agent with nothing ahead of it is
+        written to the agent here and now (:meth:`_send_now`), anything else is queued for
+        the inputs' task. Inputs that arrive before the agent is ready wait for it; a
+        message whose ``input_id`` was already applied is ignored (exactly once)."""
         if self.ended.is_set():
             log.info("input_after_end", session_id=self.session_id, type=item.type)
             return
