@@ -72,10 +72,16 @@ class RelayLink:
     #: redelivering on the next link (applying is idempotent by dseq), so they stay off
     #: the path of the turn the directive starts.
     ack_delay: float = 0.25
+    #: While directives keep coming (each turn's events carry the ack of the directive
+    #: that started it), an ack waits for them to pause, but no longer than this after
+    #: the first it covers.
+    ack_max_wait: float = 1.0
     connected: bool = False
     _connects: int = 0
     _last_error: str | None = None
     _ack_wanted: trio.Event = attrs.Factory(trio.Event)
+    #: When the newest directive was applied.
+    _directive_at: float = float("-inf")
     _online: trio.Event = attrs.Factory(trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -133,6 +139,7 @@ class RelayLink:
                     async for dseq, directive in directives:
                         stream.delivered = True
                         self.apply(dseq, directive)
+                        self._directive_at = trio.current_time()
                         self._ack_wanted.set()
             except (RelayUnreachable, RelayRejected) as exc:
                 if not is_open:
@@ -228,17 +235,30 @@ class RelayLink:
 
     async def _ack_loop(self) -> None:
         # Acks are coalesced: one in flight at a time, always for the latest directive,
-        # sent a moment after the directive (see ``ack_delay``) unless an uplink request
-        # carried it meanwhile.
+        # sent once the newest directive is ``ack_delay`` old (or ``ack_max_wait`` after
+        # the first) unless an uplink request carried it meanwhile. A directive that came
+        # a moment ago has its turn's events, which carry its ack, still to come: an ack
+        # sent then would be a request on the path of that turn.
         while True:
             await self._ack_wanted.wait()
+            first, covering = trio.current_time(), self.applied_through()
             await trio.sleep(self.ack_delay)
+            while True:
+                wake = min(self._directive_at + self.ack_delay, first + self.ack_max_wait)
+                if wake <= trio.current_time():
+                    break
+                await trio.sleep_until(wake)  # a directive came meanwhile
             self._ack_wanted = trio.Event()
             through = self.applied_through()
             if through <= self.client.directives_acked:
                 continue  # an uplink request carried it
             if through <= self.client.directives_ack_riding:
                 # One carries it, and its answer is on the way: look again then.
+                self._ack_wanted.set()
+                continue
+            if self.client.directives_acked >= covering:
+                # Directives keep coming and uplink requests carry their acks (one a
+                # moment behind the newest): look again later.
                 self._ack_wanted.set()
                 continue
             try:

@@ -28,6 +28,8 @@ class FakeClient:
     down_from: float = float("inf")
     heal_again_at: float = float("inf")
     renew_after: float = float("inf")
+    #: Seconds between two directives of ``script`` (0: all at once).
+    pace: float = 0.0
     #: Downlinks open right now, and when each opened.
     open_now: int = 0
     opened: list[float] = attrs.Factory(list)
@@ -47,6 +49,8 @@ class FakeClient:
             on_open()
             for dseq, directive in self.script:
                 if dseq > after:
+                    if self.pace:
+                        await trio.sleep(self.pace)  # clock: virtual time
                     yield dseq, directive
             await trio.sleep_forever()
         finally:
@@ -221,3 +225,60 @@ async def test_an_ack_riding_an_uplink_request_is_not_sent_again_unless_that_fai
         await trio.testing.wait_all_tasks_blocked()
         assert client.acks == [1]
         nursery.cancel_scope.cancel()
+
+
+async def _paced_directives(
+    count: int, carried_after: float | None
+) -> tuple[FakeClient, RelayLink, list[int]]:
+    """``count`` directives 0.1 s apart; each one's ack carried by an uplink request
+    ``carried_after`` seconds after it is applied (None: never). Runs until 3 s after
+    the last."""
+    script: list[tuple[int, wire.Directive]] = [
+        (n, wire.Interrupt(session_id="s")) for n in range(1, count + 1)
+    ]
+    client = FakeClient(heal_at=0, script=script, pace=0.1)
+    applied: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def carry(dseq: int) -> None:
+            await trio.sleep(carried_after or 0)  # clock: virtual time
+            client.directives_acked = max(client.directives_acked, dseq)
+
+        def apply(dseq: int, directive: wire.Directive) -> None:
+            applied.append(dseq)
+            if carried_after is not None:
+                nursery.start_soon(carry, dseq)
+
+        link = make_link(client, 600, applied)
+        link.apply = apply
+        nursery.start_soon(link.run)
+        await link.wait_online()
+        with trio.fail_after(count * 0.1 + 60):
+            while len(applied) < count:
+                await trio.sleep(0.01)  # clock: virtual time
+        await trio.sleep(3)  # clock: virtual time
+        nursery.cancel_scope.cancel()
+    return client, link, applied
+
+
+async def test_no_ack_of_its_own_while_each_turns_events_carry_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Directives a turn apart, each acked by its turn's events a moment after it is
+    applied (before then an ack would be a request of its own on that turn's path): no
+    ack goes on its own, however the ack's delay falls between them."""
+    client, _, applied = await _paced_directives(30, carried_after=0.08)
+    assert applied == list(range(1, 31))
+    assert client.acks == []
+
+
+async def test_directives_that_keep_coming_are_still_acked_within_the_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, link, applied = await _paced_directives(50, carried_after=None)
+    assert applied == list(range(1, 51))
+    assert client.acks[-1] == 50
+    # Directives came for 5 s without a pause: an ack went at least every ack_max_wait.
+    assert len(client.acks) >= 4
+    assert client.acks == sorted(client.acks)
+    assert link.ack_max_wait < 5
