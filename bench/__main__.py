@@ -152,7 +152,8 @@ async def _roundtrip(options: Options) -> Section:
         "",
         "32 round trips at once is a queue, not a hop: 32 phones post together and again as",
         "soon as their answers arrive, and each round trip costs the CPU above, all of it",
-        "Python on 2 cores shared by the relay and the benchmark's 32 clients (one process),",
+        "Python on 2 cores shared by the relay and the benchmark's 32 clients (one process;",
+        "each phone its own HTTP client, as each is its own device),",
         f"the daemon and 32 agents. The median ({burst.median:.0f} ms) is of the order of 32",
         f"round trips' CPU in the busiest process (32 x {relay_per_trip:.1f} ms ="
         f" {32 * relay_per_trip:.0f} ms); 40x a GET ({40 * base.median:.0f} ms) needs a",
