@@ -245,9 +245,10 @@ def client_of(url: str, data_dir: Path, token: str) -> Relay:
     return Relay(running=None, data_dir=data_dir, client=client, token=token)
 
 
-async def warm_session(relay: Relay, env_id: str, name: str, *, partials: bool = False) -> RcdSide:
-    """A session whose first turn is over, and a side driving it from its last event (its
-    stream with the replies being written too, if ``partials``)."""
+async def warm_session(relay: Relay, env_id: str, name: str, *, partials: bool = True) -> RcdSide:
+    """A session whose first turn is over, and a side driving it from its last event: its
+    stream as the web app follows it, with the replies being written (``?partials=1``;
+    without them if not ``partials``)."""
     r = await relay.create_session(env_id, prompt="warm up")
     r.raise_for_status()
     sid = r.json()["id"]
@@ -608,13 +609,15 @@ def section(result: RealCliResult) -> list[str]:
         "`rcd` is a real `rcd start` reached through `rcd relay` in its own process;",
         "`embedded` is `rcd start` with its relay inside (the README's first command); the",
         "relayed sides are driven by the same minimal HTTP/1.1 client on keep-alive",
-        "connections. A permission round asks the CLI to write a new file: the request is",
+        "connections, rcd's following the session as the web app does, with the replies",
+        "being written (`?partials=1`; the transport side's client gets every line the CLI",
+        "writes). A permission round asks the CLI to write a new file: the request is",
         "visible when the CLI's `can_use_tool` line (bare, transport) or the",
         f"`permission_request` event (rcd) arrives; {THINK_S:.1f} s later (a person reads the",
         'prompt, then taps) "allow" goes in, and the round ends when the agent\'s final reply',
         "(after the tool ran and the model answered) is visible.",
         'The "…" rows split the rcd turn by the daemon\'s own event timestamps:',
-        "`user_message` is written just before the line goes to the CLI's stdin,",
+        "`user_message` is written just after the line went to the CLI's stdin,",
         "`assistant_text` as soon as the CLI's answer line is read.",
         "",
     ]
