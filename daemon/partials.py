@@ -1,15 +1,11 @@
 """Replies being written, on their way up: coalesced, never stored, best effort.
 
 A session hands each piece of the block its agent is writing to :meth:`Partials.add`
-(see :mod:`wire.partial`). The first piece of a block goes up :data:`FIRST_HOLD` after it
-came; later ones wait until :data:`INTERVAL` has passed since the session's last send and
-go together, so a fast writer costs at most one send per session per interval, and every
-session with something new goes in the same request. Once the log has an event after the
-piece's (:meth:`Partials.event`: the finished message, an error), what was not sent is
-dropped: a short reply, whose whole message follows its first words within the hold,
-goes up once, whole, instead of as a partial that the message replaces a moment later
-(a frame, the relay's work and a write to every phone on the session, all on the way of
-that message).
+(see :mod:`wire.partial`). The first piece of a block goes up at once; later ones wait
+until :data:`INTERVAL` has passed since the session's last send and go together, so a
+fast writer costs at most one send per session per interval, and every session with
+something new goes in the same request. Once the log has an event after the piece's
+(:meth:`Partials.event`: the finished message, an error), what was not sent is dropped.
 A send that fails is not retried: the next one starts the block over from its first
 character, and the finished message makes good anything lost. A piece can also be lost
 unseen (on an open uplink request that fails later, or overtaken by one sent on a request
@@ -30,17 +26,12 @@ import wire
 
 from .errors import DaemonError
 
-__all__ = ["FIRST_HOLD", "INTERVAL", "Partials", "SendPartials"]
+__all__ = ["INTERVAL", "Partials", "SendPartials"]
 
 log = structlog.get_logger("daemon.partials")
 
 #: Seconds between two sends of one session's partials at most.
 INTERVAL = 0.05
-#: How long a block's first piece waits for the rest of a short reply (seconds). The
-#: real CLI's finished message follows its first words by 0.6 ms at the median, 3 ms at
-#: the 99th percentile, when the model answers at once; a reply that streams has its
-#: first words shown this much later, which nobody sees.
-FIRST_HOLD = 0.002
 #: A block that keeps growing goes whole again this often (seconds).
 FULL_EVERY = 1.0
 #: After a failed send, a session's next waits this long (the relay is away, or refused).
@@ -56,8 +47,6 @@ class _Writing:
     it went up, and when."""
 
     partial: wire.AssistantPartial
-    #: When its first piece came.
-    started_at: float
     sent: int = 0
     sent_at: float = float("-inf")
     #: When it last went whole (from its first character).
@@ -72,7 +61,6 @@ def _same_block(a: wire.AssistantPartial, b: wire.AssistantPartial) -> bool:
 class Partials:
     send: SendPartials
     interval: float = INTERVAL
-    first_hold: float = FIRST_HOLD
     #: Partials sent, and sends that failed (for ``rcd status`` and benchmarks).
     sent: int = attrs.field(default=0, init=False)
     failures: int = attrs.field(default=0, init=False)
@@ -89,7 +77,7 @@ class Partials:
             writing.partial = attrs.evolve(writing.partial, text=text[: piece.offset] + piece.text)
             writing.sent = min(writing.sent, piece.offset)
         elif piece.offset == 0:
-            self._writing[session_id] = _Writing(piece, started_at=trio.current_time())
+            self._writing[session_id] = _Writing(piece)
         else:
             return
         self._wake.set()
@@ -118,17 +106,14 @@ class Partials:
                 for session_id, writing in self._writing.items()
                 if writing.sent < len(writing.partial.text)
             ]
-            ready = [(s, w) for s, w in due if self._due_at(w) <= now]
+            ready = [(s, w) for s, w in due if w.sent_at + self.interval <= now]
             if ready:
                 await self._send(ready, now)
             elif due:
-                with trio.move_on_at(min(self._due_at(w) for _, w in due)):
+                with trio.move_on_at(min(w.sent_at for _, w in due) + self.interval):
                     await self._wake.wait()
             else:
                 await self._wake.wait()
-
-    def _due_at(self, writing: _Writing) -> float:
-        return max(writing.sent_at + self.interval, writing.started_at + self.first_hold)
 
     async def _send(self, ready: list[tuple[str, _Writing]], now: float) -> None:
         pieces = []

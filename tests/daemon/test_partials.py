@@ -1,6 +1,6 @@
-"""Replies being written, on their way up (daemon.partials): the first piece after a short
-hold, the rest coalesced per interval, what a later event made old dropped, a failed send
-started over."""
+"""Replies being written, on their way up (daemon.partials): the first piece at once, the
+rest coalesced per interval, what a later event made old dropped, a failed send started
+over."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import trio.testing
 
 import wire
 from daemon.errors import RelayUnreachable
-from daemon.partials import AFTER_FAILURE, FIRST_HOLD, FULL_EVERY, INTERVAL, Partials
+from daemon.partials import AFTER_FAILURE, FULL_EVERY, INTERVAL, Partials
 
 
 def piece(offset: int, text: str, after_seq: int = 3, block: int = 0) -> wire.AssistantPartial:
@@ -53,16 +53,13 @@ async def running(autojump_clock: trio.testing.MockClock):  # type: ignore[no-un
         nursery.cancel_scope.cancel()
 
 
-async def test_the_first_piece_goes_after_the_hold_the_rest_together(running) -> None:  # type: ignore[no-untyped-def]
+async def test_the_first_piece_goes_at_once_the_rest_together(running) -> None:  # type: ignore[no-untyped-def]
     relay, partials = running
     start = trio.current_time()
     partials.add("s1", piece(0, "he"))
-    await advance(FIRST_HOLD / 2)
-    assert relay.sends == []  # a short reply's message may still come
     await advance(INTERVAL / 5)
     assert [p for _, p in relay.sends] == [[("s1", piece(0, "he"))]]
-    # Sent once the hold was over, well before an interval.
-    assert FIRST_HOLD <= relay.sends[0][0] - start < INTERVAL / 5
+    assert relay.sends[0][0] - start < INTERVAL / 5
     # Three more within the interval: one send, when it has passed, of what they added.
     for offset, text in ((2, "ll"), (4, "o "), (6, "world")):
         partials.add("s1", piece(offset, text))
@@ -157,19 +154,3 @@ async def test_a_piece_after_a_lost_one_waits_for_the_finished_message(running) 
     partials.add("t", piece(2, "late"))  # a block whose start never came
     await advance(INTERVAL * 3)
     assert [p for _, p in relay.sends] == [[("s", piece(0, "ab"))]]
-
-
-async def test_a_short_reply_goes_whole_with_no_partial(running) -> None:  # type: ignore[no-untyped-def]
-    """The finished message within the hold of the first piece: nothing goes as a partial
-    (the message, an event, carries the text)."""
-    relay, partials = running
-    partials.add("s", piece(0, "Done"))
-    partials.add("s", piece(4, "."))
-    await advance(FIRST_HOLD / 2)
-    partials.event("s", 4)
-    await advance(INTERVAL * 3)
-    assert relay.sends == [] and partials.sent == 0 and partials.waiting() == 0
-    # The next block, which streams past the hold, goes.
-    partials.add("s", piece(0, "Next", after_seq=4))
-    await advance(FIRST_HOLD * 2)
-    assert [p for _, p in relay.sends] == [[("s", piece(0, "Next", after_seq=4))]]
