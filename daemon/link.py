@@ -68,13 +68,14 @@ class RelayLink:
     on_acked: Callable[[int], None] = lambda through: None
     outage_timeout: float = 600.0
     backoff_cap: float = 30.0
-    #: How long an ack waits for more directives to cover. Acks only spare the relay
-    #: redelivering on the next link (applying is idempotent by dseq), so they stay off
-    #: the path of the turn the directive starts.
+    #: How long the newest directive must have been quiet before an ack of its own goes
+    #: (uplink requests usually carry it by then: its turn's events). Acks only spare the
+    #: relay redelivering on the next link (applying is idempotent by dseq), so they stay
+    #: off the path of the turn the directive starts.
     ack_delay: float = 0.25
-    #: While directives keep coming (each turn's events carry the ack of the directive
-    #: that started it), an ack waits for them to pause, but no longer than this after
-    #: the first it covers.
+    #: While directives keep coming, one wait for them to pause lasts at most this long
+    #: after it began; when uplink requests carried acks meanwhile, another wait follows,
+    #: so a directive is acked within about 2 x (ack_max_wait + ack_delay) at worst.
     ack_max_wait: float = 1.0
     connected: bool = False
     _connects: int = 0
@@ -138,8 +139,11 @@ class RelayLink:
                 ) as directives:
                     async for dseq, directive in directives:
                         stream.delivered = True
+                        before = self.applied_through()
                         self.apply(dseq, directive)
-                        self._directive_at = trio.current_time()
+                        if self.applied_through() > before:
+                            # (Not one applied already, from a link being replaced.)
+                            self._directive_at = trio.current_time()
                         self._ack_wanted.set()
             except (RelayUnreachable, RelayRejected) as exc:
                 if not is_open:
@@ -256,9 +260,10 @@ class RelayLink:
                 # One carries it, and its answer is on the way: look again then.
                 self._ack_wanted.set()
                 continue
-            if self.client.directives_acked >= covering:
-                # Directives keep coming and uplink requests carry their acks (one a
-                # moment behind the newest): look again later.
+            if max(self.client.directives_acked, self.client.directives_ack_riding) >= covering:
+                # Uplink requests carried (or carry) what was applied when this wait
+                # began: look again for the newer ones. (A ride that fails sets its ack
+                # back, and the next look sends it.)
                 self._ack_wanted.set()
                 continue
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 
 import attrs
@@ -24,6 +25,7 @@ class FakeClient:
     script: list[tuple[int, wire.Directive]] = attrs.Factory(list)
     attempts: list[tuple[float, int]] = attrs.Factory(list)
     acks: list[int] = attrs.Factory(list)
+    ack_times: list[float] = attrs.Factory(list)
     reject: int | None = None
     down_from: float = float("inf")
     heal_again_at: float = float("inf")
@@ -66,6 +68,7 @@ class FakeClient:
 
     async def ack(self, environment_id: str, through: int) -> None:
         self.acks.append(through)
+        self.ack_times.append(trio.current_time())
         self.directives_acked = through
         self.on_acked(through)
 
@@ -228,11 +231,11 @@ async def test_an_ack_riding_an_uplink_request_is_not_sent_again_unless_that_fai
 
 
 async def _paced_directives(
-    count: int, carried_after: float | None
+    count: int, carried_after: float | None, *, last_carried: bool = True
 ) -> tuple[FakeClient, RelayLink, list[int]]:
     """``count`` directives 0.1 s apart; each one's ack carried by an uplink request
-    ``carried_after`` seconds after it is applied (None: never). Runs until 3 s after
-    the last."""
+    ``carried_after`` seconds after it is applied (None: never; the last one's not
+    unless ``last_carried``). Runs until 3 s after the last."""
     script: list[tuple[int, wire.Directive]] = [
         (n, wire.Interrupt(session_id="s")) for n in range(1, count + 1)
     ]
@@ -246,7 +249,7 @@ async def _paced_directives(
 
         def apply(dseq: int, directive: wire.Directive) -> None:
             applied.append(dseq)
-            if carried_after is not None:
+            if carried_after is not None and (last_carried or dseq < count):
                 nursery.start_soon(carry, dseq)
 
         link = make_link(client, 600, applied)
@@ -275,10 +278,27 @@ async def test_no_ack_of_its_own_while_each_turns_events_carry_it(
 async def test_directives_that_keep_coming_are_still_acked_within_the_bound(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Directives for 5 s without a pause, none carried by an uplink request: acks of
+    their own go all along, none more than ack_max_wait + ack_delay after the one
+    before, not only once the directives stop."""
     client, link, applied = await _paced_directives(50, carried_after=None)
     assert applied == list(range(1, 51))
     assert client.acks[-1] == 50
-    # Directives came for 5 s without a pause: an ack went at least every ack_max_wait.
-    assert len(client.acks) >= 4
     assert client.acks == sorted(client.acks)
-    assert link.ack_max_wait < 5
+    first_directive, last_directive = 0.1, 5.0
+    times = [first_directive, *client.ack_times]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) <= link.ack_max_wait + link.ack_delay + 0.01
+    assert client.ack_times[0] < last_directive  # acked while they kept coming
+
+
+async def test_the_last_directive_its_turn_did_not_carry_is_acked_on_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every directive's ack carried by its turn's events but the last one's (an
+    interrupt, say, whose turn sends nothing): that one goes on its own, soon after."""
+    client, link, applied = await _paced_directives(30, carried_after=0.08, last_carried=False)
+    assert applied == list(range(1, 31))
+    assert client.acks == [30]
+    last_directive = 3.0
+    assert client.ack_times[0] - last_directive <= 2 * link.ack_delay + 0.01
