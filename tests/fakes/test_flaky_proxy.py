@@ -76,31 +76,30 @@ class Backend:
 
 @asynccontextmanager
 async def proxied(greeting: bytes = b"") -> AsyncIterator[tuple[FlakyProxy, Backend]]:
-    """A backend and a proxy to it, both stopped on exit."""
+    """A backend and a proxy to it, both stopped on exit; the client connections
+    ``connect`` opened meanwhile are closed then too, even when a test fails half-way (no
+    ResourceWarning at the end of the run). (A cleanup fixture would not do: pytest-trio
+    never runs an async ``autouse`` fixture.)"""
     backend = Backend(greeting=greeting)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(backend.run)
-        proxy = FlakyProxy(("127.0.0.1", backend.port))
-        await nursery.start(proxy.run)
-        yield proxy, backend
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(backend.run)
+            proxy = FlakyProxy(("127.0.0.1", backend.port))
+            await nursery.start(proxy.run)
+            yield proxy, backend
+            nursery.cancel_scope.cancel()
+    finally:
+        for stream in _clients:
+            stream.socket.close()
+        _clients.clear()
 
 
 _clients: list[trio.SocketStream] = []
 
 
-@pytest.fixture(autouse=True)
-async def _close_clients() -> AsyncIterator[None]:
-    """Close what ``connect`` opened, even when a test fails half-way (no ResourceWarning
-    then blames the next test)."""
-    yield
-    for stream in _clients:
-        stream.socket.close()
-    _clients.clear()
-
-
 async def connect(proxy: FlakyProxy) -> trio.SocketStream:
-    """A client connection to the proxy; closed after the test if the test does not."""
+    """A client connection to the proxy; closed when ``proxied`` ends if the test does
+    not close it."""
     stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
     _clients.append(stream)
     return stream
