@@ -293,3 +293,16 @@ async def test_with_the_downlink_open_a_busy_sessions_turns_ride_one_request(
         assert await client.post_events(world.session_id, [note(32)]) == 32
         assert await stored(world) == list(range(1, 33))
         nursery.cancel_scope.cancel()
+
+
+async def test_frames_queued_together_go_in_one_chunk() -> None:
+    """Batches handed over while the body waited go in one write, each a line of its own
+    (the relay reads a frame a line); one handed over later, in a write of its own."""
+    spare = Spare(linger=5.0, on_idle=lambda s: None, on_closed=lambda s: None)
+    frames = [b'{"sessions":[],"ack":%d}' % n for n in (1, 2, 3)]
+    for frame in frames:
+        spare.add(frame)
+    with trio.fail_after(5):
+        assert await spare.__anext__() == b"".join(f + b"\n" for f in frames)
+        spare.add(b'{"sessions":[],"ack":4}')
+        assert await spare.__anext__() == b'{"sessions":[],"ack":4}\n'
