@@ -5,6 +5,7 @@ over."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 
 import attrs
 import pytest
@@ -44,7 +45,11 @@ class Relay:
 
 
 @pytest.fixture
-async def running(autojump_clock: trio.testing.MockClock):  # type: ignore[no-untyped-def]
+async def running() -> AsyncIterator[tuple[Relay, Partials]]:
+    """A Partials running, and the fake relay it sends to. Its tests take ``autojump_clock``
+    in their own arguments: pytest-trio runs a test on a clock only when the test itself
+    names it (a fixture's own request for it is not enough, and the test runs in real
+    time)."""
     relay = Relay()
     partials = Partials(send=relay.send)
     async with trio.open_nursery() as nursery:
@@ -53,7 +58,9 @@ async def running(autojump_clock: trio.testing.MockClock):  # type: ignore[no-un
         nursery.cancel_scope.cancel()
 
 
-async def test_the_first_piece_goes_at_once_the_rest_together(running) -> None:  # type: ignore[no-untyped-def]
+async def test_the_first_piece_goes_at_once_the_rest_together(
+    running: tuple[Relay, Partials], autojump_clock: trio.testing.MockClock
+) -> None:
     relay, partials = running
     start = trio.current_time()
     partials.add("s1", piece(0, "he"))
@@ -75,7 +82,9 @@ async def test_the_first_piece_goes_at_once_the_rest_together(running) -> None: 
     assert partials.sent == 2
 
 
-async def test_sessions_with_something_new_share_a_send(running) -> None:  # type: ignore[no-untyped-def]
+async def test_sessions_with_something_new_share_a_send(
+    running: tuple[Relay, Partials], autojump_clock: trio.testing.MockClock
+) -> None:
     relay, partials = running
     partials.add("a", piece(0, "x"))
     partials.add("b", piece(0, "y"))
@@ -84,7 +93,9 @@ async def test_sessions_with_something_new_share_a_send(running) -> None:  # typ
     assert len(relay.sends) == 1
 
 
-async def test_a_later_event_drops_what_was_not_sent(running) -> None:  # type: ignore[no-untyped-def]
+async def test_a_later_event_drops_what_was_not_sent(
+    running: tuple[Relay, Partials], autojump_clock: trio.testing.MockClock
+) -> None:
     relay, partials = running
     partials.add("s", piece(0, "one"))
     await advance(INTERVAL / 5)
@@ -99,7 +110,9 @@ async def test_a_later_event_drops_what_was_not_sent(running) -> None:  # type: 
     assert relay.sends[-1][1] == [("s", piece(0, "next", after_seq=4))]
 
 
-async def test_a_failed_send_starts_the_block_over(running) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failed_send_starts_the_block_over(
+    running: tuple[Relay, Partials], autojump_clock: trio.testing.MockClock
+) -> None:
     relay, partials = running
     partials.add("s", piece(0, "abc"))
     await advance(INTERVAL / 5)
@@ -117,7 +130,9 @@ async def test_a_failed_send_starts_the_block_over(running) -> None:  # type: ig
     assert partials.failures == 1
 
 
-async def test_a_growing_block_goes_whole_again_every_second(running) -> None:  # type: ignore[no-untyped-def]
+async def test_a_growing_block_goes_whole_again_every_second(
+    running: tuple[Relay, Partials], autojump_clock: trio.testing.MockClock
+) -> None:
     # A piece lost unseen (its request failed after it was handed over) freezes the
     # relay's copy: the whole block goes again, at most every FULL_EVERY.
     relay, partials = running
@@ -135,7 +150,9 @@ async def test_a_growing_block_goes_whole_again_every_second(running) -> None:  
     assert sum(o > 0 for o in offsets) > len(wholes)  # the rest carry only what is new
 
 
-async def test_a_send_that_breaks_otherwise_is_a_failure_not_a_crash(running) -> None:  # type: ignore[no-untyped-def]
+async def test_a_send_that_breaks_otherwise_is_a_failure_not_a_crash(
+    running: tuple[Relay, Partials], autojump_clock: trio.testing.MockClock
+) -> None:
     _, partials = running
 
     async def unreadable(pieces: list[tuple[str, wire.AssistantPartial]]) -> None:
@@ -147,7 +164,9 @@ async def test_a_send_that_breaks_otherwise_is_a_failure_not_a_crash(running) ->
     assert partials.failures == 1
 
 
-async def test_a_piece_after_a_lost_one_waits_for_the_finished_message(running) -> None:  # type: ignore[no-untyped-def]
+async def test_a_piece_after_a_lost_one_waits_for_the_finished_message(
+    running: tuple[Relay, Partials], autojump_clock: trio.testing.MockClock
+) -> None:
     relay, partials = running
     partials.add("s", piece(0, "ab"))
     partials.add("s", piece(5, "zz"))  # 2..5 never came
