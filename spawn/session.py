@@ -324,13 +324,16 @@ class SessionRuntime:
                 log.info("permission_unknown", request_id=item.request_id)
                 return
             self._permissions.discard(item.request_id)
-            await handle.answer_permission(item.request_id, item.decision, item.message)
+            # Logged before the agent hears it: a quick agent's reply (its tool's result,
+            # its answer, the turn's end) can be read while this write is still returning,
+            # and the log must show the decision first.
             self._emit(
                 wire.PermissionResolved(
                     request_id=item.request_id, decision=item.decision, origin=item.origin
                 )
             )
             self._refresh_state()
+            await handle.answer_permission(item.request_id, item.decision, item.message)
         elif isinstance(item, wire.Interrupt):
             if self._in_turn:
                 await handle.interrupt()
@@ -435,12 +438,12 @@ class SessionRuntime:
         log.info(
             "permission_granted", request_id=request.request_id, tool=request.tool, grant=grant
         )
-        await self.handle.answer_permission(request.request_id, "allow", None)
         self._emit(
             wire.PermissionResolved(
                 request_id=request.request_id, decision="allow", origin="grant", grant=grant
             )
         )
+        await self.handle.answer_permission(request.request_id, "allow", None)
         return True
 
     def _streaming(self, piece: Streaming) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -12,6 +13,7 @@ import trio
 
 import wire
 from spawn import ClaudeCode, Kept, SessionRuntime, Workspace, WorkspaceError
+from spawn.adapter import AgentEvent, AgentHandle, AgentLaunch, EventSink
 
 TINY_AGENT = str(Path(__file__).parents[2] / "testkit" / "fakes" / "tiny_agent.py")
 
@@ -46,6 +48,51 @@ class Log:
     async def wait_kind(self, kind: str, count: int = 1) -> wire.Event:
         await self.wait_for(lambda evs: sum(e.kind == kind for e in evs) >= count)
         return self.of(kind)[count - 1]
+
+
+@attrs.define
+class SlowToResume:
+    """An agent's handle whose :meth:`answer_permission` returns only once the agent's reply
+    to the decision (its tool's result) has reached the session: the quick agent and the
+    daemon slow to resume after writing, that a loaded machine gives now and then."""
+
+    inner: AgentHandle
+    replied: trio.Event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def answer_permission(
+        self, request_id: str, decision: wire.Decision, message: str | None
+    ) -> None:
+        await self.inner.answer_permission(request_id, decision, message)
+        with trio.fail_after(10):
+            await self.replied.wait()
+
+
+@attrs.define
+class QuickAgent:
+    """The tiny agent, through :class:`SlowToResume`."""
+
+    inner: ClaudeCode = attrs.Factory(lambda: ClaudeCode(binary=TINY_AGENT))
+    name: str = "claude"
+    replied: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(
+        self,
+        launch: AgentLaunch,
+        sink: EventSink,
+        *,
+        task_status: trio.TaskStatus[AgentHandle] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async def spy(event: AgentEvent) -> None:
+            await sink(event)
+            if isinstance(event, wire.ToolResult):
+                self.replied.set()
+
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(self.inner.run, launch, spy)
+            task_status.started(SlowToResume(handle, self.replied))
 
 
 def make_runtime(
@@ -165,6 +212,45 @@ async def test_permission_round_trip(tmp_path: Path, decision: wire.Decision) ->
     assert_dense(log)
 
 
+@pytest.mark.parametrize("decision", ["allow", "deny"])
+async def test_the_decision_is_logged_before_the_agent_answers_it(
+    tmp_path: Path, decision: wire.Decision
+) -> None:
+    """However quickly the agent acts on a decision, the log shows the decision first (the
+    phone and ``rcd attach`` print the log in order: "denied by bob", then what followed)."""
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    runtime.adapter = QuickAgent()
+    target = tmp_path / "out.txt"
+    async with trio.open_nursery() as nursery:
+        runtime.deliver(message(f"write {target} hello", "m1"))
+        nursery.start_soon(runtime.run)
+        request = await log.wait_kind("permission_request")
+        runtime.deliver(
+            wire.DecidePermission(
+                session_id="s1",
+                request_id=request.data["request_id"],
+                decision=decision,
+                origin="phone",
+            )
+        )
+        await log.wait_kind("turn_result")
+        runtime.request_stop("test")
+    turn = [
+        e.kind if e.kind != "status" else e.data["state"]
+        for e in log.events
+        if e.seq > request.seq and e.kind != "session_ended"
+    ]
+    assert turn[:5] == [
+        "awaiting_permission",
+        "permission_resolved",
+        "busy",
+        "tool_result",
+        "assistant_text",
+    ]
+    assert_dense(log)
+
+
 async def test_interrupt_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -> None:
     log = Log()
     runtime = make_runtime(log, tmp_path)
@@ -266,7 +352,7 @@ async def test_a_block_that_outlives_an_event_goes_again_whole(tmp_path: Path) -
     log meanwhile (the state changed, say), the block goes whole, after that event."""
     from spawn.adapter import Streaming
 
-    log, pieces = Log(), []
+    log, pieces = Log(), list[wire.AssistantPartial]()
     runtime = make_runtime(log, tmp_path)
     runtime.publish_partial = pieces.append
     sink = runtime._on_agent  # the adapter's EventSink
