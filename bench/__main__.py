@@ -26,12 +26,13 @@ from . import (
     push,
     real_cli,
     relay_scale,
+    roundtrip_report,
     session_start,
     streaming,
     throughput,
     unread_bodies,
 )
-from .roundtrip import BUSY_RATE, Phase, measure_round_trips
+from .roundtrip import measure_round_trips
 from .soak import soak, soak_section
 from .stats import Check, machine_summary
 from .teardown import measure_teardown
@@ -86,97 +87,9 @@ async def _teardown(options: Options) -> Section:
     return Section(lines=lines, checks=[check])
 
 
-def _cpu_line(name: str, phase: Phase) -> str:
-    per_trip = {
-        "relay and clients": phase.relay_cpu,
-        "daemon": phase.daemon_cpu,
-        "agents": phase.agents_cpu,
-    }
-    busy = sum(per_trip.values()) / phase.seconds
-    return (
-        f"- {name}: {phase.round_trips} round trips in {phase.seconds:.2f} s"
-        + (f", {phase.events / phase.seconds:.0f} events/s to the phones" if phase.events else "")
-        + "; CPU per round trip: "
-        + ", ".join(
-            f"{who} {cpu / phase.round_trips * 1000:.1f} ms" for who, cpu in per_trip.items()
-        )
-        + f" — {busy:.2f} of the machine's 2 cores busy"
-    )
-
-
 async def _roundtrip(options: Options) -> Section:
     result = await measure_round_trips()
-    base, one_rt, busy_rt, burst = result.baseline, result.one, result.busy, result.burst
-    checks = [
-        ("1 session, median", one_rt.median / base.median, 4),
-        ("1 session, p99", one_rt.p99 / base.median, 12),
-        ("32 busy sessions, median", busy_rt.median / base.median, 8),
-        ("32 at once (a queue), median", burst.median / base.median, 40),
-    ]
-    phase = result.burst_phase
-    relay_per_trip = phase.relay_cpu / phase.round_trips * 1000
-    lines = [
-        "## Round trip (client posts → stand-in agent answers → client sees it on SSE)",
-        "",
-        "| figure | median | p99 | samples |",
-        "|---|---|---|---|",
-        base.row(),
-        one_rt.row(),
-        busy_rt.row(),
-        burst.row(),
-        "",
-        *(
-            f"- {name}: **{ratio:.1f}x** the baseline GET — target ≤ {target}x: "
-            + ("meets" if ratio <= target else "MISSES")
-            for name, ratio, target in checks
-        ),
-        _cpu_line("taps while 32 sessions are busy", result.busy_phase),
-        _cpu_line("32 round trips at once", result.burst_phase),
-        "",
-        "One round trip is the client's POST (the input is authenticated and queued in one",
-        "storage call, then handed to the open downlink from memory), the daemon writing it",
-        "to the agent, and the answer going up on an uplink request the daemon opened ahead",
-        "of it (the relay checked its token before the batch existed; the batch carries the",
-        "ack of the directive), one storage call for the append, and the session's stream",
-        "sending the stored events from memory. What is left is a request's worth of Python",
-        "(httpx in the client, hypercorn + Starlette in the relay) plus two SSE writes.",
-        "An uplink request takes batches for up to 40 s (the relay answers each on the",
-        "open downlink), each stored and shown as it arrives, so a busy machine's batches",
-        "share requests while none waits for another: in the busy phase (with its",
-        f"warm-up) {result.busy_phase.batches} batches"
-        f" went up in {result.busy_phase.requests} requests.",
-        "",
-        f"32 sessions busy: {BUSY_RATE} messages a second from each agent, every session",
-        "followed by a phone, and a client taps on one more session — how a tap feels with",
-        'the machine full of work (the issue\'s "with 32 busy sessions as with one").',
-        "",
-        "32 round trips at once is a queue, not a hop: 32 phones post together and again as",
-        "soon as their answers arrive, and each round trip costs the CPU above, all of it",
-        "Python on 2 cores shared by the relay and the benchmark's 32 clients (one process;",
-        "each phone its own HTTP client, as each is its own device),",
-        f"the daemon and 32 agents. The median ({burst.median:.0f} ms) is of the order of 32",
-        f"round trips' CPU in the busiest process (32 x {relay_per_trip:.1f} ms ="
-        f" {32 * relay_per_trip:.0f} ms); 40x a GET ({40 * base.median:.0f} ms) needs a",
-        "round trip to cost less CPU in the relay than it does.",
-        "",
-    ]
-    return Section(
-        lines=lines,
-        checks=[
-            Check(
-                name=f"round trip, {name}",
-                target=f"≤ {target}x a GET",
-                measured=f"{ratio:.1f}x",
-                ok=ratio <= target,
-                limit=(
-                    "CPU: 32 sessions' events through the relay's one process; see Round trip"
-                    if "busy" in name or "once" in name
-                    else "a request and two SSE writes of Python per round trip; see Round trip"
-                ),
-            )
-            for name, ratio, target in checks
-        ],
-    )
+    return Section(lines=roundtrip_report.section(result), checks=roundtrip_report.checks(result))
 
 
 async def _soak(options: Options) -> Section:

@@ -8,27 +8,31 @@ in the same run. Three settings:
   feels with the machine full of work;
 * 32 round trips at once: a phone on each of 32 sessions posts at the same moment, and
   each posts again as soon as its answer arrives — a queue, whose median is the time 32
-  round trips' CPU takes on the machine.
+  round trips' CPU takes on the machine. The phones run in a process of their own (they
+  are other devices; its baseline is a GET from there), and again in the relay's process,
+  the stand-in of earlier runs, reported beside it.
 
-The relay runs in this process, with the benchmark's clients (each phone an HTTP client of
-its own); the daemon is a real ``rcd start`` process.
+The relay runs in this process, with the benchmark's other clients (each phone an HTTP
+client of its own); the daemon is a real ``rcd start`` process.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
-import httpx
 import trio
 
 from testkit.harness import Daemon, Relay, start_daemon, start_relay
-from testkit.sse import SSEReader, sse
 
+from .phones import json_lines, phone, queue, round_trips, watching
 from .stats import Figure, cpu_seconds
 
 __all__ = ["BUSY_RATE", "Phase", "RoundTrips", "measure_round_trips"]
@@ -39,8 +43,9 @@ BUSY_RATE = 10
 
 @attrs.frozen(kw_only=True)
 class Phase:
-    """CPU the relay's process (relay and the benchmark's clients), the daemon (without its
-    agents) and the agents used over ``seconds`` of a phase."""
+    """CPU the relay's process (relay and, unless they run apart, the benchmark's clients),
+    the phones' process (when they run apart), the daemon (without its agents) and the
+    agents used over ``seconds`` of a phase."""
 
     seconds: float
     relay_cpu: float
@@ -53,6 +58,7 @@ class Phase:
     #: phase's warm-up).
     batches: int = 0
     requests: int = 0
+    phones_cpu: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -60,9 +66,14 @@ class RoundTrips:
     baseline: Figure
     one: Figure
     busy: Figure
+    #: The queue with the phones in the relay's process (the stand-in of earlier runs).
     burst: Figure
     busy_phase: Phase
     burst_phase: Phase
+    #: The queue with the phones in a process of their own, and their GETs from there.
+    apart_baseline: Figure
+    apart: Figure
+    apart_phase: Phase
 
 
 async def _session(relay: Relay, env_id: str) -> str:
@@ -71,48 +82,6 @@ async def _session(relay: Relay, env_id: str) -> str:
     sid: str = r.json()["id"]
     await relay.wait_kind(sid, "turn_result")
     return sid
-
-
-@contextlib.asynccontextmanager
-async def _phone(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
-    """A phone's own HTTP client (its stream and its posts on connections of its own): 32
-    phones are 32 devices, not one client whose pool holds all their connections (httpx
-    scans its whole pool on every request, which is the benchmark's cost, not the
-    relay's)."""
-    async with httpx.AsyncClient(
-        base_url=relay.url, headers=relay.client.headers, timeout=30
-    ) as client:
-        yield client
-
-
-@contextlib.asynccontextmanager
-async def _watching(client: httpx.AsyncClient, relay: Relay, sid: str) -> AsyncIterator[SSEReader]:
-    """A client following the session's live stream from its newest event, as a phone with
-    the session open does."""
-    events = await relay.events(sid)
-    headers = {"Last-Event-ID": str(events[-1]["seq"])}
-    async with sse(client, f"/api/sessions/{sid}/events", headers) as (_, reader):
-        yield reader
-
-
-async def _round_trips(
-    client: httpx.AsyncClient, sid: str, reader: SSEReader, count: int, tag: str
-) -> list[float]:
-    """Post ``count`` messages one after another; time each until its answer arrives."""
-    samples = []
-    for i in range(count):
-        text = f"{tag} {i}"
-        started = time.perf_counter()
-        response = await client.post(
-            f"/api/sessions/{sid}/messages", json={"id": f"{tag}-{i}", "text": text}
-        )
-        response.raise_for_status()
-        while True:
-            message = await reader.next()
-            if message.event == "assistant_text" and f'"echo: {text}"' in (message.data or ""):
-                break
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 def _meter(pid: int) -> Callable[[], tuple[float, float, float, float]]:
@@ -155,27 +124,74 @@ async def _burst(
     per_session: int,
     meter: Callable[[], tuple[float, float, float, float]],
 ) -> tuple[list[float], Phase]:
-    """Every phone posts at once, and again as soon as its answer arrives."""
-    go = trio.Event()
+    """Every phone posts at once, and again as soon as its answer arrives; the phones in
+    this process, beside the relay (the stand-in of earlier runs)."""
+    go, ready = trio.Event(), trio.Event()
     samples: list[float] = []
-    end: list[tuple[float, float, float, float]] = []
 
-    async def drive(sid: str, k: int, task_status: trio.TaskStatus[None]) -> None:
-        # Every phone has its session open before the first post: the phase is round
-        # trips, not streams opening.
-        async with _phone(relay) as phone, _watching(phone, relay, sid) as reader:
-            task_status.started()
-            await go.wait()
-            samples.extend(await _round_trips(phone, sid, reader, per_session, f"burst{k}"))
-            if len(samples) == len(sids) * per_session:
-                end.append(meter())
+    async def run() -> None:
+        samples.extend(await queue(relay.url, relay.client.headers, sids, per_session, go, ready))
 
     async with trio.open_nursery() as nursery:
-        for k, sid in enumerate(sids):
-            await nursery.start(drive, sid, k)
+        nursery.start_soon(run)
+        await ready.wait()
         start = meter()
         go.set()
-    return samples, _phase(start, end[0], len(samples))
+    return samples, _phase(start, meter(), len(samples))
+
+
+async def _burst_apart(
+    relay: Relay,
+    sids: list[str],
+    per_session: int,
+    meter: Callable[[], tuple[float, float, float, float]],
+    baseline: int,
+) -> tuple[list[float], list[float], Phase]:
+    """The same queue with the phones in a process of their own (``bench.phones``), as
+    they are other devices; returns the phones' GETs (the baseline from where they are),
+    the round trips, and the phase (the phones' CPU apart from the relay's)."""
+    orders = {
+        "url": relay.url,
+        "headers": dict(relay.client.headers),
+        "sids": sids,
+        "per_session": per_session,
+        "baseline": baseline,
+    }
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "bench.phones"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=str(Path(__file__).parents[1]),
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        answers = json_lines(process.stdout)
+        await process.stdin.send_all(json.dumps(orders).encode() + b"\n")
+        with trio.fail_after(120):
+            ready = await _answer(answers)
+        start, phones_before = meter(), cpu_seconds(process.pid, children=False)
+        await process.stdin.send_all(b'{"go": true}\n')
+        with trio.fail_after(300):
+            done = await _answer(answers)
+        end, phones_cpu = meter(), cpu_seconds(process.pid, children=False) - phones_before
+        with trio.fail_after(30):
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    samples: list[float] = done["samples"]
+    phase = attrs.evolve(_phase(start, end, len(samples)), phones_cpu=phones_cpu)
+    return ready["baseline"], samples, phase
+
+
+async def _answer(answers: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return await anext(answers)
+    except StopAsyncIteration:
+        raise RuntimeError(
+            "the phones' process ended before it answered (its errors are above)"
+        ) from None
 
 
 async def _uplink_counts(daemon: Daemon) -> tuple[int, int]:
@@ -199,7 +215,10 @@ async def _taps_while_busy(
 
     async def follow(busy_sid: str, task_status: trio.TaskStatus[None]) -> None:
         nonlocal received
-        async with _phone(relay) as phone, _watching(phone, relay, busy_sid) as reader:
+        async with (
+            phone(relay.url, relay.client.headers) as client,
+            watching(client, busy_sid) as reader,
+        ):
             task_status.started()
             while True:
                 message = await reader.next()
@@ -222,9 +241,9 @@ async def _taps_while_busy(
         with trio.fail_after(60):
             await all_working.wait()
         await trio.sleep(1)  # every agent well into its work
-        async with _watching(relay.client, relay, sid) as reader:
+        async with watching(relay.client, sid) as reader:
             start, before = meter(), received
-            samples = await _round_trips(relay.client, sid, reader, count, "tap")
+            samples = await round_trips(relay.client, sid, reader, count, "tap")
             end, events = meter(), received - before
         sent = await _uplink_counts(daemon)
         for busy_sid in busy_sids:
@@ -253,10 +272,14 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
                     (await relay.client.get("/api/environments")).raise_for_status()
                     baseline.append((time.perf_counter() - started) * 1000)
                 sid = await _session(relay, env_id)
-                async with _watching(relay.client, relay, sid) as reader:
-                    one = await _round_trips(relay.client, sid, reader, count, "one")
+                async with watching(relay.client, sid) as reader:
+                    one = await round_trips(relay.client, sid, reader, count, "one")
                 sids = [await _session(relay, env_id) for _ in range(busy)]
-                burst, burst_phase = await _burst(relay, sids, max(10, count // busy), meter)
+                per_phone = max(10, count // busy)
+                apart_base, apart, apart_phase = await _burst_apart(
+                    relay, sids, per_phone, meter, count
+                )
+                burst, burst_phase = await _burst(relay, sids, per_phone, meter)
                 taps, busy_phase = await _taps_while_busy(relay, daemon, sids, sid, count, meter)
                 await daemon.stop()
             finally:
@@ -271,10 +294,21 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
             samples=tuple(taps),
         ),
         burst=Figure(
-            name=f"{busy} round trips at once (every phone posts together, again and again)",
+            name=f"{busy} round trips at once, the phones in the relay's process",
             unit="ms",
             samples=tuple(burst),
         ),
         busy_phase=busy_phase,
         burst_phase=burst_phase,
+        apart_baseline=Figure(
+            name="baseline: one authenticated GET from the phones' process",
+            unit="ms",
+            samples=tuple(apart_base),
+        ),
+        apart=Figure(
+            name=f"{busy} round trips at once, the phones in a process of their own",
+            unit="ms",
+            samples=tuple(apart),
+        ),
+        apart_phase=apart_phase,
     )
