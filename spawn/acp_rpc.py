@@ -176,10 +176,15 @@ class AcpHandle:
     async def _cancel_open(self) -> None:
         """Answer every open permission request ``cancelled`` (the protocol's rule once a
         turn is cancelled or over), and withdraw it from the session."""
-        for request_id, asked in list(self._permissions.items()):
-            del self._permissions[request_id]
-            await self._answer(asked.rpc_id, {"outcome": {"outcome": "cancelled"}})
+        for request_id in list(self._permissions):
+            # Another task (the turn's end, an interrupt) may have withdrawn it meanwhile.
+            asked = self._permissions.pop(request_id, None)
+            if asked is None:
+                continue
+            # The session hears of it before the agent does: a quick agent's reply to the
+            # answer (its turn's end) must not reach the log ahead of the withdrawal.
             await self.sink(PermissionCancelled(request_id=request_id))
+            await self._answer(asked.rpc_id, {"outcome": {"outcome": "cancelled"}})
 
     async def stop(self, grace: float) -> None:
         self.stopping = True

@@ -409,17 +409,19 @@ class SessionRuntime:
             self._emit(event)
             self._refresh_state()
             return
-        self._emit(event)
         if isinstance(event, wire.TurnResult):
-            self._in_turn = False
             for request_id in sorted(self._permissions):
-                # The turn is over (interrupted or failed): its open prompts are moot.
+                # The turn is over (interrupted or failed): its open prompts are moot, and
+                # close before its end shows.
                 self._emit(
                     wire.PermissionResolved(
                         request_id=request_id, decision="deny", origin="turn_ended"
                     )
                 )
             self._permissions.clear()
+        self._emit(event)
+        if isinstance(event, wire.TurnResult):
+            self._in_turn = False
             self._refresh_state()
             await self._send_next()
 

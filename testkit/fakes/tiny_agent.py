@@ -9,6 +9,7 @@ model. Accepts the same flags as ``claude -p ... --permission-prompt-tool stdio`
 * ``sleep SECONDS`` works that long (an ``interrupt`` control request cuts it short);
 * ``stream SECONDS RATE`` works that long too, saying something ``RATE`` times a second (a
   model streaming its work: one ``assistant`` text message of about 200 bytes each time);
+* ``abandon`` asks for ``Bash`` and ends its turn (failed) without waiting for the answer;
 * ``crash`` exits with status 3 at once; ``pid`` answers with its own process id;
 * anything else is answered ``echo: <text>``.
 
@@ -100,8 +101,9 @@ def run_tool(name: str, tool_input: dict[str, object]) -> tuple[str, bool]:
     return (done.stdout + done.stderr).strip() or f"exit {done.returncode}", done.returncode != 0
 
 
-def use_tool(name: str, tool_input: dict[str, object], started: float) -> bool:
-    """Propose a tool use, ask for permission as Claude Code does, run it if allowed."""
+def ask(name: str, tool_input: dict[str, object]) -> tuple[str, str]:
+    """Propose a tool use and ask for permission as Claude Code does; returns the tool use's
+    id and the request's."""
     tool_use_id = f"toolu_{uuid.uuid4().hex[:12]}"
     assistant([{"type": "tool_use", "id": tool_use_id, "name": name, "input": tool_input}])
     request_id = str(uuid.uuid4())
@@ -118,6 +120,12 @@ def use_tool(name: str, tool_input: dict[str, object], started: float) -> bool:
             },
         }
     )
+    return tool_use_id, request_id
+
+
+def use_tool(name: str, tool_input: dict[str, object], started: float) -> bool:
+    """Propose a tool use, ask for permission, run it if allowed."""
+    tool_use_id, request_id = ask(name, tool_input)
     answer = wait_control_response(request_id)
     if answer is None:
         return False
@@ -155,6 +163,10 @@ def turn(text: str) -> bool:
     STATE["turn"] = int(STATE["turn"]) + 1
     if text == "crash":
         sys.exit(3)
+    if text == "abandon":
+        ask("Bash", {"command": "true", "description": "never run"})
+        result(False, started, "error_during_execution")
+        return True
     if text == "pid":
         assistant([{"type": "text", "text": f"pid {os.getpid()}"}])
         result(True, started)

@@ -8,6 +8,7 @@ with an error instead of leaving it stuck; ``session/load`` resumes without repl
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ import wire
 from daemon import Supervisor
 from spawn import AgentOptions
 from spawn.acp import AcpAgent
+from spawn.adapter import PermissionCancelled
 from spawn.sandbox import SandboxPolicy
 from testkit.harness import REPO
 
@@ -176,6 +178,32 @@ async def test_a_permission_is_asked_in_the_mode_that_asks_and_answered_once(
     assert not refused.exists()
     assert world.log.of("s", "assistant_text")[-1]["text"] == "denied"
     assert world.log.of("s", "tool_result")[-1]["is_error"] is True
+
+
+async def test_a_cancelled_permission_is_logged_before_the_agent_acts_on_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However quickly the agent ends its turn once told "cancelled", the log shows the
+    request withdrawn first: the write of the answer returns here only after the agent's
+    turn has ended in the log (a daemon slow to resume on a loaded machine)."""
+    from spawn.process import AgentProcess
+
+    write_line = AgentProcess.write_line
+
+    async def slow_to_resume(self: AgentProcess, line: bytes) -> None:
+        await write_line(self, line)
+        if b'"cancelled"' in line:
+            await world.turns("s", 1)
+
+    monkeypatch.setattr(AgentProcess, "write_line", slow_to_resume)
+    world.apply(wire.StartSession(session_id="s", prompt=f"write {world.project / 'no'} x"))
+    asked = await world.asked("s")
+    world.apply(wire.Interrupt(session_id="s"))
+    await world.turns("s", 1)
+    kinds = world.log.kinds("s")
+    (resolved,) = world.log.of("s", "permission_resolved")
+    assert (resolved["request_id"], resolved["origin"]) == (asked["request_id"], "agent_cancelled")
+    assert kinds.index("permission_resolved") < kinds.index("turn_result"), kinds
 
 
 async def test_an_interrupt_cancels_a_waiting_permission_and_a_slow_turn(world: World) -> None:
@@ -352,3 +380,38 @@ async def test_a_sandboxed_acp_agent_writes_only_in_its_directory(tmp_path: Path
         assert inside.read_text() == "x"
         # Refused, or written into the sandbox's own private /tmp: never on this machine.
         assert not outside.exists()
+
+
+async def test_two_withdrawals_at_once_withdraw_each_request_once() -> None:
+    """An interrupt and the turn's end both withdraw the open requests; when they overlap
+    (the agent ended its turn while the interrupt was still answering), each request is
+    withdrawn and answered once, and neither raises."""
+    from spawn.acp_rpc import AcpHandle, _Permission
+
+    written: list[dict[str, Any]] = []
+
+    @attrs.define
+    class Pipe:
+        pid: int = 1
+
+        async def write_line(self, line: bytes) -> None:
+            written.append(json.loads(line))
+            await trio.lowlevel.checkpoint()  # a write lets other tasks run
+
+    seen: list[object] = []
+
+    async def sink(event: object) -> None:
+        seen.append(event)
+        await trio.lowlevel.checkpoint()
+
+    handle = AcpHandle(proc=Pipe(), name="acp", sink=sink)  # type: ignore[arg-type]
+    handle.session, handle._prompt = "sess", (7, 0.0)
+    handle._permissions |= {"A": _Permission(rpc_id=1, options=[]), "B": _Permission(2, [])}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle.interrupt)
+        await trio.lowlevel.checkpoint()
+        nursery.start_soon(handle._turn_ended, {"id": 7, "result": {"stopReason": "cancelled"}})
+    withdrawn = [e.request_id for e in seen if isinstance(e, PermissionCancelled)]
+    assert sorted(withdrawn) == ["A", "B"]
+    answered = [m["id"] for m in written if m.get("result", {}).get("outcome")]
+    assert sorted(answered) == [1, 2]

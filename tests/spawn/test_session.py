@@ -251,6 +251,39 @@ async def test_the_decision_is_logged_before_the_agent_answers_it(
     assert_dense(log)
 
 
+async def test_a_turn_that_ends_with_a_prompt_open_closes_it_first(tmp_path: Path) -> None:
+    """The agent ends its turn without waiting for an answer: the prompt is closed (denied,
+    the turn ended) before the turn's end shows, and a late answer is not sent."""
+    log = Log()
+    runtime = make_runtime(log, tmp_path)
+    async with trio.open_nursery() as nursery:
+        runtime.deliver(message("abandon", "m1"))
+        nursery.start_soon(runtime.run)
+        request = await log.wait_kind("permission_request")
+        await log.wait_kind("turn_result")
+        runtime.deliver(
+            wire.DecidePermission(
+                session_id="s1",
+                request_id=request.data["request_id"],
+                decision="allow",
+                origin="phone",
+            )
+        )
+        runtime.deliver(message("after", "m2"))
+        await log.wait_kind("turn_result", 2)
+        runtime.request_stop("test")
+    turn = [
+        e.kind if e.kind != "status" else e.data["state"]
+        for e in log.events
+        if request.seq < e.seq and e.kind != "session_ended"
+    ]
+    assert turn[:4] == ["awaiting_permission", "permission_resolved", "turn_result", "idle"]
+    [resolved] = log.of("permission_resolved")
+    assert (resolved.data["decision"], resolved.data["origin"]) == ("deny", "turn_ended")
+    assert log.replies() == ["echo: after"]
+    assert_dense(log)
+
+
 async def test_interrupt_ends_the_turn_and_the_session_goes_on(tmp_path: Path) -> None:
     log = Log()
     runtime = make_runtime(log, tmp_path)
