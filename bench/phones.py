@@ -10,7 +10,8 @@ machine's cores with the relay, the daemon and the agents.
 The process of phones speaks JSON lines: it reads its orders (the relay's address, the
 headers that authenticate it, the sessions, the round trips per phone), times
 ``baseline`` authenticated GETs, opens every phone's stream, says ``ready`` (with the GETs),
-waits for ``go``, then runs the queue and says ``done`` with the samples.
+waits for ``go``, then runs the queue, says ``last`` with its CPU from the first post to
+the last answer, and ``done`` with the samples.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -82,11 +84,14 @@ async def queue(
     sids: list[str],
     per_session: int,
     go: trio.Event,
-    ready: trio.Event | None = None,
+    ready: trio.Event,
+    last: trio.Event,
     tag: str = "queue",
 ) -> list[float]:
-    """Every phone opens its session's stream; once ``go`` is set each posts, and again as
-    soon as its answer arrives, ``per_session`` times (its messages' ids begin ``tag``)."""
+    """Every phone opens its session's stream (then ``ready`` is set); once ``go`` is set
+    each posts, and again as soon as its answer arrives, ``per_session`` times (its
+    messages' ids begin ``tag``). ``last`` is set as the last answer arrives, before the
+    phones hang up."""
     samples: list[float] = []
 
     async def drive(sid: str, k: int, task_status: trio.TaskStatus[None]) -> None:
@@ -96,16 +101,17 @@ async def queue(
             task_status.started()
             await go.wait()
             samples.extend(await round_trips(client, sid, reader, per_session, f"{tag}{k}"))
+            if len(samples) == len(sids) * per_session:
+                last.set()
 
     async with trio.open_nursery() as nursery:
         for k, sid in enumerate(sids):
             await nursery.start(drive, sid, k)
-        if ready is not None:
-            ready.set()
+        ready.set()
     return samples
 
 
-async def json_lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[dict[str, Any]]:
+async def json_lines(stream: trio.abc.ReceiveStream) -> AsyncGenerator[dict[str, Any], None]:
     """The JSON objects ``stream`` sends, a line each."""
     buffered = b""
     while chunk := await stream.receive_some():
@@ -122,32 +128,33 @@ async def _say(out: trio.abc.SendStream, **message: Any) -> None:
 async def _serve() -> None:
     stdin = trio.lowlevel.FdStream(sys.stdin.fileno())
     stdout = trio.lowlevel.FdStream(sys.stdout.fileno())
-    orders = json_lines(stdin)
-    spec = await anext(orders)
-    url, headers = spec["url"], spec["headers"]
-    baseline = []
-    async with phone(url, headers) as client:
-        for _ in range(spec["baseline"]):
-            started = time.perf_counter()
-            (await client.get("/api/environments")).raise_for_status()
-            baseline.append((time.perf_counter() - started) * 1000)
-    go, ready = trio.Event(), trio.Event()
-    samples: list[float] = []
+    async with aclosing(json_lines(stdin)) as orders:
+        spec = await anext(orders)
+        url, headers = spec["url"], spec["headers"]
+        baseline = []
+        async with phone(url, headers) as client:
+            for _ in range(spec["baseline"]):
+                started = time.perf_counter()
+                (await client.get("/api/environments")).raise_for_status()
+                baseline.append((time.perf_counter() - started) * 1000)
+        go, ready, last = trio.Event(), trio.Event(), trio.Event()
+        samples: list[float] = []
 
-    async def run() -> None:
-        samples.extend(
-            await queue(url, headers, spec["sids"], spec["per_session"], go, ready, "apart")
-        )
+        async def run() -> None:
+            sids, per_session = spec["sids"], spec["per_session"]
+            samples.extend(await queue(url, headers, sids, per_session, go, ready, last, "apart"))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
-        await ready.wait()
-        await _say(stdout, ready=True, baseline=baseline)
-        order = await anext(orders)
-        if order.get("go"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await ready.wait()
+            await _say(stdout, ready=True, baseline=baseline)
+            if not (await anext(orders)).get("go"):
+                nursery.cancel_scope.cancel()
             go.set()
-        else:
-            nursery.cancel_scope.cancel()
+            cpu = time.process_time()
+            await last.wait()
+            # The phones' CPU from the first post to the last answer (not their hanging up).
+            await _say(stdout, last=True, cpu=time.process_time() - cpu)
     await _say(stdout, done=True, samples=samples)
 
 

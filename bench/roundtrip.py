@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ class Phase:
     #: phase's warm-up).
     batches: int = 0
     requests: int = 0
-    phones_cpu: float = 0.0
+    #: None: the phones ran in the relay's process (their CPU is in ``relay_cpu``).
+    phones_cpu: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -126,18 +128,21 @@ async def _burst(
 ) -> tuple[list[float], Phase]:
     """Every phone posts at once, and again as soon as its answer arrives; the phones in
     this process, beside the relay (the stand-in of earlier runs)."""
-    go, ready = trio.Event(), trio.Event()
+    go, ready, last = trio.Event(), trio.Event(), trio.Event()
     samples: list[float] = []
 
     async def run() -> None:
-        samples.extend(await queue(relay.url, relay.client.headers, sids, per_session, go, ready))
+        headers = relay.client.headers
+        samples.extend(await queue(relay.url, headers, sids, per_session, go, ready, last))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
         await ready.wait()
         start = meter()
         go.set()
-    return samples, _phase(start, meter(), len(samples))
+        await last.wait()
+        end = meter()  # the phones' hanging up is not the queue's
+    return samples, _phase(start, end, len(samples))
 
 
 async def _burst_apart(
@@ -165,23 +170,29 @@ async def _burst_apart(
     )
     assert process.stdin is not None and process.stdout is not None
     try:
-        answers = json_lines(process.stdout)
-        await process.stdin.send_all(json.dumps(orders).encode() + b"\n")
-        with trio.fail_after(120):
-            ready = await _answer(answers)
-        start, phones_before = meter(), cpu_seconds(process.pid, children=False)
-        await process.stdin.send_all(b'{"go": true}\n')
-        with trio.fail_after(300):
-            done = await _answer(answers)
-        end, phones_cpu = meter(), cpu_seconds(process.pid, children=False) - phones_before
-        with trio.fail_after(30):
-            await process.wait()
+        async with aclosing(json_lines(process.stdout)) as answers:
+            await process.stdin.send_all(json.dumps(orders).encode() + b"\n")
+            with trio.fail_after(120):
+                ready = await _answer(answers)
+            start = meter()
+            await process.stdin.send_all(b'{"go": true}\n')
+            with trio.fail_after(300):
+                last = await _answer(answers)
+            end = meter()
+            with trio.fail_after(60):
+                done = await _answer(answers)
+                await process.wait()
+        if process.returncode != 0:
+            raise RuntimeError(f"the phones' process exited with status {process.returncode}")
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await process.stdin.aclose()
+            await process.stdout.aclose()
     samples: list[float] = done["samples"]
-    phase = attrs.evolve(_phase(start, end, len(samples)), phones_cpu=phones_cpu)
+    phase = attrs.evolve(_phase(start, end, len(samples)), phones_cpu=last["cpu"])
     return ready["baseline"], samples, phase
 
 
