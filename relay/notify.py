@@ -166,8 +166,8 @@ def _text(value: object, default: str, limit: int = SUMMARY_LENGTH) -> str:
 @attrs.frozen
 class _Offline:
     environment_id: str
-    #: Which closing of its link this is: only the last one's grace counts.
-    closing: int
+    #: When its link closed (trio's clock): the grace runs from its last closing.
+    at: float
 
 
 _Item = tuple[str, list[Event]] | _Offline
@@ -194,7 +194,9 @@ class Notifier:
     #: Pushes the push services took, and notifications lost to a full backlog.
     sent: int = 0
     dropped: int = 0
-    _closings: dict[str, int] = attrs.Factory(dict)
+    #: Environments whose link closed: the wait of each (one task per environment, its
+    #: deadline the end of the last closing's grace).
+    _offline_waits: dict[str, trio.CancelScope] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel(BACKLOG)
@@ -209,8 +211,7 @@ class Notifier:
 
     def offline(self, environment_id: str) -> None:
         """An environment's link closed (called by the hub; never blocks)."""
-        self._closings[environment_id] = self._closings.get(environment_id, 0) + 1
-        self._offer(_Offline(environment_id, self._closings[environment_id]), 1)
+        self._offer(_Offline(environment_id, trio.current_time()), 1)
 
     def _offer(self, item: _Item, count: int) -> None:
         try:
@@ -231,7 +232,14 @@ class Notifier:
             async for item in self._receive:
                 try:
                     if isinstance(item, _Offline):
-                        later.start_soon(self._offline_later, item, limit)
+                        until = item.at + self.offline_grace
+                        waiting = self._offline_waits.get(item.environment_id)
+                        if waiting is not None:
+                            waiting.deadline = until  # closed again: the grace starts over
+                        else:
+                            await later.start(
+                                self._offline_later, item.environment_id, until, limit
+                            )
                         continue
                     session_id, events = item
                     for event in events:
@@ -291,12 +299,21 @@ class Notifier:
         if waited.cancelled_caught:
             log.warning("notify_command_timed_out", command=self.command[0], after=COMMAND_TIMEOUT)
 
-    async def _offline_later(self, item: _Offline, limit: trio.CapacityLimiter) -> None:
-        environment_id = item.environment_id
-        await trio.sleep(self.offline_grace)
-        if self._closings.get(environment_id) != item.closing:
-            return  # its link came back and closed again since: that closing's grace counts
-        del self._closings[environment_id]
+    async def _offline_later(
+        self,
+        environment_id: str,
+        until: float,
+        limit: trio.CapacityLimiter,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Notify once the environment's last closing is ``offline_grace`` old, if it is
+        offline then: one task per environment, however often its link closes meanwhile
+        (each closing moves the wait's deadline)."""
+        with trio.move_on_at(until) as wait:
+            self._offline_waits[environment_id] = wait
+            task_status.started()
+            await trio.sleep_forever()
+        del self._offline_waits[environment_id]
         try:
             env = await self.storage.get_environment(environment_id)
             if env is None or env.online:

@@ -253,3 +253,39 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+def _tasks(task: trio.lowlevel.Task | None = None) -> int:
+    task = task or trio.lowlevel.current_root_task()
+    assert task is not None
+    return 1 + sum(_tasks(t) for nursery in task.child_nurseries for t in nursery.child_tasks)
+
+
+async def test_a_link_that_closes_again_and_again_waits_out_one_grace(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A flapping link (closed, back, closed...) holds one waiting task, not one per
+    closing; its grace runs from the last closing, and then the environment is looked at
+    once."""
+    looked: list[tuple[str, float]] = []
+
+    class Storage:
+        async def get_environment(self, environment_id: str) -> None:
+            looked.append((environment_id, trio.current_time()))
+            return None  # gone meanwhile: nothing to send
+
+    notifier = Notifier(storage=Storage(), sender=None, offline_grace=30.0)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(notifier.run)
+        notifier.offline("env_a")
+        await trio.sleep(1)
+        waiting = _tasks()
+        for _ in range(50):
+            notifier.offline("env_a")
+            await trio.sleep(1)
+        assert _tasks() == waiting
+        last = trio.current_time() - 1
+        notifier.offline("env_b")
+        await trio.sleep(40)
+        nursery.cancel_scope.cancel()
+    assert looked == [("env_a", last + 30.0), ("env_b", last + 1 + 30.0)]
