@@ -25,7 +25,7 @@ from service.parser import add_service_parser
 from .pair import add_pair_parser
 from .status import add_status_parser
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "parse_command_line"]
 
 DESCRIPTION = """\
 rcd drives coding-agent sessions on this machine from a phone or any browser.
@@ -70,18 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
-    tail: list[str] = []
+#: The commands whose ``--agent acp`` takes the agent's command after ``--``.
+_ACP_COMMANDS = (["start"], ["doctor"], ["service"])
+
+
+def parse_command_line(words: Sequence[str]) -> argparse.Namespace:
+    """``rcd``'s words parsed, those after ``--`` where they belong: ``--agent acp``'s
+    command (start, doctor, service) as ``agent_command``, ``claude``'s arguments
+    (attach ``--resume-locally``) as ``claude_args``."""
+    words, tail = list(words), list[str]()
     if words[:1] == ["attach"] and "--resume-locally" in words:
         words, tail = split_claude_args(words)
-    elif words[:1] in (["start"], ["doctor"]) and _agent_is_acp(words):
+    elif words[:1] in _ACP_COMMANDS and _agent_is_acp(words):
         words, tail = split_claude_args(words)  # --agent acp -- CMD ARGS...
     args = build_parser().parse_args(words)
-    if tail and args.command in ("start", "doctor"):
+    if tail and [args.command] in _ACP_COMMANDS:
         args.agent_command = tail
     elif tail:
         args.claude_args = tail
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_command_line(sys.argv[1:] if argv is None else argv)
     try:
         return _run(args)
     except DaemonError as exc:

@@ -328,10 +328,12 @@ def add_start_options(parser: argparse.ArgumentParser) -> None:
 
 
 def start_args(args: argparse.Namespace) -> list[str]:
-    """The start options in ``args`` as ``--flag=value`` words (not ``start``, not DIR).
+    """The start options in ``args`` as ``--flag=value`` words (not ``start``, not DIR,
+    not ``--agent acp``'s command: :attr:`StartOptions.agent_command`).
 
     Raises :class:`ConfigError` for a value ``rcd start`` would refuse (a bad relay URL,
-    plain HTTP to another machine without ``--insecure-http``).
+    plain HTTP to another machine without ``--insecure-http``, ``--agent acp`` without its
+    command).
     """
     if getattr(args, "relay", None):
         check_relay_url(args.relay, insecure_http=bool(getattr(args, "insecure_http", False)))
@@ -340,12 +342,8 @@ def start_args(args: argparse.Namespace) -> list[str]:
         raise ConfigError(problem)
     if getattr(args, "sandbox", False) and getattr(args, "no_sandbox", False):
         raise ConfigError(SANDBOX_CONFLICT)
-    if getattr(args, "agent", None) == "acp":
-        raise ConfigError(
-            "a service cannot run --agent acp (its command follows `--`, which a service's"
-            " options do not carry yet): use a preset (--agent claude-acp, codex, gemini"
-            " with --agent-bin), or run rcd start --agent acp -- CMD yourself"
-        )
+    if getattr(args, "agent", None) == "acp" or getattr(args, "agent_command", None):
+        StartOptions.from_args(args)  # --agent acp and its command go together
     return option_words(args, START_OPTIONS)
 
 

@@ -85,11 +85,14 @@ def _check_startable(opts: ServiceOptions, args: argparse.Namespace) -> None:
     relay = args.relay or default_relay()
     if relay is not None and load_credential(relay) is None:
         raise NotPaired(normalise_relay_url(relay))
-    default = args.agent_bin or agent_program(args.agent)
+    if opts.agent_command:
+        default, hint = opts.agent_command[0], "the first word after `--`"
+    else:
+        default, hint = args.agent_bin or agent_program(args.agent), "--agent-bin"
     if shutil.which(os.path.expanduser(default), path=opts.path) is None:
         print(
             f"rcd service: warning: {default} is not found on PATH ({opts.path}); sessions "
-            "will fail to start until it is (or pass --agent-bin)",
+            f"will fail to start until it is (or name it with its path: {hint})",
             file=sys.stderr,
         )
     for other in getattr(args, "allow_agent", None) or ():

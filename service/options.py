@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 
 from daemon.errors import ConfigError
-from daemon.options import start_args
+from daemon.options import StartOptions, start_args
 
 __all__ = ["STOP_MARGIN", "ServiceOptions", "rcd_command", "service_options"]
 
@@ -39,6 +39,9 @@ class ServiceOptions:
     path: str
     """The PATH the service runs with: the installing shell's, so ``claude`` is found."""
     home: Path
+    agent_command: tuple[str, ...] = ()
+    """``--agent acp``'s command (the words after ``--``), its program absolute if it was
+    given as a relative path."""
 
     @property
     def slug(self) -> str:
@@ -63,14 +66,18 @@ class ServiceOptions:
     def command(self, rcd_argv: Sequence[str]) -> list[str]:
         if not rcd_argv or not os.path.isabs(rcd_argv[0]):
             raise ConfigError(f"a service needs an absolute path to run rcd, got {rcd_argv!r}")
-        return [*rcd_argv, "start", *self.start_args, str(self.directory)]
+        command = ("--", *self.agent_command) if self.agent_command else ()
+        return [*rcd_argv, "start", *self.start_args, str(self.directory), *command]
 
 
 def service_options(args: argparse.Namespace) -> ServiceOptions:
     """Read the start options of a parsed ``rcd service ...`` (see :func:`add_start_options`)."""
+    words = tuple(start_args(args))
+    command = StartOptions.from_args(args).agent_command if args.agent == "acp" else ()
     return ServiceOptions(
         directory=Path(args.directory).expanduser().resolve(),
-        start_args=tuple(start_args(args)),
+        start_args=words,
+        agent_command=command,
         stop_timeout=float(args.stop_timeout),
         path=os.environ.get("PATH") or os.defpath,
         home=Path.home(),

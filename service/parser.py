@@ -21,7 +21,9 @@ def add_service_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         help="run the daemon for a directory as a systemd/launchd user service",
         description="Install, remove or inspect a user service (a systemd user unit on Linux, "
         "a LaunchAgent on macOS) that runs `rcd start` with these options for DIR, starts it "
-        "at login (at boot with lingering) and restarts it after a failure.",
+        "at login (at boot with lingering) and restarts it after a failure. With --agent acp "
+        "the agent's command follows `--`, last: rcd service install --agent acp DIR -- CMD "
+        "ARGS...",
     )
     actions = service.add_subparsers(dest="service_action", metavar="ACTION", required=True)
     for name, summary in (

@@ -108,5 +108,6 @@ def test_an_acp_agent_takes_its_command_after_the_double_dash() -> None:
     assert _agent_is_acp(["start", "--agent=acp", "--", "x"])
     assert _agent_is_acp(["start", "--agent", "acp", "--", "x"])
     assert not _agent_is_acp(["start", "--agent", "codex", "--", "x"])
-    with pytest.raises(ConfigError, match="a service cannot run --agent acp"):
+    # A service's options: --agent acp without its command is refused there too.
+    with pytest.raises(ConfigError, match="--agent acp needs the agent's command"):
         start_args(_start_parser().parse_args(["--agent", "acp"]))

@@ -244,3 +244,41 @@ def test_start_options_match_rcd_start(capsys: pytest.CaptureFixture[str]) -> No
                 parser.parse_args(bad)
             errors.append(capsys.readouterr().err.split("error: ")[-1])
         assert errors[0] == errors[1], errors
+
+
+def test_an_acp_agent_s_command_follows_dir_and_reads_back_as_rcd_start(project: Path) -> None:
+    """``rcd service install --agent acp DIR -- CMD ARGS``: the unit and the plist run
+    ``rcd start ... DIR -- CMD ARGS``, which rcd's own command line reads back as the same
+    agent and command (a relative program pinned to where the install ran)."""
+    from cli.main import parse_command_line
+    from daemon.options import StartOptions
+
+    words = ["--agent", "acp", "--name", "acp box", "--", "./bin/my agent", "--acp", "--"]
+    opts = service_options(parse_command_line(["service", "install", str(project), *words]))
+    program = str(project.parent / "bin" / "my agent")
+    assert opts.agent_command == (program, "--acp", "--")
+    argv = exec_start_argv(render_systemd_unit(opts, RCD))
+    assert argv[argv.index(str(project)) :] == [str(project), "--", program, "--acp", "--"]
+    plist = plistlib.loads(render_launchd_plist(opts, RCD))
+    assert plist["ProgramArguments"] == argv
+
+    ran = parse_command_line(argv[len(RCD) :])
+    started = StartOptions.from_args(ran)
+    assert (started.agent, started.name, started.directory) == ("acp", "acp box", project)
+    assert started.agent_argv() == [program, "--acp", "--"]
+
+
+def test_an_acp_service_needs_its_command_and_only_acp_takes_one(project: Path) -> None:
+    from cli.main import parse_command_line
+
+    def install(*words: str) -> ServiceOptions:
+        return service_options(parse_command_line(["service", "install", str(project), *words]))
+
+    with pytest.raises(ConfigError, match="--agent acp needs the agent's command after `--`"):
+        install("--agent", "acp")
+    with pytest.raises(ConfigError, match="with --agent acp the program is the first word"):
+        install("--agent", "acp", "--agent-bin", "/x", "--", "my-agent")
+    # Without --agent acp, `--` keeps its meaning (here: DIR given after it).
+    plain = service_options(parse_command_line(["service", "install", "--", str(project)]))
+    assert (plain.directory, plain.agent_command) == (project, ())
+    assert exec_start_argv(render_systemd_unit(plain, RCD))[-1] == str(project)
