@@ -121,6 +121,13 @@ def message(text: str, input_id: str) -> wire.SendMessage:
     return wire.SendMessage(session_id="s1", input_id=input_id, text=text, origin="test")
 
 
+def decide(request: wire.Event, decision: wire.Decision) -> wire.DecidePermission:
+    """The phone's answer to the ``permission_request`` event ``request``."""
+    return wire.DecidePermission(
+        session_id="s1", request_id=request.data["request_id"], decision=decision, origin="phone"
+    )
+
+
 def assert_dense(log: Log) -> None:
     assert [e.seq for e in log.events] == list(range(1, len(log.events) + 1))
 
@@ -187,14 +194,7 @@ async def test_permission_round_trip(tmp_path: Path, decision: wire.Decision) ->
         assert request.data["input"] == {"file_path": str(target), "content": "hello"}
         assert str(target) in request.data["description"]
         pid = runtime.snapshot().pid
-        runtime.deliver(
-            wire.DecidePermission(
-                session_id="s1",
-                request_id=request.data["request_id"],
-                decision=decision,
-                origin="phone",
-            )
-        )
+        runtime.deliver(decide(request, decision))
         await log.wait_kind("turn_result")
         runtime.deliver(message("still there?", "m2"))
         await log.wait_kind("turn_result", 2)
@@ -226,14 +226,7 @@ async def test_the_decision_is_logged_before_the_agent_answers_it(
         runtime.deliver(message(f"write {target} hello", "m1"))
         nursery.start_soon(runtime.run)
         request = await log.wait_kind("permission_request")
-        runtime.deliver(
-            wire.DecidePermission(
-                session_id="s1",
-                request_id=request.data["request_id"],
-                decision=decision,
-                origin="phone",
-            )
-        )
+        runtime.deliver(decide(request, decision))
         await log.wait_kind("turn_result")
         runtime.request_stop("test")
     turn = [
@@ -261,14 +254,7 @@ async def test_a_turn_that_ends_with_a_prompt_open_closes_it_first(tmp_path: Pat
         nursery.start_soon(runtime.run)
         request = await log.wait_kind("permission_request")
         await log.wait_kind("turn_result")
-        runtime.deliver(
-            wire.DecidePermission(
-                session_id="s1",
-                request_id=request.data["request_id"],
-                decision="allow",
-                origin="phone",
-            )
-        )
+        runtime.deliver(decide(request, "allow"))
         runtime.deliver(message("after", "m2"))
         await log.wait_kind("turn_result", 2)
         runtime.request_stop("test")
