@@ -278,14 +278,14 @@ async def test_a_link_that_closes_again_and_again_waits_out_one_grace(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(notifier.run)
         notifier.offline("env_a")
-        await trio.sleep(1)
+        await trio.sleep(1)  # clock: virtual time; the link stays closed a second
         waiting = _tasks()
         for _ in range(50):
             notifier.offline("env_a")
-            await trio.sleep(1)
+            await trio.sleep(1)  # clock: virtual time; back and closed again each second
         assert _tasks() == waiting
         last = trio.current_time() - 1
         notifier.offline("env_b")
-        await trio.sleep(40)
+        await trio.sleep(40)  # clock: virtual time; past the last closing's grace
         nursery.cancel_scope.cancel()
     assert looked == [("env_a", last + 30.0), ("env_b", last + 1 + 30.0)]
