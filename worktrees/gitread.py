@@ -168,6 +168,27 @@ def head_commit(root: Path) -> str | None:
         return _commit(repo, "HEAD")
 
 
+def head_and_branch(root: Path) -> tuple[str | None, str | None]:
+    """:func:`head_commit`, and :func:`current_branch`."""
+    with _repo(root) as repo:
+        return _commit(repo, "HEAD"), _current_branch(repo)
+
+
+def current_branch(root: Path) -> str | None:
+    """The branch checked out at ``root`` (``git symbolic-ref --short HEAD``, read from
+    HEAD's file: no git process), or None on a detached HEAD."""
+    with _repo(root) as repo:
+        return _current_branch(repo)
+
+
+def _current_branch(repo: git.Repo) -> str | None:
+    try:
+        name: str = repo.head.reference.name
+    except TypeError:  # GitPython's word for a detached HEAD
+        return None
+    return name
+
+
 def branch(root: Path, name: str) -> tuple[str | None, str | None]:
     """Where branch ``name`` points (None: there is no such branch) and the base commit
     rcd recorded for it (None: none recorded)."""

@@ -91,9 +91,12 @@ def _remove_half_made(path: Path, common_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-async def record_base(root: Path, branch: str, base: str, session_id: str | None = None) -> None:
+async def record_base(
+    root: Path, branch: str, base: str, session_id: str | None, current: str | None
+) -> None:
     """Record where ``branch`` starts (``rcdbase``), the branch the main checkout had then
-    (``rcdfrom``: where its work merges back) and the session it is for (``rcdsession``).
+    (``rcdfrom``: where its work merges back; ``current``, None on a detached HEAD: see
+    :func:`gitread.current_branch`) and the session it is for (``rcdsession``).
 
     Shielded from cancellation: git writes its config through ``config.lock``, and a git
     stopped between taking that lock and renaming it would leave a lock that fails every
@@ -104,11 +107,8 @@ async def record_base(root: Path, branch: str, base: str, session_id: str | None
         await run_git(["config", f"branch.{branch}.rcdbase", base], cwd=root)
         if session_id is not None:
             await run_git(["config", f"branch.{branch}.rcdsession", session_id], cwd=root)
-        current = await run_git(
-            ["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=root, check=False
-        )
-        if current.stdout.strip():
-            await run_git(["config", f"branch.{branch}.rcdfrom", current.stdout.strip()], cwd=root)
+        if current is not None:
+            await run_git(["config", f"branch.{branch}.rcdfrom", current], cwd=root)
     await trio.lowlevel.checkpoint_if_cancelled()
 
 
@@ -204,7 +204,9 @@ class Worktrees:
         work is touched.
         """
         async with self._lock:
-            base = await self._read(gitread.head_commit, self.root)
+            # The main checkout's branch with its commit (no git process of its own): the
+            # base's record names it.
+            base, current = await self._read(gitread.head_and_branch, self.root)
             if base is None:
                 raise EmptyRepository(self.root)
             await self._read(ensure_excluded, self.common_dir)
@@ -218,7 +220,7 @@ class Worktrees:
                     base_commit=base,
                 )
                 try:
-                    await self._add(worktree, base, session_id)
+                    await self._add(worktree, base, session_id, current)
                 except _Collision:
                     continue
                 break
@@ -298,12 +300,12 @@ class Worktrees:
             await run_git(["worktree", "prune"], cwd=self.root, check=False)
             tip, recorded = await self._read(gitread.branch, self.root, name)
             if tip is None:
-                base = await self._read(gitread.head_commit, self.root)
+                base, current = await self._read(gitread.head_and_branch, self.root)
                 if base is None:
                     raise EmptyRepository(self.root)
                 worktree = Worktree(path=path, branch=name, slug=slug, base_commit=base)
                 try:
-                    await self._add(worktree, base)
+                    await self._add(worktree, base, None, current)
                 except _Collision:
                     raise WorktreeError(
                         f"{path} or branch {name} appeared while it was being restored"
@@ -319,7 +321,9 @@ class Worktrees:
             log.info("worktree_restored", path=str(path), branch=name, new_branch=tip is None)
             return worktree
 
-    async def _add(self, worktree: Worktree, base: str, session_id: str | None = None) -> None:
+    async def _add(
+        self, worktree: Worktree, base: str, session_id: str | None, current: str | None
+    ) -> None:
         # Under the lock, the slug is free: the directory and the branch this call makes
         # are its own, so undoing them on failure cannot touch anything else.
         own_path = own_branch = True
@@ -352,7 +356,7 @@ class Worktrees:
                 raise result.error()
             # Recorded after the branch exists: if this process dies in between, the branch
             # merely has no recorded base and is then never deleted (the safe side).
-            await record_base(self.root, worktree.branch, base, session_id)
+            await record_base(self.root, worktree.branch, base, session_id, current)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 await self._undo_add(worktree, base, own_path=own_path, own_branch=own_branch)

@@ -290,7 +290,8 @@ class SparePool:
             await trio.Path(manager.directory).mkdir(parents=True, exist_ok=True)
             await run_git(["worktree", "move", str(spare), str(path)], cwd=root)
             await run_git(["symbolic-ref", "HEAD", "refs/heads/" + branch], cwd=path)
-            await record_base(root, branch, base, session_id)
+            current = await manager._read(gitread.current_branch, root)
+            await record_base(root, branch, base, session_id, current)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(20):
                 if await trio.Path(path).exists():

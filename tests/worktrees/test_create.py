@@ -285,3 +285,40 @@ async def test_cancelled_while_recording_the_base_undoes_all_and_leaves_no_lock(
         await assert_nothing_made(repo)
         assert await git(repo, "config", "--get-regexp", r"^branch\.rcd/", check=False) == ""
         assert not (repo / ".git" / "config.lock").exists()
+
+
+async def test_the_main_checkouts_branch_is_recorded_as_where_the_work_merges(
+    repo: Path,
+) -> None:
+    """``rcdfrom`` names the branch the main checkout had (a name with slashes whole);
+    on a detached HEAD nothing is recorded. Made, restored and taken from a spare alike."""
+    from worktrees import SparePool
+
+    async def recorded(branch: str) -> str:
+        return await git(repo, "config", "--get", f"branch.{branch}.rcdfrom", check=False)
+
+    with trio.fail_after(TIMEOUT):
+        await git(repo, "checkout", "-q", "-b", "feature/login-fix")
+        manager = await Worktrees.open(repo)
+        made = await manager.create("on a branch", "s1")
+        assert await recorded(made.branch) == "feature/login-fix"
+        async with trio.open_nursery() as nursery:
+            pool = SparePool(manager=manager, size=1)
+            await nursery.start(pool.run)
+            await pool.wait_full()
+            taken = await pool.take("from a spare", "s2")
+            assert taken is not None
+            nursery.cancel_scope.cancel()
+        assert await recorded(taken.branch) == "feature/login-fix"
+
+        await git(repo, "checkout", "-q", "--detach")
+        detached = await manager.create("detached", "s3")
+        assert await recorded(detached.branch) == ""
+        assert (await recorded_bases(repo))[detached.branch] == await git(repo, "rev-parse", "HEAD")
+
+        await git(repo, "checkout", "-q", "main")
+        restored_path = made.path
+        await git(repo, "worktree", "remove", "--force", str(restored_path))
+        await git(repo, "branch", "-D", made.branch)
+        restored = await manager.restore(restored_path)
+        assert await recorded(restored.branch) == "main"
