@@ -165,9 +165,9 @@ def _text(value: object, default: str, limit: int = SUMMARY_LENGTH) -> str:
 
 @attrs.frozen
 class _Offline:
+    """An environment's link closed: a task is to wait out its grace (see ``offline``)."""
+
     environment_id: str
-    #: When its link closed (trio's clock): the grace runs from its last closing.
-    at: float
 
 
 _Item = tuple[str, list[Event]] | _Offline
@@ -194,9 +194,10 @@ class Notifier:
     #: Pushes the push services took, and notifications lost to a full backlog.
     sent: int = 0
     dropped: int = 0
-    #: Environments whose link closed: the wait of each (one task per environment, its
-    #: deadline the end of the last closing's grace).
-    _offline_waits: dict[str, trio.CancelScope] = attrs.Factory(dict)
+    #: Environments whose link closed, and when the grace of their last closing ends;
+    #: one task per environment waits for it (set here as each closing happens, so a
+    #: closing never waits behind other work to move it).
+    _offline_until: dict[str, float] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel(BACKLOG)
@@ -211,7 +212,10 @@ class Notifier:
 
     def offline(self, environment_id: str) -> None:
         """An environment's link closed (called by the hub; never blocks)."""
-        self._offer(_Offline(environment_id, trio.current_time()), 1)
+        waiting = environment_id in self._offline_until
+        self._offline_until[environment_id] = trio.current_time() + self.offline_grace
+        if not waiting:
+            self._offer(_Offline(environment_id), 1)
 
     def _offer(self, item: _Item, count: int) -> None:
         try:
@@ -220,6 +224,8 @@ class Notifier:
             # The oldest waiting go: a phone wants what happens now.
             oldest = self._receive.receive_nowait()
             self.dropped += 1 if isinstance(oldest, _Offline) else len(oldest[1])
+            if isinstance(oldest, _Offline):  # no task will wait for it: the next closing's
+                self._offline_until.pop(oldest.environment_id, None)
             log.warning("notifications_dropped", dropped=self.dropped)
             self._send.send_nowait(item)
 
@@ -232,14 +238,7 @@ class Notifier:
             async for item in self._receive:
                 try:
                     if isinstance(item, _Offline):
-                        until = item.at + self.offline_grace
-                        waiting = self._offline_waits.get(item.environment_id)
-                        if waiting is not None:
-                            waiting.deadline = until  # closed again: the grace starts over
-                        else:
-                            await later.start(
-                                self._offline_later, item.environment_id, until, limit
-                            )
+                        later.start_soon(self._offline_later, item.environment_id, limit)
                         continue
                     session_id, events = item
                     for event in events:
@@ -299,21 +298,16 @@ class Notifier:
         if waited.cancelled_caught:
             log.warning("notify_command_timed_out", command=self.command[0], after=COMMAND_TIMEOUT)
 
-    async def _offline_later(
-        self,
-        environment_id: str,
-        until: float,
-        limit: trio.CapacityLimiter,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def _offline_later(self, environment_id: str, limit: trio.CapacityLimiter) -> None:
         """Notify once the environment's last closing is ``offline_grace`` old, if it is
         offline then: one task per environment, however often its link closes meanwhile
-        (each closing moves the wait's deadline)."""
-        with trio.move_on_at(until) as wait:
-            self._offline_waits[environment_id] = wait
-            task_status.started()
-            await trio.sleep_forever()
-        del self._offline_waits[environment_id]
+        (each closing moves the end of the wait, see :meth:`offline`)."""
+        try:
+            # Not a poll: each turn sleeps to the end of the last closing's grace.
+            while trio.current_time() < (until := self._offline_until[environment_id]):  # noqa: ASYNC110
+                await trio.sleep_until(until)
+        finally:
+            del self._offline_until[environment_id]  # the next closing starts a new wait
         try:
             env = await self.storage.get_environment(environment_id)
             if env is None or env.online:

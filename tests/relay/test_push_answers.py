@@ -17,7 +17,7 @@ import trio
 
 import wire
 from relay import Hub, RelayConfig, RunningRelay, SqliteStorage, create_app, serve_relay
-from relay.notify import BACKLOG, Notifier
+from relay.notify import BACKLOG, Notifier, _Offline
 from relay.push import PushOutcome
 from relay.records import ClientPrincipal, PushSubscriptionRecord
 from relay.tokens import AnswerTokens
@@ -289,3 +289,49 @@ async def test_a_link_that_closes_again_and_again_waits_out_one_grace(
         await trio.sleep(40)  # clock: virtual time; past the last closing's grace
         nursery.cancel_scope.cancel()
     assert looked == [("env_a", last + 30.0), ("env_b", last + 1 + 30.0)]
+
+
+async def test_a_closing_while_the_notifier_is_busy_still_moves_the_grace(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A closing counts when it happens, not when the notifier gets to it: with the
+    notifier busy on a session's events meanwhile, the environment is looked at once, a
+    grace after its last closing, never at the first closing's end."""
+    looked: list[float] = []
+    start = trio.current_time()
+
+    class Storage:
+        async def get_environment(self, environment_id: str) -> None:
+            looked.append(trio.current_time())
+
+        async def get_session(self, session_id: str) -> None:
+            await trio.sleep_until(start + 40)  # clock: virtual time; a slow storage call
+
+    notifier = Notifier(storage=Storage(), sender=None, offline_grace=30.0)  # type: ignore[arg-type]
+    permission = wire.make_event(
+        1, 1.0, wire.PermissionRequest(request_id="r", tool="Bash", input={}, description="")
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(notifier.run)
+        notifier.offline("env_a")
+        await trio.sleep(20)  # clock: virtual time; then the notifier gets busy
+        notifier.offer("ses_1", [permission])
+        await trio.sleep(5)  # clock: virtual time; the link comes back and closes again
+        notifier.offline("env_a")
+        await trio.sleep(60)  # clock: virtual time; past every grace
+        nursery.cancel_scope.cancel()
+    assert looked == [start + 25 + 30.0]
+
+
+async def test_a_closing_dropped_from_a_full_backlog_leaves_the_next_one_its_wait() -> None:
+    notifier = Notifier(storage=None, sender=None)  # type: ignore[arg-type]
+    permission = wire.make_event(
+        1, 1.0, wire.PermissionRequest(request_id="r", tool="Bash", input={}, description="")
+    )
+    notifier.offline("env_a")
+    for n in range(BACKLOG):
+        notifier.offer(f"ses_{n}", [permission])  # the closing is the oldest: dropped
+    assert notifier.dropped == 1
+    notifier.offline("env_a")  # a task is asked for again
+    queued = [notifier._receive.receive_nowait() for _ in range(BACKLOG)]
+    assert queued[-1] == _Offline("env_a")
