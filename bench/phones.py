@@ -29,7 +29,7 @@ import trio
 
 from testkit.sse import SSEReader, sse
 
-__all__ = ["json_lines", "phone", "queue", "round_trips", "watching"]
+__all__ = ["json_lines", "phone", "queue", "round_trips", "timed_gets", "watching"]
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +56,16 @@ async def watching(client: httpx.AsyncClient, sid: str) -> AsyncIterator[SSERead
         reader,
     ):
         yield reader
+
+
+async def timed_gets(client: httpx.AsyncClient, count: int) -> list[float]:
+    """``count`` authenticated GETs one after another, each timed (ms): the baseline."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        (await client.get("/api/environments")).raise_for_status()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
 
 
 async def round_trips(
@@ -131,12 +141,8 @@ async def _serve() -> None:
     async with aclosing(json_lines(stdin)) as orders:
         spec = await anext(orders)
         url, headers = spec["url"], spec["headers"]
-        baseline = []
         async with phone(url, headers) as client:
-            for _ in range(spec["baseline"]):
-                started = time.perf_counter()
-                (await client.get("/api/environments")).raise_for_status()
-                baseline.append((time.perf_counter() - started) * 1000)
+            baseline = await timed_gets(client, spec["baseline"])
         go, ready, last = trio.Event(), trio.Event(), trio.Event()
         samples: list[float] = []
 

@@ -33,7 +33,7 @@ import trio
 
 from testkit.harness import Daemon, Relay, start_daemon, start_relay
 
-from .phones import json_lines, phone, queue, round_trips, watching
+from .phones import json_lines, phone, queue, round_trips, timed_gets, watching
 from .stats import Figure, cpu_seconds
 
 __all__ = ["BUSY_RATE", "Phase", "RoundTrips", "measure_round_trips"]
@@ -277,11 +277,7 @@ async def measure_round_trips(count: int = 60, busy: int = 32) -> RoundTrips:
                 )
                 env_id = daemon.environment_id
                 meter = _meter(daemon.process.pid)
-                baseline = []
-                for _ in range(count):
-                    started = time.perf_counter()
-                    (await relay.client.get("/api/environments")).raise_for_status()
-                    baseline.append((time.perf_counter() - started) * 1000)
+                baseline = await timed_gets(relay.client, count)
                 sid = await _session(relay, env_id)
                 async with watching(relay.client, sid) as reader:
                     one = await round_trips(relay.client, sid, reader, count, "one")

@@ -223,9 +223,12 @@ class Notifier:
         except trio.WouldBlock:
             # The oldest waiting go: a phone wants what happens now.
             oldest = self._receive.receive_nowait()
-            self.dropped += 1 if isinstance(oldest, _Offline) else len(oldest[1])
-            if isinstance(oldest, _Offline):  # no task will wait for it: the next closing's
+            if isinstance(oldest, _Offline):
+                self.dropped += 1
+                # No task will wait for it: the next closing asks for one again.
                 self._offline_until.pop(oldest.environment_id, None)
+            else:
+                self.dropped += len(oldest[1])
             log.warning("notifications_dropped", dropped=self.dropped)
             self._send.send_nowait(item)
 

@@ -128,6 +128,16 @@ def decide(request: wire.Event, decision: wire.Decision) -> wire.DecidePermissio
     )
 
 
+def after(log: Log, request: wire.Event) -> list[str]:
+    """What the log says after ``request``: each event's kind, a status its state (the
+    session's end left out)."""
+    return [
+        e.kind if e.kind != "status" else e.data["state"]
+        for e in log.events
+        if e.seq > request.seq and e.kind != "session_ended"
+    ]
+
+
 def assert_dense(log: Log) -> None:
     assert [e.seq for e in log.events] == list(range(1, len(log.events) + 1))
 
@@ -229,11 +239,7 @@ async def test_the_decision_is_logged_before_the_agent_answers_it(
         runtime.deliver(decide(request, decision))
         await log.wait_kind("turn_result")
         runtime.request_stop("test")
-    turn = [
-        e.kind if e.kind != "status" else e.data["state"]
-        for e in log.events
-        if e.seq > request.seq and e.kind != "session_ended"
-    ]
+    turn = after(log, request)
     assert turn[:5] == [
         "awaiting_permission",
         "permission_resolved",
@@ -258,11 +264,7 @@ async def test_a_turn_that_ends_with_a_prompt_open_closes_it_first(tmp_path: Pat
         runtime.deliver(message("after", "m2"))
         await log.wait_kind("turn_result", 2)
         runtime.request_stop("test")
-    turn = [
-        e.kind if e.kind != "status" else e.data["state"]
-        for e in log.events
-        if request.seq < e.seq and e.kind != "session_ended"
-    ]
+    turn = after(log, request)
     assert turn[:4] == ["awaiting_permission", "permission_resolved", "turn_result", "idle"]
     [resolved] = log.of("permission_resolved")
     assert (resolved.data["decision"], resolved.data["origin"]) == ("deny", "turn_ended")
