@@ -33,7 +33,7 @@ import math
 import os
 import shutil
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -110,6 +110,28 @@ async def record_base(
         if current is not None:
             await run_git(["config", f"branch.{branch}.rcdfrom", current], cwd=root)
     await trio.lowlevel.checkpoint_if_cancelled()
+
+
+async def _beside(
+    main: Callable[[], Awaitable[object]], side: Callable[[], Awaitable[object]]
+) -> None:
+    """Run ``main`` and ``side`` at once; return when both are done. The first error either
+    raised is raised as itself (not in an exception group), once both have ended (an error
+    cancels the other): a caller's undo then never runs beside either."""
+    errors: list[Exception] = []
+
+    async def guarded(fn: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await fn()
+        except Exception as exc:
+            errors.append(exc)
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guarded, side)
+        await guarded(main)
+    if errors:
+        raise errors[0]
 
 
 class _Collision(Exception):
@@ -220,7 +242,7 @@ class Worktrees:
                     base_commit=base,
                 )
                 try:
-                    await self._add(worktree, base, session_id, current)
+                    await self._add(worktree, base, session_id, current, record=False)
                 except _Collision:
                     continue
                 break
@@ -228,8 +250,15 @@ class Worktrees:
                 raise WorktreeError(
                     f"no free worktree name for {slug!r} after {_ATTEMPTS} attempts"
                 )
+
+        async def record() -> None:
+            async with self._lock:
+                await record_base(self.root, worktree.branch, base, session_id, current)
+
         try:
-            await self._populate(worktree.path, base, limit=checkout_limit)
+            # The base is recorded while the files are checked out (its `git config`
+            # processes on another core, not after the checkout on the session's way).
+            await _beside(lambda: self._populate(worktree.path, base, limit=checkout_limit), record)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 async with self._lock:
@@ -322,7 +351,13 @@ class Worktrees:
             return worktree
 
     async def _add(
-        self, worktree: Worktree, base: str, session_id: str | None, current: str | None
+        self,
+        worktree: Worktree,
+        base: str,
+        session_id: str | None,
+        current: str | None,
+        *,
+        record: bool = True,
     ) -> None:
         # Under the lock, the slug is free: the directory and the branch this call makes
         # are its own, so undoing them on failure cannot touch anything else.
@@ -356,7 +391,8 @@ class Worktrees:
                 raise result.error()
             # Recorded after the branch exists: if this process dies in between, the branch
             # merely has no recorded base and is then never deleted (the safe side).
-            await record_base(self.root, worktree.branch, base, session_id, current)
+            if record:
+                await record_base(self.root, worktree.branch, base, session_id, current)
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 await self._undo_add(worktree, base, own_path=own_path, own_branch=own_branch)

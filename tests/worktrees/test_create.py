@@ -287,6 +287,54 @@ async def test_cancelled_while_recording_the_base_undoes_all_and_leaves_no_lock(
         assert not (repo / ".git" / "config.lock").exists()
 
 
+async def test_the_base_is_recorded_while_the_files_are_checked_out(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base's `git config` writes run beside the checkout, not before it on the
+    session's way: here the first write waits for the checkout to have begun (in vain,
+    were the writes first)."""
+    real = manager_module.run_git  # type: ignore[attr-defined]
+    checking_out = trio.Event()
+    order: list[str] = []
+
+    async def watched(args, **kwargs):  # type: ignore[no-untyped-def]
+        if args[0] == "read-tree":
+            checking_out.set()
+        elif args[0] == "config" and "config" not in order:
+            with trio.move_on_after(TIMEOUT / 3):
+                await checking_out.wait()
+            assert checking_out.is_set(), "the base was recorded before the checkout began"
+        result = await real(args, **kwargs)
+        order.append(args[0])
+        return result
+
+    monkeypatch.setattr(manager_module, "run_git", watched)
+    with trio.fail_after(TIMEOUT):
+        manager = await Worktrees.open(repo)
+        wt = await manager.create("beside", "s1")
+        assert order.count("config") == 3  # base, session, and the main checkout's branch
+        assert order.index("hook") > order.index("read-tree")  # as `git worktree add` runs it
+        assert await recorded_bases(repo) == {wt.branch: wt.base_commit}
+        session = await git(repo, "config", "--get", f"branch.{wt.branch}.rcdsession")
+        assert session == "s1"
+
+
+async def test_a_base_that_cannot_be_recorded_undoes_the_worktree(repo: Path) -> None:
+    """Its `git config` refused (another writer holds the config's lock): the error is
+    git's own, and the worktree, checked out meanwhile, goes again."""
+    with trio.fail_after(TIMEOUT):
+        manager = await Worktrees.open(repo)
+        lock = repo / ".git" / "config.lock"
+        lock.write_text("")
+        with pytest.raises(GitFailed) as caught:
+            await manager.create("locked", "s1")
+        assert "config" in caught.value.argv
+        assert "lock" in caught.value.stderr
+        lock.unlink()
+        await assert_nothing_made(repo)
+        assert (await manager.create("locked", "s2")).slug == "locked"
+
+
 async def test_the_main_checkouts_branch_is_recorded_as_where_the_work_merges(
     repo: Path,
 ) -> None:
