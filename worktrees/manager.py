@@ -225,15 +225,28 @@ class Worktrees:
         propagates; the directory and branch were new and unused, so nothing of anyone's
         work is touched.
         """
-        async with self._lock:
+        base: str | None = None
+        current: str | None = None
+        taken: set[str] = set()
+
+        async def read_head() -> None:
             # The main checkout's branch with its commit (no git process of its own): the
             # base's record names it.
+            nonlocal base, current
             base, current = await self._read(gitread.head_and_branch, self.root)
+
+        async def read_taken() -> None:
+            nonlocal taken
+            taken = await self._read(gitread.taken_slugs, self.root, self.directory)
+
+        async with self._lock:
+            await _beside(read_head, read_taken)  # two reads, two threads
             if base is None:
                 raise EmptyRepository(self.root)
             await self._read(ensure_excluded, self.common_dir)
-            for _ in range(_ATTEMPTS):
-                taken = await self._read(gitread.taken_slugs, self.root, self.directory)
+            for attempt in range(_ATTEMPTS):
+                if attempt:
+                    await read_taken()
                 slug = unique_slug(slugify(title, session_id), taken)
                 worktree = Worktree(
                     path=self.directory / slug,
