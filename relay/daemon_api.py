@@ -73,7 +73,7 @@ from .httputil import (
     http_status,
     json_response,
     last_event_id,
-    read_lines,
+    read_line_groups,
 )
 from .indexing import check_indexed_payloads
 from .ratelimit import AttemptLimiter, limit_key
@@ -97,6 +97,16 @@ _PAIR_BODY_LIMIT = 4 * 1024
 
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_size(body: UplinkRequest) -> UplinkRequest:
+    total = sum(len(part.events) for part in body.sessions)
+    if total > MAX_EVENTS_PER_BATCH:
+        raise BodyTooLarge(
+            f"a batch holds at most {MAX_EVENTS_PER_BATCH} events, got {total}",
+            code="too_many_events",
+        )
+    return body
 
 
 def _uplink_stream(request: Request) -> str | None:
@@ -257,80 +267,100 @@ class DaemonApi:
     async def uplink(self, request: Request) -> Response:
         """Events of several sessions (and an ack of directives) in one request and one
         transaction; or, as :data:`~wire.UPLINK_FRAMES_TYPE`, several such batches, one
-        per line, each stored as it arrives. The link token is checked before the body is
-        read: a daemon may open the request before its batch exists."""
+        per line, each stored as it arrives (the frames that arrive together in one
+        transaction). The link token is checked before the body is read: a daemon may open
+        the request before its batch exists."""
         claims, env = await self._link(request)
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip() != UPLINK_FRAMES_TYPE:
             body = await decode_body(
                 request, UplinkRequest, UPLINK_BODY_LIMIT, self.config.uplink_deadline
             )
-            return json_response(encode(await self._store(claims, env, body)))
+            _check_size(body)
+            [answer] = await self._store(claims, env, [body])
+            return json_response(encode(answer))
         stream = _uplink_stream(request)
         answers: list[UplinkResponse] = []
         async with aclosing(
-            read_lines(request, UPLINK_BODY_LIMIT, self.config.uplink_deadline)
-        ) as lines:
-            async for line in lines:
-                if len(answers) == MAX_FRAMES:
-                    raise BodyTooLarge(
-                        f"an uplink request holds at most {MAX_FRAMES} frames",
-                        code="too_many_frames",
-                    )
-                frame = decode_bytes(line, UplinkRequest)
-                answer = await self._store(claims, env, frame)
-                if stream is not None and (frame.sessions or frame.ack is not None):
-                    ack = UplinkFrameAck(stream=stream, frame=len(answers), answer=answer)
-                    self.hub.publish_uplink_ack(env.id, ack)
-                answers.append(answer)
+            read_line_groups(request, UPLINK_BODY_LIMIT, self.config.uplink_deadline)
+        ) as groups:
+            async for group in groups:
+                # The frames before a refused one are stored (the daemon resends the rest).
+                frames: list[UplinkRequest] = []
+                refused: ApiError | None = None
+                for line in group:
+                    try:
+                        if len(answers) + len(frames) == MAX_FRAMES:
+                            raise BodyTooLarge(
+                                f"an uplink request holds at most {MAX_FRAMES} frames",
+                                code="too_many_frames",
+                            )
+                        frames.append(_check_size(decode_bytes(line, UplinkRequest)))
+                    except ApiError as exc:
+                        refused = exc
+                        break
+                for frame, answer in zip(
+                    frames, await self._store(claims, env, frames), strict=True
+                ):
+                    if stream is not None and (frame.sessions or frame.ack is not None):
+                        ack = UplinkFrameAck(stream=stream, frame=len(answers), answer=answer)
+                        self.hub.publish_uplink_ack(env.id, ack)
+                    answers.append(answer)
+                if refused is not None:
+                    raise refused
         return json_response(encode(UplinkFrames(frames=answers)))
 
     async def _store(
-        self, claims: AccessClaims, env: EnvironmentRecord, body: UplinkRequest
-    ) -> UplinkResponse:
-        total = sum(len(part.events) for part in body.sessions)
-        if total > MAX_EVENTS_PER_BATCH:
-            raise BodyTooLarge(
-                f"a batch holds at most {MAX_EVENTS_PER_BATCH} events, got {total}",
-                code="too_many_events",
-            )
-        outcomes: list[ApiError | None] = []
+        self, claims: AccessClaims, env: EnvironmentRecord, frames: list[UplinkRequest]
+    ) -> list[UplinkResponse]:
+        """Store ``frames`` (batches, in order) in one storage call, then hand what each
+        stored to the sessions' streams, frame by frame; each frame's answer."""
+        if not frames:
+            return []
+        outcomes: list[list[ApiError | None]] = []
         accepted: list[tuple[str, list[Event]]] = []
-        for part in body.sessions:
-            try:
-                self._check_session_token(claims, env, part.session_id, part.token)
-                check_indexed_payloads(part.events)
-            except DecodeError as exc:
-                outcomes.append(BadRequest("invalid_body", "; ".join(exc.problems)))
-            except ApiError as exc:
-                outcomes.append(exc)
-            else:
-                outcomes.append(None)
-                accepted.append((part.session_id, part.events))
-        ack = None if body.ack is None else (env.id, body.ack)
+        for body in frames:
+            outcomes.append([])
+            for part in body.sessions:
+                try:
+                    self._check_session_token(claims, env, part.session_id, part.token)
+                    check_indexed_payloads(part.events)
+                except DecodeError as exc:
+                    outcomes[-1].append(BadRequest("invalid_body", "; ".join(exc.problems)))
+                except ApiError as exc:
+                    outcomes[-1].append(exc)
+                else:
+                    outcomes[-1].append(None)
+                    accepted.append((part.session_id, part.events))
+        # Directives are acknowledged cumulatively: the highest of the frames' acks.
+        through = max((body.ack for body in frames if body.ack is not None), default=None)
+        ack = None if through is None else (env.id, through)
         stored = iter(
             await self.storage.append_many(accepted, credential_id=claims.credential_id, ack=ack)
             if accepted or ack
             else []
         )
-        acks = []
-        for part, outcome in zip(body.sessions, outcomes, strict=True):
-            result = next(stored) if outcome is None else outcome
-            if isinstance(result, ApiError):
-                acks.append(
-                    SessionAck(
-                        session_id=part.session_id,
-                        status=http_status(result),
-                        code=result.code,
-                        message=result.message,
+        answers = []
+        for body, frame_outcomes in zip(frames, outcomes, strict=True):
+            acks = []
+            for part, outcome in zip(body.sessions, frame_outcomes, strict=True):
+                result = next(stored) if outcome is None else outcome
+                if isinstance(result, ApiError):
+                    acks.append(
+                        SessionAck(
+                            session_id=part.session_id,
+                            status=http_status(result),
+                            code=result.code,
+                            message=result.message,
+                        )
                     )
-                )
-            else:
-                self._published(part.session_id, part.events, result)
-                acks.append(SessionAck(session_id=part.session_id, acked=result.acked))
-        # After the events: a partial the same frame's events made old shows nothing.
-        self._hand_partials(claims, env, body)
-        return UplinkResponse(sessions=acks)
+                else:
+                    self._published(part.session_id, part.events, result)
+                    acks.append(SessionAck(session_id=part.session_id, acked=result.acked))
+            # After the events: a partial the same frame's events made old shows nothing.
+            self._hand_partials(claims, env, body)
+            answers.append(UplinkResponse(sessions=acks))
+        return answers
 
     def _check_session_token(
         self, claims: AccessClaims, env: EnvironmentRecord, session_id: str, token: str

@@ -43,7 +43,7 @@ __all__ = [
     "json_response",
     "last_event_id",
     "read_body",
-    "read_lines",
+    "read_line_groups",
     "wants_event_stream",
 ]
 
@@ -169,11 +169,14 @@ async def read_body(request: Request, limit: int, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-async def read_lines(request: Request, limit: int, deadline: float) -> AsyncGenerator[bytes, None]:
-    """The body's lines (``\\n``-separated, blank ones skipped), each as soon as it has
-    arrived; :class:`BodyTooLarge` (413) for a line longer than ``limit``,
-    :class:`BodyTimeout` (408) if the body has not ended ``deadline`` seconds after the
-    first line was asked for (time spent by the consumer between lines counts too)."""
+async def read_line_groups(
+    request: Request, limit: int, deadline: float
+) -> AsyncGenerator[list[bytes], None]:
+    """The body's lines (``\\n``-separated, blank ones skipped) as soon as they have
+    arrived, those completed by one read of the body together in one list (never empty);
+    :class:`BodyTooLarge` (413) for a line longer than ``limit``, :class:`BodyTimeout`
+    (408) if the body has not ended ``deadline`` seconds after the first lines were asked
+    for (time spent by the consumer between groups counts too)."""
 
     def check(size: int) -> None:
         if size > limit:
@@ -191,16 +194,19 @@ async def read_lines(request: Request, limit: int, deadline: float) -> AsyncGene
         while (chunk := await receive(stream)) is not None:
             searched = len(buffer)
             buffer += chunk
+            group: list[bytes] = []
             while (end := buffer.find(b"\n", searched)) != -1:
                 line = bytes(buffer[:end])
                 del buffer[: end + 1]  # cheap at the front of a bytearray
                 searched = 0
                 check(len(line))
                 if line.strip():
-                    yield line
+                    group.append(line)
             check(len(buffer))
+            if group:
+                yield group
     if buffer.strip():
-        yield bytes(buffer)
+        yield [bytes(buffer)]
 
 
 async def decode_body(request: Request, cl: type[T], limit: int, deadline: float) -> T:

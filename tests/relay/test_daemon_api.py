@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 import wire
@@ -553,6 +554,53 @@ async def test_an_uplink_request_sent_as_frames_stores_each_as_it_arrives(
     empty = json.dumps({"sessions": []}).encode() + b"\n"
     too_many = await client.post(url, content=empty * MAX_FRAMES + empty.strip(), headers=headers)
     assert_error(too_many, 413, "too_many_frames")
+
+
+async def test_frames_that_arrive_together_are_stored_in_one_transaction(
+    client: httpx.AsyncClient,
+    user: dict[str, str],
+    daemon: Daemon,
+    storage: SqliteStorage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, url, headers, frame = await frames_of_a_new_session(client, user, daemon)
+    calls: list[list[str]] = []
+    real = storage.append_many
+
+    async def counted(batches: Any, **kwargs: Any) -> Any:
+        calls.append([session_id for session_id, _ in batches])
+        return await real(batches, **kwargs)
+
+    monkeypatch.setattr(storage, "append_many", counted)
+    # One piece of body (one read): three frames of one session, then an ack alone.
+    together = (
+        frame(started(1))
+        + frame(event(2, "assistant_text", text="x"))
+        + frame(event(2, "assistant_text", text="x"), event(3, "assistant_text", text="y"))
+        + json.dumps({"sessions": [], "ack": 1}).encode()
+        + b"\n"
+    )
+    response = await client.post(url, content=together + b" ", headers=headers)
+    assert response.status_code == 200, response.text
+    frames = response.json()["frames"]
+    # Each frame answered as if stored alone: the second frame's duplicate is ignored.
+    assert [[s["acked"] for s in f["sessions"]] for f in frames] == [[1], [2], [3], []]
+    assert calls == [[a, a, a]]
+    assert [e.seq for e in await storage.read_events(a, 0, 10)] == [1, 2, 3]
+
+    # A refused line among them: the frames before it are stored, the ones after it not.
+    calls.clear()
+    bad = await client.post(
+        url,
+        content=frame(event(4, "assistant_text", text="z"))
+        + b"{\n"
+        + frame(event(5, "assistant_text", text="w"))
+        + b" ",
+        headers=headers,
+    )
+    assert_error(bad, 400, "invalid_body")
+    assert calls == [[a]]
+    assert [e.seq for e in await storage.read_events(a, 0, 10)] == [1, 2, 3, 4]
 
 
 async def test_frames_named_by_the_stream_header_are_answered_on_the_open_downlink(

@@ -17,11 +17,11 @@ from starlette.requests import Request
 import wire
 from relay import errors
 from relay.errors import BodyTooLarge
-from relay.httputil import decode_bytes, http_status, read_body, read_lines
+from relay.httputil import decode_bytes, http_status, read_body, read_line_groups
 
 
 class Chunks:
-    """Just what :func:`read_lines` uses of a request: its body, chunk by chunk."""
+    """Just what :func:`read_line_groups` uses of a request: its body, chunk by chunk."""
 
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = chunks
@@ -31,10 +31,14 @@ class Chunks:
             yield chunk
 
 
-async def lines_of(chunks: list[bytes], limit: int) -> list[bytes]:
+async def groups_of(chunks: list[bytes], limit: int) -> list[list[bytes]]:
     request = cast(Request, cast(Any, Chunks(chunks)))
-    async with aclosing(read_lines(request, limit, deadline=60.0)) as lines:
-        return [line async for line in lines]
+    async with aclosing(read_line_groups(request, limit, deadline=60.0)) as groups:
+        return [group async for group in groups]
+
+
+async def lines_of(chunks: list[bytes], limit: int) -> list[bytes]:
+    return [line for group in await groups_of(chunks, limit) for line in group]
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -53,6 +57,34 @@ def test_lines_come_out_whole_however_the_body_is_cut(
     body = b"\n".join(lines) + (b"\n" if ended else b"")
     got = trio.run(lines_of, split(body, cuts), 30)
     assert got == [line for line in lines if line.strip()]
+
+
+@given(
+    lines=st.lists(
+        st.binary(min_size=1, max_size=20).map(lambda b: b.replace(b"\n", b"x")), max_size=8
+    ),
+    cuts=st.lists(st.integers(0, 10_000), max_size=10),
+)
+def test_the_lines_one_read_completes_come_together(lines: list[bytes], cuts: list[int]) -> None:
+    """Each group holds the lines whose end came in one chunk, and none is empty: the
+    uplink stores a group's frames in one transaction."""
+    body = b"".join(line + b"\n" for line in lines)
+    chunks = split(body, cuts)
+    groups = trio.run(groups_of, chunks, 30)
+    expected: list[list[bytes]] = []
+    done = 0
+    for chunk_end in itertools.accumulate(len(c) for c in chunks):
+        ends = [
+            i
+            for i, at in enumerate(itertools.accumulate(len(x) + 1 for x in lines))
+            if done < at <= chunk_end
+        ]
+        done = chunk_end
+        group = [lines[i] for i in ends if lines[i].strip()]
+        if group:
+            expected.append(group)
+    assert groups == expected
+    assert all(groups)
 
 
 @given(size=st.integers(11, 40), cuts=st.lists(st.integers(0, 100), max_size=5))
