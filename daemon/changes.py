@@ -416,5 +416,8 @@ class WorkspaceDesk:
 
 
 async def _branch_of(cwd: Path) -> str | None:
-    result = await run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=cwd, check=False)
-    return result.stdout.strip() or None
+    """The branch checked out at ``cwd`` by its whole name (``--short`` would say
+    ``heads/v1`` when a tag ``v1`` exists too); None on a detached HEAD."""
+    result = await run_git(["symbolic-ref", "--quiet", "HEAD"], cwd=cwd, check=False)
+    ref = result.stdout.strip()
+    return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None

@@ -99,8 +99,8 @@ async def commit_all(cwd: Path, message: str) -> Landed:
                     log.warning("index_not_restored", index=str(index), reason="staged since")
             raise
     head = (await _git(top, "rev-parse", "HEAD")).strip()
-    branch = (await _git(top, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)).strip()
-    where = f" on {branch}" if branch else ""
+    ref = (await _git(top, "symbolic-ref", "--quiet", "HEAD", check=False)).strip()
+    where = f" on {ref.removeprefix('refs/heads/')}" if ref else ""  # not `--short`'s heads/x
     skipped = " (its hooks not run: they live in a working tree)" if hooks else ""
     return Landed(
         action="commit", summary=f"committed {short_commit(head)}{where}{skipped}", commit=head

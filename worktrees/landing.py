@@ -25,6 +25,7 @@ import attrs
 import structlog
 import trio
 
+from . import gitread
 from .changes import readable, snapshot
 from .checkouts import checkouts_of, dirty_paths, hook_options, in_the_middle
 from .commit import Landed, LandingRefused, commit_all, short_commit
@@ -85,8 +86,9 @@ async def merge_target(manager: Worktrees, worktree: Worktree) -> str | None:
     )
     if recorded.strip():
         return recorded.strip()
-    current = await _git(manager.root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-    return current.strip() or None
+    # The branch's whole name, not `symbolic-ref --short`'s (`heads/v1` when a tag `v1`
+    # exists), as the target is looked up under refs/heads/.
+    return await manager._read(gitread.current_branch, manager.root)
 
 
 async def merge(manager: Worktrees, worktree: Worktree, target: str) -> Landed:

@@ -21,6 +21,8 @@ async def test_a_same_dir_session_shows_its_own_work_and_commits_it(tmp_path: Pa
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
     git(repo, "remote", "add", "origin", str(remote))
+    # A tag named as the branch: git's short name for the branch is then `heads/main`.
+    git(repo, "tag", "main")
     async with trio.open_nursery() as nursery:
         base_url: str = await nursery.start(FakeMessagesAPI().run)
         relay = await start_relay(nursery, tmp_path / "relay")
@@ -55,6 +57,7 @@ async def test_a_same_dir_session_shows_its_own_work_and_commits_it(tmp_path: Pa
             assert empty.json()["error"]["code"] == "message_required"
             done = await act(relay, session_id, "commit", message="-m is a message too")
             assert done.status_code == 200, done.text
+            assert done.json()["summary"].endswith(" on main")
             assert git(repo, "log", "-1", "--format=%s") == "-m is a message too"
             assert git(repo, "status", "--porcelain") == ""
             pushed = await act(relay, session_id, "push")

@@ -70,6 +70,23 @@ async def test_fast_forward_updates_the_main_checkout(repo: Path) -> None:
         assert wt.branch not in await rcd_branches(repo)
 
 
+async def test_the_target_is_the_main_checkouts_branch_by_its_whole_name(repo: Path) -> None:
+    """A worktree made on a detached HEAD has no recorded target: the main checkout's
+    branch now is, by its whole name (not `heads/v1`, git's short form when a tag `v1`
+    exists too), and the work merges there."""
+    with trio.fail_after(TIMEOUT):
+        await git(repo, "checkout", "--quiet", "--detach")
+        manager, wt = await session(repo)
+        await git(repo, "tag", "v1")
+        await git(repo, "checkout", "--quiet", "-b", "v1")
+        assert await git(repo, "symbolic-ref", "--short", "HEAD") == "heads/v1"
+        assert await merge_target(manager, wt) == "v1"
+        tip = await commit_file(wt.path, "feature.txt")
+        landed = await merge(manager, wt, "v1")
+        assert landed.commit == tip
+        assert await git(repo, "rev-parse", "refs/heads/v1") == tip
+
+
 async def test_diverged_work_gets_a_merge_commit(repo: Path) -> None:
     with trio.fail_after(TIMEOUT):
         manager, wt = await session(repo)
