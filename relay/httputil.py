@@ -195,14 +195,19 @@ async def read_line_groups(
             searched = len(buffer)
             buffer += chunk
             group: list[bytes] = []
-            while (end := buffer.find(b"\n", searched)) != -1:
-                line = bytes(buffer[:end])
-                del buffer[: end + 1]  # cheap at the front of a bytearray
-                searched = 0
-                check(len(line))
-                if line.strip():
-                    group.append(line)
-            check(len(buffer))
+            try:
+                while (end := buffer.find(b"\n", searched)) != -1:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]  # cheap at the front of a bytearray
+                    searched = 0
+                    check(len(line))
+                    if line.strip():
+                        group.append(line)
+                check(len(buffer))
+            except BodyTooLarge:
+                if group:  # the whole lines before the one too long are the body's too
+                    yield group
+                raise
             if group:
                 yield group
     if buffer.strip():

@@ -127,11 +127,30 @@ async def _beside(
             errors.append(exc)
             nursery.cancel_scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(guarded, side)
-        await guarded(main)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guarded, side)
+            await guarded(main)
+    except BaseExceptionGroup as group:
+        raise _plain(group) from None
     if errors:
         raise errors[0]
+
+
+def _plain(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """A cancellation from outside, as one :class:`trio.Cancelled` (its scope catches it as
+    usual) rather than a group of them; any other group as it is."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if leaves and all(isinstance(exc, trio.Cancelled) for exc in leaves):
+        return leaves[0]
+    return group
 
 
 class _Collision(Exception):
@@ -211,9 +230,11 @@ class Worktrees:
         (``-2``, ``-3``, ...). The base commit is recorded (see the module docstring).
 
         Two steps: under the repository's lock, git registers the worktree and its branch
-        without checking anything out (milliseconds); then, with no lock held, the files
-        are checked out (the long part on a large repository), so creations run in
-        parallel. ``checkout_limit`` (seconds) bounds that checkout, git's own work: time
+        without checking anything out (milliseconds); then the files are checked out (the
+        long part on a large repository) with no lock held, so creations run in parallel.
+        The checkout begins as soon as the worktree is registered, while the base is
+        recorded in the same turn of the lock; the ``post-checkout`` hook runs once both
+        are done. ``checkout_limit`` (seconds) bounds that checkout, git's own work: time
         spent waiting for another creation's turn does not count. It then raises
         :class:`WorktreeTimeout`.
 
@@ -225,6 +246,60 @@ class Worktrees:
         propagates; the directory and branch were new and unused, so nothing of anyone's
         work is touched.
         """
+        made: list[tuple[Worktree, str]] = []  # once registered (with its base): undone on failure
+        errors: list[Exception] = []
+        recorded = trio.Event()  # the post-checkout hook runs after it, as it did before
+        try:
+            async with trio.open_nursery() as nursery:
+
+                def failed(exc: Exception) -> None:
+                    errors.append(exc)
+                    nursery.cancel_scope.cancel()
+
+                async def checkout(worktree: Worktree, base: str) -> None:
+                    try:
+                        await self._populate(
+                            worktree.path,
+                            base,
+                            limit=checkout_limit,
+                            hook_after=recorded,
+                        )
+                    except Exception as exc:
+                        failed(exc)
+
+                try:
+                    async with self._lock:
+                        worktree, base, current = await self._register(title, session_id)
+                        made.append((worktree, base))
+                        # The files are checked out from here on, beside the base's record
+                        # (its `git config` processes, on the other core), which keeps this
+                        # turn of the lock; then the checkout goes on without it.
+                        nursery.start_soon(checkout, worktree, base)
+                        await record_base(self.root, worktree.branch, base, session_id, current)
+                    recorded.set()
+                except Exception as exc:
+                    failed(exc)
+            if errors:
+                raise errors[0]
+        except BaseException as exc:
+            if made:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                    async with self._lock:
+                        await self._undo_add(*made[0], own_path=True, own_branch=True)
+            if isinstance(exc, BaseExceptionGroup):
+                raise _plain(exc) from None
+            raise
+        [(worktree, _)] = made
+        self._created += 1
+        log.info("worktree_created", path=str(worktree.path), branch=worktree.branch)
+        return worktree
+
+    async def _register(
+        self, title: str | None, session_id: str
+    ) -> tuple[Worktree, str, str | None]:
+        """Under the lock: a new worktree and its branch registered (files not checked out,
+        base not recorded), its base commit, and the main checkout's branch (None: on a
+        detached HEAD)."""
         base: str | None = None
         current: str | None = None
         taken: set[str] = set()
@@ -239,53 +314,39 @@ class Worktrees:
             nonlocal taken
             taken = await self._read(gitread.taken_slugs, self.root, self.directory)
 
-        async with self._lock:
-            await _beside(read_head, read_taken)  # two reads, two threads
-            if base is None:
-                raise EmptyRepository(self.root)
-            await self._read(ensure_excluded, self.common_dir)
-            for attempt in range(_ATTEMPTS):
-                if attempt:
-                    await read_taken()
-                slug = unique_slug(slugify(title, session_id), taken)
-                worktree = Worktree(
-                    path=self.directory / slug,
-                    branch=BRANCH_PREFIX + slug,
-                    slug=slug,
-                    base_commit=base,
-                )
-                try:
-                    await self._add(worktree, base, session_id, current, record=False)
-                except _Collision:
-                    continue
-                break
-            else:
-                raise WorktreeError(
-                    f"no free worktree name for {slug!r} after {_ATTEMPTS} attempts"
-                )
-
-        async def record() -> None:
-            async with self._lock:
-                await record_base(self.root, worktree.branch, base, session_id, current)
-
-        try:
-            # The base is recorded while the files are checked out (its `git config`
-            # processes on another core, not after the checkout on the session's way).
-            await _beside(lambda: self._populate(worktree.path, base, limit=checkout_limit), record)
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                async with self._lock:
-                    await self._undo_add(worktree, base, own_path=True, own_branch=True)
-            raise
-        self._created += 1
-        log.info("worktree_created", path=str(worktree.path), branch=worktree.branch)
-        return worktree
+        await _beside(read_head, read_taken)  # two reads, two threads
+        if base is None:
+            raise EmptyRepository(self.root)
+        await self._read(ensure_excluded, self.common_dir)
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                await read_taken()
+            slug = unique_slug(slugify(title, session_id), taken)
+            worktree = Worktree(
+                path=self.directory / slug,
+                branch=BRANCH_PREFIX + slug,
+                slug=slug,
+                base_commit=base,
+            )
+            try:
+                await self._add(worktree, base, session_id, current, record=False)
+            except _Collision:
+                continue
+            return worktree, base, current
+        raise WorktreeError(f"no free worktree name for {slug!r} after {_ATTEMPTS} attempts")
 
     async def _populate(
-        self, path: Path, base: str, *, limit: float | None, background: bool = False
+        self,
+        path: Path,
+        base: str,
+        *,
+        limit: float | None,
+        background: bool = False,
+        hook_after: trio.Event | None = None,
     ) -> None:
         """Check out the files of a worktree registered with ``--no-checkout``, then run
-        the ``post-checkout`` hook as ``git worktree add`` would have."""
+        the ``post-checkout`` hook as ``git worktree add`` would have (once ``hook_after``
+        is set, if given)."""
         if background:
             await self._checkout(path, base, background=True)
             return
@@ -293,11 +354,13 @@ class Worktrees:
         # each would take longer. The time limit starts with this checkout's turn.
         async with self._checkouts:
             with trio.move_on_after(math.inf if limit is None else limit) as window:
-                await self._checkout(path, base, background=False)
+                await self._checkout(path, base, background=False, hook_after=hook_after)
         if window.cancelled_caught:
             raise WorktreeTimeout(path, limit or 0)
 
-    async def _checkout(self, path: Path, base: str, *, background: bool) -> None:
+    async def _checkout(
+        self, path: Path, base: str, *, background: bool, hook_after: trio.Event | None = None
+    ) -> None:
         # read-tree writes the index and the files, and no ref: a checkout cut short
         # leaves no ref lock behind to stop the undo from deleting the branch.
         await run_git(["read-tree", "--reset", "-u", "HEAD"], cwd=path, background=background)
@@ -311,6 +374,8 @@ class Worktrees:
             await run_git(
                 ["update-index", "-q", "--refresh"], cwd=path, background=True, check=False
             )
+        if hook_after is not None:
+            await hook_after.wait()
         await run_git(
             ["hook", "run", "--ignore-missing", "post-checkout", "--", _NULL_OID, base, "1"],
             cwd=path,

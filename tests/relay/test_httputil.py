@@ -95,6 +95,16 @@ def test_a_line_over_the_limit_is_413_even_before_it_ends(size: int, cuts: list[
     assert trio.run(lines_of, [b"x" * 10 + b"\n", b"y" * 10], 10) == [b"x" * 10, b"y" * 10]
 
 
+async def test_the_lines_before_one_too_long_come_out_before_its_413() -> None:
+    request = cast(Request, cast(Any, Chunks([b"one\ntwo\n" + b"x" * 11 + b"\nthree\n"])))
+    got: list[list[bytes]] = []
+    with pytest.raises(BodyTooLarge):
+        async with aclosing(read_line_groups(request, 10, deadline=60.0)) as groups:
+            async for group in groups:
+                got.append(group)
+    assert got == [[b"one", b"two"]]
+
+
 @pytest.mark.parametrize(
     ("error", "status"),
     [

@@ -247,8 +247,15 @@ async def test_cancellation_at_any_moment_is_all_or_nothing(repo: Path, delay: f
     with trio.fail_after(TIMEOUT):
         manager = await Worktrees.open(repo)
         made: list[Worktree] = []
+        raised: list[BaseException] = []
         with trio.move_on_after(delay):
-            made.append(await manager.create("timed", "s1"))
+            try:
+                made.append(await manager.create("timed", "s1"))
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+        # A cancellation comes out as itself, not in a group (the checkout runs in a task).
+        assert all(type(exc) is trio.Cancelled for exc in raised)
         assert await rcd_branches(repo) == {wt.branch for wt in made}
         assert await registered_worktrees(repo) == {wt.path for wt in made}
         assert await worktree_dirs(repo) == {wt.slug for wt in made}
@@ -291,20 +298,29 @@ async def test_the_base_is_recorded_while_the_files_are_checked_out(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The base's `git config` writes run beside the checkout, not before it on the
-    session's way: here the first write waits for the checkout to have begun (in vain,
-    were the writes first)."""
+    session's way: here the first write waits for the checkout to have ended (in vain,
+    were the writes first). The post-checkout hook still runs once the base is recorded,
+    as before (it may read it, or write config of its own)."""
     real = manager_module.run_git  # type: ignore[attr-defined]
-    checking_out = trio.Event()
+    checked_out = trio.Event()
     order: list[str] = []
+    marker = repo.parent / "hook-saw"
+    install_hook(
+        repo,
+        "post-checkout",
+        f"git config --get \"branch.$(git symbolic-ref --short HEAD).rcdbase\" > '{marker}'",
+    )
 
     async def watched(args, **kwargs):  # type: ignore[no-untyped-def]
-        if args[0] == "read-tree":
-            checking_out.set()
-        elif args[0] == "config" and "config" not in order:
+        if args[0] == "hook":
+            assert order.count("config") == 3, "the hook ran before the base was recorded"
+        if args[0] == "config" and "config" not in order:
             with trio.move_on_after(TIMEOUT / 3):
-                await checking_out.wait()
-            assert checking_out.is_set(), "the base was recorded before the checkout began"
+                await checked_out.wait()
+            assert checked_out.is_set(), "the base was recorded before the checkout ended"
         result = await real(args, **kwargs)
+        if args[0] == "read-tree":
+            checked_out.set()
         order.append(args[0])
         return result
 
@@ -313,10 +329,11 @@ async def test_the_base_is_recorded_while_the_files_are_checked_out(
         manager = await Worktrees.open(repo)
         wt = await manager.create("beside", "s1")
         assert order.count("config") == 3  # base, session, and the main checkout's branch
-        assert order.index("hook") > order.index("read-tree")  # as `git worktree add` runs it
+        assert marker.read_text().strip() == wt.base_commit
         assert await recorded_bases(repo) == {wt.branch: wt.base_commit}
         session = await git(repo, "config", "--get", f"branch.{wt.branch}.rcdsession")
         assert session == "s1"
+        assert not manager.statistics().busy  # the lock was let go
 
 
 async def test_a_base_that_cannot_be_recorded_undoes_the_worktree(repo: Path) -> None:
