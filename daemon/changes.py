@@ -415,9 +415,6 @@ class WorkspaceDesk:
         self.uplink.publish(session_id, wire.make_event(seq, self.clock(), payload))
 
 
-async def _branch_of(cwd: Path) -> str | None:
-    """The branch checked out at ``cwd`` by its whole name (``--short`` would say
-    ``heads/v1`` when a tag ``v1`` exists too); None on a detached HEAD."""
-    result = await run_git(["symbolic-ref", "--quiet", "HEAD"], cwd=cwd, check=False)
-    ref = result.stdout.strip()
-    return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+async def _branch_of(cwd: Path) -> str | None:  # not `--short`'s heads/v1 (a tag v1 too)
+    ref = (await run_git(["symbolic-ref", "--quiet", "HEAD"], cwd=cwd, check=False)).stdout
+    return ref.strip().removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
