@@ -16,6 +16,7 @@ import trio
 from relay import admin
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
 from testkit.harness import home_env
+from testkit.waiting import eventually
 from tests.attach.pty_client import open_attach
 
 
@@ -57,9 +58,18 @@ async def test_chat_starts_a_daemon_and_two_clients_share_the_session(tmp_path: 
                 )
                 assert posted.status_code == 202, posted.text
                 await term.expect("you (phone): hello from the api")
+                # (Shown first as the reply being written, maybe a moment before its
+                # message is stored: the phone asks until it is.)
                 await term.expect("echo: hello from the api")
-                events = (await phone.get(f"/api/sessions/{session_id}/events")).json()
-            texts = [e["data"]["text"] for e in events["events"] if e["kind"] == "assistant_text"]
+
+                async def stored() -> list[str] | None:
+                    got = (await phone.get(f"/api/sessions/{session_id}/events")).json()
+                    texts = [
+                        e["data"]["text"] for e in got["events"] if e["kind"] == "assistant_text"
+                    ]
+                    return texts if len(texts) >= 2 else None
+
+                texts = await eventually(stored, timeout=10, what="both replies stored")
             assert texts == ["echo: hello from the terminal", "echo: hello from the api"]
             assert (await status(env, project)).returncode == 0  # the daemon it started
             await term.type_line("/quit")
