@@ -247,47 +247,32 @@ class Worktrees:
         work is touched.
         """
         made: list[tuple[Worktree, str]] = []  # once registered (with its base): undone on failure
-        errors: list[Exception] = []
+        registered = trio.Event()
         recorded = trio.Event()  # the post-checkout hook runs after it, as it did before
+
+        async def register_and_record() -> None:
+            async with self._lock:
+                worktree, base, current = await self._register(title, session_id)
+                made.append((worktree, base))
+                # The files are checked out from here on, beside the base's record (its
+                # `git config` processes, on the other core), which keeps this turn of the
+                # lock; then the checkout goes on without it.
+                registered.set()
+                await record_base(self.root, worktree.branch, base, session_id, current)
+            recorded.set()
+
+        async def checkout() -> None:
+            await registered.wait()
+            [(worktree, base)] = made
+            await self._populate(worktree.path, base, limit=checkout_limit, hook_after=recorded)
+
         try:
-            async with trio.open_nursery() as nursery:
-
-                def failed(exc: Exception) -> None:
-                    errors.append(exc)
-                    nursery.cancel_scope.cancel()
-
-                async def checkout(worktree: Worktree, base: str) -> None:
-                    try:
-                        await self._populate(
-                            worktree.path,
-                            base,
-                            limit=checkout_limit,
-                            hook_after=recorded,
-                        )
-                    except Exception as exc:
-                        failed(exc)
-
-                try:
-                    async with self._lock:
-                        worktree, base, current = await self._register(title, session_id)
-                        made.append((worktree, base))
-                        # The files are checked out from here on, beside the base's record
-                        # (its `git config` processes, on the other core), which keeps this
-                        # turn of the lock; then the checkout goes on without it.
-                        nursery.start_soon(checkout, worktree, base)
-                        await record_base(self.root, worktree.branch, base, session_id, current)
-                    recorded.set()
-                except Exception as exc:
-                    failed(exc)
-            if errors:
-                raise errors[0]
-        except BaseException as exc:
+            await _beside(register_and_record, checkout)
+        except BaseException:
             if made:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                     async with self._lock:
                         await self._undo_add(*made[0], own_path=True, own_branch=True)
-            if isinstance(exc, BaseExceptionGroup):
-                raise _plain(exc) from None
             raise
         [(worktree, _)] = made
         self._created += 1
