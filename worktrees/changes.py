@@ -31,6 +31,7 @@ from common.sizes import SHOWN_LIMIT, file_summary
 
 from .errors import GitFailed, WorktreeError
 from .gitproc import run_git
+from .together import beside
 
 __all__ = [
     "DIFF_LIMIT",
@@ -292,9 +293,7 @@ async def snapshot(
             _remember(_COUNTS, key, found)
         commits = _COUNTS[key]
 
-    async with trio.open_nursery() as nursery:
-        for task in (read_diff, count):
-            nursery.start_soon(task)
+    await beside(read_diff, count)  # a failure raised as itself: GitFailed, as promised
     if limit and uncommitted:
         result = await run_git(
             ["diff-tree", "--quiet", head_tree, tree, *limit],

@@ -33,7 +33,7 @@ import math
 import os
 import shutil
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,6 +47,7 @@ from .exclude import ensure_excluded
 from .gitproc import run_git
 from .models import Leftover, Released, Worktree, WorktreesStatistics, WorktreeState
 from .slug import BRANCH_PREFIX, slugify, unique_slug
+from .together import beside
 
 __all__ = ["CLEANUP_TIMEOUT", "WORKTREES_DIR", "Worktrees"]
 
@@ -110,47 +111,6 @@ async def record_base(
         if current is not None:
             await run_git(["config", f"branch.{branch}.rcdfrom", current], cwd=root)
     await trio.lowlevel.checkpoint_if_cancelled()
-
-
-async def _beside(
-    main: Callable[[], Awaitable[object]], side: Callable[[], Awaitable[object]]
-) -> None:
-    """Run ``main`` and ``side`` at once; return when both are done. The first error either
-    raised is raised as itself (not in an exception group), once both have ended (an error
-    cancels the other): a caller's undo then never runs beside either."""
-    errors: list[Exception] = []
-
-    async def guarded(fn: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await fn()
-        except Exception as exc:
-            errors.append(exc)
-            nursery.cancel_scope.cancel()
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(guarded, side)
-            await guarded(main)
-    except BaseExceptionGroup as group:
-        raise _plain(group) from None
-    if errors:
-        raise errors[0]
-
-
-def _plain(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """A cancellation from outside, as one :class:`trio.Cancelled` (its scope catches it as
-    usual) rather than a group of them; any other group as it is."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    if leaves and all(isinstance(exc, trio.Cancelled) for exc in leaves):
-        return leaves[0]
-    return group
 
 
 class _Collision(Exception):
@@ -267,7 +227,7 @@ class Worktrees:
             await self._populate(worktree.path, base, limit=checkout_limit, hook_after=recorded)
 
         try:
-            await _beside(register_and_record, checkout)
+            await beside(register_and_record, checkout)
         except BaseException:
             if made:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
@@ -299,7 +259,7 @@ class Worktrees:
             nonlocal taken
             taken = await self._read(gitread.taken_slugs, self.root, self.directory)
 
-        await _beside(read_head, read_taken)  # two reads, two threads
+        await beside(read_head, read_taken)  # two reads, two threads
         if base is None:
             raise EmptyRepository(self.root)
         await self._read(ensure_excluded, self.common_dir)

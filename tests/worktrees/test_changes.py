@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from worktrees import Worktrees
+from worktrees import GitFailed, Worktrees
 from worktrees.changes import DIFF_LIMIT, WorktreeError, file_diff, readable, snapshot
 
 from .gitrepo import TIMEOUT, git
@@ -101,6 +101,21 @@ async def test_only_changed_files_are_ever_read(seeded: Path) -> None:
         for asked in ("gone.txt", "../etc/passwd", "/etc/passwd", ".git/config", "*"):
             with pytest.raises(WorktreeError, match="not among the changed files"):
                 await file_diff(seeded, base, asked)
+
+
+async def test_a_history_git_cannot_walk_fails_as_git_failed(seeded: Path) -> None:
+    """Both ends exist (the first check passes) but a commit between them is gone: the
+    count of commits fails inside the snapshot's concurrent reads, and comes out as the
+    promised :class:`GitFailed`, not an exception group."""
+    with trio.fail_after(TIMEOUT):
+        base = await git(seeded, "rev-parse", "HEAD")
+        for n in (1, 2):
+            await trio.Path(seeded / "lib.py").write_text(f"edit {n}\n")
+            await git(seeded, "commit", "-q", "-am", f"edit {n}")
+        middle = await git(seeded, "rev-parse", "HEAD~1")
+        await trio.Path(seeded / ".git" / "objects" / middle[:2] / middle[2:]).unlink()
+        with pytest.raises(GitFailed, match="rev-list"):
+            await snapshot(seeded, base)
 
 
 async def test_hostile_names_are_only_names(seeded: Path) -> None:
