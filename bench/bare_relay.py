@@ -15,14 +15,29 @@ HTTP through Python on this machine, with each process waking up as rcd's do. Th
 benchmark drives a CLI through it beside rcd and the bare CLI, so that what rcd adds can be
 read against what the transport alone adds in the same run.
 
-    python -m bench.bare_relay relay                 # prints "bare relay: serving URL"
-    python -m bench.bare_relay forward URL -- ARGV   # runs ARGV, forwards its stdin/stdout
+With ``--durable`` (both halves) it does, on the same path, the least a relay that keeps
+what it is given must do, and nothing else: every request's bearer token is checked (its
+SHA-256 against the one known hash, in constant time), the input and every batch of the
+agent's lines (the lines of one read) are decoded as JSON and stored in SQLite (WAL,
+``synchronous=NORMAL``, as rcd's relay keeps its database) in one transaction before they go
+on; the forwarder decodes each line the agent writes and sends it up with the token. What
+rcd adds over this is its own model (sessions, numbered events, acknowledgements, streams
+per client), not the durability and the check every relay of its kind pays.
+
+    python -m bench.bare_relay relay [--durable]     # prints "bare relay: serving URL"
+    python -m bench.bare_relay forward [--durable] URL -- ARGV
+                                                     # runs ARGV, forwards its stdin/stdout
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import socket
+import sqlite3
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -41,7 +56,10 @@ from starlette.types import Receive, Scope, Send
 from relay.config import RelayConfig
 from spawn.lines import iter_lines
 
-__all__ = ["main"]
+__all__ = ["TOKEN", "main"]
+
+#: The one token the durable relay accepts (its client's and its forwarder's).
+TOKEN = "bench-durable-floor-token-0123456789abcdef"
 
 
 class _Pipe:
@@ -66,24 +84,61 @@ class _Stream:
             await send({"type": "http.response.body", "body": message, "more_body": True})
 
 
-def _app() -> Starlette:
+class _Store:
+    """The durable relay's checks and its database (a throwaway file)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.expected = hashlib.sha256(TOKEN.encode()).digest()
+        self.db = sqlite3.connect(directory / "relay.sqlite", isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+            self.db.execute(f"PRAGMA {pragma}")
+        self.db.execute("CREATE TABLE inputs (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE lines (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+
+    def check(self, token: str) -> None:
+        if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self.expected):
+            raise PermissionError("not the durable relay's token")
+
+    def keep(self, table: str, bodies: list[bytes]) -> None:
+        """Check that ``bodies`` are JSON and store them, in one transaction."""
+        for body in bodies:
+            json.loads(body)
+        rows = [(body.decode(),) for body in bodies]
+        self.db.execute("BEGIN")
+        self.db.executemany(f"INSERT INTO {table} (body) VALUES (?)", rows)
+        self.db.execute("COMMIT")
+
+
+def _app(store: _Store | None = None) -> Starlette:
     down, out = _Pipe(), _Pipe()
 
+    def check(request: Request) -> None:
+        if store is not None:
+            store.check(request.headers.get("authorization", "").removeprefix("Bearer "))
+
     async def post_in(request: Request) -> Response:
-        down.send.send_nowait(await request.body())
+        check(request)
+        body = await request.body()
+        if store is not None:
+            store.keep("inputs", [body])
+        down.send.send_nowait(body)
         return Response(b'{"ok":true}', status_code=202, media_type="application/json")
 
     async def post_up(request: Request) -> Response:
+        check(request)
         buffer = b""
         async for chunk in request.stream():
             *lines, buffer = (buffer + chunk).split(b"\n")
+            lines = [line for line in lines if line]
+            if store is not None and lines:
+                store.keep("lines", lines)
             for line in lines:
-                if line:
-                    out.send.send_nowait(line)
+                out.send.send_nowait(line)
         return Response(b"{}", media_type="application/json")
 
     def stream(pipe: _Pipe) -> object:
         async def endpoint(request: Request) -> Response:
+            check(request)
             return _Stream(pipe)  # type: ignore[return-value]  # any ASGI app answers
 
         return endpoint
@@ -98,7 +153,7 @@ def _app() -> Starlette:
     )
 
 
-async def _relay() -> None:
+async def _relay(durable: bool) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
@@ -108,32 +163,39 @@ async def _relay() -> None:
     config.accesslog = None
     # As rcd's relay keeps them (the benchmark's client idles while the other sides run).
     config.keep_alive_timeout = RelayConfig(data_dir=Path()).keep_alive_timeout
-    async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve, _app(), config, mode="asgi"))  # type: ignore[arg-type]
-        print(f"bare relay: serving http://127.0.0.1:{port}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bare-relay-") as tmp:
+        app = _app(_Store(Path(tmp)) if durable else None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve, app, config, mode="asgi"))  # type: ignore[arg-type]
+            print(f"bare relay: serving http://127.0.0.1:{port}", flush=True)
 
 
 class _Lines(httpx.AsyncByteStream):
     """A request body of the agent's lines, each sent as it comes."""
 
-    def __init__(self, lines: trio.MemoryReceiveChannel[bytes]) -> None:
+    def __init__(self, lines: trio.MemoryReceiveChannel[bytes], decode: bool) -> None:
         self.lines = lines
+        self.decode = decode
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for line in self.lines:
+            if self.decode:
+                json.loads(line)  # as any forwarder that reads the agent's lines must
             yield line + b"\n"
 
 
-async def _forward(url: str, argv: list[str]) -> None:
+async def _forward(url: str, argv: list[str], durable: bool) -> None:
     process = await trio.lowlevel.open_process(argv, stdin=-1, stdout=-1, stderr=None)
     assert process.stdin is not None and process.stdout is not None
     stdin, stdout = process.stdin, process.stdout
     send, receive = trio.open_memory_channel[bytes](10_000)
-    async with httpx.AsyncClient(base_url=url, timeout=None) as http, trio.open_nursery() as n:
+    headers = {"authorization": f"Bearer {TOKEN}"} if durable else {}
+    client = httpx.AsyncClient(base_url=url, timeout=None, headers=headers)
+    async with client as http, trio.open_nursery() as n:
 
         async def up() -> None:
             request = http.build_request("POST", "/up", headers={"transfer-encoding": "chunked"})
-            request.stream = _Lines(receive)
+            request.stream = _Lines(receive, durable)
             await http.send(request)
 
         async def read_agent() -> None:
@@ -152,10 +214,13 @@ async def _forward(url: str, argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["relay"]:
-        trio.run(_relay)
+    durable = argv[1:2] == ["--durable"]
+    if durable:
+        argv = argv[:1] + argv[2:]
+    if argv == ["relay"]:
+        trio.run(_relay, durable)
     elif len(argv) > 3 and argv[0] == "forward" and argv[2] == "--":
-        trio.run(_forward, argv[1], argv[3:])
+        trio.run(_forward, argv[1], argv[3:], durable)
     else:
         sys.exit(__doc__)
 

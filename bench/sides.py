@@ -8,9 +8,11 @@ Every side runs the pinned CLI with rcd's adapter's arguments and answers to:
 
 The sides: ``bare`` (the CLI's stdin and stdout, no network), ``rcd`` (a client of
 ``rcd relay`` in its own process, a real ``rcd start`` beside the CLI), ``embedded`` (the
-README's default: ``rcd start`` with the relay in the daemon's process) and ``transport``
-(:mod:`bench.bare_relay`, a relay and forwarder that only move bytes: the floor). The
-relayed sides are driven by one minimal HTTP/1.1 client (:mod:`bench.relayhttp`).
+README's default: ``rcd start`` with the relay in the daemon's process), ``transport``
+(:mod:`bench.bare_relay`, a relay and forwarder that only move bytes: the floor) and
+``durable`` (the same with ``--durable``: each hop's token checked and what it carries
+stored before it goes on). The relayed sides are driven by one minimal HTTP/1.1 client
+(:mod:`bench.relayhttp`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import trio
 
 from relay import admin
 
+from . import bare_relay
 from .bare_cli import JSON, BareCli
 from .relayhttp import (
     REPO,
@@ -137,10 +140,16 @@ class TransportSide:
     feed: EventFeed | None = None
     conn: HttpConnection | None = None
     name: str = "transport"
+    #: The durable relay's bearer token (None: the transport-only relay, which asks none).
+    token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.token is None else {"authorization": f"Bearer {self.token}"}
 
     async def send(self, line: JSON) -> None:
         assert self.conn is not None
-        status, _ = await self.conn.request("POST", "/in", body=json.dumps(line).encode())
+        body = json.dumps(line).encode()
+        status, _ = await self.conn.request("POST", "/in", headers=self.headers(), body=body)
         if status != 202:
             raise RuntimeError(f"bare relay: POST /in answered {status}")
 
@@ -186,30 +195,36 @@ class TransportSide:
 
 
 async def start_transport(
-    root: Path, argv: list[str], cwd: Path, env: dict[str, str]
+    root: Path, argv: list[str], cwd: Path, env: dict[str, str], *, durable: bool = False
 ) -> TransportSide:
-    relay_log, forwarder_log = root / "bare-relay.log", root / "bare-forwarder.log"
+    """The transport-only relay and forwarder (``durable``: the durable floor's), started."""
+    name = "durable" if durable else "transport"
+    mode = ["--durable"] if durable else []
+    relay_log, forwarder_log = root / f"{name}-relay.log", root / f"{name}-forwarder.log"
     with relay_log.open("wb") as log_file:
         relay = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "bench.bare_relay", "relay"],
+            [sys.executable, "-m", "bench.bare_relay", "relay", *mode],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=str(REPO),
         )
-    transport = TransportSide(relay=relay, forwarder=relay, url="")
+    transport = TransportSide(
+        relay=relay, forwarder=relay, url="", name=name, token=bare_relay.TOKEN if durable else None
+    )
     try:
         match = await wait_for_line(relay_log, relay, r"bare relay: serving (\S+)")
         transport.url = match.group(1)
         with forwarder_log.open("wb") as log_file:
+            forward = [sys.executable, "-m", "bench.bare_relay", "forward", *mode, transport.url]
             transport.forwarder = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "bench.bare_relay", "forward", transport.url, "--", *argv],
+                [*forward, "--", *argv],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=str(cwd),
                 env={**env, "PYTHONPATH": str(REPO)},
             )
         await wait_for_line(forwarder_log, transport.forwarder, "bare relay: forwarding")
-        transport.feed = await EventFeed.open_path(transport.url, "/out", {})
+        transport.feed = await EventFeed.open_path(transport.url, "/out", transport.headers())
         host, port = transport.url.removeprefix("http://").rsplit(":", 1)
         transport.conn = await HttpConnection.open(host, int(port))
     except BaseException:
