@@ -43,11 +43,11 @@ async def serve_control(
             raise DaemonError(f"another rcd daemon already serves this directory ({path})")
         await trio.Path(path).unlink(missing_ok=True)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        await sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
+    # No umask here: it is the process's, and the bind runs in a thread while the daemon's
+    # other tasks go on: every file and directory made meanwhile (a spare worktree's
+    # checkout, by a git started then) would get mode 0600. The socket's directory is
+    # private (0700, :func:`~daemon.paths.runtime_dir`); the chmod is a second lock.
+    await sock.bind(str(path))
     os.chmod(path, 0o600)
     sock.listen(16)
     listener = trio.SocketListener(sock)

@@ -4,6 +4,7 @@ error for anything else, over a real Unix socket."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,36 @@ async def test_a_reply_that_is_not_a_report_is_a_clear_error(tmp_path: Path, ans
 async def test_no_daemon_is_said_plainly(tmp_path: Path) -> None:
     with pytest.raises(DaemonError, match="no rcd daemon is running here"):
         await query_control(tmp_path / "control.sock", wire.ControlRequest())
+
+
+async def test_files_made_while_the_socket_is_bound_keep_the_process_umask(
+    tmp_path: Path,
+) -> None:
+    """The daemon binds its socket while its other tasks go on (spares being checked out
+    at start, say): what they create meanwhile gets the user's usual modes. A umask
+    changed around the bind made such directories 0600 (no way in for the agent's
+    sandbox, nor for git as any user but root)."""
+    made: list[int] = []
+    bound = trio.Event()
+
+    async def make_directories() -> None:
+        while not bound.is_set():
+            directory = tmp_path / f"d{len(made)}"
+            directory.mkdir()
+            made.append(directory.stat().st_mode & 0o777)
+            await trio.lowlevel.checkpoint()
+
+    old = os.umask(0o022)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(make_directories)
+                path = await nursery.start(serve_control, tmp_path / "rcd.sock", lambda r: REPORT)
+                bound.set()
+                socket_mode = path.stat().st_mode & 0o777
+                nursery.cancel_scope.cancel()
+    finally:
+        os.umask(old)
+    assert len(made) > 1  # some were made while the socket was being bound
+    assert set(made) == {0o755}
+    assert socket_mode == 0o600

@@ -95,10 +95,10 @@ async def test_what_an_approved_command_may_do(
     git(repo, "init", "-q", "-b", "main")
     git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q",
         "--allow-empty", "-m", "first")  # fmt: skip
-    # No spares: while one is being added, git inside Claude Code's sandbox says "not a
-    # git repository" about a third of the time (seen with the pinned CLI; in the notes).
+    # With spares, as users run it: one made while the daemon bound its control socket
+    # once came out mode 0600, and the sandbox (no CAP_DAC_OVERRIDE) could not enter it.
     daemon = await start_daemon(
-        relay, home, repo, "--spawn", "worktree", "--spare-worktrees", "0", *options,
+        relay, home, repo, "--spawn", "worktree", "--spare-worktrees", "2", *options,
         agent_bin=find_claude(), extra_env=claude_env(home, base_url),
     )  # fmt: skip
     created = await relay.create_session(daemon.environment_id, sandbox=asks)
