@@ -327,13 +327,13 @@ def add_start_options(parser: argparse.ArgumentParser) -> None:
     add_options(parser, START_OPTIONS)
 
 
-def start_args(args: argparse.Namespace) -> list[str]:
+def start_args(args: argparse.Namespace, *, command_needed: bool = True) -> list[str]:
     """The start options in ``args`` as ``--flag=value`` words (not ``start``, not DIR,
     not ``--agent acp``'s command: :attr:`StartOptions.agent_command`).
 
     Raises :class:`ConfigError` for a value ``rcd start`` would refuse (a bad relay URL,
     plain HTTP to another machine without ``--insecure-http``, ``--agent acp`` without its
-    command).
+    command unless not ``command_needed``).
     """
     if getattr(args, "relay", None):
         check_relay_url(args.relay, insecure_http=bool(getattr(args, "insecure_http", False)))
@@ -342,7 +342,8 @@ def start_args(args: argparse.Namespace) -> list[str]:
         raise ConfigError(problem)
     if getattr(args, "sandbox", False) and getattr(args, "no_sandbox", False):
         raise ConfigError(SANDBOX_CONFLICT)
-    if getattr(args, "agent", None) == "acp" or getattr(args, "agent_command", None):
+    command = getattr(args, "agent_command", None)
+    if (getattr(args, "agent", None) == "acp" and (command or command_needed)) or command:
         StartOptions.from_args(args)  # --agent acp and its command go together
     return option_words(args, START_OPTIONS)
 

@@ -72,8 +72,12 @@ class ServiceOptions:
 
 def service_options(args: argparse.Namespace) -> ServiceOptions:
     """Read the start options of a parsed ``rcd service ...`` (see :func:`add_start_options`)."""
-    words = tuple(start_args(args))
-    command = StartOptions.from_args(args).agent_command if args.agent == "acp" else ()
+    # A service is known by its directory: uninstall and status need no agent command (an
+    # install's command line with `install` changed and `-- CMD` left off still names it).
+    installing = getattr(args, "service_action", "install") == "install"
+    words = tuple(start_args(args, command_needed=installing))
+    wanted = args.agent == "acp" and (installing or getattr(args, "agent_command", None))
+    command = StartOptions.from_args(args).agent_command if wanted else ()
     return ServiceOptions(
         directory=Path(args.directory).expanduser().resolve(),
         start_args=words,

@@ -278,6 +278,13 @@ def test_an_acp_service_needs_its_command_and_only_acp_takes_one(project: Path) 
         install("--agent", "acp")
     with pytest.raises(ConfigError, match="with --agent acp the program is the first word"):
         install("--agent", "acp", "--agent-bin", "/x", "--", "my-agent")
+    # Uninstall and status know the service by its directory: no command needed.
+    installed = install("--agent", "acp", "--", "my-agent")
+    for action in ("uninstall", "status"):
+        words = ["service", action, str(project), "--agent", "acp"]
+        other = service_options(parse_command_line(words))
+        assert (other.unit_name, other.label) == (installed.unit_name, installed.label)
+        assert other.directory == installed.directory
     # Without --agent acp, `--` keeps its meaning (here: DIR given after it).
     plain = service_options(parse_command_line(["service", "install", "--", str(project)]))
     assert (plain.directory, plain.agent_command) == (project, ())
