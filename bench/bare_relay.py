@@ -15,18 +15,20 @@ HTTP through Python on this machine, with each process waking up as rcd's do. Th
 benchmark drives a CLI through it beside rcd and the bare CLI, so that what rcd adds can be
 read against what the transport alone adds in the same run.
 
-With ``--durable`` (both halves) it does, on the same path, the least a relay that keeps
-what it is given must do, and nothing else: every request's bearer token is checked (its
-SHA-256 against the one known hash, in constant time), the input and every batch of the
-agent's lines (the lines of one read) are decoded as JSON and stored in SQLite (WAL,
-``synchronous=NORMAL``, as rcd's relay keeps its database) in one transaction before they go
-on; the forwarder decodes each line the agent writes and sends it up with the token. What
+With ``--durable`` it does, on the same path, the least a relay that keeps what it is
+given must do, and nothing else: a token is checked (its SHA-256 against the one known hash,
+in constant time) for every request and every line the agent's side sends up (as rcd's relay
+checks a session's token for every frame of its open uplink), the input and every batch of
+the agent's lines (the lines of one read) are decoded as JSON and stored in SQLite (WAL,
+``synchronous=NORMAL``, as rcd's relay keeps its database; checkpoints left to the end, as
+rcd's leave the turn's path) in one transaction before they go on; the forwarder decodes each
+line the agent writes and sends it up with the token. A wrong token is answered 401. What
 rcd adds over this is its own model (sessions, numbered events, acknowledgements, streams
-per client), not the durability and the check every relay of its kind pays.
+per client), not the durability and the checks every relay of its kind pays.
 
-    python -m bench.bare_relay relay [--durable]     # prints "bare relay: serving URL"
+    python -m bench.bare_relay relay [--durable DIR]   # prints "bare relay: serving URL"
     python -m bench.bare_relay forward [--durable] URL -- ARGV
-                                                     # runs ARGV, forwards its stdin/stdout
+                                                       # runs ARGV, forwards its stdin/stdout
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import json
 import socket
 import sqlite3
 import sys
-import tempfile
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from functools import partial
 from pathlib import Path
 
@@ -48,6 +50,7 @@ from httpx_sse import aconnect_sse
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -85,19 +88,26 @@ class _Stream:
 
 
 class _Store:
-    """The durable relay's checks and its database (a throwaway file)."""
+    """The durable relay's checks and its database (``relay.sqlite`` in ``directory``)."""
 
     def __init__(self, directory: Path) -> None:
         self.expected = hashlib.sha256(TOKEN.encode()).digest()
+        directory.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(directory / "relay.sqlite", isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0"):
             self.db.execute(f"PRAGMA {pragma}")
-        self.db.execute("CREATE TABLE inputs (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        self.db.execute("CREATE TABLE lines (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS inputs (id INTEGER PRIMARY KEY, body TEXT)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS lines (id INTEGER PRIMARY KEY, body TEXT)")
 
-    def check(self, token: str) -> None:
-        if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self.expected):
-            raise PermissionError("not the durable relay's token")
+    def check(self, token: bytes) -> None:
+        if not hmac.compare_digest(hashlib.sha256(token).digest(), self.expected):
+            raise HTTPException(401, "not the durable relay's token")
+
+    def check_line(self, line: bytes) -> bytes:
+        """``line`` (``TOKEN<tab>JSON``) without its token, once that is checked."""
+        token, _, rest = line.partition(b"\t")
+        self.check(token)
+        return rest
 
     def keep(self, table: str, bodies: list[bytes]) -> None:
         """Check that ``bodies`` are JSON and store them, in one transaction."""
@@ -114,7 +124,7 @@ def _app(store: _Store | None = None) -> Starlette:
 
     def check(request: Request) -> None:
         if store is not None:
-            store.check(request.headers.get("authorization", "").removeprefix("Bearer "))
+            store.check(request.headers.get("authorization", "").removeprefix("Bearer ").encode())
 
     async def post_in(request: Request) -> Response:
         check(request)
@@ -127,13 +137,15 @@ def _app(store: _Store | None = None) -> Starlette:
     async def post_up(request: Request) -> Response:
         check(request)
         buffer = b""
-        async for chunk in request.stream():
-            *lines, buffer = (buffer + chunk).split(b"\n")
-            lines = [line for line in lines if line]
-            if store is not None and lines:
-                store.keep("lines", lines)
-            for line in lines:
-                out.send.send_nowait(line)
+        async with aclosing(request.stream()) as chunks:
+            async for chunk in chunks:
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                lines = [line for line in lines if line]
+                if store is not None and lines:
+                    lines = [store.check_line(line) for line in lines]
+                    store.keep("lines", lines)
+                for line in lines:
+                    out.send.send_nowait(line)
         return Response(b"{}", media_type="application/json")
 
     def stream(pipe: _Pipe) -> object:
@@ -153,7 +165,7 @@ def _app(store: _Store | None = None) -> Starlette:
     )
 
 
-async def _relay(durable: bool) -> None:
+async def _relay(durable: Path | None) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
@@ -163,11 +175,10 @@ async def _relay(durable: bool) -> None:
     config.accesslog = None
     # As rcd's relay keeps them (the benchmark's client idles while the other sides run).
     config.keep_alive_timeout = RelayConfig(data_dir=Path()).keep_alive_timeout
-    with tempfile.TemporaryDirectory(prefix="bare-relay-") as tmp:
-        app = _app(_Store(Path(tmp)) if durable else None)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(serve, app, config, mode="asgi"))  # type: ignore[arg-type]
-            print(f"bare relay: serving http://127.0.0.1:{port}", flush=True)
+    app = _app(_Store(durable) if durable is not None else None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, app, config, mode="asgi"))  # type: ignore[arg-type]
+        print(f"bare relay: serving http://127.0.0.1:{port}", flush=True)
 
 
 class _Lines(httpx.AsyncByteStream):
@@ -181,7 +192,9 @@ class _Lines(httpx.AsyncByteStream):
         async for line in self.lines:
             if self.decode:
                 json.loads(line)  # as any forwarder that reads the agent's lines must
-            yield line + b"\n"
+                yield TOKEN.encode() + b"\t" + line + b"\n"
+            else:
+                yield line + b"\n"
 
 
 async def _forward(url: str, argv: list[str], durable: bool) -> None:
@@ -214,12 +227,13 @@ async def _forward(url: str, argv: list[str], durable: bool) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if argv == ["relay"] or (len(argv) == 3 and argv[:2] == ["relay", "--durable"]):
+        trio.run(_relay, Path(argv[2]) if len(argv) == 3 else None)
+        return
     durable = argv[1:2] == ["--durable"]
     if durable:
         argv = argv[:1] + argv[2:]
-    if argv == ["relay"]:
-        trio.run(_relay, durable)
-    elif len(argv) > 3 and argv[0] == "forward" and argv[2] == "--":
+    if len(argv) > 3 and argv[0] == "forward" and argv[2] == "--":
         trio.run(_forward, argv[1], argv[3:], durable)
     else:
         sys.exit(__doc__)
