@@ -160,6 +160,15 @@ class AcpHandle:
         chosen = next((o for kind in kinds for o in asked.options if o.get("kind") == kind), None)
         if chosen is None:
             outcome: dict[str, Any] = {"outcome": "cancelled"}
+            # The log says who decided what; this says what the agent was told instead.
+            named = ", ".join(str(o.get("name", o.get("optionId", "?"))) for o in asked.options)
+            await self.sink(
+                wire.Error(
+                    code="decision_not_offered",
+                    message=f"{self.name} offers no option to {decision} this (it offers: "
+                    f"{named or 'none'}): it was answered cancelled",
+                )
+            )
         else:
             outcome = {"outcome": "selected", "optionId": chosen.get("optionId")}
         await self._answer(asked.rpc_id, {"outcome": outcome})

@@ -17,7 +17,8 @@ what it does:
 * anything else — ``echo: TEXT``, in two chunks.
 
 With ``$ACP_FAKE_ASK_AGAIN`` set, a write whose request was answered ``cancelled`` asks
-again at once (a request crossing the cancel) and writes if that one is allowed.
+again at once (a request crossing the cancel) and writes if that one is allowed. With
+``$ACP_FAKE_REJECT_ONLY`` set, a write's request offers only its reject option.
 ``session/load`` replays the conversation kept in ``$ACP_FAKE_STATE/<session>.json`` (a
 user chunk and an agent chunk per turn); ``initialize`` says it can load sessions.
 """
@@ -143,6 +144,8 @@ def write(session: str, path: str, content: str) -> str:
             {"optionId": "always", "name": "Always allow", "kind": "allow_always"},
             {"optionId": "no", "name": "Reject", "kind": "reject_once"},
         ]
+        if os.environ.get("ACP_FAKE_REJECT_ONLY"):
+            options = options[2:]
         answer = ask(
             "session/request_permission",
             {"sessionId": session, "toolCall": tool, "options": options},

@@ -307,6 +307,33 @@ async def test_a_request_crossing_the_cancel_is_answered_cancelled_unseen(
         assert not target.exists()
 
 
+async def test_an_allow_the_agent_does_not_offer_is_said_and_answered_cancelled(
+    tmp_path: Path,
+) -> None:
+    """An agent that offers only "Reject": the phone's "allow" is logged as its decision,
+    then an error says the agent had no such option and was told "cancelled"."""
+    async with _world(tmp_path, {"ACP_FAKE_REJECT_ONLY": "1"}) as world:
+        target = world.project / "offered.txt"
+        world.apply(wire.StartSession(session_id="s", prompt=f"write {target} x"))
+        asked = await world.asked("s")
+        assert asked["description"].endswith("(the agent offers: Reject)")
+        world.apply(
+            wire.DecidePermission(
+                session_id="s", request_id=asked["request_id"], decision="allow", origin="phone"
+            )
+        )
+        await world.turns("s", 1)
+        assert not target.exists()
+        (error,) = world.log.of("s", "error")
+        assert error == {
+            "code": "decision_not_offered",
+            "message": "acp offers no option to allow this (it offers: Reject): it was "
+            "answered cancelled",
+        }
+        kinds = world.log.kinds("s")
+        assert kinds.index("permission_resolved") < kinds.index("error")
+
+
 async def test_json_nested_too_deep_ends_the_session_not_the_daemon(world: World) -> None:
     world.apply(wire.StartSession(session_id="s", prompt="deep"))
     await world.ended("s")
