@@ -188,13 +188,22 @@ def home_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def as_user(uid: int | None) -> list[str]:
+    """The words that run a command as user ``uid`` (``setpriv``; the caller is root), none
+    for None: rcd as a user runs it, without root's way past file modes."""
+    if uid is None:
+        return []
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+
+
 async def rcd(
-    env: dict[str, str], *args: str, check: bool = True
+    env: dict[str, str], *args: str, check: bool = True, uid: int | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``rcd ARGS`` (as ``python -m daemon``) to completion, capturing its output."""
+    """Run ``rcd ARGS`` (as ``python -m daemon``; as user ``uid`` if given) to completion,
+    capturing its output."""
     with trio.fail_after(30):
         result = await trio.run_process(
-            [sys.executable, "-m", "daemon", *args],
+            [*as_user(uid), sys.executable, "-m", "daemon", *args],
             env=env,
             capture_stdout=True,
             capture_stderr=True,
@@ -240,11 +249,13 @@ async def start_daemon(
     agent_bin: str | None = TINY_AGENT,
     extra_env: dict[str, str] | None = None,
     via: str | None = None,
+    uid: int | None = None,
 ) -> Daemon:
     """Pair a throwaway home with ``relay``, start ``rcd start`` and wait until it is online.
 
     ``via`` is the URL the daemon uses to reach the relay (e.g. a flaky proxy in front of it).
     ``agent_bin`` None gives no ``--agent-bin`` (``--agent acp -- CMD`` names its program).
+    ``uid``: pair and run as that user (see :func:`as_user`; ``home`` is then theirs).
     """
     relay_url = via or relay.url
     env = home_env(home, extra_env)
@@ -252,11 +263,12 @@ async def start_daemon(
     if not (credentials.exists() and relay_url in credentials.read_text()):
         # Pair once per home, as a user does: a restart reuses the stored credential.
         code = await trio.to_thread.run_sync(admin.create_pair_code, relay.data_dir)
-        await rcd(env, "pair", relay_url, code)
+        await rcd(env, "pair", relay_url, code, uid=uid)
     log_path = home / "daemon.log"
     log_file = log_path.open("wb")
     process = await trio.lowlevel.open_process(
         [
+            *as_user(uid),
             sys.executable,
             "-m",
             "daemon",

@@ -1,0 +1,118 @@
+"""The headline deployment as its users run it: not as root. ``rcd start --spawn worktree``
+with spares, run by an ordinary user (``nobody``, through ``setpriv``: no capability, so
+file modes bind as they do on a developer's machine), the real ``claude`` CLI against the
+fake Messages API: sessions in worktrees and spares, a commit made by the agent, ``rcd
+status``, a clean stop. The rest of the suite runs as root, past every file mode: a
+worktree made mode 0600 (a process-wide umask while the daemon started) went unseen there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from testkit import privileges
+from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
+from testkit.harness import home_env, processes_in, rcd, start_daemon, start_relay
+
+from .agent_rounds import answer
+
+#: ``nobody``: an account with no rights of its own anywhere.
+UID = 65534
+
+
+@pytest.fixture
+def users_dir() -> Iterator[Path]:
+    """A directory of the user's own (pytest's own are root's, mode 0700)."""
+    privileges.needs_root("to run the daemon as another user")
+    path = Path(tempfile.mkdtemp(prefix="rcd-user-", dir="/tmp"))
+    try:
+        os.chown(path, UID, UID)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def give(path: Path) -> None:
+    """Hand ``path`` and everything in it to the user (made by this root test)."""
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.lchown(name, UID, UID)
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def entered(path: Path) -> bool:
+    """Whether the user could enter ``path`` (its owner's read and search bits)."""
+    st = os.stat(path)
+    return st.st_uid == UID and stat.S_IMODE(st.st_mode) & 0o500 == 0o500
+
+
+async def test_worktree_sessions_with_spares_as_an_ordinary_user(users_dir: Path) -> None:
+    repo, home = users_dir / "repo", users_dir / "home"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(50):
+        (repo / f"file{i}.txt").write_text(f"{i}\n")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
+    async with trio.open_nursery() as nursery:
+        base_url: str = await nursery.start(FakeMessagesAPI().run)
+        relay = await start_relay(nursery, users_dir / "relay")
+        try:
+            extra = claude_env(home, base_url)
+            env = home_env(home, extra)
+            give(home)
+            give(repo)
+            os.chown(env["XDG_RUNTIME_DIR"], UID, UID)  # home_env's short directory
+            daemon = await start_daemon(
+                relay, home, repo, "--spawn", "worktree", "--capacity", "4",
+                "--spare-worktrees", "2", agent_bin=find_claude(), extra_env=extra, uid=UID,
+            )  # fmt: skip
+            sessions = []
+            for n in range(3):  # more than the spares: taken, then made fresh
+                created = await relay.create_session(daemon.environment_id, prompt=f"hi {n}")
+                sessions.append(created.json()["id"])
+            cwds = []
+            for session_id in sessions:
+                events = await relay.wait_kind(session_id, "turn_result", timeout=60)
+                started = next(e for e in events if e["kind"] == "session_started")
+                cwds.append(Path(started["data"]["cwd"]))
+                texts = [e["data"]["text"] for e in events if e["kind"] == "assistant_text"]
+                assert texts and texts[-1].startswith("echo: hi"), events
+
+            # The agent commits in its worktree, as the user (approved from the phone).
+            commit = "git -c user.name=T -c user.email=t@example.org commit -q --allow-empty -m x"
+            first = sessions[0]
+            assert (await relay.post_message(first, f"run {commit}", "commit")).is_success
+            await answer(relay, first, 1, "allow")
+            events = await relay.wait_kind(first, "turn_result", 2, timeout=60)
+            (result,) = [e["data"] for e in events if e["kind"] == "tool_result"]
+            assert not result["is_error"], result
+
+            status = await rcd(env, "status", str(repo), uid=UID)
+            assert status.returncode == 0 and all(s in status.stdout.decode() for s in sessions)
+
+            pool = repo / ".rcd" / "pool"
+            made = [*cwds, *(pool.iterdir() if pool.exists() else [])]
+            assert made and all(entered(p) for p in made), [
+                (p, oct(os.stat(p).st_mode)) for p in made
+            ]
+            log = daemon.log()
+            for trouble in ("spare_worktree_failed", "spare_not_used", "Traceback"):
+                assert trouble not in log, log
+
+            assert await daemon.stop() == 0
+            assert processes_in(repo) == []
+        finally:
+            await relay.aclose()
+            nursery.cancel_scope.cancel()
