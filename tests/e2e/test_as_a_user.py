@@ -1,8 +1,9 @@
 """The headline deployment as its users run it: not as root. ``rcd start --spawn worktree``
 with spares, run by an ordinary user (``nobody``, through ``setpriv``: no capability, so
 file modes bind as they do on a developer's machine), the real ``claude`` CLI against the
-fake Messages API: sessions in worktrees and spares, a commit made by the agent, ``rcd
-status``, a clean stop. The rest of the suite runs as root, past every file mode: a
+fake Messages API: sessions in worktrees and spares, a commit made by the agent (with
+``--sandbox`` too, where a write outside the worktree is refused), ``rcd status``, a clean
+stop. The rest of the suite runs as root, past every file mode: a
 worktree made mode 0600 (a process-wide umask while the daemon started) went unseen there."""
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def entered(path: Path) -> bool:
     return st.st_uid == UID and stat.S_IMODE(st.st_mode) & 0o500 == 0o500
 
 
-async def test_worktree_sessions_with_spares_as_an_ordinary_user(users_dir: Path) -> None:
+@pytest.mark.parametrize("sandbox", [[], ["--sandbox"]], ids=["plain", "sandboxed"])
+async def test_worktree_sessions_with_spares_as_an_ordinary_user(
+    users_dir: Path, sandbox: list[str]
+) -> None:
     repo, home = users_dir / "repo", users_dir / "home"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -76,7 +80,8 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(users_dir: Path
             os.chown(env["XDG_RUNTIME_DIR"], UID, UID)  # home_env's short directory
             daemon = await start_daemon(
                 relay, home, repo, "--spawn", "worktree", "--capacity", "4",
-                "--spare-worktrees", "2", agent_bin=find_claude(), extra_env=extra, uid=UID,
+                "--spare-worktrees", "2", *sandbox, agent_bin=find_claude(), extra_env=extra,
+                uid=UID,
             )  # fmt: skip
             sessions = []
             for n in range(3):  # more than the spares: taken, then made fresh
@@ -98,6 +103,14 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(users_dir: Path
             events = await relay.wait_kind(first, "turn_result", 2, timeout=60)
             (result,) = [e["data"] for e in events if e["kind"] == "tool_result"]
             assert not result["is_error"], result
+
+            # Outside its worktree: the user's own directory, closed only by the sandbox.
+            outside = users_dir / "outside.txt"
+            assert (await relay.post_message(first, f"run touch {outside}", "out")).is_success
+            await answer(relay, first, 2, "allow")
+            events = await relay.wait_kind(first, "turn_result", 3, timeout=60)
+            touched = [e["data"] for e in events if e["kind"] == "tool_result"][-1]
+            assert outside.exists() is not sandbox and touched["is_error"] is bool(sandbox)
 
             status = await rcd(env, "status", str(repo), uid=UID)
             assert status.returncode == 0 and all(s in status.stdout.decode() for s in sessions)
