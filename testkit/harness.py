@@ -224,12 +224,14 @@ class Daemon:
     directory: Path
     log_path: Path
     environment_id: str = ""
+    #: The user it runs as (None: this process's; see :func:`as_user`).
+    uid: int | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     async def status(self) -> dict[str, Any]:
-        result = await rcd(self.env, "status", str(self.directory), "--json")
+        result = await rcd(self.env, "status", str(self.directory), "--json", uid=self.uid)
         data: dict[str, Any] = json.loads(result.stdout)
         return data
 
@@ -285,7 +287,7 @@ async def start_daemon(
         cwd=str(REPO),
     )
     log_file.close()
-    daemon = Daemon(process=process, env=env, directory=directory, log_path=log_path)
+    daemon = Daemon(process=process, env=env, directory=directory, log_path=log_path, uid=uid)
     relay.daemons.append(daemon)
 
     async def online() -> str | None:

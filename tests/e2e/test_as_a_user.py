@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,17 @@ import trio
 
 from testkit import privileges
 from testkit.fakes import FakeMessagesAPI, claude_env, find_claude
-from testkit.harness import home_env, processes_in, rcd, start_daemon, start_relay
+from testkit.harness import (
+    REPO,
+    Daemon,
+    as_user,
+    home_env,
+    processes_in,
+    rcd,
+    start_daemon,
+    start_relay,
+)
+from testkit.waiting import eventually
 
 from .agent_rounds import answer
 
@@ -33,6 +44,15 @@ UID = 65534
 def users_dir() -> Iterator[Path]:
     """A directory of the user's own (pytest's own are root's, mode 0700)."""
     privileges.needs_root("to run the daemon as another user")
+    for needed in (
+        [sys.executable, "-c", "import daemon"],  # rcd's Python and its checkout
+        ["test", "-x", find_claude()],
+    ):
+        reached = subprocess.run([*as_user(UID), *needed], cwd=REPO, check=False)
+        assert reached.returncode == 0, (
+            f"user {UID} cannot run {needed}: the checkout, its .venv and node_modules "
+            "must be readable by every user (not under a private home) for this test"
+        )
     path = Path(tempfile.mkdtemp(prefix="rcd-user-", dir="/tmp"))
     try:
         os.chown(path, UID, UID)
@@ -72,19 +92,24 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(
     async with trio.open_nursery() as nursery:
         base_url: str = await nursery.start(FakeMessagesAPI().run)
         relay = await start_relay(nursery, users_dir / "relay")
+        extra = claude_env(home, base_url)
+        env = home_env(home, extra)
+        runtime = Path(env["XDG_RUNTIME_DIR"])  # home_env's short directory, outside home
+        daemon = None
         try:
-            extra = claude_env(home, base_url)
-            env = home_env(home, extra)
             give(home)
             give(repo)
-            os.chown(env["XDG_RUNTIME_DIR"], UID, UID)  # home_env's short directory
+            os.chown(runtime, UID, UID)
             daemon = await start_daemon(
                 relay, home, repo, "--spawn", "worktree", "--capacity", "4",
                 "--spare-worktrees", "2", *sandbox, agent_bin=find_claude(), extra_env=extra,
                 uid=UID,
             )  # fmt: skip
+            spares = await eventually(
+                lambda: _spares(daemon, "ready", 2), timeout=60, what="two spares ready"
+            )
             sessions = []
-            for n in range(3):  # more than the spares: taken, then made fresh
+            for n in range(3):  # more than the spares: two taken, then one made fresh
                 created = await relay.create_session(daemon.environment_id, prompt=f"hi {n}")
                 sessions.append(created.json()["id"])
             cwds = []
@@ -115,6 +140,8 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(
             status = await rcd(env, "status", str(repo), uid=UID)
             assert status.returncode == 0 and all(s in status.stdout.decode() for s in sessions)
 
+            assert await _spares(daemon, "taken", 2), spares
+
             pool = repo / ".rcd" / "pool"
             made = [*cwds, *(pool.iterdir() if pool.exists() else [])]
             assert made and all(entered(p) for p in made), [
@@ -127,5 +154,15 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(
             assert await daemon.stop() == 0
             assert processes_in(repo) == []
         finally:
+            if daemon is not None and daemon.process.returncode is None:
+                with trio.CancelScope(shield=True), trio.move_on_after(30):
+                    await daemon.stop()  # its own teardown first: git's children end too
             await relay.aclose()
+            shutil.rmtree(runtime, ignore_errors=True)
             nursery.cancel_scope.cancel()
+
+
+async def _spares(daemon: Daemon, field: str, count: int) -> dict[str, int] | None:
+    """The daemon's spare worktrees (``rcd status``) once ``field`` reaches ``count``."""
+    spares: dict[str, int] = (await daemon.status())["spare_worktrees"]
+    return spares if spares[field] >= count else None

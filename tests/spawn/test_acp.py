@@ -324,6 +324,9 @@ async def test_an_allow_the_agent_does_not_offer_is_said_and_answered_cancelled(
         )
         await world.turns("s", 1)
         assert not target.exists()
+        # Told "cancelled" (the turn ends so), not its Reject option (it would say "denied").
+        assert world.log.of("s", "turn_result")[-1]["ok"] is False
+        assert "denied" not in [t["text"] for t in world.log.of("s", "assistant_text")]
         (error,) = world.log.of("s", "error")
         assert error == {
             "code": "decision_not_offered",
