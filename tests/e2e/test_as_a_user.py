@@ -100,11 +100,11 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(
             give(home)
             give(repo)
             os.chown(runtime, UID, UID)
+            options = ["--spawn", "worktree", "--capacity", "4", "--spare-worktrees", "2"]
+            options += sandbox
             daemon = await start_daemon(
-                relay, home, repo, "--spawn", "worktree", "--capacity", "4",
-                "--spare-worktrees", "2", *sandbox, agent_bin=find_claude(), extra_env=extra,
-                uid=UID,
-            )  # fmt: skip
+                relay, home, repo, *options, agent_bin=find_claude(), extra_env=extra, uid=UID
+            )
             spares = await eventually(
                 lambda: _spares(daemon, "ready", 2), timeout=60, what="two spares ready"
             )
@@ -153,6 +153,24 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(
 
             assert await daemon.stop() == 0
             assert processes_in(repo) == []
+
+            # Restarted, as a service is: the spares left are adopted, a session resumes in
+            # its worktree and takes a turn.
+            daemon = await start_daemon(
+                relay, home, repo, *options, agent_bin=find_claude(), extra_env=extra, uid=UID
+            )
+            await eventually(lambda: _spares(daemon, "ready", 2), timeout=60, what="spares")
+            log = daemon.log()
+            assert "spares_adopted" in log
+            assert "spare_unreadable" not in log and "spare_has_changes" not in log, log
+            assert (await relay.client.post(f"/api/sessions/{first}/resume")).is_success
+            events = await relay.wait_kind(first, "session_started", 2, timeout=60)
+            again = [e["data"]["cwd"] for e in events if e["kind"] == "session_started"]
+            assert again == [str(cwds[0])] * 2
+            assert (await relay.post_message(first, "back again", "back")).is_success
+            await relay.wait_kind(first, "turn_result", 4, timeout=60)
+            assert await daemon.stop() == 0
+            assert "Traceback" not in daemon.log()
         finally:
             if daemon is not None and daemon.process.returncode is None:
                 with trio.CancelScope(shield=True), trio.move_on_after(30):
