@@ -9,14 +9,18 @@ worktree made mode 0600 (a process-wide umask while the daemon started) went uns
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -184,3 +188,75 @@ async def _spares(daemon: Daemon, field: str, count: int) -> dict[str, int] | No
     """The daemon's spare worktrees (``rcd status``) once ``field`` reaches ``count``."""
     spares: dict[str, int] = (await daemon.status())["spare_worktrees"]
     return spares if spares[field] >= count else None
+
+
+async def test_the_readmes_start_as_an_ordinary_user(users_dir: Path) -> None:
+    """``rcd start`` with its relay inside (the README's first command), as a user: the
+    relay's data is theirs and private, a device token made with ``rcd relay token``
+    reaches it, a worktree session of the real CLI answers, and SIGTERM ends it cleanly."""
+    repo, home = users_dir / "repo", users_dir / "home"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README").write_text("hello\n")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
+    async with trio.open_nursery() as nursery:
+        base_url: str = await nursery.start(FakeMessagesAPI().run)
+        env = home_env(home, claude_env(home, base_url))
+        runtime = Path(env["XDG_RUNTIME_DIR"])
+        give(home)
+        give(repo)
+        os.chown(runtime, UID, UID)
+        log_path = users_dir / "daemon.log"
+        argv = [sys.executable, "-m", "daemon", "start", str(repo), "--relay-port", "0"]
+        argv += ["--agent-bin", find_claude(), "--spawn", "worktree", "--capacity", "2"]
+        with log_path.open("wb") as log_file:
+            process = await trio.lowlevel.open_process(
+                [*as_user(UID), *argv],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=str(REPO),
+            )
+        try:
+
+            def registered() -> str | None:
+                text = log_path.read_text()
+                assert process.returncode is None, text
+                found = re.search(r"relay running at (http://127\.0\.0\.1:\d+)", text)
+                return found.group(1) if found and "registered with" in text else None
+
+            url = await eventually(registered, timeout=30, what="the daemon registered")
+            made = await rcd(env, "relay", "token", "create", "--name", "phone", uid=UID)
+            token = made.stdout.decode().strip().splitlines()[-1]
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as phone:
+                [environment] = (await phone.get("/api/environments")).json()["environments"]
+                created = await phone.post(
+                    f"/api/environments/{environment['id']}/sessions", json={"prompt": "hi"}
+                )
+                assert created.status_code == 201, created.text
+                path = f"/api/sessions/{created.json()['id']}/events"
+
+                async def answered() -> list[dict[str, Any]] | None:
+                    events: list[dict[str, Any]] = (await phone.get(path)).json()["events"]
+                    return events if any(e["kind"] == "turn_result" for e in events) else None
+
+                events = await eventually(answered, timeout=60, what="the first turn")
+            texts = [e["data"]["text"] for e in events if e["kind"] == "assistant_text"]
+            assert texts == ["echo: hi"], events
+            # The relay's data (its database holds every conversation): the user's, private.
+            data = home / ".data" / "rcd" / "relay"
+            assert (data / "relay.sqlite3").exists(), list(home.rglob("*"))
+            for kept in [data, *data.rglob("*")]:
+                st = os.lstat(kept)
+                assert st.st_uid == UID, kept
+                assert stat.S_IMODE(st.st_mode) & 0o077 == 0, (kept, oct(st.st_mode))
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                code = await process.wait()
+            shutil.rmtree(runtime, ignore_errors=True)
+            nursery.cancel_scope.cancel()
+        assert code == 0, log_path.read_text()
