@@ -8,11 +8,9 @@ Every side runs the pinned CLI with rcd's adapter's arguments and answers to:
 
 The sides: ``bare`` (the CLI's stdin and stdout, no network), ``rcd`` (a client of
 ``rcd relay`` in its own process, a real ``rcd start`` beside the CLI), ``embedded`` (the
-README's default: ``rcd start`` with the relay in the daemon's process), ``transport``
-(:mod:`bench.bare_relay`, a relay and forwarder that only move bytes: the floor) and
-``durable`` (the same with ``--durable``: each hop's token checked and what it carries
-stored before it goes on). The relayed sides are driven by one minimal HTTP/1.1 client
-(:mod:`bench.relayhttp`).
+README's default: the relay in the daemon's process), ``transport`` (:mod:`bench.bare_relay`,
+a relay and forwarder that only move bytes: the floor) and ``durable`` (the same, checking
+tokens and storing each hop), the relayed ones driven by :mod:`bench.relayhttp`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ the agent and opens its session."""
 from __future__ import annotations
 
 import itertools
-import json
 import secrets
 import time
 from contextlib import aclosing
@@ -18,6 +17,7 @@ import trio
 
 import wire
 
+from .acp_content import offered, text_of, tool_output, tool_use
 from .adapter import (
     EventSink,
     PermissionCancelled,
@@ -33,17 +33,6 @@ log = structlog.get_logger("spawn.acp")
 PROTOCOL_VERSION = 1
 _ALLOW = ("allow_once", "allow_always")
 _REJECT = ("reject_once", "reject_always")
-#: Tool call kinds (ACP ``ToolKind``) as a short tool name.
-_KIND_NAMES = {
-    "read": "Read",
-    "edit": "Edit",
-    "delete": "Delete",
-    "move": "Move",
-    "search": "Search",
-    "execute": "Execute",
-    "think": "Think",
-    "fetch": "Fetch",
-}
 
 
 class ProtocolBroken(Exception):
@@ -161,14 +150,9 @@ class AcpHandle:
         if chosen is None:
             outcome: dict[str, Any] = {"outcome": "cancelled"}
             # The log says who decided what; this says what the agent was told instead.
-            named = ", ".join(str(o.get("name", o.get("optionId", "?"))) for o in asked.options)
-            await self.sink(
-                wire.Error(
-                    code="decision_not_offered",
-                    message=f"{self.name} offers no option to {decision} this (it offers: "
-                    f"{named or 'none'}): it was answered cancelled",
-                )
-            )
+            said = f"{self.name} offers no option to {decision} this (it offers: "
+            said += f"{offered(asked.options) or 'none'}): it was answered cancelled"
+            await self.sink(wire.Error(code="decision_not_offered", message=said))
         else:
             outcome = {"outcome": "selected", "optionId": chosen.get("optionId")}
         await self._answer(asked.rpc_id, {"outcome": outcome})
@@ -278,7 +262,7 @@ class AcpHandle:
     async def _update(self, update: dict[str, Any]) -> None:
         kind = update.get("sessionUpdate")
         if kind == "agent_message_chunk":
-            text = _text_of(update.get("content"))
+            text = text_of(update.get("content"))
             if text:
                 first = not self._text
                 self._text.append(text)
@@ -288,7 +272,7 @@ class AcpHandle:
                     )
         elif kind == "tool_call":
             await self._flush()
-            use = _tool_use(update)
+            use = tool_use(update)
             self._tools[use.id] = use.name
             if use.input:
                 await self.sink(use)
@@ -305,7 +289,7 @@ class AcpHandle:
             await self.sink(
                 wire.ToolResult(
                     tool_use_id=str(update.get("toolCallId", "")),
-                    content=_tool_output(update),
+                    content=tool_output(update),
                     is_error=update.get("status") == "failed",
                 )
             )
@@ -332,7 +316,7 @@ class AcpHandle:
         for held in [call_id] if call_id is not None else list(self._held):
             call = self._held.pop(held, None)
             if call is not None:
-                use = _tool_use(call)
+                use = tool_use(call)
                 await self.sink(attrs.evolve(use, name=self._tools.get(use.id, use.name)))
 
     async def _flush(self) -> None:
@@ -371,8 +355,8 @@ class AcpHandle:
             return
         call = params.get("toolCall")
         call = call if isinstance(call, dict) else {}
-        offered = params.get("options")
-        options = [o for o in offered if isinstance(o, dict)] if isinstance(offered, list) else []
+        given = params.get("options")
+        options = [o for o in given if isinstance(o, dict)] if isinstance(given, list) else []
         # 1 and "1" are two ids: kept apart.
         kind = "n" if isinstance(rpc_id, int) else "s"
         request_id = f"acp-{self._nonce}-{kind}{rpc_id}"
@@ -380,8 +364,8 @@ class AcpHandle:
         self._permissions[request_id] = _Permission(rpc_id=rpc_id, options=options)
         await self._flush()
         title = str(call.get("title") or "")
-        named = ", ".join(str(o.get("name", o.get("optionId", "?"))) for o in options)
-        use = _tool_use(call)
+        named = offered(options)
+        use = tool_use(call)
         await self.sink(
             wire.PermissionRequest(
                 request_id=request_id,
@@ -390,39 +374,3 @@ class AcpHandle:
                 description=f"{title} (the agent offers: {named})" if named else title,
             )
         )
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, dict) and content.get("type") == "text":
-        return str(content.get("text", ""))
-    return ""
-
-
-def _tool_use(call: dict[str, Any]) -> wire.ToolUse:
-    meta = call.get("_meta")
-    claude = meta.get("claudeCode") if isinstance(meta, dict) else None
-    named = claude.get("toolName") if isinstance(claude, dict) else None
-    kind = call.get("kind")
-    fallback = _KIND_NAMES.get(kind, "") if isinstance(kind, str) else ""
-    name = named if isinstance(named, str) and named else fallback
-    raw = call.get("rawInput")
-    return wire.ToolUse(
-        id=str(call.get("toolCallId", "")),
-        name=name or str(call.get("title") or "tool")[:60],
-        input=raw if isinstance(raw, dict) else ({} if raw is None else {"input": raw}),
-    )
-
-
-def _tool_output(update: dict[str, Any]) -> str:
-    parts = []
-    content = update.get("content")
-    for item in content if isinstance(content, list) else []:
-        if isinstance(item, dict):
-            if item.get("type") == "content":
-                parts.append(_text_of(item.get("content")))
-            elif item.get("type") == "diff":
-                parts.append(f"edited {item.get('path', '')}")
-    if not any(parts) and update.get("rawOutput") is not None:
-        raw = update["rawOutput"]
-        parts.append(raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False))
-    return "\n".join(p for p in parts if p)

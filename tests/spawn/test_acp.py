@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,108 +19,16 @@ import pytest
 import trio
 
 import wire
-from daemon import Supervisor
 from spawn import AgentOptions
-from spawn.acp import AcpAgent
 from spawn.adapter import PermissionCancelled
 from spawn.sandbox import SandboxPolicy
-from testkit.harness import REPO
 
-TIMEOUT = 20
-AGENT = [sys.executable, str(REPO / "testkit" / "fakes" / "acp_agent.py")]
-#: Only the test that runs bubblewrap (on Linux a missing bwrap fails it: tests/run.sh
-#: installs it).
-linux_only = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="bubblewrap is Linux's"
-)
-
-
-@attrs.define
-class Log:
-    events: dict[str, list[wire.Event]] = attrs.Factory(lambda: defaultdict(list))
-    partials: list[wire.AssistantPartial] = attrs.Factory(list)
-    _changed: trio.Event = attrs.Factory(trio.Event)
-
-    def publish(self, session_id: str, event: wire.Event) -> None:
-        self.events[session_id].append(event)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def publish_partial(self, session_id: str, piece: wire.AssistantPartial) -> None:
-        self.partials.append(piece)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def of(self, session_id: str, kind: str) -> list[dict[str, Any]]:
-        return [e.data for e in self.events[session_id] if e.kind == kind]
-
-    def kinds(self, session_id: str) -> list[str]:
-        return [e.kind for e in self.events[session_id]]
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        with trio.fail_after(TIMEOUT):
-            while not condition():
-                await self._changed.wait()
-
-
-@attrs.define
-class World:
-    supervisor: Supervisor
-    log: Log
-    project: Path
-    dseq: int = 0
-
-    def apply(self, directive: wire.Directive) -> None:
-        self.dseq += 1
-        self.supervisor.apply(self.dseq, directive)
-
-    def say(self, session_id: str, text: str) -> None:
-        n = self.dseq + 1
-        self.apply(wire.SendMessage(session_id=session_id, input_id=f"m{n}", text=text, origin="t"))
-
-    async def turns(self, session_id: str, count: int) -> None:
-        await self.log.until(lambda: len(self.log.of(session_id, "turn_result")) >= count)
-
-    async def asked(self, session_id: str, count: int = 1) -> dict[str, Any]:
-        await self.log.until(lambda: len(self.log.of(session_id, "permission_request")) >= count)
-        return self.log.of(session_id, "permission_request")[count - 1]
-
-    async def ended(self, session_id: str) -> None:
-        await self.log.until(lambda: "session_ended" in self.log.kinds(session_id))
-
-
-@asynccontextmanager
-async def _world(
-    tmp_path: Path,
-    env: dict[str, str] | None = None,
-    *,
-    argv: list[str] = AGENT,
-    options: AgentOptions | None = None,
-) -> AsyncIterator[World]:
-    project = tmp_path / "project"
-    project.mkdir()
-    (tmp_path / "state").mkdir()
-    log = Log()
-    supervisor = Supervisor(
-        adapter=AcpAgent(argv=argv, name="acp"),
-        directory=project,
-        spawn="same-dir",
-        capacity=8,
-        uplink=log,
-        env={"PATH": "/usr/bin:/bin", "ACP_FAKE_STATE": str(tmp_path / "state"), **(env or {})},
-        options=options or AgentOptions(),
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.run)
-        yield World(supervisor=supervisor, log=log, project=project)
-        with trio.fail_after(TIMEOUT):
-            await supervisor.stop_all()
-        nursery.cancel_scope.cancel()
+from .acp_world import World, linux_only, open_world
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with _world(tmp_path) as world:
+    async with open_world(tmp_path) as world:
         yield world
 
 
@@ -295,7 +201,7 @@ async def test_a_session_is_resumed_with_session_load_without_replaying_it(
 async def test_a_request_crossing_the_cancel_is_answered_cancelled_unseen(
     tmp_path: Path,
 ) -> None:
-    async with _world(tmp_path, {"ACP_FAKE_ASK_AGAIN": "1"}) as world:
+    async with open_world(tmp_path, {"ACP_FAKE_ASK_AGAIN": "1"}) as world:
         target = world.project / "crossed.txt"
         world.apply(wire.StartSession(session_id="s", prompt=f"write {target} x"))
         await world.asked("s")
@@ -312,7 +218,7 @@ async def test_an_allow_the_agent_does_not_offer_is_said_and_answered_cancelled(
 ) -> None:
     """An agent that offers only "Reject": the phone's "allow" is logged as its decision,
     then an error says the agent had no such option and was told "cancelled"."""
-    async with _world(tmp_path, {"ACP_FAKE_REJECT_ONLY": "1"}) as world:
+    async with open_world(tmp_path, {"ACP_FAKE_REJECT_ONLY": "1"}) as world:
         target = world.project / "offered.txt"
         world.apply(wire.StartSession(session_id="s", prompt=f"write {target} x"))
         asked = await world.asked("s")
@@ -363,7 +269,7 @@ async def test_json_nested_too_deep_ends_the_session_not_the_daemon(world: World
 async def test_an_agent_that_cannot_open_its_session_ends_it_at_once(
     tmp_path: Path, script: str, says: str
 ) -> None:
-    async with _world(tmp_path, argv=[sys.executable, "-c", script]) as world:
+    async with open_world(tmp_path, argv=[sys.executable, "-c", script]) as world:
         world.apply(wire.StartSession(session_id="s", prompt="hello"))
         await world.ended("s")
         (error,) = world.log.of("s", "error")
@@ -377,7 +283,7 @@ async def test_an_agent_without_session_load_is_not_resumable(tmp_path: Path) ->
         "    print(json.dumps({'jsonrpc': '2.0', 'id': m['id'], 'result':"
         " {'protocolVersion': 1, 'agentCapabilities': {}}}), flush=True)"
     )
-    async with _world(tmp_path, argv=[sys.executable, "-c", script]) as world:
+    async with open_world(tmp_path, argv=[sys.executable, "-c", script]) as world:
         world.apply(
             wire.ResumeSession(
                 session_id="s", agent_session_id="gone", cwd=str(world.project),
@@ -393,7 +299,7 @@ async def test_an_agent_without_session_load_is_not_resumable(tmp_path: Path) ->
 async def test_a_sandboxed_acp_agent_writes_only_in_its_directory(tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     policy = SandboxPolicy(enabled=True)
-    async with _world(tmp_path, options=AgentOptions(sandbox=policy)) as world:
+    async with open_world(tmp_path, options=AgentOptions(sandbox=policy)) as world:
         inside = world.project / "inside.txt"
         for n, target in enumerate((inside, outside), 1):
             if n == 1:
