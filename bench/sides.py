@@ -199,10 +199,10 @@ async def start_transport(
     name = "durable" if durable else "transport"
     mode = ["--durable"] if durable else []
     relay_log, forwarder_log = root / f"{name}-relay.log", root / f"{name}-forwarder.log"
-    database = [str(root / "durable-relay")] if durable else []
     with relay_log.open("wb") as log_file:
         relay = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "bench.bare_relay", "relay", *mode, *database],
+            [sys.executable, "-m", "bench.bare_relay", "relay", *mode]
+            + ([str(root / "durable-relay")] if durable else []),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=str(REPO),

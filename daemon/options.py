@@ -342,8 +342,9 @@ def start_args(args: argparse.Namespace, *, command_needed: bool = True) -> list
         raise ConfigError(problem)
     if getattr(args, "sandbox", False) and getattr(args, "no_sandbox", False):
         raise ConfigError(SANDBOX_CONFLICT)
-    command = getattr(args, "agent_command", None)
-    if (getattr(args, "agent", None) == "acp" and (command or command_needed)) or command:
+    if getattr(args, "agent_command", None) or (
+        getattr(args, "agent", None) == "acp" and command_needed
+    ):
         StartOptions.from_args(args)  # --agent acp and its command go together
     return option_words(args, START_OPTIONS)
 

@@ -76,6 +76,26 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def prepare(
+    users_dir: Path, base_url: str, files: dict[str, str]
+) -> tuple[Path, Path, dict[str, str], dict[str, str]]:
+    """A repository with ``files`` committed and a home whose CLI talks to ``base_url``,
+    both the user's: (repository, home, the CLI's environment, rcd's whole environment)."""
+    repo, home = users_dir / "repo", users_dir / "home"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
+    extra = claude_env(home, base_url)
+    env = home_env(home, extra)
+    give(home)
+    give(repo)
+    os.chown(env["XDG_RUNTIME_DIR"], UID, UID)  # home_env's short directory, outside home
+    return repo, home, extra, env
+
+
 def entered(path: Path) -> bool:
     """Whether the user could enter ``path`` (its owner's read and search bits)."""
     st = os.stat(path)
@@ -86,24 +106,13 @@ def entered(path: Path) -> bool:
 async def test_worktree_sessions_with_spares_as_an_ordinary_user(
     users_dir: Path, sandbox: list[str]
 ) -> None:
-    repo, home = users_dir / "repo", users_dir / "home"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for i in range(50):
-        (repo / f"file{i}.txt").write_text(f"{i}\n")
-    git(repo, "add", ".")
-    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
     async with trio.open_nursery() as nursery:
         base_url: str = await nursery.start(FakeMessagesAPI().run)
+        files = {f"file{i}.txt": f"{i}\n" for i in range(50)}
+        repo, home, extra, env = prepare(users_dir, base_url, files)
         relay = await start_relay(nursery, users_dir / "relay")
-        extra = claude_env(home, base_url)
-        env = home_env(home, extra)
-        runtime = Path(env["XDG_RUNTIME_DIR"])  # home_env's short directory, outside home
         daemon = None
         try:
-            give(home)
-            give(repo)
-            os.chown(runtime, UID, UID)
             options = ["--spawn", "worktree", "--capacity", "4", "--spare-worktrees", "2"]
             options += sandbox
             daemon = await start_daemon(
@@ -180,7 +189,7 @@ async def test_worktree_sessions_with_spares_as_an_ordinary_user(
                 with trio.CancelScope(shield=True), trio.move_on_after(30):
                     await daemon.stop()  # its own teardown first: git's children end too
             await relay.aclose()
-            shutil.rmtree(runtime, ignore_errors=True)
+            shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
             nursery.cancel_scope.cancel()
 
 
@@ -194,19 +203,9 @@ async def test_the_readmes_start_as_an_ordinary_user(users_dir: Path) -> None:
     """``rcd start`` with its relay inside (the README's first command), as a user: the
     relay's data is theirs and private, a device token made with ``rcd relay token``
     reaches it, a worktree session of the real CLI answers, and SIGTERM ends it cleanly."""
-    repo, home = users_dir / "repo", users_dir / "home"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "README").write_text("hello\n")
-    git(repo, "add", ".")
-    git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
     async with trio.open_nursery() as nursery:
         base_url: str = await nursery.start(FakeMessagesAPI().run)
-        env = home_env(home, claude_env(home, base_url))
-        runtime = Path(env["XDG_RUNTIME_DIR"])
-        give(home)
-        give(repo)
-        os.chown(runtime, UID, UID)
+        repo, home, _, env = prepare(users_dir, base_url, {"README": "hello\n"})
         log_path = users_dir / "daemon.log"
         argv = [sys.executable, "-m", "daemon", "start", str(repo), "--relay-port", "0"]
         argv += ["--agent-bin", find_claude(), "--spawn", "worktree", "--capacity", "2"]
@@ -257,6 +256,6 @@ async def test_the_readmes_start_as_an_ordinary_user(users_dir: Path) -> None:
                 process.send_signal(signal.SIGTERM)
             with trio.fail_after(30):
                 code = await process.wait()
-            shutil.rmtree(runtime, ignore_errors=True)
+            shutil.rmtree(env["XDG_RUNTIME_DIR"], ignore_errors=True)
             nursery.cancel_scope.cancel()
         assert code == 0, log_path.read_text()
